@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Create the virtual environment and install newsbias into it.
+# torch comes first and only when missing: `pip install torch==2.13.0` takes the CPU build that
+# lies on these machines' disk, while an unpinned torch would pull a multi-GB CUDA build. A torch
+# that is already importable (a GPU user's own CUDA build) is left alone.
+set -euo pipefail
+VENV="${1:-.venv}"
+PYTHON="${PYTHON:-python3}"
+TORCH_SPEC="${NEWSBIAS_TORCH:-torch==2.13.0}"
+
+if [ ! -x "$VENV/bin/python" ]; then
+  echo "setup: creating $VENV with $($PYTHON --version 2>&1)"
+  "$PYTHON" -m venv ${NEWSBIAS_SYSTEM_SITE_PACKAGES:+--system-site-packages} "$VENV"
+fi
+PIP=("$VENV/bin/python" -m pip --disable-pip-version-check -q)
+if "$VENV/bin/python" -c "import torch" 2>/dev/null; then
+  echo "setup: keeping installed torch $("$VENV/bin/python" -c 'import torch; print(torch.__version__)')"
+else
+  echo "setup: installing $TORCH_SPEC"
+  if ! "${PIP[@]}" install "$TORCH_SPEC"; then
+    echo "setup: $TORCH_SPEC not available here; trying the CPU wheel index" >&2
+    "${PIP[@]}" install torch --index-url https://download.pytorch.org/whl/cpu
+  fi
+fi
+echo "setup: installing newsbias[dev] (editable)"
+"${PIP[@]}" install -e ".[dev]"

@@ -1,0 +1,3 @@
+"""newsbias: LoRA fine-tuning and honest evaluation of small LLMs for news political-leaning classification."""
+
+__version__ = "0.1.0"

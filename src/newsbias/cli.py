@@ -1,0 +1,121 @@
+"""The ``newsbias`` command: one subcommand per pipeline stage, each a thin wrapper.
+
+Every subcommand takes ``--config FILE`` plus ``section.key=value`` overrides; a few frequent
+settings also have flags, which are just overrides with a shorter spelling. Stage modules are
+imported lazily so that ``newsbias --help`` does not pay for importing torch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from typing import Callable
+
+from .errors import NewsbiasError
+
+EPILOG = (
+    "Any config value can be overridden as section.key=value, e.g. "
+    "prep.split.mode=random prep.downsample.train_cap=1200. Values are parsed as YAML."
+)
+
+
+def _add_common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", "-c", metavar="FILE", help="YAML config file (see configs/).")
+    p.add_argument("overrides", nargs="*", metavar="section.key=value",
+                   help="Overrides applied on top of the config file before validation.")
+
+
+def _flag_overrides(args: argparse.Namespace, mapping: dict[str, str]) -> list[str]:
+    out = []
+    for attr, key in mapping.items():
+        value = getattr(args, attr, None)
+        if value is not None:
+            out.append(f"{key}={value}")
+    return out
+
+
+# ----------------------------------------------------------------------------------- handlers
+
+
+def _cmd_prep(args: argparse.Namespace) -> int:
+    from .config import load_config
+    from .data.prep import run_prep
+
+    overrides = _flag_overrides(args, {
+        "input": "prep.input.path", "format": "prep.input.format", "out": "prep.out_dir",
+        "split": "prep.split.mode", "seed": "prep.split.seed",
+    }) + list(args.overrides)
+    cfg = load_config(args.config, overrides).require("prep")
+    meta = run_prep(cfg, progress=not args.quiet)
+    sizes = ", ".join(f"{k} {v}" for k, v in meta["splits"]["sizes"].items())
+    print(f"prep: wrote {cfg.out_dir} ({sizes}); report in {cfg.out_dir}/prep_meta.json")
+    return 0
+
+
+def _add_prep(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "prep", help="Raw labeled articles -> clean, de-duplicated, leakage-safe train/val/test JSONL.",
+        description="Read raw articles (Kaggle CSV, AllSides, any CSV/JSONL/Parquet, instruction JSONL), "
+                    "normalise labels, repair text, drop duplicates, split without leakage, and write "
+                    "train/val/test/eval_small JSONL plus prep_meta.json.",
+        epilog=EPILOG)
+    _add_common(p)
+    p.add_argument("--input", metavar="PATH", help="Input file or directory (= prep.input.path).")
+    p.add_argument("--format", choices=["auto", "kaggle", "allsides", "tabular", "instruction"],
+                   help="Input format (= prep.input.format); auto guesses from the file.")
+    p.add_argument("--out", metavar="DIR", help="Output directory (= prep.out_dir).")
+    p.add_argument("--split", choices=["random", "by_source", "by_time", "predefined"],
+                   help="Split mode (= prep.split.mode). by_source keeps outlets apart: the honest yardstick.")
+    p.add_argument("--seed", type=int, help="Split seed (= prep.split.seed).")
+    p.add_argument("--quiet", "-q", action="store_true", help="No progress bars.")
+    p.set_defaults(func=_cmd_prep)
+
+
+# === train subcommand (owned by the training stage) ===
+
+# === predict subcommand (owned by the prediction stage) ===
+
+# === baseline / evaluate / compare subcommands (owned by those stages) ===
+
+# === end of stage subcommands ===
+
+
+# Stages register themselves here: (adder) each adds one subparser with set_defaults(func=...).
+SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [_add_prep]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="newsbias",
+        description="Fine-tune small LLMs with LoRA to classify news articles as left / center / right, "
+                    "and evaluate them honestly (outlet-disjoint splits).")
+    parser.add_argument("--verbose", "-v", action="store_true", help="Debug logging and full tracebacks.")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for add in SUBCOMMANDS:
+        add(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(levelname)s %(name)s: %(message)s")
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except NewsbiasError as exc:
+        if args.verbose:
+            raise
+        print(f"newsbias {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"newsbias {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,270 @@
+"""Typed, validated configuration: one pydantic model per stage, one YAML file per run.
+
+A config file has one section per stage (``prep:``, ``train:``, ``predict:`` ...); each stage reads
+its own section and ignores the others, so one file can describe a whole pipeline run. Unknown
+keys and wrong types are errors that name the field (``prep.split.mode``). ``key=value``
+overrides on the command line are applied before validation, so any run is reproduced by its
+config file plus its overrides.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal, Optional, TypeVar
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from .errors import ConfigError
+from .labels import LABELS, NumericScheme
+
+DEFAULT_INSTRUCTION = (
+    "Classify the political leaning of this news article as one of {left|center|right}. "
+    "Respond with a single word: left, center, or right."
+)
+
+
+class StrictModel(BaseModel):
+    """Base for every config section: unknown keys are errors."""
+
+    model_config = ConfigDict(extra="forbid", validate_default=True)
+
+
+# --------------------------------------------------------------------------------------- prep
+
+
+class ColumnsConfig(StrictModel):
+    """Which input column holds each field (tabular and Kaggle inputs)."""
+
+    text: str = "text"
+    label: str = "label"
+    id: Optional[str] = None
+    title: Optional[str] = None
+    source: Optional[str] = None
+    date: Optional[str] = None
+    url: Optional[str] = None
+
+
+class InputConfig(StrictModel):
+    path: str = Field(description="Input file or directory (CSV, JSONL(.gz), Parquet, AllSides release dir).")
+    format: Literal["auto", "kaggle", "allsides", "tabular", "instruction"] = "auto"
+    columns: Optional[ColumnsConfig] = Field(
+        default=None, description="Column mapping for tabular input; defaults per format otherwise.")
+    on_bad_row: Literal["error", "skip"] = "error"
+    encoding: str = "utf-8"
+    limit: Optional[int] = Field(default=None, ge=1, description="Read only the first N records (smoke runs).")
+
+
+class LabelConfig(StrictModel):
+    numeric: NumericScheme = Field(
+        default="none", description="Encoding of numeric labels: '012' (0=left) or '-101' (-1=left). Never guessed.")
+    mapping: dict[str, str] = Field(default_factory=dict, description="Extra raw-label spellings -> left/center/right.")
+    on_unknown: Literal["error", "drop"] = "error"
+
+
+class CleanConfig(StrictModel):
+    fix_text: bool = Field(default=True, description="Repair mojibake with ftfy.")
+    prepend_title: bool = False
+    min_chars: int = Field(default=100, ge=0)
+    min_words: int = Field(default=0, ge=0)
+
+
+class DedupConfig(StrictModel):
+    exact: bool = True
+    near: bool = True
+    threshold: float = Field(default=0.8, gt=0.0, le=1.0, description="Estimated Jaccard similarity of word shingles.")
+    shingle_words: int = Field(default=5, ge=1)
+    num_perm: int = Field(default=64, ge=16, le=512)
+    on_label_conflict: Literal["drop", "keep"] = Field(
+        default="drop", description="Duplicates whose labels disagree: drop them all, or keep one like any duplicate.")
+
+
+class PredefinedSplitConfig(StrictModel):
+    train: str
+    val: str
+    test: Optional[str] = Field(default=None, description="If absent, test is carved out of train (test_frac).")
+    id_column: str = "ID"
+
+
+class SplitConfig(StrictModel):
+    mode: Literal["random", "by_source", "by_time", "predefined"] = "by_source"
+    seed: int = 42
+    test_frac: float = Field(default=0.15, ge=0.0, lt=1.0)
+    val_frac: float = Field(default=0.15, ge=0.0, lt=1.0, description="Fraction of what remains after test.")
+    group_by: Optional[str] = Field(default=None, description="Keep each value of this field in one split.")
+    predefined: Optional[PredefinedSplitConfig] = None
+
+    @model_validator(mode="after")
+    def _check(self) -> "SplitConfig":
+        if self.mode == "predefined" and self.predefined is None:
+            raise ValueError("split.mode 'predefined' needs split.predefined.train / .val (paths to split files)")
+        return self
+
+
+class DownsampleConfig(StrictModel):
+    train_cap: Optional[int] = Field(default=None, ge=1, description="Stratified cap on the total train size.")
+    per_label_cap: Optional[int] = Field(default=None, ge=1)
+    fraction: Optional[float] = Field(default=None, gt=0.0, le=1.0)
+    strategy: Literal["proportional", "balanced"] = Field(
+        default="proportional", description="How train_cap is shared among labels.")
+
+
+class PrepConfig(StrictModel):
+    input: InputConfig
+    out_dir: str = "runs/data"
+    labels: LabelConfig = Field(default_factory=LabelConfig)
+    clean: CleanConfig = Field(default_factory=CleanConfig)
+    dedup: DedupConfig = Field(default_factory=DedupConfig)
+    split: SplitConfig = Field(default_factory=SplitConfig)
+    downsample: DownsampleConfig = Field(default_factory=DownsampleConfig)
+    eval_small: int = Field(default=15, ge=0)
+    instruction: str = DEFAULT_INSTRUCTION
+    workers: int = Field(default=0, ge=0, description="Processes for text cleaning (0 = one per core).")
+
+
+# ---------------------------------------------------------------------------- other sections
+# Each stage module owns the meaning of its section; the models live here so that one file
+# validates a whole pipeline config without importing torch.
+
+
+# === train section (owned by train.py) ===
+
+
+class TrainConfig(StrictModel):
+    """Placeholder, filled in by the training stage."""
+
+
+# === predict section (owned by predict.py) ===
+
+
+class PredictConfig(StrictModel):
+    """Placeholder, filled in by the prediction stage."""
+
+
+# === baseline / evaluate / compare sections (owned by baseline.py, metrics.py, report.py) ===
+
+
+class BaselineConfig(StrictModel):
+    """Placeholder, filled in by the baseline stage."""
+
+
+class EvaluateConfig(StrictModel):
+    """Placeholder, filled in by the evaluate stage."""
+
+
+class CompareConfig(StrictModel):
+    """Placeholder, filled in by the compare/report stage."""
+
+
+# === end of stage sections ===
+
+
+class Config(StrictModel):
+    """A whole run: every section is optional; a stage fails clearly if its own is missing."""
+
+    prep: Optional[PrepConfig] = None
+    train: Optional[TrainConfig] = None
+    predict: Optional[PredictConfig] = None
+    baseline: Optional[BaselineConfig] = None
+    evaluate: Optional[EvaluateConfig] = None
+    compare: Optional[CompareConfig] = None
+
+    def require(self, section: str) -> Any:
+        value = getattr(self, section)
+        if value is None:
+            raise ConfigError(f"the config has no '{section}:' section, which `newsbias {section}` needs")
+        return value
+
+
+# ------------------------------------------------------------------------------------ loading
+
+T = TypeVar("T", bound=BaseModel)
+
+
+def parse_overrides(items: list[str] | tuple[str, ...]) -> dict[str, Any]:
+    """Turn ``["prep.split.mode=random", "train.lr=2e-4"]`` into a nested dict.
+
+    Values are parsed as YAML scalars/lists (``3`` -> int, ``null`` -> None, ``[a,b]`` -> list).
+    """
+    out: dict[str, Any] = {}
+    for item in items:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r} is not key=value (e.g. prep.split.mode=random)")
+        key, raw = item.split("=", 1)
+        key = key.strip()
+        if not key or any(not part for part in key.split(".")):
+            raise ConfigError(f"override {item!r} has an empty key part")
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else ""
+        except yaml.YAMLError:
+            value = raw
+        node = out
+        parts = key.split(".")
+        for part in parts[:-1]:
+            nxt = node.setdefault(part, {})
+            if not isinstance(nxt, dict):
+                raise ConfigError(f"override {item!r} conflicts with an earlier override of {part!r}")
+            node = nxt
+        node[parts[-1]] = value
+    return out
+
+
+def deep_merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = deep_merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def format_validation_error(err: ValidationError, where: str = "config") -> str:
+    problems = []
+    for e in err.errors():
+        loc = ".".join(str(p) for p in e["loc"]) or "(top level)"
+        if e["type"] == "extra_forbidden":
+            problems.append(f"{loc}: unknown key")
+        elif e["type"] == "missing":
+            problems.append(f"{loc}: required but missing")
+        else:
+            got = e.get("input")
+            got_s = "" if isinstance(got, dict) else f" (got {got!r})"
+            problems.append(f"{loc}: {e['msg']}{got_s}")
+    return f"invalid {where}: " + "; ".join(problems)
+
+
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"config file not found: {p}")
+    try:
+        data = yaml.safe_load(p.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"config file {p} is not valid YAML: {exc}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {p} must hold a mapping of sections, found {type(data).__name__}")
+    return data
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = (),
+                cls: type[T] = Config) -> T:  # type: ignore[assignment]
+    """Load a YAML config (optional), apply ``key=value`` overrides, validate into ``cls``."""
+    data = read_yaml(path) if path else {}
+    data = deep_merge(data, parse_overrides(list(overrides)))
+    try:
+        return cls.model_validate(data)
+    except ValidationError as err:
+        raise ConfigError(format_validation_error(err, f"config {path}" if path else "config")) from None
+
+
+def dump_config(cfg: BaseModel) -> dict[str, Any]:
+    """JSON-ready dict of a config, for manifests."""
+    return cfg.model_dump(mode="json")
+
+
+__all__ = [
+    "Config", "PrepConfig", "load_config", "parse_overrides", "dump_config", "DEFAULT_INSTRUCTION", "LABELS",
+]

@@ -1,0 +1,92 @@
+"""The label set and the normalisation of raw labels onto it.
+
+Labels are ordinal (left < center < right); their order in :data:`LABELS` is the class index
+used everywhere (metrics, confusion matrices, classifier heads).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from typing import Literal, Mapping
+
+LABELS: tuple[str, ...] = ("left", "center", "right")
+
+# Raw spellings seen in the wild (Kaggle's five-point scale, AllSides' "lean left", ...).
+# Keys are already normalised by `_norm` (lower case, runs of space/underscore/hyphen -> "-").
+DEFAULT_ALIASES: dict[str, str] = {
+    "left": "left",
+    "leaning-left": "left",
+    "lean-left": "left",
+    "left-leaning": "left",
+    "left-center": "left",
+    "far-left": "left",
+    "liberal": "left",
+    "center": "center",
+    "centre": "center",
+    "central": "center",
+    "neutral": "center",
+    "least-biased": "center",
+    "right": "right",
+    "leaning-right": "right",
+    "lean-right": "right",
+    "right-leaning": "right",
+    "right-center": "right",
+    "far-right": "right",
+    "conservative": "right",
+}
+
+NUMERIC_SCHEMES: dict[str, dict[int, str]] = {
+    "012": {0: "left", 1: "center", 2: "right"},
+    "-101": {-1: "left", 0: "center", 1: "right"},
+}
+
+NumericScheme = Literal["none", "012", "-101"]
+
+_SEP = re.compile(r"[\s_\-]+")
+_NUMERIC = re.compile(r"^[+-]?\d+(\.0+)?$")
+
+
+def _norm(raw: str) -> str:
+    return _SEP.sub("-", raw.strip().lower()).strip("-")
+
+
+class LabelNormalizer:
+    """Maps raw labels (strings or numbers) onto :data:`LABELS`.
+
+    ``numeric`` must name the encoding of numeric labels explicitly ("012" or "-101"): a 0 means
+    *left* in one scheme and *center* in the other, so it is never guessed. ``mapping`` adds or
+    overrides spellings (``{"lean left": "left"}``); its keys are normalised like the data.
+    """
+
+    def __init__(self, numeric: NumericScheme = "none", mapping: Mapping[str, str] | None = None,
+                 labels: tuple[str, ...] = LABELS):
+        self.labels = labels
+        self.numeric = numeric
+        self.aliases = {k: v for k, v in DEFAULT_ALIASES.items() if v in labels}
+        for lab in labels:
+            self.aliases[_norm(lab)] = lab
+        for raw, target in (mapping or {}).items():
+            if target not in labels:
+                raise ValueError(f"label mapping {raw!r} -> {target!r}: target must be one of {', '.join(labels)}")
+            self.aliases[_norm(str(raw))] = target
+        self.saw_numeric = False
+
+    def __call__(self, raw: object) -> str | None:
+        """Return the label for ``raw``, or None when it is missing or unknown."""
+        if raw is None or (isinstance(raw, float) and math.isnan(raw)):
+            return None
+        if isinstance(raw, bool):
+            return None
+        text = str(raw).strip()
+        if not text or text.lower() in {"nan", "none", "null", "na", "n/a"}:
+            return None
+        key = _norm(text)
+        if key in self.aliases and not _NUMERIC.match(text):
+            return self.aliases[key]
+        if _NUMERIC.match(text):
+            self.saw_numeric = True
+            if self.numeric == "none":
+                return self.aliases.get(key)  # only an explicit mapping can give a number meaning
+            return NUMERIC_SCHEMES[self.numeric].get(int(float(text)), self.aliases.get(key))
+        return None
