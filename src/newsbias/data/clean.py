@@ -1,0 +1,108 @@
+"""Text repair and normalisation, outlet keys, and the normalised text used for de-duplication."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import unicodedata
+from urllib.parse import urlsplit
+
+import ftfy
+
+# ftfy is thorough but slow (~3 ms per AllSides article); it only changes texts that contain
+# mojibake-looking characters or HTML entities, so everything else takes the cheap path.
+_SUSPECT = re.compile(r"[\u0080-\u009f\u00c2-\u00f4\ufffd]|&#?[a-zA-Z0-9]{2,8};")
+_FTFY = ftfy.TextFixerConfig(uncurl_quotes=False, fix_line_breaks=True)
+
+# UTF-8 punctuation decoded as Latin-1 with the C1 bytes then stripped leaves a lone "â"
+# ("âviabilityâ", "Womenâs"): the bytes are gone, so ftfy cannot undo it. These patterns
+# restore the most likely character; they only fire on "â" glued to ASCII text.
+_LOST_APOS = re.compile(r"(?<=[A-Za-z])â(?=(?:s|t|re|ve|ll|d|m)\b)")
+_LOST_DASH = re.compile(r"(?<= )â(?= )")
+_LOST_QUOTE = re.compile(r"(?<![A-Za-z\u00c0-\u024f])â(?=[A-Za-z0-9])|(?<=[A-Za-z0-9.,!?])â(?![A-Za-z\u00c0-\u024f])")
+
+_SPACES = re.compile(r"[^\S\n]+")
+_NEWLINES = re.compile(r"\s*\n\s*")
+_WORD = re.compile(r"\w+", re.UNICODE)
+
+
+def repair_text(text: str) -> str:
+    """Repair mojibake (ftfy plus the stripped-C1 pattern) without touching clean text."""
+    if _SUSPECT.search(text):
+        text = ftfy.fix_text(text, _FTFY)
+        if "â" in text:
+            text = _LOST_APOS.sub("\u2019", text)
+            text = _LOST_DASH.sub("\u2014", text)
+            text = _LOST_QUOTE.sub('"', text)
+    return unicodedata.normalize("NFC", text)
+
+
+def normalize_whitespace(text: str) -> str:
+    """Collapse runs of spaces, keep single paragraph breaks, strip the ends."""
+    text = text.replace("\r\n", "\n").replace("\r", "\n")
+    text = _SPACES.sub(" ", text)
+    text = _NEWLINES.sub("\n", text)
+    return text.strip()
+
+
+def clean_text(text: str, fix: bool = True) -> str:
+    if fix:
+        text = repair_text(text)
+    return normalize_whitespace(text)
+
+
+def clean_many(texts: list[str], fix: bool = True) -> list[str]:
+    """``clean_text`` over a list (picklable, for worker pools)."""
+    return [clean_text(t, fix) for t in texts]
+
+
+def with_title(title: str | None, text: str) -> str:
+    """Prepend the title unless the text already starts with it (AllSides bodies often do)."""
+    if not title:
+        return text
+    title = normalize_whitespace(title)
+    if text[: len(title) + 5].lower().startswith(title.lower()):
+        return text
+    return f"{title}\n{text}"
+
+
+def dedup_key(text: str) -> str:
+    """Lower-cased word sequence: two texts differing only in case, spacing or punctuation collide."""
+    return " ".join(_WORD.findall(text.lower()))
+
+
+def text_hash(text: str) -> str:
+    return hashlib.sha1(dedup_key(text).encode("utf-8")).hexdigest()
+
+
+# Second-level labels under which the registrable domain has three labels (bbc.co.uk).
+_SLD = {"co", "com", "org", "net", "gov", "ac", "edu"}
+
+
+def domain_of(url: str | None) -> str | None:
+    """Registrable domain of a URL or bare host: 'http://edition.cnn.com/x' -> 'cnn.com'."""
+    if not url or not isinstance(url, str):
+        return None
+    url = url.strip().lower()
+    if not url:
+        return None
+    host = urlsplit(url if "//" in url else "//" + url).hostname
+    if not host or "." not in host:
+        return None
+    parts = host.split(".")
+    if len(parts) >= 3 and parts[-2] in _SLD and len(parts[-1]) == 2:
+        return ".".join(parts[-3:])
+    return ".".join(parts[-2:])
+
+
+def source_key(name: str | None) -> str | None:
+    """Normalised outlet name: 'CNN (Web News)' and 'cnn  (web news)' are one outlet."""
+    if not name or not isinstance(name, str):
+        return None
+    key = " ".join(_WORD.findall(name.lower()))
+    return key or None
+
+
+def outlet_of(source_url: str | None, url: str | None, source: str | None) -> str | None:
+    """The outlet an article is judged by: its domain (source_url, then url), else its source name."""
+    return domain_of(source_url) or domain_of(url) or source_key(source)

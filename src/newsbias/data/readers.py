@@ -1,0 +1,318 @@
+"""Readers: every supported input format becomes the same table of raw records.
+
+Columns of the returned DataFrame: ``id, text, title, label, source, source_url, date, url,
+line`` (``label`` is still the raw value; ``line`` is where the record came from, for error
+messages). Formats:
+
+* ``kaggle``: the "News Articles for Political Bias Classification" CSV (``bias_clean.csv``:
+  ``url, topic, date, title, site, bias, page_text``).
+* ``allsides``: Baly et al. (2020) — the JSONL(.gz) export, or the release directory
+  (``data/jsons/<ID>.json``; split TSVs are read by the ``predefined`` split).
+* ``instruction``: already processed JSONL (``instruction, input, output``).
+* ``tabular``: any CSV / TSV / JSONL / Parquet with a column mapping.
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import io
+import json
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable, Iterator
+
+import pandas as pd
+
+from ..config import ColumnsConfig, InputConfig
+from ..errors import NewsbiasError
+
+FIELDS = ("id", "text", "title", "label", "source", "source_url", "date", "url")
+
+KAGGLE_COLUMNS = ColumnsConfig(text="page_text", label="bias", title="title", source="site", date="date", url="url")
+ALLSIDES_COLUMNS = ColumnsConfig(text="content_original", label="bias_text", id="ID", title="title", source="source",
+                                 date="date", url="url")
+INSTRUCTION_COLUMNS = ColumnsConfig(text="input", label="output", id="id", title="title", source="source",
+                                    date="date", url="url")
+
+# When a mapped column is missing, these are the names we suggest from the file's header.
+_LIKELY = {
+    "text": ("text", "body", "content", "content_original", "article", "page_text", "input", "document", "story"),
+    "label": ("label", "bias", "bias_text", "leaning", "rating", "output", "class", "lean", "target"),
+}
+
+
+@dataclass
+class ReadResult:
+    frame: pd.DataFrame
+    format: str
+    columns: dict[str, str | None]
+    bad_rows: list[dict] = field(default_factory=list)  # {"line", "reason"} for skipped rows
+
+
+# ------------------------------------------------------------------------------- raw I/O
+
+
+def _open_bytes(path: Path) -> bytes:
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise NewsbiasError(f"input file not found: {path}") from None
+    except IsADirectoryError:
+        raise NewsbiasError(f"{path} is a directory; expected a file (or use format: allsides for a release dir)") from None
+    if path.suffix == ".gz":
+        try:
+            data = gzip.decompress(data)
+        except OSError as exc:
+            raise NewsbiasError(f"{path}: not a valid gzip file ({exc})") from None
+    return data
+
+
+def read_text(path: Path, encoding: str = "utf-8") -> str:
+    """Decode a (possibly gzipped) file; non-decodable bytes are an error naming the line."""
+    data = _open_bytes(path)
+    try:
+        text = data.decode(encoding)
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        raise NewsbiasError(
+            f"{path}: line {line}: bytes that are not valid {encoding} ({data[exc.start:exc.start + 4]!r}); "
+            f"re-encode the file as UTF-8 or set prep.input.encoding (e.g. cp1252)") from None
+    except LookupError:
+        raise NewsbiasError(f"unknown encoding {encoding!r} (prep.input.encoding)") from None
+    if text.startswith("\ufeff"):
+        text = text[1:]
+    return text
+
+
+def _base_name(path: Path) -> str:
+    name = path.name.lower()
+    return name[:-3] if name.endswith(".gz") else name
+
+
+def iter_jsonl(path: Path, encoding: str, on_bad_row: str, bad: list[dict]) -> Iterator[tuple[int, dict]]:
+    """Yield ``(line_number, object)`` from a JSONL file; bad lines raise or are recorded."""
+    text = read_text(path, encoding)
+    for lineno, line in enumerate(text.split("\n"), start=1):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as exc:
+            reason = f"malformed JSON ({exc.msg} at column {exc.colno})"
+            if on_bad_row == "error":
+                raise NewsbiasError(f"{path}: line {lineno}: {reason}; fix the line or set prep.input.on_bad_row=skip") from None
+            bad.append({"line": lineno, "reason": reason})
+            continue
+        if not isinstance(obj, dict):
+            reason = f"expected a JSON object, found {type(obj).__name__}"
+            if on_bad_row == "error":
+                raise NewsbiasError(f"{path}: line {lineno}: {reason}; set prep.input.on_bad_row=skip to skip it") from None
+            bad.append({"line": lineno, "reason": reason})
+            continue
+        yield lineno, obj
+
+
+def iter_csv(path: Path, encoding: str, on_bad_row: str, bad: list[dict]) -> tuple[list[str], Iterator[tuple[int, dict]]]:
+    """Header and ``(line_number, row)`` pairs of a CSV/TSV file; rows with the wrong field count are bad."""
+    text = read_text(path, encoding)
+    delimiter = "\t" if _base_name(path).endswith(".tsv") else ","
+    csv.field_size_limit(sys.maxsize)
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
+    try:
+        header = next(reader)
+    except StopIteration:
+        raise NewsbiasError(f"{path}: the file is empty (no header row)") from None
+    except csv.Error as exc:
+        raise NewsbiasError(f"{path}: line 1: unreadable CSV header ({exc})") from None
+    header = [h.strip() for h in header]
+
+    def rows() -> Iterator[tuple[int, dict]]:
+        while True:
+            start = reader.line_num + 1
+            try:
+                values = next(reader)
+            except StopIteration:
+                return
+            except csv.Error as exc:
+                reason = f"malformed CSV ({exc})"
+                if on_bad_row == "error":
+                    raise NewsbiasError(f"{path}: line {start}: {reason}; set prep.input.on_bad_row=skip to skip it") from None
+                bad.append({"line": start, "reason": reason})
+                continue
+            if not values or (len(values) == 1 and not values[0].strip()):
+                continue
+            if len(values) != len(header):
+                reason = f"expected {len(header)} fields, found {len(values)}"
+                if on_bad_row == "error":
+                    raise NewsbiasError(f"{path}: line {start}: malformed CSV row ({reason}); fix it or set "
+                                        f"prep.input.on_bad_row=skip")
+                bad.append({"line": start, "reason": reason})
+                continue
+            yield start, dict(zip(header, values))
+
+    return header, rows()
+
+
+# ------------------------------------------------------------------------- column mapping
+
+
+def check_columns(found: Iterable[str], cols: ColumnsConfig, path: Path) -> None:
+    """Fail with a message that names the missing columns and the override that fixes it."""
+    found = list(found)
+    missing = [(f, getattr(cols, f)) for f in ("text", "label") if getattr(cols, f) not in found]
+    if not missing:
+        return
+    hints = []
+    for fld, _ in missing:
+        guess = next((c for c in found if c.lower() in _LIKELY[fld]), None)
+        if guess:
+            hints.append(f"set `prep.input.columns.{fld}={guess}`")
+    expected = ",".join(c for _, c in missing)
+    hint = " — " + " and ".join(hints) if hints else " — map them with prep.input.columns.text / .label"
+    raise NewsbiasError(f"{path}: expected columns {expected}; found {','.join(found) or '(none)'}{hint}")
+
+
+def _records(rows: Iterable[tuple[int, dict]], cols: ColumnsConfig, extra_source_url: str | None = None) -> pd.DataFrame:
+    out = {k: [] for k in (*FIELDS, "line")}
+    getters = {f: getattr(cols, f, None) for f in ("id", "text", "title", "label", "source", "date", "url")}
+    for lineno, row in rows:
+        for f, col in getters.items():
+            value = row.get(col) if col else None
+            if f != "label" and value is not None and not isinstance(value, str):
+                value = str(value) if not (isinstance(value, float) and pd.isna(value)) else None
+            out[f].append(value)
+        out["source_url"].append(row.get(extra_source_url) if extra_source_url else None)
+        out["line"].append(lineno)
+    return pd.DataFrame(out, columns=[*FIELDS, "line"])
+
+
+# ----------------------------------------------------------------------------- the formats
+
+
+def detect_format(path: Path, encoding: str = "utf-8") -> str:
+    if path.is_dir():
+        return "allsides"
+    name = _base_name(path)
+    if name.endswith(".parquet"):
+        return "tabular"
+    if name.endswith((".csv", ".tsv")):
+        head = read_text(path, encoding).split("\n", 1)[0].lower()
+        if all(c in head for c in ("page_text", "bias", "site")):
+            return "kaggle"
+        return "tabular"
+    if name.endswith((".jsonl", ".json", ".ndjson")):
+        first = next((ln for ln in read_text(path, encoding).split("\n") if ln.strip()), "")
+        try:
+            keys = set(json.loads(first))
+        except (json.JSONDecodeError, TypeError):
+            raise NewsbiasError(f"{path}: line 1: not a JSON object; expected JSON Lines") from None
+        if {"instruction", "input", "output"} <= keys:
+            return "instruction"
+        if {"content_original", "bias_text"} & keys:
+            return "allsides"
+        return "tabular"
+    raise NewsbiasError(f"{path}: cannot tell the format from the extension; set prep.input.format "
+                        f"(kaggle, allsides, tabular, instruction)")
+
+
+def _read_table(path: Path, inp: InputConfig, cols: ColumnsConfig, bad: list[dict],
+                source_url_col: str | None = None) -> pd.DataFrame:
+    name = _base_name(path)
+    if name.endswith(".parquet"):
+        try:
+            df = pd.read_parquet(path)
+        except FileNotFoundError:
+            raise NewsbiasError(f"input file not found: {path}") from None
+        except Exception as exc:  # pyarrow raises several types for corrupt files
+            raise NewsbiasError(f"{path}: cannot read Parquet ({exc})") from None
+        check_columns(df.columns, cols, path)
+        rows = ((i + 1, r) for i, r in enumerate(df.to_dict("records")))
+        return _records(rows, cols, source_url_col)
+    if name.endswith((".csv", ".tsv")):
+        header, rows = iter_csv(path, inp.encoding, inp.on_bad_row, bad)
+        check_columns(header, cols, path)
+        return _records(rows, cols, source_url_col)
+    if name.endswith((".jsonl", ".json", ".ndjson")):
+        it = iter_jsonl(path, inp.encoding, inp.on_bad_row, bad)
+        first = next(it, None)
+        if first is None:
+            raise NewsbiasError(f"{path}: the file has no records")
+        check_columns(first[1].keys(), cols, path)
+
+        def chained():
+            yield first
+            yield from it
+        return _records(chained(), cols, source_url_col)
+    raise NewsbiasError(f"{path}: unsupported file type; use .csv, .tsv, .jsonl(.gz) or .parquet")
+
+
+def read_allsides_release(root: Path, inp: InputConfig, bad: list[dict]) -> pd.DataFrame:
+    """The published layout: ``<root>/data/jsons/<ID>.json`` (or ``<root>/jsons``)."""
+    jdir = next((d for d in (root / "data" / "jsons", root / "jsons", root) if d.is_dir() and any(d.glob("*.json"))), None)
+    if jdir is None:
+        raise NewsbiasError(f"{root}: no AllSides JSON files found (expected {root}/data/jsons/<ID>.json)")
+    rows = []
+    for i, f in enumerate(sorted(jdir.glob("*.json"))):
+        try:
+            obj = json.loads(read_text(f, inp.encoding))
+        except json.JSONDecodeError as exc:
+            if inp.on_bad_row == "error":
+                raise NewsbiasError(f"{f}: malformed JSON ({exc.msg}); fix it or set prep.input.on_bad_row=skip") from None
+            bad.append({"line": i + 1, "file": f.name, "reason": f"malformed JSON ({exc.msg})"})
+            continue
+        obj.setdefault("ID", f.stem)
+        rows.append((i + 1, obj))
+    cols = ALLSIDES_COLUMNS
+    if rows and "bias_text" not in rows[0][1] and "bias" in rows[0][1]:
+        cols = cols.model_copy(update={"label": "bias"})
+    check_columns(rows[0][1].keys() if rows else [], cols, jdir)
+    return _records(rows, cols, "source_url")
+
+
+def read_input(inp: InputConfig) -> ReadResult:
+    """Read ``inp.path`` in its format into raw records."""
+    path = Path(inp.path)
+    if not path.exists():
+        raise NewsbiasError(f"input not found: {path} (prep.input.path)")
+    fmt = inp.format if inp.format != "auto" else detect_format(path, inp.encoding)
+    bad: list[dict] = []
+    if fmt == "allsides" and path.is_dir():
+        df = read_allsides_release(path, inp, bad)
+        cols = ALLSIDES_COLUMNS
+    elif fmt == "allsides":
+        cols = inp.columns or ALLSIDES_COLUMNS
+        df = _read_table(path, inp, cols, bad, source_url_col="source_url")
+    elif fmt == "kaggle":
+        cols = inp.columns or KAGGLE_COLUMNS
+        df = _read_table(path, inp, cols, bad)
+    elif fmt == "instruction":
+        cols = inp.columns or INSTRUCTION_COLUMNS
+        df = _read_table(path, inp, cols, bad)
+    else:
+        cols = inp.columns or ColumnsConfig()
+        df = _read_table(path, inp, cols, bad)
+    if inp.limit:
+        df = df.head(inp.limit)
+    if df.empty:
+        raise NewsbiasError(f"{path}: no records read" + (f" ({len(bad)} bad rows skipped)" if bad else ""))
+    return ReadResult(frame=df.reset_index(drop=True), format=fmt, columns=cols.model_dump(), bad_rows=bad)
+
+
+def read_id_list(path: Path, id_column: str = "ID") -> list[str]:
+    """IDs from a split file: TSV/CSV with an id column (AllSides ``ID\\tbias``), JSONL with ``id``, or one per line."""
+    if not path.exists():
+        raise NewsbiasError(f"split file not found: {path}")
+    name = _base_name(path)
+    bad: list[dict] = []
+    if name.endswith((".tsv", ".csv")):
+        header, rows = iter_csv(path, "utf-8", "error", bad)
+        col = id_column if id_column in header else next((h for h in header if h.lower() == "id"), None)
+        if col is None:
+            raise NewsbiasError(f"{path}: expected an id column {id_column!r}; found {','.join(header)} — "
+                                f"set prep.split.predefined.id_column")
+        return [r[col].strip() for _, r in rows]
+    if name.endswith((".jsonl", ".json")):
+        return [str(o.get("id", o.get(id_column))) for _, o in iter_jsonl(path, "utf-8", "error", bad)]
+    return [ln.strip() for ln in read_text(path).split("\n") if ln.strip()]
