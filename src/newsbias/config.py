@@ -130,8 +130,92 @@ class PrepConfig(StrictModel):
 # === train section (owned by train.py) ===
 
 
+class TrainModelConfig(StrictModel):
+    name_or_path: str = Field(default="Qwen/Qwen3-0.6B", description="Hugging Face hub id or local model directory.")
+    head: Literal["lm", "cls"] = Field(
+        default="lm", description="lm: label-token scoring of a causal LM; cls: sequence-classification head.")
+    device: str = Field(default="auto", description="auto, cpu, cuda, cuda:1 ...")
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
+        default="auto", description="auto: bf16 on GPUs that support it, fp32 on CPU.")
+    attn_implementation: Optional[str] = Field(default=None, description="eager, sdpa, flash_attention_2 ...")
+    gradient_checkpointing: bool = False
+    trust_remote_code: bool = False
+
+
+class TrainLoraConfig(StrictModel):
+    r: int = Field(default=16, ge=1)
+    alpha: int = Field(default=32, ge=1)
+    dropout: float = Field(default=0.05, ge=0.0, lt=1.0)
+    target_modules: list[str] | Literal["auto"] = Field(
+        default="auto", description="Module names, or auto (q/k/v/o_proj for LLMs, query/key/value for BERT).")
+    bias: Literal["none", "all", "lora_only"] = "none"
+
+
+class TrainPromptConfig(StrictModel):
+    instruction: Optional[str] = Field(
+        default=None, description="Task instruction; null = the data's own instruction field (else the default).")
+    max_length: int = Field(default=512, ge=8, description="Tokens of prompt + label; only the article is cut.")
+    truncation: Literal["head", "head_tail"] = "head"
+    head_fraction: float = Field(default=0.5, ge=0.0, le=1.0, description="Share of the budget kept from the "
+                                 "article's start with truncation=head_tail.")
+    chat_template: Literal["auto", "on", "off"] = "auto"
+    answer_cue: str = "Answer:"
+    verbalizers: dict[str, str] = Field(
+        default_factory=lambda: {"left": " left", "center": " center", "right": " right"},
+        description="Label -> text whose first token is the label's token (head lm).")
+
+
+class TrainDataConfig(StrictModel):
+    path: Optional[str] = Field(
+        default=None, description="Prep output directory (train.jsonl, val.jsonl) or a train JSONL file; "
+                                  "null = prep.out_dir of the same config.")
+    val_path: Optional[str] = Field(default=None, description="Val JSONL (default: val.jsonl next to train).")
+    train_limit: Optional[int] = Field(default=None, ge=1, description="Use only the first N train rows.")
+    val_limit: Optional[int] = Field(default=None, ge=1, description="Use only the first N val rows.")
+
+
+class TrainOptimConfig(StrictModel):
+    lr: float = Field(default=1e-4, gt=0.0)
+    weight_decay: float = Field(default=0.0, ge=0.0)
+    epochs: float = Field(default=5, gt=0.0)
+    max_steps: Optional[int] = Field(default=None, ge=1, description="Optimizer steps; overrides epochs.")
+    batch_size: int = Field(default=1, ge=1, description="Examples per device per micro-batch.")
+    grad_accum: int = Field(default=8, ge=1)
+    warmup_ratio: float = Field(default=0.05, ge=0.0, lt=1.0)
+    scheduler: Literal["linear", "cosine", "constant"] = "linear"
+    max_grad_norm: Optional[float] = Field(default=1.0, gt=0.0)
+    class_weights: Literal["none", "balanced"] = "none"
+    group_by_length: bool = True
+
+
+class TrainEvalConfig(StrictModel):
+    every_steps: Optional[int] = Field(default=None, ge=1, description="Evaluate every N optimizer steps "
+                                       "(null = once per epoch).")
+    metric: Literal["val_macro_f1", "val_loss", "val_accuracy"] = "val_macro_f1"
+    patience: Optional[int] = Field(default=2, ge=1, description="Evaluations without improvement before "
+                                    "stopping; null = never stop early.")
+    batch_size: int = Field(default=8, ge=1)
+
+
+class TrainCheckpointConfig(StrictModel):
+    every_steps: Optional[int] = Field(default=None, ge=1, description="Checkpoint every N optimizer steps "
+                                       "(null = at every evaluation).")
+    keep: int = Field(default=2, ge=1)
+
+
 class TrainConfig(StrictModel):
-    """Placeholder, filled in by the training stage."""
+    """``train:`` section: LoRA fine-tuning on prep outputs (see newsbias.train)."""
+
+    model: TrainModelConfig = Field(default_factory=TrainModelConfig)
+    lora: TrainLoraConfig = Field(default_factory=TrainLoraConfig)
+    prompt: TrainPromptConfig = Field(default_factory=TrainPromptConfig)
+    data: TrainDataConfig = Field(default_factory=TrainDataConfig)
+    optim: TrainOptimConfig = Field(default_factory=TrainOptimConfig)
+    eval: TrainEvalConfig = Field(default_factory=TrainEvalConfig)
+    checkpoint: TrainCheckpointConfig = Field(default_factory=TrainCheckpointConfig)
+    out_dir: str = Field(default="runs/train", description="Adapter output directory.")
+    seed: int = 42
+    progress: bool = True
 
 
 # === predict section (owned by predict.py) ===

@@ -1,0 +1,441 @@
+"""Model loading, LoRA, and label scoring for both heads.
+
+``head: lm`` scores a causal LM by the logits of the label tokens at the answer position; the
+LM head is applied only to the hidden states of the positions that carry a loss (or the answer
+position), never to a full ``[sequence x vocab]`` tensor. ``head: cls`` uses
+``AutoModelForSequenceClassification`` (decoders and encoders alike) with the classifier trained
+and saved through ``modules_to_save``.
+
+Public entry points used by training, prediction and serving: :func:`resolve_device_dtype`,
+:func:`load_model_and_tokenizer`, :func:`add_lora`, :func:`load_adapter`,
+:func:`load_for_inference`, :func:`score_batch`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Literal, Optional, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .errors import NewsbiasError
+from .labels import LABELS
+from .prompt import PromptBuilder, PromptSettings
+
+log = logging.getLogger(__name__)
+
+SETTINGS_FILE = "newsbias.json"
+Head = Literal["lm", "cls"]
+_DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
+           "float16": torch.float16, "fp16": torch.float16}
+
+
+# ------------------------------------------------------------------------------ device / dtype
+
+
+def resolve_device_dtype(device: str = "auto", dtype: str = "auto") -> tuple[torch.device, torch.dtype]:
+    """Resolve ``auto`` settings: bf16 on a GPU that supports it, else fp32 (always fp32 on CPU).
+
+    On CPU ``auto`` is always fp32, whatever dtype the checkpoint was saved in: bf16 matmuls on
+    these CPUs are ~50x slower than fp32.
+    """
+    if device == "auto":
+        if torch.cuda.is_available():
+            dev = torch.device("cuda")
+        elif getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            dev = torch.device("mps")
+        else:
+            dev = torch.device("cpu")
+    else:
+        try:
+            dev = torch.device(device)
+        except RuntimeError:
+            raise NewsbiasError(f"model.device {device!r} is not a torch device (use auto, cpu, cuda, cuda:1)") from None
+        if dev.type == "cuda" and not torch.cuda.is_available():
+            raise NewsbiasError(f"model.device={device} but no CUDA GPU is available; use device=auto or cpu")
+    if dtype == "auto":
+        if dev.type == "cuda" and torch.cuda.is_bf16_supported():
+            dt = torch.bfloat16
+        else:
+            dt = torch.float32
+    else:
+        if dtype not in _DTYPES:
+            raise NewsbiasError(f"model.dtype {dtype!r} unknown; use auto, float32, bfloat16 or float16")
+        dt = _DTYPES[dtype]
+        if dev.type == "cpu" and dt != torch.float32:
+            log.warning("dtype %s on CPU is much slower than float32", dtype)
+    return dev, dt
+
+
+# ------------------------------------------------------------------------------------ loading
+
+
+def _check_model_path(name_or_path: str) -> None:
+    p = Path(os.path.expanduser(name_or_path))
+    looks_local = name_or_path.startswith((".", "/", "~")) or name_or_path.count("/") > 1 or "\\" in name_or_path
+    if p.exists():
+        if p.is_dir() and not (p / "config.json").is_file():
+            raise NewsbiasError(f"model path {name_or_path} has no config.json; point model.name_or_path at a "
+                                f"Hugging Face model directory")
+        return
+    if looks_local:
+        raise NewsbiasError(f"model path {name_or_path} does not exist; set model.name_or_path to an existing "
+                            f"directory or a Hugging Face hub id")
+
+
+def load_tokenizer(name_or_path: str, trust_remote_code: bool = False) -> Any:
+    """Tokenizer with an explicit pad token and right padding."""
+    from transformers import AutoTokenizer
+
+    _check_model_path(name_or_path)
+    try:
+        tok = AutoTokenizer.from_pretrained(name_or_path, trust_remote_code=trust_remote_code)
+    except (OSError, ValueError) as exc:
+        raise NewsbiasError(f"cannot load the tokenizer of {name_or_path!r}: {str(exc).splitlines()[0]}") from None
+    if tok.pad_token_id is None:
+        fallback = tok.eos_token or tok.unk_token
+        if fallback is None:
+            raise NewsbiasError(f"tokenizer of {name_or_path} has no pad, eos or unk token to pad with")
+        tok.pad_token = fallback
+    tok.padding_side = "right"
+    return tok
+
+
+def load_model_and_tokenizer(name_or_path: str, head: Head = "lm", device: str = "auto", dtype: str = "auto",
+                             attn_implementation: Optional[str] = None, gradient_checkpointing: bool = False,
+                             num_labels: int = len(LABELS), trust_remote_code: bool = False) -> tuple[nn.Module, Any]:
+    """Load a causal LM (``head='lm'``) or a sequence classifier (``head='cls'``) and its tokenizer.
+
+    Goes through the real ``from_pretrained`` (hub id or local directory), with an explicit
+    ``dtype`` so a bf16 checkpoint still runs in fp32 on CPU. The model is moved to the device.
+    """
+    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
+
+    tok = load_tokenizer(name_or_path, trust_remote_code)
+    dev, dt = resolve_device_dtype(device, dtype)
+    kwargs: dict[str, Any] = {"dtype": dt, "trust_remote_code": trust_remote_code}
+    if attn_implementation:
+        kwargs["attn_implementation"] = attn_implementation
+    try:
+        if head == "lm":
+            model = AutoModelForCausalLM.from_pretrained(name_or_path, **kwargs)
+        elif head == "cls":
+            model = AutoModelForSequenceClassification.from_pretrained(
+                name_or_path, num_labels=num_labels, id2label=dict(enumerate(LABELS)),
+                label2id={l: i for i, l in enumerate(LABELS)}, **kwargs)
+            model.config.pad_token_id = tok.pad_token_id
+        else:
+            raise NewsbiasError(f"model.head must be 'lm' or 'cls', got {head!r}")
+    except (OSError, ValueError) as exc:
+        raise NewsbiasError(f"cannot load model {name_or_path!r} (head={head}): {str(exc).splitlines()[0]}") from None
+    if gradient_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        model.config.use_cache = False
+    model.to(dev)
+    return model, tok
+
+
+def _module_names(model: nn.Module) -> set[str]:
+    return {n.split(".")[-1] for n, _ in model.named_modules()}
+
+
+def resolve_target_modules(model: nn.Module, target_modules: Sequence[str] | str) -> list[str]:
+    """``auto`` -> attention projections of the architecture (q/k/v/o for LLMs, query/key/value/dense for BERT)."""
+    names = _module_names(model)
+    if isinstance(target_modules, str) and target_modules != "auto":
+        target_modules = [target_modules]
+    if target_modules == "auto":
+        for cand in (["q_proj", "k_proj", "v_proj", "o_proj"], ["query", "key", "value"], ["q_lin", "k_lin", "v_lin"],
+                     ["c_attn", "c_proj"]):
+            if all(c in names for c in cand):
+                return cand
+        raise NewsbiasError("cannot guess lora.target_modules for this architecture; list them explicitly")
+    mods = list(target_modules)
+    if not any(m in names for m in mods):
+        raise NewsbiasError(f"none of lora.target_modules {mods} exist in the model; e.g. {sorted(names)[:12]}")
+    # BERT-style models call q/k/v "query/key/value": map the LLM names when those are absent.
+    return mods
+
+
+def classifier_module_name(model: nn.Module) -> str:
+    """Name of the classification head module (``score`` for decoders, ``classifier`` for BERT)."""
+    for name in ("score", "classifier", "classification_head", "cls_head"):
+        if hasattr(model, name):
+            return name
+    raise NewsbiasError(f"cannot find the classification head of {type(model).__name__}")
+
+
+def add_lora(model: nn.Module, head: Head, r: int = 16, alpha: int = 32, dropout: float = 0.05,
+             target_modules: Sequence[str] | str = "auto", bias: str = "none",
+             gradient_checkpointing: bool = False) -> nn.Module:
+    """Wrap ``model`` in a peft LoRA model; for ``cls`` the head is trained and saved (modules_to_save)."""
+    from peft import LoraConfig, TaskType, get_peft_model
+
+    targets = resolve_target_modules(model, target_modules)
+    cfg = LoraConfig(
+        r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=targets, bias=bias,
+        task_type=TaskType.CAUSAL_LM if head == "lm" else TaskType.SEQ_CLS,
+        modules_to_save=[classifier_module_name(model)] if head == "cls" else None)
+    pm = get_peft_model(model, cfg)
+    if gradient_checkpointing:  # frozen embeddings: checkpointed blocks need inputs that require grad
+        pm.enable_input_require_grads()
+    return pm
+
+
+def load_adapter(base_model: nn.Module, adapter_dir: str | Path, trainable: bool = False) -> nn.Module:
+    """Attach a saved adapter (``adapter_config.json`` + ``adapter_model.safetensors``) to a base model."""
+    from peft import PeftModel
+
+    d = Path(adapter_dir)
+    if not (d / "adapter_config.json").is_file():
+        raise NewsbiasError(f"{d} is not an adapter directory (no adapter_config.json); pass the training out_dir")
+    return PeftModel.from_pretrained(base_model, str(d), is_trainable=trainable)
+
+
+# ---------------------------------------------------------------------------------- settings
+
+
+@dataclass
+class ModelSettings:
+    """What inference needs to score exactly as trained (``newsbias.json`` in the adapter dir)."""
+
+    head: Head = "lm"
+    base_model: str = ""
+    prompt: PromptSettings = field(default_factory=PromptSettings)
+    labels: tuple[str, ...] = LABELS
+    label_token_ids: list[int] = field(default_factory=list)
+    uses_chat_template: bool = False
+    best_val: dict[str, Any] = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"format": 1, "head": self.head, "base_model": self.base_model, "labels": list(self.labels),
+                "verbalizers": dict(self.prompt.verbalizers), "label_token_ids": list(self.label_token_ids),
+                "prompt": {**self.prompt.to_dict(), "uses_chat_template": self.uses_chat_template},
+                "best_val": self.best_val, **self.extra}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "ModelSettings":
+        known = {"format", "head", "base_model", "labels", "verbalizers", "label_token_ids", "prompt", "best_val"}
+        prompt = PromptSettings.from_dict(d.get("prompt", {}))
+        return cls(head=d.get("head", "lm"), base_model=d.get("base_model", ""), prompt=prompt,
+                   labels=tuple(d.get("labels", LABELS)), label_token_ids=list(d.get("label_token_ids", [])),
+                   uses_chat_template=bool(d.get("prompt", {}).get("uses_chat_template", False)),
+                   best_val=d.get("best_val", {}), extra={k: v for k, v in d.items() if k not in known})
+
+    def save(self, directory: str | Path) -> None:
+        Path(directory, SETTINGS_FILE).write_text(json.dumps(self.to_dict(), indent=2) + "\n", encoding="utf-8")
+
+    @classmethod
+    def load(cls, directory: str | Path) -> "ModelSettings":
+        p = Path(directory, SETTINGS_FILE)
+        if not p.is_file():
+            raise NewsbiasError(f"{directory} has no {SETTINGS_FILE}; it was not written by `newsbias train`")
+        return cls.from_dict(json.loads(p.read_text(encoding="utf-8")))
+
+
+_BUILDERS: dict[tuple[int, int], PromptBuilder] = {}
+
+
+def prompt_builder(tokenizer: Any, settings: ModelSettings) -> PromptBuilder:
+    """The (cached) prompt builder for a tokenizer + settings pair."""
+    key = (id(tokenizer), id(settings))
+    b = _BUILDERS.get(key)
+    if b is None or b.tokenizer is not tokenizer:
+        b = PromptBuilder(tokenizer, settings.prompt, settings.head)
+        if settings.label_token_ids and list(b.label_token_ids) != list(settings.label_token_ids):
+            raise NewsbiasError(f"the tokenizer gives label tokens {b.label_token_ids}, the adapter was trained "
+                                f"with {settings.label_token_ids}: wrong tokenizer for this adapter")
+        _BUILDERS[key] = b
+    return b
+
+
+def load_for_inference(adapter_dir: str | Path, base_model: Optional[str] = None, device: str = "auto",
+                       dtype: str = "auto") -> tuple[nn.Module, Any, ModelSettings]:
+    """(model, tokenizer, settings) ready for :func:`score_batch`, from a training output directory.
+
+    ``base_model`` defaults to the one recorded in ``newsbias.json``; the tokenizer is the one
+    saved with the adapter.
+    """
+    settings = ModelSettings.load(adapter_dir)
+    base = base_model or settings.base_model
+    model, _ = load_model_and_tokenizer(base, head=settings.head, device=device, dtype=dtype)
+    tok = load_tokenizer(str(adapter_dir))
+    if settings.head == "cls":
+        model.config.pad_token_id = tok.pad_token_id
+    model = load_adapter(model, adapter_dir)
+    model.eval()
+    return model, tok, settings
+
+
+# ----------------------------------------------------------------------------------- scoring
+
+
+def _hf_model(model: nn.Module) -> nn.Module:
+    """The transformers model inside (peft / DDP wrappers removed)."""
+    while True:
+        if hasattr(model, "module") and isinstance(model, nn.parallel.DistributedDataParallel):
+            model = model.module
+        elif hasattr(model, "get_base_model"):
+            model = model.get_base_model()
+        else:
+            return model
+
+
+def answer_hidden(model: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                  rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
+    """Final hidden states at (rows, cols) of a causal LM's body: ``[len(rows), hidden]``."""
+    hf = _hf_model(model)
+    body = hf.base_model  # transformers' property: the decoder stack without the LM head
+    out = body(input_ids=input_ids, attention_mask=attention_mask, use_cache=False)
+    hidden = out[0] if isinstance(out, tuple) else out.last_hidden_state
+    return hidden[rows, cols]
+
+
+def lm_logits_at(model: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                 rows: torch.Tensor, cols: torch.Tensor, vocab_rows: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """LM-head logits at (rows, cols) only; restricted to ``vocab_rows`` (e.g. the label tokens) if given."""
+    h = answer_hidden(model, input_ids, attention_mask, rows, cols)
+    head = _hf_model(model).get_output_embeddings()
+    if vocab_rows is None:
+        return head(h)
+    w = head.weight[vocab_rows]
+    b = head.bias[vocab_rows] if getattr(head, "bias", None) is not None else None
+    return F.linear(h.to(w.dtype), w, b)
+
+
+def label_positions(labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(rows, cols, targets) of every label token; ``cols`` is the position that predicts it (t-1)."""
+    rows, t = (labels != -100).nonzero(as_tuple=True)
+    if (t == 0).any():
+        raise ValueError("a label at position 0 has no preceding token to predict it")
+    return rows, t - 1, labels[rows, t]
+
+
+def lm_label_loss(model: nn.Module, batch: dict[str, torch.Tensor], sample_weight: Optional[torch.Tensor] = None,
+                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Cross-entropy on the label tokens only: ``(loss, full-vocab logits at those positions, rows)``.
+
+    The labels tensor is the single source of truth: every position that is not -100 carries
+    loss, predicted from the previous position as in a causal LM; nothing else is computed by
+    the LM head. ``sample_weight`` (per row) gives a weighted mean (class weights).
+    """
+    rows, cols, targets = label_positions(batch["labels"])
+    logits = lm_logits_at(model, batch["input_ids"], batch["attention_mask"], rows, cols).float()
+    ce = F.cross_entropy(logits, targets, reduction="none")
+    if sample_weight is None:
+        return ce.mean(), logits, rows
+    w = sample_weight[rows].to(ce.dtype)
+    return (ce * w).sum() / w.sum(), logits, rows
+
+
+class LabelLossModule(nn.Module):
+    """``forward(batch) -> (loss, class logits [n, n_labels])`` for either head.
+
+    Training wraps this (not the peft model) in DDP so gradient sync sees the forward that
+    really runs (the body + the LM head at label positions only).
+    """
+
+    def __init__(self, model: nn.Module, head: Head, label_token_ids: Sequence[int],
+                 class_weights: Optional[torch.Tensor] = None):
+        super().__init__()
+        self.model = model
+        self.head = head
+        self.register_buffer("label_token_ids", torch.tensor(list(label_token_ids), dtype=torch.long), persistent=False)
+        self.class_weights = class_weights
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, labels: torch.Tensor,
+                class_ids: torch.Tensor, **_: Any) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.head == "lm":
+            sw = self.class_weights[class_ids] if self.class_weights is not None else None
+            loss, logits, rows = lm_label_loss(self.model, {"input_ids": input_ids, "attention_mask": attention_mask,
+                                                            "labels": labels}, sw)
+            # one label token per row (the verbalizer's first token), so rows == arange(n)
+            return loss, logits[:, self.label_token_ids]
+        out = self.model(input_ids=input_ids, attention_mask=attention_mask)
+        logits = out.logits.float()
+        w = self.class_weights.to(logits.device) if self.class_weights is not None else None
+        return F.cross_entropy(logits, class_ids, weight=w), logits
+
+
+def pad_batch(seqs: Sequence[Sequence[int]], pad_id: int, pad_value_labels: Optional[Sequence[Sequence[int]]] = None,
+              ) -> dict[str, torch.Tensor]:
+    """Right-pad to the longest sequence in the batch (dynamic padding)."""
+    n, t = len(seqs), max(len(s) for s in seqs)
+    ids = torch.full((n, t), pad_id, dtype=torch.long)
+    mask = torch.zeros((n, t), dtype=torch.long)
+    for i, s in enumerate(seqs):
+        ids[i, :len(s)] = torch.tensor(s, dtype=torch.long)
+        mask[i, :len(s)] = 1
+    out = {"input_ids": ids, "attention_mask": mask}
+    if pad_value_labels is not None:
+        lab = torch.full((n, t), -100, dtype=torch.long)
+        for i, s in enumerate(pad_value_labels):
+            lab[i, :len(s)] = torch.tensor(s, dtype=torch.long)
+        out["labels"] = lab
+    return out
+
+
+@torch.no_grad()
+def score_ids(model: nn.Module, head: Head, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+              answer_pos: torch.Tensor, label_token_ids: Sequence[int]) -> torch.Tensor:
+    """Class logits ``[n, n_labels]`` for an already padded batch."""
+    if head == "lm":
+        rows = torch.arange(input_ids.shape[0], device=input_ids.device)
+        vocab_rows = torch.tensor(list(label_token_ids), device=input_ids.device)
+        return lm_logits_at(model, input_ids, attention_mask, rows, answer_pos.to(input_ids.device), vocab_rows).float()
+    return model(input_ids=input_ids, attention_mask=attention_mask).logits.float()
+
+
+def model_device(model: nn.Module) -> torch.device:
+    return next(model.parameters()).device
+
+
+@torch.no_grad()
+def score_batch(model: nn.Module, tokenizer: Any, settings: ModelSettings, texts: Sequence[str],
+                batch_size: int = 8) -> np.ndarray:
+    """Label probabilities ``[len(texts), n_labels]`` (columns in ``settings.labels`` order).
+
+    ``lm``: softmax over the label tokens' logits at the answer position; ``cls``: the
+    classifier's softmax. Texts are batched by length with dynamic padding.
+    """
+    if len(texts) == 0:
+        return np.zeros((0, len(settings.labels)), dtype=np.float32)
+    builder = prompt_builder(tokenizer, settings)
+    was_training = model.training
+    model.eval()
+    dev = model_device(model)
+    encs = [builder.encode(t) for t in texts]
+    order = sorted(range(len(encs)), key=lambda i: -len(encs[i].input_ids))
+    out = np.zeros((len(texts), len(settings.labels)), dtype=np.float32)
+    for s in range(0, len(order), batch_size):
+        idx = order[s:s + batch_size]
+        b = pad_batch([encs[i].input_ids for i in idx], tokenizer.pad_token_id)
+        pos = torch.tensor([encs[i].answer_pos for i in idx])
+        logits = score_ids(model, settings.head, b["input_ids"].to(dev), b["attention_mask"].to(dev), pos,
+                           builder.label_token_ids)
+        out[idx] = torch.softmax(logits, -1).cpu().numpy()
+    if was_training:
+        model.train()
+    return out
+
+
+def count_parameters(model: nn.Module) -> tuple[int, int]:
+    """(trainable, total) parameter counts."""
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    total = sum(p.numel() for p in model.parameters())
+    return trainable, total
+
+
+__all__ = [
+    "resolve_device_dtype", "load_tokenizer", "load_model_and_tokenizer", "add_lora", "load_adapter",
+    "load_for_inference", "ModelSettings", "prompt_builder", "score_batch", "score_ids", "lm_label_loss",
+    "lm_logits_at", "label_positions", "LabelLossModule", "pad_batch", "count_parameters", "SETTINGS_FILE",
+]

@@ -1,0 +1,216 @@
+"""The one prompt builder shared by training, prediction and serving.
+
+A prompt is ``instruction + article + answer cue``; the label is the first token of its
+verbalizer (" left", " center", " right"), predicted right after the answer cue. When the
+tokenizer has a chat template it is used (with Qwen3's thinking switched off where the template
+knows ``enable_thinking``); otherwise a plain template. Truncation only ever shortens the article
+body, so the instruction and the answer cue survive any ``max_length``.
+
+The prompt is tokenized in three pieces (prefix, article, suffix) and the ids concatenated, so the
+article can be cut in token space without re-tokenizing; training and inference both go through
+:meth:`PromptBuilder.encode`, so they see identical ids.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal, Optional, Sequence
+
+from .config import DEFAULT_INSTRUCTION
+from .errors import NewsbiasError
+from .labels import LABELS
+
+DEFAULT_VERBALIZERS: dict[str, str] = {"left": " left", "center": " center", "right": " right"}
+DEFAULT_ANSWER_CUE = "Answer:"
+_ARTICLE_SLOT = "\u0000ARTICLE\u0000"
+
+
+@dataclass
+class PromptSettings:
+    """Everything that decides the token ids of a prompt; saved in ``newsbias.json``."""
+
+    instruction: str = DEFAULT_INSTRUCTION
+    max_length: int = 512
+    truncation: Literal["head", "head_tail"] = "head"
+    head_fraction: float = 0.5
+    chat_template: Literal["auto", "on", "off"] = "auto"
+    answer_cue: str = DEFAULT_ANSWER_CUE
+    verbalizers: dict[str, str] = field(default_factory=lambda: dict(DEFAULT_VERBALIZERS))
+    labels: tuple[str, ...] = LABELS
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["labels"] = list(self.labels)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "PromptSettings":
+        d = dict(d)
+        d.pop("uses_chat_template", None)
+        if "labels" in d:
+            d["labels"] = tuple(d["labels"])
+        return cls(**d)
+
+
+@dataclass
+class Encoded:
+    """One tokenized prompt. ``answer_pos`` is the index whose next-token logits score the label."""
+
+    input_ids: list[int]
+    answer_pos: int
+    truncated: bool
+
+
+def template_accepts(tokenizer: Any, kwarg: str) -> bool:
+    """True when the tokenizer's chat template mentions ``kwarg`` (e.g. ``enable_thinking``)."""
+    tmpl = getattr(tokenizer, "chat_template", None)
+    if isinstance(tmpl, dict):
+        tmpl = " ".join(str(v) for v in tmpl.values())
+    return bool(tmpl) and kwarg in str(tmpl)
+
+
+class PromptBuilder:
+    """Builds prompt ids for one tokenizer and :class:`PromptSettings`.
+
+    ``special_tokens`` controls whether the tokenizer's own special tokens are added around a
+    plain-template prompt (``[CLS] ... [SEP]`` for BERT, BOS for Llama-style models); the
+    ``cls`` head needs them, the ``lm`` head only wants a leading BOS.
+    """
+
+    def __init__(self, tokenizer: Any, settings: PromptSettings, head: Literal["lm", "cls"] = "lm"):
+        self.tokenizer = tokenizer
+        self.settings = settings
+        self.head = head
+        unknown = set(settings.verbalizers) ^ set(settings.labels)
+        if unknown:
+            raise NewsbiasError(
+                f"prompt.verbalizers must have exactly one entry per label {list(settings.labels)}; "
+                f"mismatched: {sorted(unknown)}")
+        if settings.truncation not in ("head", "head_tail"):
+            raise NewsbiasError(f"prompt.truncation must be 'head' or 'head_tail', got {settings.truncation!r}")
+        self.uses_chat_template = self._decide_chat()
+        prefix_text, suffix_text = self._render()
+        enc = lambda s: list(tokenizer.encode(s, add_special_tokens=False)) if s else []  # noqa: E731
+        self.prefix_ids = enc(prefix_text)
+        self.suffix_ids = enc(suffix_text)
+        self.lead_ids: list[int] = []
+        self.trail_ids: list[int] = []
+        if not self.uses_chat_template:
+            self._plain_special_tokens()
+        # One token is always reserved for the label, so a training sequence (prompt + label) and
+        # an inference prompt truncate the article identically.
+        fixed = len(self.lead_ids) + len(self.prefix_ids) + len(self.suffix_ids) + len(self.trail_ids) + 1
+        self.article_budget = settings.max_length - fixed
+        if self.article_budget < 1:
+            raise NewsbiasError(
+                f"prompt.max_length={settings.max_length} is too small: the instruction and answer cue alone "
+                f"take {fixed - 1} tokens (+1 for the label); set max_length to at least {fixed + 32} "
+                f"or shorten prompt.instruction")
+        # The cls head predicts classes directly; verbalizers only matter to the lm head.
+        self.label_token_ids = self._label_tokens() if head == "lm" else []
+
+    # ------------------------------------------------------------------ construction helpers
+    def _decide_chat(self) -> bool:
+        has = bool(getattr(self.tokenizer, "chat_template", None))
+        mode = self.settings.chat_template
+        if mode == "on" and not has:
+            raise NewsbiasError("prompt.chat_template=on but the tokenizer has no chat template; use auto or off")
+        return has if mode == "auto" else mode == "on"
+
+    def _render(self) -> tuple[str, str]:
+        s = self.settings
+        user = f"{s.instruction}\n\nArticle:\n{_ARTICLE_SLOT}"
+        if self.uses_chat_template:
+            kwargs: dict[str, Any] = {"tokenize": False, "add_generation_prompt": True}
+            if template_accepts(self.tokenizer, "enable_thinking"):
+                kwargs["enable_thinking"] = False
+            text = self.tokenizer.apply_chat_template([{"role": "user", "content": user}], **kwargs)
+            if not isinstance(text, str):  # some versions return a BatchEncoding-like object
+                text = str(text)
+            text = text + s.answer_cue
+        else:
+            text = f"{user}\n\n{s.answer_cue}"
+        if text.count(_ARTICLE_SLOT) != 1:
+            raise NewsbiasError("the chat template dropped or duplicated the article; use prompt.chat_template=off")
+        prefix, suffix = text.split(_ARTICLE_SLOT)
+        return prefix, suffix
+
+    def _plain_special_tokens(self) -> None:
+        tok = self.tokenizer
+        if self.head == "cls":
+            bare = list(tok.encode("news", add_special_tokens=False))
+            full = list(tok.encode("news", add_special_tokens=True))
+            for i in range(len(full) - len(bare) + 1):
+                if full[i:i + len(bare)] == bare:
+                    self.lead_ids, self.trail_ids = full[:i], full[i + len(bare):]
+                    break
+        elif getattr(tok, "add_bos_token", False) and tok.bos_token_id is not None:
+            self.lead_ids = [tok.bos_token_id]
+
+    def _label_tokens(self) -> list[int]:
+        firsts = []
+        for lab in self.settings.labels:
+            ids = self.tokenizer.encode(self.settings.verbalizers[lab], add_special_tokens=False)
+            if not ids:
+                raise NewsbiasError(f"verbalizer {self.settings.verbalizers[lab]!r} for {lab!r} encodes to no tokens")
+            firsts.append(int(ids[0]))
+        if len(set(firsts)) != len(firsts):
+            shown = ", ".join(f"{lab}={self.settings.verbalizers[lab]!r}->{t}"
+                              for lab, t in zip(self.settings.labels, firsts))
+            raise NewsbiasError(
+                f"the label verbalizers' first tokens are not distinct ({shown}); choose verbalizers in "
+                f"prompt.verbalizers whose first token differs, e.g. ' left', ' center', ' right'")
+        return firsts
+
+    # ------------------------------------------------------------------------------ encoding
+    def truncate_article(self, article_ids: Sequence[int]) -> tuple[list[int], bool]:
+        """Cut the article's ids to the budget: its head, or head + tail."""
+        budget = self.article_budget
+        ids = list(article_ids)
+        if len(ids) <= budget:
+            return ids, False
+        if self.settings.truncation == "head":
+            return ids[:budget], True
+        n_head = max(0, min(budget, round(budget * self.settings.head_fraction)))
+        n_tail = budget - n_head
+        return ids[:n_head] + (ids[len(ids) - n_tail:] if n_tail else []), True
+
+    def encode(self, article: str) -> Encoded:
+        """Prompt ids for one article (without the label token)."""
+        # Cap the characters tokenized: 8 chars/token is far above any BPE's average, so the
+        # kept tokens are unaffected, and a 50k-character article costs no more than a short one.
+        cap = self.article_budget * 8
+        if self.settings.truncation == "head":
+            text = article[:cap]
+        else:
+            text = article if len(article) <= 2 * cap else article[:cap] + article[-cap:]
+        art = list(self.tokenizer.encode(text, add_special_tokens=False)) if text else []
+        art, cut = self.truncate_article(art)
+        ids = self.lead_ids + self.prefix_ids + art + self.suffix_ids
+        answer_pos = len(ids) - 1
+        return Encoded(ids + self.trail_ids, answer_pos, cut or len(text) < len(article))
+
+    def encode_for_training(self, article: str, label: str) -> tuple[list[int], list[int], int]:
+        """(input_ids, labels, answer_pos) for the lm head: labels are -100 except the label token."""
+        enc = self.encode(article)
+        tok = self.label_token_ids[self.settings.labels.index(label)]
+        ids = enc.input_ids + [tok]
+        labels = [-100] * len(enc.input_ids) + [tok]
+        return ids, labels, enc.answer_pos
+
+    def describe(self) -> dict[str, Any]:
+        """Prompt settings plus derived facts, for ``newsbias.json``."""
+        d = self.settings.to_dict()
+        d["uses_chat_template"] = self.uses_chat_template
+        d["label_token_ids"] = dict(zip(self.settings.labels, self.label_token_ids))
+        return d
+
+
+def build_prompt_text(tokenizer: Any, settings: PromptSettings, article: str, head: str = "lm") -> str:
+    """The prompt as text (for display/debugging); the ids come from :meth:`PromptBuilder.encode`."""
+    b = PromptBuilder(tokenizer, settings, head)  # type: ignore[arg-type]
+    return tokenizer.decode(b.encode(article).input_ids)
+
+
+__all__ = ["PromptSettings", "PromptBuilder", "Encoded", "DEFAULT_VERBALIZERS", "build_prompt_text",
+           "template_accepts"]
