@@ -74,6 +74,49 @@ def _add_prep(sub: argparse._SubParsersAction) -> None:
 
 # === train subcommand (owned by the training stage) ===
 
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from .config import load_config
+
+    overrides = _flag_overrides(args, {
+        "model": "train.model.name_or_path", "head": "train.model.head", "data": "train.data.path",
+        "out": "train.out_dir", "seed": "train.seed", "max_steps": "train.optim.max_steps",
+    }) + list(args.overrides)
+    if args.quiet:
+        overrides.append("train.progress=false")
+    full = load_config(args.config, overrides)
+    cfg = full.require("train")
+    if cfg.data.path is None and full.prep is not None:
+        cfg = cfg.model_copy(update={"data": cfg.data.model_copy(update={"path": full.prep.out_dir})})
+    from .train import train
+
+    summary = train(cfg, resume=args.resume)
+    best = summary["best_val"]
+    shown = ", ".join(f"{k} {v:.4f}" for k, v in best.items() if isinstance(v, float))
+    print(f"train: wrote adapter to {summary['out_dir']} after {summary['steps']} steps"
+          f"{' (stopped early)' if summary['stopped_early'] else ''}; best at step {summary['best_step']}: {shown}")
+    return 0
+
+
+def _add_train(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "train", help="LoRA fine-tuning (label-token loss or classifier head) on prep outputs.",
+        description="Fine-tune a causal LM (head lm: loss on the label token only) or a sequence classifier "
+                    "(head cls) with LoRA on train.jsonl, evaluate on val.jsonl (macro-F1), keep the best "
+                    "checkpoint, and write a peft adapter directory plus newsbias.json and manifest.json. "
+                    "Runs under torchrun / accelerate launch with several processes.",
+        epilog=EPILOG)
+    _add_common(p)
+    p.add_argument("--model", metavar="ID_OR_DIR", help="Base model hub id or local directory (= train.model.name_or_path).")
+    p.add_argument("--head", choices=["lm", "cls"], help="lm (label-token scoring) or cls (= train.model.head).")
+    p.add_argument("--data", metavar="DIR", help="Prep output directory or train JSONL (= train.data.path).")
+    p.add_argument("--out", metavar="DIR", help="Adapter output directory (= train.out_dir).")
+    p.add_argument("--seed", type=int, help="Seed (= train.seed).")
+    p.add_argument("--max-steps", dest="max_steps", type=int, help="Optimizer steps (= train.optim.max_steps).")
+    p.add_argument("--resume", action="store_true", help="Continue from the last checkpoint in the output directory.")
+    p.add_argument("--quiet", "-q", action="store_true", help="No progress bar.")
+    p.set_defaults(func=_cmd_train)
+
 # === predict subcommand (owned by the prediction stage) ===
 
 # === baseline / evaluate / compare subcommands (owned by those stages) ===
@@ -82,7 +125,7 @@ def _add_prep(sub: argparse._SubParsersAction) -> None:
 
 
 # Stages register themselves here: (adder) each adds one subparser with set_defaults(func=...).
-SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [_add_prep]
+SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [_add_prep, _add_train]
 
 
 def build_parser() -> argparse.ArgumentParser:
