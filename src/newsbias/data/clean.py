@@ -11,7 +11,8 @@ import ftfy
 
 # ftfy is thorough but slow (~3 ms per AllSides article); it only changes texts that contain
 # mojibake-looking characters or HTML entities, so everything else takes the cheap path.
-_SUSPECT = re.compile(r"[\u0080-\u009f\u00c2-\u00f4\ufffd]|&#?[a-zA-Z0-9]{2,8};")
+_CP1252_TAIL = "\u0080-\u00bf\u2018-\u201e\u2020-\u2022\u2026\u2030\u2039\u203a\u20ac\u2122\u0152\u0153\u0160\u0161\u0178\u017d\u017e\u0192\u02c6\u02dc"
+_SUSPECT = re.compile(f"[\u00c2-\u00f4][{_CP1252_TAIL}]|[\u0080-\u009f\ufffd]|\u00e2(?=[A-Za-z ])|&#?[a-zA-Z0-9]{{2,8}};")
 _FTFY = ftfy.TextFixerConfig(uncurl_quotes=False, fix_line_breaks=True)
 
 # UTF-8 punctuation decoded as Latin-1 with the C1 bytes then stripped leaves a lone "â"
@@ -21,8 +22,8 @@ _LOST_APOS = re.compile(r"(?<=[A-Za-z])â(?=(?:s|t|re|ve|ll|d|m)\b)")
 _LOST_DASH = re.compile(r"(?<= )â(?= )")
 _LOST_QUOTE = re.compile(r"(?<![A-Za-z\u00c0-\u024f])â(?=[A-Za-z0-9])|(?<=[A-Za-z0-9.,!?])â(?![A-Za-z\u00c0-\u024f])")
 
-_SPACES = re.compile(r"[^\S\n]+")
-_NEWLINES = re.compile(r"\s*\n\s*")
+_SPACES = re.compile(r"[^\S\n]{2,}|[^\S\n ]")  # only runs and odd spaces: most single spaces stay untouched
+_NEWLINES = re.compile(r" ?\n[ \n]*")
 _WORD = re.compile(r"\w+", re.UNICODE)
 
 
@@ -39,7 +40,8 @@ def repair_text(text: str) -> str:
 
 def normalize_whitespace(text: str) -> str:
     """Collapse runs of spaces, keep single paragraph breaks, strip the ends."""
-    text = text.replace("\r\n", "\n").replace("\r", "\n")
+    if "\r" in text:
+        text = text.replace("\r\n", "\n").replace("\r", "\n")
     text = _SPACES.sub(" ", text)
     text = _NEWLINES.sub("\n", text)
     return text.strip()
@@ -49,11 +51,6 @@ def clean_text(text: str, fix: bool = True) -> str:
     if fix:
         text = repair_text(text)
     return normalize_whitespace(text)
-
-
-def clean_many(texts: list[str], fix: bool = True) -> list[str]:
-    """``clean_text`` over a list (picklable, for worker pools)."""
-    return [clean_text(t, fix) for t in texts]
 
 
 def with_title(title: str | None, text: str) -> str:

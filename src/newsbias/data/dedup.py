@@ -8,11 +8,13 @@ loop would.
 
 from __future__ import annotations
 
-import zlib
+import hashlib
 from collections import defaultdict
+from itertools import chain
 from typing import Iterable, Sequence
 
 import numpy as np
+import pandas as pd
 from tqdm.auto import tqdm
 
 from .clean import dedup_key
@@ -21,50 +23,71 @@ _MASK32 = np.uint64(0xFFFFFFFF)
 _PERM_SEED = 20200101  # fixed: signatures must not depend on the split seed
 
 
-def _word_hashes(words: list[str], cache: dict[str, int]) -> np.ndarray:
-    out = np.empty(len(words), dtype=np.uint64)
-    for i, w in enumerate(words):
-        h = cache.get(w)
-        if h is None:
-            h = cache[w] = zlib.crc32(w.encode("utf-8"))
-        out[i] = h
-    return out
+_PRIME = np.uint64(0x100000001B3)
 
 
-def _shingles(word_hashes: np.ndarray, k: int) -> np.ndarray:
+def _combine(word_hashes: np.ndarray) -> np.uint64:
+    acc = np.uint64(0)
+    for h in word_hashes:
+        acc = acc * _PRIME + h
+    return acc
+
+
+def _shingle_hashes(word_hashes: np.ndarray, lengths: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Hashes of every k-word window inside one document, and each document's first shingle offset.
+
+    A document shorter than k words contributes one shingle of all its words; an empty one a
+    constant shingle (so all empty texts share a signature).
+    """
     n = len(word_hashes)
-    if n == 0:
-        return np.zeros(1, dtype=np.uint64)  # every empty text gets the same signature
-    k = min(k, n)
-    acc = np.zeros(n - k + 1, dtype=np.uint64)
-    for j in range(k):
-        # polynomial rolling combination; uint64 overflow wraps, which is what we want
-        acc = acc * np.uint64(0x100000001B3) + word_hashes[j: n - k + 1 + j]
-    acc ^= acc >> np.uint64(29)
-    return (acc ^ (acc >> np.uint64(32))) & _MASK32
+    starts = np.concatenate(([0], np.cumsum(lengths)[:-1])).astype(np.int64)
+    padded = np.concatenate((word_hashes, np.zeros(k, dtype=np.uint64)))
+    acc = np.zeros(n, dtype=np.uint64)
+    with np.errstate(over="ignore"):
+        for j in range(k):
+            # polynomial combination of k consecutive words; uint64 overflow wraps, as wanted
+            acc = acc * _PRIME + padded[j: j + n]
+    n_sh = np.maximum(lengths - k + 1, 1)
+    offsets = np.concatenate(([0], np.cumsum(n_sh)[:-1])).astype(np.int64)
+    idx = np.repeat(starts - offsets, n_sh) + np.arange(int(n_sh.sum()))
+    sh = acc[np.minimum(idx, max(n - 1, 0))] if n else np.zeros(len(idx), dtype=np.uint64)
+    for d in np.nonzero(lengths < k)[0]:
+        sh[offsets[d]] = _combine(word_hashes[starts[d]: starts[d] + lengths[d]]) if lengths[d] else np.uint64(0)
+    sh ^= sh >> np.uint64(29)
+    return (sh ^ (sh >> np.uint64(32))) & _MASK32, offsets
 
 
 def minhash_signatures(texts: Sequence[str], num_perm: int = 64, shingle_words: int = 5,
-                       progress: bool = False, batch: int = 256) -> np.ndarray:
-    """MinHash signatures ``[len(texts), num_perm]`` (uint32) of word ``shingle_words``-grams."""
+                       progress: bool = False, max_words: int = 100_000) -> tuple[np.ndarray, list[str]]:
+    """MinHash signatures ``[len(texts), num_perm]`` (uint32) of word ``shingle_words``-grams,
+    and the sha1 of each text's :func:`dedup_key` (for exact duplicates), in one pass."""
     rng = np.random.default_rng(_PERM_SEED)
     a = (rng.integers(1, 2**63, size=num_perm, dtype=np.uint64) | np.uint64(1))[:, None]
     b = rng.integers(0, 2**63, size=num_perm, dtype=np.uint64)[:, None]
     sigs = np.empty((len(texts), num_perm), dtype=np.uint32)
-    cache: dict[str, int] = {}
+    hashes: list[str] = []
     bar = tqdm(total=len(texts), desc="minhash", unit="doc", disable=not progress, leave=False)
-    for start in range(0, len(texts), batch):
-        chunk = [_shingles(_word_hashes(dedup_key(t).split(), cache), shingle_words)
-                 for t in texts[start:start + batch]]
-        lengths = np.fromiter((len(c) for c in chunk), dtype=np.int64, count=len(chunk))
-        offsets = np.concatenate(([0], np.cumsum(lengths)[:-1]))
-        flat = np.concatenate(chunk)
+    start = 0
+    while start < len(texts):
+        # batches bounded by word count keep the [num_perm x shingles] temporaries small
+        keys, n_words = [], 0
+        while start + len(keys) < len(texts) and (not keys or n_words < max_words):
+            keys.append(dedup_key(texts[start + len(keys)]))
+            n_words += keys[-1].count(" ") + 1
+        hashes.extend(hashlib.sha1(k.encode("utf-8")).hexdigest() for k in keys)
+        words = [k.split() for k in keys]
+        lengths = np.fromiter((len(w) for w in words), dtype=np.int64, count=len(words))
+        flat = np.array(list(chain.from_iterable(words)), dtype=object)
+        # pandas' hash_array uses a fixed key: the same word hashes the same in every process
+        wh = pd.util.hash_array(flat, categorize=True) if len(flat) else np.zeros(0, dtype=np.uint64)
+        sh, offsets = _shingle_hashes(wh, lengths, shingle_words)
         # multiply-shift hashing: the high 32 bits of a*x+b (mod 2^64) are a 2-universal family
-        vals = (a * flat[None, :] + b) >> np.uint64(32)
-        sigs[start:start + len(chunk)] = np.minimum.reduceat(vals, offsets, axis=1).T
-        bar.update(len(chunk))
+        vals = (a * sh[None, :] + b) >> np.uint64(32)
+        sigs[start:start + len(keys)] = np.minimum.reduceat(vals, offsets, axis=1).T
+        bar.update(len(keys))
+        start += len(keys)
     bar.close()
-    return sigs
+    return sigs, hashes
 
 
 def lsh_params(threshold: float, num_perm: int) -> tuple[int, int]:

@@ -32,7 +32,7 @@ from ..io import atomic_dir, package_versions, sha256_file, write_json, write_js
 from ..labels import LABELS, LabelNormalizer
 from . import dedup as dd
 from . import split as sp
-from .clean import clean_many, clean_text, domain_of, outlet_of, source_key, text_hash, with_title
+from .clean import clean_text, outlet_of, source_key, with_title
 from .readers import read_id_list, read_input
 
 log = logging.getLogger(__name__)
@@ -62,21 +62,44 @@ class _Drops:
         self.steps.append({"step": name, "before": before, "after": after, "dropped": before - after, **extra})
 
 
-def _clean_texts(texts: list[str], fix: bool, workers: int, progress: bool) -> list[str]:
-    workers = workers or (os.cpu_count() or 1)
+def process_texts(texts: list[str], titles: list[str | None], fix: bool, prepend_title: bool,
+                  num_perm: int, shingle_words: int) -> tuple[list[str], list[str | None], np.ndarray, list[str]]:
+    """Clean texts and titles, prepend titles, and sign the result: ``(texts, titles, sigs, hashes)``.
+
+    One function so that a worker process does all per-article work on its chunk in one go.
+    """
+    texts = [clean_text(t, fix) for t in texts]
+    titles = [clean_text(t, fix) if isinstance(t, str) and t.strip() else None for t in titles]
+    if prepend_title:
+        texts = [with_title(t, x) for t, x in zip(titles, texts)]
+    sigs, hashes = dd.minhash_signatures(texts, num_perm, shingle_words)
+    return texts, titles, sigs, hashes
+
+
+def _process_all(df: pd.DataFrame, cfg: PrepConfig, progress: bool) -> tuple[np.ndarray, list[str]]:
+    """``process_texts`` over the frame, in worker processes when it is large; updates text/title in place."""
+    texts = df["text"].map(lambda t: t if isinstance(t, str) else "" if t is None or pd.isna(t) else str(t)).tolist()
+    titles = df["title"].tolist()
+    args = (cfg.clean.fix_text, cfg.clean.prepend_title, cfg.dedup.num_perm, cfg.dedup.shingle_words)
+    workers = cfg.workers or (os.cpu_count() or 1)
+    size = max(250, len(texts) // (workers * 16))
+    chunks = [(texts[i:i + size], titles[i:i + size]) for i in range(0, len(texts), size)]
+    bar = tqdm(total=len(texts), desc="clean+minhash", unit="doc", disable=not progress, leave=False)
+    results = []
     if workers <= 1 or len(texts) < 4000:
-        it = tqdm(texts, desc="clean", unit="doc", disable=not progress, leave=False)
-        return [clean_text(t, fix) for t in it]
-    size = max(500, len(texts) // (workers * 8))
-    chunks = [texts[i:i + size] for i in range(0, len(texts), size)]
-    out: list[str] = []
-    with ProcessPoolExecutor(max_workers=workers) as pool:
-        bar = tqdm(total=len(texts), desc="clean", unit="doc", disable=not progress, leave=False)
-        for part in pool.map(clean_many, chunks, [fix] * len(chunks)):
-            out.extend(part)
-            bar.update(len(part))
-        bar.close()
-    return out
+        for t, ti in chunks:
+            results.append(process_texts(t, ti, *args))
+            bar.update(len(t))
+    else:
+        with ProcessPoolExecutor(max_workers=workers) as pool:
+            for res in pool.map(process_texts, *zip(*chunks), *[[a] * len(chunks) for a in args]):
+                results.append(res)
+                bar.update(len(res[0]))
+    bar.close()
+    df["text"] = [t for r in results for t in r[0]]
+    df["title"] = [t for r in results for t in r[1]]
+    sigs = np.concatenate([r[2] for r in results]) if results else np.zeros((0, cfg.dedup.num_perm), np.uint32)
+    return sigs, [h for r in results for h in r[3]]
 
 
 def _conflict_drop(df: pd.DataFrame, cluster: pd.Series, policy: str, kind: str, drops: _Drops,
@@ -178,33 +201,32 @@ def prepare(cfg: PrepConfig, progress: bool = False) -> tuple[dict[str, pd.DataF
 
     # -- text
     before = len(df)
-    texts = df["text"].fillna("").astype(str).tolist()
-    df["text"] = _clean_texts(texts, cfg.clean.fix_text, cfg.workers, progress)
-    df["title"] = df["title"].map(lambda t: clean_text(t, cfg.clean.fix_text) if isinstance(t, str) and t.strip() else None)
-    if cfg.clean.prepend_title:
-        df["text"] = [with_title(t, x) for t, x in zip(df["title"], df["text"])]
+    sigs, hashes = _process_all(df, cfg, progress)
+    df["_hash"] = hashes
+    df["_sig"] = np.arange(len(df))
     empty = df["text"].str.len() == 0
     df = drops.drop(df, empty, "empty_text")
-    nwords = df["text"].str.split().str.len()
-    short = (df["text"].str.len() < cfg.clean.min_chars) | (nwords < cfg.clean.min_words)
+    short = df["text"].str.len() < cfg.clean.min_chars
+    if cfg.clean.min_words:
+        short |= df["text"].map(lambda t: len(t.split())) < cfg.clean.min_words
     df = drops.drop(df, short, "too_short", df["text"].str.len().map(lambda n: f"{n} chars"))
     drops.step("text", before, len(df), min_chars=cfg.clean.min_chars, min_words=cfg.clean.min_words)
 
     # -- canonical order: everything after this is independent of the input's row order
-    df["_hash"] = df["text"].map(text_hash)
     df, renamed = _unique_ids(df)
     df["outlet"] = [outlet_of(su, u, s) for su, u, s in zip(df["source_url"], df["url"], df["source"])]
     df["_source_key"] = df["source"].map(source_key)
     df = df.sort_values(["id", "_hash"], kind="stable").reset_index(drop=True)
+    sigs = sigs[df["_sig"].to_numpy()]
 
     # -- duplicates
     conflicts: list[dict] = []
     before = len(df)
     if cfg.dedup.exact:
         df = _conflict_drop(df, df["_hash"], cfg.dedup.on_label_conflict, "exact", drops, conflicts)
+        sigs = sigs[df.index.to_numpy()]
         df = df.reset_index(drop=True)
     drops.step("exact_dedup", before, len(df), enabled=cfg.dedup.exact)
-    sigs = dd.minhash_signatures(df["text"].tolist(), cfg.dedup.num_perm, cfg.dedup.shingle_words, progress)
     before = len(df)
     if cfg.dedup.near and len(df) > 1:
         pairs = dd.near_duplicate_pairs(sigs, cfg.dedup.threshold)

@@ -91,10 +91,34 @@ def _base_name(path: Path) -> str:
     return name[:-3] if name.endswith(".gz") else name
 
 
+def _iter_lines(path: Path, encoding: str) -> Iterator[tuple[int, str]]:
+    """Stream decoded lines of a (possibly gzipped) file: memory stays flat in the file size."""
+    try:
+        f = gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")
+    except FileNotFoundError:
+        raise NewsbiasError(f"input file not found: {path}") from None
+    with f:
+        try:
+            for lineno, raw in enumerate(f, start=1):
+                try:
+                    line = raw.decode(encoding)
+                except UnicodeDecodeError as exc:
+                    raise NewsbiasError(
+                        f"{path}: line {lineno}: bytes that are not valid {encoding} "
+                        f"({raw[exc.start:exc.start + 4]!r}); re-encode the file as UTF-8 or set "
+                        f"prep.input.encoding (e.g. cp1252)") from None
+                except LookupError:
+                    raise NewsbiasError(f"unknown encoding {encoding!r} (prep.input.encoding)") from None
+                if lineno == 1 and line.startswith("\ufeff"):
+                    line = line[1:]
+                yield lineno, line
+        except (OSError, EOFError) as exc:
+            raise NewsbiasError(f"{path}: cannot read ({exc})") from None
+
+
 def iter_jsonl(path: Path, encoding: str, on_bad_row: str, bad: list[dict]) -> Iterator[tuple[int, dict]]:
     """Yield ``(line_number, object)`` from a JSONL file; bad lines raise or are recorded."""
-    text = read_text(path, encoding)
-    for lineno, line in enumerate(text.split("\n"), start=1):
+    for lineno, line in _iter_lines(path, encoding):
         if not line.strip():
             continue
         try:
@@ -203,7 +227,7 @@ def detect_format(path: Path, encoding: str = "utf-8") -> str:
             return "kaggle"
         return "tabular"
     if name.endswith((".jsonl", ".json", ".ndjson")):
-        first = next((ln for ln in read_text(path, encoding).split("\n") if ln.strip()), "")
+        first = next((ln for _, ln in _iter_lines(path, encoding) if ln.strip()), "")
         try:
             keys = set(json.loads(first))
         except (json.JSONDecodeError, TypeError):
