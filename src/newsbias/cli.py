@@ -76,6 +76,8 @@ def _add_prep(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
+    import os
+
     from .config import load_config
 
     overrides = _flag_overrides(args, {
@@ -91,6 +93,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from .train import train
 
     summary = train(cfg, resume=args.resume)
+    if int(os.environ.get("RANK", "0")) != 0:  # under torchrun only rank 0 reports
+        return 0
     best = summary["best_val"]
     shown = ", ".join(f"{k} {v:.4f}" for k, v in best.items() if isinstance(v, float))
     print(f"train: wrote adapter to {summary['out_dir']} after {summary['steps']} steps"

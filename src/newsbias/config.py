@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Literal, Optional, TypeVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .errors import ConfigError
 from .labels import LABELS, NumericScheme
@@ -160,6 +160,13 @@ class TrainPromptConfig(StrictModel):
                                  "article's start with truncation=head_tail.")
     chat_template: Literal["auto", "on", "off"] = "auto"
     answer_cue: str = "Answer:"
+
+    @field_validator("chat_template", mode="before")
+    @classmethod
+    def _yaml_bool(cls, v: Any) -> Any:
+        # YAML 1.1 reads bare on/off as booleans
+        return {True: "on", False: "off"}.get(v, v) if isinstance(v, bool) else v
+
     verbalizers: dict[str, str] = Field(
         default_factory=lambda: {"left": " left", "center": " center", "right": " right"},
         description="Label -> text whose first token is the label's token (head lm).")
@@ -228,16 +235,74 @@ class PredictConfig(StrictModel):
 # === baseline / evaluate / compare sections (owned by baseline.py, metrics.py, report.py) ===
 
 
+class MetricsConfig(StrictModel):
+    """How metrics are computed (shared by ``evaluate:`` and ``compare.metrics``)."""
+
+    n_boot: int = Field(default=1000, ge=0, description="Bootstrap resamples for the macro-F1 interval (0 = none).")
+    confidence: float = Field(default=0.95, gt=0.0, lt=1.0, description="Coverage of the bootstrap interval.")
+    seed: int = Field(default=0, description="Bootstrap seed; the same seed gives the same interval.")
+    ece_bins: int = Field(default=15, ge=1, description="Equal-width confidence bins for the calibration error.")
+    by_outlet: bool = Field(default=False, description="Add a per-outlet breakdown (n, accuracy, macro-F1).")
+    missing_gold: Literal["error", "skip"] = Field(
+        default="error", description="Rows without a gold label: an error, or skipped and counted.")
+
+
+class EvaluateConfig(MetricsConfig):
+    """``evaluate:`` section: one predictions JSONL -> metrics JSON (see newsbias.metrics)."""
+
+    preds: Optional[str] = Field(default=None, description="Predictions JSONL (predict / baseline output).")
+    out: Optional[str] = Field(default=None, description="Metrics JSON path (default: <preds>.metrics.json).")
+
+
+class BaselineTfidfConfig(StrictModel):
+    ngram_max: int = Field(default=2, ge=1, description="Word n-grams from 1 to this.")
+    min_df: int = Field(default=2, ge=1, description="Ignore terms in fewer documents than this.")
+    max_df: float = Field(default=1.0, gt=0.0, le=1.0)
+    max_features: Optional[int] = Field(default=200_000, ge=1)
+    sublinear_tf: bool = True
+    lowercase: bool = True
+
+
+class BaselineLRConfig(StrictModel):
+    C: float = Field(default=1.0, gt=0.0, description="Inverse regularisation strength (when C_grid is empty).")
+    C_grid: list[float] = Field(
+        default_factory=list, description="Candidate C values chosen by val macro-F1 (needs val.jsonl); "
+                                          "empty = use C.")
+    class_weight: Literal["none", "balanced"] = "balanced"
+    max_iter: int = Field(default=2000, ge=1)
+
+
 class BaselineConfig(StrictModel):
-    """Placeholder, filled in by the baseline stage."""
+    """``baseline:`` section: majority-class and TF-IDF + logistic regression (see newsbias.baseline)."""
 
-
-class EvaluateConfig(StrictModel):
-    """Placeholder, filled in by the evaluate stage."""
+    data: str = Field(default="runs/data", description="Prep output directory (train.jsonl, val.jsonl, test.jsonl).")
+    split: str = Field(default="test", description="Split to predict: train/val/test, or a JSONL path.")
+    out_dir: str = Field(default="runs/preds", description="Where majority.jsonl, tfidf-lr.jsonl (+ manifests, "
+                                                         "the fitted pipeline) go.")
+    models: list[Literal["majority", "tfidf-lr"]] = Field(default_factory=lambda: ["majority", "tfidf-lr"])
+    tfidf: BaselineTfidfConfig = Field(default_factory=BaselineTfidfConfig)
+    lr: BaselineLRConfig = Field(default_factory=BaselineLRConfig)
+    prepend_title: bool = Field(default=False, description="Prefix the title (when present) to the text.")
+    seed: int = 42
 
 
 class CompareConfig(StrictModel):
-    """Placeholder, filled in by the compare/report stage."""
+    """``compare:`` section: several prediction files -> eval_compare.csv + report (see newsbias.report)."""
+
+    preds: list[str] = Field(default_factory=list, description="Prediction files, as PATH or NAME=PATH "
+                                                               "(name the LLM runs base and tuned).")
+    data: Optional[str] = Field(default=None, description="Split JSONL with the article texts, or a prep "
+                                                          "directory (then `split` picks the file).")
+    split: str = Field(default="test", description="Split file in `data` when it is a directory.")
+    out_dir: str = Field(default="report", description="Output directory.")
+    on_mismatch: Literal["error", "intersect"] = Field(
+        default="error", description="Prediction files with different ids: an error, or use the common ids.")
+    base: str = Field(default="base", description="Name of the base model's run (for fixes / breaks).")
+    tuned: str = Field(default="tuned", description="Name of the tuned model's run (for fixes / breaks).")
+    n_examples: int = Field(default=10, ge=0, description="Fixed / broken cases listed in the report.")
+    preview_words: int = Field(default=50, ge=1)
+    html: bool = True
+    metrics: MetricsConfig = Field(default_factory=MetricsConfig)
 
 
 # === end of stage sections ===

