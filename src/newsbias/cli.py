@@ -125,11 +125,132 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
 
 # === baseline / evaluate / compare subcommands (owned by those stages) ===
 
+
+def _cmd_baseline(args: argparse.Namespace) -> int:
+    from .config import load_config
+
+    overrides = _flag_overrides(args, {"data": "baseline.data", "split": "baseline.split", "out": "baseline.out_dir",
+                                       "seed": "baseline.seed"}) + list(args.overrides)
+    full = load_config(args.config, overrides)
+    from .config import BaselineConfig
+
+    cfg = full.baseline or BaselineConfig()
+    if "data" not in cfg.model_fields_set and full.prep is not None:
+        cfg = cfg.model_copy(update={"data": full.prep.out_dir})  # same config file: read prep's output
+    from .baseline import run_baseline
+
+    manifests = run_baseline(cfg)
+    shown = ", ".join(f"{name}.jsonl" for name in manifests)
+    print(f"baseline: wrote {shown} (+ manifests) to {cfg.out_dir} for {cfg.split} "
+          f"({next(iter(manifests.values()))['counts']['rows']} articles)")
+    return 0
+
+
+def _add_baseline(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "baseline", help="Majority-class and TF-IDF + logistic regression baselines on a prep split.",
+        description="Train the majority-class and TF-IDF (word 1-2 grams) + logistic regression baselines on "
+                    "train.jsonl of a prep output directory, predict a split, and write majority.jsonl and "
+                    "tfidf-lr.jsonl (the shared prediction format, with probabilities), a manifest beside each, "
+                    "and the fitted pipeline tfidf-lr.joblib.",
+        epilog=EPILOG)
+    _add_common(p)
+    p.add_argument("--data", metavar="DIR", help="Prep output directory (= baseline.data).")
+    p.add_argument("--split", metavar="NAME_OR_FILE", help="Split to predict: train/val/test or a JSONL (= baseline.split).")
+    p.add_argument("--out", metavar="DIR", help="Output directory (= baseline.out_dir).")
+    p.add_argument("--seed", type=int, help="Seed (= baseline.seed).")
+    p.set_defaults(func=_cmd_baseline)
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from .config import EvaluateConfig, load_config
+
+    overrides = _flag_overrides(args, {"preds": "evaluate.preds", "out": "evaluate.out",
+                                       "n_boot": "evaluate.n_boot", "seed": "evaluate.seed"}) + list(args.overrides)
+    if args.by_outlet:
+        overrides.append("evaluate.by_outlet=true")
+    if args.skip_missing_gold:
+        overrides.append("evaluate.missing_gold=skip")
+    cfg = load_config(args.config, overrides).evaluate or EvaluateConfig()
+    from .metrics import evaluate, format_summary
+
+    m = evaluate(cfg)
+    skipped = m["preds"]["skipped_no_gold"]
+    print(f"evaluate: {format_summary(m)}" + (f"; skipped {skipped} rows without gold" if skipped else ""))
+    print(f"evaluate: wrote {m['out']}")
+    return 0
+
+
+def _add_evaluate(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "evaluate", help="Predictions JSONL -> metrics JSON (macro-F1 with bootstrap CI, confusion matrix ...).",
+        description="Score a predictions file (from predict, baseline or serve): accuracy, macro/micro/weighted "
+                    "F1, per-class precision/recall/F1, confusion matrix, invalid-output rate (invalid counts as "
+                    "wrong), a bootstrap interval for macro-F1, ordinal MAE, calibration error when "
+                    "probabilities exist, and optionally a per-outlet breakdown.",
+        epilog=EPILOG)
+    _add_common(p)
+    p.add_argument("--preds", metavar="FILE", help="Predictions JSONL (= evaluate.preds).")
+    p.add_argument("--out", metavar="FILE", help="Metrics JSON (= evaluate.out; default <preds>.metrics.json).")
+    p.add_argument("--n-boot", dest="n_boot", type=int, help="Bootstrap resamples (= evaluate.n_boot).")
+    p.add_argument("--seed", type=int, help="Bootstrap seed (= evaluate.seed).")
+    p.add_argument("--by-outlet", dest="by_outlet", action="store_true", help="Per-outlet breakdown (= evaluate.by_outlet=true).")
+    p.add_argument("--skip-missing-gold", dest="skip_missing_gold", action="store_true",
+                   help="Skip and count rows without gold instead of failing (= evaluate.missing_gold=skip).")
+    p.set_defaults(func=_cmd_evaluate)
+
+
+def _cmd_compare(args: argparse.Namespace) -> int:
+    import json
+
+    from .config import CompareConfig, load_config
+
+    overrides = _flag_overrides(args, {"data": "compare.data", "split": "compare.split", "out": "compare.out_dir"})
+    if args.preds:
+        overrides.append(f"compare.preds={json.dumps(args.preds)}")  # a JSON list is valid YAML
+    if args.intersect:
+        overrides.append("compare.on_mismatch=intersect")
+    overrides += list(args.overrides)
+    cfg = load_config(args.config, overrides).compare or CompareConfig()
+    from .report import run_compare
+
+    res = run_compare(cfg)
+    for name, m in res["metrics"].items():
+        print(f"compare: {name}: macro-F1 {m['macro_f1']:.3f}, micro-F1 {m['micro_f1']:.3f}, "
+              f"invalid {m['invalid_rate']:.1%}")
+    if res["changes"]:
+        print(f"compare: {cfg.tuned} fixes {res['changes']['fixed']} and breaks {res['changes']['broken']} "
+              f"of {cfg.base}'s predictions")
+    print(f"compare: wrote {', '.join(res['files'])} to {res['out_dir']} ({res['n']} articles)")
+    return 0
+
+
+def _add_compare(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "compare", help="Several prediction files -> eval_compare.csv, metrics.json, plots, report.md/html.",
+        description="Join prediction files of the same split (base, tuned, baselines) on id into "
+                    "eval_compare.csv (article preview, gold, one column per run) and write a report with "
+                    "the results table (macro-F1 with 95%% CI), per-class F1, confusion-matrix and per-class "
+                    "plots, the run manifests, and the cases where tuned fixes or breaks base. Name runs as "
+                    "NAME=FILE (base=..., tuned=...); otherwise the file stem is the name.",
+        epilog=EPILOG)
+    _add_common(p)
+    p.add_argument("--preds", nargs="+", metavar="[NAME=]FILE", help="Prediction files (= compare.preds).")
+    p.add_argument("--data", metavar="FILE_OR_DIR", help="Split JSONL with the articles, or a prep output "
+                   "directory (= compare.data); gives the previews and the split mode.")
+    p.add_argument("--split", metavar="NAME", help="Split file when --data is a directory (= compare.split).")
+    p.add_argument("--out", metavar="DIR", help="Output directory (= compare.out_dir).")
+    p.add_argument("--intersect", action="store_true",
+                   help="Compare on the ids common to all files instead of failing (= compare.on_mismatch=intersect).")
+    p.set_defaults(func=_cmd_compare)
+
+
 # === end of stage subcommands ===
 
 
 # Stages register themselves here: (adder) each adds one subparser with set_defaults(func=...).
-SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [_add_prep, _add_train]
+SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [_add_prep, _add_train,
+                                                                    _add_baseline, _add_evaluate, _add_compare]
 
 
 def build_parser() -> argparse.ArgumentParser:
