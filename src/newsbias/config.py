@@ -38,11 +38,12 @@ class ColumnsConfig(StrictModel):
 
     text: str = "text"
     label: str = "label"
-    id: Optional[str] = None
-    title: Optional[str] = None
-    source: Optional[str] = None
-    date: Optional[str] = None
-    url: Optional[str] = None
+    # optional fields: read when the file has the column, left empty when it does not
+    id: Optional[str] = "id"
+    title: Optional[str] = "title"
+    source: Optional[str] = "source"
+    date: Optional[str] = "date"
+    url: Optional[str] = "url"
 
 
 class InputConfig(StrictModel):
@@ -60,6 +61,12 @@ class LabelConfig(StrictModel):
         default="none", description="Encoding of numeric labels: '012' (0=left) or '-101' (-1=left). Never guessed.")
     mapping: dict[str, str] = Field(default_factory=dict, description="Extra raw-label spellings -> left/center/right.")
     on_unknown: Literal["error", "drop"] = "error"
+
+    @field_validator("numeric", mode="before")
+    @classmethod
+    def _numeric_as_text(cls, v: Any) -> Any:
+        # unquoted in YAML, 012 reads as the octal number 10 and -101 as an int: take them as meant
+        return {10: "012", 12: "012", -101: "-101"}.get(v, v) if isinstance(v, int) and not isinstance(v, bool) else v
 
 
 class CleanConfig(StrictModel):

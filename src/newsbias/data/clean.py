@@ -55,7 +55,7 @@ def clean_text(text: str, fix: bool = True) -> str:
 
 def with_title(title: str | None, text: str) -> str:
     """Prepend the title unless the text already starts with it (AllSides bodies often do)."""
-    if not title:
+    if not title or not text:
         return text
     title = normalize_whitespace(title)
     if text[: len(title) + 5].lower().startswith(title.lower()):

@@ -28,8 +28,9 @@ _PRIME = np.uint64(0x100000001B3)
 
 def _combine(word_hashes: np.ndarray) -> np.uint64:
     acc = np.uint64(0)
-    for h in word_hashes:
-        acc = acc * _PRIME + h
+    with np.errstate(over="ignore"):
+        for h in word_hashes:
+            acc = acc * _PRIME + h
     return acc
 
 
@@ -90,19 +91,21 @@ def minhash_signatures(texts: Sequence[str], num_perm: int = 64, shingle_words: 
     return sigs, hashes
 
 
-def lsh_params(threshold: float, num_perm: int) -> tuple[int, int]:
-    """Bands and rows per band that minimise false positives + false negatives around ``threshold``."""
-    xs = np.linspace(0.0, 1.0, 201)
+def lsh_params(threshold: float, num_perm: int, fn_weight: float = 20.0) -> tuple[int, int]:
+    """Bands and rows per band (``bands * rows <= num_perm``) for an LSH around ``threshold``.
+
+    Candidates are verified against the full signature afterwards, so a false positive costs a
+    comparison while a false negative loses a duplicate: misses weigh ``fn_weight`` times more.
+    """
+    xs = np.linspace(0.0, 1.0, 401)
     best, best_err = (1, num_perm), float("inf")
     for bands in range(1, num_perm + 1):
-        if num_perm % bands:
-            continue
-        rows = num_perm // bands
-        p = 1.0 - (1.0 - xs ** rows) ** bands
-        fp = np.trapezoid(np.where(xs < threshold, p, 0.0), xs)
-        fn = np.trapezoid(np.where(xs >= threshold, 1.0 - p, 0.0), xs)
-        if fp + fn < best_err:
-            best, best_err = (bands, rows), fp + fn
+        for rows in range(1, num_perm // bands + 1):
+            p = 1.0 - (1.0 - xs ** rows) ** bands
+            fp = np.trapezoid(np.where(xs < threshold, p, 0.0), xs)
+            fn = np.trapezoid(np.where(xs >= threshold, 1.0 - p, 0.0), xs)
+            if fp + fn_weight * fn < best_err:
+                best, best_err = (bands, rows), fp + fn_weight * fn
     return best
 
 

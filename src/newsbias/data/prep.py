@@ -183,9 +183,10 @@ def prepare(cfg: PrepConfig, progress: bool = False) -> tuple[dict[str, pd.DataF
 
     # -- labels
     norm = LabelNormalizer(cfg.labels.numeric, cfg.labels.mapping)
-    df["label"] = df["label"].map(norm)
+    raw_labels = df["label"].copy()
+    df["label"] = raw_labels.map(norm)
     bad = df["label"].isna()
-    raw = res.frame.loc[bad, "label"]
+    raw = raw_labels[bad]
     unknown = Counter("(missing)" if v is None or (isinstance(v, float) and np.isnan(v)) or str(v).strip() == ""
                       else str(v) for v in raw)
     if bad.any() and cfg.labels.on_unknown == "error":

@@ -52,8 +52,9 @@ def grouped_split(df: pd.DataFrame, groups: pd.Series, seed: int, test_frac: flo
     whose per-label deficit they fill best, so that label balance survives outlet-level labels.
     """
     if groups.isna().any():
-        raise NewsbiasError(f"{int(groups.isna().sum())} rows have no group value; every row needs one "
-                            f"(for by_source: a url, source_url or source)")
+        raise NewsbiasError(f"{int(groups.isna().sum())} of {len(groups)} rows have no group value, and every row "
+                            f"needs one: for split.mode by_source map a url or source column "
+                            f"(prep.input.columns.url / .source), or use prep.split.mode=random")
     labels = sorted(df["label"].unique(), key=lambda l: LABELS.index(l) if l in LABELS else len(LABELS))
     counts = pd.crosstab(groups, df["label"]).reindex(columns=labels, fill_value=0)
     totals = counts.sum(axis=0).to_numpy(dtype=float)
