@@ -175,7 +175,8 @@ def expected_calibration_error(probs: np.ndarray, gold: np.ndarray, n_bins: int 
     gold = np.asarray(gold)
     conf = probs.max(axis=1)
     correct = (probs.argmax(axis=1) == gold).astype(float)
-    bins = np.clip(np.ceil(conf * n_bins).astype(int) - 1, 0, n_bins - 1)
+    edges = np.linspace(0.0, 1.0, n_bins + 1)
+    bins = np.searchsorted(edges[1:-1], conf, side="left")  # right-closed bins; 0 falls in the first
     n = len(conf)
     count = np.bincount(bins, minlength=n_bins)
     acc_sum = np.bincount(bins, weights=correct, minlength=n_bins)

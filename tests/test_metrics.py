@@ -1,0 +1,237 @@
+"""newsbias.metrics and `newsbias evaluate`: every number checked against arithmetic done by hand."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from newsbias.cli import main
+from newsbias.config import EvaluateConfig
+from newsbias.errors import NewsbiasError
+from newsbias.metrics import (bootstrap_macro_f1, compute_metrics, evaluate, expected_calibration_error,
+                              per_outlet, read_predictions)
+
+L, C, R, X = 0, 1, 2, -1  # X = invalid prediction
+
+# Six articles, two per class; one invalid output.
+#   gold: L L C C R R
+#   pred: L C C X R L
+# left:   TP 1, predicted 2 (rows 1, 6), support 2 -> P 1/2, R 1/2, F1 1/2
+# center: TP 1, predicted 2 (rows 2, 3), support 2 -> P 1/2, R 1/2, F1 1/2   (the invalid row is a miss)
+# right:  TP 1, predicted 1 (row 5),    support 2 -> P 1,   R 1/2, F1 2/3
+# macro-F1 = (1/2 + 1/2 + 2/3) / 3 = 5/9; weighted = macro (equal supports); accuracy 3/6
+# micro over the labels: P = 3/5 (5 valid predictions), R = 3/6 -> F1 = 2*(3/5)*(1/2)/(3/5+1/2) = 6/11
+# ordinal MAE over the 5 valid: |0-0|+|0-1|+|1-1|+|2-2|+|2-0| = 3 -> 3/5
+GOLD6 = [L, L, C, C, R, R]
+PRED6 = [L, C, C, X, R, L]
+
+
+def write_preds(path: Path, rows: list[dict]) -> Path:
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    return path
+
+
+def six_rows() -> list[dict]:
+    names = ["left", "center", "right"]
+    rows = []
+    for i, (g, p) in enumerate(zip(GOLD6, PRED6)):
+        rows.append({"id": f"a{i}", "pred": None if p == X else names[p], "probs": None, "gold": names[g],
+                     "valid": p != X, "outlet": "x.com" if i < 4 else "y.com", "model": "m", "adapter": None})
+    return rows
+
+
+def test_hand_computed_six_rows():
+    m = compute_metrics(GOLD6, PRED6, n_boot=0)
+    assert m["n"] == 6 and m["n_invalid"] == 1
+    assert m["invalid_rate"] == pytest.approx(1 / 6)
+    assert m["accuracy"] == pytest.approx(0.5)
+    assert m["per_class"]["left"] == pytest.approx({"precision": 0.5, "recall": 0.5, "f1": 0.5, "support": 2})
+    assert m["per_class"]["center"] == pytest.approx({"precision": 0.5, "recall": 0.5, "f1": 0.5, "support": 2})
+    assert m["per_class"]["right"] == pytest.approx({"precision": 1.0, "recall": 0.5, "f1": 2 / 3, "support": 2})
+    assert m["macro_f1"] == pytest.approx(5 / 9)
+    assert m["weighted_f1"] == pytest.approx(5 / 9)
+    assert m["micro_f1"] == pytest.approx(6 / 11)
+    assert m["ordinal_mae"] == pytest.approx(3 / 5) and m["ordinal_mae_n"] == 5
+    assert m["confusion_matrix"]["columns"] == ["left", "center", "right", "invalid"]
+    assert m["confusion_matrix"]["matrix"] == [[1, 1, 0, 0], [0, 1, 0, 1], [1, 0, 1, 0]]
+    assert m["pred_counts"] == {"left": 2, "center": 2, "right": 1, "invalid": 1}
+    assert m["ece"] is None and m["macro_f1_ci"] is None
+    assert "count as wrong" in m["notes"]["invalid"]
+
+
+def test_micro_f1_equals_accuracy_without_invalid():
+    gold = [L, L, C, R, R, R, C]
+    pred = [L, C, C, R, L, R, R]
+    m = compute_metrics(gold, pred, n_boot=0)
+    assert m["micro_f1"] == pytest.approx(m["accuracy"]) == pytest.approx(4 / 7)
+
+
+def test_class_absent_from_sample_scores_zero():
+    # no center anywhere: its F1 is 0 (zero_division=0), so macro = (1 + 1 + 0) / 3
+    m = compute_metrics([L, R], [L, R], n_boot=0)
+    assert m["macro_f1"] == pytest.approx(2 / 3)
+    assert m["accuracy"] == 1.0
+
+
+def test_all_invalid():
+    m = compute_metrics([L, C, R], [X, X, X], n_boot=50)
+    assert m["accuracy"] == 0 and m["macro_f1"] == 0 and m["invalid_rate"] == 1
+    assert m["ordinal_mae"] is None and m["ordinal_mae_n"] == 0
+
+
+def test_ece_by_hand():
+    # confidences .92 (right), .58 (wrong), .72 (right), .66 (wrong: argmax is right, gold left)
+    probs = np.array([[.92, .04, .04], [.58, .32, .10], [.14, .72, .14], [.04, .30, .66]])
+    gold = np.array([L, C, C, L])
+    # 10 bins: each row alone in its bin -> (|1-.92| + |0-.58| + |1-.72| + |0-.66|) / 4 = 1.6 / 4
+    assert expected_calibration_error(probs, gold, 10)["ece"] == pytest.approx(0.4)
+    # 1 bin: |accuracy 1/2 - mean confidence 2.88/4| = .22
+    assert expected_calibration_error(probs, gold, 1)["ece"] == pytest.approx(0.22)
+    # 15 bins (the default): .58 -> (8/15, 9/15], .66 -> (9/15, 10/15], .72 -> (10/15, 11/15], .92 -> (13/15, 14/15]
+    e15 = expected_calibration_error(probs, gold, 15)
+    assert e15["ece"] == pytest.approx(0.4)
+    assert [b["n"] for b in e15["bins"]] == [1, 1, 1, 1]
+
+
+def test_ece_bin_edges_are_right_closed():
+    # 0.7 sits exactly on an edge of 10 bins: it belongs to (0.6, 0.7], not (0.7, 0.8]
+    e = expected_calibration_error(np.array([[.7, .2, .1]]), np.array([L]), 10)
+    assert e["bins"][0]["low"] == pytest.approx(0.6)
+
+
+def test_ece_in_compute_metrics_skips_rows_without_probs():
+    probs = np.array([[.92, .04, .04], [np.nan] * 3, [.14, .72, .14]])
+    m = compute_metrics([L, C, C], [L, X, C], probs=probs, n_boot=0, ece_bins=10)
+    # rows 1 and 3: (|1-.92| + |1-.72|) / 2
+    assert m["ece"] == pytest.approx(0.18)
+    assert m["calibration"]["n"] == 2
+
+
+def test_bootstrap_deterministic_and_contains_point():
+    rng = np.random.default_rng(1)
+    gold = rng.integers(0, 3, 600)
+    pred = np.where(rng.random(600) < 0.6, gold, rng.integers(-1, 3, 600))
+    a = bootstrap_macro_f1(gold, pred, n_boot=300, seed=7)
+    b = bootstrap_macro_f1(gold, pred, n_boot=300, seed=7)
+    c = bootstrap_macro_f1(gold, pred, n_boot=300, seed=8)
+    assert a == b
+    assert a != c
+    point = compute_metrics(gold, pred, n_boot=0)["macro_f1"]
+    assert a["low"] < point < a["high"]
+    assert 0 < a["high"] - a["low"] < 0.2
+
+
+def test_bootstrap_resample_matches_sklearn():
+    # one resample's macro-F1 from confusion counts equals scikit-learn's on the same rows
+    from sklearn.metrics import f1_score
+
+    from newsbias.metrics import _f1_from_counts
+    rng = np.random.default_rng(3)
+    gold = rng.integers(0, 3, 200)
+    pred = rng.integers(-1, 3, 200)
+    cm = np.zeros((3, 4), dtype=int)
+    for g, p in zip(gold, pred):
+        cm[g, 3 if p < 0 else p] += 1
+    ours = _f1_from_counts(cm).mean()
+    ref = f1_score(gold, pred, labels=[0, 1, 2], average="macro", zero_division=0)
+    assert ours == pytest.approx(ref)
+
+
+def test_bootstrap_fast():
+    rng = np.random.default_rng(0)
+    gold = rng.integers(0, 3, 10_000)
+    pred = rng.integers(0, 3, 10_000)
+    t = time.perf_counter()
+    bootstrap_macro_f1(gold, pred, n_boot=1000, seed=0)
+    assert time.perf_counter() - t < 10  # about 0.3 s on 2 cores
+
+
+def test_per_outlet():
+    rows = per_outlet(np.array(GOLD6), np.array(PRED6), ["x", "x", "x", "x", "y", "y"])
+    assert [r["outlet"] for r in rows] == ["x", "x"][:1] + ["y"]
+    x, y = rows
+    assert x["n"] == 4 and x["accuracy"] == pytest.approx(0.5) and x["invalid"] == 1
+    assert y["n"] == 2 and y["accuracy"] == pytest.approx(0.5)
+    # y: gold R R, pred R L -> right F1 2/3, left F1 0 (1 predicted, 0 gold), center 0 -> macro 2/9
+    assert y["macro_f1"] == pytest.approx(2 / 9)
+
+
+# ------------------------------------------------------------------------- files and evaluate()
+
+
+def test_read_predictions(tmp_path):
+    frame, info = read_predictions(write_preds(tmp_path / "p.jsonl", six_rows()))
+    assert list(frame["gold"]) == GOLD6 and list(frame["pred"]) == PRED6
+    assert info["rows_scored"] == 6 and info["skipped_no_gold"] == 0
+
+
+def test_evaluate_writes_json(tmp_path):
+    rows = six_rows()
+    p = write_preds(tmp_path / "run.jsonl", rows)
+    m = evaluate(EvaluateConfig(preds=str(p), n_boot=200, by_outlet=True))
+    out = tmp_path / "run.metrics.json"
+    assert m["out"] == str(out)
+    saved = json.loads(out.read_text())
+    assert saved["macro_f1"] == pytest.approx(5 / 9)
+    assert saved["macro_f1_ci"]["n_boot"] == 200
+    assert saved["model"] == "m"
+    assert [r["outlet"] for r in saved["by_outlet"]] == ["x.com", "y.com"]
+    assert "invalid" in saved["notes"]
+
+
+def test_evaluate_with_probs(tmp_path):
+    names = ["left", "center", "right"]
+    probs = [[.92, .04, .04], [.58, .32, .10], [.14, .72, .14], [.04, .30, .66]]
+    gold = [L, C, C, L]
+    rows = [{"id": i, "pred": names[int(np.argmax(p))], "probs": dict(zip(names, p)), "gold": names[g],
+             "valid": True, "outlet": None, "model": "m", "adapter": None} for i, (p, g) in enumerate(zip(probs, gold))]
+    m = evaluate(EvaluateConfig(preds=str(write_preds(tmp_path / "p.jsonl", rows)), n_boot=0, ece_bins=10))
+    assert m["ece"] == pytest.approx(0.4)
+
+
+@pytest.mark.parametrize("mutate, message", [
+    (lambda rows: rows[2].update(gold="centre-left"), "line 3: gold label 'centre-left'"),
+    (lambda rows: rows[1].update(pred="LEFT"), "line 2: predicted label 'LEFT'"),
+    (lambda rows: rows[4].update(gold=None), "line 5: no gold label"),
+    (lambda rows: rows[5].update(id="a0"), "id 'a0' already seen on line 1"),
+    (lambda rows: rows[0].update(probs={"left": 1.0}), "line 1: probs must map"),
+])
+def test_bad_rows_are_clear_errors(tmp_path, mutate, message):
+    rows = six_rows()
+    mutate(rows)
+    with pytest.raises(NewsbiasError, match=message.replace("(", r"\(")):
+        read_predictions(write_preds(tmp_path / "p.jsonl", rows))
+
+
+def test_missing_gold_skip_is_counted(tmp_path):
+    rows = six_rows()
+    rows[0]["gold"] = None
+    m = evaluate(EvaluateConfig(preds=str(write_preds(tmp_path / "p.jsonl", rows)), n_boot=0, missing_gold="skip"))
+    assert m["n"] == 5 and m["preds"]["skipped_no_gold"] == 1
+
+
+def test_empty_and_missing_files(tmp_path):
+    (tmp_path / "empty.jsonl").write_text("\n")
+    with pytest.raises(NewsbiasError, match="is empty"):
+        read_predictions(tmp_path / "empty.jsonl")
+    with pytest.raises(NewsbiasError, match="not found"):
+        read_predictions(tmp_path / "nope.jsonl")
+    (tmp_path / "bad.jsonl").write_text('{"id": 1, "gold": "left", "pred": "left"}\n{not json\n')
+    with pytest.raises(NewsbiasError, match="line 2: not valid JSON"):
+        read_predictions(tmp_path / "bad.jsonl")
+
+
+def test_cli_evaluate(tmp_path, capsys):
+    p = write_preds(tmp_path / "p.jsonl", six_rows())
+    out = tmp_path / "m.json"
+    assert main(["evaluate", "--preds", str(p), "--out", str(out), "--n-boot", "100", "--by-outlet"]) == 0
+    assert "macro-F1 0.556" in capsys.readouterr().out
+    assert json.loads(out.read_text())["by_outlet"]
+    assert main(["evaluate", "--preds", str(tmp_path / "missing.jsonl")]) == 2
+    assert "not found" in capsys.readouterr().err
+    assert main(["evaluate"]) == 2
+    assert "--preds" in capsys.readouterr().err
