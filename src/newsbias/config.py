@@ -9,6 +9,7 @@ config file plus its overrides.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any, Literal, Optional, TypeVar
 
@@ -335,6 +336,7 @@ class Config(StrictModel):
 # ------------------------------------------------------------------------------------ loading
 
 T = TypeVar("T", bound=BaseModel)
+_FLOAT = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)[eE][+-]?\d+$")
 
 
 def parse_overrides(items: list[str] | tuple[str, ...]) -> dict[str, Any]:
@@ -354,6 +356,8 @@ def parse_overrides(items: list[str] | tuple[str, ...]) -> dict[str, Any]:
             value = yaml.safe_load(raw) if raw.strip() else ""
         except yaml.YAMLError:
             value = raw
+        if isinstance(value, str) and _FLOAT.match(value.strip()):
+            value = float(value)  # YAML 1.1 reads 2e-4 as a string; nobody means that
         node = out
         parts = key.split(".")
         for part in parts[:-1]:
