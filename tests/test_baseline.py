@@ -1,0 +1,184 @@
+"""newsbias.baseline and `newsbias baseline`: planted-word data, majority class, files, bad input."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import random
+from pathlib import Path
+
+import joblib
+import pytest
+
+from newsbias.baseline import load_split, run_baseline
+from newsbias.cli import main
+from newsbias.config import BaselineConfig
+from newsbias.errors import NewsbiasError
+from newsbias.labels import LABELS
+from newsbias.metrics import compute_metrics, read_predictions
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+FILLER = ("the a of to in and for on with as by at from that this it is was were be has had have will would said "
+          "state city government people year week report news new law court plan policy vote house senate bill "
+          "tax money health school police election campaign president governor mayor county federal").split()
+PLANTED = {"left": "progressive", "center": "moderate", "right": "traditional"}
+
+
+def planted_rows(n: int, seed: int, labels: list[str] | None = None, with_ids: bool = True) -> list[dict]:
+    """Filler-word articles where one planted word (three times) decides the label."""
+    rng = random.Random(seed)
+    rows = []
+    for i in range(n):
+        lab = labels[i % len(labels)] if labels else LABELS[i % 3]
+        words = [rng.choice(FILLER) for _ in range(30)]
+        for _ in range(3):
+            words.insert(rng.randrange(len(words) + 1), PLANTED[lab])
+        row = {"instruction": "Classify.", "input": " ".join(words), "output": lab}
+        if with_ids:
+            row = {"id": f"s{seed}-{i}", **row, "outlet": f"outlet{i % 7}.com"}
+        rows.append(row)
+    return rows
+
+
+def write_split_dir(d: Path, train: list[dict], val: list[dict], test: list[dict]) -> Path:
+    d.mkdir(parents=True, exist_ok=True)
+    for name, rows in (("train", train), ("val", val), ("test", test)):
+        (d / f"{name}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    return d
+
+
+@pytest.fixture()
+def planted_dir(tmp_path) -> Path:
+    return write_split_dir(tmp_path / "data", planted_rows(150, 0), planted_rows(45, 1), planted_rows(60, 2))
+
+
+def test_tfidf_lr_learns_planted_word(planted_dir, tmp_path):
+    out = tmp_path / "preds"
+    manifests = run_baseline(BaselineConfig(data=str(planted_dir), out_dir=str(out), lr={"C_grid": [0.1, 1.0, 10.0]}))
+    frame, _ = read_predictions(out / "tfidf-lr.jsonl")
+    m = compute_metrics(frame["gold"], frame["pred"], n_boot=0)
+    assert m["macro_f1"] > 0.95
+    man = manifests["tfidf-lr"]
+    assert man["C"]["C"] in (0.1, 1.0, 10.0) and len(man["C"]["grid"]) == 3
+    assert man["counts"]["rows"] == 60
+    assert man["data"]["eval"]["rows"] == 60 and len(man["data"]["eval"]["sha256"]) == 64
+    saved = json.loads((out / "tfidf-lr.manifest.json").read_text())
+    assert saved["model"] == "tfidf-lr" and saved["config"]["tfidf"]["ngram_max"] == 2
+    # the saved pipeline is reusable as it is
+    pipe = joblib.load(out / "tfidf-lr.joblib")
+    assert list(pipe.predict(["moderate moderate the state of the city moderate"])) == ["center"]
+
+
+def test_prediction_record_format(planted_dir, tmp_path):
+    run_baseline(BaselineConfig(data=str(planted_dir), out_dir=str(tmp_path / "p")))
+    first = json.loads((tmp_path / "p" / "tfidf-lr.jsonl").read_text().splitlines()[0])
+    assert set(first) == {"id", "pred", "probs", "gold", "valid", "outlet", "model", "adapter"}
+    assert first["id"] == "s2-0" and first["valid"] is True and first["adapter"] is None
+    assert set(first["probs"]) == set(LABELS)
+    assert sum(first["probs"].values()) == pytest.approx(1.0, abs=1e-5)
+    assert first["pred"] == max(first["probs"], key=first["probs"].get)
+
+
+def test_majority_predicts_majority(tmp_path):
+    train = planted_rows(40, 0, labels=["right", "right", "left", "center", "right"])  # 24 right, 8 left, 8 center
+    d = write_split_dir(tmp_path / "d", train, planted_rows(9, 1), planted_rows(30, 2))
+    manifests = run_baseline(BaselineConfig(data=str(d), out_dir=str(tmp_path / "p"), models=["majority"]))
+    rows = [json.loads(x) for x in (tmp_path / "p" / "majority.jsonl").read_text().splitlines()]
+    assert {r["pred"] for r in rows} == {"right"}
+    assert rows[0]["probs"] == {"left": 0.2, "center": 0.2, "right": 0.6}
+    assert manifests["majority"]["prior"]["right"] == pytest.approx(0.6)
+    assert not (tmp_path / "p" / "tfidf-lr.jsonl").exists()
+
+
+def test_majority_tie_goes_to_first_label(planted_dir, tmp_path):
+    run_baseline(BaselineConfig(data=str(planted_dir), out_dir=str(tmp_path / "p"), models=["majority"]))
+    first = json.loads((tmp_path / "p" / "majority.jsonl").read_text().splitlines()[0])
+    assert first["pred"] == "left"  # 50 / 50 / 50
+
+
+def test_kaggle_style_rows_use_line_numbers(tmp_path):
+    d = write_split_dir(tmp_path / "d", planted_rows(30, 0, with_ids=False), planted_rows(9, 1, with_ids=False),
+                        planted_rows(6, 2, with_ids=False))
+    run_baseline(BaselineConfig(data=str(d), out_dir=str(tmp_path / "p"), tfidf={"min_df": 1}))
+    ids = [json.loads(x)["id"] for x in (tmp_path / "p" / "tfidf-lr.jsonl").read_text().splitlines()]
+    assert ids == [1, 2, 3, 4, 5, 6]
+
+
+def test_unlabeled_split_has_null_gold(planted_dir, tmp_path):
+    rows = planted_rows(5, 3)
+    for r in rows:
+        del r["output"]
+    (planted_dir / "eval_small.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    run_baseline(BaselineConfig(data=str(planted_dir), split="eval_small", out_dir=str(tmp_path / "p")))
+    preds = [json.loads(x) for x in (tmp_path / "p" / "tfidf-lr.jsonl").read_text().splitlines()]
+    assert [p["gold"] for p in preds] == [None] * 5
+
+
+def test_bad_inputs(planted_dir, tmp_path):
+    with pytest.raises(NewsbiasError, match="split file not found"):
+        run_baseline(BaselineConfig(data=str(tmp_path / "nowhere")))
+    rows = planted_rows(30, 0)
+    rows[4]["output"] = "far-out"
+    (planted_dir / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    with pytest.raises(NewsbiasError, match="line 5: label 'far-out'"):
+        run_baseline(BaselineConfig(data=str(planted_dir), out_dir=str(tmp_path / "p")))
+    rows[4]["output"] = "left"
+    rows[7]["input"] = "  "
+    (planted_dir / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    with pytest.raises(NewsbiasError, match="line 8: no article text"):
+        load_split(planted_dir / "train.jsonl")
+    (planted_dir / "train.jsonl").write_text("")
+    with pytest.raises(NewsbiasError, match="is empty"):
+        load_split(planted_dir / "train.jsonl")
+
+
+def test_one_label_and_c_grid_without_val(tmp_path):
+    d = write_split_dir(tmp_path / "d", planted_rows(12, 0, labels=["left"]), [], planted_rows(6, 2))
+    with pytest.raises(NewsbiasError, match="at least two labels"):
+        run_baseline(BaselineConfig(data=str(d), out_dir=str(tmp_path / "p"), tfidf={"min_df": 1}))
+    d2 = write_split_dir(tmp_path / "d2", planted_rows(30, 0), [], planted_rows(6, 2))
+    (d2 / "val.jsonl").unlink()
+    with pytest.raises(NewsbiasError, match="C_grid needs val.jsonl"):
+        run_baseline(BaselineConfig(data=str(d2), out_dir=str(tmp_path / "p"), lr={"C_grid": [1.0, 2.0]}))
+
+
+def test_cli_baseline(planted_dir, tmp_path, capsys):
+    out = tmp_path / "cli"
+    assert main(["baseline", "--data", str(planted_dir), "--out", str(out), "baseline.tfidf.min_df=1"]) == 0
+    assert "majority.jsonl, tfidf-lr.jsonl" in capsys.readouterr().out
+    assert (out / "majority.manifest.json").is_file() and (out / "tfidf-lr.manifest.json").is_file()
+    assert main(["baseline", "--data", str(planted_dir), "baseline.lr.C=-1"]) == 2
+    assert "baseline.lr.C" in capsys.readouterr().err
+
+
+def test_preset_validates():
+    from newsbias.config import load_config
+
+    root = Path(__file__).resolve().parents[1]
+    text = (root / "configs" / "baseline.yaml").read_text()
+    assert text.startswith("# newsbias baseline --config configs/baseline.yaml")
+    cfg = load_config(root / "configs" / "baseline.yaml")
+    assert cfg.baseline.models == ["majority", "tfidf-lr"] and cfg.evaluate and cfg.compare
+
+
+def test_allsides_slice_beats_majority(tmp_path):
+    src = SHARED / "allsides" / "articles.jsonl.gz"
+    if not src.is_file():
+        pytest.skip(f"AllSides corpus not found at {src} (see ../shared/data/README.md)")
+    rows = []
+    with gzip.open(src, "rt", encoding="utf-8") as f:
+        for line in f:
+            a = json.loads(line)
+            if a.get("content_original") and a.get("bias_text") in LABELS:
+                rows.append({"id": a["ID"], "input": a["content_original"][:3000], "output": a["bias_text"],
+                             "outlet": a.get("source")})
+            if len(rows) == 1200:
+                break
+    random.Random(0).shuffle(rows)
+    d = write_split_dir(tmp_path / "allsides", rows[:900], rows[900:1000], rows[1000:])
+    run_baseline(BaselineConfig(data=str(d), out_dir=str(tmp_path / "p")))
+    scores = {}
+    for name in ("majority", "tfidf-lr"):
+        frame, _ = read_predictions(tmp_path / "p" / f"{name}.jsonl")
+        scores[name] = compute_metrics(frame["gold"], frame["pred"], n_boot=0)["macro_f1"]
+    assert scores["tfidf-lr"] > scores["majority"] + 0.15
