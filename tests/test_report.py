@@ -1,0 +1,180 @@
+"""newsbias.report and `newsbias compare`: files, CSV columns, tables, fixes / breaks, bad input."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from newsbias.cli import main
+from newsbias.config import CompareConfig
+from newsbias.errors import NewsbiasError
+from newsbias.report import parse_pred_specs, run_compare, split_note
+
+GOLD = ["left", "left", "center", "center", "right", "right"]
+#          a0      a1      a2        a3        a4       a5
+BASE = ["left", "right", "left", None, "right", "left"]   # right: a0, a4; a3 invalid
+TUNED = ["left", "left", "center", "right", "left", "right"]  # fixes a1, a2, a5; breaks a4
+MAJ = ["right"] * 6
+
+
+def make_inputs(d: Path, split_mode: str | None = "by_source") -> dict[str, Path]:
+    d.mkdir(parents=True, exist_ok=True)
+    data = d / "data"
+    data.mkdir()
+    articles = [{"id": f"a{i}", "instruction": "Classify.", "output": g, "outlet": f"o{i % 2}",
+                 "input": " ".join(f"w{i}_{k}" for k in range(80))} for i, g in enumerate(GOLD)]
+    (data / "test.jsonl").write_text("".join(json.dumps(a) + "\n" for a in articles))
+    if split_mode:
+        (data / "prep_meta.json").write_text(json.dumps({"splits": {"mode": split_mode},
+                                                         "leakage": {"shared_outlets": {"count": 3}}}))
+
+    def preds(name: str, labels: list, probs: bool = False) -> Path:
+        rows = []
+        for i, (g, p) in enumerate(zip(GOLD, labels)):
+            pr = {lab: (0.8 if lab == p else 0.1) for lab in ("left", "center", "right")} if probs and p else None
+            rows.append({"id": f"a{i}", "pred": p, "probs": pr, "gold": g, "valid": p is not None,
+                         "outlet": f"o{i % 2}", "model": name, "adapter": None})
+        path = d / f"{name}.jsonl"
+        path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+        return path
+
+    out = {"base": preds("qwen-base", BASE), "tuned": preds("qwen-tuned", TUNED, probs=True),
+           "majority": preds("majority", MAJ, probs=True), "data": data}
+    (d / "majority.manifest.json").write_text(json.dumps({"model": "majority", "config": {"seed": 1}}))
+    return out
+
+
+def compare_cfg(inp: dict[str, Path], out: Path, **kw) -> CompareConfig:
+    preds = [f"base={inp['base']}", f"tuned={inp['tuned']}", str(inp["majority"])]
+    return CompareConfig(preds=preds, data=str(inp["data"]), out_dir=str(out), metrics={"n_boot": 200}, **kw)
+
+
+def test_compare_writes_everything(tmp_path):
+    inp = make_inputs(tmp_path)
+    res = run_compare(compare_cfg(inp, tmp_path / "report"))
+    out = tmp_path / "report"
+    for name in ("eval_compare.csv", "metrics.json", "report.md", "report.html", "per_class_f1.png",
+                 "confusion_base.png", "confusion_tuned.png", "confusion_majority.png"):
+        assert (out / name).is_file(), name
+        assert name in res["files"]
+    assert (out / "per_class_f1.png").read_bytes()[:4] == b"\x89PNG"
+
+    csv = pd.read_csv(out / "eval_compare.csv")
+    assert list(csv.columns) == ["id", "preview", "gold", "base", "tuned", "majority"]
+    assert list(csv["id"]) == [f"a{i}" for i in range(6)]
+    assert list(csv["gold"]) == GOLD
+    assert list(csv["base"]) == [p or "invalid" for p in BASE]
+    assert all(len(p.split()) == 50 for p in csv["preview"])
+    assert csv["preview"][0].startswith("w0_0 w0_1")
+
+    assert res["changes"] == {"fixed": 3, "broken": 1, "both_right": 1, "both_wrong": 1}
+    metrics = json.loads((out / "metrics.json").read_text())["metrics"]
+    assert metrics["base"]["n_invalid"] == 1 and metrics["tuned"]["accuracy"] == pytest.approx(4 / 6)
+    assert metrics["majority"]["macro_f1"] == pytest.approx((0 + 0 + 0.5) / 3)  # right: P 2/6, R 1 -> F1 1/2
+
+
+def test_report_tables_and_sections(tmp_path):
+    inp = make_inputs(tmp_path)
+    run_compare(compare_cfg(inp, tmp_path / "r", n_examples=2))
+    md = (tmp_path / "r" / "report.md").read_text()
+    assert "| model | macro-F1 | 95% CI | micro-F1 | accuracy | invalid rate |" in md
+    assert "| majority | 0.167 |" in md
+    assert "| base |" in md and "16.7%" in md  # base's invalid rate
+    assert "| model | left F1 | center F1 | right F1 |" in md
+    assert "tuned fixes **3** of base's errors and breaks **1**" in md
+    assert "### Fixed (first 2)" in md and "### Broken (first 1)" in md
+    assert "Outlet-disjoint split" in md
+    assert "<details><summary>Manifest: majority</summary>" in md
+    assert "- **base**:" in md and "(no manifest)" in md
+    assert "![confusion matrix: tuned](confusion_tuned.png)" in md
+    page = (tmp_path / "r" / "report.html").read_text()
+    assert page.count("data:image/png;base64,") == 4  # self-contained
+    assert "<table>" in page and "Manifest: majority" in page
+
+
+def test_random_split_warns(tmp_path):
+    inp = make_inputs(tmp_path, split_mode="random")
+    run_compare(compare_cfg(inp, tmp_path / "r", html=False))
+    md = (tmp_path / "r" / "report.md").read_text()
+    assert "Warning: random split" in md and "upper bound" in md
+    assert not (tmp_path / "r" / "report.html").exists()
+    assert "unknown" in split_note(None)
+
+
+def test_without_base_tuned_or_data(tmp_path):
+    inp = make_inputs(tmp_path, split_mode=None)
+    res = run_compare(CompareConfig(preds=[str(inp["majority"]), str(inp["tuned"])], out_dir=str(tmp_path / "r"),
+                                    metrics={"n_boot": 0}))
+    assert res["changes"] is None
+    csv = pd.read_csv(tmp_path / "r" / "eval_compare.csv")
+    assert list(csv.columns) == ["id", "preview", "gold", "majority", "qwen-tuned"]
+    md = (tmp_path / "r" / "report.md").read_text()
+    assert "fixes" not in md and "| – |" in md  # no interval with n_boot 0
+
+
+def test_mismatched_ids(tmp_path):
+    inp = make_inputs(tmp_path)
+    lines = inp["tuned"].read_text().splitlines()
+    inp["tuned"].write_text("\n".join(lines[:4]) + "\n")
+    with pytest.raises(NewsbiasError, match=r"different articles .*tuned: 4 ids.*4 common.*--intersect"):
+        run_compare(compare_cfg(inp, tmp_path / "r"))
+    res = run_compare(compare_cfg(inp, tmp_path / "r", on_mismatch="intersect"))
+    assert res["n"] == 4 and res["join"]["only_in"]["base"] == 2
+    assert len(pd.read_csv(tmp_path / "r" / "eval_compare.csv")) == 4
+    assert "common to all files" in (tmp_path / "r" / "report.md").read_text()
+
+
+def test_gold_disagreement_and_bad_specs(tmp_path):
+    inp = make_inputs(tmp_path)
+    rows = [json.loads(x) for x in inp["majority"].read_text().splitlines()]
+    rows[2]["gold"] = "right"
+    inp["majority"].write_text("".join(json.dumps(r) + "\n" for r in rows))
+    with pytest.raises(NewsbiasError, match="disagree on the gold label of 1 articles"):
+        run_compare(compare_cfg(inp, tmp_path / "r"))
+    with pytest.raises(NewsbiasError, match="both named 'x'"):
+        parse_pred_specs([f"x={inp['base']}", f"x={inp['tuned']}"])
+    with pytest.raises(NewsbiasError, match="not found"):
+        parse_pred_specs(["base=nowhere.jsonl"])
+    with pytest.raises(NewsbiasError, match="--preds"):
+        parse_pred_specs([])
+
+
+def test_data_file_must_match(tmp_path):
+    inp = make_inputs(tmp_path)
+    other = tmp_path / "other.jsonl"
+    other.write_text(json.dumps({"id": "zz", "input": "text", "output": "left"}) + "\n")
+    with pytest.raises(NewsbiasError, match="6 predicted ids are not in"):
+        run_compare(CompareConfig(preds=[str(inp["base"])], data=str(other), out_dir=str(tmp_path / "r")))
+    arts = [json.loads(x) for x in (inp["data"] / "test.jsonl").read_text().splitlines()]
+    arts[0]["output"] = "right"
+    (inp["data"] / "test.jsonl").write_text("".join(json.dumps(a) + "\n" for a in arts))
+    with pytest.raises(NewsbiasError, match="disagree with"):
+        run_compare(compare_cfg(inp, tmp_path / "r"))
+
+
+def test_kaggle_style_line_number_ids(tmp_path):
+    # split rows without ids are keyed by line number, as baseline writes them
+    data = tmp_path / "test.jsonl"
+    data.write_text("".join(json.dumps({"input": f"article {i} " * 5, "output": g}) + "\n" for i, g in enumerate(GOLD)))
+    p = tmp_path / "m.jsonl"
+    p.write_text("".join(json.dumps({"id": i + 1, "pred": "left", "probs": None, "gold": g, "valid": True,
+                                     "outlet": None, "model": "m", "adapter": None}) + "\n" for i, g in enumerate(GOLD)))
+    run_compare(CompareConfig(preds=[str(p)], data=str(data), out_dir=str(tmp_path / "r"), metrics={"n_boot": 0}))
+    csv = pd.read_csv(tmp_path / "r" / "eval_compare.csv")
+    assert csv["preview"][1].startswith("article 1")
+
+
+def test_cli_compare(tmp_path, capsys):
+    inp = make_inputs(tmp_path)
+    out = tmp_path / "cli"
+    rc = main(["compare", "--preds", f"base={inp['base']}", f"tuned={inp['tuned']}", "--data", str(inp["data"]),
+               "--out", str(out), "compare.metrics.n_boot=50"])
+    assert rc == 0
+    text = capsys.readouterr().out
+    assert "tuned fixes 3 and breaks 1" in text and "report.md" in text
+    assert (out / "report.html").is_file()
+    assert main(["compare", "--preds", str(tmp_path / "missing.jsonl")]) == 2
+    assert "not found" in capsys.readouterr().err
