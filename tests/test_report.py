@@ -95,10 +95,14 @@ def test_report_tables_and_sections(tmp_path):
     assert "<table>" in page and "Manifest: majority" in page
 
 
-def test_random_split_warns(tmp_path):
+def test_random_split_warns_and_outlets(tmp_path):
     inp = make_inputs(tmp_path, split_mode="random")
-    run_compare(compare_cfg(inp, tmp_path / "r", html=False))
+    cfg = compare_cfg(inp, tmp_path / "r", html=False)
+    run_compare(cfg.model_copy(update={"metrics": cfg.metrics.model_copy(update={"by_outlet": True})}))
     md = (tmp_path / "r" / "report.md").read_text()
+    # o0 holds a0, a2, a4: tuned right on a0, a2 -> 0.667; base right on a0, a4 -> 0.667; majority on a4
+    assert "| outlet | n | base accuracy | tuned accuracy | majority accuracy |" in md
+    assert "| o0 | 3 | 0.667 | 0.667 | 0.333 |" in md
     assert "Warning: random split" in md and "upper bound" in md
     assert not (tmp_path / "r" / "report.html").exists()
     assert "unknown" in split_note(None)

@@ -364,6 +364,17 @@ def _example_rows(examples: list[dict[str, Any]], ctx: dict[str, Any]) -> tuple[
             [[e["id"], e["gold"], e[cfg.base], e[cfg.tuned], e["preview"]] for e in examples])
 
 
+def _outlet_rows(ctx: dict[str, Any], top: int = 20) -> Optional[tuple[list[str], list[list[Any]]]]:
+    """Accuracy per outlet (largest outlets first) for every run, when metrics.by_outlet is on."""
+    first = ctx["metrics"][ctx["names"][0]].get("by_outlet")
+    if not first:
+        return None
+    per_run = {n: {r["outlet"]: r for r in ctx["metrics"][n]["by_outlet"]} for n in ctx["names"]}
+    rows = [[r["outlet"], r["n"], *[_fmt(per_run[n][r["outlet"]]["accuracy"]) for n in ctx["names"]]]
+            for r in first[:top]]
+    return ["outlet", "n", *[f"{n} accuracy" for n in ctx["names"]]], rows
+
+
 def _support_line(ctx: dict[str, Any]) -> str:
     first = ctx["metrics"][ctx["names"][0]]
     counts = ", ".join(f"{lab} {c}" for lab, c in first["gold_counts"].items())
@@ -402,6 +413,9 @@ def render_markdown(ctx: dict[str, Any]) -> str:
             ex = ch[f"{kind}_examples"]
             if ex:
                 parts += [f"### {kind.capitalize()} (first {len(ex)})", "", md_table(*_example_rows(ex, ctx)), ""]
+    outlets = _outlet_rows(ctx)
+    if outlets:
+        parts += ["## Largest outlets", "", md_table(*outlets), ""]
     parts += ["## Runs", ""]
     for name, path in ctx["specs"]:
         man = ctx["manifests"][name]
@@ -441,6 +455,9 @@ def render_html(ctx: dict[str, Any], out: Path) -> str:
         for kind in ("fixed", "broken"):
             if ch[f"{kind}_examples"]:
                 body += [f"<h3>{kind.capitalize()}</h3>", html_table(*_example_rows(ch[f"{kind}_examples"], ctx))]
+    outlets = _outlet_rows(ctx)
+    if outlets:
+        body += ["<h2>Largest outlets</h2>", html_table(*outlets)]
     body.append("<h2>Runs</h2><ul>")
     body += [f"<li><strong>{e(n)}</strong>: <code>{e(str(p))}</code></li>" for n, p in ctx["specs"]]
     body.append("</ul>")
