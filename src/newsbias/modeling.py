@@ -253,7 +253,7 @@ def prompt_builder(tokenizer: Any, settings: ModelSettings) -> PromptBuilder:
     """The (cached) prompt builder for a tokenizer + settings pair."""
     key = (id(tokenizer), id(settings))
     b = _BUILDERS.get(key)
-    if b is None or b.tokenizer is not tokenizer:
+    if b is None or b.tokenizer is not tokenizer or b.settings is not settings.prompt:
         b = PromptBuilder(tokenizer, settings.prompt, settings.head)
         if settings.label_token_ids and list(b.label_token_ids) != list(settings.label_token_ids):
             raise NewsbiasError(f"the tokenizer gives label tokens {b.label_token_ids}, the adapter was trained "
