@@ -182,3 +182,8 @@ def test_allsides_slice_beats_majority(tmp_path):
         frame, _ = read_predictions(tmp_path / "p" / f"{name}.jsonl")
         scores[name] = compute_metrics(frame["gold"], frame["pred"], n_boot=0)["macro_f1"]
     assert scores["tfidf-lr"] > scores["majority"] + 0.15
+
+
+def test_empty_vocabulary_is_clear(planted_dir, tmp_path):
+    with pytest.raises(NewsbiasError, match="lower baseline.tfidf.min_df"):
+        run_baseline(BaselineConfig(data=str(planted_dir), out_dir=str(tmp_path / "p"), tfidf={"min_df": 1000}))

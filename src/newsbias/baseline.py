@@ -108,31 +108,32 @@ def fit_tfidf_lr(train: pd.DataFrame, cfg: BaselineConfig, val: pd.DataFrame | N
     if train["gold"].nunique() < 2:
         raise NewsbiasError("tfidf-lr needs at least two labels in train.jsonl; only "
                             f"{train['gold'].iloc[0]!r} is present")
-    selection: dict[str, Any] = {"C": cfg.lr.C, "grid": None}
-    if cfg.lr.C_grid:
-        if val is None or val.empty:
-            raise NewsbiasError("baseline.lr.C_grid needs val.jsonl next to train.jsonl to choose C; "
-                                "or leave C_grid empty and set baseline.lr.C")
-        scores = {}
-        for C in cfg.lr.C_grid:
-            pipe = _fit(build_tfidf_lr(cfg, C), train)
-            scores[C] = float(f1_score(val["gold"], pipe.predict(val["text"]), labels=list(LABELS),
-                                       average="macro", zero_division=0))
-            log.info("baseline: C=%g val macro-F1 %.4f", C, scores[C])
-        best = max(cfg.lr.C_grid, key=lambda c: (scores[c], -c))  # ties: the stronger regularisation
-        selection = {"C": best, "grid": [{"C": c, "val_macro_f1": s} for c, s in scores.items()]}
-    pipe = _fit(build_tfidf_lr(cfg, selection["C"]), train)
-    return pipe, selection
-
-
-def _fit(pipe, train: pd.DataFrame):
+    pipe = build_tfidf_lr(cfg, cfg.lr.C)
+    vec, lr = pipe.named_steps["tfidf"], pipe.named_steps["lr"]
     try:
-        return pipe.fit(train["text"], train["gold"])
+        x_train = vec.fit_transform(train["text"])
     except ValueError as exc:
         if "no terms remain" in str(exc) or "empty vocabulary" in str(exc):
             raise NewsbiasError(f"tfidf-lr: no terms left in the vocabulary ({exc}); lower baseline.tfidf.min_df "
                                 "or raise baseline.tfidf.max_df") from None
         raise
+    selection: dict[str, Any] = {"C": cfg.lr.C, "grid": None}
+    if cfg.lr.C_grid:
+        if val is None or val.empty:
+            raise NewsbiasError("baseline.lr.C_grid needs val.jsonl next to train.jsonl to choose C; "
+                                "or leave C_grid empty and set baseline.lr.C")
+        # the vectoriser does not depend on C: fit it once, then only the classifier per candidate
+        x_val = vec.transform(val["text"])
+        scores = {}
+        for C in cfg.lr.C_grid:
+            lr.set_params(C=C).fit(x_train, train["gold"])
+            scores[C] = float(f1_score(val["gold"], lr.predict(x_val), labels=list(LABELS),
+                                       average="macro", zero_division=0))
+            log.info("baseline: C=%g val macro-F1 %.4f", C, scores[C])
+        best = max(cfg.lr.C_grid, key=lambda c: (scores[c], -c))  # ties: the stronger regularisation
+        selection = {"C": best, "grid": [{"C": c, "val_macro_f1": s} for c, s in scores.items()]}
+    lr.set_params(C=selection["C"]).fit(x_train, train["gold"])
+    return pipe, selection
 
 
 def predict_proba_labels(pipe, texts: Sequence[str]) -> np.ndarray:
