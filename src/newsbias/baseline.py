@@ -113,7 +113,7 @@ def fit_tfidf_lr(train: pd.DataFrame, cfg: BaselineConfig, val: pd.DataFrame | N
     try:
         x_train = vec.fit_transform(train["text"])
     except ValueError as exc:
-        if "no terms remain" in str(exc) or "empty vocabulary" in str(exc):
+        if any(m in str(exc) for m in ("no terms remain", "empty vocabulary", "max_df corresponds")):
             raise NewsbiasError(f"tfidf-lr: no terms left in the vocabulary ({exc}); lower baseline.tfidf.min_df "
                                 "or raise baseline.tfidf.max_df") from None
         raise
