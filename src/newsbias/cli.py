@@ -123,6 +123,52 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
 
 # === predict subcommand (owned by the prediction stage) ===
 
+
+def _cmd_predict(args: argparse.Namespace) -> int:
+    from .config import load_config
+    from .predict import run_predict
+
+    overrides = _flag_overrides(args, {
+        "model": "predict.model", "adapter": "predict.adapter", "input": "predict.input", "split": "predict.split",
+        "out": "predict.out", "mode": "predict.mode", "batch_size": "predict.batch_size", "name": "predict.name",
+        "limit": "predict.limit", "device": "predict.device", "dtype": "predict.dtype",
+    }) + (["predict.overwrite=true"] if args.overwrite else []) + (
+        ["predict.include_text=true"] if args.include_text else []) + list(args.overrides)
+    cfg = load_config(args.config, overrides).require("predict")
+    m = run_predict(cfg, progress=not args.quiet)
+    if m:
+        c = m["counts"]
+        print(f"predict: {c['predicted']} articles -> {cfg.out} ({c['skipped']} skipped, {c['invalid']} invalid; "
+              f"{m['articles_per_s_this_run'] or 0:.2f} articles/s)")
+    return 0
+
+
+def _add_predict(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "predict", help="Score articles with a base model (zero-shot) or base + adapter; resumable JSONL output.",
+        description="Predict left/center/right for every article of a file, a prep split or stdin. mode=score "
+                    "(default) reads label probabilities from one forward pass; mode=generate decodes a few "
+                    "tokens greedily and parses them (unparseable = invalid). A killed run resumes when "
+                    "re-run with the same arguments. Under torchrun, processes split the articles.",
+        epilog=EPILOG)
+    _add_common(p)
+    p.add_argument("--model", metavar="ID_OR_PATH", help="Base model (= predict.model); default: the adapter's base.")
+    p.add_argument("--adapter", metavar="DIR", help="Training output dir (= predict.adapter); omit for zero-shot.")
+    p.add_argument("--input", metavar="PATH", help="JSONL/CSV file, prep output dir, or - for stdin (= predict.input).")
+    p.add_argument("--split", help="Split file to read when --input is a prep dir (= predict.split, default test).")
+    p.add_argument("--out", metavar="FILE", help="Predictions JSONL (= predict.out).")
+    p.add_argument("--mode", choices=["score", "generate"], help="= predict.mode (default score).")
+    p.add_argument("--batch-size", type=int, help="= predict.batch_size.")
+    p.add_argument("--name", help="Model name written in each record (= predict.name).")
+    p.add_argument("--limit", type=int, help="Only the first N articles (= predict.limit).")
+    p.add_argument("--device", help="auto, cpu, cuda, cuda:1 ... (= predict.device).")
+    p.add_argument("--dtype", choices=["auto", "float32", "bfloat16", "float16"], help="= predict.dtype.")
+    p.add_argument("--overwrite", action="store_true", help="Replace an existing output.")
+    p.add_argument("--include-text", action="store_true", help="Copy article text into records (qualitative eval).")
+    p.add_argument("--quiet", "-q", action="store_true", help="No progress bar.")
+    p.set_defaults(func=_cmd_predict)
+
+
 # === baseline / evaluate / compare subcommands (owned by those stages) ===
 
 
@@ -249,7 +295,7 @@ def _add_compare(sub: argparse._SubParsersAction) -> None:
 
 
 # Stages register themselves here: (adder) each adds one subparser with set_defaults(func=...).
-SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [_add_prep, _add_train,
+SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [_add_prep, _add_predict, _add_train,
                                                                     _add_baseline, _add_evaluate, _add_compare]
 
 

@@ -236,8 +236,34 @@ class TrainConfig(StrictModel):
 # === predict section (owned by predict.py) ===
 
 
+class PredictPromptConfig(StrictModel):
+    """Prompt for a base model scored without an adapter (an adapter brings its own, from newsbias.json)."""
+
+    max_length: int = Field(default=512, ge=8)
+    truncation: Literal["head", "head_tail"] = "head"
+    chat_template: Literal["auto", "on", "off"] = "auto"
+    instruction: Optional[str] = Field(default=None, description="Defaults to the data's instruction, else the built-in one.")
+
+
 class PredictConfig(StrictModel):
-    """Placeholder, filled in by the prediction stage."""
+    model: Optional[str] = Field(default=None, description="Base model id or path; defaults to the adapter's base.")
+    adapter: Optional[str] = Field(default=None, description="Training output directory (newsbias.json + peft files).")
+    input: str = Field(description="JSONL/CSV file, a prep output directory (with `split`), or '-' for stdin.")
+    split: str = Field(default="test", description="Which split file to read when `input` is a directory.")
+    out: str = Field(description="Output predictions JSONL.")
+    mode: Literal["score", "generate"] = "score"
+    name: Optional[str] = Field(default=None, description="Model name written into each record (default: base / adapter dir name).")
+    batch_size: int = Field(default=8, ge=1)
+    max_new_tokens: int = Field(default=6, ge=1, le=512)
+    device: str = "auto"
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    prompt: PredictPromptConfig = Field(default_factory=PredictPromptConfig)
+    include_text: bool = Field(default=False, description="Copy the article text into each record (qualitative *_eval.jsonl).")
+    on_bad_gold: Literal["error", "skip"] = "error"
+    text_field: Optional[str] = Field(default=None, description="Article field for JSONL/CSV input (default: input, else text).")
+    limit: Optional[int] = Field(default=None, ge=1, description="Predict only the first N articles.")
+    chunk_size: int = Field(default=64, ge=1, description="Articles scored and flushed to disk at a time.")
+    overwrite: bool = Field(default=False, description="Replace an existing output instead of refusing.")
 
 
 # === baseline / evaluate / compare sections (owned by baseline.py, metrics.py, report.py) ===
@@ -356,6 +382,8 @@ def parse_overrides(items: list[str] | tuple[str, ...]) -> dict[str, Any]:
             value = yaml.safe_load(raw) if raw.strip() else ""
         except yaml.YAMLError:
             value = raw
+        if isinstance(value, (list, dict)) and not raw.strip().startswith(("[", "{")):
+            value = raw  # "-" (stdin) or "a: b" are meant as text, not YAML block syntax
         if isinstance(value, str) and _FLOAT.match(value.strip()):
             value = float(value)  # YAML 1.1 reads 2e-4 as a string; nobody means that
         node = out

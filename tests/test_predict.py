@@ -1,0 +1,257 @@
+"""Prediction: generation parsing, scoring records, base vs adapter, resume after a kill, DDP merge, bad input."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from newsbias.config import PredictConfig, TrainConfig
+from newsbias.errors import NewsbiasError
+from newsbias.metrics import compute_metrics
+from newsbias.modeling import load_for_inference, score_batch
+from newsbias.predict import parse_generation, run_predict
+from newsbias.train import train
+
+from conftest import make_planted_rows, write_jsonl
+
+ROOT = Path(__file__).resolve().parents[1]
+LABELS = ["left", "center", "right"]
+
+
+@pytest.fixture(scope="session")
+def lm_adapter_dir(tmp_path_factory, tiny_qwen_dir, planted_data_dir) -> Path:
+    out = tmp_path_factory.mktemp("lm_adapter")
+    cfg = TrainConfig.model_validate({
+        "model": {"name_or_path": str(tiny_qwen_dir), "head": "lm"},
+        "lora": {"r": 8, "alpha": 16, "dropout": 0.0}, "prompt": {"max_length": 64, "chat_template": "off"},
+        "data": {"path": str(planted_data_dir)},
+        "optim": {"lr": 5e-3, "epochs": 4, "batch_size": 8, "grad_accum": 1, "warmup_ratio": 0.0,
+                  "class_weights": "balanced"},
+        "eval": {"every_steps": 12, "patience": None, "batch_size": 16}, "out_dir": str(out), "progress": False})
+    train(cfg)
+    return out
+
+
+def pcfg(**kw) -> PredictConfig:
+    return PredictConfig.model_validate({"batch_size": 4, "chunk_size": 8, **kw})
+
+
+def read(path: Path) -> list[dict]:
+    return [json.loads(l) for l in Path(path).read_text().splitlines()]
+
+
+# ------------------------------------------------------------------------------ parsing
+
+
+@pytest.mark.parametrize("raw, expected", [
+    (" left", "left"), ("Left.", "left"), (" RIGHT\n", "right"), ("center", "center"), ("Centre", "center"),
+    ("<think>\nthe article is on the left side\n</think>\n\nright", "right"),
+    ("<think>hmm, right or left", None),                 # unclosed think block: no answer given
+    ("Center-left", "left"), ("center-right leaning", "right"), ("left of center", "left"),
+    ("The answer is: center<|im_end|>", "center"), ("centrist", "center"),
+    ("I cannot tell", None), ("", None), ("leftover rightly", None), ("42", None),
+])
+def test_parse_generation(raw, expected):
+    assert parse_generation(raw) == expected
+
+
+# ------------------------------------------------------------------------------ scoring
+
+
+def test_tuned_scoring_records_are_complete_and_learned(lm_adapter_dir, planted_data_dir, tmp_path):
+    out = tmp_path / "tuned.jsonl"
+    m = run_predict(pcfg(adapter=str(lm_adapter_dir), input=str(planted_data_dir), split="val", out=str(out),
+                         name="tuned"), progress=False)
+    rows = read(out)
+    src = read(planted_data_dir / "val.jsonl")
+    assert [r["id"] for r in rows] == [s["id"] for s in src]           # input order kept
+    for r, s in zip(rows, src):
+        assert set(r) == {"id", "pred", "probs", "gold", "valid", "outlet", "model", "adapter"}
+        assert r["gold"] == s["output"] and r["valid"] and r["model"] == "tuned"
+        assert abs(sum(r["probs"].values()) - 1) < 1e-4
+        assert r["pred"] == max(r["probs"], key=r["probs"].get)
+    # the same numbers as the shared scoring function on the same texts
+    model, tok, settings = load_for_inference(lm_adapter_dir)
+    probs = score_batch(model, tok, settings, [s["input"] for s in src])
+    got = np.array([[r["probs"][l] for l in LABELS] for r in rows])
+    assert np.allclose(got, probs, atol=1e-5)
+    met = compute_metrics([LABELS.index(r["gold"]) for r in rows], [LABELS.index(r["pred"]) for r in rows])
+    assert met["macro_f1"] >= 0.9
+    assert m["counts"] == {"rows": len(src), "predicted": len(src), "skipped": 0, "skipped_by_reason": {},
+                           "invalid": 0, "resumed_rows": 0}
+    man = json.loads((tmp_path / "tuned.manifest.json").read_text())
+    assert man["head"] == "lm" and man["adapter"] == str(lm_adapter_dir) and man["input"]["sha256"]
+    assert not (tmp_path / ".tuned.jsonl.parts").exists()
+
+
+def test_base_zero_shot_score_and_generate(tiny_qwen_dir, planted_data_dir, tmp_path):
+    run_predict(pcfg(model=str(tiny_qwen_dir), input=str(planted_data_dir / "val.jsonl"), out=str(tmp_path / "b.jsonl"),
+                     **{"prompt": {"max_length": 64}}), progress=False)
+    rows = read(tmp_path / "b.jsonl")
+    assert all(r["model"] == "base" and r["adapter"] is None and r["pred"] in LABELS for r in rows)
+    m = run_predict(pcfg(model=str(tiny_qwen_dir), input=str(planted_data_dir / "val.jsonl"), mode="generate",
+                         out=str(tmp_path / "g.jsonl"), max_new_tokens=3, **{"prompt": {"max_length": 64}}),
+                    progress=False)
+    gen = read(tmp_path / "g.jsonl")
+    assert len(gen) == len(rows) and all("raw" in r and r["probs"] is None for r in gen)
+    # a random tiny model mostly babbles: unparseable answers are invalid, never a default label
+    for r in gen:
+        assert r["valid"] == (r["pred"] is not None) and (r["pred"] == parse_generation(r["raw"]))
+    assert m["counts"]["invalid"] == sum(not r["valid"] for r in gen)
+
+
+def test_tuned_generation_agrees_with_scoring(lm_adapter_dir, planted_data_dir, tmp_path):
+    run_predict(pcfg(adapter=str(lm_adapter_dir), input=str(planted_data_dir / "val.jsonl"), mode="generate",
+                     out=str(tmp_path / "g.jsonl"), max_new_tokens=1), progress=False)
+    gen = read(tmp_path / "g.jsonl")
+    assert sum(r["valid"] for r in gen) >= 0.9 * len(gen)
+    assert sum(r["pred"] == r["gold"] for r in gen) >= 0.9 * len(gen)
+
+
+def test_cls_adapter_predicts(tmp_path, tiny_bert_dir, planted_data_dir):
+    out = tmp_path / "cls"
+    train(TrainConfig.model_validate({
+        "model": {"name_or_path": str(tiny_bert_dir), "head": "cls"},
+        "lora": {"r": 4, "alpha": 8, "dropout": 0.0}, "prompt": {"max_length": 64},
+        "data": {"path": str(planted_data_dir)}, "optim": {"lr": 5e-3, "max_steps": 2, "batch_size": 8},
+        "eval": {"every_steps": 2, "patience": None}, "out_dir": str(out), "progress": False}))
+    run_predict(pcfg(adapter=str(out), input=str(planted_data_dir / "val.jsonl"), out=str(tmp_path / "p.jsonl")),
+                progress=False)
+    rows = read(tmp_path / "p.jsonl")
+    assert rows and all(r["pred"] in LABELS and abs(sum(r["probs"].values()) - 1) < 1e-4 for r in rows)
+    with pytest.raises(NewsbiasError, match="mode=generate needs a causal LM"):
+        run_predict(pcfg(adapter=str(out), input=str(planted_data_dir / "val.jsonl"), mode="generate",
+                         out=str(tmp_path / "q.jsonl")), progress=False)
+
+
+# ------------------------------------------------------------------------------ resume
+
+
+def _predict_cmd(adapter: Path, inp: Path, out: Path, *extra: str) -> list[str]:
+    return [sys.executable, "-m", "newsbias.cli", "predict", "-q", "--adapter", str(adapter), "--input", str(inp),
+            "--out", str(out), "--batch-size", "1", "predict.chunk_size=4", *extra]
+
+
+def test_killed_run_resumes_without_losing_or_duplicating_rows(lm_adapter_dir, tmp_path):
+    inp = write_jsonl(tmp_path / "in.jsonl", make_planted_rows(400, seed=3))
+    ref = tmp_path / "ref.jsonl"
+    run_predict(pcfg(adapter=str(lm_adapter_dir), input=str(inp), out=str(ref), batch_size=1, chunk_size=4),
+                progress=False)
+    out = tmp_path / "out.jsonl"
+    part = tmp_path / ".out.jsonl.parts" / "rank0.jsonl"
+    proc = subprocess.Popen(_predict_cmd(lm_adapter_dir, inp, out), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None:
+        if part.exists() and part.read_text().count("\n") >= 12:
+            break
+        time.sleep(0.005)
+    assert proc.poll() is None, "predict finished before it could be killed: " + proc.stderr.read().decode()[-500:]
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    written = part.read_text().count("\n")
+    assert 12 <= written < 400 and not out.exists()
+    with open(part, "a") as f:          # a torn last line, as a kill mid-write leaves
+        f.write('{"id": "torn", "pr')
+    proc = subprocess.run(_predict_cmd(lm_adapter_dir, inp, out), capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert out.read_bytes() == ref.read_bytes()
+    man = json.loads((tmp_path / "out.manifest.json").read_text())
+    assert man["counts"]["resumed_rows"] == written and man["counts"]["predicted"] == 400
+
+
+def test_existing_output_and_foreign_parts_are_not_clobbered(lm_adapter_dir, planted_data_dir, tmp_path):
+    out = tmp_path / "p.jsonl"
+    cfg = dict(adapter=str(lm_adapter_dir), input=str(planted_data_dir / "val.jsonl"), out=str(out))
+    run_predict(pcfg(**cfg), progress=False)
+    with pytest.raises(NewsbiasError, match="already exists; pass --overwrite"):
+        run_predict(pcfg(**cfg), progress=False)
+    run_predict(pcfg(**cfg, overwrite=True), progress=False)
+    parts = tmp_path / ".p.jsonl.parts"
+    parts.mkdir()
+    (parts / "run.json").write_text('{"other": 1}')
+    with pytest.raises(NewsbiasError, match="unfinished run with other settings"):
+        run_predict(pcfg(**cfg), progress=False)
+
+
+# ------------------------------------------------------------------------------ bad input
+
+
+def test_bad_inputs(lm_adapter_dir, tiny_qwen_dir, tmp_path):
+    good = write_jsonl(tmp_path / "in.jsonl", make_planted_rows(6))
+    with pytest.raises(NewsbiasError, match="adapter not found"):
+        run_predict(pcfg(adapter=str(tmp_path / "nope"), input=str(good), out=str(tmp_path / "a.jsonl")), progress=False)
+    (tmp_path / "not_an_adapter").mkdir()
+    with pytest.raises(NewsbiasError, match="no newsbias.json"):
+        run_predict(pcfg(adapter=str(tmp_path / "not_an_adapter"), input=str(good), out=str(tmp_path / "a.jsonl")),
+                    progress=False)
+    with pytest.raises(NewsbiasError, match="was trained on"):
+        run_predict(pcfg(adapter=str(lm_adapter_dir), model="some/other-model", input=str(good),
+                         out=str(tmp_path / "a.jsonl")), progress=False)
+    (tmp_path / "empty.jsonl").write_text("")
+    with pytest.raises(NewsbiasError, match="no articles to predict"):
+        run_predict(pcfg(adapter=str(lm_adapter_dir), input=str(tmp_path / "empty.jsonl"), out=str(tmp_path / "e.jsonl")),
+                    progress=False)
+    with pytest.raises(NewsbiasError, match="input not found"):
+        run_predict(pcfg(adapter=str(lm_adapter_dir), input=str(tmp_path / "none.jsonl"), out=str(tmp_path / "e.jsonl")),
+                    progress=False)
+    with pytest.raises(NewsbiasError, match="nothing to predict with"):
+        run_predict(pcfg(input=str(good), out=str(tmp_path / "e.jsonl")), progress=False)
+
+
+def test_empty_texts_and_bad_gold_are_counted_skips(lm_adapter_dir, tmp_path):
+    rows = make_planted_rows(6)
+    rows[1]["input"] = "   "
+    rows[3]["output"] = "purple"
+    inp = write_jsonl(tmp_path / "in.jsonl", rows)
+    with pytest.raises(NewsbiasError, match=r"in.jsonl:4: gold label 'purple' is not in the label set"):
+        run_predict(pcfg(adapter=str(lm_adapter_dir), input=str(inp), out=str(tmp_path / "a.jsonl")), progress=False)
+    m = run_predict(pcfg(adapter=str(lm_adapter_dir), input=str(inp), out=str(tmp_path / "a.jsonl"),
+                         on_bad_gold="skip"), progress=False)
+    assert m["counts"]["skipped_by_reason"] == {"empty text": 1, "gold label": 1}
+    assert [r["id"] for r in read(tmp_path / "a.jsonl")] == [rows[i]["id"] for i in (0, 2, 4, 5)]
+
+
+def test_stdin_plain_text_and_csv(lm_adapter_dir, tmp_path):
+    texts = [r["input"] for r in make_planted_rows(5)]
+    proc = subprocess.run([sys.executable, "-m", "newsbias.cli", "predict", "-q", "--adapter", str(lm_adapter_dir),
+                           "--input", "-", "--out", str(tmp_path / "s.jsonl")], input="\n".join(texts) + "\n",
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    rows = read(tmp_path / "s.jsonl")
+    assert [r["id"] for r in rows] == [f"line{i}" for i in range(1, 6)] and all(r["gold"] is None for r in rows)
+    import csv
+    with open(tmp_path / "a.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["id", "text", "label"])
+        for i, t in enumerate(texts):
+            w.writerow([f"c{i}", t, "Leaning-Left"])
+    run_predict(pcfg(adapter=str(lm_adapter_dir), input=str(tmp_path / "a.csv"), out=str(tmp_path / "c.jsonl")),
+                progress=False)
+    assert [r["gold"] for r in read(tmp_path / "c.jsonl")] == ["left"] * 5
+    assert [r["probs"] for r in read(tmp_path / "c.jsonl")] == [r["probs"] for r in rows]
+
+
+def test_two_process_run_writes_one_merged_output(lm_adapter_dir, tmp_path):
+    inp = write_jsonl(tmp_path / "in.jsonl", make_planted_rows(21, seed=5))
+    ref = tmp_path / "ref.jsonl"
+    run_predict(pcfg(adapter=str(lm_adapter_dir), input=str(inp), out=str(ref)), progress=False)
+    out = tmp_path / "ddp.jsonl"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+                           "--master_port", "29533", "-m", "newsbias.cli", "predict", "-q", "--adapter",
+                           str(lm_adapter_dir), "--input", str(inp), "--out", str(out), "--batch-size", "4",
+                           "predict.chunk_size=8"], capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    a, b = read(ref), read(out)
+    assert [r["id"] for r in a] == [r["id"] for r in b]
+    for x, y in zip(a, b):
+        assert x["pred"] == y["pred"] and all(abs(x["probs"][l] - y["probs"][l]) < 1e-4 for l in LABELS)
+    assert json.loads((tmp_path / "ddp.manifest.json").read_text())["world_size"] == 2
