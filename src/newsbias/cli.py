@@ -311,9 +311,26 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def parse_args(parser: argparse.ArgumentParser, argv: list[str]) -> argparse.Namespace:
+    """Like ``parse_args``, but ``key=value`` overrides may come before, between or after flags.
+
+    argparse cannot intermix positionals and options under subparsers, so the subcommand's own
+    parser does the intermixed parse.
+    """
+    sub = next((a for a in parser._actions if isinstance(a, argparse._SubParsersAction)), None)
+    idx = next((i for i, tok in enumerate(argv) if not tok.startswith("-")), None)
+    if sub is None or idx is None or argv[idx] not in sub.choices or any(t in ("-h", "--help") for t in argv[:idx]):
+        return parser.parse_args(argv)
+    top = parser.parse_args(argv[:idx])
+    args = sub.choices[argv[idx]].parse_intermixed_args(argv[idx + 1:])
+    args.command = argv[idx]
+    args.verbose = top.verbose
+    return args
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parse_args(parser, list(sys.argv[1:] if argv is None else argv))
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(levelname)s %(name)s: %(message)s")
     if not getattr(args, "func", None):

@@ -244,6 +244,8 @@ class PredictPromptConfig(StrictModel):
     chat_template: Literal["auto", "on", "off"] = "auto"
     instruction: Optional[str] = Field(default=None, description="Defaults to the data's instruction, else the built-in one.")
 
+    _yaml_bool = field_validator("chat_template", mode="before")(TrainPromptConfig._yaml_bool.__func__)
+
 
 class PredictConfig(StrictModel):
     model: Optional[str] = Field(default=None, description="Base model id or path; defaults to the adapter's base.")
@@ -252,6 +254,9 @@ class PredictConfig(StrictModel):
     split: str = Field(default="test", description="Which split file to read when `input` is a directory.")
     out: str = Field(description="Output predictions JSONL.")
     mode: Literal["score", "generate"] = "score"
+    head: Literal["lm", "cls"] = Field(
+        default="lm", description="Head of a base model scored without an adapter: lm (zero-shot from the label "
+                                  "tokens) or cls (an untrained, seeded classifier head: the chance-level reference).")
     name: Optional[str] = Field(default=None, description="Model name written into each record (default: base / adapter dir name).")
     batch_size: int = Field(default=8, ge=1)
     max_new_tokens: int = Field(default=6, ge=1, le=512)

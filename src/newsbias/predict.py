@@ -165,7 +165,7 @@ def base_settings(cfg: PredictConfig, instruction: Optional[str]) -> ModelSettin
     p = cfg.prompt
     prompt = PromptSettings(instruction=p.instruction or instruction or DEFAULT_INSTRUCTION, max_length=p.max_length,
                             truncation=p.truncation, chat_template=p.chat_template)
-    return ModelSettings(head="lm", base_model=cfg.model or "", prompt=prompt)
+    return ModelSettings(head=cfg.head, base_model=cfg.model or "", prompt=prompt)
 
 
 def load_predictor(cfg: PredictConfig, instruction: Optional[str] = None) -> tuple[Any, Any, ModelSettings]:
@@ -191,7 +191,9 @@ def load_predictor(cfg: PredictConfig, instruction: Optional[str] = None) -> tup
         if not cfg.model:
             raise NewsbiasError("nothing to predict with: set predict.model (a base model) and/or predict.adapter")
         settings = base_settings(cfg, instruction)
-        model, tok = load_model_and_tokenizer(cfg.model, head="lm", device=cfg.device, dtype=cfg.dtype)
+        # an encoder has no zero-shot answer: its untrained head is seeded so the reference is reproducible
+        torch.manual_seed(0)
+        model, tok = load_model_and_tokenizer(cfg.model, head=cfg.head, device=cfg.device, dtype=cfg.dtype)
     model.eval()
     if cfg.mode == "generate" and settings.head != "lm":
         raise NewsbiasError("predict.mode=generate needs a causal LM (head: lm); this adapter has a cls head — use mode=score")
