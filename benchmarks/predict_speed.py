@@ -1,0 +1,129 @@
+"""Benchmark label scoring (newsbias predict, mode=score) against the original per-article generation.
+
+    .venv/bin/python benchmarks/predict_speed.py [--articles 4] [--seq 512] [--device cpu] [--dtype float32]
+        [--batch 1] [--arch qwen3-0.6b|tiny]
+
+The Qwen3-0.6B architecture with random weights (speed does not depend on the weight values),
+``seq``-token inputs. Three ways, same model, same inputs, one run:
+
+* original: batch 1, greedy ``generate`` of 6 new tokens per article (the assignment's method);
+* newsbias score, batch 1: one forward pass, label logits at the answer position only;
+* newsbias score, batched (``--batch``), as `predict` runs on a GPU.
+
+Also prints the floor set by the model's FLOPs and this machine's measured matmul rate.
+Prints a Markdown table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import time
+
+import torch
+
+from newsbias.modeling import resolve_device_dtype, score_ids
+
+
+def qwen3_config(arch: str):
+    from transformers import Qwen3Config
+
+    if arch == "tiny":
+        return Qwen3Config(vocab_size=1024, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                           num_attention_heads=4, num_key_value_heads=2, head_dim=16, tie_word_embeddings=True)
+    return Qwen3Config(vocab_size=151936, hidden_size=1024, intermediate_size=3072, num_hidden_layers=28,
+                       num_attention_heads=16, num_key_value_heads=8, head_dim=128, max_position_embeddings=40960,
+                       tie_word_embeddings=True, rope_theta=1_000_000)
+
+
+def matmul_gflops(device: torch.device, dtype: torch.dtype, n: int = 2048, reps: int = 5) -> float:
+    a = torch.randn(n, n, device=device, dtype=dtype)
+    b = torch.randn(n, n, device=device, dtype=dtype)
+    a @ b
+    _sync(device)
+    t = time.perf_counter()
+    for _ in range(reps):
+        a @ b
+    _sync(device)
+    return 2 * n ** 3 * reps / (time.perf_counter() - t) / 1e9
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def forward_flops(cfg, seq: int) -> float:
+    """Matmul FLOPs of one forward pass over ``seq`` tokens (no LM head: scoring needs 3 of its rows)."""
+    h, L, inter = cfg.hidden_size, cfg.num_hidden_layers, cfg.intermediate_size
+    q = cfg.num_attention_heads * cfg.head_dim
+    kv = cfg.num_key_value_heads * cfg.head_dim
+    per_tok = 2 * L * (h * q + 2 * h * kv + q * h + 3 * h * inter)
+    attn = 2 * L * 2 * seq * seq * q / 2  # QK^T and AV, causal half
+    return per_tok * seq + attn
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--articles", type=int, default=4)
+    ap.add_argument("--seq", type=int, default=512)
+    ap.add_argument("--new-tokens", type=int, default=6)
+    ap.add_argument("--batch", type=int, default=1)
+    ap.add_argument("--device", default="auto")
+    ap.add_argument("--dtype", default="auto")
+    ap.add_argument("--arch", default="qwen3-0.6b", choices=["qwen3-0.6b", "tiny"])
+    args = ap.parse_args()
+    from transformers import Qwen3ForCausalLM
+
+    dev, dt = resolve_device_dtype(args.device, args.dtype)
+    torch.manual_seed(0)
+    cfg = qwen3_config(args.arch)
+    model = Qwen3ForCausalLM(cfg).to(device=dev, dtype=dt).eval()
+    g = torch.Generator().manual_seed(1)
+    ids = torch.randint(100, cfg.vocab_size, (args.articles, args.seq), generator=g).to(dev)
+    mask = torch.ones_like(ids)
+    label_ids = [2115, 4126, 1290] if cfg.vocab_size > 5000 else [5, 6, 7]
+    with torch.no_grad():
+        score_ids(model, "lm", ids[:1], mask[:1], torch.tensor([args.seq - 1]), label_ids)  # warm-up
+
+        def timed(fn) -> float:
+            _sync(dev)
+            t = time.perf_counter()
+            fn()
+            _sync(dev)
+            return time.perf_counter() - t
+
+        def original():
+            for i in range(args.articles):
+                model.generate(input_ids=ids[i:i + 1], attention_mask=mask[i:i + 1], max_new_tokens=args.new_tokens,
+                               min_new_tokens=args.new_tokens, do_sample=False, pad_token_id=0)
+
+        def score(bs: int):
+            def run():
+                for s in range(0, args.articles, bs):
+                    n = min(bs, args.articles - s)
+                    score_ids(model, "lm", ids[s:s + n], mask[s:s + n], torch.full((n,), args.seq - 1), label_ids)
+            return run
+
+        rows = [("original: generate-6, batch 1", timed(original)),
+                ("newsbias score, batch 1", timed(score(1)))]
+        if args.batch > 1:
+            rows.append((f"newsbias score, batch {args.batch}", timed(score(args.batch))))
+    gflops = matmul_gflops(dev, dt)
+    floor = gflops * 1e9 / forward_flops(cfg, args.seq)
+    base = args.articles / rows[0][1]
+    print(f"device: {dev} ({torch.cuda.get_device_name(dev) if dev.type == 'cuda' else platform.processor() or 'cpu'}), "
+          f"dtype {str(dt).replace('torch.', '')}, threads {torch.get_num_threads()}, cores {os.cpu_count()}, "
+          f"load {os.getloadavg()[0]:.2f}; arch {args.arch}, {args.seq}-token inputs, {args.articles} articles")
+    print(f"measured matmul rate: {gflops:.0f} GFLOP/s; one forward = {forward_flops(cfg, args.seq) / 1e9:.0f} GFLOP "
+          f"-> FLOPs floor {floor:.3f} articles/s")
+    print("| method | s/article | articles/s | vs original | % of FLOPs floor |")
+    print("|---|---|---|---|---|")
+    for name, secs in rows:
+        aps = args.articles / secs
+        print(f"| {name} | {secs / args.articles:.3f} | {aps:.3f} | {aps / base:.2f}x | {100 * aps / floor:.0f}% |")
+
+
+if __name__ == "__main__":
+    main()
