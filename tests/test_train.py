@@ -180,8 +180,13 @@ def test_same_seed_same_adapter_and_exact_resume(tiny_qwen_dir, planted_data_dir
 
 
 def test_torchrun_two_processes_gloo(tiny_qwen_dir, planted_data_dir, tmp_path):
+    import socket
+
     out = tmp_path / "ddp"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29531",
+    with socket.socket() as sock:  # a free port, so parallel test runs do not collide
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(port),
            "-m", "newsbias.cli", "train", "-q",
            f"train.model.name_or_path={tiny_qwen_dir}", f"train.data.path={planted_data_dir}", f"train.out_dir={out}",
            "train.prompt.max_length=64", "train.prompt.chat_template=off", "train.optim.max_steps=4",
