@@ -236,3 +236,14 @@ def test_cli_reports_errors_in_one_line(tmp_path, capsys):
     assert main(["train", f"train.data.path={tmp_path / 'missing'}"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("newsbias train: error:") and "\n" not in err
+
+
+def test_gradient_checkpointing_and_head_tail_options(tiny_qwen_dir, planted_data_dir, tmp_path):
+    cfg = tiny_cfg(tiny_qwen_dir, planted_data_dir, tmp_path / "gc", model__gradient_checkpointing=True,
+                   model__attn_implementation="eager", prompt__truncation="head_tail", prompt__max_length=40,
+                   optim__max_steps=2, data__train_limit=16, data__val_limit=6)
+    summary = train(cfg)
+    assert summary["steps"] == 2
+    log = [json.loads(l) for l in (tmp_path / "gc" / "train_log.jsonl").read_text().splitlines()]
+    assert all(np.isfinite(r["loss"]) and r["grad_norm"] > 0 for r in log if r["type"] == "train")
+    assert json.loads((tmp_path / "gc" / "newsbias.json").read_text())["prompt"]["truncation"] == "head_tail"
