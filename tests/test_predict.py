@@ -226,7 +226,7 @@ def test_stdin_plain_text_and_csv(lm_adapter_dir, tmp_path):
                           capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     rows = read(tmp_path / "s.jsonl")
-    assert [r["id"] for r in rows] == [f"line{i}" for i in range(1, 6)] and all(r["gold"] is None for r in rows)
+    assert [r["id"] for r in rows] == [str(i) for i in range(1, 6)] and all(r["gold"] is None for r in rows)
     import csv
     with open(tmp_path / "a.csv", "w", newline="") as f:
         w = csv.writer(f)

@@ -153,7 +153,8 @@ def iter_articles(path: str, labels: Sequence[str], text_field: Optional[str] = 
                 skip = f"gold label {raw_gold!r} not in the label set"
         if not text.strip():
             skip = "empty text"
-        yield Article(id=str(obj.get("id") or f"line{lineno}"), text=text, gold=gold,
+        # ids default to the 1-based line number, as train, baseline and compare number them
+        yield Article(id=str(obj.get("id") or lineno), text=text, gold=gold,
                       outlet=obj.get("outlet"), line=lineno, skip=skip)
 
 
