@@ -21,7 +21,7 @@ def test_every_shipped_config_loads_and_says_how_to_run_it(path):
     cfg = load_config(path)
     assert isinstance(cfg, Config)
     first = path.read_text(encoding="utf-8").splitlines()[0]
-    assert first.startswith("# newsbias "), f"{path.name} must start with a comment showing its command"
+    assert first.startswith(("# newsbias ", "# make ")), f"{path.name} must start with a comment showing its command"
     assert str(path.relative_to(path.parents[1])) in first or "--config" not in first
 
 

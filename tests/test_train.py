@@ -136,7 +136,7 @@ def test_planted_word_is_learned_and_adapter_reloads(request, head, model_fixtur
     assert settings["prompt"]["max_length"] == 64 and settings["prompt"]["instruction"] == "Classify the political leaning."
     assert settings["best_val"]["val_macro_f1"] == summary["best_val"]["val_macro_f1"]
     manifest = json.loads((out / "manifest.json").read_text())
-    assert {"config", "packages", "git", "data"} <= set(manifest) and "torch" in manifest["packages"]
+    assert {"config", "packages", "git_commit", "data"} <= set(manifest) and "torch" in manifest["packages"]
     assert len(manifest["data"]["train"]["sha256"]) == 64
     log = [json.loads(l) for l in (out / "train_log.jsonl").read_text().splitlines()]
     assert {r["type"] for r in log} == {"train", "eval"}

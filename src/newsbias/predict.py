@@ -19,7 +19,6 @@ takes every WORLD_SIZE-th article and rank 0 merges the parts into one file in i
 from __future__ import annotations
 
 import csv
-import io
 import json
 import logging
 import os
@@ -40,7 +39,7 @@ from .errors import NewsbiasError
 from .io import dumps_line, git_commit, package_versions, sha256_file, write_json
 from .labels import LABELS, LabelNormalizer
 from .modeling import (ModelSettings, load_adapter, load_model_and_tokenizer, load_tokenizer, model_device,
-                       pad_batch, prompt_builder, score_batch)
+                       prompt_builder, score_batch)
 from .prompt import PromptSettings
 
 log = logging.getLogger(__name__)

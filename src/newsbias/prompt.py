@@ -14,7 +14,7 @@ article can be cut in token space without re-tokenizing; training and inference 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from typing import Any, Literal, Optional, Sequence
+from typing import Any, Literal, Sequence
 
 from .config import DEFAULT_INSTRUCTION
 from .errors import NewsbiasError

@@ -12,15 +12,12 @@ Pipeline: :func:`load_training_data` (validated JSONL) -> :class:`PromptBuilder`
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import math
 import os
-import platform
 import random
 import shutil
-import subprocess
 import time
 from collections import Counter
 from dataclasses import dataclass
@@ -33,6 +30,7 @@ import torch.distributed as dist
 
 from .config import DEFAULT_INSTRUCTION, TrainConfig, dump_config
 from .errors import NewsbiasError
+from .io import git_commit, package_versions, sha256_file
 from .labels import LABELS
 from .modeling import (LabelLossModule, ModelSettings, _check_model_path, add_lora, count_parameters,
                        lm_logits_at, load_model_and_tokenizer, pad_batch)
@@ -113,14 +111,6 @@ def resolve_data_paths(path: str | Path, val_path: Optional[str | Path] = None) 
     if not val.is_file():
         raise NewsbiasError(f"validation file {val} not found; set train.data.val_path")
     return train, val, d if d and (d / "prep_meta.json").is_file() else None
-
-
-def sha256_file(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def data_hashes(train: Path, val: Path, prep_dir: Optional[Path]) -> dict[str, Any]:
@@ -366,30 +356,6 @@ def seed_everything(seed: int) -> None:
 # -------------------------------------------------------------------------------- manifest
 
 
-def _git_commit() -> Optional[dict[str, Any]]:
-    try:
-        root = Path(__file__).resolve().parents[2]
-        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10)
-        if sha.returncode != 0:
-            return None
-        dirty = subprocess.run(["git", "status", "--porcelain"], cwd=root, capture_output=True, text=True, timeout=10)
-        return {"commit": sha.stdout.strip(), "dirty": bool(dirty.stdout.strip())}
-    except (OSError, subprocess.SubprocessError):
-        return None
-
-
-def package_versions() -> dict[str, str]:
-    from importlib import metadata
-
-    out = {"python": platform.python_version()}
-    for name in ("newsbias", "torch", "transformers", "peft", "accelerate", "tokenizers", "scikit-learn", "numpy"):
-        try:
-            out[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            pass
-    return out
-
-
 # ------------------------------------------------------------------------------------ train
 
 
@@ -595,7 +561,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: Optional[bool] = Non
         tok.save_pretrained(str(out_dir))
         settings.save(out_dir)
         manifest = {"command": "newsbias train", "config": dump_config(cfg), "packages": package_versions(),
-                    "git": _git_commit(), "data": hashes, "summary": summary,
+                    "git_commit": git_commit(), "data": hashes, "summary": summary,
                     "device": str(mdev), "dtype": str(next(model.parameters()).dtype),
                     "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t_start)),
                     "seconds": round(time.time() - t_start, 2), "resumed_from": str(ckpt_dir) if ckpt_dir else None}
