@@ -291,12 +291,100 @@ def _add_compare(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_cmd_compare)
 
 
+# === serve / export subcommands (owned by serve.py, export.py) ===
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    from .config import load_config
+
+    overrides = _flag_overrides(args, {
+        "model": "serve.model", "adapter": "serve.adapter", "head": "serve.head", "name": "serve.name",
+        "host": "serve.host", "port": "serve.port", "device": "serve.device", "dtype": "serve.dtype",
+        "max_batch": "serve.max_batch", "max_wait_ms": "serve.max_wait_ms",
+    }) + list(args.overrides)
+    full = load_config(args.config, overrides)
+    from .config import ServeConfig
+
+    cfg = full.serve or ServeConfig()
+    if not cfg.model and not cfg.adapter:
+        raise NewsbiasError("nothing to serve: pass --adapter DIR (a `newsbias train` output) and/or --model BASE")
+    from .serve import load_model, run_server
+
+    # load before binding the port: a wrong path is a one-line error, not a server answering 503
+    predictor = load_model(cfg)
+    print(f"serve: {cfg.adapter or cfg.model} loaded; http://{cfg.host}:{cfg.port}/ (API docs at /docs)",
+          flush=True)
+    run_server(cfg, predictor=predictor)
+    return 0
+
+
+def _add_serve(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "serve", help="HTTP API (POST /v1/classify) and a classification page for one model.",
+        description="Load base + adapter (or a base model zero-shot, or a merged export) once and answer "
+                    "POST /v1/classify, GET /health, GET /v1/model, with OpenAPI docs at /docs and a "
+                    "classification page at /. Concurrent requests are micro-batched.",
+        epilog=EPILOG)
+    _add_common(p)
+    p.add_argument("--model", metavar="ID_OR_PATH", help="Base model or merged export (= serve.model).")
+    p.add_argument("--adapter", metavar="DIR", help="Training output directory (= serve.adapter).")
+    p.add_argument("--head", choices=["lm", "cls"], help="Head of a base model without adapter (= serve.head).")
+    p.add_argument("--name", help="Model name in answers (= serve.name).")
+    p.add_argument("--host", help="Bind address (= serve.host, default 127.0.0.1).")
+    p.add_argument("--port", type=int, help="Port (= serve.port, default 8000).")
+    p.add_argument("--device", help="auto, cpu, cuda ... (= serve.device).")
+    p.add_argument("--dtype", choices=["auto", "float32", "bfloat16", "float16"], help="= serve.dtype.")
+    p.add_argument("--max-batch", dest="max_batch", type=int, help="Texts per micro-batch (= serve.max_batch).")
+    p.add_argument("--max-wait-ms", dest="max_wait_ms", type=float,
+                   help="Wait for a micro-batch to fill (= serve.max_wait_ms).")
+    p.set_defaults(func=_cmd_serve)
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    from .config import load_config
+
+    overrides = _flag_overrides(args, {
+        "adapter": "export.adapter", "out": "export.out", "metrics": "export.metrics",
+        "push_to_hub": "export.push_to_hub", "base_model_id": "export.base_model_id", "license": "export.license",
+    }) + (["export.merge=true"] if args.merge else []) + (["export.overwrite=true"] if args.overwrite else []) + (
+        ["export.card_in_adapter=true"] if args.card_in_adapter else []) + list(args.overrides)
+    cfg = load_config(args.config, overrides).require("export")
+    from .export import run_export
+
+    res = run_export(cfg)
+    print(f"export: wrote {'merged model' if cfg.merge else 'adapter'} + model card to {res['out']}"
+          + (f"; pushed to {res['pushed']}" if res.get("pushed") else ""))
+    return 0
+
+
+def _add_export(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "export", help="Adapter -> export dir (optionally merged into the base) with a model card; hub upload.",
+        description="Copy a trained adapter, or with --merge fold the LoRA weights (and the classifier head) "
+                    "into the base model and save it as safetensors with the tokenizer and newsbias.json; "
+                    "write a model card (README.md); optionally upload with --push-to-hub.",
+        epilog=EPILOG)
+    _add_common(p)
+    p.add_argument("--adapter", metavar="DIR", help="Training output directory (= export.adapter).")
+    p.add_argument("--out", metavar="DIR", help="Export directory (= export.out).")
+    p.add_argument("--merge", action="store_true", help="Merge LoRA into the base (= export.merge=true).")
+    p.add_argument("--metrics", metavar="FILE", help="Metrics JSON from `newsbias evaluate` for the card.")
+    p.add_argument("--base-model-id", dest="base_model_id", metavar="ID", help="Hub id of the base for the card.")
+    p.add_argument("--license", help="License of the base model for the card (= export.license).")
+    p.add_argument("--push-to-hub", dest="push_to_hub", metavar="REPO", help="Upload to this hub repo (owner/name).")
+    p.add_argument("--card-in-adapter", dest="card_in_adapter", action="store_true",
+                   help="Also write README.md into the adapter dir.")
+    p.add_argument("--overwrite", action="store_true", help="Replace an existing export dir.")
+    p.set_defaults(func=_cmd_export)
+
+
 # === end of stage subcommands ===
 
 
 # Stages register themselves here: (adder) each adds one subparser with set_defaults(func=...).
 SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [_add_prep, _add_predict, _add_train,
-                                                                    _add_baseline, _add_evaluate, _add_compare]
+                                                                    _add_baseline, _add_evaluate, _add_compare,
+                                                                    _add_serve, _add_export]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -344,6 +344,50 @@ class CompareConfig(StrictModel):
     metrics: MetricsConfig = Field(default_factory=MetricsConfig)
 
 
+# === serve / export sections (owned by serve.py, export.py) ===
+
+
+class ServeConfig(StrictModel):
+    """``serve:`` section: the HTTP API and classification page (see newsbias.serve)."""
+
+    model: Optional[str] = Field(default=None, description="Base model id or path (or a merged export dir); "
+                                                         "defaults to the adapter's base.")
+    adapter: Optional[str] = Field(default=None, description="Training output directory; omit for zero-shot / merged.")
+    head: Literal["lm", "cls"] = Field(default="lm", description="Head of a base model served without an adapter.")
+    name: Optional[str] = Field(default=None, description="Model name in each answer (default: adapter dir name / base).")
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=0, le=65535)
+    device: str = "auto"
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    max_batch: int = Field(default=16, ge=1, description="Most texts scored in one forward pass (micro-batch).")
+    max_wait_ms: float = Field(default=5.0, ge=0.0, description="How long the first request of a batch waits "
+                                                                "for others to join it.")
+    max_body_bytes: int = Field(default=1_000_000, ge=1024, description="Larger request bodies get 413.")
+    max_article_chars: int = Field(default=100_000, ge=1, description="Longer articles (title + text) get 413.")
+    max_texts: int = Field(default=64, ge=1, description="Most articles in one request (more get 413).")
+    prompt: PredictPromptConfig = Field(default_factory=PredictPromptConfig)
+    log_level: Literal["critical", "error", "warning", "info", "debug"] = "info"
+
+
+class ExportConfig(StrictModel):
+    """``export:`` section: adapter -> (merged) model dir with a model card (see newsbias.export)."""
+
+    adapter: str = Field(description="Training output directory (newsbias.json + peft files).")
+    out: str = Field(description="Export directory (created; must be empty or absent unless overwrite).")
+    merge: bool = Field(default=False, description="Merge the LoRA weights into the base (one safetensors model).")
+    base_model: Optional[str] = Field(default=None, description="Base model path to merge into (default: the adapter's).")
+    base_model_id: Optional[str] = Field(default=None, description="Hub id of the base for the model card "
+                                                                  "(default: the recorded base, if it is a hub id).")
+    license: Optional[str] = Field(default=None, description="License of the base (default: known for common bases).")
+    datasets: list[str] = Field(default_factory=list, description="Dataset ids for the model card.")
+    metrics: Optional[str] = Field(default=None, description="Metrics JSON from `newsbias evaluate` for the card.")
+    card_in_adapter: bool = Field(default=False, description="Also write the model card into the adapter dir.")
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    overwrite: bool = False
+    push_to_hub: Optional[str] = Field(default=None, description="Upload the export dir to this hub repo (owner/name).")
+    private: bool = True
+
+
 # === end of stage sections ===
 
 
@@ -356,6 +400,8 @@ class Config(StrictModel):
     baseline: Optional[BaselineConfig] = None
     evaluate: Optional[EvaluateConfig] = None
     compare: Optional[CompareConfig] = None
+    serve: Optional[ServeConfig] = None
+    export: Optional[ExportConfig] = None
 
     def require(self, section: str) -> Any:
         value = getattr(self, section)

@@ -1,0 +1,507 @@
+"""``newsbias serve``: an HTTP API (FastAPI + uvicorn) and a classification page for one model.
+
+Endpoints: ``POST /v1/classify``, ``GET /health``, ``GET /v1/model``, OpenAPI at ``/docs``, and a
+small page at ``/``. The model is loaded once (at startup, in a thread, or injected by the
+caller) and scored with :func:`newsbias.predict.predict_texts` — the same prompt, truncation and
+:func:`newsbias.modeling.score_batch` code path as ``newsbias predict``.
+
+Concurrent requests are micro-batched: each request puts its texts on an asyncio queue; one
+worker takes the first waiting request, lets others join for up to ``max_wait_ms`` or until
+``max_batch`` texts are gathered, and scores them in one call in a worker thread, so the event
+loop never blocks on inference.
+
+Errors are JSON ``{"error": "...", "detail": ...}``: 413 for a body or article over the limits,
+422 for malformed JSON, schema errors (the field is named) and empty texts, 503 while the model
+is loading or when it failed to load, and a bare 500 without a traceback for anything else.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+from typing_extensions import Annotated
+
+from .config import PredictConfig, ServeConfig
+from .errors import NewsbiasError
+
+log = logging.getLogger(__name__)
+
+Predictor = tuple[Any, Any, Any]  # (model, tokenizer, ModelSettings)
+
+
+# ------------------------------------------------------------------------------ loading
+
+
+def load_model(cfg: ServeConfig) -> Predictor:
+    """(model, tokenizer, settings) for ``cfg``: base + adapter, a merged export, or a base zero-shot.
+
+    Goes through :func:`newsbias.predict.load_predictor` (the loader ``predict`` uses); a model
+    directory written by ``newsbias export --merge`` brings its own ``newsbias.json``.
+    """
+    if not cfg.adapter and cfg.model and (Path(cfg.model) / "newsbias.json").is_file():
+        from .export import load_merged
+
+        return load_merged(cfg.model, device=cfg.device, dtype=cfg.dtype)
+    from .predict import load_predictor
+
+    pcfg = PredictConfig(model=cfg.model, adapter=cfg.adapter, head=cfg.head, input="-", out="-",
+                         device=cfg.device, dtype=cfg.dtype, prompt=cfg.prompt)
+    return load_predictor(pcfg)
+
+
+def model_name(cfg: ServeConfig) -> str:
+    """The ``model`` field of each answer (as ``predict`` names its records)."""
+    if cfg.name:
+        return cfg.name
+    if cfg.adapter:
+        return Path(cfg.adapter).name
+    return Path(cfg.model).name if cfg.model else "base"
+
+
+# ------------------------------------------------------------------------------ schema
+
+
+def _not_empty(v: str) -> str:
+    if not v.strip():
+        raise ValueError("text is empty")
+    return v
+
+
+Text = Annotated[str, AfterValidator(_not_empty)]
+
+
+class ArticleIn(BaseModel):
+    """One article: ``text`` is required, ``title`` is prepended to it when given."""
+
+    model_config = ConfigDict(extra="forbid")
+    id: Optional[str] = Field(default=None, max_length=512, description="Echoed back; defaults to the position.")
+    title: Optional[str] = Field(default=None, description="Optional headline, scored as `title\\n\\ntext`.")
+    text: Text = Field(description="Article body (not empty).")
+
+
+class ClassifyRequest(BaseModel):
+    """Either ``texts`` (plain strings) or ``articles`` (objects with id / title / text), not both."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra={
+        "examples": [{"texts": ["The senate passed the bill on Tuesday ..."]},
+                     {"articles": [{"id": "a1", "title": "Budget deal", "text": "Lawmakers agreed ..."}]}]})
+    texts: Optional[list[Text]] = Field(default=None, min_length=1)
+    articles: Optional[list[ArticleIn]] = Field(default=None, min_length=1)
+
+    @model_validator(mode="after")
+    def _one_of(self) -> "ClassifyRequest":
+        if (self.texts is None) == (self.articles is None):
+            raise ValueError("give exactly one of `texts` (list of strings) or `articles` (list of objects)")
+        return self
+
+    def items(self) -> list[tuple[str, str]]:
+        """(id, text to score) per article; ids default to the 0-based position."""
+        if self.texts is not None:
+            return [(str(i), t) for i, t in enumerate(self.texts)]
+        return [(a.id if a.id is not None else str(i), f"{a.title.strip()}\n\n{a.text}" if a.title and a.title.strip()
+                 else a.text) for i, a in enumerate(self.articles or [])]
+
+
+class Prediction(BaseModel):
+    id: str
+    pred: str
+    probs: dict[str, float]
+    model: str
+    adapter: Optional[str] = None
+
+
+class ClassifyResponse(BaseModel):
+    results: list[Prediction]
+    model: str
+    adapter: Optional[str] = None
+    batch_texts: int = Field(description="Texts in the largest micro-batch this request was scored in.")
+    elapsed_ms: float
+
+
+# ------------------------------------------------------------------------------ micro-batching
+
+
+@dataclass
+class _Job:
+    texts: list[str]
+    future: asyncio.Future
+    batch_texts: int = 0
+
+
+@dataclass
+class MicroBatcher:
+    """Gathers concurrent requests into batches of up to ``max_batch`` texts for ``score_fn``.
+
+    ``score_fn(texts) -> list[result]`` runs in a worker thread, one batch at a time (one model
+    instance). A request with more texts than ``max_batch`` is scored alone, in one call.
+    """
+
+    score_fn: Callable[[list[str]], list[Any]]
+    max_batch: int = 16
+    max_wait_ms: float = 5.0
+    batches: list[int] = field(default_factory=list)  # sizes of recent batches (for tests and /v1/model)
+    _queue: Optional[asyncio.Queue] = None
+    _task: Optional[asyncio.Task] = None
+
+    def start(self) -> None:
+        self._queue = asyncio.Queue()
+        self._task = asyncio.create_task(self._run(), name="newsbias-batcher")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        while self._queue is not None and not self._queue.empty():
+            job = self._queue.get_nowait()
+            if not job.future.done():
+                job.future.set_exception(RuntimeError("server shutting down"))
+
+    async def submit(self, texts: list[str]) -> tuple[list[Any], int]:
+        """Results for ``texts`` (in order) and the size of the batch they were scored in."""
+        if self._queue is None:
+            raise RuntimeError("batcher not started")
+        job = _Job(list(texts), asyncio.get_running_loop().create_future())
+        await self._queue.put(job)
+        result = await job.future
+        return result, job.batch_texts
+
+    async def _gather(self) -> list[_Job]:
+        assert self._queue is not None
+        jobs = [await self._queue.get()]
+        n = len(jobs[0].texts)
+        deadline = time.monotonic() + self.max_wait_ms / 1000
+        while n < self.max_batch:
+            # take what is already queued without waiting; wait only for the rest of the window
+            try:
+                nxt = self._queue.get_nowait()
+            except asyncio.QueueEmpty:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                try:
+                    nxt = await asyncio.wait_for(self._queue.get(), timeout=left)
+                except asyncio.TimeoutError:
+                    break
+            if n + len(nxt.texts) > self.max_batch:
+                self._queue.put_nowait(nxt)  # back of the queue: order between requests does not matter
+                break
+            jobs.append(nxt)
+            n += len(nxt.texts)
+        return jobs
+
+    async def _run(self) -> None:
+        while True:
+            jobs = await self._gather()
+            jobs = [j for j in jobs if not j.future.done()]  # the client went away
+            if not jobs:
+                continue
+            texts = [t for j in jobs for t in j.texts]
+            self.batches = (self.batches + [len(texts)])[-1000:]
+            try:
+                results = await asyncio.to_thread(self.score_fn, texts)
+            except Exception as exc:  # every waiting request learns about it; the worker goes on
+                log.exception("scoring a batch of %d texts failed", len(texts))
+                for j in jobs:
+                    if not j.future.done():
+                        j.future.set_exception(exc)
+                continue
+            pos = 0
+            for j in jobs:
+                if not j.future.done():
+                    j.batch_texts = len(texts)
+                    j.future.set_result(results[pos:pos + len(j.texts)])
+                pos += len(j.texts)
+
+
+# ------------------------------------------------------------------------------ app
+
+
+class BodyLimitMiddleware:
+    """ASGI middleware: 413 for a request body over ``max_bytes`` (declared or streamed)."""
+
+    def __init__(self, app: Any, max_bytes: int):
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope.get("headers") or []).get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
+            await _send_json(send, 413, _too_large(self.max_bytes))
+            return
+        # read the whole (bounded) body first, so an oversized chunked body is refused before the app runs
+        chunks, size = [], 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return
+            body = message.get("body", b"")
+            size += len(body)
+            if size > self.max_bytes:
+                await _send_json(send, 413, _too_large(self.max_bytes))
+                return
+            chunks.append(body)
+            if not message.get("more_body", False):
+                break
+        replayed = False
+
+        async def replay() -> dict:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": b"".join(chunks), "more_body": False}
+            return await receive()
+
+        await self.app(scope, replay, send)
+
+
+def _too_large(limit: int) -> dict[str, Any]:
+    return {"error": f"request body over {limit} bytes; send fewer or shorter articles (serve.max_body_bytes)"}
+
+
+async def _send_json(send: Callable, status: int, payload: dict[str, Any]) -> None:
+    body = json.dumps(payload).encode()
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+    await send({"type": "http.response.body", "body": body})
+
+
+@dataclass
+class _State:
+    cfg: ServeConfig
+    name: str
+    predictor: Optional[Predictor] = None
+    error: Optional[str] = None
+    batcher: Optional[MicroBatcher] = None
+    started: float = field(default_factory=time.time)
+
+
+def create_app(cfg: Optional[ServeConfig] = None, predictor: Optional[Predictor] = None,
+               loader: Optional[Callable[[ServeConfig], Predictor]] = None) -> Any:
+    """The FastAPI app.
+
+    ``predictor`` (model, tokenizer, settings) is used as is (tests, or a caller that loaded it);
+    otherwise ``loader(cfg)`` (default :func:`load_model`) runs once at startup in a thread, and
+    requests get 503 until it is done or if it failed.
+    """
+    from fastapi import FastAPI, Request
+    from fastapi.encoders import jsonable_encoder
+    from fastapi.exceptions import RequestValidationError
+    from fastapi.responses import HTMLResponse, JSONResponse
+    from starlette.exceptions import HTTPException as StarletteHTTPException
+
+    cfg = cfg or ServeConfig()
+    state = _State(cfg=cfg, name=model_name(cfg), predictor=predictor)
+    adapter_name = Path(cfg.adapter).name if cfg.adapter else None
+
+    def score(texts: list[str]) -> list[dict[str, Any]]:
+        from .predict import predict_texts
+
+        assert state.predictor is not None
+        model, tok, settings = state.predictor
+        return predict_texts(model, tok, settings, texts, mode="score", batch_size=cfg.max_batch)
+
+    async def load() -> None:
+        try:
+            state.predictor = await asyncio.to_thread(loader or load_model, cfg)
+            log.info("model loaded: %s", state.name)
+        except NewsbiasError as exc:
+            state.error = str(exc)
+            log.error("model failed to load: %s", exc)
+        except Exception as exc:  # a broken checkpoint: report it, keep answering /health
+            state.error = f"{type(exc).__name__}: {exc}"
+            log.exception("model failed to load")
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Any):
+        state.batcher = MicroBatcher(score, max_batch=cfg.max_batch, max_wait_ms=cfg.max_wait_ms)
+        state.batcher.start()
+        loading = None if state.predictor is not None else asyncio.create_task(load())
+        try:
+            yield
+        finally:
+            if loading is not None and not loading.done():
+                loading.cancel()
+            await state.batcher.stop()
+
+    app = FastAPI(title="newsbias", version="1", lifespan=lifespan,
+                  description="Classify the political leaning of news articles as left / center / right. "
+                              "Labels are learnt from outlet-level ratings: read them as 'reads like outlets "
+                              "rated X', not as a judgement of the article.")
+    app.state.newsbias = state
+    app.add_middleware(BodyLimitMiddleware, max_bytes=cfg.max_body_bytes)
+
+    def error(status: int, message: str, detail: Any = None) -> JSONResponse:
+        payload: dict[str, Any] = {"error": message}
+        if detail is not None:
+            payload["detail"] = detail
+        return JSONResponse(payload, status_code=status)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
+        problems = []
+        for e in exc.errors():
+            loc = ".".join(str(p) for p in e.get("loc", ()) if p != "body") or "body"
+            msg = "not valid JSON" if e.get("type") == "json_invalid" else e.get("msg", "invalid")
+            problems.append({"field": loc, "msg": msg.removeprefix("Value error, "), "type": e.get("type")})
+        text = "; ".join(f"{p['field']}: {p['msg']}" for p in problems)
+        return error(422, text or "invalid request", jsonable_encoder(problems))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        return error(exc.status_code, str(exc.detail))
+
+    @app.exception_handler(Exception)
+    async def _internal(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled error on %s", request.url.path)
+        return error(500, "internal error; see the server log")
+
+    def unavailable() -> Optional[JSONResponse]:
+        if state.predictor is not None:
+            return None
+        if state.error:
+            return error(503, f"model failed to load: {state.error}")
+        return error(503, "model is still loading; retry shortly")
+
+    @app.post("/v1/classify", response_model=ClassifyResponse,
+              responses={413: {"description": "Body, article or article count over the limits"},
+                         422: {"description": "Malformed JSON, schema error or empty text (the field is named)"},
+                         503: {"description": "Model loading or failed to load"}})
+    async def classify(req: ClassifyRequest) -> Any:
+        """Label and per-label probabilities for each article (micro-batched with concurrent requests)."""
+        t0 = time.perf_counter()
+        items = req.items()
+        if len(items) > cfg.max_texts:
+            return error(413, f"{len(items)} articles in one request; at most {cfg.max_texts} (serve.max_texts)")
+        for i, (_, text) in enumerate(items):
+            if len(text) > cfg.max_article_chars:
+                where = "texts" if req.texts is not None else "articles"
+                return error(413, f"{where}.{i} has {len(text)} characters; at most {cfg.max_article_chars} "
+                                  f"(serve.max_article_chars)")
+        busy = unavailable()
+        if busy is not None:
+            return busy
+        assert state.batcher is not None
+        try:
+            results, batch_texts = await state.batcher.submit([t for _, t in items])
+        except NewsbiasError as exc:
+            return error(422, str(exc))
+        except Exception:
+            log.exception("classify failed")
+            return error(500, "inference failed; see the server log")
+        out = [Prediction(id=i, pred=r["pred"], probs=r["probs"], model=state.name, adapter=adapter_name)
+               for (i, _), r in zip(items, results)]
+        return ClassifyResponse(results=out, model=state.name, adapter=adapter_name, batch_texts=batch_texts,
+                                elapsed_ms=round((time.perf_counter() - t0) * 1000, 3))
+
+    @app.get("/health")
+    async def health() -> Any:
+        """200 with ``model_loaded: true`` once the model is ready; 503 while loading or after a failed load."""
+        body = {"status": "ok" if state.predictor is not None else ("error" if state.error else "loading"),
+                "model_loaded": state.predictor is not None, "error": state.error,
+                "uptime_s": round(time.time() - state.started, 1)}
+        return JSONResponse(body, status_code=200 if state.predictor is not None else 503)
+
+    @app.get("/v1/model")
+    async def model_info() -> Any:
+        """Base model, adapter, label set, head, max_length and the training metrics (newsbias.json)."""
+        busy = unavailable()
+        if busy is not None:
+            return busy
+        _, _, s = state.predictor  # type: ignore[misc]
+        return {"name": state.name, "base_model": s.base_model or cfg.model, "adapter": cfg.adapter,
+                "head": s.head, "labels": list(s.labels), "max_length": s.prompt.max_length,
+                "truncation": s.prompt.truncation, "chat_template": s.uses_chat_template,
+                "best_val": s.best_val, "merged": bool(s.extra.get("merged", False)),
+                "serving": {"max_batch": cfg.max_batch, "max_wait_ms": cfg.max_wait_ms,
+                            "max_texts": cfg.max_texts, "max_article_chars": cfg.max_article_chars,
+                            "max_body_bytes": cfg.max_body_bytes}}
+
+    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
+    async def page() -> str:
+        return PAGE
+
+    return app
+
+
+def run_server(cfg: ServeConfig, predictor: Optional[Predictor] = None) -> None:
+    """Serve ``cfg`` with uvicorn until interrupted (Ctrl-C)."""
+    import uvicorn
+
+    app = create_app(cfg, predictor=predictor)
+    uvicorn.run(app, host=cfg.host, port=cfg.port, log_level=cfg.log_level, timeout_graceful_shutdown=5)
+
+
+# ------------------------------------------------------------------------------ page
+
+PAGE = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width,initial-scale=1">
+<title>newsbias</title>
+<style>
+body{font-family:system-ui,sans-serif;max-width:46rem;margin:2rem auto;padding:0 1rem;color:#222}
+h1{font-size:1.4rem} label{display:block;margin:.8rem 0 .2rem;font-weight:600}
+input,textarea{width:100%;box-sizing:border-box;font:inherit;padding:.4rem}
+textarea{height:14rem} button{margin-top:.8rem;padding:.5rem 1.2rem;font:inherit;cursor:pointer}
+#result{margin-top:1.2rem} #label{font-size:1.3rem;font-weight:700;margin-bottom:.6rem}
+.row{display:flex;align-items:center;margin:.3rem 0} .name{width:4.5rem} .pct{width:4rem;text-align:right}
+.track{flex:1;background:#eee;height:1.1rem;margin:0 .5rem;border-radius:3px;overflow:hidden}
+.bar{height:100%} .left{background:#3b6fd4} .center{background:#8a8a8a} .right{background:#d43b3b}
+#error{color:#b00020;margin-top:1rem} .note{color:#666;font-size:.85rem;margin-top:1.5rem}
+</style></head><body>
+<h1>newsbias &mdash; political leaning of a news article</h1>
+<form id="form">
+<label for="title">Title (optional)</label><input id="title" name="title" autocomplete="off">
+<label for="text">Article text</label><textarea id="text" name="text" required></textarea>
+<button id="submit" type="submit">Classify</button>
+</form>
+<div id="error" role="alert"></div>
+<div id="result" hidden><div id="label"></div><div id="bars"></div></div>
+<p class="note">Labels are learnt from outlet-level ratings: the answer says which outlets the text reads
+like, not whether this article is biased. <span id="model"></span></p>
+<script>
+const $ = (id) => document.getElementById(id);
+fetch('/v1/model').then(r => r.ok ? r.json() : null).then(m => {
+  if (m) $('model').textContent = 'Model: ' + m.name + (m.adapter ? '' : ' (' + m.base_model + ')') + '.';
+}).catch(() => {});
+$('form').addEventListener('submit', async (ev) => {
+  ev.preventDefault();
+  $('error').textContent = ''; $('submit').disabled = true;
+  const article = {text: $('text').value};
+  if ($('title').value.trim()) article.title = $('title').value;
+  try {
+    const r = await fetch('/v1/classify', {method: 'POST', headers: {'Content-Type': 'application/json'},
+                                           body: JSON.stringify({articles: [article]})});
+    const body = await r.json();
+    if (!r.ok) throw new Error(body.error || ('HTTP ' + r.status));
+    const res = body.results[0];
+    $('label').textContent = res.pred;
+    $('label').className = res.pred;
+    $('label').dataset.label = res.pred;
+    const bars = $('bars'); bars.replaceChildren();
+    for (const [name, p] of Object.entries(res.probs)) {
+      const row = document.createElement('div'); row.className = 'row'; row.dataset.label = name;
+      const n = document.createElement('span'); n.className = 'name'; n.textContent = name;
+      const track = document.createElement('div'); track.className = 'track';
+      const bar = document.createElement('div'); bar.className = 'bar ' + name;
+      bar.style.width = (100 * p).toFixed(1) + '%'; track.appendChild(bar);
+      const pct = document.createElement('span'); pct.className = 'pct'; pct.textContent = (100 * p).toFixed(1) + '%';
+      row.append(n, track, pct); bars.appendChild(row);
+    }
+    $('result').hidden = false;
+  } catch (e) {
+    $('result').hidden = true; $('error').textContent = e.message;
+  } finally { $('submit').disabled = false; }
+});
+</script></body></html>
+"""

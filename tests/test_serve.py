@@ -1,0 +1,300 @@
+"""Serving: API schema, every error case, results equal to predict's scoring, micro-batching, loading states."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("fastapi", reason="serving needs the serve extra: pip install -e '.[serve]'")
+pytest.importorskip("httpx", reason="serving tests need httpx")
+
+from fastapi.testclient import TestClient  # noqa: E402
+
+from newsbias.cli import main  # noqa: E402
+from newsbias.config import ServeConfig  # noqa: E402
+from newsbias.errors import NewsbiasError  # noqa: E402
+from newsbias.modeling import score_batch  # noqa: E402
+from newsbias.predict import predict_texts  # noqa: E402
+from newsbias.serve import MicroBatcher, create_app, load_model  # noqa: E402
+
+from conftest import make_planted_rows  # noqa: E402
+from serve_fixtures import RunningServer, adapter_for  # noqa: E402
+
+LABELS = ["left", "center", "right"]
+
+
+@pytest.fixture(scope="module")
+def lm_adapter(tmp_path_factory, tiny_qwen_dir, planted_data_dir) -> Path:
+    return adapter_for("lm", tmp_path_factory, tiny_qwen_dir, planted_data_dir)
+
+
+@pytest.fixture(scope="module")
+def predictor(lm_adapter):
+    return load_model(ServeConfig(adapter=str(lm_adapter), device="cpu"))
+
+
+@pytest.fixture(scope="module")
+def cfg(lm_adapter) -> ServeConfig:
+    return ServeConfig(adapter=str(lm_adapter), max_batch=8, max_wait_ms=20, max_body_bytes=20_000,
+                       max_article_chars=2_000, max_texts=10)
+
+
+@pytest.fixture(scope="module")
+def client(cfg, predictor):
+    with TestClient(create_app(cfg, predictor=predictor), raise_server_exceptions=False) as c:
+        yield c
+
+
+def texts(n: int, seed: int = 7) -> list[str]:
+    return [r["input"] for r in make_planted_rows(n, seed=seed)]
+
+
+def assert_matches(results: list[dict], predictor, inputs: list[str]) -> None:
+    """Each answer equals score_batch on the same text alone (and predict's record)."""
+    model, tok, settings = predictor
+    ref = score_batch(model, tok, settings, inputs, batch_size=1)
+    recs = predict_texts(model, tok, settings, inputs)
+    for r, p, rec in zip(results, ref, recs):
+        assert r["pred"] == LABELS[int(np.argmax(p))] == rec["pred"]
+        assert list(r["probs"]) == LABELS
+        np.testing.assert_allclose([r["probs"][l] for l in LABELS], p, atol=2e-5)
+
+
+# ------------------------------------------------------------------------------ happy paths
+
+
+def test_classify_texts_equals_predict(client, predictor, lm_adapter):
+    inputs = texts(6)
+    r = client.post("/v1/classify", json={"texts": inputs})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert [x["id"] for x in body["results"]] == [str(i) for i in range(6)]
+    assert body["model"] == lm_adapter.name and body["adapter"] == lm_adapter.name
+    assert all(x["model"] == lm_adapter.name and x["adapter"] == lm_adapter.name for x in body["results"])
+    assert body["batch_texts"] >= 6 and body["elapsed_ms"] > 0
+    assert_matches(body["results"], predictor, inputs)
+
+
+def test_classify_articles_ids_and_title(client, predictor):
+    arts = [{"id": "a", "title": "Budget talks", "text": texts(1)[0]}, {"id": "b", "text": texts(2)[1]},
+            {"text": "no id here"}]
+    r = client.post("/v1/classify", json={"articles": arts})
+    assert r.status_code == 200, r.text
+    res = r.json()["results"]
+    assert [x["id"] for x in res] == ["a", "b", "2"]
+    assert_matches(res, predictor, [f"Budget talks\n\n{arts[0]['text']}", arts[1]["text"], "no id here"])
+
+
+def test_health_model_docs_and_page(client, lm_adapter, predictor):
+    h = client.get("/health")
+    assert h.status_code == 200 and h.json()["model_loaded"] is True and h.json()["status"] == "ok"
+    m = client.get("/v1/model").json()
+    settings = predictor[2]
+    assert m["adapter"] == str(lm_adapter) and m["base_model"] == settings.base_model
+    assert m["labels"] == LABELS and m["head"] == "lm" and m["max_length"] == 64
+    assert m["best_val"]["metric"] == "val_macro_f1" and "val_macro_f1" in m["best_val"]
+    assert m["serving"]["max_batch"] == 8
+    assert client.get("/docs").status_code == 200
+    schema = client.get("/openapi.json").json()
+    assert "/v1/classify" in schema["paths"] and "ClassifyRequest" in json.dumps(schema)
+    page = client.get("/")
+    assert page.status_code == 200 and "text/html" in page.headers["content-type"]
+    assert 'id="text"' in page.text and "/v1/classify" in page.text and "<script src" not in page.text
+
+
+# ------------------------------------------------------------------------------ errors
+
+
+@pytest.mark.parametrize("body, field", [
+    ({}, "give exactly one of"),
+    ({"texts": ["a"], "articles": [{"text": "b"}]}, "give exactly one of"),
+    ({"texts": []}, "texts"),
+    ({"texts": ["fine", "   "]}, "texts.1"),
+    ({"texts": "not a list"}, "texts"),
+    ({"texts": [3]}, "texts.0"),
+    ({"articles": [{"title": "no text"}]}, "articles.0.text"),
+    ({"articles": [{"text": ""}]}, "articles.0.text"),
+    ({"articles": [{"text": "x", "url": "http://x"}]}, "articles.0.url"),
+    ({"text": "wrong key"}, "text"),
+])
+def test_schema_errors_are_422_naming_the_field(client, body, field):
+    r = client.post("/v1/classify", json=body)
+    assert r.status_code == 422, r.text
+    assert field in r.json()["error"]
+    assert "Traceback" not in r.text
+
+
+def test_malformed_json_is_422(client):
+    r = client.post("/v1/classify", content=b'{"texts": ["a"', headers={"content-type": "application/json"})
+    assert r.status_code == 422 and "not valid JSON" in r.json()["error"]
+    r = client.post("/v1/classify", content=b"texts=a", headers={"content-type": "text/plain"})
+    assert r.status_code == 422
+
+
+def test_empty_text_message(client):
+    r = client.post("/v1/classify", json={"texts": [" \n "]})
+    assert r.status_code == 422 and r.json()["error"] == "texts.0: text is empty"
+
+
+def test_size_limits_are_413(client):
+    r = client.post("/v1/classify", json={"texts": ["word " * 5000]})  # > max_body_bytes (declared length)
+    assert r.status_code == 413 and "max_body_bytes" in r.json()["error"]
+
+    def chunks():  # no content-length: the streamed size is counted
+        yield b'{"texts": ["'
+        for _ in range(30):
+            yield b"x" * 1000
+        yield b'"]}'
+
+    r = client.post("/v1/classify", content=chunks(), headers={"content-type": "application/json"})
+    assert r.status_code == 413
+    r = client.post("/v1/classify", json={"articles": [{"title": "t", "text": "y" * 2500}]})
+    assert r.status_code == 413 and "articles.0" in r.json()["error"] and "max_article_chars" in r.json()["error"]
+    r = client.post("/v1/classify", json={"texts": ["a"] * 11})
+    assert r.status_code == 413 and "max_texts" in r.json()["error"]
+
+
+def test_unknown_route_and_method(client):
+    assert client.get("/v1/nope").status_code == 404
+    r = client.get("/v1/classify")
+    assert r.status_code == 405 and "error" in r.json()
+
+
+def test_inference_failure_is_500_without_traceback(cfg, predictor, monkeypatch):
+    import newsbias.predict
+
+    def boom(*a, **k):
+        raise RuntimeError("secret internal detail")
+
+    monkeypatch.setattr(newsbias.predict, "predict_texts", boom)
+    with TestClient(create_app(cfg, predictor=predictor), raise_server_exceptions=False) as c:
+        r = c.post("/v1/classify", json={"texts": ["a b c"]})
+        assert r.status_code == 500
+        assert "secret" not in r.text and "Traceback" not in r.text and r.json()["error"]
+        monkeypatch.undo()
+        assert c.post("/v1/classify", json={"texts": ["a b c"]}).status_code == 200  # the worker survived
+
+
+def test_model_that_failed_to_load_is_503(cfg):
+    def bad(_):
+        raise NewsbiasError("adapter not found: /nope")
+
+    with TestClient(create_app(cfg, loader=bad), raise_server_exceptions=False) as c:
+        deadline = time.monotonic() + 10
+        while c.get("/health").json()["status"] == "loading" and time.monotonic() < deadline:
+            time.sleep(0.02)
+        h = c.get("/health")
+        assert h.status_code == 503 and h.json()["model_loaded"] is False and "/nope" in h.json()["error"]
+        r = c.post("/v1/classify", json={"texts": ["a"]})
+        assert r.status_code == 503 and "failed to load" in r.json()["error"]
+        assert c.get("/v1/model").status_code == 503
+        assert c.get("/").status_code == 200  # the page still loads and shows the error on submit
+
+
+def test_loading_model_is_503_then_ready(cfg, predictor):
+    release = threading.Event()
+
+    def slow(_):
+        release.wait(10)
+        return predictor
+
+    with TestClient(create_app(cfg, loader=slow)) as c:
+        assert c.get("/health").json()["status"] == "loading"
+        r = c.post("/v1/classify", json={"texts": ["a"]})
+        assert r.status_code == 503 and "loading" in r.json()["error"]
+        release.set()
+        deadline = time.monotonic() + 10
+        while c.get("/health").status_code != 200 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert c.post("/v1/classify", json={"texts": ["a"]}).status_code == 200
+
+
+def test_zero_shot_base_model_is_servable(tiny_qwen_dir):
+    """No adapter: the real loader builds default settings (head lm) at startup."""
+    cfg = ServeConfig(model=str(tiny_qwen_dir), device="cpu", prompt={"max_length": 64})
+    with TestClient(create_app(cfg)) as c:
+        deadline = time.monotonic() + 30
+        while c.get("/health").status_code != 200 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert c.get("/health").status_code == 200, c.get("/health").json()
+        m = c.get("/v1/model").json()
+        assert m["adapter"] is None and m["head"] == "lm" and m["base_model"] == str(tiny_qwen_dir)
+        r = c.post("/v1/classify", json={"texts": texts(2)})
+        assert r.status_code == 200 and r.json()["results"][0]["adapter"] is None
+        assert r.json()["model"] == tiny_qwen_dir.name
+
+
+# ------------------------------------------------------------------------------ concurrency
+
+
+def test_batcher_batches_and_never_blocks_the_loop():
+    calls: list[list[str]] = []
+
+    def score(batch: list[str]) -> list[str]:
+        calls.append(list(batch))
+        time.sleep(0.05)  # blocking "inference": must run off the event loop
+        return [t.upper() for t in batch]
+
+    async def scenario():
+        b = MicroBatcher(score, max_batch=8, max_wait_ms=10)
+        b.start()
+        ticks = 0
+
+        async def ticker():
+            nonlocal ticks
+            while True:
+                await asyncio.sleep(0.005)
+                ticks += 1
+
+        t = asyncio.create_task(ticker())
+        outs = await asyncio.gather(*(b.submit([f"t{i}", f"u{i}"]) for i in range(25)))
+        t.cancel()
+        await b.stop()
+        return outs, ticks
+
+    outs, ticks = asyncio.run(scenario())
+    assert [o[0] for o in outs] == [[f"T{i}", f"U{i}"] for i in range(25)]
+    assert sum(len(c) for c in calls) == 50 and max(len(c) for c in calls) <= 8
+    assert len(calls) <= 10  # 50 texts in batches of up to 8 (pairs): not one call per request
+    assert ticks >= 10, "the event loop was blocked during inference"
+
+
+def test_many_simultaneous_requests_none_lost(cfg, predictor):
+    """50 concurrent clients against a real uvicorn server: every answer is its own text's."""
+    import httpx
+
+    app = create_app(cfg, predictor=predictor)
+    inputs = texts(50, seed=11)
+
+    async def fire(url: str):
+        async with httpx.AsyncClient(base_url=url, timeout=60) as c:
+            return await asyncio.gather(*(c.post("/v1/classify", json={"articles": [{"id": f"q{i}", "text": t}]})
+                                          for i, t in enumerate(inputs)))
+
+    with RunningServer(app) as srv:
+        responses = asyncio.run(fire(srv.url))
+    assert [r.status_code for r in responses] == [200] * 50
+    results = [r.json()["results"][0] for r in responses]
+    assert [x["id"] for x in results] == [f"q{i}" for i in range(50)]
+    assert_matches(results, predictor, inputs)
+    batches = app.state.newsbias.batcher.batches
+    assert sum(batches) == 50 and max(batches) > 1 and max(batches) <= cfg.max_batch
+    assert max(r.json()["batch_texts"] for r in responses) > 1
+
+
+# ------------------------------------------------------------------------------ CLI
+
+
+def test_cli_serve_errors(capsys, tmp_path):
+    assert main(["serve"]) == 2
+    assert "nothing to serve" in capsys.readouterr().err
+    assert main(["serve", "--adapter", str(tmp_path / "missing")]) == 2
+    assert "adapter not found" in capsys.readouterr().err
+    assert main(["serve", "--adapter", str(tmp_path), "serve.max_batch=0"]) == 2
+    assert "serve.max_batch" in capsys.readouterr().err
