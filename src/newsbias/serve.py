@@ -457,6 +457,7 @@ textarea{height:14rem} button{margin-top:.8rem;padding:.5rem 1.2rem;font:inherit
 .row{display:flex;align-items:center;margin:.3rem 0} .name{width:4.5rem} .pct{width:4rem;text-align:right}
 .track{flex:1;background:#eee;height:1.1rem;margin:0 .5rem;border-radius:3px;overflow:hidden}
 .bar{height:100%} .left{background:#3b6fd4} .center{background:#8a8a8a} .right{background:#d43b3b}
+.lab-left{color:#3b6fd4} .lab-center{color:#555} .lab-right{color:#d43b3b}
 #error{color:#b00020;margin-top:1rem} .note{color:#666;font-size:.85rem;margin-top:1.5rem}
 </style></head><body>
 <h1>newsbias &mdash; political leaning of a news article</h1>
@@ -486,7 +487,7 @@ $('form').addEventListener('submit', async (ev) => {
     if (!r.ok) throw new Error(body.error || ('HTTP ' + r.status));
     const res = body.results[0];
     $('label').textContent = res.pred;
-    $('label').className = res.pred;
+    $('label').className = 'lab-' + res.pred;
     $('label').dataset.label = res.pred;
     const bars = $('bars'); bars.replaceChildren();
     for (const [name, p] of Object.entries(res.probs)) {

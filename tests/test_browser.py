@@ -1,0 +1,108 @@
+"""The classification page in a real headless Chromium against uvicorn on 127.0.0.1.
+
+Needs Debian's ``chromium`` + ``chromium-driver`` (``apt-get install -y chromium chromium-driver``)
+and the ``selenium`` package (dev extra); skipped with the reason when any is missing.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+
+import numpy as np
+import pytest
+
+pytest.importorskip("fastapi", reason="serving needs the serve extra: pip install -e '.[serve]'")
+selenium = pytest.importorskip("selenium", reason="browser test needs selenium: pip install selenium (dev extra)")
+
+from newsbias.config import ServeConfig  # noqa: E402
+from newsbias.modeling import score_batch  # noqa: E402
+from newsbias.serve import create_app, load_model  # noqa: E402
+
+from conftest import make_planted_rows  # noqa: E402
+from serve_fixtures import RunningServer, adapter_for  # noqa: E402
+
+LABELS = ["left", "center", "right"]
+CHROMIUM = os.environ.get("NEWSBIAS_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
+CHROMEDRIVER = os.environ.get("NEWSBIAS_CHROMEDRIVER") or shutil.which("chromedriver")
+
+pytestmark = pytest.mark.skipif(
+    CHROMIUM is None or CHROMEDRIVER is None,
+    reason="headless Chromium not installed: apt-get install -y chromium chromium-driver "
+           f"(found chromium={CHROMIUM}, chromedriver={CHROMEDRIVER})")
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory, tiny_qwen_dir, planted_data_dir):
+    adapter = adapter_for("lm", tmp_path_factory, tiny_qwen_dir, planted_data_dir)
+    cfg = ServeConfig(adapter=str(adapter), max_article_chars=5000)
+    predictor = load_model(cfg)
+    with RunningServer(create_app(cfg, predictor=predictor)) as srv:
+        srv.predictor = predictor
+        yield srv
+
+
+@pytest.fixture(scope="module")
+def browser():
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    profile = tempfile.mkdtemp(prefix="newsbias-chromium-")
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = CHROMIUM
+    for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                 "--disable-dev-shm-usage", "--window-size=1000,900", f"--user-data-dir={profile}"):
+        opts.add_argument(flag)
+    # an explicit driver path: selenium then never tries to download one
+    driver = webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=opts)
+    driver.set_page_load_timeout(30)
+    try:
+        yield driver
+    finally:
+        driver.quit()
+        shutil.rmtree(profile, ignore_errors=True)
+
+
+def test_page_classifies_an_article(server, browser, tmp_path):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as EC
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    title, text = "Budget talks", make_planted_rows(1, seed=21)[0]["input"]
+    browser.get(server.url + "/")
+    assert "newsbias" in browser.title
+    browser.find_element(By.ID, "title").send_keys(title)
+    browser.find_element(By.ID, "text").send_keys(text)
+    browser.find_element(By.ID, "submit").click()
+    wait = WebDriverWait(browser, 20)
+    wait.until(EC.visibility_of_element_located((By.ID, "label")))
+    label = browser.find_element(By.ID, "label").text
+
+    model, tok, settings = server.predictor
+    ref = score_batch(model, tok, settings, [f"{title}\n\n{text}"])[0]
+    assert label == LABELS[int(np.argmax(ref))]
+    rows = browser.find_elements(By.CSS_SELECTOR, "#bars .row")
+    assert [r.get_attribute("data-label") for r in rows] == LABELS
+    for r, p in zip(rows, ref):
+        pct = float(r.find_element(By.CLASS_NAME, "pct").text.rstrip("%"))
+        assert abs(pct - 100 * p) < 0.06
+        width = r.find_element(By.CLASS_NAME, "bar").value_of_css_property("width")
+        track = r.find_element(By.CLASS_NAME, "track").value_of_css_property("width")
+        assert abs(float(width.rstrip("px")) / float(track.rstrip("px")) - p) < 0.02  # the bar is drawn to scale
+    assert "Model:" in browser.find_element(By.ID, "model").text  # /v1/model was fetched
+    browser.save_screenshot(str(tmp_path / "page.png"))
+
+
+def test_page_shows_server_errors(server, browser):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    browser.get(server.url + "/")
+    # over max_article_chars (413); set by script, since typing 5,000 keys takes seconds
+    browser.execute_script("document.getElementById('text').value = arguments[0]", "x" * 5001)
+    browser.find_element(By.ID, "submit").click()
+    WebDriverWait(browser, 20).until(lambda d: d.find_element(By.ID, "error").text)
+    assert "max_article_chars" in browser.find_element(By.ID, "error").text
+    assert not browser.find_element(By.ID, "result").is_displayed()
