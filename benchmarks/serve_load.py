@@ -1,7 +1,7 @@
 """Load test of ``newsbias serve``: micro-batching on vs ``max_batch=1``, on 127.0.0.1 only.
 
     .venv/bin/python benchmarks/serve_load.py [--requests 2000] [--clients 16] [--max-batch 16]
-        [--max-wait-ms 5] [--max-seconds 180] [--rounds 1] [--model DIR]
+        [--max-wait-ms 5] [--max-seconds 180] [--rounds 1] [--threads 1] [--model DIR]
 
 Builds a tiny Qwen3-architecture model (random weights, a BPE tokenizer trained on the spot)
 unless ``--model`` is given, then for each setting starts ``newsbias serve`` in a subprocess on a
@@ -105,10 +105,13 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_server(model: str, port: int, max_batch: int, max_wait_ms: float, max_chars: int) -> subprocess.Popen:
+def start_server(model: str, port: int, max_batch: int, max_wait_ms: float, max_chars: int,
+                 threads: int | None) -> subprocess.Popen:
     cmd = [sys.executable, "-m", "newsbias.cli", "serve", "--model", model, "--host", "127.0.0.1",
            "--port", str(port), "--max-batch", str(max_batch), "--max-wait-ms", str(max_wait_ms), "--device", "cpu",
            "serve.log_level=warning", f"serve.max_article_chars={max_chars}", "serve.prompt.max_length=256"]
+    if threads:
+        cmd += ["--threads", str(threads)]
     return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
 
 
@@ -193,6 +196,7 @@ def main() -> int:
     ap.add_argument("--max-wait-ms", type=float, default=5.0)
     ap.add_argument("--max-seconds", type=float, default=180, help="Time limit of one run.")
     ap.add_argument("--rounds", type=int, default=1, help="Alternating rounds of (batched, max_batch=1).")
+    ap.add_argument("--threads", type=int, default=1, help="Server's torch threads (serve.threads; 0 = torch default).")
     ap.add_argument("--model", help="Base model dir (default: build the tiny model).")
     ap.add_argument("--max-chars", type=int, default=5000, help="serve.max_article_chars for the run.")
     args = ap.parse_args()
@@ -218,7 +222,7 @@ def main() -> int:
         for name, mb, wait in settings_list:
             port = free_port()
             url = f"http://127.0.0.1:{port}"
-            proc = start_server(model, port, mb, wait, args.max_chars)
+            proc = start_server(model, port, mb, wait, args.max_chars, args.threads)
             try:
                 wait_ready(url, proc)
                 asyncio.run(run_load(url, make_requests(50, pool, args.max_chars, seed=99), args.clients, 30))
@@ -244,6 +248,7 @@ def main() -> int:
 
     print(f"\n{args.requests} requests ({n_valid} valid), {args.clients} concurrent clients, "
           f"{platform.processor() or platform.machine()} x{os.cpu_count()} CPU, tiny Qwen3 (2 layers, hidden 64), "
+          f"server torch threads {args.threads or 'default'}, "
           f"load average at start: {load_before:.2f}\n")
     print("| setting | round | max_batch | max_wait_ms | sent | valid answers correct | 5xx | wrong | "
           "mean batch | p50 ms | p99 ms | requests/s |")

@@ -298,3 +298,36 @@ def test_cli_serve_errors(capsys, tmp_path):
     assert "adapter not found" in capsys.readouterr().err
     assert main(["serve", "--adapter", str(tmp_path), "serve.max_batch=0"]) == 2
     assert "serve.max_batch" in capsys.readouterr().err
+
+
+def test_cli_serve_runs_a_real_server(tiny_qwen_dir):
+    """`newsbias serve` in a subprocess: binds 127.0.0.1, answers, stops on SIGTERM."""
+    import subprocess
+    import sys
+
+    import httpx
+
+    from serve_fixtures import free_port
+
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "newsbias.cli", "serve", "--model", str(tiny_qwen_dir),
+                             "--port", str(port), "--max-batch", "4", "serve.log_level=warning",
+                             "serve.prompt.max_length=64"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline, health = time.monotonic() + 60, None
+        while time.monotonic() < deadline and proc.poll() is None:
+            try:
+                health = httpx.get(f"http://127.0.0.1:{port}/health", timeout=2)
+                if health.status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.1)
+        assert health is not None and health.status_code == 200, proc.stderr.read() if proc.poll() is not None else ""
+        r = httpx.post(f"http://127.0.0.1:{port}/v1/classify", json={"texts": ["a b c"]}, timeout=10)
+        assert r.status_code == 200 and r.json()["results"][0]["pred"] in LABELS
+        assert httpx.get(f"http://127.0.0.1:{port}/v1/model").json()["serving"]["max_batch"] == 4
+    finally:
+        proc.terminate()
+        out, _ = proc.communicate(timeout=20)
+    assert proc.returncode == 0
+    assert f"http://127.0.0.1:{port}/" in out

@@ -300,7 +300,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     overrides = _flag_overrides(args, {
         "model": "serve.model", "adapter": "serve.adapter", "head": "serve.head", "name": "serve.name",
         "host": "serve.host", "port": "serve.port", "device": "serve.device", "dtype": "serve.dtype",
-        "max_batch": "serve.max_batch", "max_wait_ms": "serve.max_wait_ms",
+        "max_batch": "serve.max_batch", "max_wait_ms": "serve.max_wait_ms", "threads": "serve.threads",
     }) + list(args.overrides)
     full = load_config(args.config, overrides)
     from .config import ServeConfig
@@ -337,6 +337,7 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-batch", dest="max_batch", type=int, help="Texts per micro-batch (= serve.max_batch).")
     p.add_argument("--max-wait-ms", dest="max_wait_ms", type=float,
                    help="Wait for a micro-batch to fill (= serve.max_wait_ms).")
+    p.add_argument("--threads", type=int, help="torch intra-op threads (= serve.threads).")
     p.set_defaults(func=_cmd_serve)
 
 

@@ -366,6 +366,8 @@ class ServeConfig(StrictModel):
     max_article_chars: int = Field(default=100_000, ge=1, description="Longer articles (title + text) get 413.")
     max_texts: int = Field(default=64, ge=1, description="Most articles in one request (more get 413).")
     prompt: PredictPromptConfig = Field(default_factory=PredictPromptConfig)
+    threads: Optional[int] = Field(default=None, ge=1, description="torch intra-op threads (null = torch's "
+                                   "default); 1 leaves a core to the HTTP side on a small CPU box.")
     log_level: Literal["critical", "error", "warning", "info", "debug"] = "info"
 
 

@@ -24,10 +24,9 @@ import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Annotated, Any, Callable, Optional
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
-from typing_extensions import Annotated
 
 from .config import PredictConfig, ServeConfig
 from .errors import NewsbiasError
@@ -46,6 +45,7 @@ def load_model(cfg: ServeConfig) -> Predictor:
     Goes through :func:`newsbias.predict.load_predictor` (the loader ``predict`` uses); a model
     directory written by ``newsbias export --merge`` brings its own ``newsbias.json``.
     """
+    set_threads(cfg)
     if not cfg.adapter and cfg.model and (Path(cfg.model) / "newsbias.json").is_file():
         from .export import load_merged
 
@@ -55,6 +55,14 @@ def load_model(cfg: ServeConfig) -> Predictor:
     pcfg = PredictConfig(model=cfg.model, adapter=cfg.adapter, head=cfg.head, input="-", out="-",
                          device=cfg.device, dtype=cfg.dtype, prompt=cfg.prompt)
     return load_predictor(pcfg)
+
+
+def set_threads(cfg: ServeConfig) -> None:
+    """Apply ``serve.threads`` (torch's intra-op thread count is process-wide)."""
+    if cfg.threads:
+        import torch
+
+        torch.set_num_threads(cfg.threads)
 
 
 def model_name(cfg: ServeConfig) -> str:
@@ -150,6 +158,8 @@ class MicroBatcher:
     batches: list[int] = field(default_factory=list)  # sizes of recent batches (for tests and /v1/model)
     _queue: Optional[asyncio.Queue] = None
     _task: Optional[asyncio.Task] = None
+    _carry: Optional[_Job] = None  # a request that did not fit the last batch: first in the next
+
 
     def start(self) -> None:
         self._queue = asyncio.Queue()
@@ -160,8 +170,10 @@ class MicroBatcher:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
+        left = [self._carry] if self._carry is not None else []
         while self._queue is not None and not self._queue.empty():
-            job = self._queue.get_nowait()
+            left.append(self._queue.get_nowait())
+        for job in left:
             if not job.future.done():
                 job.future.set_exception(RuntimeError("server shutting down"))
 
@@ -176,7 +188,10 @@ class MicroBatcher:
 
     async def _gather(self) -> list[_Job]:
         assert self._queue is not None
-        jobs = [await self._queue.get()]
+        if self._carry is not None:
+            jobs, self._carry = [self._carry], None
+        else:
+            jobs = [await self._queue.get()]
         n = len(jobs[0].texts)
         deadline = time.monotonic() + self.max_wait_ms / 1000
         while n < self.max_batch:
@@ -192,7 +207,7 @@ class MicroBatcher:
                 except asyncio.TimeoutError:
                     break
             if n + len(nxt.texts) > self.max_batch:
-                self._queue.put_nowait(nxt)  # back of the queue: order between requests does not matter
+                self._carry = nxt
                 break
             jobs.append(nxt)
             n += len(nxt.texts)
@@ -302,6 +317,7 @@ def create_app(cfg: Optional[ServeConfig] = None, predictor: Optional[Predictor]
     from starlette.exceptions import HTTPException as StarletteHTTPException
 
     cfg = cfg or ServeConfig()
+    set_threads(cfg)
     state = _State(cfg=cfg, name=model_name(cfg), predictor=predictor)
     adapter_name = Path(cfg.adapter).name if cfg.adapter else None
 
