@@ -50,6 +50,16 @@ def test_merged_model_scores_like_base_plus_adapter(adapters, head, tmp_path):
     got = score_batch(m2, tok2, s2, texts, batch_size=4)
     np.testing.assert_allclose(got, ref, atol=1e-5)
     assert (got.argmax(1) == ref.argmax(1)).all()
+    # `newsbias predict --model <export>` reads the export's newsbias.json and scores the same
+    from newsbias.config import PredictConfig
+    from newsbias.predict import run_predict
+
+    inp = tmp_path / "in.jsonl"
+    inp.write_text("".join(json.dumps({"id": str(i), "text": t}) + "\n" for i, t in enumerate(texts)))
+    run_predict(PredictConfig(model=str(out), input=str(inp), out=str(tmp_path / "p.jsonl"), device="cpu"),
+                progress=False)
+    preds = [json.loads(l) for l in (tmp_path / "p.jsonl").read_text().splitlines()]
+    np.testing.assert_allclose([[p["probs"][l] for l in settings.labels] for p in preds], ref, atol=1e-5)
     # the adapter changed something: merging a no-op would pass the check above trivially
     if head == "cls":
         from newsbias.modeling import load_model_and_tokenizer

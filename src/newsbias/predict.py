@@ -187,6 +187,10 @@ def load_predictor(cfg: PredictConfig, instruction: Optional[str] = None) -> tup
         if settings.head == "cls":
             model.config.pad_token_id = tok.pad_token_id
         model = load_adapter(model, adir)
+    elif cfg.model and (Path(cfg.model) / "newsbias.json").is_file():
+        # a merged export (`newsbias export --merge`) brings its own settings: score it as trained
+        settings = ModelSettings.load(cfg.model)
+        model, tok = load_model_and_tokenizer(cfg.model, head=settings.head, device=cfg.device, dtype=cfg.dtype)
     else:
         if not cfg.model:
             raise NewsbiasError("nothing to predict with: set predict.model (a base model) and/or predict.adapter")

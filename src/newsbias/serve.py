@@ -46,10 +46,6 @@ def load_model(cfg: ServeConfig) -> Predictor:
     directory written by ``newsbias export --merge`` brings its own ``newsbias.json``.
     """
     set_threads(cfg)
-    if not cfg.adapter and cfg.model and (Path(cfg.model) / "newsbias.json").is_file():
-        from .export import load_merged
-
-        return load_merged(cfg.model, device=cfg.device, dtype=cfg.dtype)
     from .predict import load_predictor
 
     pcfg = PredictConfig(model=cfg.model, adapter=cfg.adapter, head=cfg.head, input="-", out="-",
