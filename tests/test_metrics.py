@@ -235,3 +235,25 @@ def test_cli_evaluate(tmp_path, capsys):
     assert "not found" in capsys.readouterr().err
     assert main(["evaluate"]) == 2
     assert "--preds" in capsys.readouterr().err
+
+
+def test_outlet_bootstrap_is_wider_when_outlets_are_uniform_blocks():
+    """Each outlet all right or all wrong: resampling outlets must show far more spread than articles."""
+    from newsbias.metrics import bootstrap_macro_f1_by_group, compute_metrics
+
+    gold, pred, outlets = [], [], []
+    for o in range(12):
+        lab = o % 3
+        right = o % 2 == 0
+        for _ in range(50):
+            gold.append(lab)
+            pred.append(lab if right else (lab + 1) % 3)
+            outlets.append(f"outlet{o}")
+    gold, pred = np.array(gold), np.array(pred)
+    m = compute_metrics(gold, pred, outlets=outlets, n_boot=500, seed=1)
+    art, out = m["macro_f1_ci"], m["macro_f1_ci_outlets"]
+    assert out["n_groups"] == 12 and out["low"] <= m["macro_f1"] <= out["high"]
+    assert (out["high"] - out["low"]) > 3 * (art["high"] - art["low"])
+    again = bootstrap_macro_f1_by_group(gold, pred, outlets, n_boot=500, seed=1)
+    assert again["low"] == out["low"] and again["high"] == out["high"]
+    assert bootstrap_macro_f1_by_group(gold, pred, ["one"] * len(gold)) is None

@@ -337,12 +337,15 @@ def run_compare(cfg: CompareConfig) -> dict[str, Any]:
 
 
 def _results_rows(ctx: dict[str, Any]) -> tuple[list[str], list[list[Any]]]:
-    header = ["model", "macro-F1", "95% CI", "micro-F1", "accuracy", "invalid rate", "ordinal MAE", "ECE", "n"]
+    by_outlet = any(ctx["metrics"][n].get("macro_f1_ci_outlets") for n in ctx["names"])
+    header = ["model", "macro-F1", "95% CI", *(["95% CI (outlets)"] if by_outlet else []), "micro-F1", "accuracy",
+              "invalid rate", "ordinal MAE", "ECE", "n"]
     rows = []
+    fmt_ci = lambda ci: f"[{_fmt(ci['low'])}, {_fmt(ci['high'])}]" if ci else "–"  # noqa: E731
     for name in ctx["names"]:
         m = ctx["metrics"][name]
-        ci = m.get("macro_f1_ci")
-        rows.append([name, _fmt(m["macro_f1"]), f"[{_fmt(ci['low'])}, {_fmt(ci['high'])}]" if ci else "–",
+        rows.append([name, _fmt(m["macro_f1"]), fmt_ci(m.get("macro_f1_ci")),
+                     *([fmt_ci(m.get("macro_f1_ci_outlets"))] if by_outlet else []),
                      _fmt(m["micro_f1"]), _fmt(m["accuracy"]), f"{m['invalid_rate']:.1%}", _fmt(m["ordinal_mae"]),
                      _fmt(m["ece"]), m["n"]])
     return header, rows
@@ -398,7 +401,9 @@ def render_markdown(ctx: dict[str, Any]) -> str:
         parts += [f"Rows without gold skipped: {skipped}.", ""]
     parts += ["## Results", "", md_table(*_results_rows(ctx)), "",
               "Invalid outputs count as wrong. The interval is a percentile bootstrap over articles "
-              f"({cfg.metrics.n_boot} resamples, seed {cfg.metrics.seed}).", "",
+              f"({cfg.metrics.n_boot} resamples, seed {cfg.metrics.seed})"
+              + ("; \"CI (outlets)\" resamples whole outlets, the honest interval when a few outlets dominate "
+                 "the test set (articles of one outlet are not independent)." if cfg.metrics.by_outlet else "."), "",
               "## Per-class F1", "", md_table(*_per_class_rows(ctx)), "",
               "![per-class F1](per_class_f1.png)", "", "## Confusion matrices", "",
               "Rows are gold labels, columns predictions.", ""]
