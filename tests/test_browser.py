@@ -17,7 +17,6 @@ pytest.importorskip("fastapi", reason="serving needs the serve extra: pip instal
 selenium = pytest.importorskip("selenium", reason="browser test needs selenium: pip install selenium (dev extra)")
 
 from newsbias.config import ServeConfig  # noqa: E402
-from newsbias.modeling import score_batch  # noqa: E402
 from newsbias.serve import create_app, load_model  # noqa: E402
 
 from conftest import make_planted_rows  # noqa: E402
@@ -80,8 +79,7 @@ def test_page_classifies_an_article(server, browser, tmp_path):
     wait.until(EC.visibility_of_element_located((By.ID, "label")))
     label = browser.find_element(By.ID, "label").text
 
-    model, tok, settings = server.predictor
-    ref = score_batch(model, tok, settings, [f"{title}\n\n{text}"])[0]
+    ref = server.predictor.predict_proba([f"{title}\n\n{text}"])[0]
     assert label == LABELS[int(np.argmax(ref))]
     rows = browser.find_elements(By.CSS_SELECTOR, "#bars .row")
     assert [r.get_attribute("data-label") for r in rows] == LABELS

@@ -13,8 +13,9 @@ import yaml
 from newsbias.cli import main
 from newsbias.config import ExportConfig
 from newsbias.errors import NewsbiasError
-from newsbias.export import is_hub_id, load_merged, model_card, run_export
-from newsbias.modeling import ModelSettings, load_for_inference, score_batch
+from newsbias.classifier import Classifier
+from newsbias.export import is_hub_id, model_card, run_export
+from newsbias.modeling import ModelSettings, score_batch
 
 from conftest import make_planted_rows
 from serve_fixtures import adapter_for
@@ -34,8 +35,9 @@ def front_matter(card: str) -> dict:
 @pytest.mark.parametrize("head", ["lm", "cls"])
 def test_merged_model_scores_like_base_plus_adapter(adapters, head, tmp_path):
     texts = [r["input"] for r in make_planted_rows(9, seed=5)]
-    model, tok, settings = load_for_inference(adapters[head], device="cpu")
-    ref = score_batch(model, tok, settings, texts, batch_size=4)
+    clf = Classifier.load(str(adapters[head]), device="cpu")
+    tok, settings = clf.tokenizer, clf.settings
+    ref = clf.predict_proba(texts, batch_size=4)
 
     res = run_export(ExportConfig(adapter=str(adapters[head]), out=str(tmp_path / "merged"), merge=True))
     out = Path(res["out"])
@@ -45,9 +47,9 @@ def test_merged_model_scores_like_base_plus_adapter(adapters, head, tmp_path):
     saved = ModelSettings.load(out)
     assert saved.extra["merged"] is True and saved.head == head and saved.base_model == settings.base_model
 
-    m2, tok2, s2 = load_merged(out, device="cpu")
-    assert not hasattr(m2, "peft_config")  # a plain transformers model
-    got = score_batch(m2, tok2, s2, texts, batch_size=4)
+    merged = Classifier.load(str(out), device="cpu")
+    assert not hasattr(merged.model, "peft_config")  # a plain transformers model
+    got = merged.predict_proba(texts, batch_size=4)
     np.testing.assert_allclose(got, ref, atol=1e-5)
     assert (got.argmax(1) == ref.argmax(1)).all()
     # `newsbias predict --model <export>` reads the export's newsbias.json and scores the same

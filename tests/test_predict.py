@@ -16,7 +16,7 @@ import pytest
 from newsbias.config import PredictConfig, TrainConfig
 from newsbias.errors import NewsbiasError
 from newsbias.metrics import compute_metrics
-from newsbias.modeling import load_for_inference, score_batch
+from newsbias.classifier import Classifier
 from newsbias.predict import parse_generation, run_predict
 from newsbias.train import train
 
@@ -79,8 +79,7 @@ def test_tuned_scoring_records_are_complete_and_learned(lm_adapter_dir, planted_
         assert abs(sum(r["probs"].values()) - 1) < 1e-4
         assert r["pred"] == max(r["probs"], key=r["probs"].get)
     # the same numbers as the shared scoring function on the same texts
-    model, tok, settings = load_for_inference(lm_adapter_dir)
-    probs = score_batch(model, tok, settings, [s["input"] for s in src])
+    probs = Classifier.load(str(lm_adapter_dir)).predict_proba([s["input"] for s in src])
     got = np.array([[r["probs"][l] for l in LABELS] for r in rows])
     assert np.allclose(got, probs, atol=1e-5)
     met = compute_metrics([LABELS.index(r["gold"]) for r in rows], [LABELS.index(r["pred"]) for r in rows])
@@ -189,7 +188,7 @@ def test_bad_inputs(lm_adapter_dir, tiny_qwen_dir, tmp_path):
     with pytest.raises(NewsbiasError, match="adapter not found"):
         run_predict(pcfg(adapter=str(tmp_path / "nope"), input=str(good), out=str(tmp_path / "a.jsonl")), progress=False)
     (tmp_path / "not_an_adapter").mkdir()
-    with pytest.raises(NewsbiasError, match="no newsbias.json"):
+    with pytest.raises(NewsbiasError, match="not an adapter directory"):
         run_predict(pcfg(adapter=str(tmp_path / "not_an_adapter"), input=str(good), out=str(tmp_path / "a.jsonl")),
                     progress=False)
     with pytest.raises(NewsbiasError, match="was trained on"):

@@ -19,8 +19,6 @@ from fastapi.testclient import TestClient  # noqa: E402
 from newsbias.cli import main  # noqa: E402
 from newsbias.config import ServeConfig  # noqa: E402
 from newsbias.errors import NewsbiasError  # noqa: E402
-from newsbias.modeling import score_batch  # noqa: E402
-from newsbias.predict import predict_texts  # noqa: E402
 from newsbias.serve import MicroBatcher, create_app, load_model  # noqa: E402
 
 from conftest import make_planted_rows  # noqa: E402
@@ -57,9 +55,8 @@ def texts(n: int, seed: int = 7) -> list[str]:
 
 def assert_matches(results: list[dict], predictor, inputs: list[str]) -> None:
     """Each answer equals score_batch on the same text alone (and predict's record)."""
-    model, tok, settings = predictor
-    ref = score_batch(model, tok, settings, inputs, batch_size=1)
-    recs = predict_texts(model, tok, settings, inputs)
+    ref = np.vstack([predictor.predict_proba([t]) for t in inputs])
+    recs = predictor.classify(inputs)
     for r, p, rec in zip(results, ref, recs):
         assert r["pred"] == LABELS[int(np.argmax(p))] == rec["pred"]
         assert list(r["probs"]) == LABELS
@@ -95,7 +92,7 @@ def test_health_model_docs_and_page(client, lm_adapter, predictor):
     h = client.get("/health")
     assert h.status_code == 200 and h.json()["model_loaded"] is True and h.json()["status"] == "ok"
     m = client.get("/v1/model").json()
-    settings = predictor[2]
+    settings = predictor.settings
     assert m["adapter"] == str(lm_adapter) and m["base_model"] == settings.base_model
     assert m["labels"] == LABELS and m["head"] == "lm" and m["max_length"] == 64
     assert m["best_val"]["metric"] == "val_macro_f1" and "val_macro_f1" in m["best_val"]
@@ -167,12 +164,10 @@ def test_unknown_route_and_method(client):
 
 
 def test_inference_failure_is_500_without_traceback(cfg, predictor, monkeypatch):
-    import newsbias.predict
-
     def boom(*a, **k):
         raise RuntimeError("secret internal detail")
 
-    monkeypatch.setattr(newsbias.predict, "predict_texts", boom)
+    monkeypatch.setattr(predictor, "classify", boom)
     with TestClient(create_app(cfg, predictor=predictor), raise_server_exceptions=False) as c:
         r = c.post("/v1/classify", json={"texts": ["a b c"]})
         assert r.status_code == 500

@@ -15,7 +15,7 @@ from safetensors.torch import load_file
 
 from newsbias.config import TrainConfig, load_config
 from newsbias.errors import NewsbiasError
-from newsbias.modeling import load_for_inference, score_batch
+from newsbias.classifier import Classifier
 from newsbias.train import (LabelOnlyCollator, balanced_class_weights, epoch_batches, read_jsonl_examples,
                             resolve_data_paths, train)
 
@@ -144,10 +144,10 @@ def test_planted_word_is_learned_and_adapter_reloads(request, head, model_fixtur
     # prediction's path: base + adapter + newsbias.json reproduce the best val F1
     from sklearn.metrics import f1_score
 
-    model, tok, s = load_for_inference(out)
+    clf = Classifier.load(str(out))
     val = [json.loads(l) for l in (planted_data_dir / "val.jsonl").read_text().splitlines()]
-    probs = score_batch(model, tok, s, [r["input"] for r in val])
-    pred = [s.labels[i] for i in probs.argmax(1)]
+    probs = clf.predict_proba([r["input"] for r in val])
+    pred = [clf.labels[i] for i in probs.argmax(1)]
     f1 = f1_score([r["output"] for r in val], pred, average="macro")
     assert abs(f1 - summary["best_val"]["val_macro_f1"]) < 1e-6
 
@@ -198,8 +198,7 @@ def test_torchrun_two_processes_gloo(tiny_qwen_dir, planted_data_dir, tmp_path):
     assert "wrote adapter" in r.stdout
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["summary"]["world_size"] == 2
-    model, tok, s = load_for_inference(out)
-    assert score_batch(model, tok, s, ["some text"]).shape == (1, 3)
+    assert Classifier.load(str(out)).predict_proba(["some text"]).shape == (1, 3)
 
 
 # ------------------------------------------------------------------------------ quick check
@@ -223,10 +222,10 @@ def test_quick_check_end_to_end(kaggle_sample_dir, tiny_qwen_dir, tmp_path):
     out = tmp_path / "adapter"
     manifest = json.loads((out / "manifest.json").read_text())
     assert "train.jsonl" in manifest["data"]["prep_meta"]["outputs"]
-    model, tok, s = load_for_inference(out)
-    assert s.prompt.max_length == 160 and s.head == "lm"
+    clf = Classifier.load(str(out))
+    assert clf.settings.prompt.max_length == 160 and clf.settings.head == "lm"
     test_rows = [json.loads(l) for l in (kaggle_sample_dir / "test.jsonl").read_text().splitlines()[:4]]
-    p = score_batch(model, tok, s, [r["input"] for r in test_rows])
+    p = clf.predict_proba([r["input"] for r in test_rows])
     assert p.shape == (4, 3) and np.allclose(p.sum(1), 1, atol=1e-5)
 
 

@@ -139,9 +139,15 @@ class PrepConfig(StrictModel):
 
 
 class TrainModelConfig(StrictModel):
-    name_or_path: str = Field(default="Qwen/Qwen3-0.6B", description="Hugging Face hub id or local model directory.")
+    name_or_path: str = Field(default="Qwen/Qwen3-0.6B", description="Hugging Face hub id, local model directory "
+                              "or .gguf file.")
+    gguf_file: Optional[str] = Field(default=None, description="GGUF file inside the model directory (or give "
+                                     "the .gguf path itself as the model).")
     head: Literal["lm", "cls"] = Field(
         default="lm", description="lm: label-token scoring of a causal LM; cls: sequence-classification head.")
+    pooling: Literal["cls", "mean"] = Field(
+        default="cls", description="cls head only: cls = transformers' classifier ([CLS] / last token); mean = a "
+                                   "linear head over the mean of the last hidden states (sentence encoders).")
     device: str = Field(default="auto", description="auto, cpu, cuda, cuda:1 ...")
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
         default="auto", description="auto: bf16 on GPUs that support it, fp32 on CPU.")
@@ -228,9 +234,18 @@ class TrainConfig(StrictModel):
     optim: TrainOptimConfig = Field(default_factory=TrainOptimConfig)
     eval: TrainEvalConfig = Field(default_factory=TrainEvalConfig)
     checkpoint: TrainCheckpointConfig = Field(default_factory=TrainCheckpointConfig)
+    finetune: Literal["lora", "full"] = Field(
+        default="lora", description="lora: train LoRA adapters (+ the cls head); full: train every weight and save "
+                                    "the whole model (small encoders).")
     out_dir: str = Field(default="runs/train", description="Adapter output directory.")
     seed: int = 42
     progress: bool = True
+
+    @model_validator(mode="after")
+    def _pooling_needs_cls(self) -> "TrainConfig":
+        if self.model.pooling == "mean" and self.model.head != "cls":
+            raise ValueError("model.pooling=mean needs model.head=cls (the lm head reads the label token's logits)")
+        return self
 
 
 # === predict section (owned by predict.py) ===
@@ -248,7 +263,10 @@ class PredictPromptConfig(StrictModel):
 
 
 class PredictConfig(StrictModel):
-    model: Optional[str] = Field(default=None, description="Base model id or path; defaults to the adapter's base.")
+    model: Optional[str] = Field(default=None, description="Base model id, path or .gguf file, or a trained model "
+                                 "directory (merged export, full fine-tune); defaults to the adapter's base.")
+    gguf_file: Optional[str] = Field(default=None, description="GGUF file inside the model directory (or give "
+                                     "the .gguf path itself as the model).")
     adapter: Optional[str] = Field(default=None, description="Training output directory (newsbias.json + peft files).")
     input: str = Field(description="JSONL/CSV file, a prep output directory (with `split`), or '-' for stdin.")
     split: str = Field(default="test", description="Which split file to read when `input` is a directory.")
@@ -257,6 +275,9 @@ class PredictConfig(StrictModel):
     head: Literal["lm", "cls"] = Field(
         default="lm", description="Head of a base model scored without an adapter: lm (zero-shot from the label "
                                   "tokens) or cls (an untrained, seeded classifier head: the chance-level reference).")
+    pooling: Literal["cls", "mean"] = Field(
+        default="cls", description="cls head only: cls = transformers' classifier ([CLS] / last token); mean = a "
+                                   "linear head over the mean of the last hidden states (sentence encoders).")
     name: Optional[str] = Field(default=None, description="Model name written into each record (default: base / adapter dir name).")
     batch_size: int = Field(default=8, ge=1)
     max_new_tokens: int = Field(default=6, ge=1, le=512)
@@ -352,8 +373,14 @@ class ServeConfig(StrictModel):
 
     model: Optional[str] = Field(default=None, description="Base model id or path (or a merged export dir); "
                                                          "defaults to the adapter's base.")
+    gguf_file: Optional[str] = Field(default=None, description="GGUF file inside the model directory (or give "
+                                     "the .gguf path itself as the model).")
     adapter: Optional[str] = Field(default=None, description="Training output directory; omit for zero-shot / merged.")
     head: Literal["lm", "cls"] = Field(default="lm", description="Head of a base model served without an adapter.")
+    pooling: Literal["cls", "mean"] = Field(
+        default="cls", description="cls head only: cls = transformers' classifier ([CLS] / last token); mean = a "
+                                   "linear head over the mean of the last hidden states (sentence encoders).")
+
     name: Optional[str] = Field(default=None, description="Model name in each answer (default: adapter dir name / base).")
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=0, le=65535)
@@ -377,7 +404,8 @@ class ExportConfig(StrictModel):
     adapter: str = Field(description="Training output directory (newsbias.json + peft files).")
     out: str = Field(description="Export directory (created; must be empty or absent unless overwrite).")
     merge: bool = Field(default=False, description="Merge the LoRA weights into the base (one safetensors model).")
-    base_model: Optional[str] = Field(default=None, description="Base model path to merge into (default: the adapter's).")
+    base_model: Optional[str] = Field(default=None, description="Base model path or .gguf file to merge into "
+                                      "(default: the adapter's).")
     base_model_id: Optional[str] = Field(default=None, description="Hub id of the base for the model card "
                                                                   "(default: the recorded base, if it is a hub id).")
     license: Optional[str] = Field(default=None, description="License of the base (default: known for common bases).")

@@ -5,7 +5,7 @@
 * With ``merge``: the LoRA weights folded into the base (``merge_and_unload``; for ``head: cls``
   the trained classifier replaces the base's) and saved as a plain transformers model
   (safetensors) with the tokenizer and ``newsbias.json`` (``merged: true``). It scores like base +
-  adapter; load it with :func:`load_merged` or ``newsbias serve --model DIR``.
+  adapter; load it with ``Classifier.load(DIR)`` or ``newsbias serve --model DIR``.
 
 Both get a ``README.md`` model card (:func:`model_card`). ``push_to_hub`` uploads the directory
 with ``huggingface_hub`` (token from ``HF_TOKEN`` or ``huggingface-cli login``).
@@ -23,7 +23,8 @@ import yaml
 
 from .config import ExportConfig
 from .errors import NewsbiasError
-from .modeling import ModelSettings, load_for_inference, load_model_and_tokenizer
+from .classifier import Classifier
+from .modeling import ModelSettings
 
 log = logging.getLogger(__name__)
 
@@ -49,25 +50,11 @@ def merge_adapter(adapter_dir: str | Path, out_dir: str | Path, base_model: Opti
     """Base + adapter merged into one transformers model saved in ``out_dir`` (safetensors).
 
     Writes the model, the adapter's tokenizer and ``newsbias.json`` (``merged: true``, the
-    original base kept in ``base_model``); returns the settings written.
+    original base kept in ``base_model``); returns the settings written. A GGUF base is written
+    as ordinary safetensors weights (the dequantised values it was trained on).
     """
-    model, tok, settings = load_for_inference(adapter_dir, base_model=base_model, device="cpu", dtype=dtype)
-    merged = model.merge_and_unload()
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    merged.save_pretrained(str(out), safe_serialization=True)
-    tok.save_pretrained(str(out))
-    settings.extra = {**settings.extra, "merged": True, "merged_from": str(adapter_dir)}
-    settings.save(out)
-    return settings
-
-
-def load_merged(model_dir: str | Path, device: str = "auto", dtype: str = "auto") -> tuple[Any, Any, ModelSettings]:
-    """(model, tokenizer, settings) of a directory written by :func:`merge_adapter`: scores as trained."""
-    settings = ModelSettings.load(model_dir)
-    model, tok = load_model_and_tokenizer(str(model_dir), head=settings.head, device=device, dtype=dtype)
-    model.eval()
-    return model, tok, settings
+    clf = Classifier.load(str(adapter_dir), base_model=base_model, device="cpu", dtype=dtype)
+    return clf.save(out_dir, extra={"merged": True, "merged_from": str(adapter_dir)})
 
 
 # ------------------------------------------------------------------------------ model card
@@ -172,16 +159,16 @@ def model_card(adapter_dir: str | Path, merged: bool = False, base_model_id: Opt
     lines += ["## Use", ""]
     if merged:
         lines += ["```bash", "newsbias serve --model path/to/this/dir   # API + page on 127.0.0.1:8000", "```", "",
-                  "```python", "from newsbias.export import load_merged", "from newsbias.modeling import score_batch",
-                  "model, tok, settings = load_merged(\"path/to/this/dir\")",
-                  "probs = score_batch(model, tok, settings, [\"article text ...\"])  # columns: left, center, right",
+                  "```python", "from newsbias.classifier import Classifier",
+                  "clf = Classifier.load(\"path/to/this/dir\")",
+                  "probs = clf.predict_proba([\"article text ...\"])  # columns: left, center, right",
                   "```", ""]
     else:
-        lines += ["```bash", f"newsbias predict --adapter path/to/this/dir --input articles.jsonl --out preds.jsonl",
+        lines += ["```bash", "newsbias predict --adapter path/to/this/dir --input articles.jsonl --out preds.jsonl",
                   "newsbias serve --adapter path/to/this/dir   # API + page on 127.0.0.1:8000", "```", "",
-                  "```python", "from newsbias.modeling import load_for_inference, score_batch",
-                  "model, tok, settings = load_for_inference(\"path/to/this/dir\")",
-                  "probs = score_batch(model, tok, settings, [\"article text ...\"])  # columns: left, center, right",
+                  "```python", "from newsbias.classifier import Classifier",
+                  "clf = Classifier.load(\"path/to/this/dir\")",
+                  "probs = clf.predict_proba([\"article text ...\"])  # columns: left, center, right",
                   "```", ""]
     lines += ["Scoring reads the model's probabilities for the three labels from one forward pass, with the "
               "prompt, truncation and label tokens recorded in `newsbias.json`; use newsbias to get the same "

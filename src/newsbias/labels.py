@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 import re
-from typing import Literal, Mapping
+from typing import Literal, Mapping, Optional, Sequence
 
 LABELS: tuple[str, ...] = ("left", "center", "right")
 
@@ -90,3 +90,25 @@ class LabelNormalizer:
                 return self.aliases.get(key)  # only an explicit mapping can give a number meaning
             return NUMERIC_SCHEMES[self.numeric].get(int(float(text)), self.aliases.get(key))
         return None
+
+
+_THINK = re.compile(r"<think>.*?(?:</think>|$)", re.S | re.I)
+_SPECIAL = re.compile(r"<\|[^|>]*\|>|</?s>|\[/?[A-Z]+\]")
+# Compounds first: "center-left" is a lean, and a lean maps to its side (as the 5->3 label mapping does).
+_LABEL_WORD = re.compile(r"\b(?:(?:center|centre)[\s-]+(left|right)|(left|right)[\s-]+(?:of[\s-]+)?(?:center|centre)"
+                         r"|(left|right|center|centre|centrist)(?:[\s-]*leaning)?)\b", re.I)
+
+
+def parse_generation(raw: str, labels: Sequence[str] = LABELS) -> Optional[str]:
+    """The first label word in a generated answer, or None when there is none.
+
+    Strips Qwen3 ``<think>…</think>`` blocks (and an unclosed one) and special tokens first.
+    "Center-left" / "left of center" count as left, "centre"/"centrist" as center.
+    """
+    text = _SPECIAL.sub(" ", _THINK.sub(" ", raw or ""))
+    m = _LABEL_WORD.search(text)
+    if not m:
+        return None
+    word = (m.group(1) or m.group(2) or m.group(3)).lower()
+    word = {"centre": "center", "centrist": "center"}.get(word, word)
+    return word if word in labels else None

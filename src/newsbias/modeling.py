@@ -6,9 +6,9 @@ position), never to a full ``[sequence x vocab]`` tensor. ``head: cls`` uses
 ``AutoModelForSequenceClassification`` (decoders and encoders alike) with the classifier trained
 and saved through ``modules_to_save``.
 
-Public entry points used by training, prediction and serving: :func:`resolve_device_dtype`,
-:func:`load_model_and_tokenizer`, :func:`add_lora`, :func:`load_adapter`,
-:func:`load_for_inference`, :func:`score_batch`.
+Public entry points: :func:`resolve_device_dtype`, :func:`load_model_and_tokenizer` (hub id,
+directory or ``.gguf`` file), :func:`add_lora`, :func:`load_adapter`, :func:`score_batch`. Loading a
+model for inference is :meth:`newsbias.classifier.Classifier.load`.
 """
 
 from __future__ import annotations
@@ -34,6 +34,7 @@ log = logging.getLogger(__name__)
 
 SETTINGS_FILE = "newsbias.json"
 Head = Literal["lm", "cls"]
+Pooling = Literal["cls", "mean"]
 _DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
            "float16": torch.float16, "fp16": torch.float16}
 
@@ -156,8 +157,12 @@ def load_tokenizer(name_or_path: str, trust_remote_code: bool = False) -> Any:
 
 def load_model_and_tokenizer(name_or_path: str, head: Head = "lm", device: str = "auto", dtype: str = "auto",
                              attn_implementation: Optional[str] = None, gradient_checkpointing: bool = False,
-                             num_labels: int = len(LABELS), trust_remote_code: bool = False) -> tuple[nn.Module, Any]:
+                             num_labels: int = len(LABELS), trust_remote_code: bool = False,
+                             pooling: Pooling = "cls") -> tuple[nn.Module, Any]:
     """Load a causal LM (``head='lm'``) or a sequence classifier (``head='cls'``) and its tokenizer.
+
+    ``pooling='mean'`` (``cls`` head only) puts the head on the mean of the last hidden states
+    (:class:`MeanPoolingClassifier`) instead of transformers' own sequence classifier.
 
     Goes through the real ``from_pretrained`` (hub id, local directory or ``.gguf`` file), with an explicit
     ``dtype`` so a bf16 checkpoint still runs in fp32 on CPU. The model is moved to the device.
@@ -174,6 +179,8 @@ def load_model_and_tokenizer(name_or_path: str, head: Head = "lm", device: str =
     try:
         if head == "lm":
             model = AutoModelForCausalLM.from_pretrained(where, **kwargs)
+        elif head == "cls" and pooling == "mean":
+            model = MeanPoolingClassifier.from_pretrained(where, num_labels=num_labels, **kwargs)
         elif head == "cls":
             model = AutoModelForSequenceClassification.from_pretrained(
                 where, num_labels=num_labels, id2label=dict(enumerate(LABELS)),
@@ -190,6 +197,52 @@ def load_model_and_tokenizer(name_or_path: str, head: Head = "lm", device: str =
         model.config.use_cache = False
     model.to(dev)
     return model, tok
+
+
+class MeanPoolingClassifier(nn.Module):
+    """An encoder with a linear head over the attention-masked mean of its last hidden states.
+
+    Sentence-embedding encoders such as all-MiniLM-L6-v2 were trained for mean pooling, while
+    transformers' sequence classifiers read the [CLS] position through BERT's pooler, which LoRA
+    on the attention barely moves. Saved as the encoder's own files plus :attr:`HEAD_FILE`.
+    """
+
+    HEAD_FILE = "classifier.safetensors"
+
+    def __init__(self, encoder: nn.Module, num_labels: int = len(LABELS)):
+        super().__init__()
+        self.encoder = encoder
+        self.config = encoder.config
+        self.dropout = nn.Dropout(getattr(encoder.config, "hidden_dropout_prob", 0.1))
+        self.classifier = nn.Linear(encoder.config.hidden_size, num_labels)
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, **_: Any) -> Any:
+        from transformers.modeling_outputs import SequenceClassifierOutput
+
+        hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        m = attention_mask.unsqueeze(-1).to(hidden.dtype)
+        pooled = (hidden * m).sum(1) / m.sum(1).clamp(min=1.0)
+        return SequenceClassifierOutput(logits=self.classifier(self.dropout(pooled).to(self.classifier.weight.dtype)))
+
+    @classmethod
+    def from_pretrained(cls, where: str, num_labels: int = len(LABELS), **kwargs: Any) -> "MeanPoolingClassifier":
+        """The encoder from ``where``; the head from its :attr:`HEAD_FILE` when there is one (else new)."""
+        from transformers import AutoModel
+
+        model = cls(AutoModel.from_pretrained(where, **kwargs), num_labels)
+        head = Path(os.path.expanduser(where)) / cls.HEAD_FILE
+        if head.is_file():
+            from safetensors.torch import load_file
+
+            model.classifier.load_state_dict(load_file(str(head)))
+        return model.to(kwargs.get("dtype") or torch.float32)
+
+    def save_pretrained(self, out_dir: str, **kwargs: Any) -> None:
+        from safetensors.torch import save_file
+
+        self.encoder.save_pretrained(out_dir, **kwargs)
+        save_file({k: v.detach().contiguous().cpu() for k, v in self.classifier.state_dict().items()},
+                  str(Path(out_dir) / self.HEAD_FILE))
 
 
 def _module_names(model: nn.Module) -> set[str]:
@@ -229,9 +282,12 @@ def add_lora(model: nn.Module, head: Head, r: int = 16, alpha: int = 32, dropout
     from peft import LoraConfig, TaskType, get_peft_model
 
     targets = resolve_target_modules(model, target_modules)
+    if head == "lm":
+        task: Optional[TaskType] = TaskType.CAUSAL_LM
+    else:  # peft's SEQ_CLS wrapper assumes a transformers classifier; the mean-pooling one is a plain module
+        task = None if isinstance(model, MeanPoolingClassifier) else TaskType.SEQ_CLS
     cfg = LoraConfig(
-        r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=targets, bias=bias,
-        task_type=TaskType.CAUSAL_LM if head == "lm" else TaskType.SEQ_CLS,
+        r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=targets, bias=bias, task_type=task,
         modules_to_save=[classifier_module_name(model)] if head == "cls" else None)
     with warnings.catch_warnings():
         # peft probes a property that transformers 5 deprecated; not actionable for users
@@ -262,6 +318,7 @@ class ModelSettings:
     head: Head = "lm"
     base_model: str = ""
     prompt: PromptSettings = field(default_factory=PromptSettings)
+    pooling: Pooling = "cls"
     labels: tuple[str, ...] = LABELS
     label_token_ids: list[int] = field(default_factory=list)
     uses_chat_template: bool = False
@@ -269,16 +326,19 @@ class ModelSettings:
     extra: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"format": 1, "head": self.head, "base_model": self.base_model, "labels": list(self.labels),
+        return {"format": 1, "head": self.head, "pooling": self.pooling, "base_model": self.base_model,
+                "labels": list(self.labels),
                 "verbalizers": dict(self.prompt.verbalizers), "label_token_ids": list(self.label_token_ids),
                 "prompt": {**self.prompt.to_dict(), "uses_chat_template": self.uses_chat_template},
                 "best_val": self.best_val, **self.extra}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "ModelSettings":
-        known = {"format", "head", "base_model", "labels", "verbalizers", "label_token_ids", "prompt", "best_val"}
+        known = {"format", "head", "pooling", "base_model", "labels", "verbalizers", "label_token_ids", "prompt",
+                 "best_val"}
         prompt = PromptSettings.from_dict(d.get("prompt", {}))
         return cls(head=d.get("head", "lm"), base_model=d.get("base_model", ""), prompt=prompt,
+                   pooling=d.get("pooling", "cls"),
                    labels=tuple(d.get("labels", LABELS)), label_token_ids=list(d.get("label_token_ids", [])),
                    uses_chat_template=bool(d.get("prompt", {}).get("uses_chat_template", False)),
                    best_val=d.get("best_val", {}), extra={k: v for k, v in d.items() if k not in known})
@@ -294,38 +354,13 @@ class ModelSettings:
         return cls.from_dict(json.loads(p.read_text(encoding="utf-8")))
 
 
-_BUILDERS: dict[tuple[int, int], PromptBuilder] = {}
-
-
 def prompt_builder(tokenizer: Any, settings: ModelSettings) -> PromptBuilder:
-    """The (cached) prompt builder for a tokenizer + settings pair."""
-    key = (id(tokenizer), id(settings))
-    b = _BUILDERS.get(key)
-    if b is None or b.tokenizer is not tokenizer or b.settings is not settings.prompt:
-        b = PromptBuilder(tokenizer, settings.prompt, settings.head)
-        if settings.label_token_ids and list(b.label_token_ids) != list(settings.label_token_ids):
-            raise NewsbiasError(f"the tokenizer gives label tokens {b.label_token_ids}, the adapter was trained "
-                                f"with {settings.label_token_ids}: wrong tokenizer for this adapter")
-        _BUILDERS[key] = b
+    """The prompt builder for a tokenizer + settings; fails when the tokenizer is not the one trained with."""
+    b = PromptBuilder(tokenizer, settings.prompt, settings.head)
+    if settings.label_token_ids and list(b.label_token_ids) != list(settings.label_token_ids):
+        raise NewsbiasError(f"the tokenizer gives label tokens {b.label_token_ids}, the adapter was trained "
+                            f"with {settings.label_token_ids}: wrong tokenizer for this adapter")
     return b
-
-
-def load_for_inference(adapter_dir: str | Path, base_model: Optional[str] = None, device: str = "auto",
-                       dtype: str = "auto") -> tuple[nn.Module, Any, ModelSettings]:
-    """(model, tokenizer, settings) ready for :func:`score_batch`, from a training output directory.
-
-    ``base_model`` defaults to the one recorded in ``newsbias.json``; the tokenizer is the one
-    saved with the adapter.
-    """
-    settings = ModelSettings.load(adapter_dir)
-    base = base_model or settings.base_model
-    model, _ = load_model_and_tokenizer(base, head=settings.head, device=device, dtype=dtype)
-    tok = load_tokenizer(str(adapter_dir))
-    if settings.head == "cls":
-        model.config.pad_token_id = tok.pad_token_id
-    model = load_adapter(model, adapter_dir)
-    model.eval()
-    return model, tok, settings
 
 
 # ----------------------------------------------------------------------------------- scoring
@@ -453,7 +488,7 @@ def model_device(model: nn.Module) -> torch.device:
 
 @torch.no_grad()
 def score_batch(model: nn.Module, tokenizer: Any, settings: ModelSettings, texts: Sequence[str],
-                batch_size: int = 8) -> np.ndarray:
+                batch_size: int = 8, builder: Optional[PromptBuilder] = None) -> np.ndarray:
     """Label probabilities ``[len(texts), n_labels]`` (columns in ``settings.labels`` order).
 
     ``lm``: softmax over the label tokens' logits at the answer position; ``cls``: the
@@ -461,7 +496,7 @@ def score_batch(model: nn.Module, tokenizer: Any, settings: ModelSettings, texts
     """
     if len(texts) == 0:
         return np.zeros((0, len(settings.labels)), dtype=np.float32)
-    builder = prompt_builder(tokenizer, settings)
+    builder = builder or prompt_builder(tokenizer, settings)
     was_training = model.training
     model.eval()
     dev = model_device(model)
@@ -489,6 +524,6 @@ def count_parameters(model: nn.Module) -> tuple[int, int]:
 
 __all__ = [
     "resolve_device_dtype", "load_tokenizer", "load_model_and_tokenizer", "add_lora", "load_adapter",
-    "load_for_inference", "ModelSettings", "prompt_builder", "score_batch", "score_ids", "lm_label_loss",
+    "ModelSettings", "prompt_builder", "score_batch", "score_ids", "lm_label_loss",
     "lm_logits_at", "label_positions", "LabelLossModule", "pad_batch", "count_parameters", "SETTINGS_FILE",
 ]

@@ -5,7 +5,7 @@ Two modes:
 * ``score`` (default): one forward pass per article; probabilities over the label set from the
   label tokens' logits at the answer position (``head: lm``) or from the classifier (``head:
   cls``). Always a valid label. Batched, length-sorted, dynamically padded
-  (:func:`newsbias.modeling.score_batch`, the same code training's validation and the server use).
+  (:meth:`newsbias.classifier.Classifier.classify`, which the server uses too).
 * ``generate``: the original assignment's method: greedy decoding of a few tokens, parsed by
   :func:`parse_generation`; unparseable outputs are recorded as invalid, never silently mapped
   to a label.
@@ -22,7 +22,6 @@ import csv
 import json
 import logging
 import os
-import re
 import shutil
 import sys
 import time
@@ -30,43 +29,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Optional, Sequence
 
-import numpy as np
 import torch
 from tqdm.auto import tqdm
 
 from .config import DEFAULT_INSTRUCTION, PredictConfig, dump_config
 from .errors import NewsbiasError
 from .io import dumps_line, git_commit, package_versions, sha256_file, write_json
-from .labels import LABELS, LabelNormalizer
-from .modeling import (ModelSettings, load_adapter, load_model_and_tokenizer, load_tokenizer, model_device,
-                       prompt_builder, score_batch)
+from .classifier import Classifier
+from .labels import LabelNormalizer, parse_generation  # noqa: F401  (parse_generation: re-exported for users)
 from .prompt import PromptSettings
 
 log = logging.getLogger(__name__)
-
-# ------------------------------------------------------------------------------ parsing
-
-_THINK = re.compile(r"<think>.*?(?:</think>|$)", re.S | re.I)
-_SPECIAL = re.compile(r"<\|[^|>]*\|>|</?s>|\[/?[A-Z]+\]")
-# Compounds first: "center-left" is a lean, and a lean maps to its side (as the 5->3 label mapping does).
-_LABEL_WORD = re.compile(r"\b(?:(?:center|centre)[\s-]+(left|right)|(left|right)[\s-]+(?:of[\s-]+)?(?:center|centre)"
-                         r"|(left|right|center|centre|centrist)(?:[\s-]*leaning)?)\b", re.I)
-
-
-def parse_generation(raw: str, labels: Sequence[str] = LABELS) -> Optional[str]:
-    """The first label word in a generated answer, or None when there is none.
-
-    Strips Qwen3 ``<think>…</think>`` blocks (and an unclosed one) and special tokens first.
-    "Center-left" / "left of center" count as left, "centre"/"centrist" as center.
-    """
-    text = _SPECIAL.sub(" ", _THINK.sub(" ", raw or ""))
-    m = _LABEL_WORD.search(text)
-    if not m:
-        return None
-    word = (m.group(1) or m.group(2) or m.group(3)).lower()
-    word = {"centre": "center", "centrist": "center"}.get(word, word)
-    return word if word in labels else None
-
 
 # ------------------------------------------------------------------------------ input
 
@@ -160,92 +133,21 @@ def iter_articles(path: str, labels: Sequence[str], text_field: Optional[str] = 
 # ------------------------------------------------------------------------------ model
 
 
-def base_settings(cfg: PredictConfig, instruction: Optional[str]) -> ModelSettings:
-    """Settings for zero-shot scoring of a base model (lm head): the training defaults."""
+def load_classifier(cfg: PredictConfig, instruction: Optional[str] = None) -> Classifier:
+    """The model ``cfg`` names: base + adapter, a trained model directory, or a base model zero-shot."""
+    if not cfg.model and not cfg.adapter:
+        raise NewsbiasError("nothing to predict with: set predict.model (a base model) and/or predict.adapter")
     p = cfg.prompt
     prompt = PromptSettings(instruction=p.instruction or instruction or DEFAULT_INSTRUCTION, max_length=p.max_length,
                             truncation=p.truncation, chat_template=p.chat_template)
-    return ModelSettings(head=cfg.head, base_model=cfg.model or "", prompt=prompt)
-
-
-def load_predictor(cfg: PredictConfig, instruction: Optional[str] = None) -> tuple[Any, Any, ModelSettings]:
-    """(model, tokenizer, settings): base + adapter scored as trained, or a base model zero-shot."""
-    if cfg.adapter:
-        adir = Path(cfg.adapter)
-        if not adir.is_dir():
-            raise NewsbiasError(f"adapter not found: {adir} (predict.adapter); pass a `newsbias train` output dir")
-        settings = ModelSettings.load(adir)
-        if tuple(settings.labels) != tuple(LABELS):
-            raise NewsbiasError(f"the adapter was trained for labels {list(settings.labels)}, this newsbias scores "
-                                f"{list(LABELS)}")
-        base = cfg.model or settings.base_model
-        if cfg.model and settings.base_model and Path(cfg.model).name != Path(settings.base_model).name:
-            raise NewsbiasError(f"the adapter was trained on {settings.base_model!r}, not {cfg.model!r}; "
-                                f"drop predict.model to use the adapter's base")
-        model, _ = load_model_and_tokenizer(base, head=settings.head, device=cfg.device, dtype=cfg.dtype)
-        tok = load_tokenizer(str(adir))
-        if settings.head == "cls":
-            model.config.pad_token_id = tok.pad_token_id
-        model = load_adapter(model, adir)
-    elif cfg.model and (Path(cfg.model) / "newsbias.json").is_file():
-        # a merged export (`newsbias export --merge`) brings its own settings: score it as trained
-        settings = ModelSettings.load(cfg.model)
-        model, tok = load_model_and_tokenizer(cfg.model, head=settings.head, device=cfg.device, dtype=cfg.dtype)
-    else:
-        if not cfg.model:
-            raise NewsbiasError("nothing to predict with: set predict.model (a base model) and/or predict.adapter")
-        settings = base_settings(cfg, instruction)
-        # an encoder has no zero-shot answer: its untrained head is seeded so the reference is reproducible
-        torch.manual_seed(0)
-        model, tok = load_model_and_tokenizer(cfg.model, head=cfg.head, device=cfg.device, dtype=cfg.dtype)
-    model.eval()
-    if cfg.mode == "generate" and settings.head != "lm":
+    try:
+        clf = Classifier.from_options(cfg.model, cfg.adapter, cfg.gguf_file, head=cfg.head, pooling=cfg.pooling,
+                                      prompt=prompt, device=cfg.device, dtype=cfg.dtype)
+    except NewsbiasError as exc:
+        raise NewsbiasError(f"{exc} (predict.model / predict.adapter)") from None
+    if cfg.mode == "generate" and clf.settings.head != "lm":
         raise NewsbiasError("predict.mode=generate needs a causal LM (head: lm); this adapter has a cls head — use mode=score")
-    prompt_builder(tok, settings)  # fails early on bad verbalizers / max_length
-    return model, tok, settings
-
-
-@torch.no_grad()
-def generate_batch(model: Any, tokenizer: Any, settings: ModelSettings, texts: Sequence[str],
-                   max_new_tokens: int = 6, batch_size: int = 8) -> list[str]:
-    """Greedy continuations of each prompt (the new tokens only, decoded with special tokens kept)."""
-    builder = prompt_builder(tokenizer, settings)
-    encs = [builder.encode(t) for t in texts]
-    dev = model_device(model)
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    order = sorted(range(len(encs)), key=lambda i: -len(encs[i].input_ids))
-    out = [""] * len(texts)
-    for s in range(0, len(order), batch_size):
-        idx = order[s:s + batch_size]
-        # left padding: every prompt must end at the last position for generation to continue it
-        prompts = [encs[i].input_ids[: encs[i].answer_pos + 1] for i in idx]
-        width = max(len(p) for p in prompts)
-        ids = torch.full((len(idx), width), pad_id, dtype=torch.long)
-        mask = torch.zeros((len(idx), width), dtype=torch.long)
-        for r, p in enumerate(prompts):
-            ids[r, width - len(p):] = torch.tensor(p)
-            mask[r, width - len(p):] = 1
-        gen = model.generate(input_ids=ids.to(dev), attention_mask=mask.to(dev), max_new_tokens=max_new_tokens,
-                             do_sample=False, pad_token_id=pad_id)
-        for r, i in enumerate(idx):
-            out[i] = tokenizer.decode(gen[r, width:].tolist(), skip_special_tokens=False)
-    return out
-
-
-def predict_texts(model: Any, tokenizer: Any, settings: ModelSettings, texts: Sequence[str], mode: str = "score",
-                  batch_size: int = 8, max_new_tokens: int = 6) -> list[dict[str, Any]]:
-    """``{"pred", "probs", "valid", "raw"?}`` for each text — the core that CLI and API share."""
-    labels = list(settings.labels)
-    if mode == "score":
-        probs = score_batch(model, tokenizer, settings, texts, batch_size=batch_size)
-        return [{"pred": labels[int(np.argmax(p))], "probs": {l: round(float(v), 6) for l, v in zip(labels, p)},
-                 "valid": True} for p in probs]
-    raws = generate_batch(model, tokenizer, settings, texts, max_new_tokens, batch_size)
-    out = []
-    for raw in raws:
-        pred = parse_generation(raw, labels)
-        out.append({"pred": pred, "probs": None, "valid": pred is not None, "raw": raw})
-    return out
+    return clf
 
 
 # ------------------------------------------------------------------------------ output + resume
@@ -305,7 +207,8 @@ def run_predict(cfg: PredictConfig, progress: bool = True) -> dict[str, Any]:
             first_instruction = obj.get("instruction") if isinstance(obj.get("instruction"), str) else None
             break
     # the model loads (and fails) before anything is written, so a bad adapter leaves no trace
-    model, tok, settings = load_predictor(cfg, first_instruction)
+    clf = load_classifier(cfg, first_instruction)
+    settings = clf.settings
     name = cfg.name or (Path(cfg.adapter).name if cfg.adapter else "base")
     adapter = str(cfg.adapter) if cfg.adapter else None
     if rank == 0:
@@ -339,8 +242,7 @@ def run_predict(cfg: PredictConfig, progress: bool = True) -> dict[str, Any]:
     def flush(chunk: list[Article], fh) -> None:
         nonlocal n_new
         todo = [a for a in chunk if not a.skip]
-        results = predict_texts(model, tok, settings, [a.text for a in todo], cfg.mode, cfg.batch_size,
-                                cfg.max_new_tokens) if todo else []
+        results = clf.classify([a.text for a in todo], cfg.mode, cfg.batch_size, cfg.max_new_tokens) if todo else []
         it = iter(results)
         lines = []
         for a in chunk:
@@ -395,7 +297,7 @@ def run_predict(cfg: PredictConfig, progress: bool = True) -> dict[str, Any]:
                                                               "sha256": sha256_file(input_path) if input_path != "-" else None},
             "prompt": settings.prompt.to_dict(), "adapter_best_val": settings.best_val,
             "elapsed_s": round(elapsed, 3), "articles_per_s_this_run": round(n_new * world / elapsed, 3) if elapsed else None,
-            "world_size": world, "device": str(model_device(model)), "config": dump_config(cfg),
+            "world_size": world, "device": str(clf.device), "config": dump_config(cfg),
             "versions": package_versions(), "git_commit": git_commit(),
             "outputs": {out.name: {"sha256": sha256_file(out), "rows": manifest["counts"]["predicted"]}},
         })

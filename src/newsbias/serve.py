@@ -28,29 +28,26 @@ from typing import Annotated, Any, Callable, Optional
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
-from .config import PredictConfig, ServeConfig
+from .classifier import Classifier
+from .config import DEFAULT_INSTRUCTION, ServeConfig
+from .prompt import PromptSettings
 from .errors import NewsbiasError
 
 log = logging.getLogger(__name__)
 
-Predictor = tuple[Any, Any, Any]  # (model, tokenizer, ModelSettings)
-
-
 # ------------------------------------------------------------------------------ loading
 
 
-def load_model(cfg: ServeConfig) -> Predictor:
-    """(model, tokenizer, settings) for ``cfg``: base + adapter, a merged export, or a base zero-shot.
-
-    Goes through :func:`newsbias.predict.load_predictor` (the loader ``predict`` uses); a model
-    directory written by ``newsbias export --merge`` brings its own ``newsbias.json``.
-    """
+def load_model(cfg: ServeConfig) -> Classifier:
+    """The :class:`~newsbias.classifier.Classifier` ``cfg`` names: base + adapter, a trained model dir, or a base."""
     set_threads(cfg)
-    from .predict import load_predictor
-
-    pcfg = PredictConfig(model=cfg.model, adapter=cfg.adapter, head=cfg.head, input="-", out="-",
-                         device=cfg.device, dtype=cfg.dtype, prompt=cfg.prompt)
-    return load_predictor(pcfg)
+    if not cfg.adapter and not cfg.model:
+        raise NewsbiasError("nothing to serve: set serve.adapter (a `newsbias train` output) and/or serve.model")
+    p = cfg.prompt
+    prompt = PromptSettings(instruction=p.instruction or DEFAULT_INSTRUCTION, max_length=p.max_length,
+                            truncation=p.truncation, chat_template=p.chat_template)
+    return Classifier.from_options(cfg.model, cfg.adapter, cfg.gguf_file, head=cfg.head, pooling=cfg.pooling,
+                                   prompt=prompt, device=cfg.device, dtype=cfg.dtype)
 
 
 def set_threads(cfg: ServeConfig) -> None:
@@ -292,17 +289,17 @@ async def _send_json(send: Callable, status: int, payload: dict[str, Any]) -> No
 class _State:
     cfg: ServeConfig
     name: str
-    predictor: Optional[Predictor] = None
+    predictor: Optional[Classifier] = None
     error: Optional[str] = None
     batcher: Optional[MicroBatcher] = None
     started: float = field(default_factory=time.time)
 
 
-def create_app(cfg: Optional[ServeConfig] = None, predictor: Optional[Predictor] = None,
-               loader: Optional[Callable[[ServeConfig], Predictor]] = None) -> Any:
+def create_app(cfg: Optional[ServeConfig] = None, predictor: Optional[Classifier] = None,
+               loader: Optional[Callable[[ServeConfig], Classifier]] = None) -> Any:
     """The FastAPI app.
 
-    ``predictor`` (model, tokenizer, settings) is used as is (tests, or a caller that loaded it);
+    ``predictor`` (a loaded :class:`~newsbias.classifier.Classifier`) is used as is (tests, or a caller that loaded it);
     otherwise ``loader(cfg)`` (default :func:`load_model`) runs once at startup in a thread, and
     requests get 503 until it is done or if it failed.
     """
@@ -318,11 +315,8 @@ def create_app(cfg: Optional[ServeConfig] = None, predictor: Optional[Predictor]
     adapter_name = Path(cfg.adapter).name if cfg.adapter else None
 
     def score(texts: list[str]) -> list[dict[str, Any]]:
-        from .predict import predict_texts
-
         assert state.predictor is not None
-        model, tok, settings = state.predictor
-        return predict_texts(model, tok, settings, texts, mode="score", batch_size=cfg.max_batch)
+        return state.predictor.classify(texts, mode="score", batch_size=cfg.max_batch)
 
     async def load() -> None:
         try:
@@ -431,7 +425,7 @@ def create_app(cfg: Optional[ServeConfig] = None, predictor: Optional[Predictor]
         busy = unavailable()
         if busy is not None:
             return busy
-        _, _, s = state.predictor  # type: ignore[misc]
+        s = state.predictor.settings  # type: ignore[union-attr]
         return {"name": state.name, "base_model": s.base_model or cfg.model, "adapter": cfg.adapter,
                 "head": s.head, "labels": list(s.labels), "max_length": s.prompt.max_length,
                 "truncation": s.prompt.truncation, "chat_template": s.uses_chat_template,
@@ -447,7 +441,7 @@ def create_app(cfg: Optional[ServeConfig] = None, predictor: Optional[Predictor]
     return app
 
 
-def run_server(cfg: ServeConfig, predictor: Optional[Predictor] = None) -> None:
+def run_server(cfg: ServeConfig, predictor: Optional[Classifier] = None) -> None:
     """Serve ``cfg`` with uvicorn until interrupted (Ctrl-C)."""
     import uvicorn
 

@@ -32,7 +32,7 @@ from .config import DEFAULT_INSTRUCTION, TrainConfig, dump_config
 from .errors import NewsbiasError
 from .io import git_commit, package_versions, sha256_file
 from .labels import LABELS
-from .modeling import (LabelLossModule, ModelSettings, _check_model_path, add_lora, count_parameters,
+from .modeling import (LabelLossModule, ModelSettings, _check_model_path, add_lora, count_parameters, join_gguf,
                        lm_logits_at, load_model_and_tokenizer, pad_batch)
 from .prompt import PromptBuilder, PromptSettings
 
@@ -378,7 +378,8 @@ def train(cfg: TrainConfig, resume: bool = False, progress: Optional[bool] = Non
     out_dir = Path(cfg.out_dir)
     # ---- everything that can be wrong with the input fails here, before any model is loaded
     train_ex, val_ex, hashes = load_training_data(cfg)
-    _check_model_path(cfg.model.name_or_path)
+    source = join_gguf(cfg.model.name_or_path, cfg.model.gguf_file)
+    _check_model_path(source)
     ckpt_dir = latest_checkpoint(out_dir) if resume else None
     if resume and ckpt_dir is None:
         raise NewsbiasError(f"--resume: no checkpoint under {out_dir / CHECKPOINT_DIR}; run without --resume")
@@ -397,14 +398,15 @@ def train(cfg: TrainConfig, resume: bool = False, progress: Optional[bool] = Non
 
     seed_everything(cfg.seed)
     model, tok = load_model_and_tokenizer(
-        cfg.model.name_or_path, head=head, device=device, dtype=cfg.model.dtype,
+        source, head=head, device=device, dtype=cfg.model.dtype,
         attn_implementation=cfg.model.attn_implementation, gradient_checkpointing=cfg.model.gradient_checkpointing,
-        trust_remote_code=cfg.model.trust_remote_code)
+        trust_remote_code=cfg.model.trust_remote_code, pooling=cfg.model.pooling)
     builder = PromptBuilder(tok, prompt_settings(cfg, pick_instruction(cfg, train_ex)), head)
     seed_everything(cfg.seed)
-    model = add_lora(model, head, r=cfg.lora.r, alpha=cfg.lora.alpha, dropout=cfg.lora.dropout,
-                     target_modules=cfg.lora.target_modules, bias=cfg.lora.bias,
-                     gradient_checkpointing=cfg.model.gradient_checkpointing)
+    if cfg.finetune == "lora":
+        model = add_lora(model, head, r=cfg.lora.r, alpha=cfg.lora.alpha, dropout=cfg.lora.dropout,
+                         target_modules=cfg.lora.target_modules, bias=cfg.lora.bias,
+                         gradient_checkpointing=cfg.model.gradient_checkpointing)
     n_train, n_total = count_parameters(model)
     if d.main:
         log.info("trainable params: %s / %s (%.3f%%)", f"{n_train:,}", f"{n_total:,}", 100 * n_train / n_total)
@@ -549,10 +551,11 @@ def train(cfg: TrainConfig, resume: bool = False, progress: Optional[bool] = Non
         run_eval()
 
     _load_trainable_state(model, best_state)
-    settings = ModelSettings(head=head, base_model=cfg.model.name_or_path, prompt=builder.settings,
+    settings = ModelSettings(head=head, base_model=source, prompt=builder.settings, pooling=cfg.model.pooling,
                              labels=LABELS, label_token_ids=list(builder.label_token_ids),
                              uses_chat_template=builder.uses_chat_template,
-                             best_val={"metric": cfg.eval.metric, "step": st["best_step"], **st["best_metrics"]})
+                             best_val={"metric": cfg.eval.metric, "step": st["best_step"], **st["best_metrics"]},
+                             extra={"finetune": cfg.finetune})
     summary = {"out_dir": str(out_dir), "steps": st["step"], "total_steps": total_steps,
                "stopped_early": st["stopped_early"], "best_step": st["best_step"], "best_val": st["best_metrics"],
                "trainable_params": n_train, "world_size": d.world}

@@ -1,0 +1,194 @@
+"""The one model object: :class:`Classifier` loads any model source and labels articles.
+
+``Classifier.load(source)`` takes
+
+* a ``newsbias train`` output with a LoRA adapter (``adapter_config.json`` + ``newsbias.json``):
+  base + adapter, scored exactly as trained;
+* a directory with ``newsbias.json`` and its own weights (``newsbias export --merge``, or a
+  ``train.finetune: full`` run): scored as trained;
+* anything else — a hub id, a transformers directory, a ``.gguf`` file — as a base model used
+  zero-shot with the given head and prompt settings.
+
+``predict``, ``serve`` and ``export`` all go through it; scoring is one forward pass per article
+(:func:`newsbias.modeling.score_batch`).
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+import numpy as np
+import torch
+
+from .errors import NewsbiasError
+from .labels import LABELS, parse_generation
+from .modeling import (SETTINGS_FILE, ModelSettings, Pooling, is_gguf, join_gguf, load_adapter, load_model_and_tokenizer,
+                       load_tokenizer, model_device, prompt_builder, score_batch)
+from .prompt import PromptSettings
+
+log = logging.getLogger(__name__)
+
+
+class Classifier:
+    """A loaded model with the settings it was trained with: ``predict_proba``, ``generate``, ``save``."""
+
+    def __init__(self, model: torch.nn.Module, tokenizer: Any, settings: ModelSettings, source: str = "",
+                 adapter: Optional[str] = None):
+        self.model = model.eval()
+        self.tokenizer = tokenizer
+        self.settings = settings
+        self.source = source
+        self.adapter = adapter
+        self.builder = prompt_builder(tokenizer, settings)  # fails early on bad verbalizers / max_length
+
+    @classmethod
+    def load(cls, source: str, base_model: Optional[str] = None, head: str = "lm", pooling: Pooling = "cls",
+             prompt: Optional[PromptSettings] = None, device: str = "auto", dtype: str = "auto") -> "Classifier":
+        """Load ``source`` (see the module docstring).
+
+        ``base_model`` replaces the base recorded with an adapter (same architecture, other
+        location); ``head``, ``pooling`` and ``prompt`` only apply to a base model used zero-shot.
+        """
+        p = Path(source)
+        if p.is_dir() and (p / "adapter_config.json").is_file():
+            return cls._load_adapter(p, base_model, device, dtype)
+        if base_model:
+            raise NewsbiasError(f"{source} is not an adapter directory, so there is no base model to replace; "
+                                f"drop predict.model or point predict.adapter at a `newsbias train` output")
+        if p.is_dir() and (p / SETTINGS_FILE).is_file():
+            settings = _checked_settings(p)
+            model, tok = load_model_and_tokenizer(str(p), head=settings.head, device=device, dtype=dtype,
+                                                  pooling=settings.pooling)
+            return cls(model, tok, settings, source=str(p))
+        if p.is_dir() and any(p.glob("adapter_model.*")):
+            raise NewsbiasError(f"{p} holds adapter weights but no adapter_config.json; it is not a complete adapter")
+        settings = ModelSettings(head=head, base_model=source, prompt=prompt or PromptSettings(),  # type: ignore[arg-type]
+                                 pooling=pooling)
+        # an encoder has no zero-shot answer: its untrained head is seeded so the reference is reproducible
+        torch.manual_seed(0)
+        model, tok = load_model_and_tokenizer(source, head=head, device=device, dtype=dtype,  # type: ignore[arg-type]
+                                              pooling=pooling)
+        return cls(model, tok, settings, source=source)
+
+    @classmethod
+    def from_options(cls, model: Optional[str] = None, adapter: Optional[str] = None, gguf_file: Optional[str] = None,
+                     **kwargs: Any) -> "Classifier":
+        """Load what a stage's ``model`` / ``adapter`` / ``gguf_file`` options name (``predict``, ``serve``).
+
+        ``adapter`` (a training output) with ``model`` as an optional replacement base, or
+        ``model`` alone; other keyword arguments go to :meth:`load`.
+        """
+        if adapter:
+            a = Path(adapter)
+            if not a.is_dir():
+                raise NewsbiasError(f"adapter not found: {a}; pass a `newsbias train` output directory")
+            if not (a / "adapter_config.json").is_file():
+                raise NewsbiasError(f"{a} is not an adapter directory (no adapter_config.json); pass a "
+                                    f"`newsbias train` output as the adapter, or a trained model directory as the model")
+        elif not model:
+            raise NewsbiasError("no model given: set the model (a base model or a trained model directory) "
+                                "and/or the adapter")
+        source = join_gguf(model, gguf_file) if model else None
+        return cls.load(adapter or source, base_model=source if adapter else None, **kwargs)  # type: ignore[arg-type]
+
+    @classmethod
+    def _load_adapter(cls, adir: Path, base_model: Optional[str], device: str, dtype: str) -> "Classifier":
+        settings = _checked_settings(adir)
+        base = base_model or settings.base_model
+        if base_model and settings.base_model and _model_name(base_model) != _model_name(settings.base_model):
+            raise NewsbiasError(f"the adapter was trained on {settings.base_model!r}, not {base_model!r}; "
+                                f"drop predict.model to use the adapter's base")
+        model, _ = load_model_and_tokenizer(base, head=settings.head, device=device, dtype=dtype,
+                                            pooling=settings.pooling)
+        tok = load_tokenizer(str(adir))
+        if settings.head == "cls" and hasattr(model.config, "pad_token_id"):
+            model.config.pad_token_id = tok.pad_token_id
+        return cls(load_adapter(model, adir), tok, settings, source=base, adapter=str(adir))
+
+    @property
+    def labels(self) -> list[str]:
+        return list(self.settings.labels)
+
+    @property
+    def device(self) -> torch.device:
+        return model_device(self.model)
+
+    def predict_proba(self, texts: Sequence[str], batch_size: int = 8) -> np.ndarray:
+        """Label probabilities ``[len(texts), n_labels]``, columns in :attr:`labels` order."""
+        return score_batch(self.model, self.tokenizer, self.settings, texts, batch_size, builder=self.builder)
+
+    @torch.no_grad()
+    def generate(self, texts: Sequence[str], max_new_tokens: int = 6, batch_size: int = 8) -> list[str]:
+        """Greedy continuations of each prompt (new tokens only, special tokens kept): the lm head only."""
+        if self.settings.head != "lm":
+            raise NewsbiasError("generation needs a causal LM (head: lm); this model has a cls head — use mode=score")
+        tok = self.tokenizer
+        encs = [self.builder.encode(t) for t in texts]
+        pad_id = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+        order = sorted(range(len(encs)), key=lambda i: -len(encs[i].input_ids))
+        out = [""] * len(texts)
+        for s in range(0, len(order), batch_size):
+            idx = order[s:s + batch_size]
+            # left padding: every prompt must end at the last position for generation to continue it
+            prompts = [encs[i].input_ids[: encs[i].answer_pos + 1] for i in idx]
+            width = max(len(p) for p in prompts)
+            ids = torch.full((len(idx), width), pad_id, dtype=torch.long)
+            mask = torch.zeros((len(idx), width), dtype=torch.long)
+            for r, p in enumerate(prompts):
+                ids[r, width - len(p):] = torch.tensor(p)
+                mask[r, width - len(p):] = 1
+            gen = self.model.generate(input_ids=ids.to(self.device), attention_mask=mask.to(self.device),
+                                      max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=pad_id)
+            for r, i in enumerate(idx):
+                out[i] = tok.decode(gen[r, width:].tolist(), skip_special_tokens=False)
+        return out
+
+    def classify(self, texts: Sequence[str], mode: str = "score", batch_size: int = 8,
+                 max_new_tokens: int = 6) -> list[dict[str, Any]]:
+        """``{"pred", "probs", "valid", "raw"?}`` per text: the record core that predict and serve share."""
+        labels = self.labels
+        if mode == "score":
+            probs = self.predict_proba(texts, batch_size)
+            return [{"pred": labels[int(np.argmax(p))], "probs": {l: round(float(v), 6) for l, v in zip(labels, p)},
+                     "valid": True} for p in probs]
+        out = []
+        for raw in self.generate(texts, max_new_tokens, batch_size):
+            pred = parse_generation(raw, labels)
+            out.append({"pred": pred, "probs": None, "valid": pred is not None, "raw": raw})
+        return out
+
+    def save(self, out_dir: str | Path, extra: Optional[dict[str, Any]] = None) -> ModelSettings:
+        """A self-contained model directory (weights with any adapter merged in, tokenizer, ``newsbias.json``).
+
+        It loads back with ``Classifier.load(out_dir)`` and scores as this object does. Weights are
+        safetensors, also for a model that was read from a GGUF file.
+        """
+        model = self.model
+        if hasattr(model, "merge_and_unload"):
+            model = model.merge_and_unload()
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        model.save_pretrained(str(out), safe_serialization=True)
+        self.tokenizer.save_pretrained(str(out))
+        settings = ModelSettings.from_dict(self.settings.to_dict())
+        settings.extra = {**settings.extra, **(extra or {})}
+        settings.save(out)
+        return settings
+
+
+def _checked_settings(d: Path) -> ModelSettings:
+    settings = ModelSettings.load(d)
+    if tuple(settings.labels) != tuple(LABELS):
+        raise NewsbiasError(f"{d} was trained for labels {list(settings.labels)}, this newsbias scores {list(LABELS)}")
+    return settings
+
+
+def _model_name(source: str) -> str:
+    """The comparable name of a model source (a GGUF file is named by its directory's model)."""
+    p = Path(source)
+    return p.name if not is_gguf(source) else p.stem
+
+
+__all__ = ["Classifier"]
