@@ -9,6 +9,9 @@ Session-scoped and reusable by any test module (training, prediction, serving):
   saved with ``save_pretrained`` together with the tokenizer; load it with the real
   ``from_pretrained`` (e.g. ``newsbias.modeling.load_model_and_tokenizer(str(tiny_qwen_dir))``).
 - ``tiny_bert_dir``: a tiny ``BertModel`` encoder + WordPiece tokenizer, for ``head: cls``.
+- ``tiny_llama_gguf``: ``(gguf file, HF dir of the same weights)``: a tiny ``LlamaForCausalLM``
+  written as a GGUF file with the ``gguf`` package's writer (tokenizer and chat template in its
+  metadata), as llama.cpp's converter lays it out; skips when ``gguf`` is not installed.
 - ``planted_data_dir``: train/val JSONL (prep format) where one planted word decides the label.
 - ``make_planted_rows(n, seed)``: the generator behind it.
 - ``kaggle_sample_dir``: ``../shared/data/kaggle_sample`` (skips when absent).
@@ -141,6 +144,73 @@ def tiny_bert_dir(tmp_path_factory) -> Path:
     BertModel(cfg).save_pretrained(out)
     tok.save_pretrained(out)
     return out
+
+
+def _permute_for_gguf(w, n_head: int):
+    """llama.cpp's layout of q/k rows (rotary halves interleaved); transformers undoes it on load."""
+    return w.reshape(n_head, 2, w.shape[0] // n_head // 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
+
+
+@pytest.fixture(scope="session")
+def tiny_llama_gguf(tmp_path_factory, tiny_tokenizer_dir) -> tuple[Path, Path]:
+    gguf = pytest.importorskip("gguf", reason="the gguf package is not installed (pip install gguf)")
+    import numpy as np
+    import torch
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    tok = AutoTokenizer.from_pretrained(tiny_tokenizer_dir)
+    heads, kv_heads, layers = 4, 2, 2
+    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=layers,
+                      num_attention_heads=heads, num_key_value_heads=kv_heads, head_dim=16, max_position_embeddings=1024,
+                      rms_norm_eps=1e-6, tie_word_embeddings=True, bos_token_id=None, eos_token_id=tok.eos_token_id,
+                      pad_token_id=tok.pad_token_id)
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(cfg)
+    hf_dir = tmp_path_factory.mktemp("tiny_llama_hf")
+    model.save_pretrained(hf_dir)
+    tok.save_pretrained(hf_dir)
+
+    path = tmp_path_factory.mktemp("tiny_llama_gguf") / "tiny-llama.F32.gguf"
+    w = gguf.GGUFWriter(str(path), "llama")
+    w.add_name("tiny-llama")
+    w.add_context_length(1024)
+    w.add_embedding_length(64)
+    w.add_block_count(layers)
+    w.add_feed_forward_length(128)
+    w.add_head_count(heads)
+    w.add_head_count_kv(kv_heads)
+    w.add_layer_norm_rms_eps(1e-6)
+    w.add_rope_freq_base(10000.0)
+    w.add_rope_dimension_count(16)
+    spec = json.loads((Path(tiny_tokenizer_dir) / "tokenizer.json").read_text())
+    added = {t["content"]: t["id"] for t in spec["added_tokens"]}
+    vocab = {**spec["model"]["vocab"], **added}
+    tokens = [t for t, _ in sorted(vocab.items(), key=lambda kv: kv[1])]
+    w.add_tokenizer_model("gpt2")
+    w.add_tokenizer_pre("default")
+    w.add_token_list(tokens)
+    w.add_token_types([gguf.TokenType.CONTROL if t in added else gguf.TokenType.NORMAL for t in tokens])
+    w.add_token_merges([" ".join(m) if isinstance(m, list) else m for m in spec["model"]["merges"]])
+    w.add_eos_token_id(tok.eos_token_id)
+    w.add_pad_token_id(tok.pad_token_id)
+    w.add_chat_template(tok.chat_template)
+    sd = {k: v.detach().numpy().astype(np.float32) for k, v in model.state_dict().items()}
+    w.add_tensor("token_embd.weight", sd["model.embed_tokens.weight"])
+    names = {"input_layernorm": "attn_norm", "self_attn.v_proj": "attn_v", "self_attn.o_proj": "attn_output",
+             "post_attention_layernorm": "ffn_norm", "mlp.gate_proj": "ffn_gate", "mlp.up_proj": "ffn_up",
+             "mlp.down_proj": "ffn_down"}
+    for i in range(layers):
+        p = f"model.layers.{i}."
+        w.add_tensor(f"blk.{i}.attn_q.weight", _permute_for_gguf(sd[p + "self_attn.q_proj.weight"], heads))
+        w.add_tensor(f"blk.{i}.attn_k.weight", _permute_for_gguf(sd[p + "self_attn.k_proj.weight"], kv_heads))
+        for hf_name, gguf_name in names.items():
+            w.add_tensor(f"blk.{i}.{gguf_name}.weight", sd[f"{p}{hf_name}.weight"])
+    w.add_tensor("output_norm.weight", sd["model.norm.weight"])
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    return path, hf_dir
 
 
 @pytest.fixture(scope="session")
