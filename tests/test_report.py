@@ -182,3 +182,35 @@ def test_cli_compare(tmp_path, capsys):
     assert (out / "report.html").is_file()
     assert main(["compare", "--preds", str(tmp_path / "missing.jsonl")]) == 2
     assert "not found" in capsys.readouterr().err
+
+
+def test_ensemble_is_the_equal_weight_mean_of_its_members(tmp_path, capsys):
+    inp = make_inputs(tmp_path)
+    appendix = tmp_path / "timing.md"
+    appendix.write_text("## Timing\n\n| stage | s |\n|---|---|\n| train | 12 |\n")
+    out = tmp_path / "ens"
+    rc = main(["compare", "--preds", f"tuned={inp['tuned']}", str(inp["majority"]), "--data", str(inp["data"]),
+               "--out", str(out), "--ensemble", "ens=tuned+majority", "--by-outlet", "compare.metrics.n_boot=50",
+               f"compare.appendix={appendix}"])
+    assert rc == 0, capsys.readouterr().err
+    csv = pd.read_csv(out / "eval_compare.csv")
+    assert list(csv.columns)[-1] == "ens"
+    # tuned puts 0.8 on its label, majority 0.8 on right: the mean's argmax is right unless they agree,
+    # and ties (0.45 / 0.45) break towards the first label in order (np.argmax)
+    order = ["left", "center", "right"]
+    expected = []
+    for t in TUNED:
+        mean = [((0.8 if lab == t else 0.1) + (0.8 if lab == "right" else 0.1)) / 2 for lab in order]
+        expected.append(order[mean.index(max(mean))])
+    assert list(csv["ens"]) == expected
+    metrics = json.loads((out / "metrics.json").read_text())["metrics"]
+    assert "macro_f1_ci_outlets" in metrics["ens"]
+    report = (out / "report.md").read_text()
+    assert "**ens**: equal-weight mean of the probabilities of tuned + majority" in report
+    assert "## Timing" in report and "| train | 12 |" in (out / "report.md").read_text()
+    with pytest.raises(NewsbiasError, match="not among the runs"):
+        run_compare(compare_cfg(inp, tmp_path / "bad", ensembles=["x=tuned+nope"]))
+    with pytest.raises(NewsbiasError, match="has rows without probabilities"):
+        run_compare(compare_cfg(inp, tmp_path / "bad2", ensembles=["x=tuned+base"]))
+    with pytest.raises(NewsbiasError, match="two or more runs"):
+        run_compare(compare_cfg(inp, tmp_path / "bad3", ensembles=["x=tuned"]))

@@ -256,6 +256,10 @@ def _cmd_compare(args: argparse.Namespace) -> int:
         overrides.append(f"compare.preds={json.dumps(args.preds)}")  # a JSON list is valid YAML
     if args.intersect:
         overrides.append("compare.on_mismatch=intersect")
+    if args.ensemble:
+        overrides.append(f"compare.ensembles={json.dumps(args.ensemble)}")
+    if args.by_outlet:
+        overrides.append("compare.metrics.by_outlet=true")
     overrides += list(args.overrides)
     cfg = load_config(args.config, overrides).compare or CompareConfig()
     from .report import run_compare
@@ -288,6 +292,10 @@ def _add_compare(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", metavar="DIR", help="Output directory (= compare.out_dir).")
     p.add_argument("--intersect", action="store_true",
                    help="Compare on the ids common to all files instead of failing (= compare.on_mismatch=intersect).")
+    p.add_argument("--ensemble", nargs="+", metavar="NAME=RUN+RUN",
+                   help="Add a run that averages the named runs' probabilities with equal weights (= compare.ensembles).")
+    p.add_argument("--by-outlet", action="store_true",
+                   help="Per-outlet breakdown and the interval that resamples whole outlets (= compare.metrics.by_outlet).")
     p.set_defaults(func=_cmd_compare)
 
 

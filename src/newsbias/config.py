@@ -357,10 +357,14 @@ class CompareConfig(StrictModel):
     out_dir: str = Field(default="report", description="Output directory.")
     on_mismatch: Literal["error", "intersect"] = Field(
         default="error", description="Prediction files with different ids: an error, or use the common ids.")
+    ensembles: list[str] = Field(default_factory=list, description="Runs added as NAME=RUN+RUN[+RUN...]: the "
+                                 "equal-weight mean of the members' probabilities (no weights tuned).")
     base: str = Field(default="base", description="Name of the base model's run (for fixes / breaks).")
     tuned: str = Field(default="tuned", description="Name of the tuned model's run (for fixes / breaks).")
     n_examples: int = Field(default=10, ge=0, description="Fixed / broken cases listed in the report.")
     preview_words: int = Field(default=50, ge=1)
+    appendix: Optional[str] = Field(default=None, description="A Markdown file appended to the report "
+                                    "(the demo's per-stage timing table).")
     html: bool = True
     metrics: MetricsConfig = Field(default_factory=MetricsConfig)
 

@@ -23,7 +23,7 @@ import json
 import logging
 import re
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Optional, Sequence
 
 import numpy as np
 import pandas as pd
@@ -60,6 +60,48 @@ def parse_pred_specs(specs: list[str]) -> list[tuple[str, Path]]:
             raise NewsbiasError(f"two prediction files are both named {name!r}; name them as NAME=PATH")
         out.append((name, p))
     return out
+
+
+def parse_ensemble(spec: str, runs: Sequence[str]) -> tuple[str, list[str]]:
+    """``"ensemble=lm-tuned+tfidf-lr"`` -> ``("ensemble", ["lm-tuned", "tfidf-lr"])``, members checked."""
+    name, sep, rhs = spec.partition("=")
+    members = [m.strip() for m in rhs.split("+") if m.strip()]
+    if not sep or not _NAME.match(name) or len(members) < 2:
+        raise NewsbiasError(f"ensemble {spec!r} must read NAME=RUN+RUN[+RUN...] with two or more runs")
+    unknown = [m for m in members if m not in runs]
+    if unknown:
+        raise NewsbiasError(f"ensemble {name!r} names {', '.join(unknown)}, not among the runs {', '.join(runs)}")
+    if name in runs:
+        raise NewsbiasError(f"ensemble name {name!r} is already a run's name; pick another")
+    return name, members
+
+
+def ensemble_frame(frames: dict[str, pd.DataFrame], members: Sequence[str], name: str) -> pd.DataFrame:
+    """The equal-weight mean of the members' probabilities, on the articles every member scored.
+
+    Equal weights on purpose: a tuned weight could quietly make the ensemble one of its members.
+    """
+    for m in members:
+        if frames[m]["probs"].isna().any():
+            raise NewsbiasError(f"ensemble {name!r}: run {m!r} has rows without probabilities (generate mode?); "
+                                "ensembles average probabilities, so use score-mode runs")
+    first = frames[members[0]].assign(key=lambda f: f["id"].astype(str))
+    common = set.intersection(*(set(frames[m]["id"].astype(str)) for m in members))
+    first = first[first["key"].isin(common)]
+    probs = np.mean([np.stack(frames[m].assign(key=frames[m]["id"].astype(str)).set_index("key")
+                              .loc[first["key"], "probs"].to_list()) for m in members], axis=0)
+    return first.drop(columns="key").assign(
+        probs=list(probs.tolist()), pred=probs.argmax(1), valid=True, model=name, adapter=None).reset_index(drop=True)
+
+
+def read_appendix(path: Optional[str]) -> Optional[str]:
+    """The Markdown of ``compare.appendix`` (e.g. the demo's timing table), or None."""
+    if not path:
+        return None
+    p = Path(path)
+    if not p.is_file():
+        raise NewsbiasError(f"compare.appendix {p} not found; pass an existing Markdown file or drop it")
+    return p.read_text(encoding="utf-8")
 
 
 def manifest_path(pred_path: Path) -> Path:
@@ -255,6 +297,10 @@ def run_compare(cfg: CompareConfig) -> dict[str, Any]:
     infos: dict[str, Any] = {}
     for name, path in specs:
         frames[name], infos[name] = read_predictions(path, missing_gold=cfg.metrics.missing_gold)
+    for spec in cfg.ensembles:
+        name, members = parse_ensemble(spec, list(frames))
+        frames[name] = ensemble_frame(frames, members, name)
+        infos[name] = {"ensemble_of": members, "skipped_no_gold": []}
     joined, join_info = join_predictions(frames, cfg.on_mismatch)
     keys = set(joined["key"])
 
@@ -326,7 +372,7 @@ def run_compare(cfg: CompareConfig) -> dict[str, Any]:
             data_info["matches_prep_meta"] = None if expected is None else expected == data_info["sha256"]
     ctx = {"cfg": cfg, "names": names, "specs": specs, "metrics": all_metrics, "join": join_info,
            "infos": infos, "figures": figures, "changes": changes, "manifests": manifests,
-           "note": split_note(meta), "data": data_info, "n": len(joined)}
+           "note": split_note(meta), "data": data_info, "n": len(joined), "appendix": read_appendix(cfg.appendix)}
     (out / "report.md").write_text(render_markdown(ctx), encoding="utf-8")
     written = ["eval_compare.csv", "metrics.json", *figures.values(), "per_class_f1.png", "report.md"]
     if cfg.html:
@@ -425,7 +471,11 @@ def render_markdown(ctx: dict[str, Any]) -> str:
     for name, path in ctx["specs"]:
         man = ctx["manifests"][name]
         parts.append(f"- **{name}**: `{path}`" + ("" if man else " (no manifest)"))
+    parts += [f"- **{name}**: equal-weight mean of the probabilities of {' + '.join(i['ensemble_of'])}"
+              for name, i in ctx["infos"].items() if i.get("ensemble_of")]
     parts.append("")
+    if ctx.get("appendix"):
+        parts += [ctx["appendix"].rstrip(), ""]
     for name, man in ctx["manifests"].items():
         if man:
             parts += [f"<details><summary>Manifest: {name}</summary>", "", "```json",
@@ -465,7 +515,11 @@ def render_html(ctx: dict[str, Any], out: Path) -> str:
         body += ["<h2>Largest outlets</h2>", html_table(*outlets)]
     body.append("<h2>Runs</h2><ul>")
     body += [f"<li><strong>{e(n)}</strong>: <code>{e(str(p))}</code></li>" for n, p in ctx["specs"]]
+    body += [f"<li><strong>{e(n)}</strong>: equal-weight mean of the probabilities of {e(' + '.join(i['ensemble_of']))}"
+             f"</li>" for n, i in ctx["infos"].items() if i.get("ensemble_of")]
     body.append("</ul>")
+    if ctx.get("appendix"):
+        body.append(f"<h2>Appendix</h2><pre>{e(ctx['appendix'])}</pre>")
     for name, man in ctx["manifests"].items():
         if man:
             body.append(f"<details><summary>Manifest: {e(name)}</summary><pre>"
