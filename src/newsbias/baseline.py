@@ -177,6 +177,8 @@ def run_baseline(cfg: BaselineConfig) -> dict[str, Any]:
         val_path = Path(cfg.data) / "val.jsonl"
         val = load_split(val_path, prepend_title=cfg.prepend_title) if val_path.is_file() else None
     target = load_split(eval_path, require_labels=False, prepend_title=cfg.prepend_title)
+    if cfg.limit:
+        target = target.head(cfg.limit)
     out_dir = Path(cfg.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     common = {

@@ -343,6 +343,8 @@ class BaselineConfig(StrictModel):
     tfidf: BaselineTfidfConfig = Field(default_factory=BaselineTfidfConfig)
     lr: BaselineLRConfig = Field(default_factory=BaselineLRConfig)
     prepend_title: bool = Field(default=False, description="Prefix the title (when present) to the text.")
+    limit: Optional[int] = Field(default=None, ge=1, description="Predict only the first N articles of the split "
+                                 "(as predict.limit), so every run covers the same articles.")
     seed: int = 42
 
 
