@@ -66,7 +66,8 @@ stage "lm-base: SmolLM2 zero-shot, label scoring" predict "$CFG" --model "$LM" -
 stage "lm-base-gen: SmolLM2 zero-shot, generation (200)" predict "$CFG" --model "$LM" --name lm-base-gen \
   --mode generate --out "$OUT/preds/lm-base-gen.jsonl" predict.limit=200 "$@"
 fresh "$OUT/lm-adapter"
-stage "train: LoRA on SmolLM2, loss on the label token" "$NB" train -c "$CFG" "${COMMON[@]}" "${LMC[@]}" "$@"
+stage "train: LoRA on SmolLM2, loss on the label token" "$NB" train -c "$CFG" "${COMMON[@]}" "${LMC[@]}" "$@" \
+  --overwrite
 stage "lm-tuned: SmolLM2 + LoRA, label scoring" predict "$CFG" --adapter "$OUT/lm-adapter" --name lm-tuned \
   --out "$OUT/preds/lm-tuned.jsonl" "$@"
 stage "lm-tuned-gen: SmolLM2 + LoRA, generation (200)" predict "$CFG" --adapter "$OUT/lm-adapter" \
@@ -79,7 +80,8 @@ stage "eval_small: qualitative predictions of base and tuned" bash -c '
 stage "enc-base: MiniLM with an untrained head (chance reference)" "$NB" predict -q -c "$ENC" "${COMMON[@]}" "${ENC_COMMON[@]}" \
   --model "$ENCODER" --name enc-base --out "$OUT/preds/enc-base.jsonl" --overwrite "$@"
 fresh "$OUT/encoder"
-stage "train: MiniLM, full fine-tune, mean pooling" "$NB" train -c "$ENC" "${COMMON[@]}" "${ENC_COMMON[@]}" "$@"
+stage "train: MiniLM, full fine-tune, mean pooling" "$NB" train -c "$ENC" "${COMMON[@]}" "${ENC_COMMON[@]}" "$@" \
+  --overwrite
 stage "enc-tuned: MiniLM fine-tuned" "$NB" predict -q -c "$ENC" "${COMMON[@]}" "${ENC_COMMON[@]}" --model "$OUT/encoder" \
   --name enc-tuned --out "$OUT/preds/enc-tuned.jsonl" --overwrite "$@"
 stage "compare: generation runs (first 200 articles)" "$NB" compare -c "$CFG" "${COMMON[@]}" "$@" \

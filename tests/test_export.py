@@ -178,9 +178,16 @@ def test_export_user_errors(adapters, tmp_path, capsys):
         run_export(ExportConfig(adapter=str(tmp_path), out=str(tmp_path / "o")))
     (tmp_path / "busy").mkdir()
     (tmp_path / "busy" / "x").write_text("keep me")
-    with pytest.raises(NewsbiasError, match="not empty.*--overwrite"):
-        run_export(ExportConfig(adapter=str(adapters["lm"]), out=str(tmp_path / "busy")))
+    for overwrite in (False, True):  # a directory newsbias did not write is never replaced
+        with pytest.raises(NewsbiasError, match="not empty .* not written by newsbias export"):
+            run_export(ExportConfig(adapter=str(adapters["lm"]), out=str(tmp_path / "busy"), overwrite=overwrite))
     assert (tmp_path / "busy" / "x").read_text() == "keep me"
+    run_export(ExportConfig(adapter=str(adapters["lm"]), out=str(tmp_path / "done")))
+    with pytest.raises(NewsbiasError, match="earlier export; pass --overwrite"):
+        run_export(ExportConfig(adapter=str(adapters["lm"]), out=str(tmp_path / "done")))
+    run_export(ExportConfig(adapter=str(adapters["lm"]), out=str(tmp_path / "done"), overwrite=True))
+    with pytest.raises(NewsbiasError, match="is inside the export output directory"):
+        run_export(ExportConfig(adapter=str(adapters["lm"]), out=str(Path(adapters["lm"]).parent), overwrite=True))
     with pytest.raises(NewsbiasError, match="metrics file"):
         run_export(ExportConfig(adapter=str(adapters["lm"]), out=str(tmp_path / "o"), metrics=str(tmp_path / "no.json")))
     assert main(["export", "--adapter", str(adapters["lm"])]) == 2

@@ -176,7 +176,7 @@ def test_existing_output_and_foreign_parts_are_not_clobbered(lm_adapter_dir, pla
     parts = tmp_path / ".p.jsonl.parts"
     parts.mkdir()
     (parts / "run.json").write_text('{"other": 1}')
-    with pytest.raises(NewsbiasError, match="unfinished run with other settings"):
+    with pytest.raises(NewsbiasError, match="unfinished run of a different .*pass --overwrite"):
         run_predict(pcfg(**cfg), progress=False)
 
 

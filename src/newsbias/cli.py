@@ -86,6 +86,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
     }) + list(args.overrides)
     if args.quiet:
         overrides.append("train.progress=false")
+    if args.overwrite:
+        overrides.append("train.overwrite=true")
     full = load_config(args.config, overrides)
     cfg = full.require("train")
     if cfg.data.path is None and full.prep is not None:
@@ -118,6 +120,8 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, help="Seed (= train.seed).")
     p.add_argument("--max-steps", dest="max_steps", type=int, help="Optimizer steps (= train.optim.max_steps).")
     p.add_argument("--resume", action="store_true", help="Continue from the last checkpoint in the output directory.")
+    p.add_argument("--overwrite", action="store_true",
+                   help="Start over in an output directory that holds another run's checkpoints (= train.overwrite).")
     p.add_argument("--quiet", "-q", action="store_true", help="No progress bar.")
     p.set_defaults(func=_cmd_train)
 

@@ -240,6 +240,7 @@ class TrainConfig(StrictModel):
     out_dir: str = Field(default="runs/train", description="Adapter output directory.")
     seed: int = 42
     progress: bool = True
+    overwrite: bool = Field(default=False, description="Start over in an out_dir that holds another run's checkpoints.")
 
     @model_validator(mode="after")
     def _pooling_needs_cls(self) -> "TrainConfig":

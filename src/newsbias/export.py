@@ -24,11 +24,13 @@ import yaml
 from .config import ExportConfig
 from .errors import NewsbiasError
 from .classifier import Classifier
+from .io import atomic_dir, check_output_dir
 from .modeling import ModelSettings
 
 log = logging.getLogger(__name__)
 
 CARD_FILE = "README.md"
+MARKER_FILE = "export.json"  # {"stage": "export", ...}: marks a directory this stage may replace
 ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors", "newsbias.json", "manifest.json",
                  "train_log.jsonl")
 # Licenses of bases people use with newsbias (model id prefix, lower case -> SPDX-like hub id).
@@ -276,40 +278,44 @@ def push_to_hub(folder: str | Path, repo_id: str, private: bool = True,
 
 
 def run_export(cfg: ExportConfig) -> dict[str, Any]:
-    """Export ``cfg.adapter`` into ``cfg.out`` (copied or merged) with a model card; optionally push it."""
-    adir, out = Path(cfg.adapter), Path(cfg.out)
-    if not (adir / "adapter_config.json").is_file() or not (adir / "newsbias.json").is_file():
-        raise NewsbiasError(f"{adir} is not a `newsbias train` output (needs adapter_config.json and newsbias.json); "
-                            f"set export.adapter")
-    if out.resolve() == adir.resolve():
-        raise NewsbiasError("export.out must differ from export.adapter")
-    if out.exists() and any(out.iterdir()):
-        if not cfg.overwrite:
-            raise NewsbiasError(f"{out} exists and is not empty; pick another --out or pass --overwrite")
-        shutil.rmtree(out)
+    """Export ``cfg.adapter`` into ``cfg.out`` (copied or merged) with a model card; optionally push it.
+
+    ``cfg.out`` must be new, empty, or an earlier export (``export.json``), replaced only with
+    ``overwrite``; the export is written atomically.
+    """
+    adir = Path(cfg.adapter)
+    if not (adir / "newsbias.json").is_file():
+        raise NewsbiasError(f"{adir} is not a `newsbias train` output (no newsbias.json); set export.adapter")
+    full = not (adir / "adapter_config.json").is_file()  # a train.finetune=full output: weights, no adapter
+    out = check_output_dir(cfg.out, "export", MARKER_FILE, inputs=[adir])
+    if out.is_dir() and any(out.iterdir()) and not cfg.overwrite:
+        raise NewsbiasError(f"{out} holds an earlier export; pass --overwrite to replace it or pick another --out")
     metrics = None
     if cfg.metrics:
         metrics = _read_json(Path(cfg.metrics))
         if metrics is None:
             raise NewsbiasError(f"metrics file {cfg.metrics} is missing or not JSON; pass the output of `newsbias evaluate`")
-    out.mkdir(parents=True, exist_ok=True)
-    if cfg.merge:
-        merge_adapter(adir, out, base_model=cfg.base_model, dtype=cfg.dtype)
-        if (adir / "manifest.json").is_file():
-            shutil.copy2(adir / "manifest.json", out / "manifest.json")
-    else:
-        for f in adir.iterdir():
-            if f.is_file() and (f.name in ADAPTER_FILES or f.name.startswith(("tokenizer", "special_tokens", "vocab",
-                                                                              "merges", "chat_template"))):
-                shutil.copy2(f, out / f.name)
-    card = model_card(adir, merged=cfg.merge, base_model_id=cfg.base_model_id, license=cfg.license,
-                      datasets=cfg.datasets, metrics=metrics)
-    (out / CARD_FILE).write_text(card, encoding="utf-8")
+    merged = cfg.merge or full
+    with atomic_dir(out) as tmp:
+        if merged:
+            merge_adapter(adir, tmp, base_model=cfg.base_model, dtype=cfg.dtype)
+            if (adir / "manifest.json").is_file():
+                shutil.copy2(adir / "manifest.json", tmp / "manifest.json")
+        else:
+            for f in adir.iterdir():
+                if f.is_file() and (f.name in ADAPTER_FILES or f.name.startswith(
+                        ("tokenizer", "special_tokens", "vocab", "merges", "chat_template"))):
+                    shutil.copy2(f, tmp / f.name)
+        card = model_card(adir, merged=merged, base_model_id=cfg.base_model_id, license=cfg.license,
+                          datasets=cfg.datasets, metrics=metrics)
+        (tmp / CARD_FILE).write_text(card, encoding="utf-8")
+        (tmp / MARKER_FILE).write_text(json.dumps({"stage": "export", "from": str(adir.resolve()), "merged": merged},
+                                                  indent=2) + "\n", encoding="utf-8")
     if cfg.card_in_adapter:
         (adir / CARD_FILE).write_text(model_card(adir, merged=False, base_model_id=cfg.base_model_id,
                                                  license=cfg.license, datasets=cfg.datasets, metrics=metrics),
                                       encoding="utf-8")
-    result: dict[str, Any] = {"out": str(out), "merged": cfg.merge, "files": sorted(p.name for p in out.iterdir())}
+    result: dict[str, Any] = {"out": str(out), "merged": merged, "files": sorted(p.name for p in out.iterdir())}
     if cfg.push_to_hub:
         result["pushed"] = push_to_hub(out, cfg.push_to_hub, private=cfg.private)
     return result

@@ -50,19 +50,82 @@ def iter_jsonl(path: str | Path) -> Iterator[tuple[int, dict[str, Any]]]:
                 yield lineno, json.loads(line)
 
 
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, owned by someone else
+        return True
+    return True
+
+
+def remove_dead_leftovers(out: Path) -> list[Path]:
+    """Remove ``.NAME.tmp-PID`` / ``.NAME.old-PID`` siblings of ``out`` whose process is gone (a killed run)."""
+    removed = []
+    for p in out.parent.glob(f".{out.name}.*-*"):
+        kind, _, pid = p.name[len(out.name) + 2:].partition("-")
+        if kind in ("tmp", "old") and pid.isdigit() and not _pid_alive(int(pid)):
+            shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
+            removed.append(p)
+    return removed
+
+
+def check_output_dir(out_dir: str | Path, stage: str, marker: str, inputs: Iterable[str | Path] = ()) -> Path:
+    """``out_dir`` resolved, after checking that ``stage`` may write (and replace) it.
+
+    Allowed: a directory that does not exist yet, an empty one, or one a previous run of the
+    same stage wrote (its ``marker`` file records ``"stage": stage``). Anything else — a file, a
+    directory holding other files, a directory that contains one of ``inputs`` — is a
+    :class:`~newsbias.errors.NewsbiasError` naming it, so a user's files are never deleted.
+    """
+    from .errors import NewsbiasError
+
+    out = Path(out_dir).expanduser().resolve()
+    for parent in out.parents:
+        if parent.exists() and not parent.is_dir():
+            raise NewsbiasError(f"cannot write {stage} output under {parent}: it is a file, not a directory")
+    if out.exists() and not out.is_dir():
+        raise NewsbiasError(f"{stage} output {out} is an existing file; give a directory path (new or empty)")
+    for inp in inputs:
+        ip = Path(inp).expanduser().resolve()
+        if ip == out or out in ip.parents:
+            raise NewsbiasError(f"the input {ip} is inside the {stage} output directory {out}, which {stage} "
+                                f"replaces; write the output somewhere else")
+    if out.is_dir() and any(out.iterdir()):
+        owner = None
+        try:
+            owner = json.loads((out / marker).read_text(encoding="utf-8")).get("stage")
+        except (OSError, ValueError, AttributeError):
+            pass
+        if owner != stage:
+            shown = sorted(p.name for p in out.iterdir())[:3]
+            raise NewsbiasError(f"{out} is not empty ({', '.join(shown)}{', ...' if len(shown) == 3 else ''}) and was "
+                                f"not written by newsbias {stage}; choose a new or empty output directory")
+    return out
+
+
 @contextlib.contextmanager
 def atomic_dir(out_dir: str | Path) -> Iterator[Path]:
     """Yield a temporary directory that replaces ``out_dir`` only if the block succeeds.
 
     A failed or killed run leaves the previous output untouched and no partial files behind
-    (the temporary directory is a hidden sibling, removed on failure).
+    (the temporary directory is a hidden sibling, removed on failure; one left by a killed
+    process is removed by the next run). Check ``out_dir`` with :func:`check_output_dir` first:
+    this replaces whatever is there.
     """
-    out = Path(out_dir)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir()
+    from .errors import NewsbiasError
+
+    out = Path(out_dir).expanduser().resolve()
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        remove_dead_leftovers(out)
+        tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
+        if tmp.exists():
+            shutil.rmtree(tmp)
+        tmp.mkdir()
+    except OSError as exc:
+        raise NewsbiasError(f"cannot create the output directory {out}: {exc.strerror or exc}") from None
     try:
         yield tmp
     except BaseException:

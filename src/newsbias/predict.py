@@ -125,8 +125,9 @@ def iter_articles(path: str, labels: Sequence[str], text_field: Optional[str] = 
                 skip = f"gold label {raw_gold!r} not in the label set"
         if not text.strip():
             skip = "empty text"
-        # ids default to the 1-based line number, as train, baseline and compare number them
-        yield Article(id=str(obj.get("id") or lineno), text=text, gold=gold,
+        # ids default to the 1-based line number, as train, baseline and compare number them; 0 is an id
+        rid = obj.get("id")
+        yield Article(id=str(lineno if rid is None or rid == "" else rid), text=text, gold=gold,
                       outlet=obj.get("outlet"), line=lineno, skip=skip)
 
 
@@ -157,25 +158,63 @@ def _parts_dir(out: Path) -> Path:
     return out.parent / f".{out.name}.parts"
 
 
-def _signature(cfg: PredictConfig, input_path: str, world: int) -> dict[str, Any]:
-    """What must match for a run to resume another's part files."""
-    keep = ("model", "adapter", "mode", "max_new_tokens", "prompt", "include_text", "limit", "text_field", "name")
+def _signature(cfg: PredictConfig, input_path: str, world: int, clf: Classifier) -> dict[str, Any]:
+    """What must match for a run to resume another's part files: the input's content, the model, the settings."""
+    keep = ("mode", "max_new_tokens", "include_text", "limit", "text_field", "name", "on_bad_gold")
     d = dump_config(cfg)
-    return {"input": os.path.abspath(input_path) if input_path != "-" else "-", "world_size": world,
-            **{k: d[k] for k in keep}}
+    weights = Path(clf.adapter or clf.source) / "adapter_model.safetensors"
+    return {"input": os.path.abspath(input_path) if input_path != "-" else "-",
+            "input_sha256": sha256_file(input_path) if input_path != "-" else None,
+            "model": clf.source, "adapter": clf.adapter,
+            "adapter_sha256": sha256_file(weights) if clf.adapter and weights.is_file() else None,
+            "settings": clf.settings.to_dict(), "world_size": world, **{k: d[k] for k in keep}}
 
 
-def _done_ids(path: Path) -> list[str]:
-    """Ids already written to a part file; a torn last line (killed mid-write) is cut off."""
+def _check_out(out: Path) -> None:
+    if out.is_dir():
+        raise NewsbiasError(f"predict.out {out} is a directory; give a file path such as {out / 'preds.jsonl'}")
+    for parent in out.parents:
+        if parent.exists() and not parent.is_dir():
+            raise NewsbiasError(f"cannot write {out}: {parent} is a file, not a directory")
+
+
+def _open_parts(cfg: PredictConfig, out: Path, parts: Path, sig: dict[str, Any]) -> None:
+    """Create (or keep, for a resume of the same run) the part-file directory; rank 0 only."""
+    if out.exists() and not parts.exists() and not cfg.overwrite:
+        raise NewsbiasError(f"{out} already exists; pass --overwrite (predict.overwrite=true) to replace it")
+    if parts.exists():
+        try:
+            old = json.loads((parts / "run.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            old = {}
+        if old != sig:
+            changed = sorted(k for k in set(sig) | set(old) if sig.get(k) != old.get(k))
+            if not cfg.overwrite:
+                raise NewsbiasError(f"{out} has an unfinished run of a different {', '.join(changed)}; its rows cannot "
+                                    f"be reused — pass --overwrite to start over")
+            shutil.rmtree(parts)
+    try:
+        parts.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise NewsbiasError(f"cannot write next to {out}: {exc.strerror or exc}") from None
+    write_json(parts / "run.json", sig)
+
+
+def _rows_done(path: Path) -> int:
+    """Complete lines already in a part file; a torn last line (killed mid-write) is cut off.
+
+    A rank's part file holds one line per article it was given, in input order, so a resume
+    skips exactly that many of its articles: repeated or missing ids cannot confuse it.
+    """
     if not path.exists():
-        return []
+        return 0
     data = path.read_bytes()
     if data and not data.endswith(b"\n"):
         cut = data.rfind(b"\n") + 1
         with open(path, "r+b") as f:
             f.truncate(cut)
         data = data[:cut]
-    return [json.loads(l)["id"] for l in data.decode("utf-8").splitlines() if l.strip()]
+    return data.count(b"\n")
 
 
 def _dist() -> tuple[int, int]:
@@ -195,118 +234,137 @@ def _count_lines(path: str) -> Optional[int]:
         return sum(1 for line in f if line.strip()) - (1 if path.lower().endswith((".csv", ".tsv")) else 0)
 
 
-def run_predict(cfg: PredictConfig, progress: bool = True) -> dict[str, Any]:
-    """Predict every article of ``cfg.input`` into ``cfg.out`` (resumable); returns the manifest."""
-    input_path = resolve_input(cfg.input, cfg.split)
-    out = Path(cfg.out)
-    parts = _parts_dir(out)
-    rank, world = _dist()
-    first_instruction = None
-    if input_path != "-":
-        for _, obj in _raw_records(input_path, cfg.text_field):
-            first_instruction = obj.get("instruction") if isinstance(obj.get("instruction"), str) else None
-            break
-    # the model loads (and fails) before anything is written, so a bad adapter leaves no trace
-    clf = load_classifier(cfg, first_instruction)
-    settings = clf.settings
-    name = cfg.name or (Path(cfg.adapter).name if cfg.adapter else "base")
-    adapter = str(cfg.adapter) if cfg.adapter else None
-    if rank == 0:
-        if out.exists() and not parts.exists():
-            if not cfg.overwrite:
-                raise NewsbiasError(f"{out} already exists; pass --overwrite (predict.overwrite=true) to replace it")
-        sig = _signature(cfg, input_path, world)
-        if parts.exists():
-            old = json.loads((parts / "run.json").read_text()) if (parts / "run.json").exists() else None
-            if old != sig:
-                if not cfg.overwrite:
-                    raise NewsbiasError(f"{parts} holds an unfinished run with other settings; pass --overwrite to "
-                                        f"start over")
-                shutil.rmtree(parts)
-        parts.mkdir(parents=True, exist_ok=True)
-        write_json(parts / "run.json", sig)
-    if world > 1:
-        torch.distributed.barrier()
+def _first_instruction(input_path: str, text_field: Optional[str]) -> Optional[str]:
+    if input_path == "-":
+        return None
+    for _, obj in _raw_records(input_path, text_field):
+        return obj.get("instruction") if isinstance(obj.get("instruction"), str) else None
+    return None
 
-    part = parts / f"rank{rank}.jsonl"
-    done = set(_done_ids(part))
-    total = _count_lines(input_path)
-    if cfg.limit and total:
-        total = min(total, cfg.limit)
-    bar = tqdm(total=total, desc=f"predict {name}", unit="article", disable=not progress or rank != 0,
-               dynamic_ncols=True, smoothing=0.1)
-    counts = {"rows": 0, "predicted": 0, "skipped": 0, "resumed": len(done), "invalid": 0}
+
+def _records(chunk: list[Article], results: list[dict[str, Any]], cfg: PredictConfig, name: str,
+             adapter: Optional[str]) -> str:
+    """The prediction records (and skip markers) of one chunk, as JSONL."""
+    it = iter(results)
+    lines = []
+    for a in chunk:
+        if a.skip:
+            lines.append(dumps_line({"id": a.id, "skipped": a.skip, "line": a.line}))
+            continue
+        r = next(it)
+        rec = {"id": a.id, "pred": r["pred"], "probs": r["probs"], "gold": a.gold, "valid": r["valid"]}
+        if "raw" in r:
+            rec["raw"] = r["raw"]
+        rec.update({"outlet": a.outlet, "model": name, "adapter": adapter})
+        if cfg.include_text:
+            rec["input"] = a.text
+        lines.append(dumps_line(rec))
+    return "".join(lines)
+
+
+def _predict_part(cfg: PredictConfig, clf: Classifier, input_path: str, part: Path, rank: int, world: int,
+                  name: str, bar: Any) -> tuple[int, int, int]:
+    """Score this rank's articles into its part file; returns (articles seen, rows resumed, rows scored)."""
+    done = _rows_done(part)
+    seen = mine = n_new = 0
     t0 = time.perf_counter()
-    n_new = 0
-
-    def flush(chunk: list[Article], fh) -> None:
-        nonlocal n_new
-        todo = [a for a in chunk if not a.skip]
-        results = clf.classify([a.text for a in todo], cfg.mode, cfg.batch_size, cfg.max_new_tokens) if todo else []
-        it = iter(results)
-        lines = []
-        for a in chunk:
-            if a.skip:
-                lines.append(dumps_line({"id": a.id, "skipped": a.skip, "line": a.line}))
-                continue
-            r = next(it)
-            rec = {"id": a.id, "pred": r["pred"], "probs": r["probs"], "gold": a.gold, "valid": r["valid"]}
-            if "raw" in r:
-                rec["raw"] = r["raw"]
-            rec.update({"outlet": a.outlet, "model": name, "adapter": adapter})
-            if cfg.include_text:
-                rec["input"] = a.text
-            lines.append(dumps_line(rec))
-        fh.write("".join(lines))
-        fh.flush()
-        os.fsync(fh.fileno())
-        n_new += len(todo)
-        bar.update(len(chunk) * world)
-        bar.set_postfix(articles_per_s=f"{n_new / max(time.perf_counter() - t0, 1e-9):.2f}")
-
+    adapter = str(cfg.adapter) if cfg.adapter else None
     with open(part, "a", encoding="utf-8") as fh:
         chunk: list[Article] = []
-        seen = 0
-        for i, a in enumerate(iter_articles(input_path, settings.labels, cfg.text_field, cfg.on_bad_gold)):
+
+        def flush() -> None:
+            nonlocal n_new
+            todo = [a for a in chunk if not a.skip]
+            results = clf.classify([a.text for a in todo], cfg.mode, cfg.batch_size, cfg.max_new_tokens) if todo else []
+            fh.write(_records(chunk, results, cfg, name, adapter))
+            fh.flush()
+            os.fsync(fh.fileno())
+            n_new += len(todo)
+            bar.update(len(chunk) * world)
+            bar.set_postfix(articles_per_s=f"{n_new / max(time.perf_counter() - t0, 1e-9):.2f}")
+            chunk.clear()
+
+        for i, a in enumerate(iter_articles(input_path, clf.settings.labels, cfg.text_field, cfg.on_bad_gold)):
             if cfg.limit and i >= cfg.limit:
                 break
             seen += 1
             if i % world != rank:
                 continue
-            if a.id in done:
+            mine += 1
+            if mine <= done:
                 bar.update(world)
                 continue
             chunk.append(a)
             if len(chunk) >= cfg.chunk_size:
-                flush(chunk, fh)
-                chunk = []
+                flush()
         if chunk:
-            flush(chunk, fh)
-    bar.close()
-    if seen == 0:
-        raise NewsbiasError(f"{input_path}: no articles to predict (empty input)")
+            flush()
+    return seen, done, n_new
+
+
+def run_predict(cfg: PredictConfig, progress: bool = True) -> dict[str, Any]:
+    """Predict every article of ``cfg.input`` into ``cfg.out`` (resumable); returns the manifest.
+
+    A killed run resumes from its part files; a run that stops on bad input removes them, so the
+    corrected input starts clean (a changed input never reuses rows: its sha256 is checked).
+    """
+    input_path = resolve_input(cfg.input, cfg.split)
+    out = Path(cfg.out)
+    _check_out(out)
+    parts = _parts_dir(out)
+    rank, world = _dist()
+    # the model loads (and fails) before anything is written, so a bad adapter leaves no trace
+    clf = load_classifier(cfg, _first_instruction(input_path, cfg.text_field))
+    name = cfg.name or (Path(cfg.adapter).name if cfg.adapter else "base")
+    if rank == 0:
+        _open_parts(cfg, out, parts, _signature(cfg, input_path, world, clf))
+    if world > 1:
+        torch.distributed.barrier()
+    total = _count_lines(input_path)
+    total = min(total, cfg.limit) if cfg.limit and total else total
+    bar = tqdm(total=total, desc=f"predict {name}", unit="article", disable=not progress or rank != 0,
+               dynamic_ncols=True, smoothing=0.1)
+    t0 = time.perf_counter()
+    try:
+        seen, resumed, n_new = _predict_part(cfg, clf, input_path, parts / f"rank{rank}.jsonl", rank, world, name, bar)
+        if seen == 0:
+            raise NewsbiasError(f"{input_path}: no articles to predict (empty input)")
+    except NewsbiasError:
+        shutil.rmtree(parts, ignore_errors=True)  # bad input: nothing here is worth resuming
+        raise
+    finally:
+        bar.close()
     elapsed = time.perf_counter() - t0
     if world > 1:
         torch.distributed.barrier()
     manifest: dict[str, Any] = {}
     if rank == 0:
-        manifest = _merge(parts, out, world, counts)
-        manifest.update({
-            "stage": "predict", "model": name, "base_model": settings.base_model or cfg.model, "adapter": adapter,
-            "head": settings.head, "mode": cfg.mode, "input": {"path": input_path,
-                                                              "sha256": sha256_file(input_path) if input_path != "-" else None},
-            "prompt": settings.prompt.to_dict(), "adapter_best_val": settings.best_val,
-            "elapsed_s": round(elapsed, 3), "articles_per_s_this_run": round(n_new * world / elapsed, 3) if elapsed else None,
-            "world_size": world, "device": str(clf.device), "config": dump_config(cfg),
-            "versions": package_versions(), "git_commit": git_commit(),
-            "outputs": {out.name: {"sha256": sha256_file(out), "rows": manifest["counts"]["predicted"]}},
-        })
-        write_json(out.parent / f"{out.stem}.manifest.json", manifest)
-        shutil.rmtree(parts)
-        log.info("predict: %d articles -> %s (%d skipped, %d invalid)", manifest["counts"]["predicted"], out,
-                 manifest["counts"]["skipped"], manifest["counts"]["invalid"])
+        manifest = _finish(cfg, clf, parts, out, input_path, name, world, resumed,
+                           {"elapsed_s": round(elapsed, 3),
+                            "articles_per_s_this_run": round(n_new * world / elapsed, 3) if elapsed else None})
     if world > 1:
         torch.distributed.barrier()
+    return manifest
+
+
+def _finish(cfg: PredictConfig, clf: Classifier, parts: Path, out: Path, input_path: str, name: str, world: int,
+            resumed: int, timing: dict[str, Any]) -> dict[str, Any]:
+    """Merge the part files into ``out`` and write its manifest; rank 0."""
+    settings = clf.settings
+    manifest = _merge(parts, out, world, {"resumed": resumed})
+    manifest.update({
+        "stage": "predict", "model": name, "base_model": settings.base_model or cfg.model, "adapter": clf.adapter,
+        "head": settings.head, "mode": cfg.mode,
+        "input": {"path": input_path, "sha256": sha256_file(input_path) if input_path != "-" else None},
+        "prompt": settings.prompt.to_dict(), "adapter_best_val": settings.best_val, **timing,
+        "world_size": world, "device": str(clf.device), "config": dump_config(cfg),
+        "versions": package_versions(), "git_commit": git_commit(),
+        "outputs": {out.name: {"sha256": sha256_file(out), "rows": manifest["counts"]["predicted"]}},
+    })
+    write_json(out.parent / f"{out.stem}.manifest.json", manifest)
+    shutil.rmtree(parts)
+    log.info("predict: %d articles -> %s (%d skipped, %d invalid)", manifest["counts"]["predicted"], out,
+             manifest["counts"]["skipped"], manifest["counts"]["invalid"])
     return manifest
 
 

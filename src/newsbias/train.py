@@ -12,6 +12,7 @@ Pipeline: :func:`load_training_data` (validated JSONL) -> :class:`PromptBuilder`
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import math
@@ -30,7 +31,7 @@ import torch.distributed as dist
 
 from .config import DEFAULT_INSTRUCTION, TrainConfig, dump_config
 from .errors import NewsbiasError
-from .io import git_commit, package_versions, sha256_file
+from .io import git_commit, package_versions, sha256_file, write_json
 from .labels import LABELS
 from .modeling import (LabelLossModule, ModelSettings, _check_model_path, add_lora, count_parameters, join_gguf,
                        lm_logits_at, load_model_and_tokenizer, pad_batch)
@@ -366,6 +367,46 @@ def _lr_scheduler(name: str, optimizer: torch.optim.Optimizer, warmup: int, tota
     return get_scheduler(sched, optimizer, num_warmup_steps=warmup, num_training_steps=total)
 
 
+def run_fingerprint(cfg: TrainConfig, hashes: dict[str, Any]) -> str:
+    """A digest of everything that decides the trained weights: the config and the data's sha256."""
+    conf = {k: v for k, v in dump_config(cfg).items() if k not in ("progress", "out_dir", "checkpoint", "overwrite")}
+    data = {k: v.get("sha256") for k, v in hashes.items() if isinstance(v, dict) and "sha256" in v}
+    blob = json.dumps({"config": conf, "data": data}, sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def check_checkpoints(out_dir: Path, fingerprint: str, resume: bool, overwrite: bool) -> Optional[Path]:
+    """The checkpoint to resume from (or None), refusing to mix runs.
+
+    ``resume`` needs the latest checkpoint to carry this run's fingerprint; a new run into a
+    directory holding another run's checkpoints is refused unless ``overwrite`` (which removes them).
+    """
+    ckpt_root = out_dir / CHECKPOINT_DIR
+    latest = latest_checkpoint(out_dir)
+    if resume:
+        if latest is None:
+            raise NewsbiasError(f"--resume: no checkpoint under {ckpt_root}; run without --resume")
+        theirs = _read_fingerprint(latest)
+        if theirs != fingerprint:
+            raise NewsbiasError(f"--resume: the checkpoint {latest} belongs to another run (config or data differ: "
+                                f"fingerprint {theirs} vs {fingerprint}); rerun with the same config and data, or "
+                                f"start over with --overwrite")
+        return latest
+    if latest is not None:
+        if not overwrite:
+            raise NewsbiasError(f"{ckpt_root} holds checkpoints of an earlier run; pass --resume to continue it or "
+                                f"--overwrite to start over (or choose another train.out_dir)")
+        shutil.rmtree(ckpt_root)
+    return None
+
+
+def _read_fingerprint(ckpt: Path) -> Optional[str]:
+    try:
+        return json.loads((ckpt / "fingerprint.json").read_text(encoding="utf-8"))["fingerprint"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
 def train(cfg: TrainConfig, resume: bool = False, progress: Optional[bool] = None,
           _interrupt_after_step: Optional[int] = None) -> dict[str, Any]:
     """Run LoRA training as configured; returns a summary (out_dir, steps, best val metrics).
@@ -380,9 +421,8 @@ def train(cfg: TrainConfig, resume: bool = False, progress: Optional[bool] = Non
     train_ex, val_ex, hashes = load_training_data(cfg)
     source = join_gguf(cfg.model.name_or_path, cfg.model.gguf_file)
     _check_model_path(source)
-    ckpt_dir = latest_checkpoint(out_dir) if resume else None
-    if resume and ckpt_dir is None:
-        raise NewsbiasError(f"--resume: no checkpoint under {out_dir / CHECKPOINT_DIR}; run without --resume")
+    fingerprint = run_fingerprint(cfg, hashes)
+    ckpt_dir = check_checkpoints(out_dir, fingerprint, resume, cfg.overwrite)
 
     from .modeling import resolve_device_dtype
 
@@ -475,6 +515,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: Optional[bool] = Non
                         "scheduler": scheduler.state_dict(), "train_state": st, "best_state": best_state,
                         "rng": rng}, tmp)
             os.replace(tmp, cdir / "state.pt")
+            write_json(cdir / "fingerprint.json", {"fingerprint": fingerprint, "step": st["step"]})
             old = sorted((out_dir / CHECKPOINT_DIR).glob("step-*"), key=lambda p: int(p.name.split("-")[1]))
             for p in old[:-cfg.checkpoint.keep]:
                 shutil.rmtree(p, ignore_errors=True)

@@ -28,7 +28,7 @@ from tqdm.auto import tqdm
 
 from ..config import PrepConfig, dump_config
 from ..errors import NewsbiasError
-from ..io import atomic_dir, package_versions, sha256_file, write_json, write_jsonl
+from ..io import atomic_dir, check_output_dir, package_versions, sha256_file, write_json, write_jsonl
 from ..labels import LABELS, LabelNormalizer
 from . import dedup as dd
 from . import split as sp
@@ -338,10 +338,17 @@ def _eval_small(test: pd.DataFrame, n: int, seed: int) -> pd.DataFrame:
 
 
 def run_prep(cfg: PrepConfig, progress: bool = False) -> dict[str, Any]:
-    """Run prep and write its outputs atomically into ``cfg.out_dir``; returns ``prep_meta``."""
+    """Run prep and write its outputs atomically into ``cfg.out_dir``; returns ``prep_meta``.
+
+    The output directory must be new, empty, or a previous prep output (its ``prep_meta.json``),
+    and must not contain the input: prep replaces it whole.
+    """
+    pre = cfg.split.predefined
+    inputs = [cfg.input.path] + ([pre.train, pre.val] + ([pre.test] if pre.test else []) if pre else [])
+    out = check_output_dir(cfg.out_dir, "prep", "prep_meta.json", inputs)
     frames, meta, drop_rows = prepare(cfg, progress)
     small = _eval_small(frames["test"], cfg.eval_small, cfg.split.seed)
-    with atomic_dir(cfg.out_dir) as tmp:
+    with atomic_dir(out) as tmp:
         outputs: dict[str, dict[str, Any]] = {}
         for name, frame in frames.items():
             n = write_jsonl(tmp / f"{name}.jsonl", (_output_row(r, cfg.instruction) for _, r in frame.iterrows()))
