@@ -15,9 +15,11 @@ $(STAMP): pyproject.toml scripts/setup.sh
 
 setup: $(STAMP)
 
+# the everyday suite (tiny models, small slices; under a minute on 2 cores)
 test: $(STAMP)
 	$(PY) -m pytest -q
 
+# everything, `slow` tests included (the demo on a slice, torchrun, Chromium, hadolint, real GGUF): what CI runs
 test-all: $(STAMP)
 	$(PY) -m pytest -q -m ""
 

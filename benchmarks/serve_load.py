@@ -6,8 +6,10 @@
 Builds a tiny Qwen3-architecture model (random weights, a BPE tokenizer trained on the spot)
 unless ``--model`` is given, then for each setting starts ``newsbias serve`` in a subprocess on a
 free port of 127.0.0.1 and sends ``--requests`` requests from ``--clients`` concurrent httpx
-clients: about 80% valid (``texts`` or ``articles``, one article each) and 20% invalid (malformed
-JSON, empty text, missing field, oversized article, too many articles). Checks: no 5xx, every
+clients: about 70% valid (``texts`` or ``articles``, one article each) and 30% malformed, of twelve
+kinds (truncated JSON, empty or zero-width-only text, a missing field, lone surrogates, NUL, wrong
+types, JSON nested 3,000 deep, bytes that are not UTF-8, a wrong content type, an oversized
+article, too many articles). Checks: no 5xx, every
 invalid request gets its expected 4xx, and every valid answer equals ``score_batch`` on the same
 text in this process. Each run stops after ``--requests`` or ``--max-seconds``, whichever comes
 first. Prints a Markdown table (p50/p99 latency over all requests, requests/s).
@@ -74,28 +76,60 @@ def article_pool(n: int, seed: int = 0) -> list[str]:
             for i in range(n)]
 
 
-def make_requests(n: int, pool: list[str], max_chars: int, seed: int = 0) -> list[dict[str, Any]]:
-    """``{"body": bytes, "expect": status, "text": str | None}``; about one in five is invalid."""
+def _invalid(kind: str, max_chars: int, rng: random.Random) -> tuple[bytes, int, dict[str, str]]:
+    """(body, expected status, extra headers) of one malformed request of ``kind``."""
+    js = {"content-type": "application/json"}
+    if kind == "truncated JSON":
+        return b'{"texts": ["unterminated', 422, js
+    if kind == "empty text":
+        return json.dumps({"texts": ["   "]}).encode(), 422, js
+    if kind == "missing text":
+        return json.dumps({"articles": [{"title": "no text"}]}).encode(), 422, js
+    if kind == "lone surrogate":
+        return b'{"texts": ["budget \\ud83d talks"]}', 422, js
+    if kind == "NUL":
+        return b'{"texts": ["budget\\u0000talks"]}', 422, js
+    if kind == "zero-width only":
+        return b'{"texts": ["\\u200b\\u200d\\ufeff"]}', 422, js
+    if kind == "wrong type":
+        return json.dumps(rng.choice([{"texts": "not a list"}, {"texts": [1, 2]}, {"articles": [{"text": 5}]},
+                                      {"texts": [{"a": 1}]}, [1, 2], "texts"])).encode(), 422, js
+    if kind == "deeply nested":
+        return b'{"texts": ' + b"[" * 3000 + b"]" * 3000 + b"}", 422, js
+    if kind == "not UTF-8":
+        return b'{"texts": ["caf\xe9 politics"]}', 422, js
+    if kind == "wrong content type":
+        return b"texts=hello", 422, {"content-type": rng.choice(["text/plain", "application/x-www-form-urlencoded"])}
+    if kind == "oversized article":
+        return json.dumps({"texts": ["y" * (max_chars + 1)]}).encode(), 413, js
+    if kind == "too many articles":
+        return json.dumps({"texts": ["z"] * 100}).encode(), 413, js
+    raise ValueError(kind)
+
+
+INVALID_KINDS = ("truncated JSON", "empty text", "missing text", "lone surrogate", "NUL", "zero-width only",
+                 "wrong type", "deeply nested", "not UTF-8", "wrong content type", "oversized article",
+                 "too many articles")
+
+
+def make_requests(n: int, pool: list[str], max_chars: int, seed: int = 0,
+                  invalid_share: float = 0.3) -> list[dict[str, Any]]:
+    """``{"body", "headers", "expect", "text", "kind"}``; ``invalid_share`` of them malformed, of every kind."""
     rng = random.Random(seed)
     out = []
+    js = {"content-type": "application/json"}
     for i in range(n):
-        r = rng.random()
         text = rng.choice(pool)
-        if r < 0.4:
-            out.append({"body": json.dumps({"texts": [text]}).encode(), "expect": 200, "text": text})
-        elif r < 0.8:
-            out.append({"body": json.dumps({"articles": [{"id": f"r{i}", "text": text}]}).encode(), "expect": 200,
-                        "text": text})
-        elif r < 0.84:
-            out.append({"body": b'{"texts": ["unterminated', "expect": 422, "text": None})
-        elif r < 0.88:
-            out.append({"body": json.dumps({"texts": ["   "]}).encode(), "expect": 422, "text": None})
-        elif r < 0.92:
-            out.append({"body": json.dumps({"articles": [{"title": "no text"}]}).encode(), "expect": 422, "text": None})
-        elif r < 0.96:
-            out.append({"body": json.dumps({"texts": ["y" * (max_chars + 1)]}).encode(), "expect": 413, "text": None})
+        if rng.random() < invalid_share:
+            kind = INVALID_KINDS[i % len(INVALID_KINDS)]
+            body, status, headers = _invalid(kind, max_chars, rng)
+            out.append({"body": body, "headers": headers, "expect": status, "text": None, "kind": kind})
+        elif rng.random() < 0.5:
+            out.append({"body": json.dumps({"texts": [text]}).encode(), "headers": js, "expect": 200, "text": text,
+                        "kind": "valid"})
         else:
-            out.append({"body": json.dumps({"texts": ["z"] * 100}).encode(), "expect": 413, "text": None})
+            out.append({"body": json.dumps({"articles": [{"id": f"r{i}", "text": text}]}).encode(), "headers": js,
+                        "expect": 200, "text": text, "kind": "valid"})
     return out
 
 
@@ -151,8 +185,7 @@ async def run_load(url: str, reqs: list[dict[str, Any]], clients: int, max_secon
                 return
             t0 = time.perf_counter()
             try:
-                resp = await client.post("/v1/classify", content=r["body"],
-                                         headers={"content-type": "application/json"})
+                resp = await client.post("/v1/classify", content=r["body"], headers=r["headers"])
                 status, body = resp.status_code, resp.json()
             except (httpx.HTTPError, ValueError) as exc:
                 status, body = -1, {"error": repr(exc)}
@@ -204,15 +237,14 @@ def main() -> int:
     load_before = os.getloadavg()[0]
 
     from newsbias.config import ServeConfig
-    from newsbias.modeling import score_batch
     from newsbias.serve import load_model
 
     tmp = tempfile.TemporaryDirectory(prefix="newsbias-serve-load-")
     model = args.model or str(build_tiny_model(Path(tmp.name) / "tiny"))
     pool = article_pool(64)
-    m, tok, settings = load_model(ServeConfig(model=model, device="cpu", prompt={"max_length": 256}))
+    clf = load_model(ServeConfig(model=model, device="cpu", prompt={"max_length": 256}))
     # each text alone, as `predict` would score it
-    reference = {t: score_batch(m, tok, settings, [t], batch_size=1)[0] for t in pool}
+    reference = {t: clf.predict_proba([t], batch_size=1)[0] for t in pool}
     reqs = make_requests(args.requests, pool, args.max_chars)
     n_valid = sum(r["expect"] == 200 for r in reqs)
 
@@ -246,7 +278,7 @@ def main() -> int:
                 or c["valid_ok"] != n_valid or len(outcomes) != len(reqs)
     tmp.cleanup()
 
-    print(f"\n{args.requests} requests ({n_valid} valid), {args.clients} concurrent clients, "
+    print(f"\n{args.requests} requests ({n_valid} valid, {len(reqs) - n_valid} malformed), {args.clients} concurrent clients, "
           f"{platform.processor() or platform.machine()} x{os.cpu_count()} CPU, tiny Qwen3 (2 layers, hidden 64), "
           f"server torch threads {args.threads or 'default'}, "
           f"load average at start: {load_before:.2f}\n")

@@ -35,11 +35,11 @@ if [ "${DEMO_PROFILE:-}" = full ]; then
   PROFILE=(train.data.train_limit=3840 train.prompt.max_length=256 predict.prompt.max_length=256
            train.eval.every_steps=120 predict.limit=2000 baseline.limit=2000)
 fi
+# stage-to-stage paths; a flag given later on a command line (--input, --out) is the one that counts
 COMMON=(prep.input.path="$INPUT" prep.out_dir="$OUT/data" baseline.data="$OUT/data"
-        baseline.out_dir="$OUT/preds" train.data.path="$OUT/data" predict.input="$OUT/data"
-        compare.data="$OUT/data" compare.out_dir="$OUT/report" "${PROFILE[@]}")
-ENC_COMMON=(train.model.name_or_path="$ENCODER" train.data.path="$OUT/data" train.out_dir="$OUT/encoder"
-            predict.input="$OUT/data")
+        baseline.out_dir="$OUT/preds" train.data.path="$OUT/data" compare.data="$OUT/data"
+        compare.out_dir="$OUT/report" "${PROFILE[@]}")
+ENC_COMMON=(train.model.name_or_path="$ENCODER" train.data.path="$OUT/data" train.out_dir="$OUT/encoder")
 if [ "${DEMO_PROFILE:-}" = full ]; then ENC_COMMON+=(train.data.train_limit=12000 predict.limit=2000); fi
 LMC=(train.model.name_or_path="$LM" train.out_dir="$OUT/lm-adapter")
 
@@ -56,7 +56,7 @@ stage() {  # stage NAME COMMAND...: run it and record its wall-clock seconds
 fresh() {  # a training output of an earlier demo run is replaced, never anything else
   if [ -f "$1/newsbias.json" ]; then rm -rf "$1"; fi
 }
-predict() { "$NB" predict -q -c "$1" "${COMMON[@]}" "${@:2}" --overwrite; }
+predict() { "$NB" predict -q -c "$1" "${COMMON[@]}" --input "$OUT/data" "${@:2}" --overwrite; }
 START=$(date +%s)
 
 stage "prep: AllSides -> outlet-disjoint splits" "$NB" prep -q -c "$CFG" "${COMMON[@]}" "$@"
@@ -72,18 +72,20 @@ stage "lm-tuned: SmolLM2 + LoRA, label scoring" predict "$CFG" --adapter "$OUT/l
   --out "$OUT/preds/lm-tuned.jsonl" "$@"
 stage "lm-tuned-gen: SmolLM2 + LoRA, generation (200)" predict "$CFG" --adapter "$OUT/lm-adapter" \
   --name lm-tuned-gen --mode generate --out "$OUT/preds/lm-tuned-gen.jsonl" predict.limit=200 "$@"
-stage "eval_small: qualitative predictions of base and tuned" bash -c '
-  "$1" predict -q -c "$2" "${@:5}" --model "$3" --name lm-base --input "$4/data/eval_small.jsonl" \
-    --out "$4/preds/lm-base_eval.jsonl" --include-text --overwrite &&
-  "$1" predict -q -c "$2" "${@:5}" --adapter "$4/lm-adapter" --name lm-tuned --input "$4/data/eval_small.jsonl" \
-    --out "$4/preds/lm-tuned_eval.jsonl" --include-text --overwrite' _ "$NB" "$CFG" "$LM" "$OUT" "${COMMON[@]}" "$@"
-stage "enc-base: MiniLM with an untrained head (chance reference)" "$NB" predict -q -c "$ENC" "${COMMON[@]}" "${ENC_COMMON[@]}" \
-  --model "$ENCODER" --name enc-base --out "$OUT/preds/enc-base.jsonl" --overwrite "$@"
+qualitative() {  # the original recipe's eval_small output: base and tuned answers with the article text
+  predict "$CFG" --model "$LM" --name lm-base --input "$OUT/data/eval_small.jsonl" \
+    --out "$OUT/preds/lm-base_eval.jsonl" --include-text "$@"
+  predict "$CFG" --adapter "$OUT/lm-adapter" --name lm-tuned --input "$OUT/data/eval_small.jsonl" \
+    --out "$OUT/preds/lm-tuned_eval.jsonl" --include-text "$@"
+}
+stage "eval_small: qualitative predictions of base and tuned" qualitative "$@"
+stage "enc-base: MiniLM with an untrained head (chance reference)" predict "$ENC" "${ENC_COMMON[@]}" \
+  --model "$ENCODER" --name enc-base --out "$OUT/preds/enc-base.jsonl" "$@"
 fresh "$OUT/encoder"
 stage "train: MiniLM, full fine-tune, mean pooling" "$NB" train -c "$ENC" "${COMMON[@]}" "${ENC_COMMON[@]}" "$@" \
   --overwrite
-stage "enc-tuned: MiniLM fine-tuned" "$NB" predict -q -c "$ENC" "${COMMON[@]}" "${ENC_COMMON[@]}" --model "$OUT/encoder" \
-  --name enc-tuned --out "$OUT/preds/enc-tuned.jsonl" --overwrite "$@"
+stage "enc-tuned: MiniLM fine-tuned" predict "$ENC" "${ENC_COMMON[@]}" --model "$OUT/encoder" \
+  --name enc-tuned --out "$OUT/preds/enc-tuned.jsonl" "$@"
 stage "compare: generation runs (first 200 articles)" "$NB" compare -c "$CFG" "${COMMON[@]}" "$@" \
   compare.ensembles=[] compare.base=lm-base-gen compare.tuned=lm-tuned-gen compare.out_dir="$OUT/report/generation" --intersect \
   --preds lm-base-gen="$OUT/preds/lm-base-gen.jsonl" lm-tuned-gen="$OUT/preds/lm-tuned-gen.jsonl" \

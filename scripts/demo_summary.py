@@ -29,7 +29,7 @@ def generation(out: Path) -> list[str]:
         return []
     runs = json.loads(path.read_text())["metrics"]
     lines = ["## Generation vs label scoring (the same first articles of test)", "",
-             "Generation is the original assignment's method: greedy decoding, parsed; an answer with no "
+             "Generation is the reference recipe's method: greedy decoding of a few tokens, parsed; an answer with no "
              "label word is invalid and counts as wrong.", "",
              "| run | macro-F1 | invalid rate | n |", "|---|---:|---:|---:|"]
     lines += [f"| {name} | {m['macro_f1']:.3f} | {m['invalid_rate']:.1%} | {m['n']} |" for name, m in runs.items()]

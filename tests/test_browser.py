@@ -26,10 +26,10 @@ LABELS = ["left", "center", "right"]
 CHROMIUM = os.environ.get("NEWSBIAS_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
 CHROMEDRIVER = os.environ.get("NEWSBIAS_CHROMEDRIVER") or shutil.which("chromedriver")
 
-pytestmark = pytest.mark.skipif(
+pytestmark = [pytest.mark.slow, pytest.mark.skipif(
     CHROMIUM is None or CHROMEDRIVER is None,
     reason="headless Chromium not installed: apt-get install -y chromium chromium-driver "
-           f"(found chromium={CHROMIUM}, chromedriver={CHROMEDRIVER})")
+           f"(found chromium={CHROMIUM}, chromedriver={CHROMEDRIVER})")]
 
 
 @pytest.fixture(scope="module")

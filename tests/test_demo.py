@@ -44,8 +44,10 @@ def test_demo_pipeline_on_a_small_slice(tmp_path):
             "lm-base_eval", "lm-tuned_eval")
     for name in runs:
         assert (out / "preds" / f"{name}.jsonl").stat().st_size > 0, name
-    n_small = meta["outputs"]["eval_small.jsonl"]["rows"]
-    assert len((out / "preds" / "lm-tuned_eval.jsonl").read_text().splitlines()) == min(n_small, 12)
+    small_ids = [json.loads(l)["id"] for l in (out / "data" / "eval_small.jsonl").read_text().splitlines()]
+    for name in ("lm-base_eval", "lm-tuned_eval"):  # the qualitative sample, not the test split
+        rows = [json.loads(l) for l in (out / "preds" / f"{name}.jsonl").read_text().splitlines()]
+        assert [r["id"] for r in rows] == small_ids[:12] and all(r["input"] for r in rows), name
     report = (out / "report" / "report.md").read_text()
     for name in ("majority", "tfidf-lr", "lm-base", "lm-tuned", "enc-base", "enc-tuned", "ensemble"):
         assert f"| {name} |" in report, name

@@ -20,6 +20,7 @@ def hadolint() -> str | None:
     return str(local) if local.is_file() else shutil.which("hadolint")
 
 
+@pytest.mark.slow
 def test_dockerfile_passes_hadolint():
     exe = hadolint()
     if exe is None:

@@ -238,6 +238,7 @@ def test_stdin_plain_text_and_csv(lm_adapter_dir, tmp_path):
     assert [r["probs"] for r in read(tmp_path / "c.jsonl")] == [r["probs"] for r in rows]
 
 
+@pytest.mark.slow
 def test_two_process_run_writes_one_merged_output(lm_adapter_dir, tmp_path):
     inp = write_jsonl(tmp_path / "in.jsonl", make_planted_rows(21, seed=5))
     ref = tmp_path / "ref.jsonl"
@@ -254,3 +255,145 @@ def test_two_process_run_writes_one_merged_output(lm_adapter_dir, tmp_path):
     for x, y in zip(a, b):
         assert x["pred"] == y["pred"] and all(abs(x["probs"][l] - y["probs"][l]) < 1e-4 for l in LABELS)
     assert json.loads((tmp_path / "ddp.manifest.json").read_text())["world_size"] == 2
+
+
+def _rows_with_repeated_and_falsy_ids(n: int) -> list[dict]:
+    rows = make_planted_rows(n, seed=11)
+    for i, r in enumerate(rows):
+        r["id"] = [0, "0", "", None, False][i % 5] if i % 7 == 0 else f"dup{i % (n // 2)}"
+    return rows
+
+
+def _crash_after(monkeypatch, chunks: int) -> None:
+    """Make Classifier.classify raise KeyboardInterrupt (a crash) after ``chunks`` more calls."""
+    from newsbias.classifier import Classifier
+
+    real = Classifier.classify
+    calls = {"n": 0}
+
+    def crashing(self, *a, **k):
+        calls["n"] += 1
+        if calls["n"] > chunks:
+            raise KeyboardInterrupt("simulated crash")
+        return real(self, *a, **k)
+
+    monkeypatch.setattr(Classifier, "classify", crashing)
+
+
+def test_crash_and_resume_with_repeated_and_falsy_ids(lm_adapter_dir, tmp_path, monkeypatch):
+    """Resume keys on the input position: repeated ids, 0, "" and false lose or duplicate nothing."""
+    inp = write_jsonl(tmp_path / "in.jsonl", _rows_with_repeated_and_falsy_ids(60))
+    ref = tmp_path / "ref.jsonl"
+    run_predict(pcfg(adapter=str(lm_adapter_dir), input=str(inp), out=str(ref), chunk_size=4), progress=False)
+    assert len(read(ref)) == 60 and read(ref)[0]["id"] == "0"  # id 0 is an id, not a line number
+    out = tmp_path / "out.jsonl"
+    for stop_after in (2, 5, 1, 3):  # crash after that many more chunks, four times over
+        monkeypatch.undo()
+        _crash_after(monkeypatch, stop_after)
+        with pytest.raises(KeyboardInterrupt):
+            run_predict(pcfg(adapter=str(lm_adapter_dir), input=str(inp), out=str(out), chunk_size=4), progress=False)
+    monkeypatch.undo()
+    man = run_predict(pcfg(adapter=str(lm_adapter_dir), input=str(inp), out=str(out), chunk_size=4), progress=False)
+    assert man["counts"]["resumed_rows"] == 4 * (2 + 5 + 1 + 3)
+    assert out.read_bytes() == ref.read_bytes()
+
+
+def test_changed_input_is_refused_not_mixed(lm_adapter_dir, tmp_path, monkeypatch):
+    rows = make_planted_rows(40, seed=12)
+    inp = write_jsonl(tmp_path / "in.jsonl", rows)
+    out = tmp_path / "out.jsonl"
+    _crash_after(monkeypatch, 2)
+    with pytest.raises(KeyboardInterrupt):
+        run_predict(pcfg(adapter=str(lm_adapter_dir), input=str(inp), out=str(out), chunk_size=4), progress=False)
+    monkeypatch.undo()
+    rows[3]["input"] = "a corrected text " + rows[3]["input"]
+    write_jsonl(inp, rows)  # fixed in place
+    with pytest.raises(NewsbiasError, match="unfinished run of a different input_sha256"):
+        run_predict(pcfg(adapter=str(lm_adapter_dir), input=str(inp), out=str(out), chunk_size=4), progress=False)
+    run_predict(pcfg(adapter=str(lm_adapter_dir), input=str(inp), out=str(out), chunk_size=4, overwrite=True),
+                progress=False)
+    fresh = tmp_path / "fresh.jsonl"
+    run_predict(pcfg(adapter=str(lm_adapter_dir), input=str(inp), out=str(fresh), chunk_size=4), progress=False)
+    assert out.read_bytes() == fresh.read_bytes()
+
+
+def test_bad_input_midway_leaves_nothing_that_blocks_the_fixed_rerun(lm_adapter_dir, tmp_path):
+    rows = make_planted_rows(30, seed=13)
+    inp = tmp_path / "in.jsonl"
+    inp.write_text("".join(json.dumps(r) + "\n" for r in rows[:20]) + "{not json\n")
+    out = tmp_path / "out.jsonl"
+    with pytest.raises(NewsbiasError, match="not valid JSON"):
+        run_predict(pcfg(adapter=str(lm_adapter_dir), input=str(inp), out=str(out), chunk_size=4), progress=False)
+    assert not (tmp_path / ".out.jsonl.parts").exists()
+    write_jsonl(inp, rows)
+    run_predict(pcfg(adapter=str(lm_adapter_dir), input=str(inp), out=str(out), chunk_size=4), progress=False)
+    assert len(read(out)) == 30
+
+
+@pytest.mark.parametrize("content", [
+    b'{"text": "caf\xe9 au lait"}\n',                      # Latin-1
+    b'\xff\xfe{\x00"\x00t\x00',                            # UTF-16
+    b'{"text": "ok"}\n{"text": "\xc3\x28"}\n',             # invalid continuation byte
+    b"\x89PNG\r\n\x1a\n" + bytes(range(256)),              # a binary file
+    b'{"text": "\xed\xa0\x80"}\n',                         # an encoded surrogate (CESU-8)
+])
+def test_non_utf8_input_is_one_line_error(lm_adapter_dir, tmp_path, content):
+    inp = tmp_path / "in.jsonl"
+    inp.write_bytes(content)
+    with pytest.raises(NewsbiasError, match="not UTF-8|not valid JSON"):
+        run_predict(pcfg(adapter=str(lm_adapter_dir), input=str(inp), out=str(tmp_path / "o.jsonl")), progress=False)
+
+
+def test_lone_surrogates_output_paths_and_corrupt_weights(lm_adapter_dir, tmp_path):
+    import shutil
+
+    inp = tmp_path / "in.jsonl"
+    inp.write_text('{"id": "a\\ud83d", "text": "budget talks \\udc00 resumed"}\n')
+    run_predict(pcfg(adapter=str(lm_adapter_dir), input=str(inp), out=str(tmp_path / "o.jsonl")), progress=False)
+    rec = read(tmp_path / "o.jsonl")[0]
+    assert rec["id"] == "a\ufffd" and rec["valid"]
+    with pytest.raises(NewsbiasError, match="is a directory"):
+        run_predict(pcfg(adapter=str(lm_adapter_dir), input=str(inp), out=str(tmp_path)), progress=False)
+    (tmp_path / "afile").write_text("x")
+    with pytest.raises(NewsbiasError, match="is a file, not a directory"):
+        run_predict(pcfg(adapter=str(lm_adapter_dir), input=str(inp), out=str(tmp_path / "afile" / "o.jsonl")),
+                    progress=False)
+    broken = tmp_path / "broken"
+    shutil.copytree(lm_adapter_dir, broken)
+    w = broken / "adapter_model.safetensors"
+    w.write_bytes(w.read_bytes()[: len(w.read_bytes()) // 2])
+    with pytest.raises(NewsbiasError, match="cannot load the adapter weights"):
+        run_predict(pcfg(adapter=str(broken), input=str(inp), out=str(tmp_path / "b.jsonl")), progress=False)
+
+
+@pytest.mark.slow
+def test_kill_9_at_five_random_points(lm_adapter_dir, tmp_path):
+    """SIGKILL at random moments (repeated and falsy ids), resumed each time: every row exactly once."""
+    import random
+
+    inp = write_jsonl(tmp_path / "in.jsonl", _rows_with_repeated_and_falsy_ids(300))
+    ref = tmp_path / "ref.jsonl"
+    run_predict(pcfg(adapter=str(lm_adapter_dir), input=str(inp), out=str(ref), batch_size=1, chunk_size=4),
+                progress=False)
+    out = tmp_path / "out.jsonl"
+    part = tmp_path / ".out.jsonl.parts" / "rank0.jsonl"
+    rng = random.Random(7)
+    kills = 0
+    for _ in range(5):
+        start = part.read_text().count("\n") if part.exists() else 0
+        target = start + rng.randrange(4, 40)
+        proc = subprocess.Popen(_predict_cmd(lm_adapter_dir, inp, out), stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL)
+        deadline = time.time() + 120
+        while time.time() < deadline and proc.poll() is None:
+            if part.exists() and part.read_text().count("\n") >= target:
+                break
+            time.sleep(0.002 + rng.random() * 0.01)
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGKILL)
+            kills += 1
+        proc.wait()
+    assert kills == 5 and not out.exists()
+    proc = subprocess.run(_predict_cmd(lm_adapter_dir, inp, out), capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert out.read_bytes() == ref.read_bytes()

@@ -334,3 +334,53 @@ def test_example_config_validates():
     root = Path(__file__).resolve().parents[1]
     cfg = load_config(root / "configs" / "serve.yaml", ["serve.port=9000"])
     assert cfg.serve.port == 9000 and cfg.serve.max_batch == 16 and cfg.export.base_model_id == "Qwen/Qwen3-0.6B"
+
+
+# ------------------------------------------------------------------------------ hostile input
+
+
+@pytest.mark.parametrize("raw,field", [
+    (b'{"texts": ["ok", "\\ud83d"]}', "texts.1"),                      # a lone surrogate
+    (b'{"texts": ["a\\u0000b"]}', "texts.0"),                           # NUL
+    (b'{"texts": ["\\u200b\\u200d \\ufeff"]}', "texts.0"),              # only invisible characters
+    (b'{"articles": [{"id": "\\udc00", "text": "fine"}]}', "articles.0.id"),
+    (b'{"articles": [{"title": "\\ud800", "text": "fine"}]}', "articles.0.title"),
+])
+def test_invalid_text_is_422_naming_the_field(client, raw, field):
+    r = client.post("/v1/classify", content=raw, headers={"content-type": "application/json"})
+    assert r.status_code == 422, r.text
+    body = r.json()
+    assert body["error"].startswith(field) and body["detail"][0]["loc"][0] == "body"
+
+
+def test_undecodable_bodies_are_422_not_400(client):
+    import gzip
+
+    cases = [(b'{"texts": ["caf\xe9"]}', {}),                                     # Latin-1, not UTF-8
+             (gzip.compress(b'{"texts": ["a"]}'), {"content-encoding": "gzip"}),
+             (b'{"texts": ' + b"[" * 5000 + b"]" * 5000 + b"}", {}),                # nested past any sane depth
+             (b'{"texts": ["a"', {})]                                               # truncated
+    for raw, headers in cases:
+        r = client.post("/v1/classify", content=raw, headers={"content-type": "application/json", **headers})
+        assert r.status_code == 422, (raw[:40], r.status_code, r.text[:200])
+        assert r.json()["detail"][0]["field"] == "body" and "not valid JSON" in r.json()["error"]
+    r = client.post("/v1/classify", content=b"texts=a", headers={"content-type": "application/x-www-form-urlencoded"})
+    assert r.status_code == 422 and "content-type application/json" in r.json()["error"]
+
+
+def test_one_failing_request_does_not_fail_its_batch():
+    def score(batch: list[str]) -> list[str]:
+        if "BAD" in batch:
+            raise ValueError("cannot score BAD")
+        return [t.lower() for t in batch]
+
+    async def scenario():
+        b = MicroBatcher(score, max_batch=16, max_wait_ms=50)
+        b.start()
+        outs = await asyncio.gather(*(b.submit(t) for t in (["A", "B"], ["BAD"], ["C"])), return_exceptions=True)
+        await b.stop()
+        return outs
+
+    good1, bad, good2 = asyncio.run(scenario())
+    assert good1[0] == ["a", "b"] and good2[0] == ["c"]
+    assert isinstance(bad, ValueError)

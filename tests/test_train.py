@@ -179,6 +179,7 @@ def test_same_seed_same_adapter_and_exact_resume(tiny_qwen_dir, planted_data_dir
     assert [r.get("loss") for r in log_a] == [r.get("loss") for r in log_c]
 
 
+@pytest.mark.slow
 def test_torchrun_two_processes_gloo(tiny_qwen_dir, planted_data_dir, tmp_path):
     import socket
 
@@ -280,3 +281,33 @@ def test_encoder_mean_pooling_and_full_finetune(tiny_bert_dir, planted_data_dir,
 def test_mean_pooling_needs_the_cls_head(tiny_bert_dir, planted_data_dir, tmp_path):
     with pytest.raises(Exception, match="pooling=mean needs model.head=cls"):
         tiny_cfg(tiny_bert_dir, planted_data_dir, tmp_path, head="lm", model__pooling="mean")
+
+
+def test_checkpoints_of_another_run_are_never_resumed_or_mixed(tiny_qwen_dir, planted_data_dir, tmp_path):
+    kw = dict(optim__max_steps=6, optim__batch_size=4, eval__every_steps=3, checkpoint__every_steps=2,
+              data__train_limit=40)
+    out = tmp_path / "run"
+    with pytest.raises(KeyboardInterrupt):
+        train(tiny_cfg(tiny_qwen_dir, planted_data_dir, out, seed=1, **kw), _interrupt_after_step=3)
+    other = tiny_cfg(tiny_qwen_dir, planted_data_dir, out, seed=2, optim__lr=1e-2, **kw)
+    with pytest.raises(NewsbiasError, match="belongs to another run"):
+        train(other, resume=True)
+    with pytest.raises(NewsbiasError, match="holds checkpoints of an earlier run"):
+        train(other)
+    ckpts = sorted(p.name for p in (out / "checkpoints").iterdir())
+    assert ckpts, "the refused runs must leave the old checkpoints alone"
+    summary = train(other.model_copy(update={"overwrite": True}))
+    assert summary["steps"] == 6
+    fps = {json.loads((p / "fingerprint.json").read_text())["fingerprint"] for p in (out / "checkpoints").iterdir()}
+    assert len(fps) == 1  # only the new run's checkpoints remain
+    # the data changed under a checkpoint: resume refuses too
+    with pytest.raises(KeyboardInterrupt):
+        train(tiny_cfg(tiny_qwen_dir, planted_data_dir, tmp_path / "d", **kw), _interrupt_after_step=3)
+    moved = tmp_path / "data2"
+    import shutil
+
+    shutil.copytree(planted_data_dir, moved)
+    rows = (moved / "train.jsonl").read_text().splitlines()
+    (moved / "train.jsonl").write_text("\n".join(rows[1:] + rows[:1]) + "\n")
+    with pytest.raises(NewsbiasError, match="belongs to another run"):
+        train(tiny_cfg(tiny_qwen_dir, moved, tmp_path / "d", **kw), resume=True)

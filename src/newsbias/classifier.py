@@ -105,7 +105,15 @@ class Classifier:
         tok = load_tokenizer(str(adir))
         if settings.head == "cls" and hasattr(model.config, "pad_token_id"):
             model.config.pad_token_id = tok.pad_token_id
-        return cls(load_adapter(model, adir), tok, settings, source=base, adapter=str(adir))
+        try:
+            model = load_adapter(model, adir)
+        except NewsbiasError:
+            raise
+        except Exception as exc:  # truncated or corrupt weights: safetensors / peft raise many types
+            raise NewsbiasError(f"cannot load the adapter weights in {adir} ({type(exc).__name__}: "
+                                f"{str(exc).splitlines()[0][:160] if str(exc) else 'unreadable'}); the files are "
+                                f"damaged or from another model: copy them again or retrain") from None
+        return cls(model, tok, settings, source=base, adapter=str(adir))
 
     @property
     def labels(self) -> list[str]:

@@ -12,7 +12,7 @@ import logging
 import sys
 from typing import Callable
 
-from .errors import NewsbiasError
+from .errors import NewsbiasError, one_line
 
 EPILOG = (
     "Any config value can be overridden as section.key=value, e.g. "
@@ -429,6 +429,20 @@ def parse_args(parser: argparse.ArgumentParser, argv: list[str]) -> argparse.Nam
     return args
 
 
+def _quiet_libraries() -> None:
+    """``-q``: no progress bars or load reports from transformers / huggingface_hub either."""
+    import os
+
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    try:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.set_verbosity_error()
+        hf_logging.disable_progress_bar()
+    except ImportError:  # pragma: no cover - transformers is a dependency
+        pass
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parse_args(parser, list(sys.argv[1:] if argv is None else argv))
@@ -437,12 +451,20 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
+    if getattr(args, "quiet", False):
+        _quiet_libraries()
     try:
         return int(args.func(args) or 0)
     except NewsbiasError as exc:
         if args.verbose:
             raise
-        print(f"newsbias {args.command}: error: {exc}", file=sys.stderr)
+        print(f"newsbias {args.command}: error: {one_line(str(exc))}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # permissions, a full disk, a path that vanished: the OS said it in one line
+        if args.verbose:
+            raise
+        where = f" {exc.filename}" if exc.filename else ""
+        print(f"newsbias {args.command}: error: cannot access{where}: {exc.strerror or exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"newsbias {args.command}: interrupted", file=sys.stderr)

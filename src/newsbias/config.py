@@ -63,6 +63,15 @@ class LabelConfig(StrictModel):
     mapping: dict[str, str] = Field(default_factory=dict, description="Extra raw-label spellings -> left/center/right.")
     on_unknown: Literal["error", "drop"] = "error"
 
+    @field_validator("mapping")
+    @classmethod
+    def _maps_to_labels(cls, v: dict[str, str]) -> dict[str, str]:
+        bad = {k: t for k, t in v.items() if str(t).strip().lower() not in LABELS}
+        if bad:
+            k, t = next(iter(bad.items()))
+            raise ValueError(f"maps {k!r} to {t!r}, which is not one of {', '.join(LABELS)}")
+        return {k: str(t).strip().lower() for k, t in v.items()}
+
     @field_validator("numeric", mode="before")
     @classmethod
     def _numeric_as_text(cls, v: Any) -> Any:
@@ -75,6 +84,8 @@ class CleanConfig(StrictModel):
     prepend_title: bool = False
     min_chars: int = Field(default=100, ge=0)
     min_words: int = Field(default=0, ge=0)
+    max_chars: int = Field(default=200_000, ge=1, description="Longer texts are dropped at read (reason too_long), "
+                           "so one giant record cannot exhaust memory.")
 
 
 class DedupConfig(StrictModel):
@@ -516,8 +527,10 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
         raise ConfigError(f"config file not found: {p}")
     try:
         data = yaml.safe_load(p.read_text(encoding="utf-8"))
+    except UnicodeDecodeError:
+        raise ConfigError(f"config file {p} is not a text file (not UTF-8); pass a YAML config") from None
     except yaml.YAMLError as exc:
-        raise ConfigError(f"config file {p} is not valid YAML: {exc}") from None
+        raise ConfigError(f"config file {p} is not valid YAML: {str(exc).splitlines()[0][:200]}") from None
     if data is None:
         return {}
     if not isinstance(data, dict):

@@ -10,5 +10,17 @@ class NewsbiasError(Exception):
     """A user-facing error whose message says what went wrong and how to fix it."""
 
 
+def one_line(message: str, limit: int = 600) -> str:
+    """A message on one line, at most ``limit`` characters (article text must never flood a terminal)."""
+    flat = " ".join(message.split())
+    return flat if len(flat) <= limit else flat[:limit - 1] + "…"
+
+
+def shorten(value: object, limit: int = 60) -> str:
+    """``repr(value)`` cut to ``limit`` characters, for values quoted inside error messages."""
+    r = repr(value)
+    return r if len(r) <= limit else r[:limit - 1] + "…"
+
+
 class ConfigError(NewsbiasError):
     """A config file or ``key=value`` override that does not validate."""

@@ -36,6 +36,7 @@ from .config import DEFAULT_INSTRUCTION, PredictConfig, dump_config
 from .errors import NewsbiasError
 from .io import dumps_line, git_commit, package_versions, sha256_file, write_json
 from .classifier import Classifier
+from .data.clean import drop_unsafe
 from .labels import LabelNormalizer, parse_generation  # noqa: F401  (parse_generation: re-exported for users)
 from .prompt import PromptSettings
 
@@ -84,11 +85,24 @@ def _raw_records(path: str, text_field: Optional[str]) -> Iterator[tuple[int, di
         csv.field_size_limit(sys.maxsize)
         with open(path, encoding="utf-8", newline="") as f:
             reader = csv.DictReader(f, delimiter="\t" if path.lower().endswith(".tsv") else ",")
-            for row in reader:
-                yield reader.line_num, row
+            try:
+                for row in reader:
+                    yield reader.line_num, row
+            except UnicodeDecodeError as exc:
+                raise NewsbiasError(f"{path}: near line {reader.line_num + 1}: bytes that are not UTF-8 "
+                                    f"({exc.object[exc.start:exc.start + 4]!r}); re-encode the file as UTF-8") from None
+            except csv.Error as exc:
+                raise NewsbiasError(f"{path}: line {reader.line_num}: malformed CSV ({exc})") from None
         return
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, start=1):
+    with open(path, "rb") as f:
+        for lineno, raw in enumerate(f, start=1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise NewsbiasError(f"{path}:{lineno}: bytes that are not UTF-8 ({raw[exc.start:exc.start + 4]!r}); "
+                                    f"re-encode the file as UTF-8") from None
+            if lineno == 1:
+                line = line.removeprefix("\ufeff")
             if line.strip():
                 yield lineno, _json_line(line, path, lineno)
 
@@ -113,7 +127,9 @@ def iter_articles(path: str, labels: Sequence[str], text_field: Optional[str] = 
             raise NewsbiasError(f"{path}:{lineno}: no article field {field!r}; found {', '.join(obj) or 'nothing'} — "
                                 f"set predict.text_field")
         text = obj.get(field)
-        text = text if isinstance(text, str) else ("" if text is None else str(text))
+        if text is not None and not isinstance(text, str):
+            raise NewsbiasError(f"{path}:{lineno}: {field!r} holds a {type(text).__name__}, not the article text")
+        text = drop_unsafe(text or "")
         raw_gold = next((obj[k] for k in ("output", "label", "gold") if obj.get(k) not in (None, "")), None)
         gold, skip = None, None
         if raw_gold is not None:
@@ -127,7 +143,7 @@ def iter_articles(path: str, labels: Sequence[str], text_field: Optional[str] = 
             skip = "empty text"
         # ids default to the 1-based line number, as train, baseline and compare number them; 0 is an id
         rid = obj.get("id")
-        yield Article(id=str(lineno if rid is None or rid == "" else rid), text=text, gold=gold,
+        yield Article(id=drop_unsafe(str(lineno if rid is None or rid == "" else rid)), text=text, gold=gold,
                       outlet=obj.get("outlet"), line=lineno, skip=skip)
 
 
@@ -315,7 +331,8 @@ def run_predict(cfg: PredictConfig, progress: bool = True) -> dict[str, Any]:
     rank, world = _dist()
     # the model loads (and fails) before anything is written, so a bad adapter leaves no trace
     clf = load_classifier(cfg, _first_instruction(input_path, cfg.text_field))
-    name = cfg.name or (Path(cfg.adapter).name if cfg.adapter else "base")
+    trained_dir = cfg.model and (Path(cfg.model) / "newsbias.json").is_file()  # merged export / full fine-tune
+    name = cfg.name or (Path(cfg.adapter).name if cfg.adapter else Path(cfg.model).name if trained_dir else "base")
     if rank == 0:
         _open_parts(cfg, out, parts, _signature(cfg, input_path, world, clf))
     if world > 1:

@@ -70,21 +70,38 @@ def model_name(cfg: ServeConfig) -> str:
 # ------------------------------------------------------------------------------ schema
 
 
+_INVISIBLE = dict.fromkeys(map(ord, "\u200b\u200c\u200d\u2060\ufeff\u00ad"), None)
+
+
+def _valid_unicode(v: str) -> str:
+    """Text that encodes as UTF-8: an unpaired surrogate (JSON ``"\\ud83d"``) is refused, not scored."""
+    try:
+        v.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise ValueError(f"holds an unpaired surrogate ({v[exc.start]!r} at character {exc.start}): not valid "
+                         f"Unicode") from None
+    if "\x00" in v:
+        raise ValueError("holds a NUL character")
+    return v
+
+
 def _not_empty(v: str) -> str:
-    if not v.strip():
-        raise ValueError("text is empty")
+    v = _valid_unicode(v)
+    if not v.translate(_INVISIBLE).strip():
+        raise ValueError("text is empty")  # whitespace and zero-width characters count as nothing
     return v
 
 
 Text = Annotated[str, AfterValidator(_not_empty)]
+Plain = Annotated[str, AfterValidator(_valid_unicode)]
 
 
 class ArticleIn(BaseModel):
     """One article: ``text`` is required, ``title`` is prepended to it when given."""
 
     model_config = ConfigDict(extra="forbid")
-    id: Optional[str] = Field(default=None, max_length=512, description="Echoed back; defaults to the position.")
-    title: Optional[str] = Field(default=None, description="Optional headline, scored as `title\\n\\ntext`.")
+    id: Optional[Plain] = Field(default=None, max_length=512, description="Echoed back; defaults to the position.")
+    title: Optional[Plain] = Field(default=None, description="Optional headline, scored as `title\\n\\ntext`.")
     text: Text = Field(description="Article body (not empty).")
 
 
@@ -216,11 +233,10 @@ class MicroBatcher:
             self.batches = (self.batches + [len(texts)])[-1000:]
             try:
                 results = await asyncio.to_thread(self.score_fn, texts)
-            except Exception as exc:  # every waiting request learns about it; the worker goes on
-                log.exception("scoring a batch of %d texts failed", len(texts))
-                for j in jobs:
-                    if not j.future.done():
-                        j.future.set_exception(exc)
+            except Exception:  # one bad request must not fail the others: score each request alone
+                log.exception("scoring a batch of %d texts failed; retrying its %d requests one by one",
+                              len(texts), len(jobs))
+                await self._score_alone(jobs)
                 continue
             pos = 0
             for j in jobs:
@@ -228,6 +244,20 @@ class MicroBatcher:
                     j.batch_texts = len(texts)
                     j.future.set_result(results[pos:pos + len(j.texts)])
                 pos += len(j.texts)
+
+    async def _score_alone(self, jobs: list[_Job]) -> None:
+        for j in jobs:
+            if j.future.done():
+                continue
+            try:
+                res = await asyncio.to_thread(self.score_fn, j.texts)
+            except Exception as exc:  # only this request fails; the worker goes on
+                if not j.future.done():
+                    j.future.set_exception(exc)
+                continue
+            if not j.future.done():
+                j.batch_texts = len(j.texts)
+                j.future.set_result(res)
 
 
 # ------------------------------------------------------------------------------ app
@@ -354,18 +384,34 @@ def create_app(cfg: Optional[ServeConfig] = None, predictor: Optional[Classifier
             payload["detail"] = detail
         return JSONResponse(payload, status_code=status)
 
+    def body_error(msg: str, kind: str) -> JSONResponse:
+        return error(422, f"body: {msg}", [{"loc": ["body"], "field": "body", "msg": msg, "type": kind}])
+
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
+        ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        if ctype and ctype != "application/json" and not ctype.endswith("+json"):
+            return body_error(f"send JSON with content-type application/json (got {ctype[:60]})", "content_type")
         problems = []
         for e in exc.errors():
-            loc = ".".join(str(p) for p in e.get("loc", ()) if p != "body") or "body"
-            msg = "not valid JSON" if e.get("type") == "json_invalid" else e.get("msg", "invalid")
-            problems.append({"field": loc, "msg": msg.removeprefix("Value error, "), "type": e.get("type")})
+            if e.get("type") == "json_invalid":  # FastAPI puts the character offset in loc: not a field
+                pos = (e.get("ctx") or {}).get("error") or ""
+                problems.append({"loc": ["body"], "field": "body", "msg": f"not valid JSON {pos}".strip()[:200],
+                                 "type": "json_invalid"})
+                continue
+            loc = list(e.get("loc", ()))
+            field = ".".join(str(p) for p in loc if p != "body") or "body"
+            problems.append({"loc": loc, "field": field, "msg": e.get("msg", "invalid").removeprefix("Value error, "),
+                             "type": e.get("type")})
         text = "; ".join(f"{p['field']}: {p['msg']}" for p in problems)
-        return error(422, text or "invalid request", jsonable_encoder(problems))
+        return error(422, text[:500] or "invalid request", jsonable_encoder(problems))
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        if exc.status_code == 400 and "parsing the body" in str(exc.detail):
+            # undecodable bytes, a compressed body, JSON nested past the parser's depth
+            return body_error("not valid JSON (send UTF-8 encoded, uncompressed, reasonably nested JSON)",
+                              "json_invalid")
         return error(exc.status_code, str(exc.detail))
 
     @app.exception_handler(Exception)

@@ -38,8 +38,17 @@ def repair_text(text: str) -> str:
     return unicodedata.normalize("NFC", text)
 
 
+_UNSAFE = re.compile("[\x00\ud800-\udfff]")  # NUL and unpaired surrogates (not encodable as UTF-8)
+
+
+def drop_unsafe(text: str) -> str:
+    """Remove NUL characters and replace unpaired surrogates with U+FFFD, so outputs are valid UTF-8."""
+    return _UNSAFE.sub(lambda m: "" if m.group() == "\x00" else "\ufffd", text) if _UNSAFE.search(text) else text
+
+
 def normalize_whitespace(text: str) -> str:
-    """Collapse runs of spaces, keep single paragraph breaks, strip the ends."""
+    """Collapse runs of spaces, keep single paragraph breaks, strip the ends (NULs and lone surrogates go too)."""
+    text = drop_unsafe(text)
     if "\r" in text:
         text = text.replace("\r\n", "\n").replace("\r", "\n")
     text = _SPACES.sub(" ", text)

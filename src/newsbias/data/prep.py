@@ -27,7 +27,7 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from ..config import PrepConfig, dump_config
-from ..errors import NewsbiasError
+from ..errors import NewsbiasError, shorten
 from ..io import atomic_dir, check_output_dir, package_versions, sha256_file, write_json, write_jsonl
 from ..labels import LABELS, LabelNormalizer
 from . import dedup as dd
@@ -171,6 +171,22 @@ def _unique_ids(df: pd.DataFrame) -> tuple[pd.DataFrame, int]:
     return df, renamed
 
 
+def _check_splits(frames: dict[str, pd.DataFrame], s: Any) -> None:
+    """Every split needs rows (val selects checkpoints, test is the report); one label is only a warning."""
+    empty = [name for name, f in frames.items() if f.empty and not (name == "val" and s.val_frac == 0)
+             and not (name == "test" and s.test_frac == 0)]
+    if empty:
+        sizes = ", ".join(f"{k} {len(v)}" for k, v in frames.items())
+        hint = (f"by_source keeps each outlet in one split and found {sum(f['outlet'].nunique() for f in frames.values())} "
+                f"outlet(s): use more data or prep.split.mode=random" if s.mode == "by_source"
+                else "use more data or other prep.split fractions")
+        raise NewsbiasError(f"the {' and '.join(empty)} split{'s are' if len(empty) > 1 else ' is'} empty ({sizes}); {hint}")
+    for name, f in frames.items():
+        if len(f) and f["label"].nunique() < 2:
+            log.warning("prep: the %s split has only one label (%s); its scores will mean little",
+                        name, f["label"].iloc[0])
+
+
 def prepare(cfg: PrepConfig, progress: bool = False) -> tuple[dict[str, pd.DataFrame], dict[str, Any], list[dict]]:
     """Run every prep step in memory: ``({split: frame}, meta, drops)``; nothing is written."""
     drops = _Drops()
@@ -179,7 +195,12 @@ def prepare(cfg: PrepConfig, progress: bool = False) -> tuple[dict[str, pd.DataF
     n_read = len(df) + len(res.bad_rows)
     for b in res.bad_rows:
         drops.rows.append({"id": None, "line": b["line"], "reason": "bad_row", "detail": b["reason"]})
-    drops.step("read", n_read, len(df), format=res.format)
+    lengths = df["text"].map(lambda t: len(t) if isinstance(t, str) else 0)
+    df = drops.drop(df, lengths > cfg.clean.max_chars, "too_long", lengths.map(lambda n: f"{n} chars"))
+    if df.empty:
+        raise NewsbiasError(f"every text is longer than prep.clean.max_chars={cfg.clean.max_chars} characters; "
+                            f"raise the limit if these really are articles")
+    drops.step("read", n_read, len(df), format=res.format, max_chars=cfg.clean.max_chars)
 
     # -- labels
     norm = LabelNormalizer(cfg.labels.numeric, cfg.labels.mapping)
@@ -190,7 +211,7 @@ def prepare(cfg: PrepConfig, progress: bool = False) -> tuple[dict[str, pd.DataF
     unknown = Counter("(missing)" if v is None or (isinstance(v, float) and np.isnan(v)) or str(v).strip() == ""
                       else str(v) for v in raw)
     if bad.any() and cfg.labels.on_unknown == "error":
-        listed = ", ".join(f"{k!r} ({v})" for k, v in unknown.most_common(8))
+        listed = ", ".join(f"{shorten(k)} ({v})" for k, v in unknown.most_common(8))
         lines = ", ".join(str(x) for x in df.loc[bad, "line"].head(5))
         hint = ("numeric labels need an explicit encoding: set prep.labels.numeric=012 (0=left) or -101 (-1=left)"
                 if norm.saw_numeric and cfg.labels.numeric == "none" else
@@ -302,8 +323,7 @@ def prepare(cfg: PrepConfig, progress: bool = False) -> tuple[dict[str, pd.DataF
     d = cfg.downsample
     if d.train_cap or d.per_label_cap or d.fraction:
         frames["train"] = sp.downsample_train(frames["train"], s.seed, d.train_cap, d.per_label_cap, d.fraction, d.strategy)
-    if frames["train"].empty:
-        raise NewsbiasError("the train split is empty; check the split fractions and the input size")
+    _check_splits(frames, s)
     frames = {k: v.sort_values("id", kind="stable") for k, v in frames.items()}
 
     meta: dict[str, Any] = {

@@ -27,6 +27,7 @@ import pandas as pd
 
 from ..config import ColumnsConfig, InputConfig
 from ..errors import NewsbiasError
+from .clean import drop_unsafe
 
 FIELDS = ("id", "text", "title", "label", "source", "source_url", "date", "url")
 
@@ -64,8 +65,8 @@ def _open_bytes(path: Path) -> bytes:
     if path.suffix == ".gz":
         try:
             data = gzip.decompress(data)
-        except OSError as exc:
-            raise NewsbiasError(f"{path}: not a valid gzip file ({exc})") from None
+        except (OSError, EOFError) as exc:
+            raise NewsbiasError(f"{path}: not a valid or complete gzip file ({exc})") from None
     return data
 
 
@@ -151,6 +152,9 @@ def iter_csv(path: Path, encoding: str, on_bad_row: str, bad: list[dict]) -> tup
     except csv.Error as exc:
         raise NewsbiasError(f"{path}: line 1: unreadable CSV header ({exc})") from None
     header = [h.strip() for h in header]
+    repeated = sorted({h for h in header if header.count(h) > 1})
+    if repeated:
+        raise NewsbiasError(f"{path}: the header repeats column {repeated[0]!r}; give every column a distinct name")
 
     def rows() -> Iterator[tuple[int, dict]]:
         while True:
@@ -195,18 +199,32 @@ def check_columns(found: Iterable[str], cols: ColumnsConfig, path: Path) -> None
             hints.append(f"set `prep.input.columns.{fld}={guess}`")
     expected = ",".join(c for _, c in missing)
     hint = " — " + " and ".join(hints) if hints else " — map them with prep.input.columns.text / .label"
+    if len(found) == 1 and ("," in found[0] or "\t" in found[0]):
+        sep = "commas" if "," in found[0] else "tabs"
+        hint = (f" — the header is one column holding {sep}: the delimiter is wrong "
+                f"({'name the file .csv' if sep == 'commas' else 'name the file .tsv'})")
+        found = [found[0][:80]]
     raise NewsbiasError(f"{path}: expected columns {expected}; found {','.join(found) or '(none)'}{hint}")
 
 
-def _records(rows: Iterable[tuple[int, dict]], cols: ColumnsConfig, extra_source_url: str | None = None) -> pd.DataFrame:
+def _records(rows: Iterable[tuple[int, dict]], cols: ColumnsConfig, extra_source_url: str | None = None,
+             bad: list[dict] | None = None, on_bad_row: str = "error") -> pd.DataFrame:
     out = {k: [] for k in (*FIELDS, "line")}
     getters = {f: getattr(cols, f, None) for f in ("id", "text", "title", "label", "source", "date", "url")}
     for lineno, row in rows:
+        text = row.get(getters["text"])
+        if text is not None and not isinstance(text, str) and not (isinstance(text, float) and pd.isna(text)):
+            # a list / object / number is not an article: its Python repr must not be trained on
+            reason = f"the text field {getters['text']!r} holds a {type(text).__name__}, not a string"
+            if on_bad_row == "error" or bad is None:
+                raise NewsbiasError(f"line {lineno}: {reason}; fix the row or set prep.input.on_bad_row=skip")
+            bad.append({"line": lineno, "reason": reason})
+            continue
         for f, col in getters.items():
             value = row.get(col) if col else None
             if f != "label" and value is not None and not isinstance(value, str):
                 value = str(value) if not (isinstance(value, float) and pd.isna(value)) else None
-            out[f].append(value)
+            out[f].append(drop_unsafe(value) if isinstance(value, str) else value)
         out["source_url"].append(row.get(extra_source_url) if extra_source_url else None)
         out["line"].append(lineno)
     return pd.DataFrame(out, columns=[*FIELDS, "line"])
@@ -253,22 +271,22 @@ def _read_table(path: Path, inp: InputConfig, cols: ColumnsConfig, bad: list[dic
             raise NewsbiasError(f"{path}: cannot read Parquet ({exc})") from None
         check_columns(df.columns, cols, path)
         rows = ((i + 1, r) for i, r in enumerate(df.to_dict("records")))
-        return _records(rows, cols, source_url_col)
+        return _records(rows, cols, source_url_col, bad, inp.on_bad_row)
     if name.endswith((".csv", ".tsv")):
         header, rows = iter_csv(path, inp.encoding, inp.on_bad_row, bad)
         check_columns(header, cols, path)
-        return _records(rows, cols, source_url_col)
+        return _records(rows, cols, source_url_col, bad, inp.on_bad_row)
     if name.endswith((".jsonl", ".json", ".ndjson")):
         it = iter_jsonl(path, inp.encoding, inp.on_bad_row, bad)
         first = next(it, None)
         if first is None:
-            raise NewsbiasError(f"{path}: the file has no records")
+            raise NewsbiasError(f"{path}: empty file (no records)" + (f"; {len(bad)} bad lines" if bad else ""))
         check_columns(first[1].keys(), cols, path)
 
         def chained():
             yield first
             yield from it
-        return _records(chained(), cols, source_url_col)
+        return _records(chained(), cols, source_url_col, bad, inp.on_bad_row)
     raise NewsbiasError(f"{path}: unsupported file type; use .csv, .tsv, .jsonl(.gz) or .parquet")
 
 
@@ -281,10 +299,13 @@ def read_allsides_release(root: Path, inp: InputConfig, bad: list[dict]) -> pd.D
     for i, f in enumerate(sorted(jdir.glob("*.json"))):
         try:
             obj = json.loads(read_text(f, inp.encoding))
-        except json.JSONDecodeError as exc:
+            if not isinstance(obj, dict):
+                raise ValueError(f"expected one JSON object per file, found a {type(obj).__name__}")
+        except (json.JSONDecodeError, ValueError) as exc:
+            reason = f"malformed JSON ({exc.msg})" if isinstance(exc, json.JSONDecodeError) else str(exc)
             if inp.on_bad_row == "error":
-                raise NewsbiasError(f"{f}: malformed JSON ({exc.msg}); fix it or set prep.input.on_bad_row=skip") from None
-            bad.append({"line": i + 1, "file": f.name, "reason": f"malformed JSON ({exc.msg})"})
+                raise NewsbiasError(f"{f}: {reason}; fix it or set prep.input.on_bad_row=skip") from None
+            bad.append({"line": i + 1, "file": f.name, "reason": reason})
             continue
         obj.setdefault("ID", f.stem)
         rows.append((i + 1, obj))
@@ -292,7 +313,7 @@ def read_allsides_release(root: Path, inp: InputConfig, bad: list[dict]) -> pd.D
     if rows and "bias_text" not in rows[0][1] and "bias" in rows[0][1]:
         cols = cols.model_copy(update={"label": "bias"})
     check_columns(rows[0][1].keys() if rows else [], cols, jdir)
-    return _records(rows, cols, "source_url")
+    return _records(rows, cols, "source_url", bad, inp.on_bad_row)
 
 
 def read_input(inp: InputConfig) -> ReadResult:
