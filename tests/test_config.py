@@ -77,3 +77,29 @@ def test_bad_files(tmp_path):
 def test_missing_section_is_a_clear_error():
     with pytest.raises(ConfigError, match="no 'prep:' section"):
         load_config(None, []).require("prep")
+
+
+@pytest.mark.parametrize("key,suggested", [
+    ("train.optim.learning_rate", "train.optim.lr"),              # a TrainingArguments name
+    ("train.lora.lora_alpha", "train.lora.alpha"),                # a peft LoraConfig name
+    ("prep.split.mdoe", "prep.split.mode"),                       # a typo
+    ("predict.batchsize", "predict.batch_size"),
+])
+def test_unknown_keys_suggest_the_nearest_valid_key(key, suggested):
+    with pytest.raises(ConfigError, match=f"{key}: unknown key — did you mean `{suggested}`"):
+        load_config(None, [f"{key}=1"] + (["predict.input=x", "predict.out=y"] if key.startswith("predict") else []))
+
+
+def test_unknown_key_far_from_any_field_gets_no_guess():
+    with pytest.raises(ConfigError) as exc:
+        load_config(None, ["train.optim.zzzzqqq=1"])
+    assert "unknown key" in str(exc.value) and "did you mean" not in str(exc.value)
+
+
+def test_version(capsys):
+    from newsbias import __version__
+    from newsbias.cli import main
+
+    with pytest.raises(SystemExit) as exc:
+        main(["--version"])
+    assert exc.value.code == 0 and capsys.readouterr().out.strip() == f"newsbias {__version__}"

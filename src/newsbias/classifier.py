@@ -113,6 +113,10 @@ class Classifier:
             raise NewsbiasError(f"cannot load the adapter weights in {adir} ({type(exc).__name__}: "
                                 f"{str(exc).splitlines()[0][:160] if str(exc) else 'unreadable'}); the files are "
                                 f"damaged or from another model: copy them again or retrain") from None
+        if next(model.parameters()).dtype == torch.float32:
+            # fold the LoRA weights in for inference: the same outputs in fp32 without the extra matmuls
+            # of every adapted layer (in bf16/fp16 the rounding of the merged weights would change them)
+            model = model.merge_and_unload()
         return cls(model, tok, settings, source=base, adapter=str(adir))
 
     @property

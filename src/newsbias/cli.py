@@ -12,6 +12,7 @@ import logging
 import sys
 from typing import Callable
 
+from . import __version__
 from .errors import NewsbiasError, one_line
 
 EPILOG = (
@@ -284,7 +285,7 @@ def _add_compare(sub: argparse._SubParsersAction) -> None:
         "compare", help="Several prediction files -> eval_compare.csv, metrics.json, plots, report.md/html.",
         description="Join prediction files of the same split (base, tuned, baselines) on id into "
                     "eval_compare.csv (article preview, gold, one column per run) and write a report with "
-                    "the results table (macro-F1 with 95%% CI), per-class F1, confusion-matrix and per-class "
+                    "the results table (macro-F1 with 95% CI), per-class F1, confusion-matrix and per-class "
                     "plots, the run manifests, and the cases where tuned fixes or breaks base. Name runs as "
                     "NAME=FILE (base=..., tuned=...); otherwise the file stem is the name.",
         epilog=EPILOG)
@@ -406,6 +407,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Fine-tune small LLMs with LoRA to classify news articles as left / center / right, "
                     "and evaluate them honestly (outlet-disjoint splits).")
     parser.add_argument("--verbose", "-v", action="store_true", help="Debug logging and full tracebacks.")
+    parser.add_argument("--version", action="version", version=f"newsbias {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for add in SUBCOMMANDS:
         add(sub)

@@ -506,12 +506,49 @@ def deep_merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
     return merged
 
 
-def format_validation_error(err: ValidationError, where: str = "config") -> str:
+# Names users bring from transformers' TrainingArguments / peft's LoraConfig, and what they are here.
+KNOWN_SYNONYMS = {
+    "learning_rate": "lr", "num_train_epochs": "epochs", "num_epochs": "epochs",
+    "per_device_train_batch_size": "batch_size", "train_batch_size": "batch_size",
+    "gradient_accumulation_steps": "grad_accum", "warmup_steps": "warmup_ratio", "lr_scheduler_type": "scheduler",
+    "lora_alpha": "alpha", "lora_dropout": "dropout", "lora_r": "r", "rank": "r", "target_modules_list": "target_modules",
+    "model_name_or_path": "name_or_path", "model_name": "name_or_path", "output_dir": "out_dir",
+    "max_seq_length": "max_length", "max_len": "max_length", "eval_steps": "every_steps",
+    "early_stopping_patience": "patience", "per_device_eval_batch_size": "batch_size",
+}
+
+
+def _fields_at(model: Optional[type[BaseModel]], path: tuple) -> list[str]:
+    """Field names of the (nested) config model at ``path``, or [] when it cannot be followed."""
+    import typing
+
+    for part in path:
+        if model is None or not isinstance(part, str) or part not in model.model_fields:
+            return []
+        ann = model.model_fields[part].annotation
+        args = [a for a in typing.get_args(ann) if isinstance(a, type) and issubclass(a, BaseModel)]
+        model = ann if isinstance(ann, type) and issubclass(ann, BaseModel) else (args[0] if args else None)
+    return list(model.model_fields) if model is not None else []
+
+
+def suggest_key(model: Optional[type[BaseModel]], loc: tuple) -> str:
+    """`` — did you mean `train.optim.lr`?`` for an unknown key, or "" when nothing is close."""
+    import difflib
+
+    fields = _fields_at(model, tuple(loc[:-1]))
+    key = str(loc[-1])
+    guess = KNOWN_SYNONYMS.get(key.lower()) if KNOWN_SYNONYMS.get(key.lower()) in fields else None
+    guess = guess or next(iter(difflib.get_close_matches(key, fields, n=1, cutoff=0.6)), None)
+    return f" — did you mean `{'.'.join(str(p) for p in (*loc[:-1], guess))}`?" if guess else ""
+
+
+def format_validation_error(err: ValidationError, where: str = "config",
+                            model: Optional[type[BaseModel]] = None) -> str:
     problems = []
     for e in err.errors():
         loc = ".".join(str(p) for p in e["loc"]) or "(top level)"
         if e["type"] == "extra_forbidden":
-            problems.append(f"{loc}: unknown key")
+            problems.append(f"{loc}: unknown key{suggest_key(model, tuple(e['loc']))}")
         elif e["type"] == "missing":
             problems.append(f"{loc}: required but missing")
         else:
@@ -546,7 +583,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
     try:
         return cls.model_validate(data)
     except ValidationError as err:
-        raise ConfigError(format_validation_error(err, f"config {path}" if path else "config")) from None
+        raise ConfigError(format_validation_error(err, f"config {path}" if path else "config", cls)) from None
 
 
 def dump_config(cfg: BaseModel) -> dict[str, Any]:

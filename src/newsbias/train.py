@@ -574,7 +574,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: Optional[bool] = Non
             end_of_epoch = st["batch"] >= len(mine)
             if st["step"] % eval_every == 0 or stop or (cfg.eval.every_steps is None and end_of_epoch):
                 last_eval_step = st["step"]
-                if run_eval():
+                if run_eval() and not stop:  # patience ran out before the planned last step
                     st["stopped_early"] = True
                     stop = True
             if end_of_epoch:
