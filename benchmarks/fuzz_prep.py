@@ -9,6 +9,8 @@ outside prep's own output changed (for failures: none at all, the old output inc
 
 from __future__ import annotations
 
+import contextlib
+import io
 import sys
 import tempfile
 from pathlib import Path
@@ -24,7 +26,9 @@ def main_() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         d = Path(tmp)
         (d / "in.csv").write_text(_csv(_rows(90)))
-        assert main(["prep", "-q", "--input", str(d / "in.csv"), "--out", str(d / "good"), "prep.dedup.near=false"]) == 0
+        with contextlib.redirect_stdout(io.StringIO()):
+            assert main(["prep", "-q", "--input", str(d / "in.csv"), "--out", str(d / "good"),
+                         "prep.dedup.near=false"]) == 0
         results = [run_case(c, d / f"case{i}", d / "good") for i, c in enumerate(cases())]
     print("| case | usable | exit | traceback | files touched | pass | message |")
     print("|---|---|---:|---|---:|---|---|")

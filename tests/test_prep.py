@@ -477,3 +477,15 @@ def test_cli_runs_prep_with_overrides(articles_file, tmp_path):
     assert proc.returncode == 0, proc.stderr
     meta = json.loads((tmp_path / "o" / "prep_meta.json").read_text())
     assert meta["splits"]["sizes"]["train"] == 90 and meta["config"]["split"]["mode"] == "random"
+
+
+@pytest.mark.parametrize("suffix", [".jsonl", ".csv"])
+def test_texts_over_max_chars_are_dropped_at_read_and_counted(tmp_path, suffix):
+    rows = make_articles(240)
+    rows[7] = {**rows[7], "text": "word " * 5000}  # 25,000 characters
+    path = tmp_path / f"articles{suffix}"
+    (write_jsonl if suffix == ".jsonl" else write_csv)(path, rows)
+    meta = run_prep(cfg_for(path, tmp_path / "o", **{"clean.max_chars": 20_000}))
+    assert meta["counts"]["dropped_by_reason"].get("too_long") == 1
+    drops = [json.loads(l) for l in (tmp_path / "o" / "drops.jsonl").read_text().splitlines()]
+    assert [d["detail"] for d in drops if d["reason"] == "too_long"] == ["25000 chars"]

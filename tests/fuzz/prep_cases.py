@@ -223,7 +223,7 @@ def run_case(case: Case, scratch: Path, good_out: Path) -> dict:
     cwd = os.getcwd()
     try:
         os.chdir(scratch)
-        with contextlib.redirect_stderr(err):
+        with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
             rc = main(["prep", "-q", *args, "prep.dedup.near=false", "prep.workers=1"])
     except BaseException:  # the point of the exercise: nothing may escape as a traceback
         tb = traceback.format_exc()

@@ -190,16 +190,11 @@ def _check_splits(frames: dict[str, pd.DataFrame], s: Any) -> None:
 def prepare(cfg: PrepConfig, progress: bool = False) -> tuple[dict[str, pd.DataFrame], dict[str, Any], list[dict]]:
     """Run every prep step in memory: ``({split: frame}, meta, drops)``; nothing is written."""
     drops = _Drops()
-    res = read_input(cfg.input)
+    res = read_input(cfg.input, cfg.clean.max_chars)
     df = res.frame
     n_read = len(df) + len(res.bad_rows)
     for b in res.bad_rows:
-        drops.rows.append({"id": None, "line": b["line"], "reason": "bad_row", "detail": b["reason"]})
-    lengths = df["text"].map(lambda t: len(t) if isinstance(t, str) else 0)
-    df = drops.drop(df, lengths > cfg.clean.max_chars, "too_long", lengths.map(lambda n: f"{n} chars"))
-    if df.empty:
-        raise NewsbiasError(f"every text is longer than prep.clean.max_chars={cfg.clean.max_chars} characters; "
-                            f"raise the limit if these really are articles")
+        drops.rows.append({"id": None, "line": b["line"], "reason": b.get("kind", "bad_row"), "detail": b["reason"]})
     drops.step("read", n_read, len(df), format=res.format, max_chars=cfg.clean.max_chars)
 
     # -- labels

@@ -14,6 +14,7 @@ messages). Formats:
 
 from __future__ import annotations
 
+import codecs
 import csv
 import gzip
 import io
@@ -139,30 +140,74 @@ def iter_jsonl(path: Path, encoding: str, on_bad_row: str, bad: list[dict]) -> I
         yield lineno, obj
 
 
+def _text_stream(path: Path, encoding: str) -> io.TextIOWrapper:
+    """The (possibly gzipped) file as decoded text, read as it is consumed: memory stays flat in the file size."""
+    try:
+        raw = gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")
+    except FileNotFoundError:
+        raise NewsbiasError(f"input file not found: {path}") from None
+    try:
+        codecs.lookup(encoding)
+    except LookupError:
+        raw.close()
+        raise NewsbiasError(f"unknown encoding {encoding!r} (prep.input.encoding)") from None
+    # utf-8-sig drops a byte-order mark, which would otherwise glue itself to the first column's name
+    enc = "utf-8-sig" if codecs.lookup(encoding).name == "utf-8" else encoding
+    return io.TextIOWrapper(raw, encoding=enc, newline="")
+
+
+def _stream_error(path: Path, line: int, exc: Exception, encoding: str) -> NewsbiasError:
+    if isinstance(exc, UnicodeDecodeError):
+        # the text stream decodes in chunks, so its error cannot name the line; a line-by-line pass can
+        try:
+            for _ in _iter_lines(path, encoding):
+                pass
+        except NewsbiasError as named:
+            return named
+        return NewsbiasError(f"{path}: near line {line}: bytes that are not valid {encoding} "
+                             f"({exc.object[exc.start:exc.start + 4]!r}); re-encode the file as UTF-8 or set "
+                             f"prep.input.encoding (e.g. cp1252)")
+    return NewsbiasError(f"{path}: cannot read past line {line} ({exc}); is the file complete?")
+
+
 def iter_csv(path: Path, encoding: str, on_bad_row: str, bad: list[dict]) -> tuple[list[str], Iterator[tuple[int, dict]]]:
-    """Header and ``(line_number, row)`` pairs of a CSV/TSV file; rows with the wrong field count are bad."""
-    text = read_text(path, encoding)
+    """Header and ``(line_number, row)`` pairs of a CSV/TSV file; rows with the wrong field count are bad.
+
+    The file is read as it is parsed, so memory grows with one row, not with the file.
+    """
+    stream = _text_stream(path, encoding)
     delimiter = "\t" if _base_name(path).endswith(".tsv") else ","
     csv.field_size_limit(sys.maxsize)
-    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
+    reader = csv.reader(stream, delimiter=delimiter)
     try:
         header = next(reader)
     except StopIteration:
+        stream.close()
         raise NewsbiasError(f"{path}: the file is empty (no header row)") from None
     except csv.Error as exc:
+        stream.close()
         raise NewsbiasError(f"{path}: line 1: unreadable CSV header ({exc})") from None
+    except (UnicodeDecodeError, OSError, EOFError) as exc:
+        stream.close()
+        raise _stream_error(path, 1, exc, encoding) from None
     header = [h.strip() for h in header]
     repeated = sorted({h for h in header if header.count(h) > 1})
     if repeated:
         raise NewsbiasError(f"{path}: the header repeats column {repeated[0]!r}; give every column a distinct name")
 
     def rows() -> Iterator[tuple[int, dict]]:
+        with stream:
+            yield from _csv_rows()
+
+    def _csv_rows() -> Iterator[tuple[int, dict]]:
         while True:
             start = reader.line_num + 1
             try:
                 values = next(reader)
             except StopIteration:
                 return
+            except (UnicodeDecodeError, OSError, EOFError) as exc:
+                raise _stream_error(path, start, exc, encoding) from None
             except csv.Error as exc:
                 reason = f"malformed CSV ({exc})"
                 if on_bad_row == "error":
@@ -208,7 +253,7 @@ def check_columns(found: Iterable[str], cols: ColumnsConfig, path: Path) -> None
 
 
 def _records(rows: Iterable[tuple[int, dict]], cols: ColumnsConfig, extra_source_url: str | None = None,
-             bad: list[dict] | None = None, on_bad_row: str = "error") -> pd.DataFrame:
+             bad: list[dict] | None = None, on_bad_row: str = "error", max_chars: int | None = None) -> pd.DataFrame:
     out = {k: [] for k in (*FIELDS, "line")}
     getters = {f: getattr(cols, f, None) for f in ("id", "text", "title", "label", "source", "date", "url")}
     for lineno, row in rows:
@@ -219,6 +264,10 @@ def _records(rows: Iterable[tuple[int, dict]], cols: ColumnsConfig, extra_source
             if on_bad_row == "error" or bad is None:
                 raise NewsbiasError(f"line {lineno}: {reason}; fix the row or set prep.input.on_bad_row=skip")
             bad.append({"line": lineno, "reason": reason})
+            continue
+        if max_chars and isinstance(text, str) and len(text) > max_chars and bad is not None:
+            # dropped here, before any copy of it is made: one giant record cannot exhaust memory
+            bad.append({"line": lineno, "kind": "too_long", "reason": f"{len(text)} chars"})
             continue
         for f, col in getters.items():
             value = row.get(col) if col else None
@@ -240,7 +289,7 @@ def detect_format(path: Path, encoding: str = "utf-8") -> str:
     if name.endswith(".parquet"):
         return "tabular"
     if name.endswith((".csv", ".tsv")):
-        head = read_text(path, encoding).split("\n", 1)[0].lower()
+        head = next((ln for _, ln in _iter_lines(path, encoding)), "").lower()
         if all(c in head for c in ("page_text", "bias", "site")):
             return "kaggle"
         return "tabular"
@@ -260,7 +309,7 @@ def detect_format(path: Path, encoding: str = "utf-8") -> str:
 
 
 def _read_table(path: Path, inp: InputConfig, cols: ColumnsConfig, bad: list[dict],
-                source_url_col: str | None = None) -> pd.DataFrame:
+                source_url_col: str | None = None, max_chars: int | None = None) -> pd.DataFrame:
     name = _base_name(path)
     if name.endswith(".parquet"):
         try:
@@ -271,11 +320,11 @@ def _read_table(path: Path, inp: InputConfig, cols: ColumnsConfig, bad: list[dic
             raise NewsbiasError(f"{path}: cannot read Parquet ({exc})") from None
         check_columns(df.columns, cols, path)
         rows = ((i + 1, r) for i, r in enumerate(df.to_dict("records")))
-        return _records(rows, cols, source_url_col, bad, inp.on_bad_row)
+        return _records(rows, cols, source_url_col, bad, inp.on_bad_row, max_chars)
     if name.endswith((".csv", ".tsv")):
         header, rows = iter_csv(path, inp.encoding, inp.on_bad_row, bad)
         check_columns(header, cols, path)
-        return _records(rows, cols, source_url_col, bad, inp.on_bad_row)
+        return _records(rows, cols, source_url_col, bad, inp.on_bad_row, max_chars)
     if name.endswith((".jsonl", ".json", ".ndjson")):
         it = iter_jsonl(path, inp.encoding, inp.on_bad_row, bad)
         first = next(it, None)
@@ -286,11 +335,11 @@ def _read_table(path: Path, inp: InputConfig, cols: ColumnsConfig, bad: list[dic
         def chained():
             yield first
             yield from it
-        return _records(chained(), cols, source_url_col, bad, inp.on_bad_row)
+        return _records(chained(), cols, source_url_col, bad, inp.on_bad_row, max_chars)
     raise NewsbiasError(f"{path}: unsupported file type; use .csv, .tsv, .jsonl(.gz) or .parquet")
 
 
-def read_allsides_release(root: Path, inp: InputConfig, bad: list[dict]) -> pd.DataFrame:
+def read_allsides_release(root: Path, inp: InputConfig, bad: list[dict], max_chars: int | None = None) -> pd.DataFrame:
     """The published layout: ``<root>/data/jsons/<ID>.json`` (or ``<root>/jsons``)."""
     jdir = next((d for d in (root / "data" / "jsons", root / "jsons", root) if d.is_dir() and any(d.glob("*.json"))), None)
     if jdir is None:
@@ -313,34 +362,38 @@ def read_allsides_release(root: Path, inp: InputConfig, bad: list[dict]) -> pd.D
     if rows and "bias_text" not in rows[0][1] and "bias" in rows[0][1]:
         cols = cols.model_copy(update={"label": "bias"})
     check_columns(rows[0][1].keys() if rows else [], cols, jdir)
-    return _records(rows, cols, "source_url", bad, inp.on_bad_row)
+    return _records(rows, cols, "source_url", bad, inp.on_bad_row, max_chars)
 
 
-def read_input(inp: InputConfig) -> ReadResult:
-    """Read ``inp.path`` in its format into raw records."""
+def read_input(inp: InputConfig, max_chars: int | None = None) -> ReadResult:
+    """Read ``inp.path`` in its format into raw records; texts over ``max_chars`` become bad rows (kind too_long)."""
     path = Path(inp.path)
     if not path.exists():
         raise NewsbiasError(f"input not found: {path} (prep.input.path)")
     fmt = inp.format if inp.format != "auto" else detect_format(path, inp.encoding)
     bad: list[dict] = []
     if fmt == "allsides" and path.is_dir():
-        df = read_allsides_release(path, inp, bad)
+        df = read_allsides_release(path, inp, bad, max_chars)
         cols = ALLSIDES_COLUMNS
     elif fmt == "allsides":
         cols = inp.columns or ALLSIDES_COLUMNS
-        df = _read_table(path, inp, cols, bad, source_url_col="source_url")
+        df = _read_table(path, inp, cols, bad, source_url_col="source_url", max_chars=max_chars)
     elif fmt == "kaggle":
         cols = inp.columns or KAGGLE_COLUMNS
-        df = _read_table(path, inp, cols, bad)
+        df = _read_table(path, inp, cols, bad, max_chars=max_chars)
     elif fmt == "instruction":
         cols = inp.columns or INSTRUCTION_COLUMNS
-        df = _read_table(path, inp, cols, bad)
+        df = _read_table(path, inp, cols, bad, max_chars=max_chars)
     else:
         cols = inp.columns or ColumnsConfig()
-        df = _read_table(path, inp, cols, bad)
+        df = _read_table(path, inp, cols, bad, max_chars=max_chars)
     if inp.limit:
         df = df.head(inp.limit)
     if df.empty:
+        too_long = sum(b.get("kind") == "too_long" for b in bad)
+        if too_long and too_long == len(bad):
+            raise NewsbiasError(f"{path}: every text is longer than prep.clean.max_chars={max_chars} characters; "
+                                f"raise the limit if these really are articles")
         raise NewsbiasError(f"{path}: no records read" + (f" ({len(bad)} bad rows skipped)" if bad else ""))
     return ReadResult(frame=df.reset_index(drop=True), format=fmt, columns=cols.model_dump(), bad_rows=bad)
 
