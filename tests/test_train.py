@@ -130,7 +130,13 @@ def test_planted_word_is_learned_and_adapter_reloads(request, head, model_fixtur
     for f in ("adapter_config.json", "adapter_model.safetensors", "tokenizer.json", "tokenizer_config.json",
               "newsbias.json", "manifest.json", "train_log.jsonl"):
         assert (out / f).is_file(), f
-    assert not list(out.glob("checkpoints/*/adapter_model.safetensors"))
+    ckpts = sorted(out.glob("checkpoints/checkpoint-*"))
+    assert ckpts and not [p for p in out.rglob("*") if p.suffix in (".pt", ".pth", ".bin", ".pkl")]
+    if head == "lm":  # a checkpoint is a peft adapter in its own right
+        from peft import PeftModel
+        from transformers import AutoModelForCausalLM
+
+        PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(model_dir), str(ckpts[-1]))
     settings = json.loads((out / "newsbias.json").read_text())
     assert settings["head"] == head and settings["labels"] == ["left", "center", "right"]
     assert settings["prompt"]["max_length"] == 64 and settings["prompt"]["instruction"] == "Classify the political leaning."
@@ -298,7 +304,7 @@ def test_checkpoints_of_another_run_are_never_resumed_or_mixed(tiny_qwen_dir, pl
     assert ckpts, "the refused runs must leave the old checkpoints alone"
     summary = train(other.model_copy(update={"overwrite": True}))
     assert summary["steps"] == 6
-    fps = {json.loads((p / "fingerprint.json").read_text())["fingerprint"] for p in (out / "checkpoints").iterdir()}
+    fps = {json.loads((p / "trainer_state.json").read_text())["fingerprint"] for p in (out / "checkpoints").iterdir()}
     assert len(fps) == 1  # only the new run's checkpoints remain
     # the data changed under a checkpoint: resume refuses too
     with pytest.raises(KeyboardInterrupt):

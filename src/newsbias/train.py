@@ -12,6 +12,7 @@ Pipeline: :func:`load_training_data` (validated JSONL) -> :class:`PromptBuilder`
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -21,7 +22,7 @@ import random
 import shutil
 import time
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
@@ -44,7 +45,6 @@ MANIFEST_FILE = "manifest.json"
 CHECKPOINT_DIR = "checkpoints"
 
 
-# --------------------------------------------------------------------------------------- data
 
 
 @dataclass
@@ -156,7 +156,6 @@ def prompt_settings(cfg: TrainConfig, instruction: str) -> PromptSettings:
                           verbalizers=dict(p.verbalizers), labels=LABELS)
 
 
-# -------------------------------------------------------------------------- encoding / batches
 
 
 def encode_examples(builder: PromptBuilder, examples: Sequence[Example], head: str) -> list[dict[str, Any]]:
@@ -223,7 +222,6 @@ def balanced_class_weights(class_ids: Sequence[int], n_classes: int) -> torch.Te
     return torch.tensor(w, dtype=torch.float32)
 
 
-# ----------------------------------------------------------------------------- distributed
 
 
 @dataclass
@@ -253,7 +251,6 @@ def init_distributed(device_type: str) -> Dist:
     return Dist(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")), owns)
 
 
-# ------------------------------------------------------------------------------- evaluation
 
 
 @torch.no_grad()
@@ -308,11 +305,8 @@ def _better(metric: str, new: float, best: Optional[float]) -> bool:
     return new < best if metric == "val_loss" else new > best
 
 
-# ------------------------------------------------------------------------------ checkpoints
-
-
 def _trainable_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
-    return {n: p.detach().cpu().clone() for n, p in model.named_parameters() if p.requires_grad}
+    return {n: p.detach().cpu().clone().contiguous() for n, p in model.named_parameters() if p.requires_grad}
 
 
 def _load_trainable_state(model: torch.nn.Module, state: dict[str, torch.Tensor]) -> None:
@@ -326,24 +320,35 @@ def _load_trainable_state(model: torch.nn.Module, state: dict[str, torch.Tensor]
 
 
 def _rng_state() -> dict[str, Any]:
-    st = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    """Every RNG as JSON-able lists, so checkpoints need no pickle."""
+    py = random.getstate()
+    name, keys, pos, has_gauss, gauss = np.random.get_state()
+    st = {"python": [py[0], list(py[1]), py[2]], "numpy": [name, keys.tolist(), pos, has_gauss, gauss],
+          "torch": torch.get_rng_state().tolist()}
     if torch.cuda.is_available():
-        st["cuda"] = torch.cuda.get_rng_state_all()
+        st["cuda"] = [s.tolist() for s in torch.cuda.get_rng_state_all()]
     return st
 
 
 def _set_rng_state(st: dict[str, Any]) -> None:
-    random.setstate(st["python"])
-    np.random.set_state(st["numpy"])
-    torch.set_rng_state(st["torch"])
+    random.setstate((st["python"][0], tuple(st["python"][1]), st["python"][2]))
+    name, keys, pos, has_gauss, gauss = st["numpy"]
+    np.random.set_state((name, np.asarray(keys, dtype=np.uint32), pos, has_gauss, gauss))
+    torch.set_rng_state(torch.tensor(st["torch"], dtype=torch.uint8))
     if "cuda" in st and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(st["cuda"])
+        torch.cuda.set_rng_state_all([torch.tensor(s, dtype=torch.uint8) for s in st["cuda"]])
+
+
+def _checkpoints(out_dir: str | Path) -> list[Path]:
+    """Complete checkpoints, oldest first (``trainer_state.json`` is written last, so a torn one is skipped)."""
+    d = Path(out_dir) / CHECKPOINT_DIR
+    found = [p.parent for p in d.glob("checkpoint-*/trainer_state.json")] if d.is_dir() else []
+    return sorted(found, key=lambda p: int(p.name.split("-")[1]))
 
 
 def latest_checkpoint(out_dir: str | Path) -> Optional[Path]:
-    d = Path(out_dir) / CHECKPOINT_DIR
-    cands = sorted(d.glob("step-*/state.pt"), key=lambda p: int(p.parent.name.split("-")[1])) if d.is_dir() else []
-    return cands[-1].parent if cands else None
+    found = _checkpoints(out_dir)
+    return found[-1] if found else None
 
 
 def seed_everything(seed: int) -> None:
@@ -352,12 +357,6 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
     if torch.cuda.is_available():
         torch.cuda.manual_seed_all(seed)
-
-
-# -------------------------------------------------------------------------------- manifest
-
-
-# ------------------------------------------------------------------------------------ train
 
 
 def _lr_scheduler(name: str, optimizer: torch.optim.Optimizer, warmup: int, total: int):
@@ -392,7 +391,7 @@ def check_checkpoints(out_dir: Path, fingerprint: str, resume: bool, overwrite: 
                                 f"fingerprint {theirs} vs {fingerprint}); rerun with the same config and data, or "
                                 f"start over with --overwrite")
         return latest
-    if latest is not None:
+    if latest is not None or (ckpt_root.is_dir() and any(ckpt_root.iterdir())):
         if not overwrite:
             raise NewsbiasError(f"{ckpt_root} holds checkpoints of an earlier run; pass --resume to continue it or "
                                 f"--overwrite to start over (or choose another train.out_dir)")
@@ -402,28 +401,72 @@ def check_checkpoints(out_dir: Path, fingerprint: str, resume: bool, overwrite: 
 
 def _read_fingerprint(ckpt: Path) -> Optional[str]:
     try:
-        return json.loads((ckpt / "fingerprint.json").read_text(encoding="utf-8"))["fingerprint"]
+        return json.loads((ckpt / "trainer_state.json").read_text(encoding="utf-8"))["fingerprint"]
     except (OSError, ValueError, KeyError, TypeError):
         return None
 
 
-def train(cfg: TrainConfig, resume: bool = False, progress: Optional[bool] = None,
-          _interrupt_after_step: Optional[int] = None) -> dict[str, Any]:
-    """Run LoRA training as configured; returns a summary (out_dir, steps, best val metrics).
+@dataclass
+class TrainState:
+    """Where the loop is and what it has selected so far; a checkpoint stores it as JSON."""
 
-    ``resume``: continue from the latest checkpoint in ``cfg.out_dir/checkpoints``.
-    ``_interrupt_after_step`` (tests): raise KeyboardInterrupt after that optimizer step, as a crash would.
-    """
-    t_start = time.time()
-    head = cfg.model.head
-    out_dir = Path(cfg.out_dir)
-    # ---- everything that can be wrong with the input fails here, before any model is loaded
-    train_ex, val_ex, hashes = load_training_data(cfg)
-    source = join_gguf(cfg.model.name_or_path, cfg.model.gguf_file)
-    _check_model_path(source)
-    fingerprint = run_fingerprint(cfg, hashes)
-    ckpt_dir = check_checkpoints(out_dir, fingerprint, resume, cfg.overwrite)
+    step: int = 0
+    epoch: int = 0
+    batch: int = 0
+    best: Optional[float] = None
+    best_step: Optional[int] = None
+    best_metrics: dict[str, Any] = field(default_factory=dict)
+    bad_evals: int = 0
+    history: list[dict[str, Any]] = field(default_factory=list)
+    stopped_early: bool = False
 
+
+@dataclass
+class Recipe:
+    """Everything :func:`setup` builds once; the step functions read it and advance ``state``."""
+
+    cfg: TrainConfig
+    d: Dist
+    source: str
+    fingerprint: str
+    hashes: dict[str, Any]
+    model: torch.nn.Module
+    tok: Any
+    builder: PromptBuilder
+    runner: torch.nn.Module
+    train_feats: list[dict[str, Any]]
+    val_feats: list[dict[str, Any]]
+    optimizer: torch.optim.Optimizer
+    scheduler: Any
+    total_steps: int
+    n_batches: int
+    show: bool
+    state: TrainState = field(default_factory=TrainState)
+    best_weights: dict[str, torch.Tensor] = field(default_factory=dict)
+    resumed_from: Optional[Path] = None
+    bar: Any = None
+
+    @property
+    def out_dir(self) -> Path:
+        return Path(self.cfg.out_dir)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    @property
+    def lengths(self) -> list[int]:
+        return [len(f["input_ids"]) for f in self.train_feats]
+
+    def log(self, rec: dict[str, Any]) -> None:
+        """Append a record to the history (kept in checkpoints) and to ``train_log.jsonl``."""
+        self.state.history.append(rec)
+        if self.d.main:
+            with (self.out_dir / LOG_FILE).open("a", encoding="utf-8") as f:
+                f.write(json.dumps(rec) + "\n")
+
+
+def _setup_distributed(cfg: TrainConfig) -> tuple[Dist, str]:
     from .modeling import resolve_device_dtype
 
     dev, _ = resolve_device_dtype(cfg.model.device, cfg.model.dtype)
@@ -434,196 +477,274 @@ def train(cfg: TrainConfig, resume: bool = False, progress: Optional[bool] = Non
         torch.cuda.set_device(d.local_rank)
     if not d.main:
         logging.getLogger("transformers").setLevel(logging.ERROR)
-    show = (cfg.progress if progress is None else progress) and d.main
+    return d, device
 
+
+def _setup_model(cfg: TrainConfig, source: str, device: str, train_ex: Sequence[Example]
+                 ) -> tuple[torch.nn.Module, Any, PromptBuilder]:
+    """The base model with LoRA (or all weights) trainable, its tokenizer and the prompt builder."""
+    m = cfg.model
     seed_everything(cfg.seed)
     model, tok = load_model_and_tokenizer(
-        source, head=head, device=device, dtype=cfg.model.dtype,
-        attn_implementation=cfg.model.attn_implementation, gradient_checkpointing=cfg.model.gradient_checkpointing,
-        trust_remote_code=cfg.model.trust_remote_code, pooling=cfg.model.pooling)
-    builder = PromptBuilder(tok, prompt_settings(cfg, pick_instruction(cfg, train_ex)), head)
+        source, head=m.head, device=device, dtype=m.dtype, attn_implementation=m.attn_implementation,
+        gradient_checkpointing=m.gradient_checkpointing, trust_remote_code=m.trust_remote_code, pooling=m.pooling)
+    builder = PromptBuilder(tok, prompt_settings(cfg, pick_instruction(cfg, train_ex)), m.head)
     seed_everything(cfg.seed)
     if cfg.finetune == "lora":
-        model = add_lora(model, head, r=cfg.lora.r, alpha=cfg.lora.alpha, dropout=cfg.lora.dropout,
+        model = add_lora(model, m.head, r=cfg.lora.r, alpha=cfg.lora.alpha, dropout=cfg.lora.dropout,
                          target_modules=cfg.lora.target_modules, bias=cfg.lora.bias,
-                         gradient_checkpointing=cfg.model.gradient_checkpointing)
-    n_train, n_total = count_parameters(model)
-    if d.main:
-        log.info("trainable params: %s / %s (%.3f%%)", f"{n_train:,}", f"{n_total:,}", 100 * n_train / n_total)
+                         gradient_checkpointing=m.gradient_checkpointing)
+    return model, tok, builder
 
-    train_feats = encode_examples(builder, train_ex, head)
-    val_feats = encode_examples(builder, val_ex, head)
-    lengths = [len(f["input_ids"]) for f in train_feats]
-    class_w = (balanced_class_weights([f["class_id"] for f in train_feats], len(LABELS))
-               if cfg.optim.class_weights == "balanced" else None)
+
+def _setup_loss(cfg: TrainConfig, model: torch.nn.Module, builder: PromptBuilder, class_ids: Sequence[int],
+                d: Dist) -> torch.nn.Module:
+    """The label-only loss around the model (wrapped in DDP when distributed)."""
     mdev = next(model.parameters()).device
-    loss_mod = LabelLossModule(model, head, builder.label_token_ids,
-                               class_w.to(mdev) if class_w is not None else None).to(mdev)
-    runner: torch.nn.Module = loss_mod
-    if d.world > 1:
-        runner = torch.nn.parallel.DistributedDataParallel(
-            loss_mod, device_ids=[d.local_rank] if mdev.type == "cuda" else None)
-    collate = LabelOnlyCollator(tok.pad_token_id)
+    class_w = (balanced_class_weights(class_ids, len(LABELS)).to(mdev)
+               if cfg.optim.class_weights == "balanced" else None)
+    loss_mod = LabelLossModule(model, cfg.model.head, builder.label_token_ids, class_w).to(mdev)
+    if d.world == 1:
+        return loss_mod
+    return torch.nn.parallel.DistributedDataParallel(loss_mod, device_ids=[d.local_rank] if mdev.type == "cuda" else None)
 
+
+def _setup_optimizer(cfg: TrainConfig, model: torch.nn.Module, lengths: Sequence[int], d: Dist
+                     ) -> tuple[torch.optim.Optimizer, Any, int, int]:
+    """(optimizer, scheduler, total optimizer steps, micro-batches per rank per epoch)."""
     o = cfg.optim
     n_batches = len(epoch_batches(lengths, o.batch_size, cfg.seed, 0, o.group_by_length, d.world)) // d.world
     steps_per_epoch = max(1, math.ceil(n_batches / o.grad_accum))
     total_steps = o.max_steps or max(1, math.ceil(o.epochs * steps_per_epoch))
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=o.lr, weight_decay=o.weight_decay)
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=o.lr,
+                                  weight_decay=o.weight_decay)
     scheduler = _lr_scheduler(o.scheduler, optimizer, int(round(o.warmup_ratio * total_steps)), total_steps)
-    eval_every = cfg.eval.every_steps or steps_per_epoch
-    ckpt_every = cfg.checkpoint.every_steps or eval_every
+    return optimizer, scheduler, total_steps, n_batches
 
-    st: dict[str, Any] = {"step": 0, "epoch": 0, "batch": 0, "best": None, "best_step": None,
-                          "best_metrics": {}, "bad_evals": 0, "history": [], "stopped_early": False}
-    best_state = _trainable_state(model)
-    if ckpt_dir is not None:
-        ck = torch.load(ckpt_dir / "state.pt", map_location="cpu", weights_only=False)
-        _load_trainable_state(model, ck["model"])
-        optimizer.load_state_dict(ck["optimizer"])
-        scheduler.load_state_dict(ck["scheduler"])
-        st = ck["train_state"]
-        best_state = ck["best_state"]
-        _set_rng_state(ck["rng"][d.rank] if isinstance(ck["rng"], list) else ck["rng"])
-        if d.main:
-            log.info("resumed from %s (step %d)", ckpt_dir, st["step"])
 
+def setup(cfg: TrainConfig, resume: bool = False, progress: Optional[bool] = None) -> Recipe:
+    """Check the input, load data and model, build loss/optimizer, restore a checkpoint if resuming.
+
+    Everything that can be wrong with the input fails before any model is loaded.
+    """
+    train_ex, val_ex, hashes = load_training_data(cfg)
+    source = join_gguf(cfg.model.name_or_path, cfg.model.gguf_file)
+    _check_model_path(source)
+    fingerprint = run_fingerprint(cfg, hashes)
+    ckpt = check_checkpoints(Path(cfg.out_dir), fingerprint, resume, cfg.overwrite)
+    d, device = _setup_distributed(cfg)
+    model, tok, builder = _setup_model(cfg, source, device, train_ex)
+    n_train, n_total = count_parameters(model)
     if d.main:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        with (out_dir / LOG_FILE).open("w", encoding="utf-8") as f:
-            for rec in st["history"]:
-                f.write(json.dumps(rec) + "\n")
-
-    def log_rec(rec: dict[str, Any]) -> None:
-        st["history"].append(rec)
-        if d.main:
-            with (out_dir / LOG_FILE).open("a", encoding="utf-8") as f:
-                f.write(json.dumps(rec) + "\n")
-
-    def save_checkpoint() -> None:
-        rng = _rng_state()
-        if d.world > 1:
-            all_rng: list[Any] = [None] * d.world
-            dist.all_gather_object(all_rng, rng)
-            rng = all_rng
-        if d.main:
-            cdir = out_dir / CHECKPOINT_DIR / f"step-{st['step']}"
-            cdir.mkdir(parents=True, exist_ok=True)
-            tmp = cdir / "state.pt.tmp"
-            torch.save({"model": _trainable_state(model), "optimizer": optimizer.state_dict(),
-                        "scheduler": scheduler.state_dict(), "train_state": st, "best_state": best_state,
-                        "rng": rng}, tmp)
-            os.replace(tmp, cdir / "state.pt")
-            write_json(cdir / "fingerprint.json", {"fingerprint": fingerprint, "step": st["step"]})
-            old = sorted((out_dir / CHECKPOINT_DIR).glob("step-*"), key=lambda p: int(p.name.split("-")[1]))
-            for p in old[:-cfg.checkpoint.keep]:
-                shutil.rmtree(p, ignore_errors=True)
-        d.barrier()
-
-    def run_eval() -> bool:
-        """Evaluate, track the best weights; True when early stopping says stop."""
-        nonlocal best_state
-        m = evaluate(model, head, val_feats, tok.pad_token_id, builder.label_token_ids, cfg.eval.batch_size, d)
-        rec = {"type": "eval", "step": st["step"], "epoch": round(st["epoch"] + st["batch"] / max(1, n_batches), 4), **m}
-        log_rec(rec)
-        if show:
-            bar.write(f"step {st['step']}: val_loss {m['val_loss']:.4f} val_macro_f1 {m['val_macro_f1']:.4f}")
-        if _better(cfg.eval.metric, m[cfg.eval.metric], st["best"]):
-            st.update(best=m[cfg.eval.metric], best_step=st["step"], best_metrics=m, bad_evals=0)
-            best_state = _trainable_state(model)
-        else:
-            st["bad_evals"] += 1
-        return bool(cfg.eval.patience and st["bad_evals"] >= cfg.eval.patience)
-
-    from tqdm.auto import tqdm
-
-    bar = tqdm(total=total_steps, initial=st["step"], disable=not show, desc="train", unit="step", dynamic_ncols=True)
-    runner.train()
-    last_eval_step = st["history"][-1]["step"] if st["history"] and st["history"][-1]["type"] == "eval" else -1
-    stop = st["stopped_early"] or st["step"] >= total_steps
-    while not stop:
-        batches = epoch_batches(lengths, o.batch_size, cfg.seed, st["epoch"], o.group_by_length, d.world)
-        mine = batches[d.rank::d.world]
-        while st["batch"] < len(mine) and not stop:
-            group = mine[st["batch"]:st["batch"] + o.grad_accum]
-            loss_sum = 0.0
-            for k, idx in enumerate(group):
-                b = {kk: v.to(mdev) for kk, v in collate([train_feats[i] for i in idx]).items()}
-                sync = k == len(group) - 1 or d.world == 1
-                ctx = runner.no_sync() if not sync and hasattr(runner, "no_sync") else _nullctx()
-                with ctx:
-                    loss, _ = runner(**b)
-                    (loss / len(group)).backward()
-                loss_sum += float(loss.detach())
-            gnorm = None
-            if o.max_grad_norm:
-                gnorm = float(torch.nn.utils.clip_grad_norm_(params, o.max_grad_norm))
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
-            st["batch"] += len(group)
-            st["step"] += 1
-            rec = {"type": "train", "step": st["step"], "epoch": round(st["epoch"] + st["batch"] / len(mine), 4),
-                   "loss": loss_sum / len(group), "lr": scheduler.get_last_lr()[0], "grad_norm": gnorm}
-            log_rec(rec)
-            bar.update(1)
-            bar.set_postfix(loss=f"{rec['loss']:.4f}")
-            if st["step"] >= total_steps:
-                stop = True
-            end_of_epoch = st["batch"] >= len(mine)
-            if st["step"] % eval_every == 0 or stop or (cfg.eval.every_steps is None and end_of_epoch):
-                last_eval_step = st["step"]
-                if run_eval() and not stop:  # patience ran out before the planned last step
-                    st["stopped_early"] = True
-                    stop = True
-            if end_of_epoch:
-                st["epoch"] += 1
-                st["batch"] = 0
-            if st["step"] % ckpt_every == 0 or stop:
-                save_checkpoint()
-            if _interrupt_after_step is not None and st["step"] >= _interrupt_after_step:
-                bar.close()
-                raise KeyboardInterrupt(f"interrupted after step {st['step']} (test hook)")
-            if end_of_epoch:
-                break
-    bar.close()
-    if last_eval_step != st["step"] and st["best"] is None:
-        run_eval()
-
-    _load_trainable_state(model, best_state)
-    settings = ModelSettings(head=head, base_model=source, prompt=builder.settings, pooling=cfg.model.pooling,
-                             labels=LABELS, label_token_ids=list(builder.label_token_ids),
-                             uses_chat_template=builder.uses_chat_template,
-                             best_val={"metric": cfg.eval.metric, "step": st["best_step"], **st["best_metrics"]},
-                             extra={"finetune": cfg.finetune})
-    summary = {"out_dir": str(out_dir), "steps": st["step"], "total_steps": total_steps,
-               "stopped_early": st["stopped_early"], "best_step": st["best_step"], "best_val": st["best_metrics"],
-               "trainable_params": n_train, "world_size": d.world}
+        log.info("trainable params: %s / %s (%.3f%%)", f"{n_train:,}", f"{n_total:,}", 100 * n_train / n_total)
+    train_feats = encode_examples(builder, train_ex, cfg.model.head)
+    runner = _setup_loss(cfg, model, builder, [f["class_id"] for f in train_feats], d)
+    optimizer, scheduler, total_steps, n_batches = _setup_optimizer(cfg, model, [len(f["input_ids"]) for f in train_feats], d)
+    r = Recipe(cfg=cfg, d=d, source=source, fingerprint=fingerprint, hashes=hashes, model=model, tok=tok,
+               builder=builder, runner=runner, train_feats=train_feats,
+               val_feats=encode_examples(builder, val_ex, cfg.model.head), optimizer=optimizer, scheduler=scheduler,
+               total_steps=total_steps, n_batches=n_batches,
+               show=bool(cfg.progress if progress is None else progress) and d.main)
+    if ckpt is not None:
+        load_checkpoint(r, ckpt)
+    else:
+        r.best_weights = _trainable_state(model)
     if d.main:
-        model.save_pretrained(str(out_dir))
-        tok.save_pretrained(str(out_dir))
-        settings.save(out_dir)
+        r.out_dir.mkdir(parents=True, exist_ok=True)
+        (r.out_dir / LOG_FILE).write_text("".join(json.dumps(rec) + "\n" for rec in r.state.history), encoding="utf-8")
+    return r
+
+
+def train_step(r: Recipe, group: Sequence[Sequence[int]]) -> dict[str, Any]:
+    """One optimizer step over ``group`` (grad_accum micro-batches); returns its loss, lr and grad norm."""
+    collate = LabelOnlyCollator(r.tok.pad_token_id)
+    loss_sum = 0.0
+    for k, idx in enumerate(group):
+        b = {kk: v.to(r.device) for kk, v in collate([r.train_feats[i] for i in idx]).items()}
+        # DDP syncs gradients only on the last micro-batch of the accumulation group
+        last = k == len(group) - 1 or r.d.world == 1
+        with (r.runner.no_sync() if not last and hasattr(r.runner, "no_sync") else contextlib.nullcontext()):
+            loss, _ = r.runner(**b)
+            (loss / len(group)).backward()
+        loss_sum += float(loss.detach())
+    gnorm = None
+    if r.cfg.optim.max_grad_norm:
+        params = [p for p in r.model.parameters() if p.requires_grad]
+        gnorm = float(torch.nn.utils.clip_grad_norm_(params, r.cfg.optim.max_grad_norm))
+    r.optimizer.step()
+    r.scheduler.step()
+    r.optimizer.zero_grad(set_to_none=True)
+    return {"loss": loss_sum / len(group), "lr": r.scheduler.get_last_lr()[0], "grad_norm": gnorm}
+
+
+def validate(r: Recipe) -> bool:
+    """Score val, keep the best weights; True when early stopping says stop."""
+    st, ev = r.state, r.cfg.eval
+    m = evaluate(r.model, r.cfg.model.head, r.val_feats, r.tok.pad_token_id, r.builder.label_token_ids,
+                 ev.batch_size, r.d)
+    r.log({"type": "eval", "step": st.step, "epoch": round(st.epoch + st.batch / max(1, r.n_batches), 4), **m})
+    if r.show and r.bar is not None:
+        r.bar.write(f"step {st.step}: val_loss {m['val_loss']:.4f} val_macro_f1 {m['val_macro_f1']:.4f}")
+    if _better(ev.metric, m[ev.metric], st.best):
+        st.best, st.best_step, st.best_metrics, st.bad_evals = m[ev.metric], st.step, m, 0
+        r.best_weights = _trainable_state(r.model)
+    else:
+        st.bad_evals += 1
+    return bool(ev.patience and st.bad_evals >= ev.patience)
+
+
+def _optimizer_to_files(opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], list[dict[str, Any]]]:
+    sd = opt.state_dict()
+    tensors = {f"{pid}.{k}": v.detach().cpu().contiguous() for pid, s in sd["state"].items() for k, v in s.items()}
+    return tensors, sd["param_groups"]
+
+
+def _optimizer_from_files(opt: torch.optim.Optimizer, tensors: dict[str, torch.Tensor], groups: list) -> None:
+    state: dict[int, dict[str, torch.Tensor]] = {}
+    for key, t in tensors.items():
+        pid, k = key.split(".", 1)
+        state.setdefault(int(pid), {})[k] = t
+    opt.load_state_dict({"state": state, "param_groups": groups})
+
+
+def save_checkpoint(r: Recipe) -> None:
+    """Write ``checkpoints/checkpoint-N/`` (safetensors + JSON, no pickle); keep the newest ``checkpoint.keep``.
+
+    With LoRA the directory is also a peft adapter (``adapter_config.json``, ``adapter_model.safetensors``).
+    """
+    from safetensors.torch import save_file
+
+    rng: Any = _rng_state()
+    if r.d.world > 1:
+        rng = [None] * r.d.world
+        dist.all_gather_object(rng, _rng_state())
+    if r.d.main:
+        root = r.out_dir / CHECKPOINT_DIR
+        final, tmp = root / f"checkpoint-{r.state.step}", root / f".checkpoint-{r.state.step}.tmp"
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        save_file(_trainable_state(r.model), str(tmp / "trainable.safetensors"))
+        save_file(r.best_weights, str(tmp / "best.safetensors"))
+        opt_tensors, groups = _optimizer_to_files(r.optimizer)
+        save_file(opt_tensors, str(tmp / "optimizer.safetensors"))
+        if r.cfg.finetune == "lora":
+            r.model.save_pretrained(str(tmp))
+        write_json(tmp / "trainer_state.json", {
+            "fingerprint": r.fingerprint, "state": asdict(r.state), "optimizer_param_groups": groups,
+            "scheduler": r.scheduler.state_dict(), "rng": rng})
+        shutil.rmtree(final, ignore_errors=True)
+        os.replace(tmp, final)
+        for old in _checkpoints(r.out_dir)[:-r.cfg.checkpoint.keep]:
+            shutil.rmtree(old, ignore_errors=True)
+    r.d.barrier()
+
+
+def load_checkpoint(r: Recipe, ckpt: Path) -> None:
+    """Restore weights, optimizer, scheduler, loop state and this rank's RNG from ``ckpt``."""
+    from safetensors.torch import load_file
+
+    meta = json.loads((ckpt / "trainer_state.json").read_text(encoding="utf-8"))
+    _load_trainable_state(r.model, load_file(str(ckpt / "trainable.safetensors")))
+    _optimizer_from_files(r.optimizer, load_file(str(ckpt / "optimizer.safetensors")), meta["optimizer_param_groups"])
+    r.scheduler.load_state_dict(meta["scheduler"])
+    r.state = TrainState(**meta["state"])
+    r.best_weights = load_file(str(ckpt / "best.safetensors"))
+    rng = meta["rng"]
+    _set_rng_state(rng[r.d.rank] if isinstance(rng, list) else rng)
+    r.resumed_from = ckpt
+    if r.d.main:
+        log.info("resumed from %s (step %d)", ckpt, r.state.step)
+
+
+def run_epoch(r: Recipe, interrupt_after: Optional[int] = None) -> bool:
+    """Train through the rest of the current epoch (validating and checkpointing on schedule); True = stop."""
+    st, o = r.state, r.cfg.optim
+    eval_every = r.cfg.eval.every_steps or max(1, math.ceil(r.n_batches / o.grad_accum))
+    ckpt_every = r.cfg.checkpoint.every_steps or eval_every
+    mine = epoch_batches(r.lengths, o.batch_size, r.cfg.seed, st.epoch, o.group_by_length, r.d.world)[r.d.rank::r.d.world]
+    stop = False
+    while st.batch < len(mine) and not stop:
+        group = mine[st.batch:st.batch + o.grad_accum]
+        out = train_step(r, group)
+        st.batch += len(group)
+        st.step += 1
+        rec = {"type": "train", "step": st.step, "epoch": round(st.epoch + st.batch / len(mine), 4), **out}
+        r.log(rec)
+        r.bar.update(1)
+        r.bar.set_postfix(loss=f"{rec['loss']:.4f}")
+        stop = st.step >= r.total_steps
+        end_of_epoch = st.batch >= len(mine)
+        if st.step % eval_every == 0 or stop or (r.cfg.eval.every_steps is None and end_of_epoch):
+            if validate(r) and not stop:  # patience ran out before the planned last step
+                st.stopped_early = stop = True
+        if end_of_epoch:
+            st.epoch, st.batch = st.epoch + 1, 0
+        if st.step % ckpt_every == 0 or stop:
+            save_checkpoint(r)
+        if interrupt_after is not None and st.step >= interrupt_after:
+            raise KeyboardInterrupt(f"interrupted after step {st.step} (test hook)")
+        if end_of_epoch:
+            break
+    return stop
+
+
+def finish(r: Recipe, t_start: float) -> dict[str, Any]:
+    """Load the best weights and write the adapter, tokenizer, ``newsbias.json`` and the manifest."""
+    st, cfg = r.state, r.cfg
+    _load_trainable_state(r.model, r.best_weights)
+    n_train, _ = count_parameters(r.model)
+    summary = {"out_dir": str(r.out_dir), "steps": st.step, "total_steps": r.total_steps,
+               "stopped_early": st.stopped_early, "best_step": st.best_step, "best_val": st.best_metrics,
+               "trainable_params": n_train, "world_size": r.d.world}
+    if r.d.main:
+        settings = ModelSettings(head=cfg.model.head, base_model=r.source, prompt=r.builder.settings,
+                                 pooling=cfg.model.pooling, labels=LABELS,
+                                 label_token_ids=list(r.builder.label_token_ids),
+                                 uses_chat_template=r.builder.uses_chat_template,
+                                 best_val={"metric": cfg.eval.metric, "step": st.best_step, **st.best_metrics},
+                                 extra={"finetune": cfg.finetune})
+        r.model.save_pretrained(str(r.out_dir))
+        r.tok.save_pretrained(str(r.out_dir))
+        settings.save(r.out_dir)
         manifest = {"command": "newsbias train", "config": dump_config(cfg), "packages": package_versions(),
-                    "git_commit": git_commit(), "data": hashes, "summary": summary,
-                    "device": str(mdev), "dtype": str(next(model.parameters()).dtype),
+                    "git_commit": git_commit(), "data": r.hashes, "summary": summary,
+                    "device": str(r.device), "dtype": str(next(r.model.parameters()).dtype),
                     "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t_start)),
-                    "seconds": round(time.time() - t_start, 2), "resumed_from": str(ckpt_dir) if ckpt_dir else None}
-        (out_dir / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2, default=str) + "\n", encoding="utf-8")
-    d.barrier()
-    if d.world > 1 and d.owns_group:
+                    "seconds": round(time.time() - t_start, 2),
+                    "resumed_from": str(r.resumed_from) if r.resumed_from else None}
+        (r.out_dir / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2, default=str) + "\n", encoding="utf-8")
+    r.d.barrier()
+    if r.d.world > 1 and r.d.owns_group:
         dist.destroy_process_group()
     return summary
 
 
-class _nullctx:
-    def __enter__(self) -> None:
-        return None
+def train(cfg: TrainConfig, resume: bool = False, progress: Optional[bool] = None,
+          _interrupt_after_step: Optional[int] = None) -> dict[str, Any]:
+    """Run LoRA training as configured; returns a summary (out_dir, steps, best val metrics).
 
-    def __exit__(self, *exc: Any) -> None:
-        return None
+    ``resume``: continue from the latest checkpoint in ``cfg.out_dir/checkpoints``.
+    ``_interrupt_after_step`` (tests): raise KeyboardInterrupt after that optimizer step, as a crash would.
+    """
+    from tqdm.auto import tqdm
+
+    t_start = time.time()
+    r = setup(cfg, resume, progress)
+    r.bar = tqdm(total=r.total_steps, initial=r.state.step, disable=not r.show, desc="train", unit="step",
+                 dynamic_ncols=True)
+    r.runner.train()
+    stop = r.state.stopped_early or r.state.step >= r.total_steps
+    try:
+        while not stop:
+            stop = run_epoch(r, _interrupt_after_step)
+    finally:
+        r.bar.close()
+    if r.state.best is None:
+        validate(r)
+    return finish(r, t_start)
 
 
-__all__ = ["train", "Example", "read_jsonl_examples", "load_training_data", "resolve_data_paths", "encode_examples",
-           "LabelOnlyCollator", "epoch_batches", "evaluate", "balanced_class_weights", "latest_checkpoint",
-           "prompt_settings", "pick_instruction"]
+__all__ = ["train", "setup", "train_step", "validate", "save_checkpoint", "load_checkpoint", "run_epoch", "finish",
+           "Recipe", "TrainState", "Example", "read_jsonl_examples", "load_training_data", "resolve_data_paths",
+           "encode_examples", "LabelOnlyCollator", "epoch_batches", "evaluate", "balanced_class_weights",
+           "latest_checkpoint", "prompt_settings", "pick_instruction"]
