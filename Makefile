@@ -7,7 +7,7 @@ STAMP := $(VENV)/.newsbias-installed
 DATA ?= $(firstword $(wildcard data/allsides ../shared/data/allsides) data/allsides)
 DEMO_DIR ?= runs/demo
 
-.PHONY: setup test test-all demo demo-full clean
+.PHONY: setup test test-all lint demo demo-full clean
 
 $(STAMP): pyproject.toml scripts/setup.sh
 	bash scripts/setup.sh $(VENV)
@@ -22,6 +22,10 @@ test: $(STAMP)
 # everything, `slow` tests included (the demo on a slice, torchrun, Chromium, hadolint, real GGUF): what CI runs
 test-all: $(STAMP)
 	$(PY) -m pytest -q -m ""
+
+# ruff's default rules over the code and the tests
+lint: $(STAMP)
+	$(VENV)/bin/ruff check src tests
 
 demo: $(STAMP)
 	bash scripts/demo.sh $(VENV) $(DATA) $(DEMO_DIR)

@@ -10,12 +10,12 @@ from pathlib import Path
 import joblib
 import pytest
 
-from newsbias.baseline import load_split, run_baseline
+from newsbias.baseline import run_baseline, split_frame
 from newsbias.cli import main
 from newsbias.config import BaselineConfig
 from newsbias.errors import NewsbiasError
 from newsbias.labels import LABELS
-from newsbias.metrics import compute_metrics, read_predictions
+from newsbias.metrics import compute_metrics, prediction_frame
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 FILLER = ("the a of to in and for on with as by at from that this it is was were be has had have will would said "
@@ -55,7 +55,7 @@ def planted_dir(tmp_path) -> Path:
 def test_tfidf_lr_learns_planted_word(planted_dir, tmp_path):
     out = tmp_path / "preds"
     manifests = run_baseline(BaselineConfig(data=str(planted_dir), out_dir=str(out), lr={"C_grid": [0.1, 1.0, 10.0]}))
-    frame, _ = read_predictions(out / "tfidf-lr.jsonl")
+    frame, _ = prediction_frame(out / "tfidf-lr.jsonl")
     m = compute_metrics(frame["gold"], frame["pred"], n_boot=0)
     assert m["macro_f1"] > 0.95
     man = manifests["tfidf-lr"]
@@ -108,7 +108,7 @@ def test_kaggle_style_rows_use_line_numbers(tmp_path):
                         planted_rows(6, 2, with_ids=False))
     run_baseline(BaselineConfig(data=str(d), out_dir=str(tmp_path / "p"), tfidf={"min_df": 1}))
     ids = [json.loads(x)["id"] for x in (tmp_path / "p" / "tfidf-lr.jsonl").read_text().splitlines()]
-    assert ids == [1, 2, 3, 4, 5, 6]
+    assert ids == ["1", "2", "3", "4", "5", "6"]  # one id rule everywhere: strings, as predict writes them
 
 
 def test_unlabeled_split_has_null_gold(planted_dir, tmp_path):
@@ -122,7 +122,7 @@ def test_unlabeled_split_has_null_gold(planted_dir, tmp_path):
 
 
 def test_bad_inputs(planted_dir, tmp_path):
-    with pytest.raises(NewsbiasError, match="split file not found"):
+    with pytest.raises(NewsbiasError, match="baseline.data not found"):
         run_baseline(BaselineConfig(data=str(tmp_path / "nowhere")))
     rows = planted_rows(30, 0)
     rows[4]["output"] = "far-out"
@@ -133,10 +133,10 @@ def test_bad_inputs(planted_dir, tmp_path):
     rows[7]["input"] = "  "
     (planted_dir / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     with pytest.raises(NewsbiasError, match="line 8: no article text"):
-        load_split(planted_dir / "train.jsonl")
+        split_frame(planted_dir / "train.jsonl")
     (planted_dir / "train.jsonl").write_text("")
     with pytest.raises(NewsbiasError, match="is empty"):
-        load_split(planted_dir / "train.jsonl")
+        split_frame(planted_dir / "train.jsonl")
 
 
 def test_one_label_and_c_grid_without_val(tmp_path):
@@ -186,7 +186,7 @@ def test_allsides_slice_beats_majority(tmp_path):
     run_baseline(BaselineConfig(data=str(d), out_dir=str(tmp_path / "p")))
     scores = {}
     for name in ("majority", "tfidf-lr"):
-        frame, _ = read_predictions(tmp_path / "p" / f"{name}.jsonl")
+        frame, _ = prediction_frame(tmp_path / "p" / f"{name}.jsonl")
         scores[name] = compute_metrics(frame["gold"], frame["pred"], n_boot=0)["macro_f1"]
     assert scores["tfidf-lr"] > scores["majority"] + 0.15
 

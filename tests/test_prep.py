@@ -8,18 +8,26 @@ import random
 import subprocess
 import sys
 from collections import Counter
+from itertools import pairwise
 from pathlib import Path
 
 import pandas as pd
 import pytest
+from datagen import (
+    LABEL_OF_OUTLET,
+    article_text,
+    kaggle_rows,
+    make_articles,
+    write_csv,
+    write_jsonl,
+)
 
 from newsbias.config import PrepConfig, load_config
-from newsbias.data.clean import domain_of, outlet_of, repair_text, with_title
+from newsbias.data.clean import domain_of, outlet_of, repair_text
 from newsbias.data.prep import prepare, run_prep
 from newsbias.errors import NewsbiasError
 from newsbias.labels import LabelNormalizer
-
-from datagen import LABEL_OF_OUTLET, article_text, kaggle_rows, make_articles, write_csv, write_jsonl
+from newsbias.records import join_title
 
 SHARED = (Path(__file__).resolve().parents[1] / ".." / "shared" / "data").resolve()
 ALLSIDES = SHARED / "allsides" / "articles.jsonl.gz"
@@ -39,9 +47,6 @@ def read_split(out: Path, name: str) -> list[dict]:
 @pytest.fixture
 def articles_file(tmp_path: Path) -> Path:
     return write_jsonl(tmp_path / "articles.jsonl", make_articles(240))
-
-
-# ------------------------------------------------------------------------------------ labels
 
 
 @pytest.mark.parametrize("raw, expected", [
@@ -79,7 +84,6 @@ def test_numeric_labels_without_scheme_fail_with_hint(tmp_path):
         prepare(cfg_for(path, tmp_path / "o", **{"labels.numeric": "-101"}))
 
 
-
 def test_unknown_and_missing_labels_error_then_drop(tmp_path):
     rows = make_articles(30)
     rows[3]["label"], rows[5]["label"], rows[6]["label"] = "purple", None, "purple"
@@ -93,9 +97,6 @@ def test_unknown_and_missing_labels_error_then_drop(tmp_path):
     assert meta["unknown_labels"] == {"purple": 2, "(missing)": 1}
     drops = [json.loads(l) for l in (tmp_path / "o" / "drops.jsonl").read_text().splitlines()]
     assert sorted(d["id"] for d in drops if d["reason"] == "unknown_label") == ["a0003", "a0005", "a0006"]
-
-
-# ------------------------------------------------------------------------------------ text
 
 
 def test_mojibake_is_repaired():
@@ -128,7 +129,7 @@ def test_whitespace_title_and_short_texts(tmp_path):
     assert out["a0000"]["input"].startswith("Title 0\nspaced out text w")
     assert out["a0000"]["input"].endswith(".\nsecond paragraph")
     assert out["a0004"]["input"].count("Title 4") == 1
-    assert with_title(None, "body") == "body"
+    assert join_title(None, "body") == "body"
 
 
 def test_outlet_keys():
@@ -138,9 +139,6 @@ def test_outlet_keys():
     assert domain_of("") is None and domain_of(None) is None
     assert outlet_of(None, None, "CNN (Web News)") == "cnn web news"
     assert outlet_of("www.npr.org", "http://other.com/x", "Ezra Klein") == "npr.org"
-
-
-# ------------------------------------------------------------------------------------ readers
 
 
 def test_kaggle_csv_reader_maps_five_labels(tmp_path):
@@ -203,6 +201,40 @@ def test_allsides_jsonl_gz_and_release_dir_agree(tmp_path):
         assert (tmp_path / "a" / f"{name}.jsonl").read_bytes() == (tmp_path / "b" / f"{name}.jsonl").read_bytes()
 
 
+def test_release_dir_bad_files_are_skipped_with_their_reason(tmp_path):
+    jdir = tmp_path / "release" / "data" / "jsons"
+    jdir.mkdir(parents=True)
+    for i, r in enumerate(make_articles(30)):
+        (jdir / f"{r['id']}.json").write_text(json.dumps(_allsides_record(i, r)))
+    (jdir / "zz1.json").write_text("[1, 2]")
+    (jdir / "zz2.json").write_text("{not json")
+    with pytest.raises(NewsbiasError, match=r"zz1\.json: expected one JSON object per file, found a list"):
+        prepare(cfg_for(tmp_path / "release", tmp_path / "o", **{"split.mode": "random"}))
+    _, meta, drops = prepare(cfg_for(tmp_path / "release", tmp_path / "o", **{"split.mode": "random",
+                                                                              "input.on_bad_row": "skip"}))
+    assert [(d["line"], d["reason"], d["detail"]) for d in drops if d["reason"] == "bad_row"] == [
+        (31, "bad_row", "expected one JSON object per file, found a list"),
+        (32, "bad_row", "malformed JSON (Expecting property name enclosed in double quotes)")]
+    assert meta["input"]["rows_read"] == 32 and meta["input"]["bad_rows"] == 2
+
+
+def test_filters_are_the_steps_in_order_and_chain(tmp_path):
+    rows = make_articles(120)
+    rows[5]["label"] = "banana"
+    rows[7]["text"] = "too short"
+    rows[9]["text"] = rows[8]["text"]
+    path = write_jsonl(tmp_path / "in.jsonl", rows)
+    _, meta, drops = prepare(cfg_for(path, tmp_path / "o", **{"split.mode": "random", "labels.on_unknown": "drop"}))
+    steps = meta["filters"]
+    assert [f["step"] for f in steps] == ["read", "labels", "text", "outlet_cues", "exact_dedup", "near_dedup", "split",
+                                          "cross_split_dedup"]
+    assert steps[0]["before"] == 120 and all(a["after"] == b["before"] for a, b in pairwise(steps))
+    assert [f["dropped"] for f in steps[:5]] == [0, 1, 1, 0, 1]
+    assert sum(f["dropped"] for f in steps) == len(drops) == 120 - meta["counts"]["written"]
+    assert [(d["id"], d["reason"]) for d in drops] == [("a0005", "unknown_label"), ("a0007", "too_short"),
+                                                       ("a0009", "exact_duplicate")]
+
+
 @pytest.mark.skipif(not ALLSIDES.exists(), reason="../shared/data/allsides not present")
 def test_allsides_release_layout_from_real_records_with_predefined_split(tmp_path):
     """A small release directory built from real AllSides records, split by its own TSVs."""
@@ -233,9 +265,6 @@ def test_allsides_release_layout_from_real_records_with_predefined_split(tmp_pat
     assert val_ids and val_ids <= {i for i, s in wanted.items() if s == "valid"}
     assert meta["splits"].get("test_carved_from_train") is True
     assert sum(meta["splits"]["sizes"].values()) + sum(meta["counts"]["dropped_by_reason"].values()) == n_files
-
-
-# ------------------------------------------------------------------------------------ dedup + leakage
 
 
 def _with_planted_duplicates(tmp_path: Path) -> Path:
@@ -286,9 +315,6 @@ def test_leakage_report_finds_planted_cross_split_duplicates_when_dedup_is_off(t
     assert meta["leakage"]["exact_duplicate_pairs_across_splits"]["count"] == 0
     assert meta["leakage"]["near_duplicate_pairs_across_splits"]["count"] == 0
     assert meta["leakage"]["shared_outlets"]["count"] > 0   # random split: outlets are shared, and said so
-
-
-# ------------------------------------------------------------------------------------ splits
 
 
 def test_random_split_is_stratified(articles_file, tmp_path):
@@ -357,9 +383,6 @@ def test_same_input_any_row_order_gives_byte_identical_outputs(tmp_path):
     assert {r["id"] for r in read_split(tmp_path / "oa", "test")} != {r["id"] for r in read_split(tmp_path / "oc", "test")}
 
 
-# ------------------------------------------------------------------------------------ caps + outputs
-
-
 def test_train_caps_touch_train_only(articles_file, tmp_path):
     base = run_prep(cfg_for(articles_file, tmp_path / "o", **{"split.mode": "random"}))
     meta = run_prep(cfg_for(articles_file, tmp_path / "o", **{"split.mode": "random", "downsample.train_cap": 100}))
@@ -404,9 +427,6 @@ def test_outputs_eval_small_and_meta_hashes(articles_file, tmp_path):
     assert on_disk["config"]["split"]["mode"] == "by_source" and on_disk["versions"]["pandas"]
 
 
-# ------------------------------------------------------------------------------------ bad input
-
-
 def test_bad_inputs_have_clear_errors(tmp_path):
     with pytest.raises(NewsbiasError, match="input not found"):
         prepare(cfg_for(tmp_path / "nope.csv", tmp_path / "o"))
@@ -437,7 +457,7 @@ def test_malformed_json_line_error_or_skip(tmp_path):
     path.write_text("\n".join(lines) + "\n")
     with pytest.raises(NewsbiasError, match="line 4: malformed JSON"):
         prepare(cfg_for(path, tmp_path / "o"))
-    frames, meta, drops = prepare(cfg_for(path, tmp_path / "o", **{"input.on_bad_row": "skip"}))
+    _, _, drops = prepare(cfg_for(path, tmp_path / "o", **{"input.on_bad_row": "skip"}))
     assert [d["line"] for d in drops if d["reason"] == "bad_row"] == [4]
 
 
@@ -464,7 +484,7 @@ def test_failed_run_keeps_previous_output_and_leaves_no_partial_files(articles_f
 
 def test_cli_prints_one_line_error_and_exits_2(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "newsbias.cli", "prep", "--input", str(tmp_path / "missing.csv"),
-                           "--out", str(tmp_path / "o")], capture_output=True, text=True)
+                           "--out", str(tmp_path / "o")], capture_output=True, text=True, check=False)
     assert proc.returncode == 2
     assert proc.stderr.strip().count("\n") == 0 and "Traceback" not in proc.stderr
     assert "input not found" in proc.stderr
@@ -473,7 +493,7 @@ def test_cli_prints_one_line_error_and_exits_2(tmp_path):
 def test_cli_runs_prep_with_overrides(articles_file, tmp_path):
     proc = subprocess.run([sys.executable, "-m", "newsbias.cli", "prep", "-q", "--input", str(articles_file),
                            "--out", str(tmp_path / "o"), "--split", "random", "prep.clean.min_chars=20",
-                           "prep.downsample.train_cap=90"], capture_output=True, text=True)
+                           "prep.downsample.train_cap=90"], capture_output=True, text=True, check=False)
     assert proc.returncode == 0, proc.stderr
     meta = json.loads((tmp_path / "o" / "prep_meta.json").read_text())
     assert meta["splits"]["sizes"]["train"] == 90 and meta["config"]["split"]["mode"] == "random"

@@ -19,6 +19,7 @@ from fastapi.testclient import TestClient  # noqa: E402
 from newsbias.cli import main  # noqa: E402
 from newsbias.config import ServeConfig  # noqa: E402
 from newsbias.errors import NewsbiasError  # noqa: E402
+from newsbias.records import join_title  # noqa: E402
 from newsbias.serve import MicroBatcher, create_app, load_model  # noqa: E402
 
 from conftest import make_planted_rows  # noqa: E402
@@ -85,7 +86,7 @@ def test_classify_articles_ids_and_title(client, predictor):
     assert r.status_code == 200, r.text
     res = r.json()["results"]
     assert [x["id"] for x in res] == ["a", "b", "2"]
-    assert_matches(res, predictor, [f"Budget talks\n\n{arts[0]['text']}", arts[1]["text"], "no id here"])
+    assert_matches(res, predictor, [join_title("Budget talks", arts[0]["text"]), arts[1]["text"], "no id here"])
 
 
 def test_health_model_docs_and_page(client, lm_adapter, predictor):
@@ -103,6 +104,44 @@ def test_health_model_docs_and_page(client, lm_adapter, predictor):
     page = client.get("/")
     assert page.status_code == 200 and "text/html" in page.headers["content-type"]
     assert 'id="text"' in page.text and "/v1/classify" in page.text and "<script src" not in page.text
+
+
+def test_answers_say_how_much_of_the_article_was_read(client, predictor):
+    short, long = texts(1)[0], " ".join(texts(10))  # 64 tokens of prompt hold ~40 of the article
+    r = client.post("/v1/classify", json={"texts": [short, long]})
+    assert r.status_code == 200, r.text
+    first, second = r.json()["results"]
+    budget = client.get("/v1/model").json()["max_article_tokens"]
+    assert budget == predictor.builder.article_budget
+    assert first["truncated"] is False
+    assert first["tokens_read"] == len(predictor.tokenizer.encode(short, add_special_tokens=False))
+    assert second["truncated"] is True and second["tokens_read"] == budget
+
+
+def test_page_is_the_template_with_the_uncertainty_threshold(client):
+    from newsbias.serve import UNCERTAIN_BELOW
+
+    page = client.get("/").text
+    assert "{{" not in page and "{%" not in page
+    assert f"const UNCERTAIN_BELOW = {UNCERTAIN_BELOW};" in page
+    assert f"below {100 * UNCERTAIN_BELOW:.0f}%" in page  # the threshold is said on the page
+    for part in ('id="uncertain"', 'id="reading"', "tokens_read", "function explain(status, body)",
+                 "The model is still loading", "Could not reach the newsbias server"):
+        assert part in page
+
+
+def test_docs_load_their_assets_from_this_server(client):
+    pytest.importorskip("fastapi_offline", reason="offline docs need fastapi-offline (serve extra)")
+    import re
+
+    for route in ("/docs", "/redoc"):
+        html = client.get(route).text
+        assert "cdn.jsdelivr.net" not in html and "unpkg.com" not in html
+        assets = re.findall(r'(?:src|href)="(/[^"]+\.(?:js|css))"', html)
+        assert assets, html
+        for asset in assets:
+            r = client.get(asset)
+            assert r.status_code == 200 and len(r.content) > 10_000, asset
 
 
 # ------------------------------------------------------------------------------ errors

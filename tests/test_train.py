@@ -16,8 +16,8 @@ from safetensors.torch import load_file
 from newsbias.config import TrainConfig, load_config
 from newsbias.errors import NewsbiasError
 from newsbias.classifier import Classifier
-from newsbias.train import (LabelOnlyCollator, balanced_class_weights, epoch_batches, read_jsonl_examples,
-                            resolve_data_paths, train)
+from newsbias.records import read_articles
+from newsbias.train import LabelOnlyCollator, balanced_class_weights, epoch_batches, resolve_data_paths, train
 
 from conftest import make_planted_rows, write_jsonl
 
@@ -47,23 +47,23 @@ def tiny_cfg(model_dir, data_dir, out_dir, head="lm", **over) -> TrainConfig:
 def test_reads_kaggle_style_rows_without_id(tmp_path):
     p = write_jsonl(tmp_path / "train.jsonl", [{"instruction": "i", "input": "text a", "output": "Left"},
                                                {"instruction": "i", "input": "text b", "output": "right"}])
-    ex = read_jsonl_examples(p)
+    ex = read_articles(p, need_label=True)
     assert [(e.id, e.label) for e in ex] == [("1", "left"), ("2", "right")]
     write_jsonl(tmp_path / "val.jsonl", [{"input": "v", "output": "center"}])
     assert resolve_data_paths(tmp_path)[:2] == resolve_data_paths(p)[:2] == (p, tmp_path / "val.jsonl")
 
 
 @pytest.mark.parametrize("content,match", [
-    ('{"input": "a", "output": "left"}\nnot json\n', r"train.jsonl:2: not valid JSON"),
-    ('{"input": "a"}\n', "missing or non-string 'output'"),
+    ('{"input": "a", "output": "left"}\nnot json\n', r"train.jsonl: line 2: not valid JSON"),
+    ('{"input": "a"}\n', "missing or empty 'output'"),
     ('{"output": "left"}\n', "missing or non-string 'input'"),
-    ('{"input": "a", "output": "far-left"}\n{"input": "b", "output": "neutral"}\n', "not in the label set"),
+    ('{"input": "a", "output": "far-left"}\n{"input": "b", "output": "purple"}\n', "line 2: label 'purple' is not in"),
     ('[1, 2]\n', "expected a JSON object"),
 ])
 def test_malformed_data_is_clear(tmp_path, content, match):
     (tmp_path / "train.jsonl").write_text(content)
     with pytest.raises(NewsbiasError, match=match):
-        read_jsonl_examples(tmp_path / "train.jsonl")
+        read_articles(tmp_path / "train.jsonl", need_label=True)
 
 
 def test_errors_before_training(tmp_path, tiny_qwen_dir, planted_data_dir):

@@ -17,59 +17,27 @@ import os
 import time
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Optional, Sequence
 
 import numpy as np
 import pandas as pd
 
 from .config import BaselineConfig, dump_config
 from .errors import NewsbiasError
-from .io import git_commit, iter_jsonl, package_versions, sha256_file, write_json, write_jsonl
+from .io import git_commit, package_versions, sha256_file, write_json
 from .labels import LABELS
+from .records import Prediction, join_title, read_articles, resolve_split, split_file, write_predictions
 
 log = logging.getLogger(__name__)
 
-SPLIT_NAMES = ("train", "val", "test")
 
-
-def resolve_split(data: str | Path, split: str) -> Path:
-    """The JSONL for ``split`` (a split name in the prep directory ``data``, or a file path)."""
-    if split in SPLIT_NAMES or split == "eval_small":
-        path = Path(data) / f"{split}.jsonl"
-    else:
-        path = Path(split)
-    if not path.is_file():
-        raise NewsbiasError(f"split file not found: {path} (run `newsbias prep` first, or point --data at a "
-                            "directory holding train.jsonl / val.jsonl / test.jsonl)")
-    return path
-
-
-def load_split(path: str | Path, require_labels: bool = True, prepend_title: bool = False) -> pd.DataFrame:
-    """Read a prep-format JSONL into a frame with ``id, text, gold, outlet``.
-
-    ``id`` is the record's own id, else its 1-based line number (the Kaggle sample has none).
-    Gold labels outside the label set, rows without text, and (when ``require_labels``) rows
-    without a label are errors naming the line.
-    """
-    p = Path(path)
-    rows = []
-    for lineno, rec in iter_jsonl(p):
-        text = rec.get("input", rec.get("text"))
-        if not isinstance(text, str) or not text.strip():
-            raise NewsbiasError(f"{p}, line {lineno}: no article text in 'input'")
-        if prepend_title and rec.get("title"):
-            text = f"{rec['title']}\n\n{text}"
-        gold = rec.get("output")
-        if gold is None and require_labels:
-            raise NewsbiasError(f"{p}, line {lineno}: no label in 'output'")
-        if gold is not None and gold not in LABELS:
-            raise NewsbiasError(f"{p}, line {lineno}: label {gold!r} is not one of {', '.join(LABELS)}")
-        rid = rec.get("id")
-        rows.append({"id": lineno if rid is None else rid, "text": text, "gold": gold,
-                     "outlet": rec.get("outlet", rec.get("source"))})
-    if not rows:
-        raise NewsbiasError(f"split file {p} is empty")
-    return pd.DataFrame(rows)
+def split_frame(path: str | Path, need_label: bool = True, prepend_title: bool = False) -> pd.DataFrame:
+    """The articles of a split file as a frame with ``id, text, gold, outlet`` (see :mod:`newsbias.records`)."""
+    articles = read_articles(path, need_label=need_label)
+    if not articles:
+        raise NewsbiasError(f"split file {path} is empty; run `newsbias prep` again or choose another split")
+    return pd.DataFrame([{"id": a.id, "text": join_title(a.title, a.text) if prepend_title else a.text,
+                          "gold": a.label, "outlet": a.outlet_or_source} for a in articles])
 
 
 def fit_majority(labels: Sequence[str]) -> dict[str, float]:
@@ -95,6 +63,13 @@ def build_tfidf_lr(cfg: BaselineConfig, C: float):
     ])
 
 
+def outlet_weights(outlets: pd.Series, power: float) -> np.ndarray:
+    """Sample weights ``1 / n_outlet ** power``, rescaled to mean 1 (so C keeps its meaning)."""
+    counts = outlets.fillna("?").map(outlets.fillna("?").value_counts()).to_numpy(dtype=float)
+    w = counts ** -power
+    return w * len(w) / w.sum()
+
+
 def fit_tfidf_lr(train: pd.DataFrame, cfg: BaselineConfig, val: pd.DataFrame | None = None
                  ) -> tuple[Any, dict[str, Any]]:
     """Fit on ``train``; with ``cfg.lr.C_grid`` and ``val``, pick C by val macro-F1 first.
@@ -117,6 +92,8 @@ def fit_tfidf_lr(train: pd.DataFrame, cfg: BaselineConfig, val: pd.DataFrame | N
             raise NewsbiasError(f"tfidf-lr: no terms left in the vocabulary ({exc}); lower baseline.tfidf.min_df "
                                 "or raise baseline.tfidf.max_df") from None
         raise
+    weights = (outlet_weights(train["outlet"], cfg.outlet_power)
+               if cfg.sampling == "outlet_balanced" and "outlet" in train else None)
     selection: dict[str, Any] = {"C": cfg.lr.C, "grid": None}
     if cfg.lr.C_grid:
         if val is None or val.empty:
@@ -126,13 +103,13 @@ def fit_tfidf_lr(train: pd.DataFrame, cfg: BaselineConfig, val: pd.DataFrame | N
         x_val = vec.transform(val["text"])
         scores = {}
         for C in cfg.lr.C_grid:
-            lr.set_params(C=C).fit(x_train, train["gold"])
+            lr.set_params(C=C).fit(x_train, train["gold"], sample_weight=weights)
             scores[C] = float(f1_score(val["gold"], lr.predict(x_val), labels=list(LABELS),
                                        average="macro", zero_division=0))
             log.info("baseline: C=%g val macro-F1 %.4f", C, scores[C])
         best = max(cfg.lr.C_grid, key=lambda c: (scores[c], -c))  # ties: the stronger regularisation
         selection = {"C": best, "grid": [{"C": c, "val_macro_f1": s} for c, s in scores.items()]}
-    lr.set_params(C=selection["C"]).fit(x_train, train["gold"])
+    lr.set_params(C=selection["C"]).fit(x_train, train["gold"], sample_weight=weights)
     return pipe, selection
 
 
@@ -147,17 +124,17 @@ def predict_proba_labels(pipe, texts: Sequence[str]) -> np.ndarray:
     return out
 
 
-def prediction_rows(frame: pd.DataFrame, probs: np.ndarray, model: str) -> list[dict[str, Any]]:
-    """Prediction records (the shared format) for ``frame`` given ``(n, 3)`` probabilities."""
+def prediction_rows(frame: pd.DataFrame, probs: np.ndarray, model: str) -> list[Prediction]:
+    """Prediction records for ``frame`` given ``(n, 3)`` probabilities."""
     preds = np.asarray(probs).argmax(axis=1)
-    return [{"id": rid, "pred": LABELS[k], "probs": {lab: round(float(p[j]), 6) for j, lab in enumerate(LABELS)},
-             "gold": gold, "valid": True, "outlet": outlet, "model": model, "adapter": None}
+    return [Prediction(id=rid, pred=LABELS[k], probs={lab: round(float(p[j]), 6) for j, lab in enumerate(LABELS)},
+                       gold=gold, valid=True, outlet=outlet, model=model, adapter=None)
             for rid, k, p, gold, outlet in zip(frame["id"], preds, probs, frame["gold"], frame["outlet"])]
 
 
-def _atomic_jsonl(path: Path, rows: list[dict[str, Any]]) -> int:
+def _atomic_write(path: Path, rows: list[Prediction]) -> int:
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    n = write_jsonl(tmp, rows)
+    n = write_predictions(tmp, rows)
     os.replace(tmp, path)
     return n
 
@@ -166,24 +143,47 @@ def _file_info(path: Path, rows: int) -> dict[str, Any]:
     return {"path": str(path), "sha256": sha256_file(path), "rows": rows}
 
 
+def _load_data(cfg: BaselineConfig) -> tuple[dict[str, Path], pd.DataFrame, Optional[pd.DataFrame], pd.DataFrame]:
+    """``(paths, train, val or None, target)`` from the prep directory ``cfg.data``."""
+    if Path(cfg.data).is_file():
+        raise NewsbiasError(f"baseline.data {cfg.data} is a file; give the prep output directory "
+                            "(train.jsonl, val.jsonl, test.jsonl)")
+    paths = {"train": resolve_split(cfg.data, "train", "baseline.data", "baseline.data"),
+             "eval": resolve_split(cfg.data, cfg.split, "baseline.data", "baseline.split")}
+    train = split_frame(paths["train"], prepend_title=cfg.prepend_title)
+    val = None
+    val_path = split_file(cfg.data, "val")
+    if "tfidf-lr" in cfg.models and cfg.lr.C_grid and val_path.is_file():
+        val = split_frame(val_path, prepend_title=cfg.prepend_title)
+    target = split_frame(paths["eval"], need_label=False, prepend_title=cfg.prepend_title)
+    return paths, train, val, target.head(cfg.limit) if cfg.limit else target
+
+
+def _fit_predict(name: str, cfg: BaselineConfig, train: pd.DataFrame, val: Optional[pd.DataFrame],
+                 target: pd.DataFrame, out_dir: Path) -> tuple[np.ndarray, dict[str, Any]]:
+    """``(probabilities for target, manifest entries)`` of the baseline ``name`` fitted on ``train``."""
+    if name == "majority":
+        prior = fit_majority(train["gold"])
+        return np.tile([prior[lab] for lab in LABELS], (len(target), 1)), {"prior": prior}
+    pipe, selection = fit_tfidf_lr(train, cfg, val)
+    import joblib
+
+    model_path = out_dir / "tfidf-lr.joblib"
+    joblib.dump(pipe, model_path)
+    return predict_proba_labels(pipe, target["text"]), {
+        "C": selection, "vocabulary_size": len(pipe.named_steps["tfidf"].vocabulary_),
+        "pipeline": {"path": str(model_path), "sha256": sha256_file(model_path)}}
+
+
 def run_baseline(cfg: BaselineConfig) -> dict[str, Any]:
     """Train the configured baselines and write their predictions; returns ``{name: manifest}``."""
     t0 = time.time()
-    train_path = resolve_split(cfg.data, "train")
-    eval_path = resolve_split(cfg.data, cfg.split)
-    train = load_split(train_path, prepend_title=cfg.prepend_title)
-    val = None
-    if "tfidf-lr" in cfg.models and cfg.lr.C_grid:
-        val_path = Path(cfg.data) / "val.jsonl"
-        val = load_split(val_path, prepend_title=cfg.prepend_title) if val_path.is_file() else None
-    target = load_split(eval_path, require_labels=False, prepend_title=cfg.prepend_title)
-    if cfg.limit:
-        target = target.head(cfg.limit)
+    paths, train, val, target = _load_data(cfg)
     out_dir = Path(cfg.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     common = {
         "stage": "baseline", "split": cfg.split,
-        "data": {"train": _file_info(train_path, len(train)), "eval": _file_info(eval_path, len(target))},
+        "data": {"train": _file_info(paths["train"], len(train)), "eval": _file_info(paths["eval"], len(target))},
         "train_label_counts": {lab: int((train["gold"] == lab).sum()) for lab in LABELS},
         "config": dump_config(cfg), "versions": package_versions(("newsbias", "scikit-learn", "numpy", "pandas")),
         "git_commit": git_commit(),
@@ -191,26 +191,13 @@ def run_baseline(cfg: BaselineConfig) -> dict[str, Any]:
     manifests: dict[str, Any] = {}
     for name in cfg.models:
         t1 = time.time()
-        extra: dict[str, Any] = {}
-        if name == "majority":
-            prior = fit_majority(train["gold"])
-            probs = np.tile([prior[lab] for lab in LABELS], (len(target), 1))
-            extra["prior"] = prior
-        else:
-            pipe, selection = fit_tfidf_lr(train, cfg, val)
-            probs = predict_proba_labels(pipe, target["text"])
-            import joblib
-
-            model_path = out_dir / "tfidf-lr.joblib"
-            joblib.dump(pipe, model_path)
-            extra = {"C": selection, "vocabulary_size": len(pipe.named_steps["tfidf"].vocabulary_),
-                     "pipeline": {"path": str(model_path), "sha256": sha256_file(model_path)}}
+        probs, extra = _fit_predict(name, cfg, train, val, target, out_dir)
         rows = prediction_rows(target, probs, name)
         pred_path = out_dir / f"{name}.jsonl"
-        n = _atomic_jsonl(pred_path, rows)
+        n = _atomic_write(pred_path, rows)
         manifest = {**common, "model": name, **extra,
                     "counts": {"rows": n, "valid": n, "invalid": 0,
-                               "pred_counts": {lab: sum(r["pred"] == lab for r in rows) for lab in LABELS}},
+                               "pred_counts": {lab: sum(r.pred == lab for r in rows) for lab in LABELS}},
                     "output": _file_info(pred_path, n), "seconds": round(time.time() - t1, 3),
                     "created": datetime.now(timezone.utc).isoformat(timespec="seconds")}
         write_json(out_dir / f"{name}.manifest.json", manifest)

@@ -171,6 +171,13 @@ class Classifier:
             out.append({"pred": pred, "probs": None, "valid": pred is not None, "raw": raw})
         return out
 
+    def reading(self, texts: Sequence[str]) -> list[dict[str, Any]]:
+        """``{"tokens_read", "truncated"}`` per text: the article tokens the prompt keeps, and whether it was cut."""
+        b = self.builder
+        fixed = len(b.lead_ids) + len(b.prefix_ids) + len(b.suffix_ids) + len(b.trail_ids)
+        return [{"tokens_read": len(enc.input_ids) - fixed, "truncated": enc.truncated}
+                for enc in map(b.encode, texts)]
+
     def save(self, out_dir: str | Path, extra: Optional[dict[str, Any]] = None) -> ModelSettings:
         """A self-contained model directory (weights with any adapter merged in, tokenizer, ``newsbias.json``).
 

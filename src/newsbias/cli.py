@@ -213,6 +213,41 @@ def _add_baseline(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_cmd_baseline)
 
 
+def _cmd_cv(args: argparse.Namespace) -> int:
+    from .config import BaselineConfig, CvConfig, load_config
+
+    overrides = _flag_overrides(args, {"data": "cv.data", "folds": "cv.folds", "out": "cv.out_dir",
+                                       "seed": "cv.seed"}) + list(args.overrides)
+    full = load_config(args.config, overrides)
+    cfg = full.cv or CvConfig()
+    if "data" not in cfg.model_fields_set and full.prep is not None:
+        cfg = cfg.model_copy(update={"data": full.prep.out_dir})
+    from .cv import run_cv
+
+    summary = run_cv(cfg, full.baseline or BaselineConfig())
+    for res in summary["grouped"]:
+        print(f"cv: {res['recipe']}: mean macro-F1 {res['mean']:.3f} [{res['ci95'][0]:.3f}, {res['ci95'][1]:.3f}] "
+              f"over {cfg.folds} outlet-grouped folds")
+    print(f"cv: wrote {cfg.out_dir}/cv.md and cv.json ({summary['seconds']:.0f} s)")
+    return 0
+
+
+def _add_cv(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "cv", help="Outlet-grouped cross-validation of the baselines: the yardstick for unseen outlets.",
+        description="Pool train/val/test of a prep output, cut it into K folds with no outlet in two folds "
+                    "(label-stratified, deterministic), run each baseline recipe with one fold as test and the "
+                    "next as val, and report macro-F1 per fold, the mean and a 95% interval over folds, beside "
+                    "the same recipe on random folds (outlets shared).",
+        epilog=EPILOG)
+    _add_common(p)
+    p.add_argument("--data", metavar="DIR", help="Prep output directory (= cv.data).")
+    p.add_argument("--folds", type=int, help="Number of folds (= cv.folds).")
+    p.add_argument("--out", metavar="DIR", help="Output directory (= cv.out_dir).")
+    p.add_argument("--seed", type=int, help="Fold seed (= cv.seed).")
+    p.set_defaults(func=_cmd_cv)
+
+
 def _cmd_evaluate(args: argparse.Namespace) -> int:
     from .config import EvaluateConfig, load_config
 
@@ -382,7 +417,8 @@ def _add_export(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--adapter", metavar="DIR", help="Training output directory (= export.adapter).")
     p.add_argument("--out", metavar="DIR", help="Export directory (= export.out).")
     p.add_argument("--merge", action="store_true", help="Merge LoRA into the base (= export.merge=true).")
-    p.add_argument("--metrics", metavar="FILE", help="Metrics JSON from `newsbias evaluate` for the card.")
+    p.add_argument("--eval", "--metrics", dest="metrics", metavar="[RUN=]PATH", help="Test evaluation for the card: "
+                   "a `newsbias evaluate` JSON or a `newsbias compare` output dir (= export.metrics).")
     p.add_argument("--base-model-id", dest="base_model_id", metavar="ID", help="Hub id of the base for the card.")
     p.add_argument("--license", help="License of the base model for the card (= export.license).")
     p.add_argument("--push-to-hub", dest="push_to_hub", metavar="REPO", help="Upload to this hub repo (owner/name).")
@@ -397,7 +433,7 @@ def _add_export(sub: argparse._SubParsersAction) -> None:
 
 # Stages register themselves here: (adder) each adds one subparser with set_defaults(func=...).
 SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [_add_prep, _add_predict, _add_train,
-                                                                    _add_baseline, _add_evaluate, _add_compare,
+                                                                    _add_baseline, _add_cv, _add_evaluate, _add_compare,
                                                                     _add_serve, _add_export]
 
 

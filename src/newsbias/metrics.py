@@ -1,7 +1,7 @@
 """Honest metrics for left / center / right predictions (``newsbias evaluate``).
 
-``read_predictions`` loads a predictions JSONL (the record written by predict, baseline and serve)
-and validates it; ``compute_metrics`` turns gold and predicted labels (plus optional
+``prediction_frame`` loads a predictions JSONL (:class:`newsbias.records.Prediction`, written by
+predict and baseline) into a frame; ``compute_metrics`` turns gold and predicted labels (plus optional
 probabilities and outlets) into one JSON-ready dict; ``evaluate`` does both and writes the JSON.
 
 Conventions, also written into every metrics JSON under ``notes``:
@@ -16,7 +16,6 @@ Conventions, also written into every metrics JSON under ``notes``:
 
 from __future__ import annotations
 
-import json
 import logging
 import warnings
 from pathlib import Path
@@ -30,6 +29,7 @@ from .config import EvaluateConfig, MetricsConfig
 from .errors import NewsbiasError
 from .io import write_json
 from .labels import LABELS
+from .records import Prediction, at, read_predictions
 
 log = logging.getLogger(__name__)
 
@@ -50,79 +50,41 @@ NOTES = {
 # ------------------------------------------------------------------------------------ reading
 
 
-def read_predictions(path: str | Path, labels: Sequence[str] = LABELS,
-                     missing_gold: str = "error") -> tuple[pd.DataFrame, dict[str, Any]]:
-    """Load and validate a predictions JSONL.
+def _scored(preds: list[Prediction], path: Path, missing_gold: str) -> tuple[list[Prediction], list[str]]:
+    """``(predictions with a gold label, ids of those without)``; rows without gold are an error unless skipped."""
+    scored, skipped = [], []
+    for pr in preds:
+        if pr.gold is not None:
+            scored.append(pr)
+        elif missing_gold == "skip":
+            skipped.append(pr.id)
+        else:
+            raise NewsbiasError(f"{at(path, pr.line)}: no gold label; evaluate needs labeled data "
+                                "(or set evaluate.missing_gold=skip to skip and count such rows)")
+    if not scored:
+        raise NewsbiasError(f"predictions file {path} has no rows with a gold label ({len(skipped)} skipped)")
+    return scored, skipped
 
-    Returns ``(frame, info)``: the frame has one row per scored prediction with columns ``id``
-    (as found, else the 1-based line number), ``line``, ``gold`` and ``pred`` (class indices,
-    ``pred`` -1 when invalid), ``valid``, ``probs`` (a list in label order, or None), ``outlet``,
-    ``model``, ``adapter``. ``info`` counts what was read and skipped. Raises
-    :class:`NewsbiasError` for an empty or missing file, bad JSON, unknown labels (naming the
-    label and the line), duplicate ids, or rows without gold when ``missing_gold`` is "error".
+
+def prediction_frame(path: str | Path, labels: Sequence[str] = LABELS,
+                     missing_gold: str = "error") -> tuple[pd.DataFrame, dict[str, Any]]:
+    """A predictions file (read by :func:`newsbias.records.read_predictions`) as a frame for the metrics.
+
+    Returns ``(frame, info)``: one row per prediction with a gold label, columns ``id``, ``line``,
+    ``gold`` and ``pred`` (class indices, ``pred`` -1 when invalid), ``valid``, ``probs`` (a list
+    in label order, or None), ``outlet``, ``model``, ``adapter``; ``info`` counts what was read
+    and skipped. Rows without gold are an error naming the line unless ``missing_gold`` is "skip".
     """
     p = Path(path)
-    if not p.is_file():
-        raise NewsbiasError(f"predictions file not found: {p}")
+    preds = read_predictions(p, labels)
+    scored, skipped = _scored(preds, p, missing_gold)
     index = {lab: i for i, lab in enumerate(labels)}
-    rows: list[dict[str, Any]] = []
-    skipped_no_gold: list[Any] = []
-    seen: dict[str, int] = {}
-    n_lines = 0
-    with open(p, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            n_lines += 1
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise NewsbiasError(f"{p}, line {lineno}: not valid JSON ({exc.msg})") from None
-            if not isinstance(rec, dict):
-                raise NewsbiasError(f"{p}, line {lineno}: expected a JSON object, found {type(rec).__name__}")
-            rid = rec.get("id", lineno)
-            if rid is None:
-                rid = lineno
-            key = str(rid)
-            if key in seen:
-                raise NewsbiasError(f"{p}, line {lineno}: id {rid!r} already seen on line {seen[key]}; "
-                                    "each article must be predicted once")
-            seen[key] = lineno
-            gold = rec.get("gold")
-            if gold is None:
-                if missing_gold == "skip":
-                    skipped_no_gold.append(rid)
-                    continue
-                raise NewsbiasError(f"{p}, line {lineno}: no gold label; evaluate needs labeled data "
-                                    "(or set evaluate.missing_gold=skip to skip and count such rows)")
-            if gold not in index:
-                raise NewsbiasError(f"{p}, line {lineno}: gold label {gold!r} is not one of "
-                                    f"{', '.join(labels)}")
-            valid = bool(rec.get("valid", rec.get("pred") is not None))
-            pred = rec.get("pred")
-            if valid:
-                if pred not in index:
-                    raise NewsbiasError(f"{p}, line {lineno}: predicted label {pred!r} is not one of "
-                                        f"{', '.join(labels)} (mark unparseable outputs valid=false, pred=null)")
-                pred_i = index[pred]
-            else:
-                pred_i = INVALID
-            probs = rec.get("probs")
-            if probs is not None:
-                if not isinstance(probs, dict) or set(probs) != set(labels):
-                    raise NewsbiasError(f"{p}, line {lineno}: probs must map exactly the labels "
-                                        f"{', '.join(labels)} to numbers, got {probs!r}")
-                probs = [float(probs[lab]) for lab in labels]
-            rows.append({"id": rid, "line": lineno, "gold": index[gold], "pred": pred_i, "valid": valid,
-                         "probs": probs, "outlet": rec.get("outlet"), "model": rec.get("model"),
-                         "adapter": rec.get("adapter")})
-    if n_lines == 0:
-        raise NewsbiasError(f"predictions file {p} is empty")
-    if not rows:
-        raise NewsbiasError(f"predictions file {p} has no rows with a gold label ({len(skipped_no_gold)} skipped)")
-    frame = pd.DataFrame(rows)
-    info = {"path": str(p), "rows_read": n_lines, "rows_scored": len(rows),
-            "skipped_no_gold": len(skipped_no_gold), "skipped_no_gold_ids": skipped_no_gold[:20]}
+    frame = pd.DataFrame([{"id": pr.id, "line": pr.line, "gold": index[pr.gold],
+                           "pred": index[pr.pred] if pr.valid else INVALID, "valid": pr.valid,
+                           "probs": None if pr.probs is None else [pr.probs[lab] for lab in labels],
+                           "outlet": pr.outlet, "model": pr.model, "adapter": pr.adapter} for pr in scored])
+    info = {"path": str(p), "rows_read": len(preds), "rows_scored": len(scored),
+            "skipped_no_gold": len(skipped), "skipped_no_gold_ids": skipped[:20]}
     return frame, info
 
 
@@ -294,7 +256,7 @@ def per_outlet(gold: np.ndarray, pred: np.ndarray, outlets: Sequence[Any], n_lab
 
 
 def metrics_for_frame(frame: pd.DataFrame, opts: MetricsConfig, labels: Sequence[str] = LABELS) -> dict[str, Any]:
-    """``compute_metrics`` on a frame from :func:`read_predictions`."""
+    """``compute_metrics`` on a frame from :func:`prediction_frame`."""
     probs = None
     if frame["probs"].notna().any():
         probs = np.array([p if p is not None else [np.nan] * len(labels) for p in frame["probs"]], dtype=float)
@@ -312,7 +274,7 @@ def evaluate(cfg: EvaluateConfig) -> dict[str, Any]:
     """Read ``cfg.preds``, compute metrics, write them to ``cfg.out``; returns the metrics dict."""
     if not cfg.preds:
         raise NewsbiasError("no predictions file given: pass --preds FILE (= evaluate.preds)")
-    frame, info = read_predictions(cfg.preds, missing_gold=cfg.missing_gold)
+    frame, info = prediction_frame(cfg.preds, missing_gold=cfg.missing_gold)
     metrics = metrics_for_frame(frame, cfg)
     models = sorted({str(m) for m in frame["model"].dropna()})
     adapters = sorted({str(a) for a in frame["adapter"].dropna()})

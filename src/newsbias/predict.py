@@ -25,7 +25,6 @@ import os
 import shutil
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Optional, Sequence
 
@@ -36,115 +35,75 @@ from .config import DEFAULT_INSTRUCTION, PredictConfig, dump_config
 from .errors import NewsbiasError
 from .io import dumps_line, git_commit, package_versions, sha256_file, write_json
 from .classifier import Classifier
-from .data.clean import drop_unsafe
-from .labels import LabelNormalizer, parse_generation  # noqa: F401  (parse_generation: re-exported for users)
+from .labels import parse_generation  # noqa: F401  (re-exported for users)
 from .prompt import PromptSettings
+from .records import Article, Prediction, at, iter_json_lines, parse_line, resolve_split
 
 log = logging.getLogger(__name__)
 
 # ------------------------------------------------------------------------------ input
 
 
-@dataclass
-class Article:
-    id: str
-    text: str
-    gold: Optional[str]
-    outlet: Optional[str]
-    line: int
-    skip: Optional[str] = None  # why it is not predicted (empty text, bad gold label)
-
-
 def resolve_input(inp: str, split: str) -> str:
     """A prep output directory + split name -> the split file; a file or '-' as given."""
-    if inp == "-":
-        return inp
-    p = Path(inp)
-    if p.is_dir():
-        f = p / f"{split}.jsonl"
-        if not f.is_file():
-            have = ", ".join(sorted(x.name for x in p.glob("*.jsonl"))) or "no .jsonl files"
-            raise NewsbiasError(f"{p} has no {split}.jsonl ({have}); set predict.split")
-        return str(f)
-    if not p.is_file():
-        raise NewsbiasError(f"input not found: {p} (predict.input)")
-    return str(p)
+    return inp if inp == "-" else str(resolve_split(inp, split, "predict.input", "predict.split"))
 
 
-def _raw_records(path: str, text_field: Optional[str]) -> Iterator[tuple[int, dict[str, Any]]]:
+def _csv_rows(path: str) -> Iterator[tuple[int, dict[str, Any]]]:
+    csv.field_size_limit(sys.maxsize)
+    with open(path, encoding="utf-8", newline="") as f:
+        reader = csv.DictReader(f, delimiter="\t" if path.lower().endswith(".tsv") else ",")
+        try:
+            for row in reader:
+                # CSV has no null: an empty cell is a missing value (an id "" would be one otherwise)
+                yield reader.line_num, {k: (None if v == "" else v) for k, v in row.items()}
+        except UnicodeDecodeError as exc:
+            raise NewsbiasError(f"{path}: near line {reader.line_num + 1}: bytes that are not UTF-8 "
+                                f"({exc.object[exc.start:exc.start + 4]!r}); re-encode the file as UTF-8") from None
+        except csv.Error as exc:
+            raise NewsbiasError(f"{at(path, reader.line_num)}: malformed CSV ({exc})") from None
+
+
+def _stdin_rows() -> Iterator[tuple[int, dict[str, Any]]]:
+    for lineno, line in enumerate(sys.stdin, start=1):
+        if not line.strip():
+            continue
+        if line.lstrip().startswith("{"):
+            yield lineno, parse_line(line, "<stdin>", lineno)
+        else:  # plain text: one article per line
+            yield lineno, {"text": line.rstrip("\n")}
+
+
+def _raw_records(path: str) -> Iterator[tuple[int, dict[str, Any]]]:
     if path == "-":
-        for lineno, line in enumerate(sys.stdin, start=1):
-            if not line.strip():
-                continue
-            if line.lstrip().startswith("{"):
-                yield lineno, _json_line(line, "<stdin>", lineno)
-            else:  # plain text: one article per line
-                yield lineno, {"text": line.rstrip("\n")}
-        return
+        return _stdin_rows()
     if path.lower().endswith((".csv", ".tsv")):
-        csv.field_size_limit(sys.maxsize)
-        with open(path, encoding="utf-8", newline="") as f:
-            reader = csv.DictReader(f, delimiter="\t" if path.lower().endswith(".tsv") else ",")
-            try:
-                for row in reader:
-                    yield reader.line_num, row
-            except UnicodeDecodeError as exc:
-                raise NewsbiasError(f"{path}: near line {reader.line_num + 1}: bytes that are not UTF-8 "
-                                    f"({exc.object[exc.start:exc.start + 4]!r}); re-encode the file as UTF-8") from None
-            except csv.Error as exc:
-                raise NewsbiasError(f"{path}: line {reader.line_num}: malformed CSV ({exc})") from None
-        return
-    with open(path, "rb") as f:
-        for lineno, raw in enumerate(f, start=1):
-            try:
-                line = raw.decode("utf-8")
-            except UnicodeDecodeError as exc:
-                raise NewsbiasError(f"{path}:{lineno}: bytes that are not UTF-8 ({raw[exc.start:exc.start + 4]!r}); "
-                                    f"re-encode the file as UTF-8") from None
-            if lineno == 1:
-                line = line.removeprefix("\ufeff")
-            if line.strip():
-                yield lineno, _json_line(line, path, lineno)
+        return _csv_rows(path)
+    return iter_json_lines(path)
 
 
-def _json_line(line: str, path: str, lineno: int) -> dict[str, Any]:
-    try:
-        obj = json.loads(line)
-    except json.JSONDecodeError as exc:
-        raise NewsbiasError(f"{path}:{lineno}: not valid JSON ({exc.msg})") from None
-    if not isinstance(obj, dict):
-        raise NewsbiasError(f"{path}:{lineno}: expected a JSON object, found {type(obj).__name__}")
-    return obj
+def input_articles(path: str, labels: Sequence[str], text_field: Optional[str] = None,
+                   on_bad_gold: str = "error") -> Iterator[Article]:
+    """Stream articles from prep JSONL (``input``/``output``), ``text``/``label`` JSONL or CSV, or stdin.
+
+    Empty texts and (with ``on_bad_gold="skip"``) gold labels outside the label set are kept, to be
+    counted as skipped (:func:`skip_reason`); every other problem is an error naming the line.
+    """
+    hint = "fix the data or set predict.on_bad_gold=skip"
+    keep = "keep" if on_bad_gold == "skip" else "error"
+    name = "<stdin>" if path == "-" else path
+    for lineno, obj in _raw_records(path):
+        yield Article.from_dict(obj, lineno, name, labels=labels, text_field=text_field, require_text=False,
+                                bad_label=keep, label_hint=hint)
 
 
-def iter_articles(path: str, labels: Sequence[str], text_field: Optional[str] = None,
-                  on_bad_gold: str = "error") -> Iterator[Article]:
-    """Stream articles from prep JSONL (``input``/``output``), ``text``/``label`` JSONL or CSV, or stdin."""
-    norm = LabelNormalizer(labels=tuple(labels))
-    for lineno, obj in _raw_records(path, text_field):
-        field = text_field or ("input" if "input" in obj else "text")
-        if field not in obj:
-            raise NewsbiasError(f"{path}:{lineno}: no article field {field!r}; found {', '.join(obj) or 'nothing'} — "
-                                f"set predict.text_field")
-        text = obj.get(field)
-        if text is not None and not isinstance(text, str):
-            raise NewsbiasError(f"{path}:{lineno}: {field!r} holds a {type(text).__name__}, not the article text")
-        text = drop_unsafe(text or "")
-        raw_gold = next((obj[k] for k in ("output", "label", "gold") if obj.get(k) not in (None, "")), None)
-        gold, skip = None, None
-        if raw_gold is not None:
-            gold = norm(raw_gold)
-            if gold is None:
-                if on_bad_gold == "error":
-                    raise NewsbiasError(f"{path}:{lineno}: gold label {raw_gold!r} is not in the label set "
-                                        f"{list(labels)}; fix the data or set predict.on_bad_gold=skip")
-                skip = f"gold label {raw_gold!r} not in the label set"
-        if not text.strip():
-            skip = "empty text"
-        # ids default to the 1-based line number, as train, baseline and compare number them; 0 is an id
-        rid = obj.get("id")
-        yield Article(id=drop_unsafe(str(lineno if rid is None or rid == "" else rid)), text=text, gold=gold,
-                      outlet=obj.get("outlet"), line=lineno, skip=skip)
+def skip_reason(a: Article) -> Optional[str]:
+    """Why an article is not predicted (empty text, a gold label outside the set), or None."""
+    if not a.text.strip():
+        return "empty text"
+    if a.bad_label is not None:
+        return f"gold label {a.bad_label!r} not in the label set"
+    return None
 
 
 # ------------------------------------------------------------------------------ model
@@ -253,7 +212,7 @@ def _count_lines(path: str) -> Optional[int]:
 def _first_instruction(input_path: str, text_field: Optional[str]) -> Optional[str]:
     if input_path == "-":
         return None
-    for _, obj in _raw_records(input_path, text_field):
+    for _, obj in _raw_records(input_path):
         return obj.get("instruction") if isinstance(obj.get("instruction"), str) else None
     return None
 
@@ -264,17 +223,14 @@ def _records(chunk: list[Article], results: list[dict[str, Any]], cfg: PredictCo
     it = iter(results)
     lines = []
     for a in chunk:
-        if a.skip:
-            lines.append(dumps_line({"id": a.id, "skipped": a.skip, "line": a.line}))
+        reason = skip_reason(a)
+        if reason:
+            lines.append(dumps_line({"id": a.id, "skipped": reason, "line": a.line}))
             continue
         r = next(it)
-        rec = {"id": a.id, "pred": r["pred"], "probs": r["probs"], "gold": a.gold, "valid": r["valid"]}
-        if "raw" in r:
-            rec["raw"] = r["raw"]
-        rec.update({"outlet": a.outlet, "model": name, "adapter": adapter})
-        if cfg.include_text:
-            rec["input"] = a.text
-        lines.append(dumps_line(rec))
+        lines.append(Prediction(id=a.id, pred=r["pred"], probs=r["probs"], gold=a.label, valid=r["valid"],
+                                outlet=a.outlet_or_source, model=name, adapter=adapter, raw=r.get("raw"),
+                                text=a.text if cfg.include_text else None).to_line())
     return "".join(lines)
 
 
@@ -290,7 +246,7 @@ def _predict_part(cfg: PredictConfig, clf: Classifier, input_path: str, part: Pa
 
         def flush() -> None:
             nonlocal n_new
-            todo = [a for a in chunk if not a.skip]
+            todo = [a for a in chunk if not skip_reason(a)]
             results = clf.classify([a.text for a in todo], cfg.mode, cfg.batch_size, cfg.max_new_tokens) if todo else []
             fh.write(_records(chunk, results, cfg, name, adapter))
             fh.flush()
@@ -300,7 +256,7 @@ def _predict_part(cfg: PredictConfig, clf: Classifier, input_path: str, part: Pa
             bar.set_postfix(articles_per_s=f"{n_new / max(time.perf_counter() - t0, 1e-9):.2f}")
             chunk.clear()
 
-        for i, a in enumerate(iter_articles(input_path, clf.settings.labels, cfg.text_field, cfg.on_bad_gold)):
+        for i, a in enumerate(input_articles(input_path, clf.settings.labels, cfg.text_field, cfg.on_bad_gold)):
             if cfg.limit and i >= cfg.limit:
                 break
             seen += 1
@@ -395,11 +351,12 @@ def _merge(parts: Path, out: Path, world: int, counts: dict[str, int]) -> dict[s
         with open(tmp, "w", encoding="utf-8") as fo:
             k = 0
             while True:
-                line = files[k % world].readline()
+                src = files[k % world]
+                line = src.readline()
                 if not line:
                     break
+                rec = parse_line(line, src.name, k // world + 1)
                 k += 1
-                rec = json.loads(line)
                 if "skipped" in rec:
                     reason = rec["skipped"].split(" '")[0]
                     skipped[reason] = skipped.get(reason, 0) + 1

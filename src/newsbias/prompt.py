@@ -13,8 +13,9 @@ article can be cut in token space without re-tokenizing; training and inference 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any, Literal, Sequence
+from typing import Any, Literal
 
 from .config import DEFAULT_INSTRUCTION
 from .errors import NewsbiasError
@@ -44,7 +45,7 @@ class PromptSettings:
         return d
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "PromptSettings":
+    def from_dict(cls, d: dict[str, Any]) -> PromptSettings:
         d = dict(d)
         d.pop("uses_chat_template", None)
         if "labels" in d:
@@ -90,9 +91,8 @@ class PromptBuilder:
             raise NewsbiasError(f"prompt.truncation must be 'head' or 'head_tail', got {settings.truncation!r}")
         self.uses_chat_template = self._decide_chat()
         prefix_text, suffix_text = self._render()
-        enc = lambda s: list(tokenizer.encode(s, add_special_tokens=False)) if s else []  # noqa: E731
-        self.prefix_ids = enc(prefix_text)
-        self.suffix_ids = enc(suffix_text)
+        self.prefix_ids = self._ids(prefix_text)
+        self.suffix_ids = self._ids(suffix_text)
         self.lead_ids: list[int] = []
         self.trail_ids: list[int] = []
         if not self.uses_chat_template:
@@ -109,7 +109,9 @@ class PromptBuilder:
         # The cls head predicts classes directly; verbalizers only matter to the lm head.
         self.label_token_ids = self._label_tokens() if head == "lm" else []
 
-    # ------------------------------------------------------------------ construction helpers
+    def _ids(self, text: str) -> list[int]:
+        return list(self.tokenizer.encode(text, add_special_tokens=False)) if text else []
+
     def _decide_chat(self) -> bool:
         has = bool(getattr(self.tokenizer, "chat_template", None))
         mode = self.settings.chat_template
@@ -162,7 +164,6 @@ class PromptBuilder:
                 f"prompt.verbalizers whose first token differs, e.g. ' left', ' center', ' right'")
         return firsts
 
-    # ------------------------------------------------------------------------------ encoding
     def truncate_article(self, article_ids: Sequence[int]) -> tuple[list[int], bool]:
         """Cut the article's ids to the budget: its head, or head + tail."""
         budget = self.article_budget
@@ -198,19 +199,5 @@ class PromptBuilder:
         labels = [-100] * len(enc.input_ids) + [tok]
         return ids, labels, enc.answer_pos
 
-    def describe(self) -> dict[str, Any]:
-        """Prompt settings plus derived facts, for ``newsbias.json``."""
-        d = self.settings.to_dict()
-        d["uses_chat_template"] = self.uses_chat_template
-        d["label_token_ids"] = dict(zip(self.settings.labels, self.label_token_ids))
-        return d
 
-
-def build_prompt_text(tokenizer: Any, settings: PromptSettings, article: str, head: str = "lm") -> str:
-    """The prompt as text (for display/debugging); the ids come from :meth:`PromptBuilder.encode`."""
-    b = PromptBuilder(tokenizer, settings, head)  # type: ignore[arg-type]
-    return tokenizer.decode(b.encode(article).input_ids)
-
-
-__all__ = ["PromptSettings", "PromptBuilder", "Encoded", "DEFAULT_VERBALIZERS", "build_prompt_text",
-           "template_accepts"]
+__all__ = ["DEFAULT_VERBALIZERS", "Encoded", "PromptBuilder", "PromptSettings", "template_accepts"]

@@ -28,12 +28,12 @@ from typing import Any, Optional, Sequence
 import numpy as np
 import pandas as pd
 
-from .baseline import SPLIT_NAMES
 from .config import CompareConfig
 from .errors import NewsbiasError
-from .io import iter_jsonl, sha256_file, write_json
+from .io import sha256_file, write_json
 from .labels import LABELS
-from .metrics import INVALID, metrics_for_frame, read_predictions
+from .metrics import INVALID, metrics_for_frame, prediction_frame
+from .records import read_articles, resolve_split
 
 log = logging.getLogger(__name__)
 
@@ -125,31 +125,39 @@ def resolve_data(data: Optional[str], split: str) -> tuple[Optional[Path], Optio
     """``(split_file, prep_meta.json)`` for ``--data`` (a split file, or a prep directory + split)."""
     if not data:
         return None, None
-    p = Path(data)
-    if p.is_dir():
-        f = p / f"{split}.jsonl" if split in SPLIT_NAMES or split == "eval_small" else Path(split)
-    else:
-        f = p
-    if not f.is_file():
-        raise NewsbiasError(f"split file not found: {f} (--data takes a split JSONL or a prep output directory)")
+    f = resolve_split(data, split, "compare.data (--data)", "compare.split")
     meta = f.parent / "prep_meta.json"
     return f, meta if meta.is_file() else None
 
 
-def read_texts(path: Path) -> pd.DataFrame:
-    """``key`` (id as a string, else the line number), ``text`` and ``gold`` of a split file."""
-    rows = []
-    for lineno, rec in iter_jsonl(path):
-        rid = rec.get("id")
-        rows.append({"key": str(lineno if rid is None else rid), "text": rec.get("input", rec.get("text")) or "",
-                     "gold_data": rec.get("output")})
-    if not rows:
+def read_meta(path: Optional[Path]) -> Optional[dict[str, Any]]:
+    """prep_meta.json (for the split mode and the sha256 of the split), or None."""
+    return json.loads(path.read_text(encoding="utf-8")) if path else None
+
+
+def data_texts(path: Path) -> pd.DataFrame:
+    """``key`` (the article id), ``text`` and ``gold_data`` of a split file, indexed by ``key``."""
+    frame = pd.DataFrame([{"key": a.id, "text": a.text, "gold_data": a.label}
+                          for a in read_articles(path, require_text=False)], columns=["key", "text", "gold_data"])
+    if frame.empty:
         raise NewsbiasError(f"split file {path} is empty")
-    frame = pd.DataFrame(rows)
     dup = frame["key"].duplicated()
     if dup.any():
         raise NewsbiasError(f"split file {path} repeats id {frame['key'][dup].iloc[0]!r}; ids must be unique")
-    return frame
+    return frame.set_index("key", drop=False)
+
+
+def check_data(texts: pd.DataFrame, joined: pd.DataFrame, path: Path) -> None:
+    """The predicted articles must all be in the split file, with the same gold labels."""
+    missing = set(joined["key"]) - set(texts["key"])
+    if missing:
+        raise NewsbiasError(f"{len(missing)} predicted ids are not in {path} (e.g. {sorted(missing)[0]}); "
+                            "is --data the split that was predicted?")
+    gold_data = texts.loc[joined["key"], "gold_data"].to_numpy()
+    disagree = [k for k, g, d in zip(joined["key"], joined["gold"], gold_data) if d is not None and LABELS[g] != d]
+    if disagree:
+        raise NewsbiasError(f"gold labels in the predictions disagree with {path} for {len(disagree)} "
+                            f"articles (first: id {disagree[0]}); is --data the split that was predicted?")
 
 
 def preview(text: str, words: int = 50) -> str:
@@ -290,89 +298,98 @@ def _fmt(x: Any, digits: int = 3) -> str:
     return "–" if x is None else f"{x:.{digits}f}"
 
 
-def run_compare(cfg: CompareConfig) -> dict[str, Any]:
-    """Join the prediction files, compute metrics, and write the CSV, figures and report."""
-    specs = parse_pred_specs(cfg.preds)
+def read_runs(specs: list[tuple[str, Path]], cfg: CompareConfig) -> tuple[dict[str, pd.DataFrame], dict[str, Any]]:
+    """``({run: prediction frame}, {run: read info})`` for the files and then the ensembles."""
     frames: dict[str, pd.DataFrame] = {}
     infos: dict[str, Any] = {}
     for name, path in specs:
-        frames[name], infos[name] = read_predictions(path, missing_gold=cfg.metrics.missing_gold)
+        frames[name], infos[name] = prediction_frame(path, missing_gold=cfg.metrics.missing_gold)
     for spec in cfg.ensembles:
         name, members = parse_ensemble(spec, list(frames))
         frames[name] = ensemble_frame(frames, members, name)
         infos[name] = {"ensemble_of": members, "skipped_no_gold": []}
-    joined, join_info = join_predictions(frames, cfg.on_mismatch)
-    keys = set(joined["key"])
+    return frames, infos
 
-    data_path, meta_path = resolve_data(cfg.data, cfg.split)
-    meta = json.loads(meta_path.read_text(encoding="utf-8")) if meta_path else None
-    texts = None
-    if data_path is not None:
-        texts = read_texts(data_path)
-        missing = keys - set(texts["key"])
-        if missing:
-            raise NewsbiasError(f"{len(missing)} predicted ids are not in {data_path} (e.g. {sorted(missing)[0]}); "
-                                "is --data the split that was predicted?")
-        texts = texts.set_index("key")
-        gold_data = texts.loc[joined["key"], "gold_data"].to_numpy()
-        disagree = [(k, g) for k, g, d in zip(joined["key"], joined["gold"], gold_data)
-                    if d is not None and LABELS[g] != d]
-        if disagree:
-            raise NewsbiasError(f"gold labels in the predictions disagree with {data_path} for {len(disagree)} "
-                                f"articles (first: id {disagree[0][0]}); is --data the split that was predicted?")
 
-    out = Path(cfg.out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    names = list(frames)
-    # csv
+def compare_csv(joined: pd.DataFrame, texts: Optional[pd.DataFrame], names: Sequence[str],
+                preview_words: int) -> pd.DataFrame:
+    """``eval_compare.csv``: id, preview, gold, then each run's predicted label (``invalid`` if unparseable)."""
     csv = pd.DataFrame({"id": joined["key"]})
-    csv["preview"] = ([preview(t, cfg.preview_words) for t in texts.loc[joined["key"], "text"]]
+    csv["preview"] = ([preview(t, preview_words) for t in texts.loc[joined["key"], "text"]]
                       if texts is not None else "")
     csv["gold"] = [LABELS[g] for g in joined["gold"]]
     for name in names:
         csv[name] = ["invalid" if p == INVALID else LABELS[p] for p in joined[name]]
-    csv.to_csv(out / "eval_compare.csv", index=False)
+    return csv
 
-    # metrics on the joined rows, so every run is scored on the same articles
-    all_metrics: dict[str, dict[str, Any]] = {}
-    for name, f in frames.items():
-        sub = f[f["id"].astype(str).isin(keys)]
-        all_metrics[name] = metrics_for_frame(sub, cfg.metrics)
-    manifests = {name: read_manifest(path) for name, path in specs}
-    write_json(out / "metrics.json", {"stage": "compare", "runs": {n: str(p) for n, p in specs},
-                                      "join": join_info, "skipped": {n: infos[n]["skipped_no_gold"] for n in names},
-                                      "metrics": all_metrics, "config": cfg.model_dump(mode="json")})
 
-    # figures
-    figures = {}
-    for i, name in enumerate(names):
+def write_figures(all_metrics: dict[str, dict[str, Any]], out: Path) -> dict[str, str]:
+    """A confusion matrix per run and the per-class F1 bars; returns ``{run: confusion file name}``."""
+    figures: dict[str, str] = {}
+    for i, name in enumerate(all_metrics):
         fname = f"confusion_{re.sub(r'[^A-Za-z0-9_.-]', '_', name)}.png"
         if fname in figures.values():
             fname = f"confusion_{i}_{fname[len('confusion_'):]}"
         plot_confusion(all_metrics[name], name, out / fname)
         figures[name] = fname
     plot_per_class_f1(all_metrics, out / "per_class_f1.png")
+    return figures
 
-    # fixes / breaks
-    changes = None
-    if cfg.base in names and cfg.tuned in names:
-        g, b, t = joined["gold"], joined[cfg.base], joined[cfg.tuned]
-        fixed = joined[(b != g) & (t == g)].index
-        broke = joined[(b == g) & (t != g)].index
-        changes = {"fixed": len(fixed), "broken": len(broke),
-                   "both_right": int(((b == g) & (t == g)).sum()), "both_wrong": int(((b != g) & (t != g)).sum()),
-                   "fixed_examples": csv.loc[fixed[:cfg.n_examples]].to_dict("records"),
-                   "broken_examples": csv.loc[broke[:cfg.n_examples]].to_dict("records")}
 
-    data_info = None
-    if data_path is not None:
-        data_info = {"path": str(data_path), "sha256": sha256_file(data_path), "rows": len(texts)}
-        if meta:
-            expected = (meta.get("outputs") or {}).get(data_path.name, {}).get("sha256")
-            data_info["matches_prep_meta"] = None if expected is None else expected == data_info["sha256"]
+def base_tuned_changes(joined: pd.DataFrame, csv: pd.DataFrame, names: Sequence[str],
+                       cfg: CompareConfig) -> Optional[dict[str, Any]]:
+    """Where ``cfg.tuned`` fixes or breaks ``cfg.base`` (counts and first examples), when both are runs."""
+    if cfg.base not in names or cfg.tuned not in names:
+        return None
+    g, b, t = joined["gold"], joined[cfg.base], joined[cfg.tuned]
+    fixed = joined[(b != g) & (t == g)].index
+    broke = joined[(b == g) & (t != g)].index
+    return {"fixed": len(fixed), "broken": len(broke),
+            "both_right": int(((b == g) & (t == g)).sum()), "both_wrong": int(((b != g) & (t != g)).sum()),
+            "fixed_examples": csv.loc[fixed[:cfg.n_examples]].to_dict("records"),
+            "broken_examples": csv.loc[broke[:cfg.n_examples]].to_dict("records")}
+
+
+def data_summary(path: Optional[Path], texts: Optional[pd.DataFrame],
+                 meta: Optional[dict[str, Any]]) -> Optional[dict[str, Any]]:
+    """Path, sha256 and rows of the split file, and whether prep_meta.json records that sha256."""
+    if path is None or texts is None:
+        return None
+    info: dict[str, Any] = {"path": str(path), "sha256": sha256_file(path), "rows": len(texts)}
+    if meta:
+        expected = (meta.get("outputs") or {}).get(path.name, {}).get("sha256")
+        info["matches_prep_meta"] = None if expected is None else expected == info["sha256"]
+    return info
+
+
+def run_compare(cfg: CompareConfig) -> dict[str, Any]:
+    """Join the prediction files, compute metrics, and write the CSV, figures and report."""
+    specs = parse_pred_specs(cfg.preds)
+    frames, infos = read_runs(specs, cfg)
+    names = list(frames)
+    joined, join_info = join_predictions(frames, cfg.on_mismatch)
+    data_path, meta_path = resolve_data(cfg.data, cfg.split)
+    meta = read_meta(meta_path)
+    texts = data_texts(data_path) if data_path is not None else None
+    if texts is not None:
+        check_data(texts, joined, data_path)
+    out = Path(cfg.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    csv = compare_csv(joined, texts, names, cfg.preview_words)
+    csv.to_csv(out / "eval_compare.csv", index=False)
+    # metrics on the joined rows, so every run is scored on the same articles
+    keys = set(joined["key"])
+    all_metrics = {name: metrics_for_frame(f[f["id"].astype(str).isin(keys)], cfg.metrics)
+                   for name, f in frames.items()}
+    write_json(out / "metrics.json", {"stage": "compare", "runs": {n: str(p) for n, p in specs},
+                                      "join": join_info, "skipped": {n: infos[n]["skipped_no_gold"] for n in names},
+                                      "metrics": all_metrics, "config": cfg.model_dump(mode="json")})
+    figures = write_figures(all_metrics, out)
+    changes = base_tuned_changes(joined, csv, names, cfg)
     ctx = {"cfg": cfg, "names": names, "specs": specs, "metrics": all_metrics, "join": join_info,
-           "infos": infos, "figures": figures, "changes": changes, "manifests": manifests,
-           "note": split_note(meta), "data": data_info, "n": len(joined), "appendix": read_appendix(cfg.appendix)}
+           "infos": infos, "figures": figures, "changes": changes,
+           "manifests": {name: read_manifest(path) for name, path in specs}, "note": split_note(meta),
+           "data": data_summary(data_path, texts, meta), "n": len(joined), "appendix": read_appendix(cfg.appendix)}
     (out / "report.md").write_text(render_markdown(ctx), encoding="utf-8")
     written = ["eval_compare.csv", "metrics.json", *figures.values(), "per_class_f1.png", "report.md"]
     if cfg.html:

@@ -13,6 +13,9 @@ loop never blocks on inference.
 Errors are JSON ``{"error": "...", "detail": ...}``: 413 for a body or article over the limits,
 422 for malformed JSON, schema errors (the field is named) and empty texts, 503 while the model
 is loading or when it failed to load, and a bare 500 without a traceback for anything else.
+
+The page is the Jinja2 template ``templates/page.html``. ``/docs`` and ``/redoc`` serve Swagger UI
+and ReDoc from this server (no CDN) when the ``fastapi-offline`` package is installed.
 """
 
 from __future__ import annotations
@@ -31,7 +34,9 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validat
 from .classifier import Classifier
 from .config import DEFAULT_INSTRUCTION, ServeConfig
 from .prompt import PromptSettings
+from .records import join_title
 from .errors import NewsbiasError
+from .templates import render
 
 log = logging.getLogger(__name__)
 
@@ -101,7 +106,7 @@ class ArticleIn(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     id: Optional[Plain] = Field(default=None, max_length=512, description="Echoed back; defaults to the position.")
-    title: Optional[Plain] = Field(default=None, description="Optional headline, scored as `title\\n\\ntext`.")
+    title: Optional[Plain] = Field(default=None, description="Optional headline, scored as `title\\ntext`.")
     text: Text = Field(description="Article body (not empty).")
 
 
@@ -124,8 +129,8 @@ class ClassifyRequest(BaseModel):
         """(id, text to score) per article; ids default to the 0-based position."""
         if self.texts is not None:
             return [(str(i), t) for i, t in enumerate(self.texts)]
-        return [(a.id if a.id is not None else str(i), f"{a.title.strip()}\n\n{a.text}" if a.title and a.title.strip()
-                 else a.text) for i, a in enumerate(self.articles or [])]
+        return [(a.id if a.id is not None else str(i), join_title(a.title, a.text))
+                for i, a in enumerate(self.articles or [])]
 
 
 class Prediction(BaseModel):
@@ -134,6 +139,8 @@ class Prediction(BaseModel):
     probs: dict[str, float]
     model: str
     adapter: Optional[str] = None
+    tokens_read: Optional[int] = Field(default=None, description="Tokens of the article the model read.")
+    truncated: Optional[bool] = Field(default=None, description="True when the article was cut to fit max_length.")
 
 
 class ClassifyResponse(BaseModel):
@@ -262,6 +269,8 @@ class MicroBatcher:
 
 # ------------------------------------------------------------------------------ app
 
+UNCERTAIN_BELOW = 0.5  # the page marks an answer "uncertain" when its top probability is below this
+
 
 class BodyLimitMiddleware:
     """ASGI middleware: 413 for a request body over ``max_bytes`` (declared or streamed)."""
@@ -324,6 +333,16 @@ class _State:
     batcher: Optional[MicroBatcher] = None
     started: float = field(default_factory=time.time)
 
+    @property
+    def adapter_name(self) -> Optional[str]:
+        return Path(self.cfg.adapter).name if self.cfg.adapter else None
+
+    def score(self, texts: list[str]) -> list[dict[str, Any]]:
+        """Label, probabilities and the article tokens read, per text (runs in the batcher's worker thread)."""
+        assert self.predictor is not None
+        results = self.predictor.classify(texts, mode="score", batch_size=self.cfg.max_batch)
+        return [{**r, **read} for r, read in zip(results, self.predictor.reading(texts))]
+
 
 def create_app(cfg: Optional[ServeConfig] = None, predictor: Optional[Classifier] = None,
                loader: Optional[Callable[[ServeConfig], Classifier]] = None) -> Any:
@@ -333,37 +352,38 @@ def create_app(cfg: Optional[ServeConfig] = None, predictor: Optional[Classifier
     otherwise ``loader(cfg)`` (default :func:`load_model`) runs once at startup in a thread, and
     requests get 503 until it is done or if it failed.
     """
-    from fastapi import FastAPI, Request
-    from fastapi.encoders import jsonable_encoder
-    from fastapi.exceptions import RequestValidationError
-    from fastapi.responses import HTMLResponse, JSONResponse
-    from starlette.exceptions import HTTPException as StarletteHTTPException
-
     cfg = cfg or ServeConfig()
     set_threads(cfg)
     state = _State(cfg=cfg, name=model_name(cfg), predictor=predictor)
-    adapter_name = Path(cfg.adapter).name if cfg.adapter else None
+    app = _new_app(_lifespan(state, loader or load_model))
+    app.state.newsbias = state
+    app.add_middleware(BodyLimitMiddleware, max_bytes=cfg.max_body_bytes)
+    _add_error_handlers(app)
+    _add_classify_route(app, state)
+    _add_info_routes(app, state)
+    return app
 
-    def score(texts: list[str]) -> list[dict[str, Any]]:
-        assert state.predictor is not None
-        return state.predictor.classify(texts, mode="score", batch_size=cfg.max_batch)
 
-    async def load() -> None:
-        try:
-            state.predictor = await asyncio.to_thread(loader or load_model, cfg)
-            log.info("model loaded: %s", state.name)
-        except NewsbiasError as exc:
-            state.error = str(exc)
-            log.error("model failed to load: %s", exc)
-        except Exception as exc:  # a broken checkpoint: report it, keep answering /health
-            state.error = f"{type(exc).__name__}: {exc}"
-            log.exception("model failed to load")
+def _new_app(lifespan: Callable[[Any], Any]) -> Any:
+    """A FastAPI app; ``/docs`` and ``/redoc`` load their assets from this server when fastapi-offline is installed."""
+    try:
+        from fastapi_offline import FastAPIOffline as make_app
+    except ImportError:  # plain FastAPI: the docs pages fetch Swagger UI / ReDoc from a CDN
+        from fastapi import FastAPI as make_app
+    return make_app(title="newsbias", version="1", lifespan=lifespan,
+                    description="Classify the political leaning of news articles as left / center / right. "
+                                "Labels are learnt from outlet-level ratings: read them as 'reads like outlets "
+                                "rated X', not as a judgement of the article.")
+
+
+def _lifespan(state: _State, loader: Callable[[ServeConfig], Classifier]) -> Callable[[Any], Any]:
+    """Start the micro-batcher (and the model loading, unless a predictor was given); stop both on shutdown."""
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Any):
-        state.batcher = MicroBatcher(score, max_batch=cfg.max_batch, max_wait_ms=cfg.max_wait_ms)
+        state.batcher = MicroBatcher(state.score, max_batch=state.cfg.max_batch, max_wait_ms=state.cfg.max_wait_ms)
         state.batcher.start()
-        loading = None if state.predictor is not None else asyncio.create_task(load())
+        loading = None if state.predictor is not None else asyncio.create_task(_load(state, loader))
         try:
             yield
         finally:
@@ -371,61 +391,109 @@ def create_app(cfg: Optional[ServeConfig] = None, predictor: Optional[Classifier
                 loading.cancel()
             await state.batcher.stop()
 
-    app = FastAPI(title="newsbias", version="1", lifespan=lifespan,
-                  description="Classify the political leaning of news articles as left / center / right. "
-                              "Labels are learnt from outlet-level ratings: read them as 'reads like outlets "
-                              "rated X', not as a judgement of the article.")
-    app.state.newsbias = state
-    app.add_middleware(BodyLimitMiddleware, max_bytes=cfg.max_body_bytes)
+    return lifespan
 
-    def error(status: int, message: str, detail: Any = None) -> JSONResponse:
-        payload: dict[str, Any] = {"error": message}
-        if detail is not None:
-            payload["detail"] = detail
-        return JSONResponse(payload, status_code=status)
 
-    def body_error(msg: str, kind: str) -> JSONResponse:
-        return error(422, f"body: {msg}", [{"loc": ["body"], "field": "body", "msg": msg, "type": kind}])
+async def _load(state: _State, loader: Callable[[ServeConfig], Classifier]) -> None:
+    try:
+        state.predictor = await asyncio.to_thread(loader, state.cfg)
+        log.info("model loaded: %s", state.name)
+    except NewsbiasError as exc:
+        state.error = str(exc)
+        log.error("model failed to load: %s", exc)
+    except Exception as exc:  # a broken checkpoint: report it, keep answering /health
+        state.error = f"{type(exc).__name__}: {exc}"
+        log.exception("model failed to load")
+
+
+# ------------------------------------------------------------------------------ errors
+
+
+def _error(status: int, message: str, detail: Any = None) -> Any:
+    """The JSON error body every route answers with: ``{"error": message, "detail"?: ...}``."""
+    from fastapi.responses import JSONResponse
+
+    payload: dict[str, Any] = {"error": message}
+    if detail is not None:
+        payload["detail"] = detail
+    return JSONResponse(payload, status_code=status)
+
+
+def _body_error(msg: str, kind: str) -> Any:
+    return _error(422, f"body: {msg}", [{"loc": ["body"], "field": "body", "msg": msg, "type": kind}])
+
+
+def _validation_problems(errors: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """FastAPI's validation errors as ``{loc, field, msg, type}``, the field named as ``texts.1``."""
+    problems = []
+    for e in errors:
+        if e.get("type") == "json_invalid":  # FastAPI puts the character offset in loc: not a field
+            pos = (e.get("ctx") or {}).get("error") or ""
+            problems.append({"loc": ["body"], "field": "body", "msg": f"not valid JSON {pos}".strip()[:200],
+                             "type": "json_invalid"})
+            continue
+        loc = list(e.get("loc", ()))
+        where = ".".join(str(p) for p in loc if p != "body") or "body"
+        problems.append({"loc": loc, "field": where, "msg": e.get("msg", "invalid").removeprefix("Value error, "),
+                         "type": e.get("type")})
+    return problems
+
+
+def _add_error_handlers(app: Any) -> None:
+    """422 naming the field for bad bodies, JSON errors for HTTP errors, a bare 500 for anything else."""
+    from fastapi import Request
+    from fastapi.encoders import jsonable_encoder
+    from fastapi.exceptions import RequestValidationError
+    from starlette.exceptions import HTTPException as StarletteHTTPException
 
     @app.exception_handler(RequestValidationError)
-    async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
+    async def _validation(request: Request, exc: RequestValidationError) -> Any:
         ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
         if ctype and ctype != "application/json" and not ctype.endswith("+json"):
-            return body_error(f"send JSON with content-type application/json (got {ctype[:60]})", "content_type")
-        problems = []
-        for e in exc.errors():
-            if e.get("type") == "json_invalid":  # FastAPI puts the character offset in loc: not a field
-                pos = (e.get("ctx") or {}).get("error") or ""
-                problems.append({"loc": ["body"], "field": "body", "msg": f"not valid JSON {pos}".strip()[:200],
-                                 "type": "json_invalid"})
-                continue
-            loc = list(e.get("loc", ()))
-            field = ".".join(str(p) for p in loc if p != "body") or "body"
-            problems.append({"loc": loc, "field": field, "msg": e.get("msg", "invalid").removeprefix("Value error, "),
-                             "type": e.get("type")})
+            return _body_error(f"send JSON with content-type application/json (got {ctype[:60]})", "content_type")
+        problems = _validation_problems(list(exc.errors()))
         text = "; ".join(f"{p['field']}: {p['msg']}" for p in problems)
-        return error(422, text[:500] or "invalid request", jsonable_encoder(problems))
+        return _error(422, text[:500] or "invalid request", jsonable_encoder(problems))
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def _http(request: Request, exc: StarletteHTTPException) -> Any:
         if exc.status_code == 400 and "parsing the body" in str(exc.detail):
             # undecodable bytes, a compressed body, JSON nested past the parser's depth
-            return body_error("not valid JSON (send UTF-8 encoded, uncompressed, reasonably nested JSON)",
-                              "json_invalid")
-        return error(exc.status_code, str(exc.detail))
+            return _body_error("not valid JSON (send UTF-8 encoded, uncompressed, reasonably nested JSON)",
+                               "json_invalid")
+        return _error(exc.status_code, str(exc.detail))
 
     @app.exception_handler(Exception)
-    async def _internal(request: Request, exc: Exception) -> JSONResponse:
+    async def _internal(request: Request, exc: Exception) -> Any:
         log.exception("unhandled error on %s", request.url.path)
-        return error(500, "internal error; see the server log")
+        return _error(500, "internal error; see the server log")
 
-    def unavailable() -> Optional[JSONResponse]:
-        if state.predictor is not None:
-            return None
-        if state.error:
-            return error(503, f"model failed to load: {state.error}")
-        return error(503, "model is still loading; retry shortly")
 
+def _unavailable(state: _State) -> Any:
+    """A 503 while the model is loading or after it failed to load; None once it is ready."""
+    if state.predictor is not None:
+        return None
+    if state.error:
+        return _error(503, f"model failed to load: {state.error}")
+    return _error(503, "model is still loading; retry shortly")
+
+
+def _over_limits(req: ClassifyRequest, items: list[tuple[str, str]], cfg: ServeConfig) -> Any:
+    """A 413 for too many articles or one over ``max_article_chars``; None within the limits."""
+    if len(items) > cfg.max_texts:
+        return _error(413, f"{len(items)} articles in one request; at most {cfg.max_texts} (serve.max_texts)")
+    for i, (_, text) in enumerate(items):
+        if len(text) > cfg.max_article_chars:
+            where = "texts" if req.texts is not None else "articles"
+            return _error(413, f"{where}.{i} has {len(text)} characters; at most {cfg.max_article_chars} "
+                               f"(serve.max_article_chars)")
+    return None
+
+
+# ------------------------------------------------------------------------------ routes
+
+
+def _add_classify_route(app: Any, state: _State) -> None:
     @app.post("/v1/classify", response_model=ClassifyResponse,
               responses={413: {"description": "Body, article or article count over the limits"},
                          422: {"description": "Malformed JSON, schema error or empty text (the field is named)"},
@@ -434,28 +502,45 @@ def create_app(cfg: Optional[ServeConfig] = None, predictor: Optional[Classifier
         """Label and per-label probabilities for each article (micro-batched with concurrent requests)."""
         t0 = time.perf_counter()
         items = req.items()
-        if len(items) > cfg.max_texts:
-            return error(413, f"{len(items)} articles in one request; at most {cfg.max_texts} (serve.max_texts)")
-        for i, (_, text) in enumerate(items):
-            if len(text) > cfg.max_article_chars:
-                where = "texts" if req.texts is not None else "articles"
-                return error(413, f"{where}.{i} has {len(text)} characters; at most {cfg.max_article_chars} "
-                                  f"(serve.max_article_chars)")
-        busy = unavailable()
-        if busy is not None:
-            return busy
+        refused = _over_limits(req, items, state.cfg)
+        if refused is None:
+            refused = _unavailable(state)
+        if refused is not None:
+            return refused
         assert state.batcher is not None
         try:
             results, batch_texts = await state.batcher.submit([t for _, t in items])
         except NewsbiasError as exc:
-            return error(422, str(exc))
+            return _error(422, str(exc))
         except Exception:
             log.exception("classify failed")
-            return error(500, "inference failed; see the server log")
-        out = [Prediction(id=i, pred=r["pred"], probs=r["probs"], model=state.name, adapter=adapter_name)
+            return _error(500, "inference failed; see the server log")
+        out = [Prediction(id=i, pred=r["pred"], probs=r["probs"], model=state.name, adapter=state.adapter_name,
+                          tokens_read=r.get("tokens_read"), truncated=r.get("truncated"))
                for (i, _), r in zip(items, results)]
-        return ClassifyResponse(results=out, model=state.name, adapter=adapter_name, batch_texts=batch_texts,
+        return ClassifyResponse(results=out, model=state.name, adapter=state.adapter_name, batch_texts=batch_texts,
                                 elapsed_ms=round((time.perf_counter() - t0) * 1000, 3))
+
+
+def _model_info(state: _State) -> dict[str, Any]:
+    """The body of ``GET /v1/model`` for a loaded model."""
+    cfg, clf = state.cfg, state.predictor
+    assert clf is not None
+    s = clf.settings
+    return {"name": state.name, "base_model": s.base_model or cfg.model, "adapter": cfg.adapter,
+            "head": s.head, "labels": list(s.labels), "max_length": s.prompt.max_length,
+            "max_article_tokens": clf.builder.article_budget,
+            "truncation": s.prompt.truncation, "chat_template": s.uses_chat_template,
+            "best_val": s.best_val, "merged": bool(s.extra.get("merged", False)),
+            "serving": {"max_batch": cfg.max_batch, "max_wait_ms": cfg.max_wait_ms,
+                        "max_texts": cfg.max_texts, "max_article_chars": cfg.max_article_chars,
+                        "max_body_bytes": cfg.max_body_bytes}}
+
+
+def _add_info_routes(app: Any, state: _State) -> None:
+    from fastapi.responses import HTMLResponse, JSONResponse
+
+    page = render("page.html", uncertain_below=UNCERTAIN_BELOW)
 
     @app.get("/health")
     async def health() -> Any:
@@ -468,23 +553,12 @@ def create_app(cfg: Optional[ServeConfig] = None, predictor: Optional[Classifier
     @app.get("/v1/model")
     async def model_info() -> Any:
         """Base model, adapter, label set, head, max_length and the training metrics (newsbias.json)."""
-        busy = unavailable()
-        if busy is not None:
-            return busy
-        s = state.predictor.settings  # type: ignore[union-attr]
-        return {"name": state.name, "base_model": s.base_model or cfg.model, "adapter": cfg.adapter,
-                "head": s.head, "labels": list(s.labels), "max_length": s.prompt.max_length,
-                "truncation": s.prompt.truncation, "chat_template": s.uses_chat_template,
-                "best_val": s.best_val, "merged": bool(s.extra.get("merged", False)),
-                "serving": {"max_batch": cfg.max_batch, "max_wait_ms": cfg.max_wait_ms,
-                            "max_texts": cfg.max_texts, "max_article_chars": cfg.max_article_chars,
-                            "max_body_bytes": cfg.max_body_bytes}}
+        busy = _unavailable(state)
+        return busy if busy is not None else _model_info(state)
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
-    async def page() -> str:
-        return PAGE
-
-    return app
+    async def index() -> str:
+        return page
 
 
 def run_server(cfg: ServeConfig, predictor: Optional[Classifier] = None) -> None:
@@ -493,68 +567,3 @@ def run_server(cfg: ServeConfig, predictor: Optional[Classifier] = None) -> None
 
     app = create_app(cfg, predictor=predictor)
     uvicorn.run(app, host=cfg.host, port=cfg.port, log_level=cfg.log_level, timeout_graceful_shutdown=5)
-
-
-# ------------------------------------------------------------------------------ page
-
-PAGE = """<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width,initial-scale=1">
-<title>newsbias</title>
-<style>
-body{font-family:system-ui,sans-serif;max-width:46rem;margin:2rem auto;padding:0 1rem;color:#222}
-h1{font-size:1.4rem} label{display:block;margin:.8rem 0 .2rem;font-weight:600}
-input,textarea{width:100%;box-sizing:border-box;font:inherit;padding:.4rem}
-textarea{height:14rem} button{margin-top:.8rem;padding:.5rem 1.2rem;font:inherit;cursor:pointer}
-#result{margin-top:1.2rem} #label{font-size:1.3rem;font-weight:700;margin-bottom:.6rem}
-.row{display:flex;align-items:center;margin:.3rem 0} .name{width:4.5rem} .pct{width:4rem;text-align:right}
-.track{flex:1;background:#eee;height:1.1rem;margin:0 .5rem;border-radius:3px;overflow:hidden}
-.bar{height:100%} .left{background:#3b6fd4} .center{background:#8a8a8a} .right{background:#d43b3b}
-.lab-left{color:#3b6fd4} .lab-center{color:#555} .lab-right{color:#d43b3b}
-#error{color:#b00020;margin-top:1rem} .note{color:#666;font-size:.85rem;margin-top:1.5rem}
-</style></head><body>
-<h1>newsbias &mdash; political leaning of a news article</h1>
-<form id="form">
-<label for="title">Title (optional)</label><input id="title" name="title" autocomplete="off">
-<label for="text">Article text</label><textarea id="text" name="text" required></textarea>
-<button id="submit" type="submit">Classify</button>
-</form>
-<div id="error" role="alert"></div>
-<div id="result" hidden><div id="label"></div><div id="bars"></div></div>
-<p class="note">Labels are learnt from outlet-level ratings: the answer says which outlets the text reads
-like, not whether this article is biased. <span id="model"></span></p>
-<script>
-const $ = (id) => document.getElementById(id);
-fetch('/v1/model').then(r => r.ok ? r.json() : null).then(m => {
-  if (m) $('model').textContent = 'Model: ' + m.name + (m.adapter ? '' : ' (' + m.base_model + ')') + '.';
-}).catch(() => {});
-$('form').addEventListener('submit', async (ev) => {
-  ev.preventDefault();
-  $('error').textContent = ''; $('submit').disabled = true;
-  const article = {text: $('text').value};
-  if ($('title').value.trim()) article.title = $('title').value;
-  try {
-    const r = await fetch('/v1/classify', {method: 'POST', headers: {'Content-Type': 'application/json'},
-                                           body: JSON.stringify({articles: [article]})});
-    const body = await r.json();
-    if (!r.ok) throw new Error(body.error || ('HTTP ' + r.status));
-    const res = body.results[0];
-    $('label').textContent = res.pred;
-    $('label').className = 'lab-' + res.pred;
-    $('label').dataset.label = res.pred;
-    const bars = $('bars'); bars.replaceChildren();
-    for (const [name, p] of Object.entries(res.probs)) {
-      const row = document.createElement('div'); row.className = 'row'; row.dataset.label = name;
-      const n = document.createElement('span'); n.className = 'name'; n.textContent = name;
-      const track = document.createElement('div'); track.className = 'track';
-      const bar = document.createElement('div'); bar.className = 'bar ' + name;
-      bar.style.width = (100 * p).toFixed(1) + '%'; track.appendChild(bar);
-      const pct = document.createElement('span'); pct.className = 'pct'; pct.textContent = (100 * p).toFixed(1) + '%';
-      row.append(n, track, pct); bars.appendChild(row);
-    }
-    $('result').hidden = false;
-  } catch (e) {
-    $('result').hidden = true; $('error').textContent = e.message;
-  } finally { $('submit').disabled = false; }
-});
-</script></body></html>
-"""

@@ -37,6 +37,7 @@ from .labels import LABELS
 from .modeling import (LabelLossModule, ModelSettings, _check_model_path, add_lora, count_parameters, join_gguf,
                        lm_logits_at, load_model_and_tokenizer, pad_batch)
 from .prompt import PromptBuilder, PromptSettings
+from .records import Article, read_articles, resolve_split
 
 log = logging.getLogger(__name__)
 
@@ -44,74 +45,14 @@ LOG_FILE = "train_log.jsonl"
 MANIFEST_FILE = "manifest.json"
 CHECKPOINT_DIR = "checkpoints"
 
-
-
-
-@dataclass
-class Example:
-    id: str
-    text: str
-    label: str
-    instruction: Optional[str] = None
-
-
-def read_jsonl_examples(path: str | Path, labels: Sequence[str] = LABELS, need_label: bool = True,
-                        limit: Optional[int] = None) -> list[Example]:
-    """Read a prep-format JSONL (``input``, ``output``; ``id`` optional = line number), validating every line."""
-    p = Path(path)
-    if not p.is_file():
-        raise NewsbiasError(f"data file not found: {p}; run `newsbias prep` first or set train.data.path")
-    out: list[Example] = []
-    unknown: Counter[str] = Counter()
-    with p.open("r", encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise NewsbiasError(f"{p}:{lineno}: not valid JSON ({exc.msg}); each line must be one JSON object") from None
-            if not isinstance(obj, dict):
-                raise NewsbiasError(f"{p}:{lineno}: expected a JSON object, found {type(obj).__name__}")
-            text = obj.get("input")
-            if not isinstance(text, str):
-                raise NewsbiasError(f"{p}:{lineno}: missing or non-string 'input' (the article text)")
-            lab = obj.get("output")
-            if need_label:
-                if not isinstance(lab, str):
-                    raise NewsbiasError(f"{p}:{lineno}: missing or non-string 'output' (the label)")
-                lab = lab.strip().lower()
-                if lab not in labels:
-                    unknown[lab] += 1
-            out.append(Example(id=str(obj.get("id", lineno)), text=text, label=lab or "",
-                               instruction=obj.get("instruction")))
-            if limit and len(out) >= limit:
-                break
-    if unknown:
-        shown = ", ".join(f"{k!r} ({v}x)" for k, v in unknown.most_common(5))
-        raise NewsbiasError(f"{p}: labels {shown} are not in the label set {list(labels)}; fix the data "
-                            f"(newsbias prep normalises labels) or drop those rows")
-    return out
+Example = Article  # a training example is a prep article with its label
 
 
 def resolve_data_paths(path: str | Path, val_path: Optional[str | Path] = None) -> tuple[Path, Path, Optional[Path]]:
-    """(train file, val file, prep directory or None) from a directory or a train-file path."""
-    p = Path(path)
-    if p.is_dir():
-        train, val, d = p / "train.jsonl", p / "val.jsonl", p
-    elif p.is_file():
-        train, d = p, p.parent
-        val = p.parent / "val.jsonl"
-    else:
-        raise NewsbiasError(f"train.data.path {p} does not exist; point it at the prep output directory "
-                            f"(train.jsonl, val.jsonl) or run `newsbias prep`")
-    if val_path:
-        val = Path(val_path)
-    if not train.is_file():
-        raise NewsbiasError(f"no train.jsonl in {p}; run `newsbias prep` or set train.data.path to a JSONL file")
-    if not val.is_file():
-        raise NewsbiasError(f"validation file {val} not found; set train.data.val_path")
-    return train, val, d if d and (d / "prep_meta.json").is_file() else None
+    """(train file, val file, prep directory or None) from a prep directory or a train-file path."""
+    train = resolve_split(path, "train", "train.data.path", "train.data.path")
+    val = resolve_split(val_path or train.parent, "val", "train.data.val_path", "train.data.val_path")
+    return train, val, train.parent if (train.parent / "prep_meta.json").is_file() else None
 
 
 def data_hashes(train: Path, val: Path, prep_dir: Optional[Path]) -> dict[str, Any]:
@@ -132,8 +73,8 @@ def load_training_data(cfg: TrainConfig) -> tuple[list[Example], list[Example], 
     if not cfg.data.path:
         raise NewsbiasError("train.data.path is not set; point it at the prep output directory")
     train_p, val_p, prep_dir = resolve_data_paths(cfg.data.path, cfg.data.val_path)
-    train = read_jsonl_examples(train_p, LABELS, limit=cfg.data.train_limit)
-    val = read_jsonl_examples(val_p, LABELS, limit=cfg.data.val_limit)
+    train = read_articles(train_p, cfg.data.train_limit, need_label=True)
+    val = read_articles(val_p, cfg.data.val_limit, need_label=True)
     if not train:
         raise NewsbiasError(f"the training set {train_p} is empty; check the prep output or train.data.train_limit")
     if not val:
@@ -745,6 +686,6 @@ def train(cfg: TrainConfig, resume: bool = False, progress: Optional[bool] = Non
 
 
 __all__ = ["train", "setup", "train_step", "validate", "save_checkpoint", "load_checkpoint", "run_epoch", "finish",
-           "Recipe", "TrainState", "Example", "read_jsonl_examples", "load_training_data", "resolve_data_paths",
+           "Recipe", "TrainState", "Example", "load_training_data", "resolve_data_paths",
            "encode_examples", "LabelOnlyCollator", "epoch_batches", "evaluate", "balanced_class_weights",
            "latest_checkpoint", "prompt_settings", "pick_instruction"]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import re
 import unicodedata
 from urllib.parse import urlsplit
@@ -62,23 +61,9 @@ def clean_text(text: str, fix: bool = True) -> str:
     return normalize_whitespace(text)
 
 
-def with_title(title: str | None, text: str) -> str:
-    """Prepend the title unless the text already starts with it (AllSides bodies often do)."""
-    if not title or not text:
-        return text
-    title = normalize_whitespace(title)
-    if text[: len(title) + 5].lower().startswith(title.lower()):
-        return text
-    return f"{title}\n{text}"
-
-
 def dedup_key(text: str) -> str:
     """Lower-cased word sequence: two texts differing only in case, spacing or punctuation collide."""
     return " ".join(_WORD.findall(text.lower()))
-
-
-def text_hash(text: str) -> str:
-    return hashlib.sha1(dedup_key(text).encode("utf-8")).hexdigest()
 
 
 # Second-level labels under which the registrable domain has three labels (bbc.co.uk).

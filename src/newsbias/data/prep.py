@@ -14,11 +14,11 @@ still crosses splits, downsamples train only, and writes into ``cfg.out_dir``:
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 from collections import Counter
 from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -28,38 +28,67 @@ from tqdm.auto import tqdm
 
 from ..config import PrepConfig, dump_config
 from ..errors import NewsbiasError, shorten
-from ..io import atomic_dir, check_output_dir, package_versions, sha256_file, write_json, write_jsonl
+from ..io import (
+    atomic_dir,
+    check_output_dir,
+    package_versions,
+    sha256_file,
+    write_json,
+    write_jsonl,
+)
 from ..labels import LABELS, LabelNormalizer
+from ..records import join_title
 from . import dedup as dd
 from . import split as sp
-from .clean import clean_text, outlet_of, source_key, with_title
-from .readers import read_id_list, read_input
+from .clean import clean_text, outlet_of, source_key
+from .cues import CueRemover
+from .readers import ReadResult, read_id_list, read_input
 
 log = logging.getLogger(__name__)
 
-OUTPUT_FIELDS = ("id", "instruction", "input", "output", "title", "source", "outlet", "date", "url")
 MAX_LISTED = 200  # examples kept in prep_meta.json per list; the full lists are in drops.jsonl
 
 
-class _Drops:
-    """Collects dropped rows with their reason, and the counts per filter step."""
+@dataclass
+class _Run:
+    """What the prep steps share besides the frame: config, drop log, per-step counts, facts for the meta.
 
-    def __init__(self) -> None:
-        self.rows: list[dict[str, Any]] = []
-        self.steps: list[dict[str, Any]] = []
+    ``sigs`` holds the MinHash signature of every row the text step saw; a row's ``_sig`` column
+    points into it, so dropping rows never re-indexes the signatures.
+    """
+
+    cfg: PrepConfig
+    progress: bool = False
+    drops: list[dict[str, Any]] = field(default_factory=list)
+    filters: list[dict[str, Any]] = field(default_factory=list)
+    read: ReadResult | None = None
+    n_read: int = 0
+    sigs: np.ndarray | None = None
+    unknown_labels: Counter = field(default_factory=Counter)
+    renamed: int = 0
+    conflicts: list[dict[str, Any]] = field(default_factory=list)
+    split_info: dict[str, Any] = field(default_factory=dict)
+    leakage: dict[str, Any] = field(default_factory=dict)
+    before_downsample: dict[str, dict[str, int]] = field(default_factory=dict)
+    cues: dict[str, Any] | None = None
 
     def drop(self, df: pd.DataFrame, mask: pd.Series, reason: str, detail: pd.Series | str | None = None) -> pd.DataFrame:
-        gone = df[mask]
-        for idx, row in gone.iterrows():
+        """``df`` without the ``mask`` rows, each logged with ``reason`` and its ``detail``."""
+        for idx, row in df[mask].iterrows():
             d = detail.loc[idx] if isinstance(detail, pd.Series) else detail
             rec = {"id": row.get("id"), "line": int(row["line"]) if pd.notna(row.get("line")) else None, "reason": reason}
             if d is not None:
                 rec["detail"] = d
-            self.rows.append(rec)
+            self.drops.append(rec)
         return df[~mask]
 
     def step(self, name: str, before: int, after: int, **extra: Any) -> None:
-        self.steps.append({"step": name, "before": before, "after": after, "dropped": before - after, **extra})
+        """Record one filter step's counts (``prep_meta.json``'s ``filters``)."""
+        self.filters.append({"step": name, "before": before, "after": after, "dropped": before - after, **extra})
+
+    def sigs_of(self, df: pd.DataFrame) -> np.ndarray:
+        """The signatures of ``df``'s rows, in its row order."""
+        return self.sigs[df["_sig"].to_numpy()]
 
 
 def process_texts(texts: list[str], titles: list[str | None], fix: bool, prepend_title: bool,
@@ -71,7 +100,7 @@ def process_texts(texts: list[str], titles: list[str | None], fix: bool, prepend
     texts = [clean_text(t, fix) for t in texts]
     titles = [clean_text(t, fix) if isinstance(t, str) and t.strip() else None for t in titles]
     if prepend_title:
-        texts = [with_title(t, x) for t, x in zip(titles, texts)]
+        texts = [join_title(t, x) for t, x in zip(titles, texts)]
     sigs, hashes = dd.minhash_signatures(texts, num_perm, shingle_words)
     return texts, titles, sigs, hashes
 
@@ -102,24 +131,23 @@ def _process_all(df: pd.DataFrame, cfg: PrepConfig, progress: bool) -> tuple[np.
     return sigs, [h for r in results for h in r[3]]
 
 
-def _conflict_drop(df: pd.DataFrame, cluster: pd.Series, policy: str, kind: str, drops: _Drops,
-                   conflicts: list[dict]) -> pd.DataFrame:
-    """Keep the first member of each duplicate cluster; clusters with disagreeing labels follow ``policy``."""
+def _conflict_drop(df: pd.DataFrame, cluster: pd.Series, kind: str, run: _Run) -> pd.DataFrame:
+    """Keep the first member of each duplicate cluster; clusters with disagreeing labels follow on_label_conflict."""
     labels_per = df.groupby(cluster)["label"].nunique()
     conflicting = set(labels_per[labels_per > 1].index)
     for key in sorted(conflicting, key=str):
         members = df[cluster == key]
-        conflicts.append({"kind": kind, "ids": members["id"].tolist(), "labels": members["label"].tolist(),
-                          "outlets": members["outlet"].tolist()})
+        run.conflicts.append({"kind": kind, "ids": members["id"].tolist(), "labels": members["label"].tolist(),
+                              "outlets": members["outlet"].tolist()})
     first = ~cluster.duplicated(keep="first")
     keep_of = df.loc[first].set_index(cluster[first])["id"]
-    if policy == "drop":
+    if run.cfg.dedup.on_label_conflict == "drop":
         bad = cluster.isin(conflicting)
-        df = drops.drop(df, bad, "label_conflict", cluster[bad].map(lambda k: f"{kind} duplicates with different labels"))
+        df = run.drop(df, bad, "label_conflict", cluster[bad].map(lambda k: f"{kind} duplicates with different labels"))
         cluster = cluster[~bad]
         first = first[~bad]
     dup = ~first
-    return drops.drop(df, dup, f"{kind}_duplicate", cluster[dup].map(lambda k: f"duplicate of {keep_of[k]}"))
+    return run.drop(df, dup, f"{kind}_duplicate", cluster[dup].map(lambda k: f"duplicate of {keep_of[k]}"))
 
 
 def _leakage(df: pd.DataFrame, sigs: np.ndarray, threshold: float) -> tuple[dict, list[tuple[int, int, float]], list[tuple[int, int]]]:
@@ -187,163 +215,235 @@ def _check_splits(frames: dict[str, pd.DataFrame], s: Any) -> None:
                         name, f["label"].iloc[0])
 
 
-def prepare(cfg: PrepConfig, progress: bool = False) -> tuple[dict[str, pd.DataFrame], dict[str, Any], list[dict]]:
-    """Run every prep step in memory: ``({split: frame}, meta, drops)``; nothing is written."""
-    drops = _Drops()
-    res = read_input(cfg.input, cfg.clean.max_chars)
-    df = res.frame
-    n_read = len(df) + len(res.bad_rows)
+def _read(run: _Run) -> pd.DataFrame:
+    """Read the input; rows the reader skipped (malformed, too long) are logged as drops."""
+    cfg = run.cfg
+    res = run.read = read_input(cfg.input, cfg.clean.max_chars)
+    run.n_read = len(res.frame) + len(res.bad_rows)
     for b in res.bad_rows:
-        drops.rows.append({"id": None, "line": b["line"], "reason": b.get("kind", "bad_row"), "detail": b["reason"]})
-    drops.step("read", n_read, len(df), format=res.format, max_chars=cfg.clean.max_chars)
+        run.drops.append({"id": None, "line": b["line"], "reason": b.get("kind", "bad_row"), "detail": b["reason"]})
+    run.step("read", run.n_read, len(res.frame), format=res.format, max_chars=cfg.clean.max_chars)
+    return res.frame
 
-    # -- labels
-    norm = LabelNormalizer(cfg.labels.numeric, cfg.labels.mapping)
+
+def _shown_label(v: Any) -> str:
+    return "(missing)" if v is None or (isinstance(v, float) and np.isnan(v)) or str(v).strip() == "" else str(v)
+
+
+def _labels(df: pd.DataFrame, run: _Run) -> pd.DataFrame:
+    """Normalise labels to left/center/right; others are an error or dropped (prep.labels.on_unknown)."""
+    cfg = run.cfg.labels
+    norm = LabelNormalizer(cfg.numeric, cfg.mapping)
     raw_labels = df["label"].copy()
     df["label"] = raw_labels.map(norm)
     bad = df["label"].isna()
     raw = raw_labels[bad]
-    unknown = Counter("(missing)" if v is None or (isinstance(v, float) and np.isnan(v)) or str(v).strip() == ""
-                      else str(v) for v in raw)
-    if bad.any() and cfg.labels.on_unknown == "error":
-        listed = ", ".join(f"{shorten(k)} ({v})" for k, v in unknown.most_common(8))
+    run.unknown_labels = Counter(_shown_label(v) for v in raw)
+    if bad.any() and cfg.on_unknown == "error":
+        listed = ", ".join(f"{shorten(k)} ({v})" for k, v in run.unknown_labels.most_common(8))
         lines = ", ".join(str(x) for x in df.loc[bad, "line"].head(5))
         hint = ("numeric labels need an explicit encoding: set prep.labels.numeric=012 (0=left) or -101 (-1=left)"
-                if norm.saw_numeric and cfg.labels.numeric == "none" else
+                if norm.saw_numeric and cfg.numeric == "none" else
                 "map them with prep.labels.mapping or set prep.labels.on_unknown=drop")
         raise NewsbiasError(f"{int(bad.sum())} rows have labels outside {'/'.join(LABELS)}: {listed} "
                             f"(first at lines {lines}) — {hint}")
-    df = drops.drop(df, bad, "unknown_label", raw.map(lambda v: f"label {v!r}"))
-    drops.step("labels", n_read - len(res.bad_rows), len(df))
-
-    # -- text
     before = len(df)
-    sigs, hashes = _process_all(df, cfg, progress)
+    df = run.drop(df, bad, "unknown_label", raw.map(lambda v: f"label {v!r}"))
+    run.step("labels", before, len(df))
+    return df
+
+
+def _text(df: pd.DataFrame, run: _Run) -> pd.DataFrame:
+    """Repair and sign every text; drop empty and too short ones (prep.clean)."""
+    c = run.cfg.clean
+    before = len(df)
+    run.sigs, hashes = _process_all(df, run.cfg, run.progress)
     df["_hash"] = hashes
     df["_sig"] = np.arange(len(df))
-    empty = df["text"].str.len() == 0
-    df = drops.drop(df, empty, "empty_text")
-    short = df["text"].str.len() < cfg.clean.min_chars
-    if cfg.clean.min_words:
-        short |= df["text"].map(lambda t: len(t.split())) < cfg.clean.min_words
-    df = drops.drop(df, short, "too_short", df["text"].str.len().map(lambda n: f"{n} chars"))
-    drops.step("text", before, len(df), min_chars=cfg.clean.min_chars, min_words=cfg.clean.min_words)
+    df = run.drop(df, df["text"].str.len() == 0, "empty_text")
+    short = df["text"].str.len() < c.min_chars
+    if c.min_words:
+        short |= df["text"].map(lambda t: len(t.split())) < c.min_words
+    df = run.drop(df, short, "too_short", df["text"].str.len().map(lambda n: f"{n} chars"))
+    run.step("text", before, len(df), min_chars=c.min_chars, min_words=c.min_words)
+    return df
 
-    # -- canonical order: everything after this is independent of the input's row order
-    df, renamed = _unique_ids(df)
+
+def _canonical_order(df: pd.DataFrame, run: _Run) -> pd.DataFrame:
+    """Unique ids, outlet keys, rows sorted by (id, hash): every later step is independent of the input's row order."""
+    df, run.renamed = _unique_ids(df)
     df["outlet"] = [outlet_of(su, u, s) for su, u, s in zip(df["source_url"], df["url"], df["source"])]
     df["_source_key"] = df["source"].map(source_key)
-    df = df.sort_values(["id", "_hash"], kind="stable").reset_index(drop=True)
-    sigs = sigs[df["_sig"].to_numpy()]
+    return df.sort_values(["id", "_hash"], kind="stable").reset_index(drop=True)
 
-    # -- duplicates
-    conflicts: list[dict] = []
+
+def _outlet_cues(df: pd.DataFrame, run: _Run) -> pd.DataFrame:
+    """Mask or drop outlet cues (prep.clean.outlet_cues); texts left too short are dropped."""
+    mode = run.cfg.clean.outlet_cues
     before = len(df)
-    if cfg.dedup.exact:
-        df = _conflict_drop(df, df["_hash"], cfg.dedup.on_label_conflict, "exact", drops, conflicts)
-        sigs = sigs[df.index.to_numpy()]
-        df = df.reset_index(drop=True)
-    drops.step("exact_dedup", before, len(df), enabled=cfg.dedup.exact)
+    if mode != "keep":
+        remover = CueRemover.learn(df, mode)
+        df["text"] = [remover.apply(t, o) for t, o in zip(df["text"], df["outlet"])]
+        df["title"] = [remover.apply(t, o) if isinstance(t, str) else t for t, o in zip(df["title"], df["outlet"])]
+        df = run.drop(df, df["text"].str.len() < run.cfg.clean.min_chars, "too_short_after_cues",
+                      df["text"].str.len().map(lambda n: f"{n} chars"))
+        run.cues = remover.report()
+    run.step("outlet_cues", before, len(df), mode=mode)
+    return df
+
+
+def _exact_dedup(df: pd.DataFrame, run: _Run) -> pd.DataFrame:
+    """Drop texts equal after normalisation (prep.dedup.exact)."""
     before = len(df)
-    if cfg.dedup.near and len(df) > 1:
-        pairs = dd.near_duplicate_pairs(sigs, cfg.dedup.threshold)
+    if run.cfg.dedup.exact:
+        df = _conflict_drop(df, df["_hash"], "exact", run).reset_index(drop=True)
+    run.step("exact_dedup", before, len(df), enabled=run.cfg.dedup.exact)
+    return df
+
+
+def _near_dedup(df: pd.DataFrame, run: _Run) -> pd.DataFrame:
+    """Drop near duplicates by MinHash similarity (prep.dedup.near, .threshold); no rows left is an error."""
+    d = run.cfg.dedup
+    before = len(df)
+    if d.near and len(df) > 1:
+        pairs = dd.near_duplicate_pairs(run.sigs_of(df), d.threshold)
         roots = pd.Series(dd.clusters(len(df), pairs), index=df.index)
-        df = _conflict_drop(df, roots, cfg.dedup.on_label_conflict, "near", drops, conflicts)
-        sigs = sigs[df.index.to_numpy()]
-        df = df.reset_index(drop=True)
-    drops.step("near_dedup", before, len(df), enabled=cfg.dedup.near, threshold=cfg.dedup.threshold)
+        df = _conflict_drop(df, roots, "near", run).reset_index(drop=True)
+    run.step("near_dedup", before, len(df), enabled=d.near, threshold=d.threshold)
     if df.empty:
         raise NewsbiasError("no rows left after cleaning and de-duplication; see drops.jsonl / lower prep.clean.min_chars")
+    return df
 
-    # -- split
-    s = cfg.split
-    split_info: dict[str, Any] = {"mode": s.mode, "seed": s.seed, "test_frac": s.test_frac, "val_frac": s.val_frac,
-                                  "group_by": s.group_by}
+
+def _split(df: pd.DataFrame, run: _Run) -> pd.DataFrame:
+    """Assign each row a split (prep.split.mode); predefined splits drop rows their files do not list."""
+    s = run.cfg.split
+    run.split_info = {"mode": s.mode, "seed": s.seed, "test_frac": s.test_frac, "val_frac": s.val_frac,
+                      "group_by": s.group_by}
     if s.group_by and s.mode in ("by_time", "predefined"):
         raise NewsbiasError(f"prep.split.group_by works with split modes random and by_source, not {s.mode}")
     if s.group_by and s.group_by not in df.columns:
         raise NewsbiasError(f"prep.split.group_by={s.group_by!r} is not a record field; use one of "
                             f"id, title, source, outlet, date, url")
     before = len(df)
-    if s.mode == "random":
-        df["split"] = (sp.grouped_split(df, df[s.group_by], s.seed, s.test_frac, s.val_frac) if s.group_by
-                       else sp.random_split(df, s.seed, s.test_frac, s.val_frac))
-    elif s.mode == "by_source":
-        groups = df["outlet"] if not s.group_by else df["outlet"].astype(str) + "|" + df[s.group_by].astype(str)
-        df["split"] = sp.grouped_split(df, groups, s.seed, s.test_frac, s.val_frac)
-        split_info["outlet_key"] = "registrable domain of source_url/url, else normalised source name"
-    elif s.mode == "by_time":
-        df["split"], undated = sp.time_split(df, s.test_frac, s.val_frac)
-        split_info["undated_rows_in_train"] = undated
+    if s.mode == "predefined":
+        df = _predefined_split(df, run)
     else:
-        p = s.predefined
-        lists = {"train": read_id_list(Path(p.train), p.id_column), "val": read_id_list(Path(p.val), p.id_column)}
-        if p.test:
-            lists["test"] = read_id_list(Path(p.test), p.id_column)
-        df["split"], info = sp.predefined_split(df, lists)
-        split_info.update(info)
-        df = drops.drop(df, df["split"].isna(), "not_in_predefined_split")
-        if not p.test:
-            tr = df["split"] == "train"
-            carved = sp.random_split(df[tr], s.seed, s.test_frac, 0.0)
-            df.loc[carved.index[carved == "test"], "split"] = "test"
-            split_info["test_carved_from_train"] = True
-        sigs = sigs[df.index.to_numpy()]
-        df = df.reset_index(drop=True)
-    drops.step("split", before, len(df))
+        df["split"] = _computed_split(df, run)
+    run.step("split", before, len(df))
+    return df
 
-    # -- anything duplicated across splits (possible when dedup is off) is removed from the held-out side
-    report, near, exact = _leakage(df, sigs, cfg.dedup.threshold)
-    rank = {"train": 0, "val": 1, "test": 2}
-    victims: dict[int, str] = {}
-    split_arr = df["split"].to_numpy()
-    for i, j, *_ in [*exact, *near]:
-        v = i if rank[split_arr[i]] > rank[split_arr[j]] else j
-        victims.setdefault(v, f"duplicate of {df['id'].iat[i if v == j else j]} in {split_arr[i if v == j else j]}")
-    found_before = {"exact": len(exact), "near": len(near)}
+
+def _computed_split(df: pd.DataFrame, run: _Run) -> pd.Series:
+    """The split of each row for modes random, by_source and by_time."""
+    s = run.cfg.split
+    if s.mode == "random":
+        return (sp.grouped_split(df, df[s.group_by], s.seed, s.test_frac, s.val_frac) if s.group_by
+                else sp.random_split(df, s.seed, s.test_frac, s.val_frac))
+    if s.mode == "by_source":
+        groups = df["outlet"] if not s.group_by else df["outlet"].astype(str) + "|" + df[s.group_by].astype(str)
+        split = sp.grouped_split(df, groups, s.seed, s.test_frac, s.val_frac)
+        run.split_info["outlet_key"] = "registrable domain of source_url/url, else normalised source name"
+        return split
+    split, run.split_info["undated_rows_in_train"] = sp.time_split(df, s.test_frac, s.val_frac)
+    return split
+
+
+def _predefined_split(df: pd.DataFrame, run: _Run) -> pd.DataFrame:
+    """Splits from id files; without a test file, test is carved out of train."""
+    s = run.cfg.split
+    p = s.predefined
+    lists = {"train": read_id_list(Path(p.train), p.id_column), "val": read_id_list(Path(p.val), p.id_column)}
+    if p.test:
+        lists["test"] = read_id_list(Path(p.test), p.id_column)
+    df["split"], info = sp.predefined_split(df, lists)
+    run.split_info.update(info)
+    df = run.drop(df, df["split"].isna(), "not_in_predefined_split")
+    if not p.test:
+        tr = df["split"] == "train"
+        carved = sp.random_split(df[tr], s.seed, s.test_frac, 0.0)
+        df.loc[carved.index[carved == "test"], "split"] = "test"
+        run.split_info["test_carved_from_train"] = True
+    return df.reset_index(drop=True)
+
+
+def _cross_split_dedup(df: pd.DataFrame, run: _Run) -> pd.DataFrame:
+    """Anything duplicated across splits (possible when dedup is off) is removed from the held-out side."""
+    threshold = run.cfg.dedup.threshold
+    report, near, exact = _leakage(df, run.sigs_of(df), threshold)
+    victims = _held_out_side(df, [*exact, *near])
     before = len(df)
     if victims:
         mask = pd.Series(df.index.isin(list(victims)), index=df.index)
-        df = drops.drop(df, mask, "cross_split_duplicate", pd.Series(victims))
-        sigs = sigs[df.index.to_numpy()]
-        df = df.reset_index(drop=True)
-        report, _, _ = _leakage(df, sigs, cfg.dedup.threshold)
-    report["cross_split_duplicates_removed"] = found_before
-    drops.step("cross_split_dedup", before, len(df))
-    if s.mode == "by_source" and report["shared_outlets"]["count"]:
+        df = run.drop(df, mask, "cross_split_duplicate", pd.Series(victims)).reset_index(drop=True)
+        report, _, _ = _leakage(df, run.sigs_of(df), threshold)
+    report["cross_split_duplicates_removed"] = {"exact": len(exact), "near": len(near)}
+    run.leakage = report
+    run.step("cross_split_dedup", before, len(df))
+    if run.cfg.split.mode == "by_source" and report["shared_outlets"]["count"]:
         raise NewsbiasError("internal error: by_source split shares outlets between splits")  # pragma: no cover
+    return df
 
+
+def _held_out_side(df: pd.DataFrame, pairs: list[tuple]) -> dict[int, str]:
+    """For each cross-split pair, the row on the later split (train < val < test) and what it duplicates."""
+    rank = {"train": 0, "val": 1, "test": 2}
+    split_arr = df["split"].to_numpy()
+    victims: dict[int, str] = {}
+    for i, j, *_ in pairs:
+        v = i if rank[split_arr[i]] > rank[split_arr[j]] else j
+        kept = i if v == j else j
+        victims.setdefault(v, f"duplicate of {df['id'].iat[kept]} in {split_arr[kept]}")
+    return victims
+
+
+def _downsample(df: pd.DataFrame, run: _Run) -> dict[str, pd.DataFrame]:
+    """The frame per split, train capped (prep.downsample), each sorted by id; an empty split is an error."""
+    s, d = run.cfg.split, run.cfg.downsample
     frames = {name: df[df["split"] == name] for name in sp.SPLITS}
-    before_ds = {name: sp.label_counts(f) for name, f in frames.items()}
-    d = cfg.downsample
+    run.before_downsample = {name: sp.label_counts(f) for name, f in frames.items()}
     if d.train_cap or d.per_label_cap or d.fraction:
         frames["train"] = sp.downsample_train(frames["train"], s.seed, d.train_cap, d.per_label_cap, d.fraction, d.strategy)
     _check_splits(frames, s)
-    frames = {k: v.sort_values("id", kind="stable") for k, v in frames.items()}
+    return {k: v.sort_values("id", kind="stable") for k, v in frames.items()}
 
-    meta: dict[str, Any] = {
+
+def _meta(frames: dict[str, pd.DataFrame], run: _Run) -> dict[str, Any]:
+    """``prep_meta.json`` as far as ``prepare`` knows it (``run_prep`` adds outputs, config, versions)."""
+    res = run.read
+    return {
         "stage": "prep",
-        "input": {"path": str(cfg.input.path), "format": res.format, "rows_read": n_read,
+        "input": {"path": str(run.cfg.input.path), "format": res.format, "rows_read": run.n_read,
                   "bad_rows": len(res.bad_rows)},
         "columns": res.columns,
         "labels": list(LABELS),
-        "counts": {"read": n_read, "written": int(sum(len(f) for f in frames.values())),
-                   "dropped_by_reason": dict(sorted(Counter(r["reason"] for r in drops.rows).items())),
-                   "ids_renamed_for_clashes": renamed},
-        "filters": drops.steps,
-        "unknown_labels": dict(unknown.most_common()),
-        "label_conflicts": {"count": len(conflicts), "examples": conflicts[:MAX_LISTED]},
+        "counts": {"read": run.n_read, "written": int(sum(len(f) for f in frames.values())),
+                   "dropped_by_reason": dict(sorted(Counter(r["reason"] for r in run.drops).items())),
+                   "ids_renamed_for_clashes": run.renamed},
+        "filters": run.filters,
+        "unknown_labels": dict(run.unknown_labels.most_common()),
+        "label_conflicts": {"count": len(run.conflicts), "examples": run.conflicts[:MAX_LISTED]},
         "splits": {
-            **split_info,
+            **run.split_info,
             "sizes": {k: len(v) for k, v in frames.items()},
-            "label_counts_before_downsample": before_ds,
+            "label_counts_before_downsample": run.before_downsample,
             "label_counts": {k: sp.label_counts(v) for k, v in frames.items()},
             "outlets": {k: int(v["outlet"].nunique()) for k, v in frames.items()},
-            "downsample": d.model_dump(),
+            "downsample": run.cfg.downsample.model_dump(),
         },
-        "leakage": report,
+        "leakage": run.leakage,
+        "outlet_cues": run.cues or {"mode": run.cfg.clean.outlet_cues},
     }
-    return frames, meta, drops.rows
+
+
+def prepare(cfg: PrepConfig, progress: bool = False) -> tuple[dict[str, pd.DataFrame], dict[str, Any], list[dict]]:
+    """Run every prep step in memory: ``({split: frame}, meta, drops)``; nothing is written."""
+    run = _Run(cfg, progress)
+    df = _read(run)
+    for step in (_labels, _text, _canonical_order, _outlet_cues, _exact_dedup, _near_dedup, _split, _cross_split_dedup):
+        df = step(df, run)
+    frames = _downsample(df, run)
+    return frames, _meta(frames, run), run.drops
 
 
 def _eval_small(test: pd.DataFrame, n: int, seed: int) -> pd.DataFrame:
@@ -381,12 +481,3 @@ def run_prep(cfg: PrepConfig, progress: bool = False) -> dict[str, Any]:
         write_json(tmp / "prep_meta.json", meta)
     log.info("prep: %s", ", ".join(f"{k} {v}" for k, v in meta["splits"]["sizes"].items()))
     return meta
-
-
-def content_digest(frames: dict[str, pd.DataFrame]) -> str:
-    """A digest of split membership (used by tests to compare runs)."""
-    h = hashlib.sha256()
-    for name in sp.SPLITS:
-        h.update(name.encode())
-        h.update("\n".join(frames[name]["id"]).encode())
-    return h.hexdigest()

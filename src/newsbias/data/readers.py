@@ -20,11 +20,13 @@ import gzip
 import io
 import json
 import sys
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import BinaryIO
 
 import pandas as pd
+import pyarrow as pa
 
 from ..config import ColumnsConfig, InputConfig
 from ..errors import NewsbiasError
@@ -51,9 +53,6 @@ class ReadResult:
     format: str
     columns: dict[str, str | None]
     bad_rows: list[dict] = field(default_factory=list)  # {"line", "reason"} for skipped rows
-
-
-# ------------------------------------------------------------------------------- raw I/O
 
 
 def _open_bytes(path: Path) -> bytes:
@@ -83,23 +82,26 @@ def read_text(path: Path, encoding: str = "utf-8") -> str:
             f"re-encode the file as UTF-8 or set prep.input.encoding (e.g. cp1252)") from None
     except LookupError:
         raise NewsbiasError(f"unknown encoding {encoding!r} (prep.input.encoding)") from None
-    if text.startswith("\ufeff"):
-        text = text[1:]
+    text = text.removeprefix("\ufeff")
     return text
 
 
 def _base_name(path: Path) -> str:
     name = path.name.lower()
-    return name[:-3] if name.endswith(".gz") else name
+    return name.removesuffix(".gz")
+
+
+def _open_raw(path: Path) -> BinaryIO:
+    """The file's bytes, un-gzipped as they are read; the caller closes it."""
+    try:
+        return gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")
+    except FileNotFoundError:
+        raise NewsbiasError(f"input file not found: {path}") from None
 
 
 def _iter_lines(path: Path, encoding: str) -> Iterator[tuple[int, str]]:
     """Stream decoded lines of a (possibly gzipped) file: memory stays flat in the file size."""
-    try:
-        f = gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")
-    except FileNotFoundError:
-        raise NewsbiasError(f"input file not found: {path}") from None
-    with f:
+    with _open_raw(path) as f:
         try:
             for lineno, raw in enumerate(f, start=1):
                 try:
@@ -142,10 +144,7 @@ def iter_jsonl(path: Path, encoding: str, on_bad_row: str, bad: list[dict]) -> I
 
 def _text_stream(path: Path, encoding: str) -> io.TextIOWrapper:
     """The (possibly gzipped) file as decoded text, read as it is consumed: memory stays flat in the file size."""
-    try:
-        raw = gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")
-    except FileNotFoundError:
-        raise NewsbiasError(f"input file not found: {path}") from None
+    raw = _open_raw(path)
     try:
         codecs.lookup(encoding)
     except LookupError:
@@ -228,9 +227,6 @@ def iter_csv(path: Path, encoding: str, on_bad_row: str, bad: list[dict]) -> tup
     return header, rows()
 
 
-# ------------------------------------------------------------------------- column mapping
-
-
 def check_columns(found: Iterable[str], cols: ColumnsConfig, path: Path) -> None:
     """Fail with a message that names the missing columns and the override that fixes it."""
     found = list(found)
@@ -279,9 +275,6 @@ def _records(rows: Iterable[tuple[int, dict]], cols: ColumnsConfig, extra_source
     return pd.DataFrame(out, columns=[*FIELDS, "line"])
 
 
-# ----------------------------------------------------------------------------- the formats
-
-
 def detect_format(path: Path, encoding: str = "utf-8") -> str:
     if path.is_dir():
         return "allsides"
@@ -316,7 +309,7 @@ def _read_table(path: Path, inp: InputConfig, cols: ColumnsConfig, bad: list[dic
             df = pd.read_parquet(path)
         except FileNotFoundError:
             raise NewsbiasError(f"input file not found: {path}") from None
-        except Exception as exc:  # pyarrow raises several types for corrupt files
+        except (OSError, ValueError, pa.ArrowException) as exc:  # pyarrow's errors for corrupt files vary
             raise NewsbiasError(f"{path}: cannot read Parquet ({exc})") from None
         check_columns(df.columns, cols, path)
         rows = ((i + 1, r) for i, r in enumerate(df.to_dict("records")))
@@ -348,12 +341,12 @@ def read_allsides_release(root: Path, inp: InputConfig, bad: list[dict], max_cha
     for i, f in enumerate(sorted(jdir.glob("*.json"))):
         try:
             obj = json.loads(read_text(f, inp.encoding))
-            if not isinstance(obj, dict):
-                raise ValueError(f"expected one JSON object per file, found a {type(obj).__name__}")
-        except (json.JSONDecodeError, ValueError) as exc:
-            reason = f"malformed JSON ({exc.msg})" if isinstance(exc, json.JSONDecodeError) else str(exc)
+            reason = None if isinstance(obj, dict) else f"expected one JSON object per file, found a {type(obj).__name__}"
+        except json.JSONDecodeError as exc:
+            reason = f"malformed JSON ({exc.msg})"
+        if reason:
             if inp.on_bad_row == "error":
-                raise NewsbiasError(f"{f}: {reason}; fix it or set prep.input.on_bad_row=skip") from None
+                raise NewsbiasError(f"{f}: {reason}; fix it or set prep.input.on_bad_row=skip")
             bad.append({"line": i + 1, "file": f.name, "reason": reason})
             continue
         obj.setdefault("ID", f.stem)

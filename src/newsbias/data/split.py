@@ -14,8 +14,7 @@ import pandas as pd
 
 from ..errors import NewsbiasError
 from ..labels import LABELS
-
-SPLITS = ("train", "val", "test")
+from ..records import SPLITS
 
 
 def seeded_key(value: object, seed: int) -> str:

@@ -1,0 +1,171 @@
+"""``newsbias cv``: outlet-grouped cross-validation, the yardstick for unseen outlets.
+
+Every labelled article of a prep output (train, val and test pooled) goes into one of K folds by
+scikit-learn's ``StratifiedGroupKFold``: no outlet in two folds, each fold's label shares close to
+the whole's, the same folds for the same seed. Each fold is the test set once; the next fold
+(cyclically) is the validation set (TF-IDF picks C there, as ``newsbias baseline`` does on
+val.jsonl); the remaining folds train. The report gives macro-F1 per fold, the mean and a 95 %
+t-interval over folds, and the same recipe on ungrouped stratified folds beside it: the
+"memorisation" reference, which shares outlets between train and test.
+
+A fold-level interval is wider than an article-level bootstrap on one split, and honest about
+the question users ask: how well would this recipe do on outlets it has never seen?
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from .baseline import fit_majority, fit_tfidf_lr, predict_proba_labels, prediction_rows
+from .config import BaselineConfig, CvConfig, dump_config
+from .errors import NewsbiasError
+from .io import atomic_dir, check_output_dir, package_versions, write_json
+from .labels import LABELS
+from .records import SPLITS, read_articles, split_file, write_predictions
+
+log = logging.getLogger(__name__)
+
+
+def pooled_articles(data_dir: str | Path) -> pd.DataFrame:
+    """Every labelled article of a prep output (``id, text, gold, outlet, split``), train/val/test pooled."""
+    rows = []
+    for split in SPLITS:
+        path = split_file(data_dir, split)
+        if not path.is_file():
+            raise NewsbiasError(f"cv.data: {path} not found; point cv.data at a `newsbias prep` output directory")
+        rows += [{"id": a.id, "text": a.text, "gold": a.label, "outlet": a.outlet_or_source or f"?{a.id}",
+                  "split": split} for a in read_articles(path)]
+    frame = pd.DataFrame(rows)
+    if frame["id"].duplicated().any():
+        dup = frame.loc[frame["id"].duplicated(), "id"].iloc[0]
+        raise NewsbiasError(f"cv.data: id {dup!r} appears in two splits; rerun `newsbias prep` on the raw data")
+    return frame
+
+
+def make_folds(frame: pd.DataFrame, k: int, seed: int, grouped: bool = True) -> np.ndarray:
+    """The fold (0..k-1) of each row: outlet-grouped and label-stratified, or only stratified."""
+    from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
+
+    n_outlets = frame["outlet"].nunique()
+    if grouped and n_outlets < k:
+        raise NewsbiasError(f"cv.folds={k} needs at least {k} outlets; the data has {n_outlets}: lower cv.folds")
+    splitter = (StratifiedGroupKFold(n_splits=k, shuffle=True, random_state=seed) if grouped
+                else StratifiedKFold(n_splits=k, shuffle=True, random_state=seed))
+    fold = np.full(len(frame), -1)
+    groups = frame["outlet"] if grouped else None
+    for i, (_, test_idx) in enumerate(splitter.split(frame["text"], frame["gold"], groups)):
+        fold[test_idx] = i
+    return fold
+
+
+def fold_roles(fold: np.ndarray, i: int, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Boolean masks (train, val, test) for round ``i``: fold i tests, fold i+1 validates, the rest train."""
+    test, val = fold == i, fold == (i + 1) % k
+    return ~(test | val), val, test
+
+
+def run_recipe(recipe: str, train: pd.DataFrame, val: pd.DataFrame, test: pd.DataFrame,
+               cfg: BaselineConfig) -> np.ndarray:
+    """``(n_test, 3)`` probabilities of one baseline recipe trained on ``train`` (val picks C)."""
+    if recipe == "majority":
+        dist = fit_majority(train["gold"])
+        return np.tile([dist[lab] for lab in LABELS], (len(test), 1))
+    pipe, _ = fit_tfidf_lr(train, cfg, val)
+    return predict_proba_labels(pipe, test["text"])
+
+
+def fold_interval(scores: list[float]) -> tuple[float, float, float]:
+    """Mean and 95 % t-interval over folds (folds are the unit: outlets differ between them)."""
+    from scipy import stats
+
+    a = np.asarray(scores, dtype=float)
+    if len(a) < 2:
+        return float(a.mean()), float("nan"), float("nan")
+    half = stats.t.ppf(0.975, len(a) - 1) * a.std(ddof=1) / np.sqrt(len(a))
+    return float(a.mean()), float(a.mean() - half), float(a.mean() + half)
+
+
+def _score_round(recipe: str, frame: pd.DataFrame, fold: np.ndarray, i: int, k: int, cfg: BaselineConfig
+                 ) -> tuple[dict[str, Any], list]:
+    from sklearn.metrics import f1_score
+
+    tr, va, te = fold_roles(fold, i, k)
+    test = frame[te]
+    if frame["gold"][tr].nunique() < 2:
+        raise NewsbiasError(f"cv fold {i}: the training folds hold only the label {frame['gold'][tr].iloc[0]!r} "
+                            f"(outlets carry one label each); use fewer cv.folds or data with more outlets")
+    probs = run_recipe(recipe, frame[tr], frame[va], test, cfg)
+    pred = [LABELS[j] for j in probs.argmax(1)]
+    score = float(f1_score(test["gold"], pred, labels=list(LABELS), average="macro", zero_division=0))
+    row = {"fold": i, "n_train": int(tr.sum()), "n_test": len(test), "test_outlets": int(test["outlet"].nunique()),
+           "top_outlet_share": round(float(test["outlet"].value_counts(normalize=True).iloc[0]), 3),
+           "macro_f1": round(score, 4)}
+    return row, prediction_rows(test, probs, f"{recipe}-fold{i}")
+
+
+def cross_validate(recipe: str, frame: pd.DataFrame, fold: np.ndarray, cfg: BaselineConfig,
+                   preds_dir: Path | None = None) -> dict[str, Any]:
+    """Run ``recipe`` on every round; per-fold rows plus mean and interval."""
+    k = int(fold.max()) + 1
+    rows = []
+    for i in range(k):
+        t0 = time.time()
+        row, preds = _score_round(recipe, frame, fold, i, k, cfg)
+        row["seconds"] = round(time.time() - t0, 1)
+        rows.append(row)
+        log.info("cv %s fold %d: macro-F1 %.4f (%d test articles)", recipe, i, row["macro_f1"], row["n_test"])
+        if preds_dir is not None:
+            write_predictions(preds_dir / f"{recipe}-fold{i}.jsonl", preds)
+    mean, lo, hi = fold_interval([r["macro_f1"] for r in rows])
+    return {"recipe": recipe, "folds": rows, "mean": round(mean, 4), "ci95": [round(lo, 4), round(hi, 4)]}
+
+
+def render_markdown(summary: dict[str, Any]) -> str:
+    """The cv report: one table per recipe (folds), then the summary with the random-fold reference."""
+    lines = [f"# Outlet-grouped cross-validation ({summary['folds']} folds, seed {summary['seed']})", "",
+             f"Data: `{summary['data']}` ({summary['n_articles']:,} articles, {summary['n_outlets']} outlets). "
+             "Each fold's outlets appear in no other fold.", ""]
+    for res in summary["grouped"]:
+        lines += [f"## {res['recipe']}", "", "| fold | test articles | test outlets | largest outlet | macro-F1 |",
+                  "|---:|---:|---:|---:|---:|"]
+        lines += [f"| {r['fold']} | {r['n_test']:,} | {r['test_outlets']} | {r['top_outlet_share']:.0%} | "
+                  f"{r['macro_f1']:.3f} |" for r in res["folds"]]
+        lines.append("")
+    lines += ["## Summary", "", "| recipe | grouped folds: mean macro-F1 | 95% CI over folds | random folds (outlets shared) |",
+              "|---|---:|---|---:|"]
+    reference = {r["recipe"]: r for r in summary.get("random", [])}
+    for res in summary["grouped"]:
+        ref = reference.get(res["recipe"])
+        lines.append(f"| {res['recipe']} | {res['mean']:.3f} | [{res['ci95'][0]:.3f}, {res['ci95'][1]:.3f}] | "
+                     f"{ref['mean']:.3f} |" if ref else
+                     f"| {res['recipe']} | {res['mean']:.3f} | [{res['ci95'][0]:.3f}, {res['ci95'][1]:.3f}] | – |")
+    return "\n".join(lines) + "\n"
+
+
+def run_cv(cfg: CvConfig, baseline: BaselineConfig) -> dict[str, Any]:
+    """``newsbias cv``: grouped (and random-fold reference) CV of the baseline recipes; writes cv.json + cv.md."""
+    t0 = time.time()
+    out = check_output_dir(cfg.out_dir, "cv", "cv.json", inputs=[cfg.data])
+    frame = pooled_articles(cfg.data)
+    summary: dict[str, Any] = {"stage": "cv", "command": "newsbias cv", "data": str(cfg.data), "folds": cfg.folds,
+                               "seed": cfg.seed, "n_articles": len(frame), "n_outlets": int(frame["outlet"].nunique())}
+    with atomic_dir(out) as tmp:
+        grouped = make_folds(frame, cfg.folds, cfg.seed, grouped=True)
+        preds_dir = tmp / "preds" if cfg.save_predictions else None
+        if preds_dir is not None:
+            preds_dir.mkdir()
+        summary["grouped"] = [cross_validate(r, frame, grouped, baseline, preds_dir) for r in cfg.recipes]
+        if cfg.random_reference:
+            shared = make_folds(frame, cfg.folds, cfg.seed, grouped=False)
+            summary["random"] = [cross_validate(r, frame, shared, baseline) for r in cfg.recipes]
+        summary.update(config={"cv": dump_config(cfg), "baseline": dump_config(baseline)},
+                       packages=package_versions(), seconds=round(time.time() - t0, 1))
+        write_json(tmp / "cv.json", summary)
+        (tmp / "cv.md").write_text(render_markdown(summary), encoding="utf-8")
+    return summary

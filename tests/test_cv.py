@@ -1,0 +1,99 @@
+"""newsbias cv: outlet-grouped folds, per-fold scores that match the saved predictions, the random-fold reference."""
+
+import json
+import random
+
+import numpy as np
+import pytest
+from sklearn.metrics import f1_score
+
+from newsbias.cli import main
+from newsbias.config import BaselineConfig, CvConfig
+from newsbias.cv import fold_interval, make_folds, pooled_articles, run_cv
+from newsbias.errors import NewsbiasError
+from newsbias.records import read_predictions
+
+from conftest import FILLER, PLANTED, write_jsonl
+
+LABELS = ["left", "center", "right"]
+
+
+def outlet_data(tmp_path, n_outlets=15, per_outlet=20, planted=True, seed=0):
+    """A prep-like directory: every outlet has one label and a house word; ``planted`` adds a label word."""
+    rng = random.Random(seed)
+    rows = []
+    for o in range(n_outlets):
+        lab = LABELS[o % 3]
+        for i in range(per_outlet):
+            toks = [rng.choice(FILLER) for _ in range(20)] + [f"house{o}"] * 3
+            if planted:
+                toks += [PLANTED[lab]] * 2
+            rng.shuffle(toks)
+            rows.append({"id": f"o{o}-{i}", "input": " ".join(toks), "output": lab, "outlet": f"outlet{o}.com"})
+    rng.shuffle(rows)
+    d = tmp_path / "data"
+    for k, split in enumerate(("train", "val", "test")):
+        write_jsonl(d / f"{split}.jsonl", rows[k::3])
+    return d
+
+
+def test_folds_are_outlet_disjoint_deterministic_and_label_stratified(tmp_path):
+    frame = pooled_articles(outlet_data(tmp_path))
+    fold = make_folds(frame, 5, seed=3)
+    assert (fold >= 0).all() and set(fold) == set(range(5))
+    assert frame.assign(fold=fold).groupby("outlet")["fold"].nunique().max() == 1  # no outlet in two folds
+    assert (make_folds(frame, 5, seed=3) == fold).all()
+    for i in range(5):  # every fold holds every label (15 outlets, 5 per label)
+        assert set(frame["gold"][fold == i]) == set(LABELS)
+    shared = make_folds(frame, 5, seed=3, grouped=False)
+    assert frame.assign(fold=shared).groupby("outlet")["fold"].nunique().max() > 1
+
+
+def test_cv_scores_match_saved_predictions_and_reference_is_reported(tmp_path):
+    data = outlet_data(tmp_path)
+    cfg = CvConfig(data=str(data), folds=5, out_dir=str(tmp_path / "cv"))
+    summary = run_cv(cfg, BaselineConfig(lr={"C_grid": [1.0, 10.0]}))
+    by = {r["recipe"]: r for r in summary["grouped"]}
+    assert by["tfidf-lr"]["mean"] >= 0.9 > by["majority"]["mean"]  # the planted word carries across outlets
+    for row in by["tfidf-lr"]["folds"]:
+        preds = read_predictions(tmp_path / "cv" / "preds" / f"tfidf-lr-fold{row['fold']}.jsonl")
+        assert len(preds) == row["n_test"]
+        again = f1_score([p.gold for p in preds], [p.pred for p in preds], labels=LABELS, average="macro",
+                         zero_division=0)
+        assert again == pytest.approx(row["macro_f1"], abs=1e-4)
+    mean, lo, hi = fold_interval([r["macro_f1"] for r in by["tfidf-lr"]["folds"]])
+    assert by["tfidf-lr"]["mean"] == pytest.approx(mean, abs=1e-4) and lo <= mean <= hi
+    assert {r["recipe"] for r in summary["random"]} == {"majority", "tfidf-lr"}
+    written = json.loads((tmp_path / "cv" / "cv.json").read_text())
+    assert written["grouped"] == summary["grouped"]
+    md = (tmp_path / "cv" / "cv.md").read_text()
+    assert "| tfidf-lr |" in md and "random folds" in md
+
+
+def test_outlet_memorisation_shows_as_a_gap_between_random_and_grouped_folds(tmp_path):
+    """Labels carried only by house words: random folds look perfect, unseen outlets are at chance."""
+    data = outlet_data(tmp_path, planted=False)
+    summary = run_cv(CvConfig(data=str(data), folds=5, recipes=["tfidf-lr"], save_predictions=False,
+                              out_dir=str(tmp_path / "cv")), BaselineConfig())
+    assert summary["random"][0]["mean"] >= 0.9
+    assert summary["grouped"][0]["mean"] <= 0.5
+    assert not (tmp_path / "cv" / "preds").exists()
+
+
+def test_cv_errors_and_cli(tmp_path, capsys):
+    data = outlet_data(tmp_path, n_outlets=4)
+    with pytest.raises(NewsbiasError, match="needs at least 5 outlets; the data has 4"):
+        run_cv(CvConfig(data=str(data), out_dir=str(tmp_path / "cv")), BaselineConfig())
+    with pytest.raises(NewsbiasError, match="cv.data: .*train.jsonl not found"):
+        run_cv(CvConfig(data=str(tmp_path / "nowhere"), out_dir=str(tmp_path / "cv")), BaselineConfig())
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("keep me")
+    assert main(["cv", "--data", str(data), "--folds", "3", "--out", str(tmp_path / "mine")]) == 2
+    assert (tmp_path / "mine" / "notes.txt").read_text() == "keep me"
+    assert main(["cv", "--data", str(data), "--folds", "3", "--out", str(tmp_path / "cv4")]) == 2
+    assert "cv fold" in capsys.readouterr().err
+    data = outlet_data(tmp_path / "more")
+    assert main(["cv", "--data", str(data), "--folds", "3", "--out", str(tmp_path / "cv"), "cv.recipes=[tfidf-lr]"]) == 0
+    out = capsys.readouterr().out
+    assert "tfidf-lr: mean macro-F1" in out and np.isfinite(json.loads((tmp_path / "cv" / "cv.json").read_text())
+                                                             ["grouped"][0]["mean"])
