@@ -23,9 +23,9 @@ test: $(STAMP)
 test-all: $(STAMP)
 	$(PY) -m pytest -q -m ""
 
-# ruff's default rules over the code and the tests
+# pyflakes + bugbear over the code, tests and benchmarks (rules in pyproject.toml)
 lint: $(STAMP)
-	$(VENV)/bin/ruff check src tests
+	$(VENV)/bin/ruff check src tests benchmarks
 
 demo: $(STAMP)
 	bash scripts/demo.sh $(VENV) $(DATA) $(DEMO_DIR)

@@ -103,3 +103,58 @@ def test_version(capsys):
     with pytest.raises(SystemExit) as exc:
         main(["--version"])
     assert exc.value.code == 0 and capsys.readouterr().out.strip() == f"newsbias {__version__}"
+
+
+@pytest.mark.parametrize("key,extra", [
+    ("train.data.path", ["train.seed=1"]),
+    ("predict.input", ["predict.out=p.jsonl"]),
+    ("baseline.data", []),
+    ("cv.data", []),
+    ("compare.data", []),
+])
+def test_stages_read_prep_output_unless_told_otherwise(key, extra):
+    from newsbias.config import FROM_PREP
+
+    assert key in FROM_PREP
+
+    def value(cfg):
+        node = cfg
+        for part in key.split("."):
+            node = getattr(node, part)
+        return node
+
+    prep = ["prep.input.path=x.csv", "prep.out_dir=runs/mine"]
+    assert value(load_config(None, prep + extra)) == "runs/mine"
+    assert value(load_config(None, prep + extra + [f"{key}=elsewhere"])) == "elsewhere"
+    assert value(load_config(None, extra)) != "runs/mine"  # no prep: section, nothing to read
+
+
+def test_stage_sections_without_required_keys_default():
+    cfg = load_config(None, [])
+    assert cfg.baseline.data == "runs/data" and cfg.compare.data is None and cfg.serve.port == 8000
+    assert cfg.train is None and cfg.predict is None and cfg.export is None
+
+
+def test_one_prompt_config_for_train_predict_and_serve():
+    from newsbias.config import DEFAULT_INSTRUCTION, PromptConfig
+
+    cfg = load_config(None, ["train.prompt.chat_template=off", "serve.prompt.max_length=64",
+                             "predict.out=o", "predict.prompt.verbalizers={left: ' L', center: ' C', right: ' R'}"])
+    assert cfg.train.prompt.chat_template == "off"  # YAML reads a bare off as false
+    assert isinstance(cfg.serve.prompt, PromptConfig) and isinstance(cfg.predict.prompt, PromptConfig)
+    assert cfg.predict.prompt.verbalizers["left"] == " L"
+    p = PromptConfig()
+    assert p.instruction is None and p.with_instruction().instruction == DEFAULT_INSTRUCTION
+    assert p.with_instruction("From the data.").instruction == "From the data."
+    assert PromptConfig(instruction="Mine.").with_instruction("From the data.").instruction == "Mine."
+
+
+def test_predict_serve_and_export_share_the_model_source():
+    from newsbias.config import ExportConfig, ModelSourceConfig, PredictConfig, ServeConfig
+
+    for section in (PredictConfig, ServeConfig, ExportConfig):
+        assert issubclass(section, ModelSourceConfig)
+    export = ExportConfig(adapter="a", out="o", base_model="b.gguf")  # the key's former name still reads
+    assert export.model == "b.gguf" and export.device == "cpu"
+    with pytest.raises(ConfigError, match="predict.dtype"):
+        load_config(None, ["predict.out=o", "predict.dtype=fp16"])

@@ -12,8 +12,8 @@ import pytest
 from newsbias.cli import main
 from newsbias.config import EvaluateConfig
 from newsbias.errors import NewsbiasError
-from newsbias.metrics import (bootstrap_macro_f1, compute_metrics, evaluate, expected_calibration_error,
-                              per_outlet, prediction_frame)
+from newsbias.metrics import (bootstrap_macro_f1, chance_f1, compute_metrics, evaluate, expected_calibration_error,
+                              mcnemar_test, paired_macro_f1_difference, per_outlet, prediction_frame)
 
 L, C, R, X = 0, 1, 2, -1  # X = invalid prediction
 
@@ -257,3 +257,58 @@ def test_outlet_bootstrap_is_wider_when_outlets_are_uniform_blocks():
     again = bootstrap_macro_f1_by_group(gold, pred, outlets, n_boot=500, seed=1)
     assert again["low"] == out["low"] and again["high"] == out["high"]
     assert bootstrap_macro_f1_by_group(gold, pred, ["one"] * len(gold)) is None
+
+
+# ------------------------------------------------------------------ intervals and paired tests
+
+
+def test_per_class_intervals_share_the_macro_resamples():
+    rng = np.random.default_rng(2)
+    gold = rng.integers(0, 3, 400)
+    pred = np.where(rng.random(400) < 0.7, gold, rng.integers(-1, 3, 400))
+    m = compute_metrics(gold, pred, n_boot=200, seed=4)
+    assert m["macro_f1_ci"] == bootstrap_macro_f1(gold, pred, n_boot=200, seed=4)
+    for lab in ("left", "center", "right"):
+        ci = m["per_class_f1_ci"][lab]
+        assert ci["low"] < m["per_class"][lab]["f1"] < ci["high"] and ci["n_boot"] == 200
+    assert compute_metrics(gold, pred, n_boot=0)["per_class_f1_ci"] is None
+
+
+def test_paired_difference_is_paired():
+    rng = np.random.default_rng(5)
+    gold = rng.integers(0, 3, 500)
+    a = np.where(rng.random(500) < 0.7, gold, (gold + 1) % 3)
+    same = paired_macro_f1_difference(gold, a, a, n_boot=100)
+    assert same["diff"] == 0 and same["ci"]["low"] == same["ci"]["high"] == 0  # one resample scores both
+    b = a.copy()
+    b[:20] = np.where(b[:20] == gold[:20], (gold[:20] + 1) % 3, b[:20])  # b: a few more errors than a
+    d = paired_macro_f1_difference(gold, a, b, n_boot=300, seed=1)
+    assert d["diff"] == pytest.approx(compute_metrics(gold, a, n_boot=0)["macro_f1"]
+                                      - compute_metrics(gold, b, n_boot=0)["macro_f1"])
+    assert 0 < d["ci"]["low"] <= d["diff"] <= d["ci"]["high"]
+    # unpaired intervals of a and b overlap although the paired one excludes zero
+    ca, cb = bootstrap_macro_f1(gold, a, n_boot=300, seed=1), bootstrap_macro_f1(gold, b, n_boot=300, seed=1)
+    assert cb["high"] > ca["low"]
+    assert paired_macro_f1_difference(gold, a, b, n_boot=0)["ci"] is None
+
+
+def test_mcnemar_table_by_hand():
+    from statsmodels.stats.contingency_tables import mcnemar
+
+    #        gold  L  L  C  C  R  R ; a right on 0, 1, 2, 4 ; b right on 0, 3, 4 (a's invalid row 3 is wrong)
+    a = np.array([L, L, C, X, R, C])
+    b = np.array([L, R, L, C, R, L])
+    res = mcnemar_test(np.array(GOLD6), a, b)
+    assert res["table"] == [[2, 2], [1, 1]] and res["only_a_right"] == 2 and res["only_b_right"] == 1
+    assert res["method"] == "exact binomial"
+    assert res["p_value"] == pytest.approx(mcnemar(np.array([[2, 2], [1, 1]]), exact=True).pvalue) == pytest.approx(1.0)
+
+
+def test_chance_f1_and_outlet_labels():
+    chance = chance_f1({"left": 50, "center": 30, "right": 20})
+    # precision = share, recall = 1/3: left 2 * .5 * (1/3) / (.5 + 1/3) = 0.4
+    assert chance["per_class"]["left"] == pytest.approx(0.4) and chance["per_class"]["right"] == pytest.approx(0.25)
+    assert chance["macro"] == pytest.approx((0.4 + 6 / 19 + 0.25) / 3)
+    assert chance_f1({"left": 3, "center": 0, "right": 3})["per_class"]["center"] == 0
+    rows = per_outlet(np.array(GOLD6), np.array(PRED6), ["x", "x", "x", "x", "y", "y"])
+    assert [r["label"] for r in rows] == ["left", "right"]  # x: L L C C -> tie, the first; y: R R

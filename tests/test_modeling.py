@@ -10,7 +10,8 @@ import torch.nn.functional as F
 from newsbias.errors import NewsbiasError
 from newsbias.modeling import (LabelLossModule, ModelSettings, add_lora, lm_logits_at, load_model_and_tokenizer,
                                resolve_device_dtype, score_batch)
-from newsbias.prompt import PromptBuilder, PromptSettings
+from newsbias.config import PromptConfig
+from newsbias.prompt import PromptBuilder
 from newsbias.train import LabelOnlyCollator, encode_examples, Example
 
 
@@ -49,7 +50,7 @@ def lm(tiny_qwen_dir):
 
 
 def _batch(tok, texts_labels, max_length=64):
-    b = PromptBuilder(tok, PromptSettings(max_length=max_length))
+    b = PromptBuilder(tok, PromptConfig(max_length=max_length))
     feats = encode_examples(b, [Example(str(i), t, l) for i, (t, l) in enumerate(texts_labels)], "lm")
     return b, LabelOnlyCollator(tok.pad_token_id)(feats)
 
@@ -106,7 +107,7 @@ def test_class_weighted_loss(lm):
 
 def test_score_batch_probabilities_and_padding_invariance(lm):
     model, tok = lm
-    b = PromptBuilder(tok, PromptSettings(max_length=64))
+    b = PromptBuilder(tok, PromptConfig(max_length=64))
     s = ModelSettings(head="lm", prompt=b.settings, label_token_ids=b.label_token_ids)
     texts = ["short", "a much longer article with many words " * 3, "medium length text here"]
     p = score_batch(model, tok, s, texts, batch_size=3)
@@ -123,7 +124,7 @@ def test_cls_head_on_tiny_bert(tiny_bert_dir):
     trainable = [n for n, p in pm.named_parameters() if p.requires_grad]
     assert any("classifier" in n and "modules_to_save" in n for n in trainable)
     assert any("lora_A" in n and "query" in n for n in trainable)
-    s = ModelSettings(head="cls", prompt=PromptSettings(max_length=64))
+    s = ModelSettings(head="cls", prompt=PromptConfig(max_length=64))
     p = score_batch(pm, tok, s, ["one text", "another longer text " * 10])
     assert p.shape == (2, 3) and np.allclose(p.sum(1), 1, atol=1e-5)
 
@@ -133,7 +134,7 @@ def test_cls_head_on_decoder_pads_explicitly(tiny_qwen_dir):
     assert model.config.pad_token_id == tok.pad_token_id is not None
     pm = add_lora(model, "cls", r=4, alpha=8, dropout=0.0)
     pm.eval()
-    s = ModelSettings(head="cls", prompt=PromptSettings(max_length=64))
+    s = ModelSettings(head="cls", prompt=PromptConfig(max_length=64))
     texts = ["short", "a much longer article " * 5]
     batched = score_batch(pm, tok, s, texts)
     alone = np.vstack([score_batch(pm, tok, s, [t]) for t in texts])
@@ -145,7 +146,7 @@ def test_minilm_demo_model_cls():
     path = gt.get_model_path()
     model, tok = load_model_and_tokenizer(str(path), head="cls")
     pm = add_lora(model, "cls", r=4, alpha=8)
-    b = PromptBuilder(tok, PromptSettings(max_length=128), head="cls")
+    b = PromptBuilder(tok, PromptConfig(max_length=128), head="cls")
     assert b.encode("An article.").input_ids[0] == tok.cls_token_id
     s = ModelSettings(head="cls", prompt=b.settings)
     p = score_batch(pm, tok, s, ["The senate passed the bill.", "Markets rallied today."])

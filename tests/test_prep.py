@@ -137,6 +137,9 @@ def test_outlet_keys():
     assert domain_of("www.nytimes.com") == "nytimes.com"
     assert domain_of("https://www.bbc.co.uk/news") == "bbc.co.uk"
     assert domain_of("") is None and domain_of(None) is None
+    # the Public Suffix List (tldextract, offline): blogs on one host are separate outlets
+    assert domain_of("https://foo.blogspot.com/2016/x") == "foo.blogspot.com" != domain_of("bar.blogspot.com")
+    assert domain_of("https://news.example.com.au/a") == "example.com.au" and domain_of("localhost") is None
     assert outlet_of(None, None, "CNN (Web News)") == "cnn web news"
     assert outlet_of("www.npr.org", "http://other.com/x", "Ezra Klein") == "npr.org"
 

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import html
 import json
+import re
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -91,7 +94,7 @@ def test_report_tables_and_sections(tmp_path):
     assert "- **base**:" in md and "(no manifest)" in md
     assert "![confusion matrix: tuned](confusion_tuned.png)" in md
     page = (tmp_path / "r" / "report.html").read_text()
-    assert page.count("data:image/png;base64,") == 4  # self-contained
+    assert page.count("data:image/png;base64,") == len(list((tmp_path / "r").glob("*.png"))) >= 4  # self-contained
     assert "<table>" in page and "Manifest: majority" in page
 
 
@@ -105,7 +108,7 @@ def test_random_split_warns_and_outlets(tmp_path):
     assert "| o0 | 3 | 0.667 | 0.667 | 0.333 |" in md
     assert "Warning: random split" in md and "upper bound" in md
     assert not (tmp_path / "r" / "report.html").exists()
-    assert "unknown" in split_note(None)
+    assert "unknown" in split_note(None)["warning"]
 
 
 def test_without_base_tuned_or_data(tmp_path):
@@ -214,3 +217,156 @@ def test_ensemble_is_the_equal_weight_mean_of_its_members(tmp_path, capsys):
         run_compare(compare_cfg(inp, tmp_path / "bad2", ensembles=["x=tuned+base"]))
     with pytest.raises(NewsbiasError, match="two or more runs"):
         run_compare(compare_cfg(inp, tmp_path / "bad3", ensembles=["x=tuned"]))
+
+
+# ------------------------------------------------------- verdict, paired tests, figures, one report model
+
+ORDER = ["left", "center", "right"]
+
+
+def write_run(path: Path, gold: list[str], right: set[int], adapter: str | None = None) -> Path:
+    """A prediction file that is right on the rows in ``right`` and one class off elsewhere, with probabilities."""
+    rows = []
+    for i, g in enumerate(gold):
+        p = g if i in right else ORDER[(ORDER.index(g) + 1) % 3]
+        rows.append({"id": f"a{i}", "pred": p, "probs": {lab: (0.7 if lab == p else 0.15) for lab in ORDER},
+                     "gold": g, "valid": True, "outlet": f"o{i % 4}", "model": path.stem, "adapter": adapter})
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def three_runs(d: Path, adapter: str | None = None) -> tuple[list[str], list[Path]]:
+    """60 articles. base is right on 0-19; tuned on 0-44 except 5 (fixes 25, breaks 1); tfidf-lr on 0-54."""
+    gold = [ORDER[i % 3] for i in range(60)]
+    base = write_run(d / "base.jsonl", gold, set(range(20)))
+    tuned = write_run(d / "tuned.jsonl", gold, set(range(45)) - {5}, adapter=adapter)
+    tfidf = write_run(d / "tfidf-lr.jsonl", gold, set(range(55)))
+    return gold, [base, tuned, tfidf]
+
+
+def test_verdict_tuned_beats_base_but_not_tfidf(tmp_path):
+    from statsmodels.stats.contingency_tables import mcnemar
+
+    _, (base, tuned, tfidf) = three_runs(tmp_path)
+    res = run_compare(CompareConfig(preds=[f"base={base}", f"tuned={tuned}", f"tfidf-lr={tfidf}"],
+                                    out_dir=str(tmp_path / "r"), metrics={"n_boot": 300}))
+    v = res["verdict"]
+    assert re.fullmatch(r"tuned beats base by \+0\.\d{3} macro-F1 \[95% CI \+0\.\d{3}, \+0\.\d{3}; McNemar p < 0\.001\]; "
+                        r"does not beat TF-IDF \(tfidf-lr\) \(-0\.\d{3} macro-F1 \[95% CI -0\.\d{3}, [+-]0\.\d{3}; "
+                        r"McNemar p < 0\.001\]\)\.", v), v  # exact: 2 * 0.5 ** 11 = 0.00098
+    md = (tmp_path / "r" / "report.md").read_text()
+    assert md.splitlines()[2] == f"**Verdict:** {v}"  # right under the title
+    assert f"<strong>Verdict:</strong> {html.escape(v)}" in (tmp_path / "r" / "report.html").read_text()
+    assert res["changes"] == {"fixed": 25, "broken": 1, "both_right": 19, "both_wrong": 15}
+    assert "tuned fixes **25** of base's errors and breaks **1**" in md
+
+    paired = json.loads((tmp_path / "r" / "metrics.json").read_text())["paired"]
+    assert paired["base"]["mcnemar"]["table"] == [[19, 25], [1, 15]]  # 26 discordant: chi-square
+    assert paired["baseline"]["mcnemar"]["table"] == [[44, 0], [11, 5]]  # 11 discordant: exact binomial
+    for test, exact in ((paired["base"], False), (paired["baseline"], True)):
+        ref = mcnemar(np.array(test["mcnemar"]["table"]), exact=exact, correction=True)
+        assert test["mcnemar"]["p_value"] == pytest.approx(ref.pvalue, rel=1e-12)
+        assert test["mcnemar"]["method"].startswith("exact" if exact else "chi-square")
+        assert test["ci"]["low"] <= test["diff"] <= test["ci"]["high"]
+    assert paired["base"]["ci"]["low"] > 0 and paired["baseline"]["diff"] < 0
+    assert "| tuned vs base | +" in md and "| 25 | 1 |" in md
+
+
+def test_verdict_falls_back_to_first_and_best_run(tmp_path):
+    _, (base, tuned, _) = three_runs(tmp_path)
+    res = run_compare(CompareConfig(preds=[f"zero={base}", f"lora={tuned}"], out_dir=str(tmp_path / "r"),
+                                    metrics={"n_boot": 0}))
+    assert res["verdict"].startswith("lora beats zero by +")
+    assert "no interval" in res["verdict"] and res["verdict"].endswith("no baseline run named tfidf-lr to test against.")
+    assert res["changes"] is None
+
+
+def test_every_png_is_written_and_not_empty(tmp_path):
+    adapter = tmp_path / "adapter"
+    adapter.mkdir()
+    (adapter / "train_log.jsonl").write_text(
+        "".join(json.dumps({"type": "train", "step": s, "loss": 1.0 / s}) + "\n" for s in range(1, 5))
+        + json.dumps({"type": "eval", "step": 4, "val_loss": 0.5, "val_macro_f1": 0.6}) + "\n")
+    _, (base, tuned, tfidf) = three_runs(tmp_path, adapter=str(adapter))
+    res = run_compare(CompareConfig(preds=[f"base={base}", f"tuned={tuned}", f"tfidf-lr={tfidf}"],
+                                    out_dir=str(tmp_path / "r"), metrics={"n_boot": 50, "by_outlet": True}))
+    pngs = [f for f in res["files"] if f.endswith(".png")]
+    assert set(pngs) == {"confusion_base.png", "confusion_tuned.png", "confusion_tfidf-lr.png", "per_class_f1.png",
+                         "reliability.png", "per_outlet.png", "learning_curve_tuned.png"}
+    for f in pngs:
+        data = (tmp_path / "r" / f).read_bytes()
+        assert data[:4] == b"\x89PNG" and len(data) > 2000, f
+    assert sorted(p.name for p in (tmp_path / "r").glob("*.png")) == sorted(pngs)
+    page = (tmp_path / "r" / "report.html").read_text()
+    assert page.count("data:image/png;base64,") == len(pngs)
+    md = (tmp_path / "r" / "report.md").read_text()
+    assert all(f"]({f})" in md for f in pngs)
+    assert "Expected calibration error: base 0.367, tuned" in md  # confidence 0.7, accuracy 1/3
+
+
+def _md_rows(md: str, first_header: str) -> list[list[str]]:
+    lines = md[md.index(f"| {first_header} |"):].splitlines()
+    rows = []
+    for line in lines[2:]:
+        if not line.startswith("|"):
+            break
+        rows.append([c.strip() for c in line.strip("|").split(" | ")])
+    return rows
+
+
+def _html_rows(page: str, first_header: str) -> list[list[str]]:
+    table = page[page.index(f"<th>{first_header}</th>"):]
+    body = table[table.index("<tbody>"):table.index("</tbody>")]
+    return [[html.unescape(c) for c in re.findall(r"<td>(.*?)</td>", row)] for row in re.findall(r"<tr>(.*?)</tr>", body)]
+
+
+def test_md_and_html_carry_the_same_warnings_and_numbers(tmp_path):
+    inp = make_inputs(tmp_path, split_mode="random")
+    meta = json.loads((inp["data"] / "prep_meta.json").read_text())
+    (inp["data"] / "prep_meta.json").write_text(json.dumps({**meta, "outputs": {"test.jsonl": {"sha256": "0" * 64}}}))
+    rows = [json.loads(x) for x in inp["tuned"].read_text().splitlines()]
+    rows[0]["gold"] = None  # skipped, so the runs also cover different ids
+    inp["tuned"].write_text("".join(json.dumps(r) + "\n" for r in rows))
+    cfg = compare_cfg(inp, tmp_path / "r", on_mismatch="intersect")
+    run_compare(cfg.model_copy(update={"metrics": cfg.metrics.model_copy(update={"missing_gold": "skip"})}))
+    md = (tmp_path / "r" / "report.md").read_text()
+    page = (tmp_path / "r" / "report.html").read_text()
+    md_warn = re.findall(r"^> \*\*Warning: (.+?)\.\*\* (.+)$", md, flags=re.M)
+    html_warn = [tuple(html.unescape(x) for x in w)
+                 for w in re.findall(r'<p class="warning"><strong>Warning: (.+?)\.</strong> (.+?)</p>', page)]
+    assert [t for t, _ in md_warn] == ["random split", "split file changed", "not every article",
+                                       "rows without gold skipped"]
+    assert md_warn == html_warn
+    assert "{'" not in md and "{" not in "".join(t for _, t in md_warn)  # no raw Python dicts
+    for header in ("model", "A vs B", "id"):  # results and per-class, paired tests, fixed / broken
+        assert _md_rows(md, header) == _html_rows(page, header), header
+    # a1-a5: base is right on a4 only (right: P 1/2, R 1/2) -> macro-F1 (0 + 0 + 1/2) / 3
+    assert _md_rows(md, "model")[0][:2] == ["base", "0.167"]
+    for sentence in ("Invalid outputs count as wrong. The interval is a percentile bootstrap over articles (200",
+                     "5 articles (gold: left 1, center 2, right 2)."):
+        assert sentence in md and sentence in page
+
+
+def test_learning_curve_from_the_adapter_dir_or_skipped(tmp_path, caplog):
+    with_log = tmp_path / "with-log"
+    with_log.mkdir()
+    (with_log / "train_log.jsonl").write_text(
+        json.dumps({"type": "train", "step": 1, "loss": 1.1}) + "\nnot json\n"
+        + json.dumps({"type": "eval", "step": 1, "val_loss": 1.0, "val_macro_f1": 0.4}) + "\n")
+    without_log = tmp_path / "without-log"
+    without_log.mkdir()
+    gold = [ORDER[i % 3] for i in range(12)]
+    a = write_run(tmp_path / "a.jsonl", gold, set(range(6)), adapter=str(without_log))
+    b = write_run(tmp_path / "b.jsonl", gold, set(range(9)), adapter=str(tmp_path / "gone"))
+    c = write_run(tmp_path / "c.jsonl", gold, set(range(10)))  # no adapter in the records: the manifest names it
+    (tmp_path / "c.manifest.json").write_text(json.dumps({"stage": "predict", "adapter": str(with_log)}))
+    res = run_compare(CompareConfig(preds=[str(a), str(b), str(c)], out_dir=str(tmp_path / "r"), metrics={"n_boot": 0}))
+    assert [f for f in res["files"] if f.startswith("learning_curve")] == ["learning_curve_c.png"]
+    assert (tmp_path / "r" / "learning_curve_c.png").stat().st_size > 0
+    assert "line 2 is not JSON" in caplog.text
+    md = (tmp_path / "r" / "report.md").read_text()
+    assert "## Training" in md and f"training log `{with_log / 'train_log.jsonl'}`" in md
+
+    res = run_compare(CompareConfig(preds=[str(a), str(b)], out_dir=str(tmp_path / "r2"), metrics={"n_boot": 0}))
+    assert not [f for f in res["files"] if f.startswith("learning_curve")]
+    assert "## Training" not in (tmp_path / "r2" / "report.md").read_text()

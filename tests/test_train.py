@@ -142,7 +142,7 @@ def test_planted_word_is_learned_and_adapter_reloads(request, head, model_fixtur
     assert settings["prompt"]["max_length"] == 64 and settings["prompt"]["instruction"] == "Classify the political leaning."
     assert settings["best_val"]["val_macro_f1"] == summary["best_val"]["val_macro_f1"]
     manifest = json.loads((out / "manifest.json").read_text())
-    assert {"config", "packages", "git_commit", "data"} <= set(manifest) and "torch" in manifest["packages"]
+    assert {"config", "versions", "git_commit", "data"} <= set(manifest) and "torch" in manifest["versions"]
     assert len(manifest["data"]["train"]["sha256"]) == 64
     log = [json.loads(l) for l in (out / "train_log.jsonl").read_text().splitlines()]
     assert {r["type"] for r in log} == {"train", "eval"}
@@ -317,3 +317,22 @@ def test_checkpoints_of_another_run_are_never_resumed_or_mixed(tiny_qwen_dir, pl
     (moved / "train.jsonl").write_text("\n".join(rows[1:] + rows[:1]) + "\n")
     with pytest.raises(NewsbiasError, match="belongs to another run"):
         train(tiny_cfg(tiny_qwen_dir, moved, tmp_path / "d", **kw), resume=True)
+
+
+def test_report_to_tensorboard_writes_the_same_scalars_as_the_log(tiny_qwen_dir, planted_data_dir, tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    out = tmp_path / "tb"
+    train(tiny_cfg(tiny_qwen_dir, planted_data_dir, out, optim__max_steps=4, eval__every_steps=2,
+                   data__train_limit=32, report_to=["tensorboard"]))
+    acc = EventAccumulator(str(next((out / "runs").glob("events.*")))).Reload()
+    log = [json.loads(l) for l in (out / "train_log.jsonl").read_text().splitlines()]
+    assert [e.value for e in acc.Scalars("train/loss")] == pytest.approx([r["loss"] for r in log if r["type"] == "train"])
+    assert [e.step for e in acc.Scalars("eval/val_macro_f1")] == [r["step"] for r in log if r["type"] == "eval"]
+
+
+def test_report_to_is_not_part_of_the_run_fingerprint(tiny_qwen_dir, planted_data_dir, tmp_path):
+    from newsbias.train import run_fingerprint
+
+    a = tiny_cfg(tiny_qwen_dir, planted_data_dir, tmp_path)
+    assert run_fingerprint(a, {}) == run_fingerprint(a.model_copy(update={"report_to": ["tensorboard"]}), {})

@@ -15,16 +15,15 @@ from __future__ import annotations
 import logging
 import os
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
 import numpy as np
 import pandas as pd
 
-from .config import BaselineConfig, dump_config
+from .config import BaselineConfig
 from .errors import NewsbiasError
-from .io import git_commit, package_versions, sha256_file, write_json
+from .io import sha256_file, stage_manifest, write_json
 from .labels import LABELS
 from .records import Prediction, join_title, read_articles, resolve_split, split_file, write_predictions
 
@@ -99,17 +98,21 @@ def fit_tfidf_lr(train: pd.DataFrame, cfg: BaselineConfig, val: pd.DataFrame | N
         if val is None or val.empty:
             raise NewsbiasError("baseline.lr.C_grid needs val.jsonl next to train.jsonl to choose C; "
                                 "or leave C_grid empty and set baseline.lr.C")
-        # the vectoriser does not depend on C: fit it once, then only the classifier per candidate
+        # the vectoriser does not depend on C: fit it once, then only the classifier per candidate,
+        # and keep the winner as fitted rather than fitting it a second time
+        from sklearn.base import clone
+
         x_val = vec.transform(val["text"])
-        scores = {}
+        scores, fitted = {}, {}
         for C in cfg.lr.C_grid:
-            lr.set_params(C=C).fit(x_train, train["gold"], sample_weight=weights)
-            scores[C] = float(f1_score(val["gold"], lr.predict(x_val), labels=list(LABELS),
+            fitted[C] = clone(lr).set_params(C=C).fit(x_train, train["gold"], sample_weight=weights)
+            scores[C] = float(f1_score(val["gold"], fitted[C].predict(x_val), labels=list(LABELS),
                                        average="macro", zero_division=0))
             log.info("baseline: C=%g val macro-F1 %.4f", C, scores[C])
         best = max(cfg.lr.C_grid, key=lambda c: (scores[c], -c))  # ties: the stronger regularisation
-        selection = {"C": best, "grid": [{"C": c, "val_macro_f1": s} for c, s in scores.items()]}
-    lr.set_params(C=selection["C"]).fit(x_train, train["gold"], sample_weight=weights)
+        pipe.set_params(lr=fitted[best])
+        return pipe, {"C": best, "grid": [{"C": c, "val_macro_f1": s} for c, s in scores.items()]}
+    lr.fit(x_train, train["gold"], sample_weight=weights)
     return pipe, selection
 
 
@@ -182,11 +185,9 @@ def run_baseline(cfg: BaselineConfig) -> dict[str, Any]:
     out_dir = Path(cfg.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     common = {
-        "stage": "baseline", "split": cfg.split,
+        "split": cfg.split,
         "data": {"train": _file_info(paths["train"], len(train)), "eval": _file_info(paths["eval"], len(target))},
         "train_label_counts": {lab: int((train["gold"] == lab).sum()) for lab in LABELS},
-        "config": dump_config(cfg), "versions": package_versions(("newsbias", "scikit-learn", "numpy", "pandas")),
-        "git_commit": git_commit(),
     }
     manifests: dict[str, Any] = {}
     for name in cfg.models:
@@ -195,11 +196,10 @@ def run_baseline(cfg: BaselineConfig) -> dict[str, Any]:
         rows = prediction_rows(target, probs, name)
         pred_path = out_dir / f"{name}.jsonl"
         n = _atomic_write(pred_path, rows)
-        manifest = {**common, "model": name, **extra,
-                    "counts": {"rows": n, "valid": n, "invalid": 0,
-                               "pred_counts": {lab: sum(r.pred == lab for r in rows) for lab in LABELS}},
-                    "output": _file_info(pred_path, n), "seconds": round(time.time() - t1, 3),
-                    "created": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+        manifest = stage_manifest("baseline", cfg, t1, **common, model=name, **extra,
+                                  counts={"rows": n, "valid": n, "invalid": 0,
+                                          "pred_counts": {lab: sum(r.pred == lab for r in rows) for lab in LABELS}},
+                                  output=_file_info(pred_path, n))
         write_json(out_dir / f"{name}.manifest.json", manifest)
         manifests[name] = manifest
         log.info("baseline: %s -> %s (%d rows, %.1fs)", name, pred_path, n, time.time() - t1)

@@ -25,8 +25,9 @@ import torch
 from .errors import NewsbiasError
 from .labels import LABELS, parse_generation
 from .modeling import (SETTINGS_FILE, ModelSettings, Pooling, is_gguf, join_gguf, load_adapter, load_model_and_tokenizer,
-                       load_tokenizer, model_device, prompt_builder, score_batch)
-from .prompt import PromptSettings
+                       load_tokenizer, model_device, prompt_builder, score_batch,
+                       score_encoded)
+from .config import PromptConfig
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +46,7 @@ class Classifier:
 
     @classmethod
     def load(cls, source: str, base_model: Optional[str] = None, head: str = "lm", pooling: Pooling = "cls",
-             prompt: Optional[PromptSettings] = None, device: str = "auto", dtype: str = "auto") -> "Classifier":
+             prompt: Optional[PromptConfig] = None, device: str = "auto", dtype: str = "auto") -> "Classifier":
         """Load ``source`` (see the module docstring).
 
         ``base_model`` replaces the base recorded with an adapter (same architecture, other
@@ -64,8 +65,8 @@ class Classifier:
             return cls(model, tok, settings, source=str(p))
         if p.is_dir() and any(p.glob("adapter_model.*")):
             raise NewsbiasError(f"{p} holds adapter weights but no adapter_config.json; it is not a complete adapter")
-        settings = ModelSettings(head=head, base_model=source, prompt=prompt or PromptSettings(),  # type: ignore[arg-type]
-                                 pooling=pooling)
+        settings = ModelSettings(head=head, base_model=source,  # type: ignore[arg-type]
+                                 prompt=(prompt or PromptConfig()).with_instruction(), pooling=pooling)
         # an encoder has no zero-shot answer: its untrained head is seeded so the reference is reproducible
         torch.manual_seed(0)
         model, tok = load_model_and_tokenizer(source, head=head, device=device, dtype=dtype,  # type: ignore[arg-type]
@@ -127,9 +128,28 @@ class Classifier:
     def device(self) -> torch.device:
         return model_device(self.model)
 
-    def predict_proba(self, texts: Sequence[str], batch_size: int = 8) -> np.ndarray:
-        """Label probabilities ``[len(texts), n_labels]``, columns in :attr:`labels` order."""
-        return score_batch(self.model, self.tokenizer, self.settings, texts, batch_size, builder=self.builder)
+    def predict_proba(self, texts: Sequence[str], batch_size: int = 8, windows: int = 1,
+                      pool: str = "mean") -> np.ndarray:
+        """Label probabilities ``[len(texts), n_labels]``, columns in :attr:`labels` order.
+
+        ``windows > 1`` scores up to that many stretches of each article longer than the prompt
+        budget (head, tail, evenly spaced between) and pools them: ``mean`` of the probabilities,
+        or ``max`` (the most confident window's).
+        """
+        if windows <= 1:
+            return score_batch(self.model, self.tokenizer, self.settings, texts, batch_size, builder=self.builder)
+        if pool not in ("mean", "max"):
+            raise NewsbiasError(f"pool must be 'mean' or 'max', got {pool!r}")
+        groups = [self.builder.encode_windows(t, windows) for t in texts]
+        probs = score_encoded(self.model, self.tokenizer, self.settings, [e for g in groups for e in g],
+                              batch_size, self.builder)
+        out = np.zeros((len(texts), len(self.labels)), dtype=np.float32)
+        start = 0
+        for k, g in enumerate(groups):
+            p = probs[start:start + len(g)]
+            start += len(g)
+            out[k] = p.mean(0) if pool == "mean" else p[p.max(1).argmax()]
+        return out
 
     @torch.no_grad()
     def generate(self, texts: Sequence[str], max_new_tokens: int = 6, batch_size: int = 8) -> list[str]:
@@ -158,11 +178,11 @@ class Classifier:
         return out
 
     def classify(self, texts: Sequence[str], mode: str = "score", batch_size: int = 8,
-                 max_new_tokens: int = 6) -> list[dict[str, Any]]:
+                 max_new_tokens: int = 6, windows: int = 1, pool: str = "mean") -> list[dict[str, Any]]:
         """``{"pred", "probs", "valid", "raw"?}`` per text: the record core that predict and serve share."""
         labels = self.labels
         if mode == "score":
-            probs = self.predict_proba(texts, batch_size)
+            probs = self.predict_proba(texts, batch_size, windows, pool)
             return [{"pred": labels[int(np.argmax(p))], "probs": {l: round(float(v), 6) for l, v in zip(labels, p)},
                      "valid": True} for p in probs]
         out = []

@@ -9,12 +9,14 @@ config file plus its overrides.
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Mapping
 
 import yaml
 from pydantic import (
+    AliasChoices,
     BaseModel,
     ConfigDict,
     Field,
@@ -22,6 +24,7 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+from pydantic.fields import FieldInfo
 
 from .errors import ConfigError
 from .labels import LABELS, NumericScheme
@@ -30,6 +33,11 @@ DEFAULT_INSTRUCTION = (
     "Classify the political leaning of this news article as one of {left|center|right}. "
     "Respond with a single word: left, center, or right."
 )
+Dtype = Literal["auto", "float32", "bfloat16", "float16"]
+Head = Literal["lm", "cls"]
+Pooling = Literal["cls", "mean"]
+POOLING_HELP = ("cls head only: cls = transformers' classifier ([CLS] / last token); mean = a linear head over the "
+                "mean of the last hidden states (sentence encoders).")
 
 
 class StrictModel(BaseModel):
@@ -53,7 +61,8 @@ class ColumnsConfig(StrictModel):
 
 class InputConfig(StrictModel):
     path: str = Field(description="Input file or directory (CSV, JSONL(.gz), Parquet, AllSides release dir).")
-    format: Literal["auto", "kaggle", "allsides", "tabular", "instruction"] = "auto"
+    format: Literal["auto", "kaggle", "allsides", "tabular", "instruction"] = Field(
+        default="auto", description="Input format; auto guesses it from the file.")
     columns: ColumnsConfig | None = Field(
         default=None, description="Column mapping for tabular input; defaults per format otherwise.")
     on_bad_row: Literal["error", "skip"] = "error"
@@ -114,8 +123,9 @@ class PredefinedSplitConfig(StrictModel):
 
 
 class SplitConfig(StrictModel):
-    mode: Literal["random", "by_source", "by_time", "predefined"] = "by_source"
-    seed: int = 42
+    mode: Literal["random", "by_source", "by_time", "predefined"] = Field(
+        default="by_source", description="Split mode. by_source keeps outlets apart: the honest yardstick.")
+    seed: int = Field(default=42, description="Split seed.")
     test_frac: float = Field(default=0.15, ge=0.0, lt=1.0)
     val_frac: float = Field(default=0.15, ge=0.0, lt=1.0, description="Fraction of what remains after test.")
     group_by: str | None = Field(default=None, description="Keep each value of this field in one split.")
@@ -138,7 +148,8 @@ class DownsampleConfig(StrictModel):
 
 class PrepConfig(StrictModel):
     input: InputConfig
-    out_dir: str = "runs/data"
+    out_dir: str = Field(default="runs/data", description="Output directory (train/val/test JSONL, prep_meta.json); "
+                                                         "the next stages' input by default.")
     labels: LabelConfig = Field(default_factory=LabelConfig)
     clean: CleanConfig = Field(default_factory=CleanConfig)
     dedup: DedupConfig = Field(default_factory=DedupConfig)
@@ -156,14 +167,11 @@ class TrainModelConfig(StrictModel):
                               "or .gguf file.")
     gguf_file: str | None = Field(default=None, description="GGUF file inside the model directory (or give "
                                      "the .gguf path itself as the model).")
-    head: Literal["lm", "cls"] = Field(
+    head: Head = Field(
         default="lm", description="lm: label-token scoring of a causal LM; cls: sequence-classification head.")
-    pooling: Literal["cls", "mean"] = Field(
-        default="cls", description="cls head only: cls = transformers' classifier ([CLS] / last token); mean = a "
-                                   "linear head over the mean of the last hidden states (sentence encoders).")
+    pooling: Pooling = Field(default="cls", description=POOLING_HELP)
     device: str = Field(default="auto", description="auto, cpu, cuda, cuda:1 ...")
-    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
-        default="auto", description="auto: bf16 on GPUs that support it, fp32 on CPU.")
+    dtype: Dtype = Field(default="auto", description="auto: bf16 on GPUs that support it, fp32 on CPU.")
     attn_implementation: str | None = Field(default=None, description="eager, sdpa, flash_attention_2 ...")
     gradient_checkpointing: bool = False
     trust_remote_code: bool = False
@@ -178,15 +186,26 @@ class TrainLoraConfig(StrictModel):
     bias: Literal["none", "all", "lora_only"] = "none"
 
 
-class TrainPromptConfig(StrictModel):
+class PromptConfig(StrictModel):
+    """Everything that decides the token ids of a prompt (see newsbias.prompt); saved as-is in ``newsbias.json``.
+
+    Training writes the prompt it used next to the adapter, and predict / serve read it from there:
+    their own ``prompt:`` only applies to a base model used without an adapter.
+    """
+
     instruction: str | None = Field(
-        default=None, description="Task instruction; null = the data's own instruction field (else the default).")
+        default=None, description="Task instruction; null = the data's own instruction field, else the built-in one.")
     max_length: int = Field(default=512, ge=8, description="Tokens of prompt + label; only the article is cut.")
-    truncation: Literal["head", "head_tail"] = "head"
+    truncation: Literal["head", "head_tail"] = Field(
+        default="head", description="Cut a long article to its start (head), or to its start and end (head_tail).")
     head_fraction: float = Field(default=0.5, ge=0.0, le=1.0, description="Share of the budget kept from the "
                                  "article's start with truncation=head_tail.")
-    chat_template: Literal["auto", "on", "off"] = "auto"
-    answer_cue: str = "Answer:"
+    chat_template: Literal["auto", "on", "off"] = Field(
+        default="auto", description="Wrap the prompt in the tokenizer's chat template (auto: when it has one).")
+    answer_cue: str = Field(default="Answer:", description="Text after the article; the label token follows it.")
+    verbalizers: dict[str, str] = Field(
+        default_factory=lambda: {"left": " left", "center": " center", "right": " right"},
+        description="Label -> text whose first token is the label's token (head lm).")
 
     @field_validator("chat_template", mode="before")
     @classmethod
@@ -194,15 +213,17 @@ class TrainPromptConfig(StrictModel):
         # YAML 1.1 reads bare on/off as booleans
         return {True: "on", False: "off"}.get(v, v) if isinstance(v, bool) else v
 
-    verbalizers: dict[str, str] = Field(
-        default_factory=lambda: {"left": " left", "center": " center", "right": " right"},
-        description="Label -> text whose first token is the label's token (head lm).")
+    def with_instruction(self, fallback: str | None = None) -> PromptConfig:
+        """This prompt with its instruction decided: its own, else ``fallback`` (the data's), else the default."""
+        if self.instruction:
+            return self
+        return self.model_copy(update={"instruction": fallback or DEFAULT_INSTRUCTION})
 
 
 class TrainDataConfig(StrictModel):
     path: str | None = Field(
         default=None, description="Prep output directory (train.jsonl, val.jsonl) or a train JSONL file; "
-                                  "null = prep.out_dir of the same config.")
+                                  "default: prep.out_dir of the same config.")
     val_path: str | None = Field(default=None, description="Val JSONL (default: val.jsonl next to train).")
     train_limit: int | None = Field(default=None, ge=1, description="Use only the first N train rows.")
     val_limit: int | None = Field(default=None, ge=1, description="Use only the first N val rows.")
@@ -242,7 +263,7 @@ class TrainConfig(StrictModel):
 
     model: TrainModelConfig = Field(default_factory=TrainModelConfig)
     lora: TrainLoraConfig = Field(default_factory=TrainLoraConfig)
-    prompt: TrainPromptConfig = Field(default_factory=TrainPromptConfig)
+    prompt: PromptConfig = Field(default_factory=PromptConfig)
     data: TrainDataConfig = Field(default_factory=TrainDataConfig)
     optim: TrainOptimConfig = Field(default_factory=TrainOptimConfig)
     eval: TrainEvalConfig = Field(default_factory=TrainEvalConfig)
@@ -251,9 +272,12 @@ class TrainConfig(StrictModel):
         default="lora", description="lora: train LoRA adapters (+ the cls head); full: train every weight and save "
                                     "the whole model (small encoders).")
     out_dir: str = Field(default="runs/train", description="Adapter output directory.")
-    seed: int = 42
+    seed: int = Field(default=42, description="Seed of the weight initialisation and the data order.")
     progress: bool = True
     overwrite: bool = Field(default=False, description="Start over in an out_dir that holds another run's checkpoints.")
+    report_to: list[Literal["tensorboard", "wandb"]] = Field(
+        default_factory=list, description="Also log train/eval records to TensorBoard (out_dir/runs) and/or "
+                                          "Weights & Biases (needs the package; WANDB_MODE=offline works).")
 
     @model_validator(mode="after")
     def _pooling_needs_cls(self) -> TrainConfig:
@@ -262,42 +286,66 @@ class TrainConfig(StrictModel):
         return self
 
 
-class PredictPromptConfig(StrictModel):
-    """Prompt for a base model scored without an adapter (an adapter brings its own, from newsbias.json)."""
+class ModelSourceConfig(StrictModel):
+    """Which model a stage loads, and where it runs (shared by ``predict:``, ``serve:`` and ``export:``).
 
-    max_length: int = Field(default=512, ge=8)
-    truncation: Literal["head", "head_tail"] = "head"
-    chat_template: Literal["auto", "on", "off"] = "auto"
-    instruction: str | None = Field(default=None, description="Defaults to the data's instruction, else the built-in one.")
+    An ``adapter`` (a ``newsbias train`` output) brings its base, head and prompt; ``model`` then only
+    moves the base. Without one, ``model`` is a base model or a trained model directory.
+    """
 
-    _yaml_bool = field_validator("chat_template", mode="before")(TrainPromptConfig._yaml_bool.__func__)
-
-
-class PredictConfig(StrictModel):
     model: str | None = Field(default=None, description="Base model id, path or .gguf file, or a trained model "
-                                 "directory (merged export, full fine-tune); defaults to the adapter's base.")
+                                 "directory (merged export, full fine-tune); default: the adapter's base.")
     gguf_file: str | None = Field(default=None, description="GGUF file inside the model directory (or give "
                                      "the .gguf path itself as the model).")
-    adapter: str | None = Field(default=None, description="Training output directory (newsbias.json + peft files).")
-    input: str = Field(description="JSONL/CSV file, a prep output directory (with `split`), or '-' for stdin.")
-    split: str = Field(default="test", description="Which split file to read when `input` is a directory.")
-    out: str = Field(description="Output predictions JSONL.")
-    mode: Literal["score", "generate"] = "score"
-    head: Literal["lm", "cls"] = Field(
-        default="lm", description="Head of a base model scored without an adapter: lm (zero-shot from the label "
+    adapter: str | None = Field(default=None, description="Training output directory (newsbias.json + peft files); "
+                                                           "omit for zero-shot or a trained model directory.")
+    device: str = Field(default="auto", description="auto, cpu, cuda, cuda:1 ...")
+    dtype: Dtype = Field(default="auto", description="auto: bf16 on GPUs that support it, fp32 on CPU.")
+
+
+class InferenceConfig(ModelSourceConfig):
+    """A model source that labels articles (``predict:``, ``serve:``), and how a base model without adapter is used."""
+
+    head: Head = Field(
+        default="lm", description="Head of a base model used without an adapter: lm (zero-shot from the label "
                                   "tokens) or cls (an untrained, seeded classifier head: the chance-level reference).")
-    pooling: Literal["cls", "mean"] = Field(
-        default="cls", description="cls head only: cls = transformers' classifier ([CLS] / last token); mean = a "
-                                   "linear head over the mean of the last hidden states (sentence encoders).")
-    name: str | None = Field(default=None, description="Model name written into each record (default: base / adapter dir name).")
-    batch_size: int = Field(default=8, ge=1)
-    max_new_tokens: int = Field(default=6, ge=1, le=512)
-    device: str = "auto"
-    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
-    prompt: PredictPromptConfig = Field(default_factory=PredictPromptConfig)
-    include_text: bool = Field(default=False, description="Copy the article text into each record (qualitative *_eval.jsonl).")
+    pooling: Pooling = Field(default="cls", description=POOLING_HELP)
+    prompt: PromptConfig = Field(default_factory=PromptConfig, description="Prompt of a base model used without an "
+                                 "adapter (an adapter brings its own, from newsbias.json).")
+    name: str | None = Field(default=None, description="Model name written in each record or answer (default: the "
+                                                        "adapter's directory name, else the base's).")
+    windows: int = Field(default=1, ge=1, le=32, description="Score up to this many stretches of an article longer "
+                         "than the prompt (head, tail, evenly spaced between) and pool them; 1 = the head only.")
+    pool: Literal["mean", "max"] = Field(default="mean", description="How windows are pooled: mean of the "
+                                         "probabilities, or max (the most confident window's).")
+
+    def loader_options(self, instruction: str | None = None) -> dict[str, Any]:
+        """Keyword arguments of :meth:`newsbias.classifier.Classifier.from_options` for this model.
+
+        ``instruction`` (the data's own) is the prompt's when ``prompt.instruction`` is unset.
+        """
+        return {"model": self.model, "adapter": self.adapter, "gguf_file": self.gguf_file, "head": self.head,
+                "pooling": self.pooling, "prompt": self.prompt.with_instruction(instruction), "device": self.device,
+                "dtype": self.dtype}
+
+
+class PredictConfig(InferenceConfig):
+    """``predict:`` section: label every article of a file, a prep split or stdin (see newsbias.predict)."""
+
+    input: str | None = Field(default=None, description="JSONL/CSV file, prep output directory (with `split`), or - "
+                                                         "for stdin; default: prep.out_dir of the same config.")
+    split: str = Field(default="test", description="Split file to read when `input` is a prep directory.")
+    out: str = Field(description="Predictions JSONL.")
+    mode: Literal["score", "generate"] = Field(
+        default="score", description="score: label probabilities from one forward pass; generate: a few greedily "
+                                     "decoded tokens, parsed (unparseable = invalid).")
+    batch_size: int = Field(default=8, ge=1, description="Articles per forward pass.")
+    max_new_tokens: int = Field(default=6, ge=1, le=512, description="Tokens decoded per article (mode generate).")
+    include_text: bool = Field(default=False, description="Copy the article text into each record "
+                                                          "(qualitative *_eval.jsonl).")
     on_bad_gold: Literal["error", "skip"] = "error"
-    text_field: str | None = Field(default=None, description="Article field for JSONL/CSV input (default: input, else text).")
+    text_field: str | None = Field(default=None, description="Article field for JSONL/CSV input "
+                                                              "(default: input, else text).")
     limit: int | None = Field(default=None, ge=1, description="Predict only the first N articles.")
     chunk_size: int = Field(default=64, ge=1, description="Articles scored and flushed to disk at a time.")
     overwrite: bool = Field(default=False, description="Replace an existing output instead of refusing.")
@@ -310,7 +358,8 @@ class MetricsConfig(StrictModel):
     confidence: float = Field(default=0.95, gt=0.0, lt=1.0, description="Coverage of the bootstrap interval.")
     seed: int = Field(default=0, description="Bootstrap seed; the same seed gives the same interval.")
     ece_bins: int = Field(default=15, ge=1, description="Equal-width confidence bins for the calibration error.")
-    by_outlet: bool = Field(default=False, description="Add a per-outlet breakdown (n, accuracy, macro-F1).")
+    by_outlet: bool = Field(default=False, description="Add a per-outlet breakdown (n, accuracy, macro-F1) and the "
+                                                       "macro-F1 interval that resamples whole outlets.")
     missing_gold: Literal["error", "skip"] = Field(
         default="error", description="Rows without a gold label: an error, or skipped and counted.")
 
@@ -343,7 +392,8 @@ class BaselineLRConfig(StrictModel):
 class BaselineConfig(StrictModel):
     """``baseline:`` section: majority-class and TF-IDF + logistic regression (see newsbias.baseline)."""
 
-    data: str = Field(default="runs/data", description="Prep output directory (train.jsonl, val.jsonl, test.jsonl).")
+    data: str = Field(default="runs/data", description="Prep output directory (train.jsonl, val.jsonl, test.jsonl); "
+                                                       "default: prep.out_dir of the same config.")
     split: str = Field(default="test", description="Split to predict: train/val/test, or a JSONL path.")
     out_dir: str = Field(default="runs/preds", description="Where majority.jsonl, tfidf-lr.jsonl (+ manifests, "
                                                          "the fitted pipeline) go.")
@@ -358,13 +408,14 @@ class BaselineConfig(StrictModel):
                                 "every outlet the same total weight, 0.5 dampens less, 0 is natural.")
     limit: int | None = Field(default=None, ge=1, description="Predict only the first N articles of the split "
                                  "(as predict.limit), so every run covers the same articles.")
-    seed: int = 42
+    seed: int = Field(default=42, description="Seed of the logistic regression.")
 
 
 class CvConfig(StrictModel):
     """``cv:`` section: outlet-grouped cross-validation of the baselines (see newsbias.cv)."""
 
-    data: str = Field(default="runs/data", description="Prep output directory; train, val and test are pooled.")
+    data: str = Field(default="runs/data", description="Prep output directory; train, val and test are pooled "
+                                                       "(default: prep.out_dir of the same config).")
     folds: int = Field(default=5, ge=2, description="Number of outlet-grouped folds.")
     seed: int = Field(default=0, description="Seed of the fold assignment (same seed, same folds).")
     recipes: list[Literal["majority", "tfidf-lr"]] = Field(
@@ -373,6 +424,8 @@ class CvConfig(StrictModel):
     random_reference: bool = Field(default=True, description="Also run ungrouped stratified folds (outlets "
                                    "shared): the memorisation reference.")
     save_predictions: bool = Field(default=True, description="Write each fold's predictions under out_dir/preds.")
+    jobs: int = Field(default_factory=lambda: max(1, (os.cpu_count() or 2)), ge=1,
+                      description="Folds run at a time (processes); default: the machine's cores.")
     out_dir: str = Field(default="runs/cv", description="Where cv.json and cv.md go.")
 
 
@@ -381,8 +434,9 @@ class CompareConfig(StrictModel):
 
     preds: list[str] = Field(default_factory=list, description="Prediction files, as PATH or NAME=PATH "
                                                                "(name the LLM runs base and tuned).")
-    data: str | None = Field(default=None, description="Split JSONL with the article texts, or a prep "
-                                                          "directory (then `split` picks the file).")
+    data: str | None = Field(default=None, description="Split JSONL with the article texts, or a prep directory "
+                                                          "(then `split` picks the file); default: prep.out_dir of the "
+                                                          "same config. Gives the previews and the split mode.")
     split: str = Field(default="test", description="Split file in `data` when it is a directory.")
     out_dir: str = Field(default="report", description="Output directory.")
     on_mismatch: Literal["error", "intersect"] = Field(
@@ -391,6 +445,8 @@ class CompareConfig(StrictModel):
                                  "equal-weight mean of the members' probabilities (no weights tuned).")
     base: str = Field(default="base", description="Name of the base model's run (for fixes / breaks).")
     tuned: str = Field(default="tuned", description="Name of the tuned model's run (for fixes / breaks).")
+    baseline: str = Field(default="tfidf-lr", description="Name of the baseline run the verdict also tests "
+                                                          "the tuned run against.")
     n_examples: int = Field(default=10, ge=0, description="Fixed / broken cases listed in the report.")
     preview_words: int = Field(default=50, ge=1)
     appendix: str | None = Field(default=None, description="A Markdown file appended to the report "
@@ -399,44 +455,32 @@ class CompareConfig(StrictModel):
     metrics: MetricsConfig = Field(default_factory=MetricsConfig)
 
 
-class ServeConfig(StrictModel):
+class ServeConfig(InferenceConfig):
     """``serve:`` section: the HTTP API and classification page (see newsbias.serve)."""
 
-    model: str | None = Field(default=None, description="Base model id or path (or a merged export dir); "
-                                                         "defaults to the adapter's base.")
-    gguf_file: str | None = Field(default=None, description="GGUF file inside the model directory (or give "
-                                     "the .gguf path itself as the model).")
-    adapter: str | None = Field(default=None, description="Training output directory; omit for zero-shot / merged.")
-    head: Literal["lm", "cls"] = Field(default="lm", description="Head of a base model served without an adapter.")
-    pooling: Literal["cls", "mean"] = Field(
-        default="cls", description="cls head only: cls = transformers' classifier ([CLS] / last token); mean = a "
-                                   "linear head over the mean of the last hidden states (sentence encoders).")
-
-    name: str | None = Field(default=None, description="Model name in each answer (default: adapter dir name / base).")
-    host: str = "127.0.0.1"
-    port: int = Field(default=8000, ge=0, le=65535)
-    device: str = "auto"
-    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    host: str = Field(default="127.0.0.1", description="Bind address (0.0.0.0 inside a container).")
+    port: int = Field(default=8000, ge=0, le=65535, description="Port.")
     max_batch: int = Field(default=16, ge=1, description="Most texts scored in one forward pass (micro-batch).")
     max_wait_ms: float = Field(default=5.0, ge=0.0, description="How long the first request of a batch waits "
                                                                 "for others to join it.")
     max_body_bytes: int = Field(default=1_000_000, ge=1024, description="Larger request bodies get 413.")
     max_article_chars: int = Field(default=100_000, ge=1, description="Longer articles (title + text) get 413.")
     max_texts: int = Field(default=64, ge=1, description="Most articles in one request (more get 413).")
-    prompt: PredictPromptConfig = Field(default_factory=PredictPromptConfig)
     threads: int | None = Field(default=None, ge=1, description="torch intra-op threads (null = torch's "
                                    "default); 1 leaves a core to the HTTP side on a small CPU box.")
     log_level: Literal["critical", "error", "warning", "info", "debug"] = "info"
 
 
-class ExportConfig(StrictModel):
+class ExportConfig(ModelSourceConfig):
     """``export:`` section: adapter -> (merged) model dir with a model card (see newsbias.export)."""
 
     adapter: str = Field(description="Training output directory (newsbias.json + peft files).")
+    model: str | None = Field(default=None, validation_alias=AliasChoices("model", "base_model"),
+                              description="Base model path or .gguf file to merge into (default: the adapter's); "
+                                          "base_model is its former name.")
+    device: str = Field(default="cpu", description="Where the weights are merged: cpu, cuda ...")
     out: str = Field(description="Export directory (created; must be empty or absent unless overwrite).")
     merge: bool = Field(default=False, description="Merge the LoRA weights into the base (one safetensors model).")
-    base_model: str | None = Field(default=None, description="Base model path or .gguf file to merge into "
-                                      "(default: the adapter's).")
     base_model_id: str | None = Field(default=None, description="Hub id of the base for the model card "
                                                                   "(default: the recorded base, if it is a hub id).")
     license: str | None = Field(default=None, description="License of the base (default: known for common bases).")
@@ -444,24 +488,42 @@ class ExportConfig(StrictModel):
     metrics: str | None = Field(default=None, description="Test evaluation for the card: a `newsbias evaluate` "
                                 "metrics JSON or a `newsbias compare` output dir (RUN=PATH names the run).")
     card_in_adapter: bool = Field(default=False, description="Also write the model card into the adapter dir.")
-    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
-    overwrite: bool = False
+    overwrite: bool = Field(default=False, description="Replace an earlier export in `out`.")
     push_to_hub: str | None = Field(default=None, description="Upload the export dir to this hub repo (owner/name).")
     private: bool = True
 
 
+# Keys a stage reads from the prep stage's output (prep.out_dir) when the config has a prep: section
+# and leaves them unset.
+FROM_PREP = ("train.data.path", "predict.input", "baseline.data", "cv.data", "compare.data")
+
+
 class Config(StrictModel):
-    """A whole run: every section is optional; a stage fails clearly if its own is missing."""
+    """A whole run. prep, train, predict and export fail clearly when their section is missing; the
+    other stages run on defaults. Stages read prep's output unless told otherwise (:data:`FROM_PREP`)."""
 
     prep: PrepConfig | None = None
     train: TrainConfig | None = None
     predict: PredictConfig | None = None
-    baseline: BaselineConfig | None = None
-    evaluate: EvaluateConfig | None = None
-    compare: CompareConfig | None = None
-    cv: CvConfig | None = None
-    serve: ServeConfig | None = None
+    baseline: BaselineConfig = Field(default_factory=BaselineConfig)
+    evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig)
+    compare: CompareConfig = Field(default_factory=CompareConfig)
+    cv: CvConfig = Field(default_factory=CvConfig)
+    serve: ServeConfig = Field(default_factory=ServeConfig)
     export: ExportConfig | None = None
+
+    @model_validator(mode="after")
+    def _read_prep_output(self) -> Config:
+        if self.prep is None:
+            return self
+        for key in FROM_PREP:
+            *path, name = key.split(".")
+            node: Any = self
+            for part in path:
+                node = getattr(node, part) if node is not None else None
+            if node is not None and (name not in node.model_fields_set or getattr(node, name) is None):
+                setattr(node, name, self.prep.out_dir)
+        return self
 
     def require(self, section: str) -> Any:
         value = getattr(self, section)
@@ -471,6 +533,18 @@ class Config(StrictModel):
 
 
 _FLOAT = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)[eE][+-]?\d+$")
+
+
+def _set_key(out: dict[str, Any], key: str, value: Any, item: str) -> None:
+    """Set the dotted ``key`` in the nested dict ``out`` (``item`` names the override in errors)."""
+    node = out
+    parts = key.split(".")
+    for part in parts[:-1]:
+        nxt = node.setdefault(part, {})
+        if not isinstance(nxt, dict):
+            raise ConfigError(f"override {item!r} conflicts with an earlier override of {part!r}")
+        node = nxt
+    node[parts[-1]] = value
 
 
 def parse_overrides(items: list[str] | tuple[str, ...]) -> dict[str, Any]:
@@ -494,14 +568,7 @@ def parse_overrides(items: list[str] | tuple[str, ...]) -> dict[str, Any]:
             value = raw  # "-" (stdin) or "a: b" are meant as text, not YAML block syntax
         if isinstance(value, str) and _FLOAT.match(value.strip()):
             value = float(value)  # YAML 1.1 reads 2e-4 as a string; nobody means that
-        node = out
-        parts = key.split(".")
-        for part in parts[:-1]:
-            nxt = node.setdefault(part, {})
-            if not isinstance(nxt, dict):
-                raise ConfigError(f"override {item!r} conflicts with an earlier override of {part!r}")
-            node = nxt
-        node[parts[-1]] = value
+        _set_key(out, key, value, item)
     return out
 
 
@@ -527,17 +594,32 @@ KNOWN_SYNONYMS = {
 }
 
 
-def _fields_at(model: type[BaseModel] | None, path: tuple) -> list[str]:
-    """Field names of the (nested) config model at ``path``, or [] when it cannot be followed."""
+def _model_at(model: type[BaseModel] | None, path: tuple) -> type[BaseModel] | None:
+    """The (nested) config model at ``path`` below ``model``, or None when it cannot be followed."""
     import typing
 
     for part in path:
         if model is None or not isinstance(part, str) or part not in model.model_fields:
-            return []
+            return None
         ann = model.model_fields[part].annotation
         args = [a for a in typing.get_args(ann) if isinstance(a, type) and issubclass(a, BaseModel)]
         model = ann if isinstance(ann, type) and issubclass(ann, BaseModel) else (args[0] if args else None)
-    return list(model.model_fields) if model is not None else []
+    return model
+
+
+def _fields_at(model: type[BaseModel] | None, path: tuple) -> list[str]:
+    """Field names of the (nested) config model at ``path``, or [] when it cannot be followed."""
+    found = _model_at(model, path)
+    return list(found.model_fields) if found is not None else []
+
+
+def field_info(key: str) -> FieldInfo:
+    """The field of a dotted :class:`Config` key (``predict.batch_size``): type, default, description."""
+    *path, name = key.split(".")
+    model = _model_at(Config, tuple(path))
+    if model is None or name not in model.model_fields:
+        raise KeyError(f"{key} is not a config key")
+    return model.model_fields[name]
 
 
 def suggest_key(model: type[BaseModel] | None, loc: tuple) -> str:
@@ -584,10 +666,15 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     return data
 
 
-def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
-    """Load a YAML config (optional), apply ``key=value`` overrides, validate into a :class:`Config`."""
+def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = (),
+                values: Mapping[str, Any] | None = None) -> Config:
+    """Load a YAML config (optional), apply ``values`` (dotted key -> value, e.g. from command-line flags),
+    then the ``key=value`` overrides, and validate into a :class:`Config`."""
     data = read_yaml(path) if path else {}
-    data = deep_merge(data, parse_overrides(list(overrides)))
+    flags: dict[str, Any] = {}
+    for key, value in (values or {}).items():
+        _set_key(flags, key, value, key)
+    data = deep_merge(deep_merge(data, flags), parse_overrides(list(overrides)))
     try:
         return Config.model_validate(data)
     except ValidationError as err:
@@ -601,10 +688,21 @@ def dump_config(cfg: BaseModel) -> dict[str, Any]:
 
 __all__ = [
     "DEFAULT_INSTRUCTION",
+    "FROM_PREP",
     "LABELS",
     "Config",
+    "Dtype",
+    "ExportConfig",
+    "Head",
+    "InferenceConfig",
+    "ModelSourceConfig",
+    "Pooling",
+    "PredictConfig",
     "PrepConfig",
+    "PromptConfig",
+    "ServeConfig",
     "dump_config",
+    "field_info",
     "load_config",
     "parse_overrides",
 ]

@@ -23,9 +23,9 @@ import numpy as np
 import pandas as pd
 
 from .baseline import fit_majority, fit_tfidf_lr, predict_proba_labels, prediction_rows
-from .config import BaselineConfig, CvConfig, dump_config
+from .config import BaselineConfig, CvConfig
 from .errors import NewsbiasError
-from .io import atomic_dir, check_output_dir, package_versions, write_json
+from .io import atomic_dir, check_output_dir, stage_manifest, write_json
 from .labels import LABELS
 from .records import SPLITS, read_articles, split_file, write_predictions
 
@@ -109,15 +109,23 @@ def _score_round(recipe: str, frame: pd.DataFrame, fold: np.ndarray, i: int, k: 
     return row, prediction_rows(test, probs, f"{recipe}-fold{i}")
 
 
+def _timed_round(recipe: str, frame: pd.DataFrame, fold: np.ndarray, i: int, k: int, cfg: BaselineConfig
+                 ) -> tuple[dict[str, Any], list]:
+    t0 = time.time()
+    row, preds = _score_round(recipe, frame, fold, i, k, cfg)
+    row["seconds"] = round(time.time() - t0, 1)
+    return row, preds
+
+
 def cross_validate(recipe: str, frame: pd.DataFrame, fold: np.ndarray, cfg: BaselineConfig,
-                   preds_dir: Path | None = None) -> dict[str, Any]:
-    """Run ``recipe`` on every round; per-fold rows plus mean and interval."""
+                   preds_dir: Path | None = None, jobs: int = 1) -> dict[str, Any]:
+    """Run ``recipe`` on every round (``jobs`` rounds at a time); per-fold rows plus mean and interval."""
+    from joblib import Parallel, delayed
+
     k = int(fold.max()) + 1
     rows = []
-    for i in range(k):
-        t0 = time.time()
-        row, preds = _score_round(recipe, frame, fold, i, k, cfg)
-        row["seconds"] = round(time.time() - t0, 1)
+    results = Parallel(n_jobs=min(jobs, k))(delayed(_timed_round)(recipe, frame, fold, i, k, cfg) for i in range(k))
+    for i, (row, preds) in enumerate(results):
         rows.append(row)
         log.info("cv %s fold %d: macro-F1 %.4f (%d test articles)", recipe, i, row["macro_f1"], row["n_test"])
         if preds_dir is not None:
@@ -160,12 +168,11 @@ def run_cv(cfg: CvConfig, baseline: BaselineConfig) -> dict[str, Any]:
         preds_dir = tmp / "preds" if cfg.save_predictions else None
         if preds_dir is not None:
             preds_dir.mkdir()
-        summary["grouped"] = [cross_validate(r, frame, grouped, baseline, preds_dir) for r in cfg.recipes]
+        summary["grouped"] = [cross_validate(r, frame, grouped, baseline, preds_dir, cfg.jobs) for r in cfg.recipes]
         if cfg.random_reference:
             shared = make_folds(frame, cfg.folds, cfg.seed, grouped=False)
-            summary["random"] = [cross_validate(r, frame, shared, baseline) for r in cfg.recipes]
-        summary.update(config={"cv": dump_config(cfg), "baseline": dump_config(baseline)},
-                       packages=package_versions(), seconds=round(time.time() - t0, 1))
+            summary["random"] = [cross_validate(r, frame, shared, baseline, jobs=cfg.jobs) for r in cfg.recipes]
+        summary.update(stage_manifest("cv", {"cv": cfg, "baseline": baseline}, t0))
         write_json(tmp / "cv.json", summary)
         (tmp / "cv.md").write_text(render_markdown(summary), encoding="utf-8")
     return summary

@@ -22,22 +22,22 @@ import json
 import logging
 import re
 import shutil
+import time
 from pathlib import Path
 from typing import Any, Optional
 
+from .classifier import Classifier
 from .config import ExportConfig
 from .errors import NewsbiasError
-from .classifier import Classifier
-from .io import atomic_dir, check_output_dir
-from .modeling import ModelSettings, is_gguf
+from .io import atomic_dir, check_output_dir, stage_manifest, write_json
+from .modeling import ModelSettings, is_gguf, join_gguf
 from .templates import render
 
 log = logging.getLogger(__name__)
 
 CARD_FILE = "README.md"
 MARKER_FILE = "export.json"  # {"stage": "export", ...}: marks a directory this stage may replace
-ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors", "newsbias.json", "manifest.json",
-                 "train_log.jsonl")
+ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors", "manifest.json", "train_log.jsonl")
 TOKENIZER_PREFIXES = ("tokenizer", "special_tokens", "vocab", "merges", "chat_template")
 CARD_PATH = "path/to/this/dir"  # the export directory as the card's usage snippets name it
 # Licenses of bases people use with newsbias (model id prefix, lower case -> SPDX-like hub id).
@@ -60,14 +60,14 @@ KNOWN_LOCAL_MODELS = {
 
 
 def merge_adapter(adapter_dir: str | Path, out_dir: str | Path, base_model: Optional[str] = None,
-                  dtype: str = "auto") -> ModelSettings:
+                  dtype: str = "auto", device: str = "cpu") -> ModelSettings:
     """Base + adapter merged into one transformers model saved in ``out_dir`` (safetensors).
 
     Writes the model, the adapter's tokenizer and ``newsbias.json`` (``merged: true``, the
     original base kept in ``base_model``); returns the settings written. A GGUF base is written
     as ordinary safetensors weights (the dequantised values it was trained on).
     """
-    clf = Classifier.load(str(adapter_dir), base_model=base_model, device="cpu", dtype=dtype)
+    clf = Classifier.load(str(adapter_dir), base_model=base_model, device=device, dtype=dtype)
     return clf.save(out_dir, extra={"merged": True, "merged_from": str(adapter_dir)})
 
 
@@ -377,10 +377,14 @@ def push_to_hub(folder: str | Path, repo_id: str, private: bool = True,
 
 
 def copy_adapter(adapter_dir: Path, out_dir: Path, base_id: Optional[str]) -> None:
-    """The adapter's files into ``out_dir``; ``adapter_config.json`` names the base as ``base_id`` when given."""
+    """The adapter's files into ``out_dir``; ``adapter_config.json`` names the base as ``base_id`` when given.
+
+    ``newsbias.json`` is written in the current format, which the model card's snippets read.
+    """
     for f in adapter_dir.iterdir():
         if f.is_file() and (f.name in ADAPTER_FILES or f.name.startswith(TOKENIZER_PREFIXES)):
             shutil.copy2(f, out_dir / f.name)
+    ModelSettings.load(adapter_dir).save(out_dir)
     config_path = out_dir / "adapter_config.json"
     config = _read_json(config_path)
     if base_id and config is not None:
@@ -395,6 +399,7 @@ def run_export(cfg: ExportConfig) -> dict[str, Any]:
     ``cfg.out`` must be new, empty, or an earlier export (``export.json``), replaced only with
     ``overwrite``; the export is written atomically.
     """
+    started = time.time()
     adir = Path(cfg.adapter)
     if not (adir / "newsbias.json").is_file():
         raise NewsbiasError(f"{adir} is not a `newsbias train` output (no newsbias.json); set export.adapter")
@@ -413,14 +418,14 @@ def run_export(cfg: ExportConfig) -> dict[str, Any]:
 
     with atomic_dir(out) as tmp:
         if merged:
-            merge_adapter(adir, tmp, base_model=cfg.base_model, dtype=cfg.dtype)
+            merge_adapter(adir, tmp, join_gguf(cfg.model, cfg.gguf_file) if cfg.model else None, cfg.dtype, cfg.device)
             if (adir / "manifest.json").is_file():
                 shutil.copy2(adir / "manifest.json", tmp / "manifest.json")
         else:
             copy_adapter(adir, tmp, cfg.base_model_id or hub_model_id(ModelSettings.load(adir).base_model))
         (tmp / CARD_FILE).write_text(card(merged), encoding="utf-8")
-        (tmp / MARKER_FILE).write_text(json.dumps({"stage": "export", "from": str(adir.resolve()), "merged": merged},
-                                                  indent=2) + "\n", encoding="utf-8")
+        write_json(tmp / MARKER_FILE, stage_manifest("export", cfg, started, **{"from": str(adir.resolve()),
+                                                                                "merged": merged}))
     if cfg.card_in_adapter:
         (adir / CARD_FILE).write_text(card(False), encoding="utf-8")
     result: dict[str, Any] = {"out": str(out), "merged": merged, "files": sorted(p.name for p in out.iterdir())}

@@ -1,4 +1,5 @@
-"""Small I/O helpers shared by every stage: JSONL, hashes, atomic output directories, manifests."""
+"""Small I/O helpers shared by every stage: JSONL, hashes, atomic output directories, manifests
+(:func:`stage_manifest`)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,8 @@ import os
 import platform
 import shutil
 import subprocess
+import time
+from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
 from typing import Any, Iterable, Iterator
@@ -140,6 +143,25 @@ def package_versions(names: Iterable[str] = ("newsbias", "torch", "transformers"
         except metadata.PackageNotFoundError:
             out[name] = None
     return out
+
+
+def _plain(config: Any) -> Any:
+    """A pydantic config (or a dict of them) as JSON-ready data."""
+    if isinstance(config, dict):
+        return {k: _plain(v) for k, v in config.items()}
+    return config.model_dump(mode="json") if hasattr(config, "model_dump") else config
+
+
+def stage_manifest(stage: str, config: Any, started: float, **extra: Any) -> dict[str, Any]:
+    """The record each stage keeps of a run: its config, package versions, git commit, start and duration.
+
+    ``config`` is the stage's pydantic section (or a dict of sections), ``started`` the run's
+    ``time.time()`` at its start; ``extra`` are the stage's own keys (inputs, outputs, counts ...).
+    """
+    return {"stage": stage, "command": f"newsbias {stage}", "config": _plain(config), "versions": package_versions(),
+            "git_commit": git_commit(),
+            "started": datetime.fromtimestamp(started, timezone.utc).isoformat(timespec="seconds"),
+            "seconds": round(time.time() - started, 3), **extra}
 
 
 def git_commit(cwd: str | Path | None = None) -> str | None:

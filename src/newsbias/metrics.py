@@ -104,31 +104,100 @@ def _f1_from_counts(cm: np.ndarray) -> np.ndarray:
     return np.divide(2.0 * tp, denom, out=np.zeros(tp.shape, dtype=float), where=denom > 0)
 
 
-def bootstrap_macro_f1(gold: np.ndarray, pred: np.ndarray, n_labels: int = len(LABELS), n_boot: int = 1000,
-                       confidence: float = 0.95, seed: int = 0, chunk: int = 100) -> dict[str, Any]:
-    """Percentile bootstrap interval for macro-F1 (rows resampled with replacement).
+def _bootstrap_class_f1(gold: np.ndarray, preds: Sequence[np.ndarray], n_labels: int, n_boot: int, seed: int,
+                        chunk: int = 100) -> np.ndarray:
+    """Per-class F1 of each prediction array on the same resamples of rows: ``(len(preds), n_boot, n_labels)``.
 
     Vectorised: each resample is reduced to confusion counts with one ``bincount``, so 1000
-    resamples of 10k rows take well under a second. ``pred`` uses -1 for invalid predictions.
+    resamples of 10k rows take well under a second. Sharing the resamples makes differences paired.
     """
     gold = np.asarray(gold, dtype=np.int64)
-    pred = np.asarray(pred, dtype=np.int64)
     n = len(gold)
     width = n_labels + 1
-    cells = gold * width + np.where(pred < 0, n_labels, pred)  # column n_labels = invalid
+    cells = [gold * width + np.where(np.asarray(p) < 0, n_labels, np.asarray(p, dtype=np.int64))
+             for p in preds]  # column n_labels = invalid
     n_cells = n_labels * width
     rng = np.random.default_rng(seed)
-    scores = np.empty(n_boot, dtype=float)
+    scores = np.empty((len(preds), n_boot, n_labels), dtype=float)
     for start in range(0, n_boot, chunk):
         b = min(chunk, n_boot - start)
         idx = rng.integers(0, n, size=(b, n))
-        flat = cells[idx] + (np.arange(b) * n_cells)[:, None]
-        cm = np.bincount(flat.ravel(), minlength=b * n_cells).reshape(b, n_labels, width)
-        scores[start:start + b] = _f1_from_counts(cm).mean(axis=-1)
+        offset = (np.arange(b) * n_cells)[:, None]
+        for j, c in enumerate(cells):
+            cm = np.bincount((c[idx] + offset).ravel(), minlength=b * n_cells).reshape(b, n_labels, width)
+            scores[j, start:start + b] = _f1_from_counts(cm)
+    return scores
+
+
+def _percentile_ci(scores: np.ndarray, confidence: float, seed: int) -> dict[str, Any]:
+    """The percentile interval of bootstrap ``scores``, with how it was made."""
+    n_boot = len(scores)
     alpha = (1.0 - confidence) / 2.0
     lo, hi = np.quantile(scores, [alpha, 1.0 - alpha]) if n_boot else (float("nan"), float("nan"))
     return {"low": float(lo), "high": float(hi), "confidence": confidence, "n_boot": n_boot, "seed": seed,
             "method": "percentile", "std": float(scores.std(ddof=1)) if n_boot > 1 else None}
+
+
+def bootstrap_macro_f1(gold: np.ndarray, pred: np.ndarray, n_labels: int = len(LABELS), n_boot: int = 1000,
+                       confidence: float = 0.95, seed: int = 0, chunk: int = 100) -> dict[str, Any]:
+    """Percentile bootstrap interval for macro-F1 (rows resampled with replacement); ``pred`` -1 = invalid."""
+    scores = _bootstrap_class_f1(gold, [pred], n_labels, n_boot, seed, chunk)[0].mean(axis=-1)
+    return _percentile_ci(scores, confidence, seed)
+
+
+def bootstrap_f1(gold: np.ndarray, pred: np.ndarray, labels: Sequence[str] = LABELS, n_boot: int = 1000,
+                 confidence: float = 0.95, seed: int = 0) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
+    """``(macro-F1 interval, {label: F1 interval})`` from one set of resamples.
+
+    The macro interval is the one :func:`bootstrap_macro_f1` gives for the same seed.
+    """
+    scores = _bootstrap_class_f1(gold, [pred], len(labels), n_boot, seed)[0]
+    return (_percentile_ci(scores.mean(axis=-1), confidence, seed),
+            {lab: _percentile_ci(scores[:, i], confidence, seed) for i, lab in enumerate(labels)})
+
+
+def paired_macro_f1_difference(gold: np.ndarray, pred_a: np.ndarray, pred_b: np.ndarray,
+                               n_labels: int = len(LABELS), n_boot: int = 1000, confidence: float = 0.95,
+                               seed: int = 0) -> dict[str, Any]:
+    """macro-F1(a) - macro-F1(b) on the same articles, with a paired percentile bootstrap interval.
+
+    Both runs are scored on the same resamples, so the interval reflects how much they disagree,
+    not how noisy each is alone; ``ci`` is None when ``n_boot`` is 0.
+    """
+    gold = np.asarray(gold, dtype=np.int64)
+    diff = _macro_f1(gold, np.asarray(pred_a), n_labels) - _macro_f1(gold, np.asarray(pred_b), n_labels)
+    ci = None
+    if n_boot:
+        scores = _bootstrap_class_f1(gold, [pred_a, pred_b], n_labels, n_boot, seed).mean(axis=-1)
+        ci = _percentile_ci(scores[0] - scores[1], confidence, seed)
+    return {"diff": float(diff), "ci": ci}
+
+
+def mcnemar_test(gold: np.ndarray, pred_a: np.ndarray, pred_b: np.ndarray) -> dict[str, Any]:
+    """McNemar's test (statsmodels) of whether a and b are right on different articles more often one way.
+
+    ``table`` is ``[[both right, only a right], [only b right, both wrong]]`` (invalid = wrong). The
+    exact binomial test is used below 25 discordant articles, else chi-square with continuity correction.
+    """
+    from statsmodels.stats.contingency_tables import mcnemar  # slow to import; only compare needs it
+
+    gold = np.asarray(gold)
+    a, b = np.asarray(pred_a) == gold, np.asarray(pred_b) == gold
+    table = [[int((a & b).sum()), int((a & ~b).sum())], [int((~a & b).sum()), int((~a & ~b).sum())]]
+    exact = table[0][1] + table[1][0] < 25
+    res = mcnemar(np.array(table), exact=exact, correction=True)
+    return {"table": table, "only_a_right": table[0][1], "only_b_right": table[1][0],
+            "statistic": float(res.statistic), "p_value": float(res.pvalue),
+            "method": "exact binomial" if exact else "chi-square, continuity-corrected"}
+
+
+def chance_f1(gold_counts: dict[str, int]) -> dict[str, Any]:
+    """Per-class and macro F1 of a uniform random guess, from its expected precision (the class's share)
+    and recall (1 / number of labels): the floor a chart of F1 should show."""
+    n = sum(gold_counts.values())
+    recall = 1.0 / len(gold_counts)
+    per_class = {lab: (2 * (c / n) * recall / (c / n + recall) if c else 0.0) for lab, c in gold_counts.items()}
+    return {"per_class": per_class, "macro": float(np.mean(list(per_class.values())))}
 
 
 def bootstrap_macro_f1_by_group(gold: np.ndarray, pred: np.ndarray, groups: Sequence[Any], n_labels: int = len(LABELS),
@@ -207,6 +276,7 @@ def compute_metrics(gold: Sequence[int], pred: Sequence[int], probs: Optional[np
         micro = f1_score(gold, pred, labels=ids, average="micro", zero_division=0)
         weighted = f1_score(gold, pred, labels=ids, average="weighted", zero_division=0)
     macro = float(np.mean(f1))
+    f1_ci = bootstrap_f1(gold, pred, labels, n_boot, confidence, seed) if n_boot else None
     cm = confusion_matrix(gold, pred, labels=ids + [INVALID])[:k]  # gold is never invalid
     out: dict[str, Any] = {
         "n": n,
@@ -214,7 +284,8 @@ def compute_metrics(gold: Sequence[int], pred: Sequence[int], probs: Optional[np
         "invalid_rate": n_invalid / n,
         "accuracy": float((gold == pred).mean()),
         "macro_f1": macro,
-        "macro_f1_ci": bootstrap_macro_f1(gold, pred, k, n_boot, confidence, seed) if n_boot else None,
+        "macro_f1_ci": f1_ci[0] if f1_ci else None,
+        "per_class_f1_ci": f1_ci[1] if f1_ci else None,
         "micro_f1": float(micro),
         "weighted_f1": float(weighted),
         "per_class": {lab: {"precision": float(prec[i]), "recall": float(rec[i]), "f1": float(f1[i]),
@@ -235,21 +306,26 @@ def compute_metrics(gold: Sequence[int], pred: Sequence[int], probs: Optional[np
     out["calibration"] = ece
     out["ece"] = ece["ece"] if ece else None
     if outlets is not None:
-        out["by_outlet"] = per_outlet(gold, pred, outlets, k)
+        out["by_outlet"] = per_outlet(gold, pred, outlets, labels)
         out["macro_f1_ci_outlets"] = bootstrap_macro_f1_by_group(gold, pred, outlets, k, n_boot, confidence, seed)
     out["notes"] = NOTES
     return out
 
 
-def per_outlet(gold: np.ndarray, pred: np.ndarray, outlets: Sequence[Any], n_labels: int = len(LABELS)
+def per_outlet(gold: np.ndarray, pred: np.ndarray, outlets: Sequence[Any], labels: Sequence[str] = LABELS
                ) -> list[dict[str, Any]]:
-    """n, accuracy and macro-F1 per outlet, largest first (missing outlets grouped as null)."""
+    """n, gold label, accuracy and macro-F1 per outlet, largest first (missing outlets grouped as null).
+
+    ``label`` is the outlet's most common gold label: AllSides-style labels are per outlet, so
+    usually its only one.
+    """
     df = pd.DataFrame({"gold": gold, "pred": pred, "outlet": list(outlets)})
     rows = []
     for outlet, g in df.groupby("outlet", dropna=False, sort=False):
         rows.append({"outlet": None if pd.isna(outlet) else outlet, "n": len(g),
+                     "label": labels[int(g["gold"].value_counts().idxmax())],
                      "accuracy": float((g["gold"] == g["pred"]).mean()),
-                     "macro_f1": _macro_f1(g["gold"].to_numpy(), g["pred"].to_numpy(), n_labels),
+                     "macro_f1": _macro_f1(g["gold"].to_numpy(), g["pred"].to_numpy(), len(labels)),
                      "invalid": int((g["pred"] == INVALID).sum())})
     rows.sort(key=lambda r: (-r["n"], str(r["outlet"])))
     return rows

@@ -19,24 +19,25 @@ import os
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Optional, Sequence
+from typing import Any, Optional, Sequence
 
 import numpy as np
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
+from pydantic import ValidationError
 from torch import nn
 
+from .config import Head, Pooling, PromptConfig, format_validation_error
 from .errors import NewsbiasError
 from .labels import LABELS
-from .prompt import PromptBuilder, PromptSettings
+from .prompt import PromptBuilder
 
 log = logging.getLogger(__name__)
 
 SETTINGS_FILE = "newsbias.json"
-Head = Literal["lm", "cls"]
-Pooling = Literal["cls", "mean"]
-_DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
-           "float16": torch.float16, "fp16": torch.float16}
+SETTINGS_FORMAT = 2  # 1: labels, verbalizers and uses_chat_template were also written inside "prompt"
+_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
 # ------------------------------------------------------------------------------ device / dtype
@@ -74,6 +75,35 @@ def resolve_device_dtype(device: str = "auto", dtype: str = "auto") -> tuple[tor
         if dev.type == "cpu" and dt != torch.float32:
             log.warning("dtype %s on CPU is much slower than float32", dtype)
     return dev, dt
+
+
+@dataclass
+class Dist:
+    """This process's place in a ``torchrun`` / ``accelerate launch`` group (one process: rank 0 of 1)."""
+
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+    owns_group: bool = False
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    def barrier(self) -> None:
+        if self.world > 1:
+            dist.barrier()
+
+
+def init_distributed(device_type: str) -> Dist:
+    """Join the process group when launched with several processes (WORLD_SIZE > 1): nccl on CUDA, else gloo."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return Dist()
+    owns = not dist.is_initialized()
+    if owns:
+        dist.init_process_group(backend="nccl" if device_type == "cuda" else "gloo")
+    return Dist(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")), owns)
 
 
 # ------------------------------------------------------------------------------------ loading
@@ -157,8 +187,7 @@ def load_tokenizer(name_or_path: str, trust_remote_code: bool = False) -> Any:
 
 def load_model_and_tokenizer(name_or_path: str, head: Head = "lm", device: str = "auto", dtype: str = "auto",
                              attn_implementation: Optional[str] = None, gradient_checkpointing: bool = False,
-                             num_labels: int = len(LABELS), trust_remote_code: bool = False,
-                             pooling: Pooling = "cls") -> tuple[nn.Module, Any]:
+                             trust_remote_code: bool = False, pooling: Pooling = "cls") -> tuple[nn.Module, Any]:
     """Load a causal LM (``head='lm'``) or a sequence classifier (``head='cls'``) and its tokenizer.
 
     ``pooling='mean'`` (``cls`` head only) puts the head on the mean of the last hidden states
@@ -180,10 +209,10 @@ def load_model_and_tokenizer(name_or_path: str, head: Head = "lm", device: str =
         if head == "lm":
             model = AutoModelForCausalLM.from_pretrained(where, **kwargs)
         elif head == "cls" and pooling == "mean":
-            model = MeanPoolingClassifier.from_pretrained(where, num_labels=num_labels, **kwargs)
+            model = MeanPoolingClassifier.from_pretrained(where, num_labels=len(LABELS), **kwargs)
         elif head == "cls":
             model = AutoModelForSequenceClassification.from_pretrained(
-                where, num_labels=num_labels, id2label=dict(enumerate(LABELS)),
+                where, num_labels=len(LABELS), id2label=dict(enumerate(LABELS)),
                 label2id={l: i for i, l in enumerate(LABELS)}, **kwargs)
             model.config.pad_token_id = tok.pad_token_id
         else:
@@ -313,11 +342,14 @@ def load_adapter(base_model: nn.Module, adapter_dir: str | Path, trainable: bool
 
 @dataclass
 class ModelSettings:
-    """What inference needs to score exactly as trained (``newsbias.json`` in the adapter dir)."""
+    """What inference needs to score exactly as trained (``newsbias.json`` next to the weights).
+
+    ``prompt`` is the :class:`~newsbias.config.PromptConfig` training used, written as it is.
+    """
 
     head: Head = "lm"
     base_model: str = ""
-    prompt: PromptSettings = field(default_factory=PromptSettings)
+    prompt: PromptConfig = field(default_factory=PromptConfig)
     pooling: Pooling = "cls"
     labels: tuple[str, ...] = LABELS
     label_token_ids: list[int] = field(default_factory=list)
@@ -326,21 +358,29 @@ class ModelSettings:
     extra: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"format": 1, "head": self.head, "pooling": self.pooling, "base_model": self.base_model,
-                "labels": list(self.labels),
-                "verbalizers": dict(self.prompt.verbalizers), "label_token_ids": list(self.label_token_ids),
-                "prompt": {**self.prompt.to_dict(), "uses_chat_template": self.uses_chat_template},
+        return {"format": SETTINGS_FORMAT, "head": self.head, "pooling": self.pooling, "base_model": self.base_model,
+                "labels": list(self.labels), "label_token_ids": list(self.label_token_ids),
+                "uses_chat_template": self.uses_chat_template, "prompt": self.prompt.model_dump(mode="json"),
                 "best_val": self.best_val, **self.extra}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "ModelSettings":
-        known = {"format", "head", "pooling", "base_model", "labels", "verbalizers", "label_token_ids", "prompt",
-                 "best_val"}
-        prompt = PromptSettings.from_dict(d.get("prompt", {}))
-        return cls(head=d.get("head", "lm"), base_model=d.get("base_model", ""), prompt=prompt,
+        """Settings from a ``newsbias.json`` of this format or of format 1."""
+        known = {"format", "head", "pooling", "base_model", "labels", "verbalizers", "label_token_ids",
+                 "uses_chat_template", "prompt", "best_val"}
+        prompt = dict(d.get("prompt") or {})
+        chat = prompt.pop("uses_chat_template", False)  # format 1 kept these three inside "prompt"
+        prompt.pop("labels", None)
+        if "verbalizers" in d:
+            prompt.setdefault("verbalizers", d["verbalizers"])
+        try:
+            prompt_cfg = PromptConfig.model_validate(prompt)
+        except ValidationError as err:
+            raise NewsbiasError(format_validation_error(err, f"prompt in {SETTINGS_FILE}", PromptConfig)) from None
+        return cls(head=d.get("head", "lm"), base_model=d.get("base_model", ""), prompt=prompt_cfg,
                    pooling=d.get("pooling", "cls"),
                    labels=tuple(d.get("labels", LABELS)), label_token_ids=list(d.get("label_token_ids", [])),
-                   uses_chat_template=bool(d.get("prompt", {}).get("uses_chat_template", False)),
+                   uses_chat_template=bool(d.get("uses_chat_template", chat)),
                    best_val=d.get("best_val", {}), extra={k: v for k, v in d.items() if k not in known})
 
     def save(self, directory: str | Path) -> None:
@@ -351,12 +391,16 @@ class ModelSettings:
         p = Path(directory, SETTINGS_FILE)
         if not p.is_file():
             raise NewsbiasError(f"{directory} has no {SETTINGS_FILE}; it was not written by `newsbias train`")
-        return cls.from_dict(json.loads(p.read_text(encoding="utf-8")))
+        try:
+            data = json.loads(p.read_text(encoding="utf-8"))
+        except ValueError:
+            raise NewsbiasError(f"{p} is not valid JSON; copy the model directory again or retrain") from None
+        return cls.from_dict(data)
 
 
 def prompt_builder(tokenizer: Any, settings: ModelSettings) -> PromptBuilder:
     """The prompt builder for a tokenizer + settings; fails when the tokenizer is not the one trained with."""
-    b = PromptBuilder(tokenizer, settings.prompt, settings.head)
+    b = PromptBuilder(tokenizer, settings.prompt, settings.head, settings.labels)
     if settings.label_token_ids and list(b.label_token_ids) != list(settings.label_token_ids):
         raise NewsbiasError(f"the tokenizer gives label tokens {b.label_token_ids}, the adapter was trained "
                             f"with {settings.label_token_ids}: wrong tokenizer for this adapter")
@@ -494,15 +538,21 @@ def score_batch(model: nn.Module, tokenizer: Any, settings: ModelSettings, texts
     ``lm``: softmax over the label tokens' logits at the answer position; ``cls``: the
     classifier's softmax. Texts are batched by length with dynamic padding.
     """
-    if len(texts) == 0:
-        return np.zeros((0, len(settings.labels)), dtype=np.float32)
     builder = builder or prompt_builder(tokenizer, settings)
+    return score_encoded(model, tokenizer, settings, [builder.encode(t) for t in texts], batch_size, builder)
+
+
+@torch.no_grad()
+def score_encoded(model: nn.Module, tokenizer: Any, settings: ModelSettings, encs: Sequence[Any], batch_size: int,
+                  builder: PromptBuilder) -> np.ndarray:
+    """:func:`score_batch` on prompts already encoded by ``builder`` (e.g. several windows per article)."""
+    if len(encs) == 0:
+        return np.zeros((0, len(settings.labels)), dtype=np.float32)
     was_training = model.training
     model.eval()
     dev = model_device(model)
-    encs = [builder.encode(t) for t in texts]
     order = sorted(range(len(encs)), key=lambda i: -len(encs[i].input_ids))
-    out = np.zeros((len(texts), len(settings.labels)), dtype=np.float32)
+    out = np.zeros((len(encs), len(settings.labels)), dtype=np.float32)
     for s in range(0, len(order), batch_size):
         idx = order[s:s + batch_size]
         b = pad_batch([encs[i].input_ids for i in idx], tokenizer.pad_token_id)
@@ -523,7 +573,8 @@ def count_parameters(model: nn.Module) -> tuple[int, int]:
 
 
 __all__ = [
-    "resolve_device_dtype", "load_tokenizer", "load_model_and_tokenizer", "add_lora", "load_adapter",
-    "ModelSettings", "prompt_builder", "score_batch", "score_ids", "lm_label_loss",
+    "Dist", "init_distributed", "resolve_device_dtype", "load_tokenizer", "load_model_and_tokenizer", "add_lora",
+    "load_adapter",
+    "ModelSettings", "prompt_builder", "score_batch", "score_encoded", "score_ids", "lm_label_loss",
     "lm_logits_at", "label_positions", "LabelLossModule", "pad_batch", "count_parameters", "SETTINGS_FILE",
 ]

@@ -28,15 +28,14 @@ import time
 from pathlib import Path
 from typing import Any, Iterator, Optional, Sequence
 
-import torch
 from tqdm.auto import tqdm
 
-from .config import DEFAULT_INSTRUCTION, PredictConfig, dump_config
-from .errors import NewsbiasError
-from .io import dumps_line, git_commit, package_versions, sha256_file, write_json
 from .classifier import Classifier
+from .config import PredictConfig, dump_config
+from .errors import NewsbiasError
+from .io import dumps_line, sha256_file, stage_manifest, write_json
 from .labels import parse_generation  # noqa: F401  (re-exported for users)
-from .prompt import PromptSettings
+from .modeling import Dist, init_distributed, resolve_device_dtype
 from .records import Article, Prediction, at, iter_json_lines, parse_line, resolve_split
 
 log = logging.getLogger(__name__)
@@ -113,12 +112,8 @@ def load_classifier(cfg: PredictConfig, instruction: Optional[str] = None) -> Cl
     """The model ``cfg`` names: base + adapter, a trained model directory, or a base model zero-shot."""
     if not cfg.model and not cfg.adapter:
         raise NewsbiasError("nothing to predict with: set predict.model (a base model) and/or predict.adapter")
-    p = cfg.prompt
-    prompt = PromptSettings(instruction=p.instruction or instruction or DEFAULT_INSTRUCTION, max_length=p.max_length,
-                            truncation=p.truncation, chat_template=p.chat_template)
     try:
-        clf = Classifier.from_options(cfg.model, cfg.adapter, cfg.gguf_file, head=cfg.head, pooling=cfg.pooling,
-                                      prompt=prompt, device=cfg.device, dtype=cfg.dtype)
+        clf = Classifier.from_options(**cfg.loader_options(instruction))
     except NewsbiasError as exc:
         raise NewsbiasError(f"{exc} (predict.model / predict.adapter)") from None
     if cfg.mode == "generate" and clf.settings.head != "lm":
@@ -135,7 +130,7 @@ def _parts_dir(out: Path) -> Path:
 
 def _signature(cfg: PredictConfig, input_path: str, world: int, clf: Classifier) -> dict[str, Any]:
     """What must match for a run to resume another's part files: the input's content, the model, the settings."""
-    keep = ("mode", "max_new_tokens", "include_text", "limit", "text_field", "name", "on_bad_gold")
+    keep = ("mode", "max_new_tokens", "include_text", "limit", "text_field", "name", "on_bad_gold", "windows", "pool")
     d = dump_config(cfg)
     weights = Path(clf.adapter or clf.source) / "adapter_model.safetensors"
     return {"input": os.path.abspath(input_path) if input_path != "-" else "-",
@@ -192,16 +187,6 @@ def _rows_done(path: Path) -> int:
     return data.count(b"\n")
 
 
-def _dist() -> tuple[int, int]:
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world > 1 and not torch.distributed.is_initialized():
-        backend = "nccl" if torch.cuda.is_available() else "gloo"
-        torch.distributed.init_process_group(backend=backend)
-    if world > 1:
-        return torch.distributed.get_rank(), torch.distributed.get_world_size()
-    return 0, 1
-
-
 def _count_lines(path: str) -> Optional[int]:
     if path == "-":
         return None
@@ -209,7 +194,7 @@ def _count_lines(path: str) -> Optional[int]:
         return sum(1 for line in f if line.strip()) - (1 if path.lower().endswith((".csv", ".tsv")) else 0)
 
 
-def _first_instruction(input_path: str, text_field: Optional[str]) -> Optional[str]:
+def _first_instruction(input_path: str) -> Optional[str]:
     if input_path == "-":
         return None
     for _, obj in _raw_records(input_path):
@@ -247,7 +232,8 @@ def _predict_part(cfg: PredictConfig, clf: Classifier, input_path: str, part: Pa
         def flush() -> None:
             nonlocal n_new
             todo = [a for a in chunk if not skip_reason(a)]
-            results = clf.classify([a.text for a in todo], cfg.mode, cfg.batch_size, cfg.max_new_tokens) if todo else []
+            results = clf.classify([a.text for a in todo], cfg.mode, cfg.batch_size, cfg.max_new_tokens,
+                                   windows=cfg.windows, pool=cfg.pool) if todo else []
             fh.write(_records(chunk, results, cfg, name, adapter))
             fh.flush()
             os.fsync(fh.fileno())
@@ -280,26 +266,30 @@ def run_predict(cfg: PredictConfig, progress: bool = True) -> dict[str, Any]:
     A killed run resumes from its part files; a run that stops on bad input removes them, so the
     corrected input starts clean (a changed input never reuses rows: its sha256 is checked).
     """
+    started = time.time()
+    if cfg.input is None:
+        raise NewsbiasError("predict.input is not set; pass --input (a JSONL/CSV file, a prep output directory, "
+                            "or - for stdin)")
     input_path = resolve_input(cfg.input, cfg.split)
     out = Path(cfg.out)
     _check_out(out)
     parts = _parts_dir(out)
-    rank, world = _dist()
+    d = init_distributed(resolve_device_dtype(cfg.device, cfg.dtype)[0].type)
     # the model loads (and fails) before anything is written, so a bad adapter leaves no trace
-    clf = load_classifier(cfg, _first_instruction(input_path, cfg.text_field))
+    clf = load_classifier(cfg, _first_instruction(input_path))
     trained_dir = cfg.model and (Path(cfg.model) / "newsbias.json").is_file()  # merged export / full fine-tune
     name = cfg.name or (Path(cfg.adapter).name if cfg.adapter else Path(cfg.model).name if trained_dir else "base")
-    if rank == 0:
-        _open_parts(cfg, out, parts, _signature(cfg, input_path, world, clf))
-    if world > 1:
-        torch.distributed.barrier()
+    if d.main:
+        _open_parts(cfg, out, parts, _signature(cfg, input_path, d.world, clf))
+    d.barrier()
     total = _count_lines(input_path)
     total = min(total, cfg.limit) if cfg.limit and total else total
-    bar = tqdm(total=total, desc=f"predict {name}", unit="article", disable=not progress or rank != 0,
+    bar = tqdm(total=total, desc=f"predict {name}", unit="article", disable=not progress or not d.main,
                dynamic_ncols=True, smoothing=0.1)
     t0 = time.perf_counter()
     try:
-        seen, resumed, n_new = _predict_part(cfg, clf, input_path, parts / f"rank{rank}.jsonl", rank, world, name, bar)
+        seen, resumed, n_new = _predict_part(cfg, clf, input_path, parts / f"rank{d.rank}.jsonl", d.rank, d.world,
+                                             name, bar)
         if seen == 0:
             raise NewsbiasError(f"{input_path}: no articles to predict (empty input)")
     except NewsbiasError:
@@ -307,42 +297,37 @@ def run_predict(cfg: PredictConfig, progress: bool = True) -> dict[str, Any]:
         raise
     finally:
         bar.close()
-    elapsed = time.perf_counter() - t0
-    if world > 1:
-        torch.distributed.barrier()
+    scoring = time.perf_counter() - t0
+    d.barrier()
     manifest: dict[str, Any] = {}
-    if rank == 0:
-        manifest = _finish(cfg, clf, parts, out, input_path, name, world, resumed,
-                           {"elapsed_s": round(elapsed, 3),
-                            "articles_per_s_this_run": round(n_new * world / elapsed, 3) if elapsed else None})
-    if world > 1:
-        torch.distributed.barrier()
+    if d.main:
+        rate = round(n_new * d.world / scoring, 3) if scoring else None
+        manifest = _finish(cfg, clf, parts, out, input_path, name, d, resumed, started, rate)
+    d.barrier()
     return manifest
 
 
-def _finish(cfg: PredictConfig, clf: Classifier, parts: Path, out: Path, input_path: str, name: str, world: int,
-            resumed: int, timing: dict[str, Any]) -> dict[str, Any]:
+def _finish(cfg: PredictConfig, clf: Classifier, parts: Path, out: Path, input_path: str, name: str, d: Dist,
+            resumed: int, started: float, rate: Optional[float]) -> dict[str, Any]:
     """Merge the part files into ``out`` and write its manifest; rank 0."""
     settings = clf.settings
-    manifest = _merge(parts, out, world, {"resumed": resumed})
-    manifest.update({
-        "stage": "predict", "model": name, "base_model": settings.base_model or cfg.model, "adapter": clf.adapter,
-        "head": settings.head, "mode": cfg.mode,
-        "input": {"path": input_path, "sha256": sha256_file(input_path) if input_path != "-" else None},
-        "prompt": settings.prompt.to_dict(), "adapter_best_val": settings.best_val, **timing,
-        "world_size": world, "device": str(clf.device), "config": dump_config(cfg),
-        "versions": package_versions(), "git_commit": git_commit(),
-        "outputs": {out.name: {"sha256": sha256_file(out), "rows": manifest["counts"]["predicted"]}},
-    })
+    counts = _merge(parts, out, d.world, resumed)
+    manifest = stage_manifest(
+        "predict", cfg, started, model=name, base_model=settings.base_model or cfg.model, adapter=clf.adapter,
+        head=settings.head, mode=cfg.mode,
+        input={"path": input_path, "sha256": sha256_file(input_path) if input_path != "-" else None},
+        prompt=settings.prompt.model_dump(mode="json"), adapter_best_val=settings.best_val,
+        articles_per_s_this_run=rate, world_size=d.world, device=str(clf.device), counts=counts,
+        outputs={out.name: {"sha256": sha256_file(out), "rows": counts["predicted"]}})
     write_json(out.parent / f"{out.stem}.manifest.json", manifest)
     shutil.rmtree(parts)
-    log.info("predict: %d articles -> %s (%d skipped, %d invalid)", manifest["counts"]["predicted"], out,
-             manifest["counts"]["skipped"], manifest["counts"]["invalid"])
+    log.info("predict: %d articles -> %s (%d skipped, %d invalid)", counts["predicted"], out, counts["skipped"],
+             counts["invalid"])
     return manifest
 
 
-def _merge(parts: Path, out: Path, world: int, counts: dict[str, int]) -> dict[str, Any]:
-    """Interleave the ranks' part files back into input order; skip records become counts."""
+def _merge(parts: Path, out: Path, world: int, resumed: int) -> dict[str, Any]:
+    """Interleave the ranks' part files back into input order; returns the counts (skip records become counts)."""
     files = [open(parts / f"rank{r}.jsonl", encoding="utf-8") for r in range(world)]
     skipped: dict[str, int] = {}
     tmp = out.parent / f".{out.name}.tmp"
@@ -368,6 +353,5 @@ def _merge(parts: Path, out: Path, world: int, counts: dict[str, int]) -> dict[s
         for f in files:
             f.close()
     os.replace(tmp, out)
-    counts = {"rows": n + sum(skipped.values()), "predicted": n, "skipped": sum(skipped.values()),
-              "skipped_by_reason": skipped, "invalid": invalid, "resumed_rows": counts["resumed"]}
-    return {"counts": counts}
+    return {"rows": n + sum(skipped.values()), "predicted": n, "skipped": sum(skipped.values()),
+            "skipped_by_reason": skipped, "invalid": invalid, "resumed_rows": resumed}

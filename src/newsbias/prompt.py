@@ -14,43 +14,14 @@ article can be cut in token space without re-tokenizing; training and inference 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
-from typing import Any, Literal
+from dataclasses import dataclass
+from typing import Any
 
-from .config import DEFAULT_INSTRUCTION
+from .config import Head, PromptConfig
 from .errors import NewsbiasError
 from .labels import LABELS
 
-DEFAULT_VERBALIZERS: dict[str, str] = {"left": " left", "center": " center", "right": " right"}
-DEFAULT_ANSWER_CUE = "Answer:"
 _ARTICLE_SLOT = "\u0000ARTICLE\u0000"
-
-
-@dataclass
-class PromptSettings:
-    """Everything that decides the token ids of a prompt; saved in ``newsbias.json``."""
-
-    instruction: str = DEFAULT_INSTRUCTION
-    max_length: int = 512
-    truncation: Literal["head", "head_tail"] = "head"
-    head_fraction: float = 0.5
-    chat_template: Literal["auto", "on", "off"] = "auto"
-    answer_cue: str = DEFAULT_ANSWER_CUE
-    verbalizers: dict[str, str] = field(default_factory=lambda: dict(DEFAULT_VERBALIZERS))
-    labels: tuple[str, ...] = LABELS
-
-    def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["labels"] = list(self.labels)
-        return d
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> PromptSettings:
-        d = dict(d)
-        d.pop("uses_chat_template", None)
-        if "labels" in d:
-            d["labels"] = tuple(d["labels"])
-        return cls(**d)
 
 
 @dataclass
@@ -71,24 +42,24 @@ def template_accepts(tokenizer: Any, kwarg: str) -> bool:
 
 
 class PromptBuilder:
-    """Builds prompt ids for one tokenizer and :class:`PromptSettings`.
+    """Builds prompt ids for one tokenizer and :class:`~newsbias.config.PromptConfig`.
 
-    ``special_tokens`` controls whether the tokenizer's own special tokens are added around a
-    plain-template prompt (``[CLS] ... [SEP]`` for BERT, BOS for Llama-style models); the
-    ``cls`` head needs them, the ``lm`` head only wants a leading BOS.
+    ``settings`` is kept with its instruction decided (:meth:`PromptConfig.with_instruction`).
+    ``head`` decides whether the tokenizer's own special tokens are added around a plain-template
+    prompt (``[CLS] ... [SEP]`` for BERT, BOS for Llama-style models): the ``cls`` head needs them,
+    the ``lm`` head only wants a leading BOS. ``labels`` are the classes, in score order.
     """
 
-    def __init__(self, tokenizer: Any, settings: PromptSettings, head: Literal["lm", "cls"] = "lm"):
+    def __init__(self, tokenizer: Any, settings: PromptConfig, head: Head = "lm", labels: Sequence[str] = LABELS):
         self.tokenizer = tokenizer
-        self.settings = settings
+        self.settings = settings.with_instruction()
         self.head = head
-        unknown = set(settings.verbalizers) ^ set(settings.labels)
+        self.labels = tuple(labels)
+        unknown = set(settings.verbalizers) ^ set(self.labels)
         if unknown:
             raise NewsbiasError(
-                f"prompt.verbalizers must have exactly one entry per label {list(settings.labels)}; "
+                f"prompt.verbalizers must have exactly one entry per label {list(self.labels)}; "
                 f"mismatched: {sorted(unknown)}")
-        if settings.truncation not in ("head", "head_tail"):
-            raise NewsbiasError(f"prompt.truncation must be 'head' or 'head_tail', got {settings.truncation!r}")
         self.uses_chat_template = self._decide_chat()
         prefix_text, suffix_text = self._render()
         self.prefix_ids = self._ids(prefix_text)
@@ -151,14 +122,14 @@ class PromptBuilder:
 
     def _label_tokens(self) -> list[int]:
         firsts = []
-        for lab in self.settings.labels:
+        for lab in self.labels:
             ids = self.tokenizer.encode(self.settings.verbalizers[lab], add_special_tokens=False)
             if not ids:
                 raise NewsbiasError(f"verbalizer {self.settings.verbalizers[lab]!r} for {lab!r} encodes to no tokens")
             firsts.append(int(ids[0]))
         if len(set(firsts)) != len(firsts):
             shown = ", ".join(f"{lab}={self.settings.verbalizers[lab]!r}->{t}"
-                              for lab, t in zip(self.settings.labels, firsts))
+                              for lab, t in zip(self.labels, firsts))
             raise NewsbiasError(
                 f"the label verbalizers' first tokens are not distinct ({shown}); choose verbalizers in "
                 f"prompt.verbalizers whose first token differs, e.g. ' left', ' center', ' right'")
@@ -191,13 +162,32 @@ class PromptBuilder:
         answer_pos = len(ids) - 1
         return Encoded(ids + self.trail_ids, answer_pos, cut or len(text) < len(article))
 
+    def encode_windows(self, article: str, windows: int) -> list[Encoded]:
+        """Prompts over up to ``windows`` stretches of the whole article: head, tail, evenly spaced between.
+
+        An article that fits the budget gives one prompt; windows never repeat a start.
+        """
+        if windows <= 1:
+            return [self.encode(article)]
+        art = list(self.tokenizer.encode(article, add_special_tokens=False)) if article else []
+        budget = self.article_budget
+        if len(art) <= budget:
+            return [self.encode(article)]
+        last = len(art) - budget
+        starts = sorted({round(i * last / (windows - 1)) for i in range(windows)})
+        out = []
+        for s in starts:
+            ids = self.lead_ids + self.prefix_ids + art[s:s + budget] + self.suffix_ids
+            out.append(Encoded(ids + self.trail_ids, len(ids) - 1, True))
+        return out
+
     def encode_for_training(self, article: str, label: str) -> tuple[list[int], list[int], int]:
         """(input_ids, labels, answer_pos) for the lm head: labels are -100 except the label token."""
         enc = self.encode(article)
-        tok = self.label_token_ids[self.settings.labels.index(label)]
+        tok = self.label_token_ids[self.labels.index(label)]
         ids = enc.input_ids + [tok]
         labels = [-100] * len(enc.input_ids) + [tok]
         return ids, labels, enc.answer_pos
 
 
-__all__ = ["DEFAULT_VERBALIZERS", "Encoded", "PromptBuilder", "PromptSettings", "template_accepts"]
+__all__ = ["Encoded", "PromptBuilder", "template_accepts"]

@@ -5,42 +5,48 @@ joins them on id, and writes into ``cfg.out_dir``:
 
 * ``eval_compare.csv`` — ``id, preview`` (first 50 words of the article), ``gold``, then one
   column per run with its predicted label (``invalid`` for unparseable outputs);
-* ``metrics.json`` — :func:`newsbias.metrics.compute_metrics` per run, plus the join summary;
-* ``confusion_<run>.png`` per run and ``per_class_f1.png``;
-* ``report.md`` and a self-contained ``report.html`` (figures inlined): results table, per-class
-  F1, figures, the split mode from ``prep_meta.json``, the cases where tuned fixes or breaks base,
-  and each run's manifest (collapsed).
+* ``metrics.json`` — :func:`newsbias.metrics.compute_metrics` per run, the join summary, which runs
+  the verdict compares (``roles``) and their paired tests (``paired``);
+* PNGs: ``confusion_<run>.png`` (row-normalised, with a colour bar), ``per_class_f1.png`` (bootstrap
+  error bars, chance line), ``reliability.png`` (runs with probabilities), ``per_outlet.png`` (with
+  ``metrics.by_outlet``) and ``learning_curve_<run>.png`` for runs whose training log is found;
+* ``report.md`` and a self-contained ``report.html`` (figures inlined as base64 data URIs), both
+  rendered by the Jinja2 templates ``report.md`` / ``report.html`` from one report model
+  (:func:`report_model`), so they carry the same verdict, warnings and numbers.
 
-Runs are named ``NAME=PATH`` on the command line, else by the file's stem; name the LLM runs
-``base`` and ``tuned`` to get the fixes / breaks section.
+Runs are named ``NAME=PATH`` on the command line, else by the file's stem. The verdict compares the
+run named ``compare.tuned`` (else the best macro-F1) with ``compare.base`` (else the first run) and
+with ``compare.baseline`` (tfidf-lr): the macro-F1 difference with a paired bootstrap interval, and
+McNemar's test on per-article correctness. The fixes / breaks section needs both ``base`` and
+``tuned`` named.
 """
 
 from __future__ import annotations
 
 import base64
-import html
 import json
 import logging
 import re
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
 import numpy as np
 import pandas as pd
 
-from .config import CompareConfig
+from .config import CompareConfig, MetricsConfig
 from .errors import NewsbiasError
 from .io import sha256_file, write_json
 from .labels import LABELS
-from .metrics import INVALID, metrics_for_frame, prediction_frame
+from .metrics import (INVALID, chance_f1, mcnemar_test, metrics_for_frame, paired_macro_f1_difference,
+                      prediction_frame)
 from .records import read_articles, resolve_split
+from .templates import render
 
 log = logging.getLogger(__name__)
 
 _NAME = re.compile(r"^[A-Za-z0-9_.\-]+$")
-
-
-# ------------------------------------------------------------------------------------- inputs
+TRAIN_LOG = "train_log.jsonl"  # newsbias.train.LOG_FILE, named here so compare does not import torch
 
 
 def parse_pred_specs(specs: list[str]) -> list[tuple[str, Path]]:
@@ -203,99 +209,207 @@ def join_predictions(frames: dict[str, pd.DataFrame], on_mismatch: str = "error"
     return joined[["key", "gold", *frames]], info
 
 
-# ------------------------------------------------------------------------------------ figures
+def train_log_path(frame: pd.DataFrame, manifest: Optional[dict[str, Any]]) -> Optional[Path]:
+    """``DIR/train_log.jsonl`` of the training run behind a prediction file, or None.
+
+    ``newsbias predict --adapter DIR`` writes DIR into every record and the manifest; a fully
+    fine-tuned model is predicted with ``--model DIR`` (the manifest's ``config.model``). Base
+    models and baselines have no such directory.
+    """
+    candidates = list(frame["adapter"].dropna().astype(str).unique()[:1]) if "adapter" in frame else []
+    if manifest:
+        candidates += [manifest.get("adapter"), (manifest.get("config") or {}).get("model")]
+    for c in candidates:
+        if isinstance(c, str) and c and (Path(c) / TRAIN_LOG).is_file():
+            return Path(c) / TRAIN_LOG
+    return None
+
+
+def read_train_log(path: Path) -> dict[str, list[dict[str, Any]]]:
+    """The ``train`` (loss per step) and ``eval`` (val loss / macro-F1) records of a train_log.jsonl."""
+    rows: dict[str, list[dict[str, Any]]] = {"train": [], "eval": []}
+    for i, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError:
+            log.warning("compare: %s line %d is not JSON; left out of the learning curve", path, i)
+            continue
+        if isinstance(rec, dict) and rec.get("type") in rows and isinstance(rec.get("step"), (int, float)):
+            rows[rec["type"]].append(rec)
+    return rows
+
+
+def _pyplot() -> Any:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    return plt
+
+
+def _save(fig: Any, path: Path) -> None:
+    fig.tight_layout()
+    fig.savefig(path, bbox_inches="tight")
+    _pyplot().close(fig)
 
 
 def plot_confusion(metrics: dict[str, Any], title: str, path: Path) -> None:
-    """Confusion matrix (rows gold, columns predicted + invalid) with counts, as a PNG."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    """Confusion matrix normalised by gold row (so the diagonal is recall), with a colour bar.
 
-    cm = np.array(metrics["confusion_matrix"]["matrix"])
-    cols = metrics["confusion_matrix"]["columns"]
-    rows = metrics["labels"]
-    if not cm[:, -1].any():
-        cm, cols = cm[:, :-1], cols[:-1]  # no invalid outputs: keep the square matrix
-    fig, ax = plt.subplots(figsize=(1.2 * len(cols) + 1.6, 1.1 * len(rows) + 1.2), dpi=110)
-    ax.imshow(cm, cmap="Blues")
-    ax.set_xticks(range(len(cols)), cols)
-    ax.set_yticks(range(len(rows)), rows)
-    ax.set_xlabel("predicted")
-    ax.set_ylabel("gold")
-    peak = cm.max() if cm.size else 0
-    for i in range(cm.shape[0]):
-        for j in range(cm.shape[1]):
-            ax.text(j, i, str(cm[i, j]), ha="center", va="center",
-                    color="white" if peak and cm[i, j] > peak / 2 else "black")
-    ax.set_title(title)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
+    Invalid outputs are not a column of their own: a row's shares then sum to less than 1, and
+    its label says how many of the row were invalid.
+    """
+    from sklearn.metrics import ConfusionMatrixDisplay
+
+    plt = _pyplot()
+    labels = metrics["labels"]
+    counts = np.array(metrics["confusion_matrix"]["matrix"], dtype=float)
+    totals = counts.sum(axis=1, keepdims=True)
+    share = np.divide(counts, totals, out=np.zeros_like(counts), where=totals > 0)
+    k = len(labels)
+    fig, ax = plt.subplots(figsize=(5.4, 4.4), dpi=110)
+    ConfusionMatrixDisplay(share[:, :k], display_labels=labels).plot(
+        ax=ax, cmap="Blues", values_format=".2f", colorbar=True, im_kw={"vmin": 0.0, "vmax": 1.0})
+    ylabels = [f"{lab}\n(n={int(totals[i, 0])}" + (f", {share[i, k]:.0%} invalid)" if share[i, k] else ")")
+               for i, lab in enumerate(labels)]
+    ax.set_yticks(range(k), ylabels)
+    ax.set(xlabel="predicted", ylabel="gold (share of the row)", title=title)
+    _save(fig, path)
+
+
+def _error_bars(values: list[float], cis: list[Optional[dict[str, Any]]]) -> Optional[np.ndarray]:
+    """``(2, n)`` distances below / above each value, or None without intervals."""
+    if any(ci is None for ci in cis):
+        return None
+    bounds = np.array([[ci["low"], ci["high"]] for ci in cis if ci]).T
+    vals = np.array(values)
+    return np.clip(np.stack([vals - bounds[0], bounds[1] - vals]), 0.0, None)
 
 
 def plot_per_class_f1(all_metrics: dict[str, dict[str, Any]], path: Path) -> None:
-    """Grouped bars: per-class F1 (and macro) for every run."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    """Grouped bars: per-class F1 (and macro) for every run, bootstrap error bars, and the chance level."""
+    plt = _pyplot()
     groups = list(LABELS) + ["macro"]
     names = list(all_metrics)
     width = 0.8 / max(len(names), 1)
-    fig, ax = plt.subplots(figsize=(max(5.0, 1.6 * len(groups) + 0.4 * len(names)), 3.6), dpi=110)
+    fig, ax = plt.subplots(figsize=(max(5.5, 1.6 * len(groups) + 0.4 * len(names)), 3.8), dpi=110)
     x = np.arange(len(groups))
     for i, name in enumerate(names):
         m = all_metrics[name]
         vals = [m["per_class"][lab]["f1"] for lab in LABELS] + [m["macro_f1"]]
-        ax.bar(x + (i - (len(names) - 1) / 2) * width, vals, width, label=name)
+        cis = [(m.get("per_class_f1_ci") or {}).get(lab) for lab in LABELS] + [m.get("macro_f1_ci")]
+        ax.bar(x + (i - (len(names) - 1) / 2) * width, vals, width, label=name,
+               yerr=_error_bars(vals, cis), capsize=2, error_kw={"elinewidth": 0.8})
+    chance = chance_f1(next(iter(all_metrics.values()))["gold_counts"])
+    levels = [chance["per_class"][lab] for lab in LABELS] + [chance["macro"]]
+    ax.hlines(levels, x - 0.45, x + 0.45, colors="black", linestyles="dashed", linewidth=1,
+              label="chance (uniform guess)")
     ax.set_xticks(x, groups)
     ax.set_ylim(0, 1)
     ax.set_ylabel("F1")
-    ax.set_title("Per-class F1")
-    ax.legend(fontsize="small", ncols=min(len(names), 4), loc="upper right")
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
+    ax.set_title("Per-class F1 (error bars: bootstrap interval)")
+    ax.legend(fontsize="small", loc="center left", bbox_to_anchor=(1.01, 0.5))
+    _save(fig, path)
 
 
-# ------------------------------------------------------------------------------------- report
+def plot_reliability(all_metrics: dict[str, dict[str, Any]], path: Path) -> bool:
+    """One reliability diagram per run with probabilities (accuracy against confidence per bin); False if none."""
+    runs = [n for n, m in all_metrics.items() if m.get("calibration")]
+    if not runs:
+        return False
+    plt = _pyplot()
+    cols = min(3, len(runs))
+    rows = -(-len(runs) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(3.4 * cols, 3.3 * rows), dpi=110, squeeze=False)
+    for ax in axes.flat[len(runs):]:
+        ax.set_visible(False)
+    for ax, name in zip(axes.flat, runs):
+        cal = all_metrics[name]["calibration"]
+        bins = cal["bins"]
+        ax.bar([(b["low"] + b["high"]) / 2 for b in bins], [b["accuracy"] for b in bins], width=1 / cal["n_bins"],
+               edgecolor="black", linewidth=0.5, label="accuracy")
+        ax.plot([0, 1], [0, 1], "--", color="gray", linewidth=1, label="perfect calibration")
+        ax.plot([b["confidence"] for b in bins], [b["accuracy"] for b in bins], "o", color="tab:red",
+                markersize=3, label="bin mean")
+        ax.set(xlim=(0, 1), ylim=(0, 1), xlabel="confidence (top probability)", ylabel="accuracy",
+               title=f"{name}: ECE {cal['ece']:.3f} (n={cal['n']})")
+        ax.title.set_fontsize("small")
+    axes.flat[0].legend(fontsize="x-small", loc="upper left")
+    _save(fig, path)
+    return True
 
 
-def md_table(header: list[str], rows: list[list[Any]]) -> str:
-    def cell(v: Any) -> str:
-        return str(v).replace("|", "\\|").replace("\n", " ")
-    lines = ["| " + " | ".join(map(cell, header)) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    lines += ["| " + " | ".join(map(cell, r)) + " |" for r in rows]
-    return "\n".join(lines)
+def plot_outlets(all_metrics: dict[str, dict[str, Any]], path: Path, top: int = 20) -> bool:
+    """Accuracy per outlet (largest first) and run as a heat map; each row names the outlet's label and n."""
+    names = list(all_metrics)
+    first = all_metrics[names[0]].get("by_outlet")
+    if not first:
+        return False
+    plt = _pyplot()
+    rows = first[:top]
+    per_run = {n: {r["outlet"]: r["accuracy"] for r in all_metrics[n].get("by_outlet") or []} for n in names}
+    acc = np.array([[per_run[n].get(r["outlet"], np.nan) for n in names] for r in rows], dtype=float)
+    fig, ax = plt.subplots(figsize=(2.2 + 0.9 * len(names), 1.2 + 0.32 * len(rows)), dpi=110)
+    im = ax.imshow(acc, cmap="RdYlGn", vmin=0.0, vmax=1.0, aspect="auto")
+    for i, j in np.ndindex(acc.shape):
+        if not np.isnan(acc[i, j]):
+            ax.text(j, i, f"{acc[i, j]:.2f}", ha="center", va="center", fontsize="x-small")
+    ax.set_xticks(range(len(names)), names, rotation=30, ha="right")
+    ax.set_yticks(range(len(rows)), [f"{r['outlet']} ({r.get('label', '?')}, n={r['n']})" for r in rows],
+                  fontsize="small")
+    fig.colorbar(im, ax=ax, label="accuracy")
+    ax.set_title(f"Accuracy per outlet (largest {len(rows)})", fontsize="medium")
+    _save(fig, path)
+    return True
 
 
-def html_table(header: list[str], rows: list[list[Any]]) -> str:
-    head = "".join(f"<th>{html.escape(str(h))}</th>" for h in header)
-    body = "".join("<tr>" + "".join(f"<td>{html.escape(str(v))}</td>" for v in r) + "</tr>" for r in rows)
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+def plot_learning_curve(rows: dict[str, list[dict[str, Any]]], title: str, path: Path) -> bool:
+    """Train loss per step and val loss beside it; val macro-F1 per eval on the right. False if the log is empty."""
+    train, evals = rows["train"], rows["eval"]
+    if not train and not evals:
+        return False
+    plt = _pyplot()
+    fig, (left, right) = plt.subplots(1, 2, figsize=(9.0, 3.4), dpi=110)
+    if train:
+        left.plot([r["step"] for r in train], [r.get("loss") for r in train], linewidth=0.8, label="train loss")
+    val = [r for r in evals if r.get("val_loss") is not None]
+    if val:
+        left.plot([r["step"] for r in val], [r["val_loss"] for r in val], "o-", label="val loss")
+    left.set(xlabel="optimizer step", ylabel="loss", title="Loss")
+    left.legend(fontsize="small")
+    f1 = [r for r in evals if r.get("val_macro_f1") is not None]
+    right.plot([r["step"] for r in f1], [r["val_macro_f1"] for r in f1], "o-", color="tab:green")
+    right.set(xlabel="optimizer step", ylabel="val macro-F1", ylim=(0, 1), title="Validation macro-F1")
+    fig.suptitle(title)
+    _save(fig, path)
+    return True
 
 
-def split_note(meta: Optional[dict[str, Any]]) -> str:
-    """What the split mode means for the numbers."""
+def split_note(meta: Optional[dict[str, Any]]) -> dict[str, Optional[str]]:
+    """What the split mode means for the numbers: ``{"warning": a short title or None, "text": ...}``.
+
+    A warning when the numbers may be optimistic (random split, outlets shared, mode unknown).
+    """
     if meta is None:
-        return ("Split mode unknown (no prep_meta.json next to the data). If train and test share outlets, "
-                "these numbers are an upper bound.")
+        return {"warning": "split mode unknown",
+                "text": "No prep_meta.json next to the data. If train and test share outlets, these numbers "
+                        "are an upper bound."}
     mode = (meta.get("splits") or {}).get("mode") or ((meta.get("config") or {}).get("split") or {}).get("mode")
     shared = ((meta.get("leakage") or {}).get("shared_outlets") or {}).get("count")
     if mode == "random":
-        return ("**Warning: random split.** Train and test share outlets, and AllSides-style labels are per "
-                "outlet, so a model can score by recognising the outlet: treat these numbers as an upper bound"
-                + (f" ({shared} outlets are shared between splits)." if shared is not None else "."))
+        return {"warning": "random split",
+                "text": "Train and test share outlets, and AllSides-style labels are per outlet, so a model can "
+                        "score by recognising the outlet: treat these numbers as an upper bound"
+                        + (f" ({shared} outlets are shared between splits)." if shared is not None else ".")}
     if mode == "by_source":
-        return ("Outlet-disjoint split (by_source): no outlet appears in more than one split, so these numbers "
-                "measure generalisation to unseen outlets — the honest yardstick.")
-    return (f"Split mode: {mode}." + (f" {shared} outlets are shared between splits, so numbers may be optimistic."
-                                      if shared else ""))
-
-
-def _fmt(x: Any, digits: int = 3) -> str:
-    return "–" if x is None else f"{x:.{digits}f}"
+        return {"warning": None,
+                "text": "Outlet-disjoint split (by_source): no outlet appears in more than one split, so these "
+                        "numbers measure generalisation to unseen outlets — the honest yardstick."}
+    if shared:
+        return {"warning": f"split mode {mode}",
+                "text": f"{shared} outlets are shared between splits, so numbers may be optimistic."}
+    return {"warning": None, "text": f"Split mode: {mode}."}
 
 
 def read_runs(specs: list[tuple[str, Path]], cfg: CompareConfig) -> tuple[dict[str, pd.DataFrame], dict[str, Any]]:
@@ -307,7 +421,7 @@ def read_runs(specs: list[tuple[str, Path]], cfg: CompareConfig) -> tuple[dict[s
     for spec in cfg.ensembles:
         name, members = parse_ensemble(spec, list(frames))
         frames[name] = ensemble_frame(frames, members, name)
-        infos[name] = {"ensemble_of": members, "skipped_no_gold": []}
+        infos[name] = {"ensemble_of": members, "skipped_no_gold": 0}
     return frames, infos
 
 
@@ -321,19 +435,6 @@ def compare_csv(joined: pd.DataFrame, texts: Optional[pd.DataFrame], names: Sequ
     for name in names:
         csv[name] = ["invalid" if p == INVALID else LABELS[p] for p in joined[name]]
     return csv
-
-
-def write_figures(all_metrics: dict[str, dict[str, Any]], out: Path) -> dict[str, str]:
-    """A confusion matrix per run and the per-class F1 bars; returns ``{run: confusion file name}``."""
-    figures: dict[str, str] = {}
-    for i, name in enumerate(all_metrics):
-        fname = f"confusion_{re.sub(r'[^A-Za-z0-9_.-]', '_', name)}.png"
-        if fname in figures.values():
-            fname = f"confusion_{i}_{fname[len('confusion_'):]}"
-        plot_confusion(all_metrics[name], name, out / fname)
-        figures[name] = fname
-    plot_per_class_f1(all_metrics, out / "per_class_f1.png")
-    return figures
 
 
 def base_tuned_changes(joined: pd.DataFrame, csv: pd.DataFrame, names: Sequence[str],
@@ -350,6 +451,128 @@ def base_tuned_changes(joined: pd.DataFrame, csv: pd.DataFrame, names: Sequence[
             "broken_examples": csv.loc[broke[:cfg.n_examples]].to_dict("records")}
 
 
+def pick_roles(names: Sequence[str], all_metrics: dict[str, dict[str, Any]],
+               cfg: CompareConfig) -> dict[str, Optional[str]]:
+    """The runs the verdict compares: ``tuned`` (``cfg.tuned``, else the best macro-F1), ``base``
+    (``cfg.base``, else the first run) and ``baseline`` (``cfg.baseline``); None when absent or the same run."""
+    tuned = cfg.tuned if cfg.tuned in names else max(names, key=lambda n: all_metrics[n]["macro_f1"])
+    baseline = cfg.baseline if cfg.baseline in names and cfg.baseline != tuned else None
+    base = cfg.base if cfg.base in names else names[0]
+    return {"tuned": tuned, "base": None if base in (tuned, baseline) else base, "baseline": baseline}
+
+
+def paired_tests(joined: pd.DataFrame, roles: dict[str, Optional[str]], opts: MetricsConfig) -> dict[str, Any]:
+    """Tuned against base and against the baseline, on the joined articles: the macro-F1 difference with
+    a paired bootstrap interval, and McNemar's test on per-article correctness."""
+    gold = joined["gold"].to_numpy()
+    tuned = roles["tuned"]
+    out: dict[str, Any] = {}
+    for role in ("base", "baseline"):
+        other = roles[role]
+        if other and tuned:
+            a, b = joined[tuned].to_numpy(), joined[other].to_numpy()
+            out[role] = {"a": tuned, "b": other,
+                         **paired_macro_f1_difference(gold, a, b, len(LABELS), opts.n_boot, opts.confidence, opts.seed),
+                         "mcnemar": mcnemar_test(gold, a, b)}
+    return out
+
+
+def _fmt(x: Any, digits: int = 3) -> str:
+    return "–" if x is None else f"{x:.{digits}f}"
+
+
+def _p(p: float) -> str:
+    return "p < 0.001" if p < 0.001 else f"p = {p:.3f}"
+
+
+def _diff_ci(test: dict[str, Any]) -> str:
+    ci = test["ci"]
+    interval = (f"{ci['confidence']:.0%} CI {ci['low']:+.3f}, {ci['high']:+.3f}; " if ci else "no interval; ")
+    return f"{test['diff']:+.3f} macro-F1 [{interval}McNemar {_p(test['mcnemar']['p_value'])}]"
+
+
+def verdict(paired: dict[str, Any], roles: dict[str, Optional[str]], baseline: str) -> Optional[str]:
+    """One sentence: "T beats B by X [CI]; does / does not beat TF-IDF (tfidf-lr) ...", or None.
+
+    "Beats" means the paired interval lies above zero (without an interval, a positive difference).
+    """
+    clauses = []
+    for test in paired.values():
+        other = f"TF-IDF ({test['b']})" if test["b"] == "tfidf-lr" else test["b"]
+        ci = test["ci"]
+        beats = ci["low"] > 0 if ci else test["diff"] > 0
+        clauses.append(f"beats {other} by {_diff_ci(test)}" if beats else f"does not beat {other} ({_diff_ci(test)})")
+    if not clauses:
+        return None
+    if roles["baseline"] is None and baseline != roles["tuned"]:
+        clauses.append(f"no baseline run named {baseline} to test against")
+    return f"{roles['tuned']} " + "; ".join(clauses) + "."
+
+
+@dataclass
+class Comparison:
+    """What ``run_compare`` computed, from which the figures and the report model are made."""
+
+    cfg: CompareConfig
+    specs: list[tuple[str, Path]]
+    infos: dict[str, Any]
+    metrics: dict[str, dict[str, Any]]
+    join: dict[str, Any]
+    n: int
+    meta: Optional[dict[str, Any]]
+    data: Optional[dict[str, Any]]
+    manifests: dict[str, Optional[dict[str, Any]]]
+    logs: dict[str, Path]
+    roles: dict[str, Optional[str]]
+    paired: dict[str, Any]
+    changes: Optional[dict[str, Any]]
+    appendix: Optional[str]
+    figures: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def names(self) -> list[str]:
+        return list(self.metrics)
+
+
+def _slug(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]", "_", name)
+
+
+def write_figures(c: Comparison, out: Path) -> dict[str, Any]:
+    """Every PNG of the report; returns ``{kind: file or None, or [{"file", "alt"}...]}``."""
+    figs: dict[str, Any] = {"confusion": [], "learning": []}
+    for i, name in enumerate(c.names):
+        fname = f"confusion_{_slug(name)}.png"
+        if any(f["file"] == fname for f in figs["confusion"]):
+            fname = f"confusion_{i}_{_slug(name)}.png"
+        plot_confusion(c.metrics[name], name, out / fname)
+        figs["confusion"].append({"file": fname, "alt": f"confusion matrix: {name}"})
+    plot_per_class_f1(c.metrics, out / "per_class_f1.png")
+    figs["per_class"] = {"file": "per_class_f1.png", "alt": "per-class F1"}
+    figs["reliability"] = ({"file": "reliability.png", "alt": "reliability diagrams"}
+                           if plot_reliability(c.metrics, out / "reliability.png") else None)
+    figs["outlets"] = ({"file": "per_outlet.png", "alt": "accuracy per outlet"}
+                       if plot_outlets(c.metrics, out / "per_outlet.png") else None)
+    by_log: dict[Path, list[str]] = {}
+    for name, path in c.logs.items():
+        by_log.setdefault(path, []).append(name)
+    for path, runs in by_log.items():
+        fname = f"learning_curve_{_slug(runs[0])}.png"
+        if plot_learning_curve(read_train_log(path), f"Training: {', '.join(runs)} ({path.parent.name})", out / fname):
+            figs["learning"].append({"file": fname, "alt": f"learning curve: {', '.join(runs)}", "log": str(path)})
+    return figs
+
+
+def figure_files(figs: dict[str, Any]) -> list[str]:
+    """The PNG names in a :func:`write_figures` result, in report order."""
+    out = []
+    for value in figs.values():
+        for f in value if isinstance(value, list) else [value]:
+            if f:
+                out.append(f["file"])
+    return out
+
+
 def data_summary(path: Optional[Path], texts: Optional[pd.DataFrame],
                  meta: Optional[dict[str, Any]]) -> Optional[dict[str, Any]]:
     """Path, sha256 and rows of the split file, and whether prep_meta.json records that sha256."""
@@ -363,13 +586,13 @@ def data_summary(path: Optional[Path], texts: Optional[pd.DataFrame],
 
 
 def run_compare(cfg: CompareConfig) -> dict[str, Any]:
-    """Join the prediction files, compute metrics, and write the CSV, figures and report."""
+    """Join the prediction files, compute metrics and paired tests, and write the CSV, figures and report."""
+    appendix = read_appendix(cfg.appendix)
     specs = parse_pred_specs(cfg.preds)
     frames, infos = read_runs(specs, cfg)
     names = list(frames)
     joined, join_info = join_predictions(frames, cfg.on_mismatch)
     data_path, meta_path = resolve_data(cfg.data, cfg.split)
-    meta = read_meta(meta_path)
     texts = data_texts(data_path) if data_path is not None else None
     if texts is not None:
         check_data(texts, joined, data_path)
@@ -377,173 +600,169 @@ def run_compare(cfg: CompareConfig) -> dict[str, Any]:
     out.mkdir(parents=True, exist_ok=True)
     csv = compare_csv(joined, texts, names, cfg.preview_words)
     csv.to_csv(out / "eval_compare.csv", index=False)
-    # metrics on the joined rows, so every run is scored on the same articles
-    keys = set(joined["key"])
-    all_metrics = {name: metrics_for_frame(f[f["id"].astype(str).isin(keys)], cfg.metrics)
-                   for name, f in frames.items()}
+    keys = set(joined["key"])  # metrics on the joined rows, so every run is scored on the same articles
+    all_metrics = {name: metrics_for_frame(f[f["id"].astype(str).isin(keys)], cfg.metrics) for name, f in frames.items()}
+    manifests = {name: read_manifest(path) for name, path in specs}
+    logs = {name: p for name, _ in specs if (p := train_log_path(frames[name], manifests[name])) is not None}
+    roles = pick_roles(names, all_metrics, cfg)
+    meta = read_meta(meta_path)
+    c = Comparison(cfg=cfg, specs=specs, infos=infos, metrics=all_metrics, join=join_info, n=len(joined), meta=meta,
+                   data=data_summary(data_path, texts, meta), manifests=manifests, logs=logs, roles=roles,
+                   paired=paired_tests(joined, roles, cfg.metrics),
+                   changes=base_tuned_changes(joined, csv, names, cfg), appendix=appendix)
     write_json(out / "metrics.json", {"stage": "compare", "runs": {n: str(p) for n, p in specs},
                                       "join": join_info, "skipped": {n: infos[n]["skipped_no_gold"] for n in names},
-                                      "metrics": all_metrics, "config": cfg.model_dump(mode="json")})
-    figures = write_figures(all_metrics, out)
-    changes = base_tuned_changes(joined, csv, names, cfg)
-    ctx = {"cfg": cfg, "names": names, "specs": specs, "metrics": all_metrics, "join": join_info,
-           "infos": infos, "figures": figures, "changes": changes,
-           "manifests": {name: read_manifest(path) for name, path in specs}, "note": split_note(meta),
-           "data": data_summary(data_path, texts, meta), "n": len(joined), "appendix": read_appendix(cfg.appendix)}
-    (out / "report.md").write_text(render_markdown(ctx), encoding="utf-8")
-    written = ["eval_compare.csv", "metrics.json", *figures.values(), "per_class_f1.png", "report.md"]
+                                      "metrics": all_metrics, "roles": roles, "paired": c.paired,
+                                      "train_logs": {n: str(p) for n, p in logs.items()},
+                                      "config": cfg.model_dump(mode="json")})
+    c.figures = write_figures(c, out)
+    model = report_model(c)
+    (out / "report.md").write_text(render_markdown(model), encoding="utf-8")
+    written = ["eval_compare.csv", "metrics.json", *figure_files(c.figures), "report.md"]
     if cfg.html:
-        (out / "report.html").write_text(render_html(ctx, out), encoding="utf-8")
+        (out / "report.html").write_text(render_html(model, out), encoding="utf-8")
         written.append("report.html")
     return {"out_dir": str(out), "files": written, "n": len(joined), "join": join_info, "metrics": all_metrics,
-            "changes": {k: v for k, v in changes.items() if not k.endswith("examples")} if changes else None}
+            "verdict": model["verdict"], "paired": c.paired,
+            "changes": {k: v for k, v in c.changes.items() if not k.endswith("examples")} if c.changes else None}
 
 
-def _results_rows(ctx: dict[str, Any]) -> tuple[list[str], list[list[Any]]]:
-    by_outlet = any(ctx["metrics"][n].get("macro_f1_ci_outlets") for n in ctx["names"])
+def _table(header: list[str], rows: list[list[Any]]) -> dict[str, Any]:
+    return {"header": header, "rows": [[str(v) for v in r] for r in rows]}
+
+
+def _results_table(c: Comparison) -> dict[str, Any]:
+    by_outlet = any(c.metrics[n].get("macro_f1_ci_outlets") for n in c.names)
     header = ["model", "macro-F1", "95% CI", *(["95% CI (outlets)"] if by_outlet else []), "micro-F1", "accuracy",
               "invalid rate", "ordinal MAE", "ECE", "n"]
     rows = []
     fmt_ci = lambda ci: f"[{_fmt(ci['low'])}, {_fmt(ci['high'])}]" if ci else "–"  # noqa: E731
-    for name in ctx["names"]:
-        m = ctx["metrics"][name]
+    for name in c.names:
+        m = c.metrics[name]
         rows.append([name, _fmt(m["macro_f1"]), fmt_ci(m.get("macro_f1_ci")),
                      *([fmt_ci(m.get("macro_f1_ci_outlets"))] if by_outlet else []),
                      _fmt(m["micro_f1"]), _fmt(m["accuracy"]), f"{m['invalid_rate']:.1%}", _fmt(m["ordinal_mae"]),
                      _fmt(m["ece"]), m["n"]])
-    return header, rows
+    return _table(header, rows)
 
 
-def _per_class_rows(ctx: dict[str, Any]) -> tuple[list[str], list[list[Any]]]:
+def _paired_table(c: Comparison) -> Optional[dict[str, Any]]:
+    if not c.paired:
+        return None
+    rows = []
+    for test in c.paired.values():
+        ci, mc = test["ci"], test["mcnemar"]
+        rows.append([f"{test['a']} vs {test['b']}", f"{test['diff']:+.3f}",
+                     f"[{ci['low']:+.3f}, {ci['high']:+.3f}]" if ci else "–", mc["only_a_right"], mc["only_b_right"],
+                     f"{mc['p_value']:.3g}", mc["method"]])
+    return _table(["A vs B", "macro-F1 A − B", "95% CI (paired)", "A right, B wrong", "B right, A wrong",
+                   "McNemar p", "test"], rows)
+
+
+def _per_class_table(c: Comparison) -> dict[str, Any]:
     header = ["model", *[f"{lab} F1" for lab in LABELS], *[f"{lab} P / R" for lab in LABELS]]
     rows = []
-    for name in ctx["names"]:
-        pc = ctx["metrics"][name]["per_class"]
+    for name in c.names:
+        pc = c.metrics[name]["per_class"]
         rows.append([name, *[_fmt(pc[lab]["f1"]) for lab in LABELS],
                      *[f"{_fmt(pc[lab]['precision'])} / {_fmt(pc[lab]['recall'])}" for lab in LABELS]])
-    return header, rows
+    return _table(header, rows)
 
 
-def _example_rows(examples: list[dict[str, Any]], ctx: dict[str, Any]) -> tuple[list[str], list[list[Any]]]:
-    cfg = ctx["cfg"]
-    return (["id", "gold", cfg.base, cfg.tuned, "preview"],
-            [[e["id"], e["gold"], e[cfg.base], e[cfg.tuned], e["preview"]] for e in examples])
-
-
-def _outlet_rows(ctx: dict[str, Any], top: int = 20) -> Optional[tuple[list[str], list[list[Any]]]]:
+def _outlet_table(c: Comparison, top: int = 20) -> Optional[dict[str, Any]]:
     """Accuracy per outlet (largest outlets first) for every run, when metrics.by_outlet is on."""
-    first = ctx["metrics"][ctx["names"][0]].get("by_outlet")
+    first = c.metrics[c.names[0]].get("by_outlet")
     if not first:
         return None
-    per_run = {n: {r["outlet"]: r for r in ctx["metrics"][n]["by_outlet"]} for n in ctx["names"]}
-    rows = [[r["outlet"], r["n"], *[_fmt(per_run[n][r["outlet"]]["accuracy"]) for n in ctx["names"]]]
+    per_run = {n: {r["outlet"]: r for r in c.metrics[n]["by_outlet"]} for n in c.names}
+    rows = [[r["outlet"], r["n"], *[_fmt(per_run[n].get(r["outlet"], {}).get("accuracy")) for n in c.names]]
             for r in first[:top]]
-    return ["outlet", "n", *[f"{n} accuracy" for n in ctx["names"]]], rows
+    return _table(["outlet", "n", *[f"{n} accuracy" for n in c.names]], rows)
 
 
-def _support_line(ctx: dict[str, Any]) -> str:
-    first = ctx["metrics"][ctx["names"][0]]
-    counts = ", ".join(f"{lab} {c}" for lab, c in first["gold_counts"].items())
-    return f"{ctx['n']} articles (gold: {counts})."
+def _changes(c: Comparison) -> Optional[dict[str, Any]]:
+    ch, cfg = c.changes, c.cfg
+    if not ch:
+        return None
+    examples = []
+    for kind in ("fixed", "broken"):
+        ex = ch[f"{kind}_examples"]
+        if ex:
+            examples.append({"title": f"{kind.capitalize()} (first {len(ex)})", "table": _table(
+                ["id", "gold", cfg.base, cfg.tuned, "preview"],
+                [[e["id"], e["gold"], e[cfg.base], e[cfg.tuned], e["preview"]] for e in ex])})
+    return {"base": cfg.base, "tuned": cfg.tuned, "examples": examples,
+            **{k: ch[k] for k in ("fixed", "broken", "both_right", "both_wrong")}}
 
 
-def render_markdown(ctx: dict[str, Any]) -> str:
-    """The Markdown report."""
-    cfg = ctx["cfg"]
-    parts = ["# newsbias: model comparison", ""]
-    parts.append(f"Data: `{ctx['data']['path']}`, " if ctx["data"] else "Data: (no --data given), ")
-    parts[-1] += _support_line(ctx)
-    if ctx["data"] and ctx["data"].get("matches_prep_meta") is False:
-        parts.append("\n**Warning:** the split file's sha256 differs from the one in prep_meta.json.")
-    parts += ["", ctx["note"], ""]
-    if ctx["join"]["common"] != ctx["join"]["union"]:
-        parts += [f"Compared on the {ctx['join']['common']} ids common to all files "
-                  f"(of {ctx['join']['union']}; missing per file: {ctx['join']['only_in']}).", ""]
-    skipped = {n: i["skipped_no_gold"] for n, i in ctx["infos"].items() if i["skipped_no_gold"]}
+def _warnings(c: Comparison) -> list[dict[str, str]]:
+    """Everything that qualifies the numbers: the split, a changed split file, ids left out, rows skipped."""
+    out = []
+    split = split_note(c.meta)
+    if split["warning"]:
+        out.append({"title": split["warning"], "text": split["text"]})
+    if c.data and c.data.get("matches_prep_meta") is False:
+        out.append({"title": "split file changed",
+                    "text": "The split file's sha256 differs from the one in prep_meta.json."})
+    j = c.join
+    if j["common"] != j["union"]:
+        missing = ", ".join(f"{n}: {k}" for n, k in j["only_in"].items())
+        out.append({"title": "not every article",
+                    "text": f"Compared on the {j['common']} ids common to all files (of {j['union']}; ids not in "
+                            f"every file, per file: {missing})."})
+    skipped = {n: i["skipped_no_gold"] for n, i in c.infos.items() if i["skipped_no_gold"]}
     if skipped:
-        parts += [f"Rows without gold skipped: {skipped}.", ""]
-    parts += ["## Results", "", md_table(*_results_rows(ctx)), "",
-              "Invalid outputs count as wrong. The interval is a percentile bootstrap over articles "
-              f"({cfg.metrics.n_boot} resamples, seed {cfg.metrics.seed})"
-              + ("; \"CI (outlets)\" resamples whole outlets, the honest interval when a few outlets dominate "
-                 "the test set (articles of one outlet are not independent)." if cfg.metrics.by_outlet else "."), "",
-              "## Per-class F1", "", md_table(*_per_class_rows(ctx)), "",
-              "![per-class F1](per_class_f1.png)", "", "## Confusion matrices", "",
-              "Rows are gold labels, columns predictions.", ""]
-    parts += [f"![confusion matrix: {n}]({f})" for n, f in ctx["figures"].items()]
-    parts.append("")
-    ch = ctx["changes"]
-    if ch:
-        parts += [f"## Where {cfg.tuned} differs from {cfg.base}", "",
-                  f"{cfg.tuned} fixes **{ch['fixed']}** of {cfg.base}'s errors and breaks **{ch['broken']}** of "
-                  f"its correct answers (both right: {ch['both_right']}, both wrong: {ch['both_wrong']}).", ""]
-        for kind in ("fixed", "broken"):
-            ex = ch[f"{kind}_examples"]
-            if ex:
-                parts += [f"### {kind.capitalize()} (first {len(ex)})", "", md_table(*_example_rows(ex, ctx)), ""]
-    outlets = _outlet_rows(ctx)
-    if outlets:
-        parts += ["## Largest outlets", "", md_table(*outlets), ""]
-    parts += ["## Runs", ""]
-    for name, path in ctx["specs"]:
-        man = ctx["manifests"][name]
-        parts.append(f"- **{name}**: `{path}`" + ("" if man else " (no manifest)"))
-    parts += [f"- **{name}**: equal-weight mean of the probabilities of {' + '.join(i['ensemble_of'])}"
-              for name, i in ctx["infos"].items() if i.get("ensemble_of")]
-    parts.append("")
-    if ctx.get("appendix"):
-        parts += [ctx["appendix"].rstrip(), ""]
-    for name, man in ctx["manifests"].items():
-        if man:
-            parts += [f"<details><summary>Manifest: {name}</summary>", "", "```json",
-                      json.dumps(man, indent=2, ensure_ascii=False), "```", "", "</details>", ""]
-    return "\n".join(parts)
+        out.append({"title": "rows without gold skipped",
+                    "text": "Rows without a gold label were skipped: " + ", ".join(f"{n}: {k}" for n, k in skipped.items())
+                            + "."})
+    return out
 
 
-def _img(out: Path, fname: str, alt: str) -> str:
-    data = base64.b64encode((out / fname).read_bytes()).decode("ascii")
-    return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{data}">'
+def _runs(c: Comparison) -> list[dict[str, Any]]:
+    runs = [{"name": n, "path": str(p), "manifest": c.manifests[n] is not None,
+             "train_log": str(c.logs[n]) if n in c.logs else None, "ensemble_of": None} for n, p in c.specs]
+    return runs + [{"name": n, "path": None, "manifest": False, "train_log": None,
+                    "ensemble_of": " + ".join(i["ensemble_of"])} for n, i in c.infos.items() if i.get("ensemble_of")]
 
 
-def render_html(ctx: dict[str, Any], out: Path) -> str:
-    """A self-contained HTML report (figures inlined as data URIs)."""
-    cfg = ctx["cfg"]
-    e = html.escape
-    note = re.sub(r"\*\*(.+?)\*\*", r"<strong>\1</strong>", e(ctx["note"]))
-    body = ["<h1>newsbias: model comparison</h1>",
-            f"<p>Data: <code>{e(ctx['data']['path'])}</code>, " if ctx["data"] else "<p>Data: (no --data given), ",
-            e(_support_line(ctx)) + "</p>", f"<p>{note}</p>",
-            "<h2>Results</h2>", html_table(*_results_rows(ctx)),
-            "<p>Invalid outputs count as wrong. The interval is a percentile bootstrap over articles.</p>",
-            "<h2>Per-class F1</h2>", html_table(*_per_class_rows(ctx)), _img(out, "per_class_f1.png", "per-class F1"),
-            "<h2>Confusion matrices</h2><p>Rows are gold labels, columns predictions.</p>",
-            "".join(_img(out, f, f"confusion matrix: {n}") for n, f in ctx["figures"].items())]
-    ch = ctx["changes"]
-    if ch:
-        body += [f"<h2>Where {e(cfg.tuned)} differs from {e(cfg.base)}</h2>",
-                 f"<p>{e(cfg.tuned)} fixes <strong>{ch['fixed']}</strong> of {e(cfg.base)}'s errors and breaks "
-                 f"<strong>{ch['broken']}</strong> of its correct answers (both right: {ch['both_right']}, "
-                 f"both wrong: {ch['both_wrong']}).</p>"]
-        for kind in ("fixed", "broken"):
-            if ch[f"{kind}_examples"]:
-                body += [f"<h3>{kind.capitalize()}</h3>", html_table(*_example_rows(ch[f"{kind}_examples"], ctx))]
-    outlets = _outlet_rows(ctx)
-    if outlets:
-        body += ["<h2>Largest outlets</h2>", html_table(*outlets)]
-    body.append("<h2>Runs</h2><ul>")
-    body += [f"<li><strong>{e(n)}</strong>: <code>{e(str(p))}</code></li>" for n, p in ctx["specs"]]
-    body += [f"<li><strong>{e(n)}</strong>: equal-weight mean of the probabilities of {e(' + '.join(i['ensemble_of']))}"
-             f"</li>" for n, i in ctx["infos"].items() if i.get("ensemble_of")]
-    body.append("</ul>")
-    if ctx.get("appendix"):
-        body.append(f"<h2>Appendix</h2><pre>{e(ctx['appendix'])}</pre>")
-    for name, man in ctx["manifests"].items():
-        if man:
-            body.append(f"<details><summary>Manifest: {e(name)}</summary><pre>"
-                        f"{e(json.dumps(man, indent=2, ensure_ascii=False))}</pre></details>")
-    style = ("body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em}"
-             "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:3px 8px;"
-             "text-align:left;vertical-align:top}th{background:#f3f3f3}img{max-width:100%;margin:4px}"
-             "pre{background:#f6f6f6;padding:8px;overflow:auto}")
-    return ("<!DOCTYPE html><html><head><meta charset=\"utf-8\"><title>newsbias report</title>"
-            f"<style>{style}</style></head><body>{''.join(body)}</body></html>\n")
+def report_model(c: Comparison) -> dict[str, Any]:
+    """The report as plain data (strings, tables of strings, figure names) that both templates render."""
+    m = c.cfg.metrics
+    gold = c.metrics[c.names[0]]["gold_counts"]
+    split = split_note(c.meta)
+    return {
+        "title": "newsbias: model comparison",
+        "verdict": verdict(c.paired, c.roles, c.cfg.baseline),
+        "data_path": c.data["path"] if c.data else None,
+        "support": f"{c.n} articles (gold: {', '.join(f'{lab} {k}' for lab, k in gold.items())}).",
+        "warnings": _warnings(c),
+        "notes": [] if split["warning"] else [split["text"]],
+        "results": _results_table(c),
+        "interval_note": ("Invalid outputs count as wrong. The interval is a percentile bootstrap over articles "
+                          f"({m.n_boot} resamples, seed {m.seed})"
+                          + ("; \"CI (outlets)\" resamples whole outlets, the honest interval when a few outlets "
+                             "dominate the test set (articles of one outlet are not independent)." if m.by_outlet
+                             else ".")),
+        "paired": _paired_table(c),
+        "per_class": _per_class_table(c),
+        "ece": [{"name": n, "ece": _fmt(c.metrics[n]["ece"])} for n in c.names if c.metrics[n]["ece"] is not None],
+        "figures": c.figures,
+        "changes": _changes(c),
+        "outlets": _outlet_table(c),
+        "runs": _runs(c),
+        "appendix": c.appendix.rstrip() if c.appendix else None,
+        "manifests": [{"name": n, "json": json.dumps(man, indent=2, ensure_ascii=False)}
+                      for n, man in c.manifests.items() if man],
+    }
+
+
+def render_markdown(model: dict[str, Any]) -> str:
+    """report.md from the report model."""
+    return render("report.md", **model)
+
+
+def render_html(model: dict[str, Any], out: Path) -> str:
+    """A self-contained report.html from the report model: the PNGs in ``out`` inlined as data URIs."""
+    images = {f: "data:image/png;base64," + base64.b64encode((out / f).read_bytes()).decode("ascii")
+              for f in figure_files(model["figures"])}
+    return render("report.html", images=images, **model)

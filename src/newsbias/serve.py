@@ -2,8 +2,8 @@
 
 Endpoints: ``POST /v1/classify``, ``GET /health``, ``GET /v1/model``, OpenAPI at ``/docs``, and a
 small page at ``/``. The model is loaded once (at startup, in a thread, or injected by the
-caller) and scored with :func:`newsbias.predict.predict_texts` — the same prompt, truncation and
-:func:`newsbias.modeling.score_batch` code path as ``newsbias predict``.
+caller, by :meth:`newsbias.classifier.Classifier.load`) and scored with
+:meth:`~newsbias.classifier.Classifier.classify` — the same prompt, truncation and scoring as ``newsbias predict``.
 
 Concurrent requests are micro-batched: each request puts its texts on an asyncio queue; one
 worker takes the first waiting request, lets others join for up to ``max_wait_ms`` or until
@@ -32,8 +32,7 @@ from typing import Annotated, Any, Callable, Optional
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
 from .classifier import Classifier
-from .config import DEFAULT_INSTRUCTION, ServeConfig
-from .prompt import PromptSettings
+from .config import ServeConfig
 from .records import join_title
 from .errors import NewsbiasError
 from .templates import render
@@ -48,11 +47,7 @@ def load_model(cfg: ServeConfig) -> Classifier:
     set_threads(cfg)
     if not cfg.adapter and not cfg.model:
         raise NewsbiasError("nothing to serve: set serve.adapter (a `newsbias train` output) and/or serve.model")
-    p = cfg.prompt
-    prompt = PromptSettings(instruction=p.instruction or DEFAULT_INSTRUCTION, max_length=p.max_length,
-                            truncation=p.truncation, chat_template=p.chat_template)
-    return Classifier.from_options(cfg.model, cfg.adapter, cfg.gguf_file, head=cfg.head, pooling=cfg.pooling,
-                                   prompt=prompt, device=cfg.device, dtype=cfg.dtype)
+    return Classifier.from_options(**cfg.loader_options())
 
 
 def set_threads(cfg: ServeConfig) -> None:
@@ -340,7 +335,8 @@ class _State:
     def score(self, texts: list[str]) -> list[dict[str, Any]]:
         """Label, probabilities and the article tokens read, per text (runs in the batcher's worker thread)."""
         assert self.predictor is not None
-        results = self.predictor.classify(texts, mode="score", batch_size=self.cfg.max_batch)
+        results = self.predictor.classify(texts, mode="score", batch_size=self.cfg.max_batch,
+                                              windows=self.cfg.windows, pool=self.cfg.pool)
         return [{**r, **read} for r, read in zip(results, self.predictor.reading(texts))]
 
 

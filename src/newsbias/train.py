@@ -32,11 +32,11 @@ import torch.distributed as dist
 
 from .config import DEFAULT_INSTRUCTION, TrainConfig, dump_config
 from .errors import NewsbiasError
-from .io import git_commit, package_versions, sha256_file, write_json
+from .io import sha256_file, stage_manifest, write_json
 from .labels import LABELS
-from .modeling import (LabelLossModule, ModelSettings, _check_model_path, add_lora, count_parameters, join_gguf,
-                       lm_logits_at, load_model_and_tokenizer, pad_batch)
-from .prompt import PromptBuilder, PromptSettings
+from .modeling import (Dist, LabelLossModule, ModelSettings, _check_model_path, add_lora, count_parameters,
+                       init_distributed, join_gguf, lm_logits_at, load_model_and_tokenizer, pad_batch)
+from .prompt import PromptBuilder
 from .records import Article, read_articles, resolve_split
 
 log = logging.getLogger(__name__)
@@ -90,20 +90,11 @@ def pick_instruction(cfg: TrainConfig, train: Sequence[Example]) -> str:
     return seen.most_common(1)[0][0] if seen else DEFAULT_INSTRUCTION
 
 
-def prompt_settings(cfg: TrainConfig, instruction: str) -> PromptSettings:
-    p = cfg.prompt
-    return PromptSettings(instruction=instruction, max_length=p.max_length, truncation=p.truncation,
-                          head_fraction=p.head_fraction, chat_template=p.chat_template, answer_cue=p.answer_cue,
-                          verbalizers=dict(p.verbalizers), labels=LABELS)
-
-
-
-
 def encode_examples(builder: PromptBuilder, examples: Sequence[Example], head: str) -> list[dict[str, Any]]:
     """Token ids per example. lm: prompt + label token, labels -100 except that token; cls: prompt only."""
     feats = []
     for e in examples:
-        cid = builder.settings.labels.index(e.label)
+        cid = builder.labels.index(e.label)
         if head == "lm":
             ids, labels, pos = builder.encode_for_training(e.text, e.label)
         else:
@@ -161,35 +152,6 @@ def balanced_class_weights(class_ids: Sequence[int], n_classes: int) -> torch.Te
     counts = np.bincount(np.asarray(class_ids), minlength=n_classes)
     w = np.where(counts > 0, len(class_ids) / (n_classes * np.maximum(counts, 1)), 1.0)
     return torch.tensor(w, dtype=torch.float32)
-
-
-
-
-@dataclass
-class Dist:
-    rank: int = 0
-    world: int = 1
-    local_rank: int = 0
-    owns_group: bool = False
-
-    @property
-    def main(self) -> bool:
-        return self.rank == 0
-
-    def barrier(self) -> None:
-        if self.world > 1:
-            dist.barrier()
-
-
-def init_distributed(device_type: str) -> Dist:
-    """Join the process group when launched by torchrun / accelerate launch (WORLD_SIZE > 1)."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world <= 1:
-        return Dist()
-    owns = not dist.is_initialized()
-    if owns:
-        dist.init_process_group(backend="nccl" if device_type == "cuda" else "gloo")
-    return Dist(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")), owns)
 
 
 
@@ -309,7 +271,7 @@ def _lr_scheduler(name: str, optimizer: torch.optim.Optimizer, warmup: int, tota
 
 def run_fingerprint(cfg: TrainConfig, hashes: dict[str, Any]) -> str:
     """A digest of everything that decides the trained weights: the config and the data's sha256."""
-    conf = {k: v for k, v in dump_config(cfg).items() if k not in ("progress", "out_dir", "checkpoint", "overwrite")}
+    conf = {k: v for k, v in dump_config(cfg).items() if k not in ("progress", "out_dir", "checkpoint", "overwrite", "report_to")}
     data = {k: v.get("sha256") for k, v in hashes.items() if isinstance(v, dict) and "sha256" in v}
     blob = json.dumps({"config": conf, "data": data}, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
@@ -386,6 +348,7 @@ class Recipe:
     best_weights: dict[str, torch.Tensor] = field(default_factory=dict)
     resumed_from: Optional[Path] = None
     bar: Any = None
+    trackers: list[Any] = field(default_factory=list)
 
     @property
     def out_dir(self) -> Path:
@@ -400,11 +363,13 @@ class Recipe:
         return [len(f["input_ids"]) for f in self.train_feats]
 
     def log(self, rec: dict[str, Any]) -> None:
-        """Append a record to the history (kept in checkpoints) and to ``train_log.jsonl``."""
+        """Append a record to the history (kept in checkpoints), ``train_log.jsonl`` and any tracker."""
         self.state.history.append(rec)
         if self.d.main:
             with (self.out_dir / LOG_FILE).open("a", encoding="utf-8") as f:
                 f.write(json.dumps(rec) + "\n")
+            for tracker in self.trackers:
+                tracker(rec)
 
 
 def _setup_distributed(cfg: TrainConfig) -> tuple[Dist, str]:
@@ -429,7 +394,7 @@ def _setup_model(cfg: TrainConfig, source: str, device: str, train_ex: Sequence[
     model, tok = load_model_and_tokenizer(
         source, head=m.head, device=device, dtype=m.dtype, attn_implementation=m.attn_implementation,
         gradient_checkpointing=m.gradient_checkpointing, trust_remote_code=m.trust_remote_code, pooling=m.pooling)
-    builder = PromptBuilder(tok, prompt_settings(cfg, pick_instruction(cfg, train_ex)), m.head)
+    builder = PromptBuilder(tok, cfg.prompt.with_instruction(pick_instruction(cfg, train_ex)), m.head)
     seed_everything(cfg.seed)
     if cfg.finetune == "lora":
         model = add_lora(model, m.head, r=cfg.lora.r, alpha=cfg.lora.alpha, dropout=cfg.lora.dropout,
@@ -647,17 +612,44 @@ def finish(r: Recipe, t_start: float) -> dict[str, Any]:
         r.model.save_pretrained(str(r.out_dir))
         r.tok.save_pretrained(str(r.out_dir))
         settings.save(r.out_dir)
-        manifest = {"command": "newsbias train", "config": dump_config(cfg), "packages": package_versions(),
-                    "git_commit": git_commit(), "data": r.hashes, "summary": summary,
-                    "device": str(r.device), "dtype": str(next(r.model.parameters()).dtype),
-                    "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t_start)),
-                    "seconds": round(time.time() - t_start, 2),
-                    "resumed_from": str(r.resumed_from) if r.resumed_from else None}
+        manifest = stage_manifest("train", cfg, t_start, data=r.hashes, summary=summary, device=str(r.device),
+                                  dtype=str(next(r.model.parameters()).dtype),
+                                  resumed_from=str(r.resumed_from) if r.resumed_from else None)
         (r.out_dir / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2, default=str) + "\n", encoding="utf-8")
     r.d.barrier()
     if r.d.world > 1 and r.d.owns_group:
         dist.destroy_process_group()
     return summary
+
+
+def _to_tensorboard(writer: Any, rec: dict[str, Any]) -> None:
+    for k, v in rec.items():
+        if isinstance(v, (int, float)) and not isinstance(v, bool) and k not in ("step", "type"):
+            writer.add_scalar(f"{rec['type']}/{k}", v, rec["step"])
+
+
+def open_trackers(cfg: TrainConfig) -> tuple[list[Any], list[Any]]:
+    """(log functions, closers) for ``train.report_to``: TensorBoard under ``out_dir/runs``, Weights & Biases."""
+    log_fns: list[Any] = []
+    closers: list[Any] = []
+    for name in cfg.report_to:
+        try:
+            if name == "tensorboard":
+                from torch.utils.tensorboard import SummaryWriter
+
+                writer = SummaryWriter(log_dir=str(Path(cfg.out_dir) / "runs"))
+                log_fns.append(lambda rec, w=writer: _to_tensorboard(w, rec))
+                closers.append(writer.close)
+            else:
+                import wandb
+
+                run = wandb.init(project="newsbias", dir=cfg.out_dir, config=dump_config(cfg))
+                log_fns.append(lambda rec, r=run: r.log({f"{rec['type']}/{k}": v for k, v in rec.items()
+                                                         if k != "type"}, step=rec["step"]))
+                closers.append(run.finish)
+        except ImportError:
+            raise NewsbiasError(f"train.report_to={name} needs the {name} package: pip install {name}") from None
+    return log_fns, closers
 
 
 def train(cfg: TrainConfig, resume: bool = False, progress: Optional[bool] = None,
@@ -671,6 +663,9 @@ def train(cfg: TrainConfig, resume: bool = False, progress: Optional[bool] = Non
 
     t_start = time.time()
     r = setup(cfg, resume, progress)
+    closers: list[Any] = []
+    if r.d.main:
+        r.trackers, closers = open_trackers(cfg)
     r.bar = tqdm(total=r.total_steps, initial=r.state.step, disable=not r.show, desc="train", unit="step",
                  dynamic_ncols=True)
     r.runner.train()
@@ -678,14 +673,16 @@ def train(cfg: TrainConfig, resume: bool = False, progress: Optional[bool] = Non
     try:
         while not stop:
             stop = run_epoch(r, _interrupt_after_step)
+        if r.state.best is None:
+            validate(r)
     finally:
         r.bar.close()
-    if r.state.best is None:
-        validate(r)
+        for close in closers:
+            close()
     return finish(r, t_start)
 
 
 __all__ = ["train", "setup", "train_step", "validate", "save_checkpoint", "load_checkpoint", "run_epoch", "finish",
            "Recipe", "TrainState", "Example", "load_training_data", "resolve_data_paths",
            "encode_examples", "LabelOnlyCollator", "epoch_batches", "evaluate", "balanced_class_weights",
-           "latest_checkpoint", "prompt_settings", "pick_instruction"]
+           "latest_checkpoint", "pick_instruction"]

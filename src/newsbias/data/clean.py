@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from functools import lru_cache
 from urllib.parse import urlsplit
 
 import ftfy
@@ -66,24 +67,23 @@ def dedup_key(text: str) -> str:
     return " ".join(_WORD.findall(text.lower()))
 
 
-# Second-level labels under which the registrable domain has three labels (bbc.co.uk).
-_SLD = {"co", "com", "org", "net", "gov", "ac", "edu"}
+@lru_cache(maxsize=1)
+def _extractor():
+    import tldextract
+
+    # the suffix list bundled with the package: no network, the same answer on every machine;
+    # private suffixes count, so two blogs on blogspot.com are two outlets
+    return tldextract.TLDExtract(suffix_list_urls=(), cache_dir=None, include_psl_private_domains=True)
 
 
 def domain_of(url: str | None) -> str | None:
-    """Registrable domain of a URL or bare host: 'http://edition.cnn.com/x' -> 'cnn.com'."""
-    if not url or not isinstance(url, str):
+    """Registrable domain of a URL or bare host (Public Suffix List): 'http://edition.cnn.com/x' -> 'cnn.com'."""
+    if not url or not isinstance(url, str) or not url.strip():
         return None
-    url = url.strip().lower()
-    if not url:
-        return None
-    host = urlsplit(url if "//" in url else "//" + url).hostname
+    host = urlsplit(url.strip().lower() if "//" in url else "//" + url.strip().lower()).hostname
     if not host or "." not in host:
         return None
-    parts = host.split(".")
-    if len(parts) >= 3 and parts[-2] in _SLD and len(parts[-1]) == 2:
-        return ".".join(parts[-3:])
-    return ".".join(parts[-2:])
+    return _extractor()(host).top_domain_under_public_suffix or None
 
 
 def source_key(name: str | None) -> str | None:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from collections import Counter
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
@@ -26,13 +27,13 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from ..config import PrepConfig, dump_config
+from ..config import PrepConfig
 from ..errors import NewsbiasError, shorten
 from ..io import (
     atomic_dir,
     check_output_dir,
-    package_versions,
     sha256_file,
+    stage_manifest,
     write_json,
     write_jsonl,
 )
@@ -460,6 +461,7 @@ def run_prep(cfg: PrepConfig, progress: bool = False) -> dict[str, Any]:
     """
     pre = cfg.split.predefined
     inputs = [cfg.input.path] + ([pre.train, pre.val] + ([pre.test] if pre.test else []) if pre else [])
+    started = time.time()
     out = check_output_dir(cfg.out_dir, "prep", "prep_meta.json", inputs)
     frames, meta, drop_rows = prepare(cfg, progress)
     small = _eval_small(frames["test"], cfg.eval_small, cfg.split.seed)
@@ -476,8 +478,7 @@ def run_prep(cfg: PrepConfig, progress: bool = False) -> dict[str, Any]:
         meta["outputs"] = outputs
         input_path = Path(cfg.input.path)
         meta["input"]["sha256"] = sha256_file(input_path) if input_path.is_file() else None
-        meta["config"] = dump_config(cfg)
-        meta["versions"] = package_versions(("newsbias", "pandas", "numpy", "ftfy", "datasketch", "pydantic"))
+        meta.update(stage_manifest("prep", cfg, started))
         write_json(tmp / "prep_meta.json", meta)
     log.info("prep: %s", ", ".join(f"{k} {v}" for k, v in meta["splits"]["sizes"].items()))
     return meta

@@ -1,0 +1,81 @@
+"""The command line: one table of flags, each setting a config key, with help from the config's fields."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from newsbias.cli import COMMANDS, _flag_values, _value_kwargs, main, parse_args
+from newsbias.config import field_info, load_config
+
+BASE = {"prep": {"prep.input.path": "x.csv"}, "predict": {"predict.out": "p.jsonl"},
+        "export": {"export.adapter": "a", "export.out": "o"}}
+FLAGS = [(cmd, flag) for cmd in COMMANDS for flag in cmd.flags if flag.key]
+
+
+def _value(cfg, key):
+    for part in key.split("."):
+        cfg = getattr(cfg, part)
+    return cfg
+
+
+def test_help_needs_no_torch():
+    out = subprocess.run([sys.executable, "-X", "importtime", "-c", "from newsbias.cli import build_parser; "
+                          "build_parser()"], capture_output=True, text=True, check=True).stderr
+    assert " torch" not in out and "transformers" not in out
+
+
+@pytest.mark.parametrize("cmd", COMMANDS, ids=[c.name for c in COMMANDS])
+def test_every_command_has_help(cmd, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main([cmd.name, "--help"])
+    out = capsys.readouterr().out
+    assert exc.value.code == 0 and cmd.description.split()[0] in out
+    for flag in cmd.flags:
+        assert all(name in out for name in flag.names.split()), flag.names
+        if flag.key:
+            assert f"(= {flag.key}" in " ".join(out.split())
+
+
+@pytest.mark.parametrize("cmd,flag", FLAGS, ids=[f"{c.name} {f.names.split()[0]}" for c, f in FLAGS])
+def test_every_flag_sets_its_config_key(cmd, flag):
+    info = field_info(flag.key)
+    kind = _value_kwargs(info.annotation)
+    if flag.const is not None:
+        argv, want = [flag.names.split()[-1]], flag.const
+    elif "choices" in kind:  # one that is not the default (nor one that needs more keys)
+        want = next(c for c in kind["choices"] if c not in (info.default, "predefined"))
+        argv = [flag.names.split()[0], want]
+    elif "type" in kind:
+        argv, want = [flag.names.split()[0], "7"], 7
+    else:
+        argv, want = [flag.names.split()[0], "2024"], "2024"  # text stays text (YAML would read a number)
+    args = parse_args([cmd.name, *argv])
+    values = _flag_values(args, cmd.flags)
+    cfg = load_config(None, [], {**BASE.get(cmd.name, {}), **values})
+    assert _value(cfg, flag.key) == ([want] if flag.many else want)
+
+
+def test_overrides_beat_flags_and_may_come_anywhere():
+    args = parse_args(["baseline", "baseline.seed=2", "--seed", "1", "baseline.split=val"])
+    cfg = load_config(args.config, args.overrides, _flag_values(args, args.spec.flags))
+    assert cfg.baseline.seed == 2 and cfg.baseline.split == "val"
+
+
+def test_export_eval_is_an_alias_of_metrics():
+    for name in ("--eval", "--metrics"):
+        args = parse_args(["export", name, "run=report"])
+        assert _flag_values(args, args.spec.flags) == {"export.metrics": "run=report"}
+
+
+def test_switches_and_lists():
+    args = parse_args(["compare", "--preds", "a=x.jsonl", "y.jsonl", "--intersect", "--by-outlet"])
+    cfg = load_config(None, [], _flag_values(args, args.spec.flags)).compare
+    assert cfg.preds == ["a=x.jsonl", "y.jsonl"] and cfg.on_mismatch == "intersect" and cfg.metrics.by_outlet
+
+
+def test_no_command_prints_help(capsys):
+    assert main([]) == 2
+    assert "COMMAND" in capsys.readouterr().out

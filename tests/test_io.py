@@ -1,0 +1,23 @@
+"""The manifest every stage writes: the same keys for the same things."""
+
+from __future__ import annotations
+
+import json
+
+from newsbias.config import BaselineConfig, CvConfig
+from newsbias.io import stage_manifest
+
+
+def test_stage_manifest_keys():
+    m = stage_manifest("cv", {"cv": CvConfig(), "baseline": BaselineConfig()}, 0.0, extra_key=1)
+    assert m["stage"] == "cv" and m["command"] == "newsbias cv" and m["config"]["cv"]["folds"] == 5
+    assert m["versions"]["pydantic"] and m["started"] == "1970-01-01T00:00:00+00:00" and m["seconds"] > 0
+    assert m["extra_key"] == 1 and json.dumps(m)
+
+
+def test_baseline_manifest_has_the_shared_keys(planted_data_dir, tmp_path):
+    from newsbias.baseline import run_baseline
+
+    run_baseline(BaselineConfig(data=str(planted_data_dir), out_dir=str(tmp_path), models=["majority"]))
+    m = json.loads((tmp_path / "majority.manifest.json").read_text())
+    assert {"stage", "config", "versions", "git_commit", "started", "seconds"} <= set(m) and m["model"] == "majority"

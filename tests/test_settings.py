@@ -1,0 +1,63 @@
+"""newsbias.json: the prompt is written once, as the config's PromptConfig; older files still load."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from newsbias.classifier import Classifier
+from newsbias.config import PromptConfig
+from newsbias.modeling import SETTINGS_FILE, ModelSettings
+
+from conftest import make_planted_rows
+from serve_fixtures import adapter_for
+
+
+@pytest.fixture(scope="module")
+def adapter(tmp_path_factory, tiny_qwen_dir, planted_data_dir):
+    return adapter_for("lm", tmp_path_factory, tiny_qwen_dir, planted_data_dir)
+
+
+def _format_1(d: dict) -> dict:
+    """The same settings as the first format wrote them (labels and verbalizers twice, chat flag in the prompt)."""
+    p = d["prompt"]
+    return {"format": 1, "head": d["head"], "pooling": d["pooling"], "base_model": d["base_model"],
+            "labels": d["labels"], "verbalizers": p["verbalizers"], "label_token_ids": d["label_token_ids"],
+            "prompt": {"instruction": p["instruction"], "max_length": p["max_length"], "truncation": p["truncation"],
+                       "head_fraction": p["head_fraction"], "chat_template": p["chat_template"],
+                       "answer_cue": p["answer_cue"], "verbalizers": p["verbalizers"], "labels": d["labels"],
+                       "uses_chat_template": d["uses_chat_template"]},
+            "best_val": d["best_val"], "finetune": d["finetune"]}
+
+
+def test_settings_hold_each_thing_once(adapter):
+    d = json.loads((adapter / SETTINGS_FILE).read_text())
+    assert d["format"] == 2 and "verbalizers" not in d and d["labels"] == ["left", "center", "right"]
+    assert set(d["prompt"]) == set(PromptConfig.model_fields) and d["prompt"]["instruction"]
+    assert ModelSettings.from_dict(d).to_dict() == d
+
+
+def test_an_adapter_trained_with_the_first_format_loads_and_scores_alike(adapter, tmp_path):
+    old = tmp_path / "yesterday"
+    shutil.copytree(adapter, old)
+    today = json.loads((adapter / SETTINGS_FILE).read_text())
+    (old / SETTINGS_FILE).write_text(json.dumps(_format_1(today), indent=2))
+    settings = ModelSettings.load(old)
+    assert settings.prompt == ModelSettings.load(adapter).prompt and settings.extra == {"finetune": "lora"}
+    assert settings.uses_chat_template == today["uses_chat_template"]
+    texts = [r["input"] for r in make_planted_rows(5, seed=3)]
+    np.testing.assert_allclose(Classifier.load(str(old)).predict_proba(texts),
+                               Classifier.load(str(adapter)).predict_proba(texts), atol=1e-6)
+    settings.save(old)  # written back in today's format
+    assert json.loads((old / SETTINGS_FILE).read_text()) == today
+
+
+def test_a_bad_prompt_in_the_settings_names_the_key(tmp_path):
+    from newsbias.errors import NewsbiasError
+
+    (tmp_path / SETTINGS_FILE).write_text(json.dumps({"head": "lm", "prompt": {"max_length": 2}}))
+    with pytest.raises(NewsbiasError, match="prompt in newsbias.json.*max_length"):
+        ModelSettings.load(tmp_path)
