@@ -370,3 +370,112 @@ def test_learning_curve_from_the_adapter_dir_or_skipped(tmp_path, caplog):
     res = run_compare(CompareConfig(preds=[str(a), str(b)], out_dir=str(tmp_path / "r2"), metrics={"n_boot": 0}))
     assert not [f for f in res["files"] if f.startswith("learning_curve")]
     assert "## Training" not in (tmp_path / "r2" / "report.md").read_text()
+
+
+# ------------------------------------------------------- runs selected on outlets shared with the test articles
+
+SHARED_WARNING = re.compile(r"^> \*\*Warning: selection split shares outlets\.\*\* (.+)$", flags=re.M)
+
+
+def selection_prep(d: Path, mode: str, outlets: list[str]) -> Path:
+    """A prep directory whose val.jsonl has one article per outlet in ``outlets``."""
+    d.mkdir(parents=True)
+    (d / "val.jsonl").write_text("".join(json.dumps({"id": f"v{i}", "input": "text", "output": "left", "outlet": o})
+                                         + "\n" for i, o in enumerate(outlets)))
+    (d / "prep_meta.json").write_text(json.dumps({"splits": {"mode": mode}}))
+    return d
+
+
+def trained_on(d: Path, prep: Path) -> Path:
+    """A training output directory whose manifest.json names prep's val.jsonl and prep_meta.json."""
+    d.mkdir(parents=True)
+    (d / "manifest.json").write_text(json.dumps({"stage": "train", "data": {
+        "train": {"path": str(prep / "train.jsonl"), "sha256": "0" * 64},
+        "val": {"path": str(prep / "val.jsonl"), "sha256": "0" * 64},
+        "prep_meta": {"path": str(prep / "prep_meta.json"), "outputs": {}}}}))
+    return d
+
+
+def test_run_selected_on_shared_outlets_is_flagged(tmp_path):
+    inp = make_inputs(tmp_path)  # test articles: a0, a2, a4 from o0; a1, a3, a5 from o1
+    lora = trained_on(tmp_path / "lora", selection_prep(tmp_path / "random", "random", ["o0", "o0", "o1", "o9"]))
+    (tmp_path / "qwen-tuned.manifest.json").write_text(json.dumps({"stage": "predict", "adapter": str(lora)}))
+    # prep_meta claims by_source, but its val.jsonl shares o1: the files decide, not the recorded mode
+    mislabelled = selection_prep(tmp_path / "mislabelled", "by_source", ["o1", "o5"])
+    tfidf = tmp_path / "tfidf-lr.jsonl"
+    tfidf.write_text(inp["majority"].read_text())
+    (tmp_path / "tfidf-lr.manifest.json").write_text(json.dumps({
+        "stage": "baseline", "model": "tfidf-lr", "C": {"C": 1.0, "grid": [{"C": 1.0, "val_macro_f1": 0.5}]},
+        "config": {"data": str(mislabelled)}}))
+    (tmp_path / "majority.manifest.json").write_text(json.dumps({"stage": "baseline", "model": "majority",
+                                                                 "C": None, "config": {"data": str(mislabelled)}}))
+    cfg = compare_cfg(inp, tmp_path / "r", ensembles=["ens=tuned+tfidf-lr"])
+    res = run_compare(cfg.model_copy(update={"preds": [*cfg.preds, str(tfidf)]}))
+
+    sel = json.loads((tmp_path / "r" / "metrics.json").read_text())["selection"]
+    assert res["selection"] == sel
+    assert {n: (s["status"], s["flagged"]) for n, s in sel.items()} == {
+        "base": ("unknown", False), "tuned": ("shared", True), "majority": ("none", False),
+        "tfidf-lr": ("shared", True), "ens": ("ensemble", True)}
+    tuned = sel["tuned"]
+    assert (tuned["what"], tuned["split"], tuned["split_mode"]) == ("checkpoint", str(tmp_path / "random" / "val.jsonl"),
+                                                                    "random")
+    assert (tuned["shared_outlets"], tuned["shared_outlet_examples"]) == (2, ["o0", "o1"])
+    assert (tuned["split_articles_shared"], tuned["split_articles"]) == (3, 4)
+    assert (tuned["test_articles_shared"], tuned["test_articles"]) == (6, 6)
+    assert (sel["tfidf-lr"]["what"], sel["tfidf-lr"]["split_mode"], sel["tfidf-lr"]["shared_outlets"],
+            sel["tfidf-lr"]["test_articles_shared"]) == ("C", "by_source", 1, 3)
+
+    md = (tmp_path / "r" / "report.md").read_text()
+    page = (tmp_path / "r" / "report.html").read_text()
+    expected = [f"{run}: {what} chosen on val.jsonl, which shares {k} ({pct} % of its articles) with the test articles"
+                " — its score rewards recognising outlets; select on an outlet-disjoint split "
+                "(prep.split.mode=by_source)." for run, what, k, pct in (("tuned", "checkpoint", "2 outlets", 75),
+                                                                         ("tfidf-lr", "C", "1 outlet", 50))]
+    assert SHARED_WARNING.findall(md) == expected
+    html_warn = re.findall(r'<p class="warning"><strong>Warning: selection split shares outlets\.</strong> (.+?)</p>',
+                           page)
+    assert [html.unescape(w) for w in html_warn] == expected
+    assert f"- **base**: `{inp['base']}` (no manifest); selection split unknown\n" in md
+    assert "**majority**:" in md and "; nothing chosen on a split (majority baseline)\n" in md
+    assert "; selected as its members (tuned, tfidf-lr on outlets shared with the test articles)" in md
+    assert "; checkpoint chosen on val.jsonl, which shares 2 outlets with the test articles</li>" in page
+
+
+def test_outlet_disjoint_selection_is_not_flagged(tmp_path):
+    inp = make_inputs(tmp_path)
+    lora = trained_on(tmp_path / "lora", selection_prep(tmp_path / "by-source", "by_source", ["o7", "o8", "o8"]))
+    rows = [{**json.loads(x), "adapter": str(lora)} for x in inp["tuned"].read_text().splitlines()]
+    inp["tuned"].write_text("".join(json.dumps(r) + "\n" for r in rows))  # the adapter named in the records
+    # no --data: the compared articles' outlets come from the predictions
+    run_compare(CompareConfig(preds=[f"tuned={inp['tuned']}"], out_dir=str(tmp_path / "r"), metrics={"n_boot": 0}))
+    sel = json.loads((tmp_path / "r" / "metrics.json").read_text())["selection"]["tuned"]
+    assert (sel["status"], sel["flagged"], sel["shared_outlets"], sel["split_mode"]) == ("disjoint", False, 0,
+                                                                                          "by_source")
+    assert sel["warning"] is None
+    md = (tmp_path / "r" / "report.md").read_text()
+    assert not SHARED_WARNING.findall(md)
+    assert "; checkpoint chosen on val.jsonl, which shares no outlet with the test articles\n" in md
+
+
+def test_run_without_manifest_is_unknown_without_warning(tmp_path):
+    inp = make_inputs(tmp_path)
+    (tmp_path / "majority.manifest.json").write_text(json.dumps({  # C chosen on a val.jsonl that is gone
+        "stage": "baseline", "model": "tfidf-lr", "C": {"C": 1.0, "grid": [{"C": 1.0}]},
+        "config": {"data": str(tmp_path / "gone")}}))
+    gone = tmp_path / "adapter-without-manifest"
+    gone.mkdir()
+    rows = [{**json.loads(x), "adapter": str(gone)} for x in inp["tuned"].read_text().splitlines()]
+    inp["tuned"].write_text("".join(json.dumps(r) + "\n" for r in rows))
+    run_compare(compare_cfg(inp, tmp_path / "r"))
+    sel = json.loads((tmp_path / "r" / "metrics.json").read_text())["selection"]
+    assert {n: (s["status"], s["flagged"], s["warning"]) for n, s in sel.items()} == {
+        n: ("unknown", False, None) for n in ("base", "tuned", "majority")}
+    assert sel["tuned"]["note"] == "selection split unknown (no training manifest.json found beside the model)"
+    assert sel["majority"]["note"] == f"selection split unknown ({tmp_path / 'gone' / 'val.jsonl'} not found)"
+    md = (tmp_path / "r" / "report.md").read_text()
+    page = (tmp_path / "r" / "report.html").read_text()
+    assert not SHARED_WARNING.findall(md) and "selection split shares" not in page
+    assert "(no manifest); selection split unknown\n" in md
+    assert "(no manifest); selection split unknown</li>" in page
+    assert all("selection split unknown" not in w for w in re.findall(r"^> \*\*Warning.*$", md, flags=re.M))

@@ -75,15 +75,16 @@ def fit_tfidf_lr(train: pd.DataFrame, cfg: BaselineConfig, val: pd.DataFrame | N
 
     Returns ``(pipeline, selection)`` where ``selection`` records the C values tried and chosen.
     """
-    from sklearn.metrics import f1_score
-
     if train["text"].nunique() < 2:
         raise NewsbiasError("tfidf-lr needs at least two distinct training articles")
     if train["gold"].nunique() < 2:
         raise NewsbiasError("tfidf-lr needs at least two labels in train.jsonl; only "
                             f"{train['gold'].iloc[0]!r} is present")
+    if cfg.lr.C_grid and (val is None or val.empty):
+        raise NewsbiasError("baseline.lr.C_grid needs val.jsonl next to train.jsonl to choose C; "
+                            "or leave C_grid empty and set baseline.lr.C")
     pipe = build_tfidf_lr(cfg, cfg.lr.C)
-    vec, lr = pipe.named_steps["tfidf"], pipe.named_steps["lr"]
+    vec = pipe.named_steps["tfidf"]
     try:
         x_train = vec.fit_transform(train["text"])
     except ValueError as exc:
@@ -91,29 +92,32 @@ def fit_tfidf_lr(train: pd.DataFrame, cfg: BaselineConfig, val: pd.DataFrame | N
             raise NewsbiasError(f"tfidf-lr: no terms left in the vocabulary ({exc}); lower baseline.tfidf.min_df "
                                 "or raise baseline.tfidf.max_df") from None
         raise
+    x_val = vec.transform(val["text"]) if cfg.lr.C_grid else None
+    lr, selection = fit_lr(pipe.named_steps["lr"], cfg, x_train, train, x_val, val)
+    pipe.set_params(lr=lr)
+    return pipe, selection
+
+
+def fit_lr(lr: Any, cfg: BaselineConfig, x_train: Any, train: pd.DataFrame, x_val: Any = None,
+           val: pd.DataFrame | None = None) -> tuple[Any, dict[str, Any]]:
+    """The logistic regression on vectorised text (C picked on val when ``cfg.lr.C_grid``), with the
+    sample weights of ``cfg.sampling``; returns ``(fitted estimator, selection)``."""
+    from sklearn.base import clone
+    from sklearn.metrics import f1_score
+
     weights = (outlet_weights(train["outlet"], cfg.outlet_power)
                if cfg.sampling == "outlet_balanced" and "outlet" in train else None)
-    selection: dict[str, Any] = {"C": cfg.lr.C, "grid": None}
-    if cfg.lr.C_grid:
-        if val is None or val.empty:
-            raise NewsbiasError("baseline.lr.C_grid needs val.jsonl next to train.jsonl to choose C; "
-                                "or leave C_grid empty and set baseline.lr.C")
-        # the vectoriser does not depend on C: fit it once, then only the classifier per candidate,
-        # and keep the winner as fitted rather than fitting it a second time
-        from sklearn.base import clone
-
-        x_val = vec.transform(val["text"])
-        scores, fitted = {}, {}
-        for C in cfg.lr.C_grid:
-            fitted[C] = clone(lr).set_params(C=C).fit(x_train, train["gold"], sample_weight=weights)
-            scores[C] = float(f1_score(val["gold"], fitted[C].predict(x_val), labels=list(LABELS),
-                                       average="macro", zero_division=0))
-            log.info("baseline: C=%g val macro-F1 %.4f", C, scores[C])
-        best = max(cfg.lr.C_grid, key=lambda c: (scores[c], -c))  # ties: the stronger regularisation
-        pipe.set_params(lr=fitted[best])
-        return pipe, {"C": best, "grid": [{"C": c, "val_macro_f1": s} for c, s in scores.items()]}
-    lr.fit(x_train, train["gold"], sample_weight=weights)
-    return pipe, selection
+    if not cfg.lr.C_grid:
+        return clone(lr).set_params(C=cfg.lr.C).fit(x_train, train["gold"], sample_weight=weights), \
+            {"C": cfg.lr.C, "grid": None}
+    scores, fitted = {}, {}
+    for C in cfg.lr.C_grid:  # the winner is kept as fitted, never fitted twice
+        fitted[C] = clone(lr).set_params(C=C).fit(x_train, train["gold"], sample_weight=weights)
+        scores[C] = float(f1_score(val["gold"], fitted[C].predict(x_val), labels=list(LABELS),
+                                   average="macro", zero_division=0))
+        log.info("baseline: C=%g val macro-F1 %.4f", C, scores[C])
+    best = max(cfg.lr.C_grid, key=lambda c: (scores[c], -c))  # ties: the stronger regularisation
+    return fitted[best], {"C": best, "grid": [{"C": c, "val_macro_f1": s} for c, s in scores.items()]}
 
 
 def predict_proba_labels(pipe, texts: Sequence[str]) -> np.ndarray:

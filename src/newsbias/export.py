@@ -29,7 +29,7 @@ from typing import Any, Optional
 from .classifier import Classifier
 from .config import ExportConfig
 from .errors import NewsbiasError
-from .io import atomic_dir, check_output_dir, stage_manifest, write_json
+from .io import atomic_dir, check_output_dir, read_json, stage_manifest, write_json
 from .modeling import ModelSettings, is_gguf, join_gguf
 from .templates import render
 
@@ -75,13 +75,7 @@ def merge_adapter(adapter_dir: str | Path, out_dir: str | Path, base_model: Opti
 
 
 def _read_json(path: Optional[Path]) -> Optional[dict[str, Any]]:
-    if path is None or not path.is_file():
-        return None
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError):
-        return None
-    return data if isinstance(data, dict) else None
+    return read_json(path, strict=False) if path is not None else None
 
 
 def is_hub_id(name: str) -> bool:

@@ -66,6 +66,32 @@ def remove_dead_leftovers(out: Path) -> list[Path]:
     return removed
 
 
+def read_json(path: str | Path, strict: bool = True) -> dict[str, Any] | None:
+    """A JSON object written by a stage (manifest, settings, checkpoint state).
+
+    ``strict``: a missing, unreadable or malformed file is a one-line error naming it; otherwise None.
+    """
+    from .errors import NewsbiasError
+
+    p = Path(path)
+    try:
+        data = json.loads(p.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        if strict:
+            raise NewsbiasError(f"{p} not found; rerun the stage that writes it") from None
+        return None
+    except (OSError, ValueError) as exc:
+        if strict:
+            raise NewsbiasError(f"{p} is not valid JSON ({str(exc)[:120]}); copy it again or rerun the stage "
+                                f"that wrote it") from None
+        return None
+    if not isinstance(data, dict):
+        if strict:
+            raise NewsbiasError(f"{p} holds a JSON {type(data).__name__}, not an object; rerun the stage that wrote it")
+        return None
+    return data
+
+
 def check_output_dir(out_dir: str | Path, stage: str, marker: str, inputs: Iterable[str | Path] = ()) -> Path:
     """``out_dir`` resolved, after checking that ``stage`` may write (and replace) it.
 
@@ -88,11 +114,7 @@ def check_output_dir(out_dir: str | Path, stage: str, marker: str, inputs: Itera
             raise NewsbiasError(f"the input {ip} is inside the {stage} output directory {out}, which {stage} "
                                 f"replaces; write the output somewhere else")
     if out.is_dir() and any(out.iterdir()):
-        owner = None
-        try:
-            owner = json.loads((out / marker).read_text(encoding="utf-8")).get("stage")
-        except (OSError, ValueError, AttributeError):
-            pass
+        owner = (read_json(out / marker, strict=False) or {}).get("stage")
         if owner != stage:
             shown = sorted(p.name for p in out.iterdir())[:3]
             raise NewsbiasError(f"{out} is not empty ({', '.join(shown)}{', ...' if len(shown) == 3 else ''}) and was "

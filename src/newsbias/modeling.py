@@ -30,6 +30,7 @@ from torch import nn
 
 from .config import Head, Pooling, PromptConfig, format_validation_error
 from .errors import NewsbiasError
+from .io import read_json
 from .labels import LABELS
 from .prompt import PromptBuilder
 
@@ -391,11 +392,7 @@ class ModelSettings:
         p = Path(directory, SETTINGS_FILE)
         if not p.is_file():
             raise NewsbiasError(f"{directory} has no {SETTINGS_FILE}; it was not written by `newsbias train`")
-        try:
-            data = json.loads(p.read_text(encoding="utf-8"))
-        except ValueError:
-            raise NewsbiasError(f"{p} is not valid JSON; copy the model directory again or retrain") from None
-        return cls.from_dict(data)
+        return cls.from_dict(read_json(p))
 
 
 def prompt_builder(tokenizer: Any, settings: ModelSettings) -> PromptBuilder:

@@ -6,7 +6,8 @@ joins them on id, and writes into ``cfg.out_dir``:
 * ``eval_compare.csv`` — ``id, preview`` (first 50 words of the article), ``gold``, then one
   column per run with its predicted label (``invalid`` for unparseable outputs);
 * ``metrics.json`` — :func:`newsbias.metrics.compute_metrics` per run, the join summary, which runs
-  the verdict compares (``roles``) and their paired tests (``paired``);
+  the verdict compares (``roles``), their paired tests (``paired``) and how each run was selected
+  (``selection``, see below);
 * PNGs: ``confusion_<run>.png`` (row-normalised, with a colour bar), ``per_class_f1.png`` (bootstrap
   error bars, chance line), ``reliability.png`` (runs with probabilities), ``per_outlet.png`` (with
   ``metrics.by_outlet``) and ``learning_curve_<run>.png`` for runs whose training log is found;
@@ -19,6 +20,13 @@ run named ``compare.tuned`` (else the best macro-F1) with ``compare.base`` (else
 with ``compare.baseline`` (tfidf-lr): the macro-F1 difference with a paired bootstrap interval, and
 McNemar's test on per-article correctness. The fixes / breaks section needs both ``base`` and
 ``tuned`` named.
+
+Labels are outlet ratings, so a checkpoint or C chosen on a split that shares outlets with the test
+articles rewards recognising outlets. For each run the report finds the split it was selected on (a
+trained run's training ``manifest.json``, a tfidf-lr baseline's data directory), compares that
+split's outlets with the compared articles' outlets, and warns about every run whose selection split
+shares outlets with them (:func:`selection_report`); a run without a manifest is "selection split
+unknown" in its row.
 """
 
 from __future__ import annotations
@@ -40,13 +48,14 @@ from .io import sha256_file, write_json
 from .labels import LABELS
 from .metrics import (INVALID, chance_f1, mcnemar_test, metrics_for_frame, paired_macro_f1_difference,
                       prediction_frame)
-from .records import read_articles, resolve_split
+from .records import iter_articles, read_articles, resolve_split, split_file
 from .templates import render
 
 log = logging.getLogger(__name__)
 
 _NAME = re.compile(r"^[A-Za-z0-9_.\-]+$")
 TRAIN_LOG = "train_log.jsonl"  # newsbias.train.LOG_FILE, named here so compare does not import torch
+TRAIN_MANIFEST = "manifest.json"  # newsbias.train.MANIFEST_FILE, likewise
 
 
 def parse_pred_specs(specs: list[str]) -> list[tuple[str, Path]]:
@@ -142,9 +151,10 @@ def read_meta(path: Optional[Path]) -> Optional[dict[str, Any]]:
 
 
 def data_texts(path: Path) -> pd.DataFrame:
-    """``key`` (the article id), ``text`` and ``gold_data`` of a split file, indexed by ``key``."""
-    frame = pd.DataFrame([{"key": a.id, "text": a.text, "gold_data": a.label}
-                          for a in read_articles(path, require_text=False)], columns=["key", "text", "gold_data"])
+    """``key`` (the article id), ``text``, ``gold_data`` and ``outlet`` of a split file, indexed by ``key``."""
+    frame = pd.DataFrame([{"key": a.id, "text": a.text, "gold_data": a.label, "outlet": a.outlet_or_source}
+                          for a in read_articles(path, require_text=False)],
+                         columns=["key", "text", "gold_data", "outlet"])
     if frame.empty:
         raise NewsbiasError(f"split file {path} is empty")
     dup = frame["key"].duplicated()
@@ -209,20 +219,28 @@ def join_predictions(frames: dict[str, pd.DataFrame], on_mismatch: str = "error"
     return joined[["key", "gold", *frames]], info
 
 
-def train_log_path(frame: pd.DataFrame, manifest: Optional[dict[str, Any]]) -> Optional[Path]:
-    """``DIR/train_log.jsonl`` of the training run behind a prediction file, or None.
+def _trained_candidates(frame: pd.DataFrame, manifest: Optional[dict[str, Any]]) -> list[str]:
+    """Directories that may hold the training run behind a prediction file, most specific first."""
+    candidates = list(frame["adapter"].dropna().astype(str).unique()[:1]) if "adapter" in frame else []
+    if manifest:
+        candidates += [manifest.get("adapter"), (manifest.get("config") or {}).get("model")]
+    return [c for c in candidates if isinstance(c, str) and c]
+
+
+def trained_dir(frame: pd.DataFrame, manifest: Optional[dict[str, Any]], marker: str) -> Optional[Path]:
+    """The directory of the training run behind a prediction file that holds the file ``marker``, or None.
 
     ``newsbias predict --adapter DIR`` writes DIR into every record and the manifest; a fully
     fine-tuned model is predicted with ``--model DIR`` (the manifest's ``config.model``). Base
     models and baselines have no such directory.
     """
-    candidates = list(frame["adapter"].dropna().astype(str).unique()[:1]) if "adapter" in frame else []
-    if manifest:
-        candidates += [manifest.get("adapter"), (manifest.get("config") or {}).get("model")]
-    for c in candidates:
-        if isinstance(c, str) and c and (Path(c) / TRAIN_LOG).is_file():
-            return Path(c) / TRAIN_LOG
-    return None
+    return next((Path(c) for c in _trained_candidates(frame, manifest) if (Path(c) / marker).is_file()), None)
+
+
+def train_log_path(frame: pd.DataFrame, manifest: Optional[dict[str, Any]]) -> Optional[Path]:
+    """``DIR/train_log.jsonl`` of the training run behind a prediction file (:func:`trained_dir`), or None."""
+    d = trained_dir(frame, manifest, TRAIN_LOG)
+    return d / TRAIN_LOG if d else None
 
 
 def read_train_log(path: Path) -> dict[str, list[dict[str, Any]]]:
@@ -239,6 +257,142 @@ def read_train_log(path: Path) -> dict[str, list[dict[str, Any]]]:
         if isinstance(rec, dict) and rec.get("type") in rows and isinstance(rec.get("step"), (int, float)):
             rows[rec["type"]].append(rec)
     return rows
+
+
+def _read_json(path: Path) -> Optional[dict[str, Any]]:
+    """A JSON object file, or None when it is missing or not a JSON object."""
+    try:
+        obj = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return None
+    return obj if isinstance(obj, dict) else None
+
+
+def selection_source(frame: pd.DataFrame, manifest: Optional[dict[str, Any]]) -> dict[str, Any]:
+    """Where a run's checkpoint or hyper-parameters were chosen, from its manifests.
+
+    ``{"status": "val", "what": "checkpoint" | "C", "split": the split file, "prep_meta": its
+    prep_meta.json or None}`` for a trained run (its training ``manifest.json``, found like the
+    training log, also without a prediction manifest) and a tfidf-lr baseline that chose C on
+    val.jsonl; ``{"status": "none", "note"}`` when nothing was chosen on a split; ``{"status":
+    "unknown", "note"}`` when no manifest says.
+    """
+    if manifest and manifest.get("stage") == "baseline":
+        return _baseline_source(manifest)
+    d = trained_dir(frame, manifest, TRAIN_MANIFEST)
+    if d is not None:
+        data = (_read_json(d / TRAIN_MANIFEST) or {}).get("data") or {}
+        val = (data.get("val") or {}).get("path")
+        if not val:
+            return {"status": "unknown", "note": f"{d / TRAIN_MANIFEST} names no val file"}
+        return {"status": "val", "what": "checkpoint", "split": str(val),
+                "prep_meta": (data.get("prep_meta") or {}).get("path")}
+    manifest = manifest or {}
+    adapter = "adapter" in frame and frame["adapter"].notna().any()
+    if adapter or manifest.get("adapter") or manifest.get("adapter_best_val"):
+        return {"status": "unknown", "note": f"no training {TRAIN_MANIFEST} found beside the model"}
+    if manifest.get("stage") == "predict":
+        return {"status": "none", "note": "nothing chosen on a split (untuned model)"}
+    return {"status": "unknown", "note": None}
+
+
+def _baseline_source(manifest: dict[str, Any]) -> dict[str, Any]:
+    """A baseline's selection: tfidf-lr with a C grid chose C on the val.jsonl of its data directory."""
+    name = manifest.get("model", "baseline")
+    chosen = manifest.get("C")
+    if not (isinstance(chosen, dict) and chosen.get("grid")):
+        return {"status": "none", "note": f"nothing chosen on a split ({name} baseline)"}
+    data = (manifest.get("config") or {}).get("data")
+    if not data:
+        return {"status": "unknown", "note": "the baseline manifest names no data directory"}
+    return {"status": "val", "what": "C", "split": str(split_file(data, "val")),
+            "prep_meta": str(Path(data) / "prep_meta.json")}
+
+
+def outlet_overlap(selection: Sequence[Optional[str]], test: Sequence[Optional[str]]) -> Optional[dict[str, Any]]:
+    """Outlets of a selection split's articles shared with the test articles' outlets, with article counts.
+
+    None when either side records no outlet (the overlap cannot be told).
+    """
+    sel_known, test_known = [o for o in selection if o], [o for o in test if o]
+    if not sel_known or not test_known:
+        return None
+    shared = sorted(set(sel_known) & set(test_known))
+    s = set(shared)
+    return {"shared_outlets": len(shared), "shared_outlet_examples": shared[:10],
+            "split_articles": len(selection), "split_articles_shared": sum(o in s for o in sel_known),
+            "test_articles": len(test), "test_articles_shared": sum(o in s for o in test_known)}
+
+
+def _split_outlets(path: Path) -> list[Optional[str]]:
+    outlets = (a.outlet_or_source for a in iter_articles(path, require_text=False, bad_label="keep"))
+    return [None if o is None else str(o) for o in outlets]
+
+
+def run_selection(name: str, source: dict[str, Any], test: Sequence[Optional[str]],
+                  cache: dict[Path, list[Optional[str]]]) -> dict[str, Any]:
+    """One run's selection record: :func:`selection_source` + :func:`outlet_overlap` against the test
+    articles, ``flagged`` when they share outlets, a ``note`` for its row and the ``warning`` text."""
+    if source["status"] != "val":
+        note = source["note"] if source["status"] == "none" else (
+            "selection split unknown" + (f" ({source['note']})" if source["note"] else ""))
+        return {**source, "flagged": False, "note": note, "warning": None}
+    split = Path(source["split"])
+    if not split.is_file():
+        return {**source, "status": "unknown", "flagged": False, "warning": None,
+                "note": f"selection split unknown ({split} not found)"}
+    if split not in cache:
+        try:
+            cache[split] = _split_outlets(split)
+        except NewsbiasError as exc:  # a broken selection split qualifies one run; it must not stop the report
+            return {**source, "status": "unknown", "flagged": False, "warning": None,
+                    "note": f"selection split unknown ({exc})"}
+    meta = _read_json(Path(source["prep_meta"])) if source["prep_meta"] else None
+    overlap = outlet_overlap(cache[split], test)
+    chose = f"{source['what']} chosen on {split.name}"
+    rec = {**source, "split_mode": ((meta or {}).get("splits") or {}).get("mode"), **(overlap or {}),
+           "flagged": bool(overlap and overlap["shared_outlets"]), "warning": None}
+    if overlap is None:
+        return {**rec, "status": "no_outlets",
+                "note": f"{chose}; outlets not recorded, so its overlap with the test articles is unknown"}
+    if not rec["flagged"]:
+        return {**rec, "status": "disjoint", "note": f"{chose}, which shares no outlet with the test articles"}
+    k = overlap["shared_outlets"]
+    shares = f"shares {k} outlet{'s' if k != 1 else ''}"
+    pct = round(100 * overlap["split_articles_shared"] / overlap["split_articles"])
+    return {**rec, "status": "shared", "note": f"{chose}, which {shares} with the test articles",
+            "warning": f"{name}: {chose}, which {shares} ({pct} % of its articles) with the test articles — its "
+                       "score rewards recognising outlets; select on an outlet-disjoint split "
+                       "(prep.split.mode=by_source)."}
+
+
+def selection_report(specs: list[tuple[str, Path]], frames: dict[str, pd.DataFrame],
+                     manifests: dict[str, Optional[dict[str, Any]]], infos: dict[str, Any],
+                     test: Sequence[Optional[str]]) -> dict[str, dict[str, Any]]:
+    """``{run: selection record}`` (:func:`run_selection`); an ensemble is selected as its members."""
+    cache: dict[Path, list[Optional[str]]] = {}
+    out = {name: run_selection(name, selection_source(frames[name], manifests[name]), test, cache)
+           for name, _ in specs}
+    for name, info in infos.items():
+        members = info.get("ensemble_of")
+        if members:
+            flagged = [m for m in members if out[m]["flagged"]]
+            out[name] = {"status": "ensemble", "members": members, "flagged": bool(flagged), "warning": None,
+                         "note": "selected as its members" + (f" ({', '.join(flagged)} on outlets shared with the "
+                                                              "test articles)" if flagged else "")}
+    return out
+
+
+def compared_outlets(joined: pd.DataFrame, texts: Optional[pd.DataFrame],
+                     frames: dict[str, pd.DataFrame]) -> list[Optional[str]]:
+    """The outlet of every compared article: from the split file (--data) when it records them, else the predictions."""
+    sources = [texts["outlet"]] if texts is not None else []
+    sources += [f.assign(key=f["id"].astype(str)).set_index("key")["outlet"] for f in frames.values()]
+    for by_key in sources:
+        outlets = by_key.reindex(joined["key"])
+        if outlets.notna().any():
+            return [None if pd.isna(o) else str(o) for o in outlets]
+    return []
 
 
 def _pyplot() -> Any:
@@ -527,6 +681,7 @@ class Comparison:
     paired: dict[str, Any]
     changes: Optional[dict[str, Any]]
     appendix: Optional[str]
+    selection: dict[str, dict[str, Any]]
     figures: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -606,14 +761,15 @@ def run_compare(cfg: CompareConfig) -> dict[str, Any]:
     logs = {name: p for name, _ in specs if (p := train_log_path(frames[name], manifests[name])) is not None}
     roles = pick_roles(names, all_metrics, cfg)
     meta = read_meta(meta_path)
+    selection = selection_report(specs, frames, manifests, infos, compared_outlets(joined, texts, frames))
     c = Comparison(cfg=cfg, specs=specs, infos=infos, metrics=all_metrics, join=join_info, n=len(joined), meta=meta,
                    data=data_summary(data_path, texts, meta), manifests=manifests, logs=logs, roles=roles,
                    paired=paired_tests(joined, roles, cfg.metrics),
-                   changes=base_tuned_changes(joined, csv, names, cfg), appendix=appendix)
+                   changes=base_tuned_changes(joined, csv, names, cfg), appendix=appendix, selection=selection)
     write_json(out / "metrics.json", {"stage": "compare", "runs": {n: str(p) for n, p in specs},
                                       "join": join_info, "skipped": {n: infos[n]["skipped_no_gold"] for n in names},
                                       "metrics": all_metrics, "roles": roles, "paired": c.paired,
-                                      "train_logs": {n: str(p) for n, p in logs.items()},
+                                      "train_logs": {n: str(p) for n, p in logs.items()}, "selection": selection,
                                       "config": cfg.model_dump(mode="json")})
     c.figures = write_figures(c, out)
     model = report_model(c)
@@ -623,7 +779,7 @@ def run_compare(cfg: CompareConfig) -> dict[str, Any]:
         (out / "report.html").write_text(render_html(model, out), encoding="utf-8")
         written.append("report.html")
     return {"out_dir": str(out), "files": written, "n": len(joined), "join": join_info, "metrics": all_metrics,
-            "verdict": model["verdict"], "paired": c.paired,
+            "verdict": model["verdict"], "paired": c.paired, "selection": selection,
             "changes": {k: v for k, v in c.changes.items() if not k.endswith("examples")} if c.changes else None}
 
 
@@ -696,11 +852,14 @@ def _changes(c: Comparison) -> Optional[dict[str, Any]]:
 
 
 def _warnings(c: Comparison) -> list[dict[str, str]]:
-    """Everything that qualifies the numbers: the split, a changed split file, ids left out, rows skipped."""
+    """Everything that qualifies the numbers: the split, runs selected on outlets shared with the test
+    articles, a changed split file, ids left out, rows skipped."""
     out = []
     split = split_note(c.meta)
     if split["warning"]:
         out.append({"title": split["warning"], "text": split["text"]})
+    out += [{"title": "selection split shares outlets", "text": s["warning"]}
+            for s in c.selection.values() if s["warning"]]
     if c.data and c.data.get("matches_prep_meta") is False:
         out.append({"title": "split file changed",
                     "text": "The split file's sha256 differs from the one in prep_meta.json."})
@@ -720,9 +879,11 @@ def _warnings(c: Comparison) -> list[dict[str, str]]:
 
 def _runs(c: Comparison) -> list[dict[str, Any]]:
     runs = [{"name": n, "path": str(p), "manifest": c.manifests[n] is not None,
-             "train_log": str(c.logs[n]) if n in c.logs else None, "ensemble_of": None} for n, p in c.specs]
+             "train_log": str(c.logs[n]) if n in c.logs else None, "ensemble_of": None,
+             "selection": c.selection[n]["note"]} for n, p in c.specs]
     return runs + [{"name": n, "path": None, "manifest": False, "train_log": None,
-                    "ensemble_of": " + ".join(i["ensemble_of"])} for n, i in c.infos.items() if i.get("ensemble_of")]
+                    "ensemble_of": " + ".join(i["ensemble_of"]), "selection": c.selection[n]["note"]}
+                   for n, i in c.infos.items() if i.get("ensemble_of")]
 
 
 def report_model(c: Comparison) -> dict[str, Any]:
@@ -750,6 +911,7 @@ def report_model(c: Comparison) -> dict[str, Any]:
         "changes": _changes(c),
         "outlets": _outlet_table(c),
         "runs": _runs(c),
+        "selection": c.selection,
         "appendix": c.appendix.rstrip() if c.appendix else None,
         "manifests": [{"name": n, "json": json.dumps(man, indent=2, ensure_ascii=False)}
                       for n, man in c.manifests.items() if man],

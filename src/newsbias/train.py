@@ -32,7 +32,7 @@ import torch.distributed as dist
 
 from .config import DEFAULT_INSTRUCTION, TrainConfig, dump_config
 from .errors import NewsbiasError
-from .io import sha256_file, stage_manifest, write_json
+from .io import read_json, sha256_file, stage_manifest, write_json
 from .labels import LABELS
 from .modeling import (Dist, LabelLossModule, ModelSettings, _check_model_path, add_lora, count_parameters,
                        init_distributed, join_gguf, lm_logits_at, load_model_and_tokenizer, pad_batch)
@@ -60,11 +60,9 @@ def data_hashes(train: Path, val: Path, prep_dir: Optional[Path]) -> dict[str, A
     out: dict[str, Any] = {"train": {"path": str(train), "sha256": sha256_file(train)},
                            "val": {"path": str(val), "sha256": sha256_file(val)}}
     if prep_dir is not None:
-        try:
-            meta = json.loads((prep_dir / "prep_meta.json").read_text(encoding="utf-8"))
-            out["prep_meta"] = {"path": str(prep_dir / "prep_meta.json"), "outputs": meta.get("outputs", {})}
-        except (OSError, json.JSONDecodeError) as exc:
-            out["prep_meta"] = {"error": str(exc)}
+        meta = read_json(prep_dir / "prep_meta.json", strict=False)
+        out["prep_meta"] = ({"path": str(prep_dir / "prep_meta.json"), "outputs": meta.get("outputs", {})}
+                            if meta is not None else {"error": "unreadable prep_meta.json"})
     return out
 
 
@@ -303,10 +301,7 @@ def check_checkpoints(out_dir: Path, fingerprint: str, resume: bool, overwrite: 
 
 
 def _read_fingerprint(ckpt: Path) -> Optional[str]:
-    try:
-        return json.loads((ckpt / "trainer_state.json").read_text(encoding="utf-8"))["fingerprint"]
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
+    return (read_json(ckpt / "trainer_state.json", strict=False) or {}).get("fingerprint")
 
 
 @dataclass
@@ -549,7 +544,7 @@ def load_checkpoint(r: Recipe, ckpt: Path) -> None:
     """Restore weights, optimizer, scheduler, loop state and this rank's RNG from ``ckpt``."""
     from safetensors.torch import load_file
 
-    meta = json.loads((ckpt / "trainer_state.json").read_text(encoding="utf-8"))
+    meta = read_json(ckpt / "trainer_state.json")
     _load_trainable_state(r.model, load_file(str(ckpt / "trainable.safetensors")))
     _optimizer_from_files(r.optimizer, load_file(str(ckpt / "optimizer.safetensors")), meta["optimizer_param_groups"])
     r.scheduler.load_state_dict(meta["scheduler"])

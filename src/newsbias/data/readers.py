@@ -120,6 +120,14 @@ def _iter_lines(path: Path, encoding: str) -> Iterator[tuple[int, str]]:
             raise NewsbiasError(f"{path}: cannot read ({exc})") from None
 
 
+def _bad_row(path: Path, line: int, reason: str, on_bad_row: str, bad: list[dict],
+             fix: str = "set prep.input.on_bad_row=skip to skip it") -> None:
+    """Raise for a bad row (``on_bad_row=error``) or record it in ``bad`` to be skipped."""
+    if on_bad_row == "error":
+        raise NewsbiasError(f"{path}: line {line}: {reason}; {fix}")
+    bad.append({"line": line, "reason": reason})
+
+
 def iter_jsonl(path: Path, encoding: str, on_bad_row: str, bad: list[dict]) -> Iterator[tuple[int, dict]]:
     """Yield ``(line_number, object)`` from a JSONL file; bad lines raise or are recorded."""
     for lineno, line in _iter_lines(path, encoding):
@@ -129,15 +137,11 @@ def iter_jsonl(path: Path, encoding: str, on_bad_row: str, bad: list[dict]) -> I
             obj = json.loads(line)
         except json.JSONDecodeError as exc:
             reason = f"malformed JSON ({exc.msg} at column {exc.colno})"
-            if on_bad_row == "error":
-                raise NewsbiasError(f"{path}: line {lineno}: {reason}; fix the line or set prep.input.on_bad_row=skip") from None
-            bad.append({"line": lineno, "reason": reason})
+            _bad_row(path, lineno, reason, on_bad_row, bad, "fix the line or set prep.input.on_bad_row=skip")
             continue
         if not isinstance(obj, dict):
             reason = f"expected a JSON object, found {type(obj).__name__}"
-            if on_bad_row == "error":
-                raise NewsbiasError(f"{path}: line {lineno}: {reason}; set prep.input.on_bad_row=skip to skip it") from None
-            bad.append({"line": lineno, "reason": reason})
+            _bad_row(path, lineno, reason, on_bad_row, bad)
             continue
         yield lineno, obj
 
@@ -209,9 +213,7 @@ def iter_csv(path: Path, encoding: str, on_bad_row: str, bad: list[dict]) -> tup
                 raise _stream_error(path, start, exc, encoding) from None
             except csv.Error as exc:
                 reason = f"malformed CSV ({exc})"
-                if on_bad_row == "error":
-                    raise NewsbiasError(f"{path}: line {start}: {reason}; set prep.input.on_bad_row=skip to skip it") from None
-                bad.append({"line": start, "reason": reason})
+                _bad_row(path, start, reason, on_bad_row, bad)
                 continue
             if not values or (len(values) == 1 and not values[0].strip()):
                 continue
