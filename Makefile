@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.newsbias-installed
 # The AllSides corpus: a clone of github.com/ramybaly/Article-Bias-Prediction, or a directory holding
 # articles.jsonl.gz; data/allsides by default.
-DATA ?= $(firstword $(wildcard data/allsides ../shared/data/allsides) data/allsides)
+DATA ?= data/allsides
 DEMO_DIR ?= runs/demo
 
 .PHONY: setup test test-all lint demo demo-full clean

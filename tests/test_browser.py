@@ -17,7 +17,8 @@ pytest.importorskip("fastapi", reason="serving needs the serve extra: pip instal
 selenium = pytest.importorskip("selenium", reason="browser test needs selenium: pip install selenium (dev extra)")
 
 from newsbias.config import ServeConfig  # noqa: E402
-from newsbias.serve import create_app, load_model  # noqa: E402
+from newsbias.records import join_title  # noqa: E402
+from newsbias.serve import UNCERTAIN_BELOW, create_app, load_model  # noqa: E402
 
 from conftest import make_planted_rows  # noqa: E402
 from serve_fixtures import RunningServer, adapter_for  # noqa: E402
@@ -36,6 +37,16 @@ pytestmark = [pytest.mark.slow, pytest.mark.skipif(
 def server(tmp_path_factory, tiny_qwen_dir, planted_data_dir):
     adapter = adapter_for("lm", tmp_path_factory, tiny_qwen_dir, planted_data_dir)
     cfg = ServeConfig(adapter=str(adapter), max_article_chars=5000)
+    predictor = load_model(cfg)
+    with RunningServer(create_app(cfg, predictor=predictor)) as srv:
+        srv.predictor = predictor
+        yield srv
+
+
+@pytest.fixture(scope="module")
+def chance_server(tiny_qwen_dir):
+    """The untrained tiny Qwen3 zero-shot: a chance-level model, about a third for each label."""
+    cfg = ServeConfig(model=str(tiny_qwen_dir), prompt={"max_length": 64, "chat_template": "off"})
     predictor = load_model(cfg)
     with RunningServer(create_app(cfg, predictor=predictor)) as srv:
         srv.predictor = predictor
@@ -79,7 +90,7 @@ def test_page_classifies_an_article(server, browser, tmp_path):
     wait.until(EC.visibility_of_element_located((By.ID, "label")))
     label = browser.find_element(By.ID, "label").text
 
-    ref = server.predictor.predict_proba([f"{title}\n\n{text}"])[0]
+    ref = server.predictor.predict_proba([join_title(title, text)])[0]  # as the server joins them
     assert label == LABELS[int(np.argmax(ref))]
     rows = browser.find_elements(By.CSS_SELECTOR, "#bars .row")
     assert [r.get_attribute("data-label") for r in rows] == LABELS
@@ -90,7 +101,56 @@ def test_page_classifies_an_article(server, browser, tmp_path):
         track = r.find_element(By.CLASS_NAME, "track").value_of_css_property("width")
         assert abs(float(width.rstrip("px")) / float(track.rstrip("px")) - p) < 0.02  # the bar is drawn to scale
     assert "Model:" in browser.find_element(By.ID, "model").text  # /v1/model was fetched
-    browser.save_screenshot(str(tmp_path / "page.png"))
+    assert browser.save_screenshot(str(tmp_path / "page.png")) and (tmp_path / "page.png").stat().st_size > 0
+
+
+def classify_on_page(browser, url: str, text: str) -> None:
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as EC
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    browser.get(url + "/")
+    browser.find_element(By.ID, "text").send_keys(text)
+    browser.find_element(By.ID, "submit").click()
+    WebDriverWait(browser, 20).until(EC.visibility_of_element_located((By.ID, "result")))
+
+
+def pixel_at(browser, shot, element, dx: float | None = None) -> tuple[int, int, int]:
+    """The screenshot's colour inside ``element``: at its vertical middle, ``dx`` px from its left (default: centre)."""
+    r = browser.execute_script("const r = arguments[0].getBoundingClientRect();"
+                               "return [r.left, r.top, r.width, r.height, window.devicePixelRatio];", element)
+    x = r[0] + (r[2] / 2 if dx is None else dx)
+    return shot.getpixel((int(x * r[4]), int((r[1] + r[3] / 2) * r[4])))[:3]
+
+
+def css_rgb(element, prop: str = "background-color") -> tuple[int, int, int]:
+    return tuple(int(v) for v in element.value_of_css_property(prop).split("(")[1].split(")")[0].split(",")[:3])
+
+
+def test_page_marks_a_chance_level_answer_uncertain(chance_server, browser, tmp_path):
+    """Probability bars and the 'uncertain' marker are on the page and in its screenshot."""
+    from PIL import Image
+    from selenium.webdriver.common.by import By
+
+    text = make_planted_rows(1, seed=22)[0]["input"]
+    ref = chance_server.predictor.predict_proba([text])[0]
+    assert ref.max() < UNCERTAIN_BELOW and ref.min() > 0.2  # the premise: about a third each
+    classify_on_page(browser, chance_server.url, text)
+
+    marker = browser.find_element(By.ID, "uncertain")
+    assert marker.is_displayed() and marker.text == "uncertain"
+    assert browser.find_element(By.ID, "certainty").text.startswith("Uncertain:")
+    bars = browser.find_elements(By.CSS_SELECTOR, "#bars .bar")
+    assert [b.get_attribute("class") for b in bars] == [f"bar {label}" for label in LABELS]
+    assert all(b.is_displayed() and b.size["width"] > 0 for b in bars)
+
+    png = tmp_path / "chance.png"
+    assert browser.save_screenshot(str(png)) and png.stat().st_size > 0
+    with Image.open(png) as img:
+        shot = img.convert("RGB")
+    for bar in bars:
+        assert pixel_at(browser, shot, bar) == css_rgb(bar)
+    assert pixel_at(browser, shot, marker, dx=3) == css_rgb(marker)  # in the marker's padding, beside its text
 
 
 def test_page_shows_server_errors(server, browser):

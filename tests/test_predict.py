@@ -139,6 +139,7 @@ def _predict_cmd(adapter: Path, inp: Path, out: Path, *extra: str) -> list[str]:
             "--out", str(out), "--batch-size", "1", "predict.chunk_size=4", *extra]
 
 
+@pytest.mark.slow
 def test_killed_run_resumes_without_losing_or_duplicating_rows(lm_adapter_dir, tmp_path):
     inp = write_jsonl(tmp_path / "in.jsonl", make_planted_rows(400, seed=3))
     ref = tmp_path / "ref.jsonl"

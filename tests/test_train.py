@@ -120,7 +120,7 @@ def test_balanced_class_weights():
 @pytest.mark.parametrize("head,model_fixture,over", [
     ("lm", "tiny_qwen_dir", {}),
     # a randomly initialised encoder needs more steps to pick the word up than the LM head
-    ("cls", "tiny_bert_dir", {"optim__lr": 1e-2, "optim__epochs": 8}),
+    pytest.param("cls", "tiny_bert_dir", {"optim__lr": 1e-2, "optim__epochs": 8}, marks=pytest.mark.slow),
 ])
 def test_planted_word_is_learned_and_adapter_reloads(request, head, model_fixture, over, planted_data_dir, tmp_path):
     model_dir = request.getfixturevalue(model_fixture)
@@ -255,7 +255,8 @@ def test_gradient_checkpointing_and_head_tail_options(tiny_qwen_dir, planted_dat
     assert json.loads((tmp_path / "gc" / "newsbias.json").read_text())["prompt"]["truncation"] == "head_tail"
 
 
-@pytest.mark.parametrize("finetune,pooling", [("lora", "mean"), ("full", "mean"), ("full", "cls")])
+@pytest.mark.parametrize("finetune,pooling", [("lora", "mean"), ("full", "mean"),
+                                              pytest.param("full", "cls", marks=pytest.mark.slow)])
 def test_encoder_mean_pooling_and_full_finetune(tiny_bert_dir, planted_data_dir, tmp_path, finetune, pooling):
     """Encoders: a head over mean-pooled states and/or every weight trained; the output reloads and scores as trained."""
     out = tmp_path / f"{finetune}-{pooling}"
@@ -336,3 +337,10 @@ def test_report_to_is_not_part_of_the_run_fingerprint(tiny_qwen_dir, planted_dat
 
     a = tiny_cfg(tiny_qwen_dir, planted_data_dir, tmp_path)
     assert run_fingerprint(a, {}) == run_fingerprint(a.model_copy(update={"report_to": ["tensorboard"]}), {})
+
+
+def test_no_empty_model_card_template_is_left_behind(tiny_qwen_dir, planted_data_dir, tmp_path):
+    out = tmp_path / "run"
+    train(tiny_cfg(tiny_qwen_dir, planted_data_dir, out, optim__max_steps=2, eval__every_steps=2,
+                   data__train_limit=16))
+    assert not list(out.rglob("README.md"))

@@ -508,6 +508,14 @@ def _optimizer_from_files(opt: torch.optim.Optimizer, tensors: dict[str, torch.T
     opt.load_state_dict({"state": state, "param_groups": groups})
 
 
+def save_weights(model: torch.nn.Module, out: Path) -> None:
+    """``save_pretrained``, without the empty model-card template peft writes (``newsbias export`` writes the card)."""
+    model.save_pretrained(str(out))
+    card = out / "README.md"
+    if card.is_file() and "[More Information Needed]" in card.read_text(encoding="utf-8", errors="replace"):
+        card.unlink()
+
+
 def save_checkpoint(r: Recipe) -> None:
     """Write ``checkpoints/checkpoint-N/`` (safetensors + JSON, no pickle); keep the newest ``checkpoint.keep``.
 
@@ -529,7 +537,7 @@ def save_checkpoint(r: Recipe) -> None:
         opt_tensors, groups = _optimizer_to_files(r.optimizer)
         save_file(opt_tensors, str(tmp / "optimizer.safetensors"))
         if r.cfg.finetune == "lora":
-            r.model.save_pretrained(str(tmp))
+            save_weights(r.model, tmp)
         write_json(tmp / "trainer_state.json", {
             "fingerprint": r.fingerprint, "state": asdict(r.state), "optimizer_param_groups": groups,
             "scheduler": r.scheduler.state_dict(), "rng": rng})
@@ -604,7 +612,7 @@ def finish(r: Recipe, t_start: float) -> dict[str, Any]:
                                  uses_chat_template=r.builder.uses_chat_template,
                                  best_val={"metric": cfg.eval.metric, "step": st.best_step, **st.best_metrics},
                                  extra={"finetune": cfg.finetune})
-        r.model.save_pretrained(str(r.out_dir))
+        save_weights(r.model, r.out_dir)
         r.tok.save_pretrained(str(r.out_dir))
         settings.save(r.out_dir)
         manifest = stage_manifest("train", cfg, t_start, data=r.hashes, summary=summary, device=str(r.device),
