@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -344,3 +345,17 @@ def test_no_empty_model_card_template_is_left_behind(tiny_qwen_dir, planted_data
     train(tiny_cfg(tiny_qwen_dir, planted_data_dir, out, optim__max_steps=2, eval__every_steps=2,
                    data__train_limit=16))
     assert not list(out.rglob("README.md"))
+
+
+def test_outlet_balanced_epochs_draw_small_outlets_as_often_as_large_ones(tiny_qwen_dir, planted_data_dir, tmp_path):
+    from newsbias.baseline import outlet_weights
+
+    outlets = pd.Series(["big"] * 90 + ["small"] * 10)
+    w = outlet_weights(outlets, 1.0)
+    drawn = [i for b in epoch_batches([10] * 100, 10, seed=3, epoch=0, weights=w) for i in b]
+    assert drawn == [i for b in epoch_batches([10] * 100, 10, seed=3, epoch=0, weights=w) for i in b]
+    small = sum(outlets[i] == "small" for i in drawn)
+    assert len(drawn) == 100 and 35 <= small <= 65  # natural order would give exactly 10
+    summary = train(tiny_cfg(tiny_qwen_dir, planted_data_dir, tmp_path / "bal", optim__max_steps=2,
+                             eval__every_steps=2, data__train_limit=24, data__sampling="outlet_balanced"))
+    assert summary["steps"] == 2

@@ -227,6 +227,12 @@ class TrainDataConfig(StrictModel):
     val_path: str | None = Field(default=None, description="Val JSONL (default: val.jsonl next to train).")
     train_limit: int | None = Field(default=None, ge=1, description="Use only the first N train rows.")
     val_limit: int | None = Field(default=None, ge=1, description="Use only the first N val rows.")
+    sampling: Literal["natural", "outlet_balanced"] = Field(
+        default="natural", description="outlet_balanced: each epoch draws its articles (with replacement) with "
+                                       "probability 1/n^outlet_power of their outlet's n articles, so a few large "
+                                       "outlets do not dominate what is learned.")
+    outlet_power: float = Field(default=1.0, ge=0.0, le=1.0, description="With sampling=outlet_balanced: 1 draws "
+                                "every outlet equally often, 0.5 dampens less.")
 
 
 class TrainOptimConfig(StrictModel):

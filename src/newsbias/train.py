@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any, Optional, Sequence
 
 import numpy as np
+import pandas as pd
 import torch
 import torch.distributed as dist
 
@@ -120,15 +121,18 @@ class LabelOnlyCollator:
 
 
 def epoch_batches(lengths: Sequence[int], batch_size: int, seed: int, epoch: int, group_by_length: bool = True,
-                  world_size: int = 1) -> list[list[int]]:
+                  world_size: int = 1, weights: Optional[np.ndarray] = None) -> list[list[int]]:
     """All micro-batches of one epoch (indices), a pure function of (seed, epoch).
 
     Length grouping: shuffle, cut into mega-batches of 50 batches, sort each by length, split
     into batches, shuffle the batch order. The count is trimmed to a multiple of ``world_size``;
-    rank r takes batches r, r + world, ...
+    rank r takes batches r, r + world, ... With ``weights`` the epoch draws ``len(lengths)``
+    examples with replacement in proportion to them instead of a permutation.
     """
     g = np.random.default_rng([seed, epoch])
-    perm = g.permutation(len(lengths)).tolist()
+    n = len(lengths)
+    perm = (g.choice(n, size=n, replace=True, p=weights / weights.sum()).tolist() if weights is not None
+            else g.permutation(n).tolist())
     if group_by_length:
         mega = batch_size * 50
         perm = [i for s in range(0, len(perm), mega)
@@ -344,6 +348,7 @@ class Recipe:
     resumed_from: Optional[Path] = None
     bar: Any = None
     trackers: list[Any] = field(default_factory=list)
+    draw_weights: Optional[np.ndarray] = None  # train.data.sampling=outlet_balanced
 
     @property
     def out_dir(self) -> Path:
@@ -446,6 +451,10 @@ def setup(cfg: TrainConfig, resume: bool = False, progress: Optional[bool] = Non
                val_feats=encode_examples(builder, val_ex, cfg.model.head), optimizer=optimizer, scheduler=scheduler,
                total_steps=total_steps, n_batches=n_batches,
                show=bool(cfg.progress if progress is None else progress) and d.main)
+    if cfg.data.sampling == "outlet_balanced":
+        from .baseline import outlet_weights
+
+        r.draw_weights = outlet_weights(pd.Series([a.outlet_or_source for a in train_ex]), cfg.data.outlet_power)
     if ckpt is not None:
         load_checkpoint(r, ckpt)
     else:
@@ -570,7 +579,8 @@ def run_epoch(r: Recipe, interrupt_after: Optional[int] = None) -> bool:
     st, o = r.state, r.cfg.optim
     eval_every = r.cfg.eval.every_steps or max(1, math.ceil(r.n_batches / o.grad_accum))
     ckpt_every = r.cfg.checkpoint.every_steps or eval_every
-    mine = epoch_batches(r.lengths, o.batch_size, r.cfg.seed, st.epoch, o.group_by_length, r.d.world)[r.d.rank::r.d.world]
+    mine = epoch_batches(r.lengths, o.batch_size, r.cfg.seed, st.epoch, o.group_by_length, r.d.world,
+                         r.draw_weights)[r.d.rank::r.d.world]
     stop = False
     while st.batch < len(mine) and not stop:
         group = mine[st.batch:st.batch + o.grad_accum]
