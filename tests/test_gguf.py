@@ -43,6 +43,7 @@ def test_directory_plus_gguf_file_option_equals_the_path(tiny_llama_gguf, plante
     assert np.allclose(by_path.sum(1), 1.0, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_train_predict_export_from_gguf(tiny_llama_gguf, planted_data_dir, tmp_path):
     gguf_path, _ = tiny_llama_gguf
     out = tmp_path / "adapter"

@@ -163,6 +163,7 @@ def _adapter(out: Path) -> dict[str, torch.Tensor]:
     return load_file(str(out / "adapter_model.safetensors"))
 
 
+@pytest.mark.slow
 def test_same_seed_same_adapter_and_exact_resume(tiny_qwen_dir, planted_data_dir, tmp_path):
     kw = dict(optim__max_steps=6, optim__batch_size=4, optim__grad_accum=2, optim__warmup_ratio=0.2,
               lora__dropout=0.1, eval__every_steps=3, eval__patience=None, checkpoint__every_steps=2,
@@ -291,6 +292,7 @@ def test_mean_pooling_needs_the_cls_head(tiny_bert_dir, planted_data_dir, tmp_pa
         tiny_cfg(tiny_bert_dir, planted_data_dir, tmp_path, head="lm", model__pooling="mean")
 
 
+@pytest.mark.slow
 def test_checkpoints_of_another_run_are_never_resumed_or_mixed(tiny_qwen_dir, planted_data_dir, tmp_path):
     kw = dict(optim__max_steps=6, optim__batch_size=4, eval__every_steps=3, checkpoint__every_steps=2,
               data__train_limit=40)
