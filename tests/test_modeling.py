@@ -9,7 +9,7 @@ import torch.nn.functional as F
 
 from newsbias.errors import NewsbiasError
 from newsbias.modeling import (LabelLossModule, ModelSettings, add_lora, lm_logits_at, load_model_and_tokenizer,
-                               resolve_device_dtype, score_batch)
+                               physical_cores, resolve_device_dtype, score_batch, set_threads)
 from newsbias.config import PromptConfig
 from newsbias.prompt import PromptBuilder
 from newsbias.train import LabelOnlyCollator, encode_examples, Example
@@ -115,6 +115,31 @@ def test_score_batch_probabilities_and_padding_invariance(lm):
     alone = np.vstack([score_batch(model, tok, s, [t]) for t in texts])
     np.testing.assert_allclose(p, alone, atol=1e-5)
     assert score_batch(model, tok, s, []).shape == (0, 3)
+
+
+def test_length_sorted_batches_return_rows_in_input_order(lm):
+    model, tok = lm
+    b = PromptBuilder(tok, PromptConfig(max_length=96))
+    s = ModelSettings(head="lm", prompt=b.settings, label_token_ids=b.label_token_ids)
+    texts = [("word " * n).strip() for n in (3, 40, 1, 25, 60, 9, 33, 2)]  # lengths out of order on purpose
+    sorted_p = score_batch(model, tok, s, texts, batch_size=3)
+    input_p = score_batch(model, tok, s, texts, batch_size=3, length_sorted=False)
+    alone = np.vstack([score_batch(model, tok, s, [t]) for t in texts])
+    np.testing.assert_allclose(sorted_p, alone, atol=1e-5)
+    np.testing.assert_allclose(input_p, alone, atol=1e-5)
+    assert len({tuple(np.round(r, 4)) for r in alone}) > 1  # rows differ, so a permutation would be caught
+
+
+def test_set_threads_defaults_to_physical_cores_shared_by_local_processes(monkeypatch):
+    before = torch.get_num_threads()
+    try:
+        assert set_threads(1) == 1 and torch.get_num_threads() == 1
+        monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
+        assert set_threads() == physical_cores() == torch.get_num_threads()
+        monkeypatch.setenv("LOCAL_WORLD_SIZE", str(physical_cores() * 2))
+        assert set_threads() == 1
+    finally:
+        torch.set_num_threads(before)
 
 
 def test_cls_head_on_tiny_bert(tiny_bert_dir):

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from newsbias.config import PredictConfig, TrainConfig
 from newsbias.errors import NewsbiasError
@@ -68,8 +69,13 @@ def test_parse_generation(raw, expected):
 
 def test_tuned_scoring_records_are_complete_and_learned(lm_adapter_dir, planted_data_dir, tmp_path):
     out = tmp_path / "tuned.jsonl"
-    m = run_predict(pcfg(adapter=str(lm_adapter_dir), input=str(planted_data_dir), split="val", out=str(out),
-                         name="tuned"), progress=False)
+    before = torch.get_num_threads()
+    try:
+        m = run_predict(pcfg(adapter=str(lm_adapter_dir), input=str(planted_data_dir), split="val", out=str(out),
+                             name="tuned", threads=1), progress=False)
+        assert torch.get_num_threads() == 1 and m["threads"] == 1  # predict.threads applied and recorded
+    finally:
+        torch.set_num_threads(before)
     rows = read(out)
     src = read(planted_data_dir / "val.jsonl")
     assert [r["id"] for r in rows] == [s["id"] for s in src]           # input order kept

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 pytest.importorskip("fastapi", reason="serving needs the serve extra: pip install -e '.[serve]'")
 pytest.importorskip("httpx", reason="serving tests need httpx")
@@ -251,8 +252,10 @@ def test_loading_model_is_503_then_ready(cfg, predictor):
 
 def test_zero_shot_base_model_is_servable(tiny_qwen_dir):
     """No adapter: the real loader builds default settings (head lm) at startup."""
-    cfg = ServeConfig(model=str(tiny_qwen_dir), device="cpu", prompt={"max_length": 64})
+    cfg = ServeConfig(model=str(tiny_qwen_dir), device="cpu", prompt={"max_length": 64}, threads=1)
+    before = torch.get_num_threads()
     with TestClient(create_app(cfg)) as c:
+        assert torch.get_num_threads() == 1  # serve.threads applied
         deadline = time.monotonic() + 30
         while c.get("/health").status_code != 200 and time.monotonic() < deadline:
             time.sleep(0.05)
@@ -262,6 +265,7 @@ def test_zero_shot_base_model_is_servable(tiny_qwen_dir):
         r = c.post("/v1/classify", json={"texts": texts(2)})
         assert r.status_code == 200 and r.json()["results"][0]["adapter"] is None
         assert r.json()["model"] == tiny_qwen_dir.name
+    torch.set_num_threads(before)
 
 
 # ------------------------------------------------------------------------------ concurrency

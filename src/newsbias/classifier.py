@@ -129,20 +129,22 @@ class Classifier:
         return model_device(self.model)
 
     def predict_proba(self, texts: Sequence[str], batch_size: int = 8, windows: int = 1,
-                      pool: str = "mean") -> np.ndarray:
+                      pool: str = "mean", length_sorted: bool = True) -> np.ndarray:
         """Label probabilities ``[len(texts), n_labels]``, columns in :attr:`labels` order.
 
         ``windows > 1`` scores up to that many stretches of each article longer than the prompt
         budget (head, tail, evenly spaced between) and pools them: ``mean`` of the probabilities,
-        or ``max`` (the most confident window's).
+        or ``max`` (the most confident window's). Batches group prompts of similar length
+        (``length_sorted=False``: input order); rows are always returned in input order.
         """
         if windows <= 1:
-            return score_batch(self.model, self.tokenizer, self.settings, texts, batch_size, builder=self.builder)
+            return score_batch(self.model, self.tokenizer, self.settings, texts, batch_size, builder=self.builder,
+                               length_sorted=length_sorted)
         if pool not in ("mean", "max"):
             raise NewsbiasError(f"pool must be 'mean' or 'max', got {pool!r}")
         groups = [self.builder.encode_windows(t, windows) for t in texts]
         probs = score_encoded(self.model, self.tokenizer, self.settings, [e for g in groups for e in g],
-                              batch_size, self.builder)
+                              batch_size, self.builder, length_sorted)
         out = np.zeros((len(texts), len(self.labels)), dtype=np.float32)
         start = 0
         for k, g in enumerate(groups):

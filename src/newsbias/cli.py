@@ -182,6 +182,7 @@ COMMANDS: tuple[Command, ...] = (
              Flag("--out", "predict.out", "FILE"), Flag("--mode", "predict.mode"),
              Flag("--batch-size", "predict.batch_size"), Flag("--name", "predict.name"),
              Flag("--limit", "predict.limit"), Flag("--device", "predict.device"), Flag("--dtype", "predict.dtype"),
+             Flag("--threads", "predict.threads"),
              Flag("--overwrite", "predict.overwrite", const=True),
              Flag("--include-text", "predict.include_text", const=True), QUIET)),
     Command("train", _run_train,

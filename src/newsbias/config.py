@@ -324,6 +324,8 @@ class InferenceConfig(ModelSourceConfig):
                          "than the prompt (head, tail, evenly spaced between) and pool them; 1 = the head only.")
     pool: Literal["mean", "max"] = Field(default="mean", description="How windows are pooled: mean of the "
                                          "probabilities, or max (the most confident window's).")
+    threads: int | None = Field(default=None, ge=1, description="torch intra-op threads (null = this machine's "
+                                   "physical cores); serve on a small CPU box: 1 leaves a core to the HTTP side.")
 
     def loader_options(self, instruction: str | None = None) -> dict[str, Any]:
         """Keyword arguments of :meth:`newsbias.classifier.Classifier.from_options` for this model.
@@ -472,8 +474,6 @@ class ServeConfig(InferenceConfig):
     max_body_bytes: int = Field(default=1_000_000, ge=1024, description="Larger request bodies get 413.")
     max_article_chars: int = Field(default=100_000, ge=1, description="Longer articles (title + text) get 413.")
     max_texts: int = Field(default=64, ge=1, description="Most articles in one request (more get 413).")
-    threads: int | None = Field(default=None, ge=1, description="torch intra-op threads (null = torch's "
-                                   "default); 1 leaves a core to the HTTP side on a small CPU box.")
     log_level: Literal["critical", "error", "warning", "info", "debug"] = "info"
 
 

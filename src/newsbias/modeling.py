@@ -78,6 +78,26 @@ def resolve_device_dtype(device: str = "auto", dtype: str = "auto") -> tuple[tor
     return dev, dt
 
 
+def physical_cores() -> int:
+    """Physical CPU cores this process may run on (hyper-threads share a core's matmul units)."""
+    import psutil  # a dependency of peft and accelerate
+
+    cores = psutil.cpu_count(logical=False) or os.cpu_count() or 1
+    if hasattr(os, "sched_getaffinity"):  # a container or taskset may allow fewer
+        cores = min(cores, len(os.sched_getaffinity(0)))
+    return max(1, cores)
+
+
+def set_threads(threads: Optional[int] = None) -> int:
+    """Set torch's intra-op threads (process-wide) to ``threads``; returns the count.
+
+    The default is :func:`physical_cores`, shared out among the processes ``torchrun`` started on this machine.
+    """
+    n = threads or max(1, physical_cores() // int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
+    torch.set_num_threads(n)
+    return n
+
+
 @dataclass
 class Dist:
     """This process's place in a ``torchrun`` / ``accelerate launch`` group (one process: rank 0 of 1)."""
@@ -529,26 +549,30 @@ def model_device(model: nn.Module) -> torch.device:
 
 @torch.no_grad()
 def score_batch(model: nn.Module, tokenizer: Any, settings: ModelSettings, texts: Sequence[str],
-                batch_size: int = 8, builder: Optional[PromptBuilder] = None) -> np.ndarray:
+                batch_size: int = 8, builder: Optional[PromptBuilder] = None, length_sorted: bool = True) -> np.ndarray:
     """Label probabilities ``[len(texts), n_labels]`` (columns in ``settings.labels`` order).
 
     ``lm``: softmax over the label tokens' logits at the answer position; ``cls``: the
-    classifier's softmax. Texts are batched by length with dynamic padding.
+    classifier's softmax. Texts are batched by length with dynamic padding (``length_sorted=False``:
+    in input order, for comparison); rows come back in input order either way.
     """
     builder = builder or prompt_builder(tokenizer, settings)
-    return score_encoded(model, tokenizer, settings, [builder.encode(t) for t in texts], batch_size, builder)
+    return score_encoded(model, tokenizer, settings, [builder.encode(t) for t in texts], batch_size, builder,
+                         length_sorted)
 
 
 @torch.no_grad()
 def score_encoded(model: nn.Module, tokenizer: Any, settings: ModelSettings, encs: Sequence[Any], batch_size: int,
-                  builder: PromptBuilder) -> np.ndarray:
+                  builder: PromptBuilder, length_sorted: bool = True) -> np.ndarray:
     """:func:`score_batch` on prompts already encoded by ``builder`` (e.g. several windows per article)."""
     if len(encs) == 0:
         return np.zeros((0, len(settings.labels)), dtype=np.float32)
     was_training = model.training
     model.eval()
     dev = model_device(model)
-    order = sorted(range(len(encs)), key=lambda i: -len(encs[i].input_ids))
+    order = list(range(len(encs)))
+    if length_sorted:  # similar lengths share a batch: less padding computed
+        order.sort(key=lambda i: -len(encs[i].input_ids))
     out = np.zeros((len(encs), len(settings.labels)), dtype=np.float32)
     for s in range(0, len(order), batch_size):
         idx = order[s:s + batch_size]

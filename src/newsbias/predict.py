@@ -28,6 +28,7 @@ import time
 from pathlib import Path
 from typing import Any, Iterator, Optional, Sequence
 
+import torch
 from tqdm.auto import tqdm
 
 from .classifier import Classifier
@@ -35,7 +36,7 @@ from .config import PredictConfig, dump_config
 from .errors import NewsbiasError
 from .io import dumps_line, sha256_file, stage_manifest, write_json
 from .labels import parse_generation  # noqa: F401  (re-exported for users)
-from .modeling import Dist, init_distributed, resolve_device_dtype
+from .modeling import Dist, init_distributed, resolve_device_dtype, set_threads
 from .records import Article, Prediction, at, iter_json_lines, parse_line, resolve_split
 
 log = logging.getLogger(__name__)
@@ -112,6 +113,7 @@ def load_classifier(cfg: PredictConfig, instruction: Optional[str] = None) -> Cl
     """The model ``cfg`` names: base + adapter, a trained model directory, or a base model zero-shot."""
     if not cfg.model and not cfg.adapter:
         raise NewsbiasError("nothing to predict with: set predict.model (a base model) and/or predict.adapter")
+    set_threads(cfg.threads)
     try:
         clf = Classifier.from_options(**cfg.loader_options(instruction))
     except NewsbiasError as exc:
@@ -317,7 +319,7 @@ def _finish(cfg: PredictConfig, clf: Classifier, parts: Path, out: Path, input_p
         head=settings.head, mode=cfg.mode,
         input={"path": input_path, "sha256": sha256_file(input_path) if input_path != "-" else None},
         prompt=settings.prompt.model_dump(mode="json"), adapter_best_val=settings.best_val,
-        articles_per_s_this_run=rate, world_size=d.world, device=str(clf.device), counts=counts,
+        articles_per_s_this_run=rate, threads=torch.get_num_threads(), world_size=d.world, device=str(clf.device), counts=counts,
         outputs={out.name: {"sha256": sha256_file(out), "rows": counts["predicted"]}})
     write_json(out.parent / f"{out.stem}.manifest.json", manifest)
     shutil.rmtree(parts)

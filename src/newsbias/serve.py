@@ -35,6 +35,7 @@ from .classifier import Classifier
 from .config import ServeConfig
 from .records import join_title
 from .errors import NewsbiasError
+from .modeling import set_threads
 from .templates import render
 
 log = logging.getLogger(__name__)
@@ -44,18 +45,10 @@ log = logging.getLogger(__name__)
 
 def load_model(cfg: ServeConfig) -> Classifier:
     """The :class:`~newsbias.classifier.Classifier` ``cfg`` names: base + adapter, a trained model dir, or a base."""
-    set_threads(cfg)
+    set_threads(cfg.threads)
     if not cfg.adapter and not cfg.model:
         raise NewsbiasError("nothing to serve: set serve.adapter (a `newsbias train` output) and/or serve.model")
     return Classifier.from_options(**cfg.loader_options())
-
-
-def set_threads(cfg: ServeConfig) -> None:
-    """Apply ``serve.threads`` (torch's intra-op thread count is process-wide)."""
-    if cfg.threads:
-        import torch
-
-        torch.set_num_threads(cfg.threads)
 
 
 def model_name(cfg: ServeConfig) -> str:
@@ -349,7 +342,7 @@ def create_app(cfg: Optional[ServeConfig] = None, predictor: Optional[Classifier
     requests get 503 until it is done or if it failed.
     """
     cfg = cfg or ServeConfig()
-    set_threads(cfg)
+    set_threads(cfg.threads)
     state = _State(cfg=cfg, name=model_name(cfg), predictor=predictor)
     app = _new_app(_lifespan(state, loader or load_model))
     app.state.newsbias = state
