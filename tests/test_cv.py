@@ -97,3 +97,23 @@ def test_cv_errors_and_cli(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "tfidf-lr: mean macro-F1" in out and np.isfinite(json.loads((tmp_path / "cv" / "cv.json").read_text())
                                                              ["grouped"][0]["mean"])
+
+
+@pytest.mark.parametrize("tfidf", [{"max_features": 40, "min_df": 1},           # max_features binds, with ties
+                                   {"max_features": None, "min_df": 2, "max_df": 0.5}])
+def test_counting_once_gives_each_round_the_tfidf_lr_of_its_own_articles(tmp_path, tfidf):
+    """cv counts n-grams once and restricts them per round: the same vocabulary, vectors and probabilities
+    as fitting the baseline's TfidfVectorizer pipeline on that round's articles."""
+    from newsbias.baseline import count_ngrams, fit_tfidf_lr, fit_tfidf_lr_on_counts, kept_terms, predict_proba_labels
+
+    frame = pooled_articles(outlet_data(tmp_path))
+    cfg = BaselineConfig(tfidf=tfidf, lr={"C_grid": [0.3, 3.0]})
+    fold = make_folds(frame, 5, seed=0)
+    tr, va, te = fold != 0, fold == 1, fold == 0
+    tr &= ~va
+    counts = count_ngrams(frame["text"], cfg)
+    pipe, _ = fit_tfidf_lr(frame[tr], cfg, frame[va])
+    vocab = pipe.named_steps["tfidf"].vocabulary_
+    assert len(kept_terms(counts[tr], cfg)) == len(vocab)
+    probs = fit_tfidf_lr_on_counts(counts, tr, frame[tr], cfg, va, frame[va])(te)
+    np.testing.assert_allclose(probs, predict_proba_labels(pipe, frame["text"][te]), atol=1e-6)

@@ -16,7 +16,7 @@ import logging
 import os
 import time
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
 import pandas as pd
@@ -98,6 +98,60 @@ def fit_tfidf_lr(train: pd.DataFrame, cfg: BaselineConfig, val: pd.DataFrame | N
     return pipe, selection
 
 
+def count_ngrams(texts: Sequence[str], cfg: BaselineConfig) -> Any:
+    """Every word n-gram of ``texts``, counted once: a sparse ``(n_texts, n_terms)`` matrix, columns alphabetical.
+
+    Cross-validation refits TF-IDF on each round's training rows; :func:`fit_tfidf_lr_on_counts`
+    restricts this matrix instead of tokenising the whole corpus again for every round.
+    """
+    from sklearn.feature_extraction.text import CountVectorizer
+
+    t = cfg.tfidf
+    return CountVectorizer(ngram_range=(1, t.ngram_max), lowercase=t.lowercase, dtype=np.float32).fit_transform(texts)
+
+
+def kept_terms(train_counts: Any, cfg: BaselineConfig) -> np.ndarray:
+    """The columns ``TfidfVectorizer`` would keep if fit on these rows: min_df, max_df, then max_features.
+
+    Written out (sklearn keeps this step private) with sklearn's own rules and tie order, so the
+    vocabulary is the one :func:`fit_tfidf_lr` learns from the same articles; a test checks it.
+    """
+    t = cfg.tfidf
+    dfs = np.bincount(train_counts.tocsr().indices, minlength=train_counts.shape[1])
+    present = np.flatnonzero(dfs)  # sklearn's vocabulary: the terms of the training rows, alphabetical
+    dfs = dfs[present]
+    mask = (dfs <= t.max_df * train_counts.shape[0]) & (dfs >= t.min_df)
+    if t.max_features is not None and mask.sum() > t.max_features:
+        tfs = np.asarray(train_counts[:, present].sum(axis=0)).ravel()
+        top = (-tfs[mask]).argsort()[:t.max_features]
+        keep = np.zeros(len(dfs), dtype=bool)
+        keep[np.flatnonzero(mask)[top]] = True
+        mask = keep
+    if not mask.any():
+        raise NewsbiasError("tfidf-lr: no terms left in the vocabulary; lower baseline.tfidf.min_df or raise "
+                            "baseline.tfidf.max_df")
+    return present[mask]
+
+
+def fit_tfidf_lr_on_counts(counts: Any, train_rows: np.ndarray, train: pd.DataFrame, cfg: BaselineConfig,
+                           val_rows: Optional[np.ndarray] = None, val: Optional[pd.DataFrame] = None
+                           ) -> Callable[[np.ndarray], np.ndarray]:
+    """:func:`fit_tfidf_lr` on rows of :func:`count_ngrams`; returns ``rows -> (n, 3)`` probabilities (LABELS order)."""
+    from sklearn.feature_extraction.text import TfidfTransformer
+
+    rows_counts = counts[train_rows]
+    cols = kept_terms(rows_counts, cfg)
+    tfidf = TfidfTransformer(sublinear_tf=cfg.tfidf.sublinear_tf)
+    x_train = tfidf.fit_transform(rows_counts[:, cols])
+
+    def vectors(rows: np.ndarray) -> Any:
+        return tfidf.transform(counts[rows][:, cols])
+
+    x_val = vectors(val_rows) if cfg.lr.C_grid and val_rows is not None else None
+    lr, _ = fit_lr(build_tfidf_lr(cfg, cfg.lr.C).named_steps["lr"], cfg, x_train, train, x_val, val)
+    return lambda rows: label_columns(lr.classes_, lr.predict_proba(vectors(rows)))
+
+
 def fit_lr(lr: Any, cfg: BaselineConfig, x_train: Any, train: pd.DataFrame, x_val: Any = None,
            val: pd.DataFrame | None = None) -> tuple[Any, dict[str, Any]]:
     """The logistic regression on vectorised text (C picked on val when ``cfg.lr.C_grid``), with the
@@ -122,9 +176,13 @@ def fit_lr(lr: Any, cfg: BaselineConfig, x_train: Any, train: pd.DataFrame, x_va
 
 def predict_proba_labels(pipe, texts: Sequence[str]) -> np.ndarray:
     """``(n, 3)`` probabilities in :data:`LABELS` order (0 for a label never seen in training)."""
-    raw = pipe.predict_proba(list(texts))
-    out = np.zeros((len(texts), len(LABELS)))
-    classes = list(pipe.classes_)
+    return label_columns(pipe.classes_, pipe.predict_proba(list(texts)))
+
+
+def label_columns(classes: Sequence[str], raw: np.ndarray) -> np.ndarray:
+    """A classifier's ``predict_proba`` columns (in ``classes`` order) rearranged to :data:`LABELS` order."""
+    out = np.zeros((len(raw), len(LABELS)))
+    classes = list(classes)
     for j, lab in enumerate(LABELS):
         if lab in classes:
             out[:, j] = raw[:, classes.index(lab)]

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .baseline import fit_majority, fit_tfidf_lr, predict_proba_labels, prediction_rows
+from .baseline import count_ngrams, fit_majority, fit_tfidf_lr_on_counts, prediction_rows
 from .config import BaselineConfig, CvConfig
 from .errors import NewsbiasError
 from .io import atomic_dir, check_output_dir, stage_manifest, write_json
@@ -70,14 +70,19 @@ def fold_roles(fold: np.ndarray, i: int, k: int) -> tuple[np.ndarray, np.ndarray
     return ~(test | val), val, test
 
 
-def run_recipe(recipe: str, train: pd.DataFrame, val: pd.DataFrame, test: pd.DataFrame,
-               cfg: BaselineConfig) -> np.ndarray:
-    """``(n_test, 3)`` probabilities of one baseline recipe trained on ``train`` (val picks C)."""
+def run_recipe(recipe: str, frame: pd.DataFrame, roles: tuple[np.ndarray, np.ndarray, np.ndarray],
+               cfg: BaselineConfig, counts: Any = None) -> np.ndarray:
+    """``(n_test, 3)`` probabilities of one baseline recipe trained on the ``roles`` masks' train rows (val picks C).
+
+    ``counts`` (:func:`~newsbias.baseline.count_ngrams` of ``frame``) spares TF-IDF a tokenisation per round.
+    """
+    tr, va, te = roles
     if recipe == "majority":
-        dist = fit_majority(train["gold"])
-        return np.tile([dist[lab] for lab in LABELS], (len(test), 1))
-    pipe, _ = fit_tfidf_lr(train, cfg, val)
-    return predict_proba_labels(pipe, test["text"])
+        dist = fit_majority(frame["gold"][tr])
+        return np.tile([dist[lab] for lab in LABELS], (int(te.sum()), 1))
+    if counts is None:
+        counts = count_ngrams(frame["text"], cfg)
+    return fit_tfidf_lr_on_counts(counts, tr, frame[tr], cfg, va, frame[va])(te)
 
 
 def fold_interval(scores: list[float]) -> tuple[float, float, float]:
@@ -91,8 +96,8 @@ def fold_interval(scores: list[float]) -> tuple[float, float, float]:
     return float(a.mean()), float(a.mean() - half), float(a.mean() + half)
 
 
-def _score_round(recipe: str, frame: pd.DataFrame, fold: np.ndarray, i: int, k: int, cfg: BaselineConfig
-                 ) -> tuple[dict[str, Any], list]:
+def _score_round(recipe: str, frame: pd.DataFrame, fold: np.ndarray, i: int, k: int, cfg: BaselineConfig,
+                 counts: Any) -> tuple[dict[str, Any], list]:
     from sklearn.metrics import f1_score
 
     tr, va, te = fold_roles(fold, i, k)
@@ -100,7 +105,7 @@ def _score_round(recipe: str, frame: pd.DataFrame, fold: np.ndarray, i: int, k: 
     if frame["gold"][tr].nunique() < 2:
         raise NewsbiasError(f"cv fold {i}: the training folds hold only the label {frame['gold'][tr].iloc[0]!r} "
                             f"(outlets carry one label each); use fewer cv.folds or data with more outlets")
-    probs = run_recipe(recipe, frame[tr], frame[va], test, cfg)
+    probs = run_recipe(recipe, frame, (tr, va, te), cfg, counts)
     pred = [LABELS[j] for j in probs.argmax(1)]
     score = float(f1_score(test["gold"], pred, labels=list(LABELS), average="macro", zero_division=0))
     row = {"fold": i, "n_train": int(tr.sum()), "n_test": len(test), "test_outlets": int(test["outlet"].nunique()),
@@ -109,22 +114,26 @@ def _score_round(recipe: str, frame: pd.DataFrame, fold: np.ndarray, i: int, k: 
     return row, prediction_rows(test, probs, f"{recipe}-fold{i}")
 
 
-def _timed_round(recipe: str, frame: pd.DataFrame, fold: np.ndarray, i: int, k: int, cfg: BaselineConfig
-                 ) -> tuple[dict[str, Any], list]:
+def _timed_round(recipe: str, frame: pd.DataFrame, fold: np.ndarray, i: int, k: int, cfg: BaselineConfig,
+                 counts: Any) -> tuple[dict[str, Any], list]:
     t0 = time.time()
-    row, preds = _score_round(recipe, frame, fold, i, k, cfg)
+    row, preds = _score_round(recipe, frame, fold, i, k, cfg, counts)
     row["seconds"] = round(time.time() - t0, 1)
     return row, preds
 
 
 def cross_validate(recipe: str, frame: pd.DataFrame, fold: np.ndarray, cfg: BaselineConfig,
-                   preds_dir: Path | None = None, jobs: int = 1) -> dict[str, Any]:
-    """Run ``recipe`` on every round (``jobs`` rounds at a time); per-fold rows plus mean and interval."""
+                   preds_dir: Path | None = None, jobs: int = 1, counts: Any = None) -> dict[str, Any]:
+    """Run ``recipe`` on every round (``jobs`` rounds at a time); per-fold rows plus mean and interval.
+
+    ``counts``: :func:`~newsbias.baseline.count_ngrams` of ``frame``, shared by every round (else counted per round).
+    """
     from joblib import Parallel, delayed
 
     k = int(fold.max()) + 1
     rows = []
-    results = Parallel(n_jobs=min(jobs, k))(delayed(_timed_round)(recipe, frame, fold, i, k, cfg) for i in range(k))
+    results = Parallel(n_jobs=min(jobs, k))(delayed(_timed_round)(recipe, frame, fold, i, k, cfg, counts)
+                                           for i in range(k))
     for i, (row, preds) in enumerate(results):
         rows.append(row)
         log.info("cv %s fold %d: macro-F1 %.4f (%d test articles)", recipe, i, row["macro_f1"], row["n_test"])
@@ -168,10 +177,13 @@ def run_cv(cfg: CvConfig, baseline: BaselineConfig) -> dict[str, Any]:
         preds_dir = tmp / "preds" if cfg.save_predictions else None
         if preds_dir is not None:
             preds_dir.mkdir()
-        summary["grouped"] = [cross_validate(r, frame, grouped, baseline, preds_dir, cfg.jobs) for r in cfg.recipes]
+        counts = count_ngrams(frame["text"], baseline) if "tfidf-lr" in cfg.recipes else None  # once for all rounds
+        summary["grouped"] = [cross_validate(r, frame, grouped, baseline, preds_dir, cfg.jobs, counts)
+                              for r in cfg.recipes]
         if cfg.random_reference:
             shared = make_folds(frame, cfg.folds, cfg.seed, grouped=False)
-            summary["random"] = [cross_validate(r, frame, shared, baseline, jobs=cfg.jobs) for r in cfg.recipes]
+            summary["random"] = [cross_validate(r, frame, shared, baseline, jobs=cfg.jobs, counts=counts)
+                                 for r in cfg.recipes]
         summary.update(stage_manifest("cv", {"cv": cfg, "baseline": baseline}, t0))
         write_json(tmp / "cv.json", summary)
         (tmp / "cv.md").write_text(render_markdown(summary), encoding="utf-8")
