@@ -160,9 +160,6 @@ def test_per_outlet():
     assert y["macro_f1"] == pytest.approx(2 / 9)
 
 
-# ------------------------------------------------------------------------- files and evaluate()
-
-
 def test_read_predictions(tmp_path):
     frame, info = prediction_frame(write_preds(tmp_path / "p.jsonl", six_rows()))
     assert list(frame["gold"]) == GOLD6 and list(frame["pred"]) == PRED6
@@ -257,9 +254,6 @@ def test_outlet_bootstrap_is_wider_when_outlets_are_uniform_blocks():
     again = bootstrap_macro_f1_by_group(gold, pred, outlets, n_boot=500, seed=1)
     assert again["low"] == out["low"] and again["high"] == out["high"]
     assert bootstrap_macro_f1_by_group(gold, pred, ["one"] * len(gold)) is None
-
-
-# ------------------------------------------------------------------ intervals and paired tests
 
 
 def test_per_class_intervals_share_the_macro_resamples():

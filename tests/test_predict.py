@@ -49,9 +49,6 @@ def read(path: Path) -> list[dict]:
     return [json.loads(l) for l in Path(path).read_text().splitlines()]
 
 
-# ------------------------------------------------------------------------------ parsing
-
-
 @pytest.mark.parametrize("raw, expected", [
     (" left", "left"), ("Left.", "left"), (" RIGHT\n", "right"), ("center", "center"), ("Centre", "center"),
     ("<think>\nthe article is on the left side\n</think>\n\nright", "right"),
@@ -62,9 +59,6 @@ def read(path: Path) -> list[dict]:
 ])
 def test_parse_generation(raw, expected):
     assert parse_generation(raw) == expected
-
-
-# ------------------------------------------------------------------------------ scoring
 
 
 def test_tuned_scoring_records_are_complete_and_learned(lm_adapter_dir, planted_data_dir, tmp_path):
@@ -137,9 +131,6 @@ def test_cls_adapter_predicts(tmp_path, tiny_bert_dir, planted_data_dir):
                          out=str(tmp_path / "q.jsonl")), progress=False)
 
 
-# ------------------------------------------------------------------------------ resume
-
-
 def _predict_cmd(adapter: Path, inp: Path, out: Path, *extra: str) -> list[str]:
     return [sys.executable, "-m", "newsbias.cli", "predict", "-q", "--adapter", str(adapter), "--input", str(inp),
             "--out", str(out), "--batch-size", "1", "predict.chunk_size=4", *extra]
@@ -185,9 +176,6 @@ def test_existing_output_and_foreign_parts_are_not_clobbered(lm_adapter_dir, pla
     (parts / "run.json").write_text('{"other": 1}')
     with pytest.raises(NewsbiasError, match="unfinished run of a different .*pass --overwrite"):
         run_predict(pcfg(**cfg), progress=False)
-
-
-# ------------------------------------------------------------------------------ bad input
 
 
 def test_bad_inputs(lm_adapter_dir, tiny_qwen_dir, tmp_path):

@@ -30,9 +30,6 @@ def lines(path: Path) -> list[str]:
     return path.read_text(encoding="utf-8").splitlines(keepends=True)
 
 
-# ------------------------------------------------------------------------------ round trips
-
-
 @pytest.mark.parametrize("split", SPLIT_FILES)
 def test_prep_files_round_trip_byte_for_byte(prep_dir, tmp_path, split):
     src = prep_dir / f"{split}.jsonl"
@@ -64,9 +61,6 @@ def test_article_to_dict_is_prep_order():
     a = Article(id="a1", text="body", label="left", instruction="Classify.", title="T", outlet="x.com")
     assert list(a.to_dict()) == ["id", "instruction", "input", "output", "title", "source", "outlet", "date", "url"]
     assert "output" not in Article(id="a1", text="body").to_dict()
-
-
-# ------------------------------------------------------------------------------ shared rules
 
 
 @pytest.mark.parametrize("raw, expected", [(None, "7"), (0, "0"), ("", ""), (False, "False"), ("a\ud83d", "a\ufffd"),
@@ -140,9 +134,6 @@ def test_split_resolution(prep_dir, tmp_path):
     with pytest.raises(NewsbiasError, match=r"split file not found: .*val.jsonl \(.*d holds train.jsonl\); "
                                             r"set predict.split to one of train, val, test, eval_small"):
         resolve_split(tmp_path / "d", "val", "predict.input", "predict.split")
-
-
-# ------------------------------------------------------------------------------ errors
 
 
 @pytest.mark.parametrize("content, message", [

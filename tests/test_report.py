@@ -219,8 +219,6 @@ def test_ensemble_is_the_equal_weight_mean_of_its_members(tmp_path, capsys):
         run_compare(compare_cfg(inp, tmp_path / "bad3", ensembles=["x=tuned"]))
 
 
-# ------------------------------------------------------- verdict, paired tests, figures, one report model
-
 ORDER = ["left", "center", "right"]
 
 
@@ -371,8 +369,6 @@ def test_learning_curve_from_the_adapter_dir_or_skipped(tmp_path, caplog):
     assert not [f for f in res["files"] if f.startswith("learning_curve")]
     assert "## Training" not in (tmp_path / "r2" / "report.md").read_text()
 
-
-# ------------------------------------------------------- runs selected on outlets shared with the test articles
 
 SHARED_WARNING = re.compile(r"^> \*\*Warning: selection split shares outlets\.\*\* (.+)$", flags=re.M)
 

@@ -65,9 +65,6 @@ def assert_matches(results: list[dict], predictor, inputs: list[str]) -> None:
         np.testing.assert_allclose([r["probs"][l] for l in LABELS], p, atol=2e-5)
 
 
-# ------------------------------------------------------------------------------ happy paths
-
-
 def test_classify_texts_equals_predict(client, predictor, lm_adapter):
     inputs = texts(6)
     r = client.post("/v1/classify", json={"texts": inputs})
@@ -143,9 +140,6 @@ def test_docs_load_their_assets_from_this_server(client):
         for asset in assets:
             r = client.get(asset)
             assert r.status_code == 200 and len(r.content) > 10_000, asset
-
-
-# ------------------------------------------------------------------------------ errors
 
 
 @pytest.mark.parametrize("body, field", [
@@ -268,9 +262,6 @@ def test_zero_shot_base_model_is_servable(tiny_qwen_dir):
     torch.set_num_threads(before)
 
 
-# ------------------------------------------------------------------------------ concurrency
-
-
 def test_batcher_batches_and_never_blocks_the_loop():
     calls: list[list[str]] = []
 
@@ -326,9 +317,6 @@ def test_many_simultaneous_requests_none_lost(cfg, predictor):
     assert max(r.json()["batch_texts"] for r in responses) > 1
 
 
-# ------------------------------------------------------------------------------ CLI
-
-
 def test_cli_serve_errors(capsys, tmp_path):
     assert main(["serve"]) == 2
     assert "nothing to serve" in capsys.readouterr().err
@@ -377,9 +365,6 @@ def test_example_config_validates():
     root = Path(__file__).resolve().parents[1]
     cfg = load_config(root / "configs" / "serve.yaml", ["serve.port=9000"])
     assert cfg.serve.port == 9000 and cfg.serve.max_batch == 16 and cfg.export.base_model_id == "Qwen/Qwen3-0.6B"
-
-
-# ------------------------------------------------------------------------------ hostile input
 
 
 @pytest.mark.parametrize("raw,field", [

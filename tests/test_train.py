@@ -42,9 +42,6 @@ def tiny_cfg(model_dir, data_dir, out_dir, head="lm", **over) -> TrainConfig:
     return TrainConfig.model_validate(d)
 
 
-# ------------------------------------------------------------------------------ input checks
-
-
 def test_reads_kaggle_style_rows_without_id(tmp_path):
     p = write_jsonl(tmp_path / "train.jsonl", [{"instruction": "i", "input": "text a", "output": "Left"},
                                                {"instruction": "i", "input": "text b", "output": "right"}])
@@ -84,9 +81,6 @@ def test_errors_before_training(tmp_path, tiny_qwen_dir, planted_data_dir):
     assert not (tmp_path / "o" / "adapter_config.json").exists()
 
 
-# ---------------------------------------------------------------------------------- batching
-
-
 def test_epoch_batches_deterministic_length_grouped():
     lengths = list(np.random.default_rng(0).integers(5, 500, size=103))
     a = epoch_batches(lengths, 4, seed=1, epoch=0)
@@ -113,9 +107,6 @@ def test_collator_dynamic_padding_keeps_labels():
 def test_balanced_class_weights():
     w = balanced_class_weights([0, 0, 0, 1, 2, 2], 3)
     assert torch.allclose(w, torch.tensor([6 / 9, 2.0, 1.0]))
-
-
-# ---------------------------------------------------------------------------------- learning
 
 
 @pytest.mark.parametrize("head,model_fixture,over", [
@@ -208,9 +199,6 @@ def test_torchrun_two_processes_gloo(tiny_qwen_dir, planted_data_dir, tmp_path):
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["summary"]["world_size"] == 2
     assert Classifier.load(str(out)).predict_proba(["some text"]).shape == (1, 3)
-
-
-# ------------------------------------------------------------------------------ quick check
 
 
 def test_quick_check_end_to_end(kaggle_sample_dir, tiny_qwen_dir, tmp_path):

@@ -56,9 +56,6 @@ KNOWN_LOCAL_MODELS = {
 }
 
 
-# ------------------------------------------------------------------------------ merge / load
-
-
 def merge_adapter(adapter_dir: str | Path, out_dir: str | Path, base_model: Optional[str] = None,
                   dtype: str = "auto", device: str = "cpu") -> ModelSettings:
     """Base + adapter merged into one transformers model saved in ``out_dir`` (safetensors).
@@ -69,9 +66,6 @@ def merge_adapter(adapter_dir: str | Path, out_dir: str | Path, base_model: Opti
     """
     clf = Classifier.load(str(adapter_dir), base_model=base_model, device=device, dtype=dtype)
     return clf.save(out_dir, extra={"merged": True, "merged_from": str(adapter_dir)})
-
-
-# ------------------------------------------------------------------------------ model card
 
 
 def _read_json(path: Optional[Path]) -> Optional[dict[str, Any]]:
@@ -348,9 +342,6 @@ def model_card(adapter_dir: str | Path, merged: bool = False, base_model_id: Opt
         ev=ev, best={"metric": best.get("metric", "?"), "rows": [[k, v] for k, v in best.items() if k != "metric"]}
         if best else None, **info)
     return str(ModelCard(content))
-
-
-# ------------------------------------------------------------------------------ export / push
 
 
 def push_to_hub(folder: str | Path, repo_id: str, private: bool = True,

@@ -47,9 +47,6 @@ NOTES = {
 }
 
 
-# ------------------------------------------------------------------------------------ reading
-
-
 def _scored(preds: list[Prediction], path: Path, missing_gold: str) -> tuple[list[Prediction], list[str]]:
     """``(predictions with a gold label, ids of those without)``; rows without gold are an error unless skipped."""
     scored, skipped = [], []
@@ -86,9 +83,6 @@ def prediction_frame(path: str | Path, labels: Sequence[str] = LABELS,
     info = {"path": str(p), "rows_read": len(preds), "rows_scored": len(scored),
             "skipped_no_gold": len(skipped), "skipped_no_gold_ids": skipped[:20]}
     return frame, info
-
-
-# ------------------------------------------------------------------------------------ metrics
 
 
 def _f1_from_counts(cm: np.ndarray) -> np.ndarray:

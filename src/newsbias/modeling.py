@@ -41,9 +41,6 @@ SETTINGS_FORMAT = 2  # 1: labels, verbalizers and uses_chat_template were also w
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
-# ------------------------------------------------------------------------------ device / dtype
-
-
 def resolve_device_dtype(device: str = "auto", dtype: str = "auto") -> tuple[torch.device, torch.dtype]:
     """Resolve ``auto`` settings: bf16 on a GPU that supports it, else fp32 (always fp32 on CPU).
 
@@ -125,9 +122,6 @@ def init_distributed(device_type: str) -> Dist:
     if owns:
         dist.init_process_group(backend="nccl" if device_type == "cuda" else "gloo")
     return Dist(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")), owns)
-
-
-# ------------------------------------------------------------------------------------ loading
 
 
 def _check_model_path(name_or_path: str, need_config: bool = True) -> None:
@@ -358,9 +352,6 @@ def load_adapter(base_model: nn.Module, adapter_dir: str | Path, trainable: bool
     return PeftModel.from_pretrained(base_model, str(d), is_trainable=trainable)
 
 
-# ---------------------------------------------------------------------------------- settings
-
-
 @dataclass
 class ModelSettings:
     """What inference needs to score exactly as trained (``newsbias.json`` next to the weights).
@@ -422,9 +413,6 @@ def prompt_builder(tokenizer: Any, settings: ModelSettings) -> PromptBuilder:
         raise NewsbiasError(f"the tokenizer gives label tokens {b.label_token_ids}, the adapter was trained "
                             f"with {settings.label_token_ids}: wrong tokenizer for this adapter")
     return b
-
-
-# ----------------------------------------------------------------------------------- scoring
 
 
 def _hf_model(model: nn.Module) -> nn.Module:

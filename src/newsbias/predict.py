@@ -41,8 +41,6 @@ from .records import Article, Prediction, at, iter_json_lines, parse_line, resol
 
 log = logging.getLogger(__name__)
 
-# ------------------------------------------------------------------------------ input
-
 
 def resolve_input(inp: str, split: str) -> str:
     """A prep output directory + split name -> the split file; a file or '-' as given."""
@@ -106,9 +104,6 @@ def skip_reason(a: Article) -> Optional[str]:
     return None
 
 
-# ------------------------------------------------------------------------------ model
-
-
 def load_classifier(cfg: PredictConfig, instruction: Optional[str] = None) -> Classifier:
     """The model ``cfg`` names: base + adapter, a trained model directory, or a base model zero-shot."""
     if not cfg.model and not cfg.adapter:
@@ -121,9 +116,6 @@ def load_classifier(cfg: PredictConfig, instruction: Optional[str] = None) -> Cl
     if cfg.mode == "generate" and clf.settings.head != "lm":
         raise NewsbiasError("predict.mode=generate needs a causal LM (head: lm); this adapter has a cls head — use mode=score")
     return clf
-
-
-# ------------------------------------------------------------------------------ output + resume
 
 
 def _parts_dir(out: Path) -> Path:

@@ -127,9 +127,6 @@ def iter_json_lines(path: str | Path) -> Iterator[tuple[int, dict[str, Any]]]:
                 yield lineno, parse_line(line, path, lineno)
 
 
-# ------------------------------------------------------------------------------------ articles
-
-
 def _text_of(obj: Mapping[str, Any], text_field: Optional[str], where: str, require_text: bool) -> str:
     key = text_field or ("text" if "text" in obj and "input" not in obj else "input")
     text = obj.get(key)
@@ -225,9 +222,6 @@ def read_articles(path: str | Path, limit: Optional[int] = None, **options: Any)
 def write_articles(path: str | Path, articles: Iterable[Article]) -> int:
     """Write a split file (prep's format); returns the number of rows."""
     return write_jsonl(path, (a.to_dict() for a in articles))
-
-
-# --------------------------------------------------------------------------------- predictions
 
 
 def _gold_of(raw: Any, labels: Sequence[str], where: str) -> Optional[str]:

@@ -40,8 +40,6 @@ from .templates import render
 
 log = logging.getLogger(__name__)
 
-# ------------------------------------------------------------------------------ loading
-
 
 def load_model(cfg: ServeConfig) -> Classifier:
     """The :class:`~newsbias.classifier.Classifier` ``cfg`` names: base + adapter, a trained model dir, or a base."""
@@ -58,9 +56,6 @@ def model_name(cfg: ServeConfig) -> str:
     if cfg.adapter:
         return Path(cfg.adapter).name
     return Path(cfg.model).name if cfg.model else "base"
-
-
-# ------------------------------------------------------------------------------ schema
 
 
 _INVISIBLE = dict.fromkeys(map(ord, "\u200b\u200c\u200d\u2060\ufeff\u00ad"), None)
@@ -137,9 +132,6 @@ class ClassifyResponse(BaseModel):
     adapter: Optional[str] = None
     batch_texts: int = Field(description="Texts in the largest micro-batch this request was scored in.")
     elapsed_ms: float
-
-
-# ------------------------------------------------------------------------------ micro-batching
 
 
 @dataclass
@@ -254,8 +246,6 @@ class MicroBatcher:
                 j.batch_texts = len(j.texts)
                 j.future.set_result(res)
 
-
-# ------------------------------------------------------------------------------ app
 
 UNCERTAIN_BELOW = 0.5  # the page marks an answer "uncertain" when its top probability is below this
 
@@ -395,9 +385,6 @@ async def _load(state: _State, loader: Callable[[ServeConfig], Classifier]) -> N
         log.exception("model failed to load")
 
 
-# ------------------------------------------------------------------------------ errors
-
-
 def _error(status: int, message: str, detail: Any = None) -> Any:
     """The JSON error body every route answers with: ``{"error": message, "detail"?: ...}``."""
     from fastapi.responses import JSONResponse
@@ -477,9 +464,6 @@ def _over_limits(req: ClassifyRequest, items: list[tuple[str, str]], cfg: ServeC
             return _error(413, f"{where}.{i} has {len(text)} characters; at most {cfg.max_article_chars} "
                                f"(serve.max_article_chars)")
     return None
-
-
-# ------------------------------------------------------------------------------ routes
 
 
 def _add_classify_route(app: Any, state: _State) -> None:
