@@ -118,10 +118,11 @@ def child(args: argparse.Namespace) -> dict:
     if args.variant == "newsbias":
         from newsbias.labels import LABELS
         from newsbias.modeling import LabelLossModule
-        from newsbias.prompt import PromptBuilder, PromptSettings
+        from newsbias.config import PromptConfig
+        from newsbias.prompt import PromptBuilder
         from newsbias.train import LabelOnlyCollator
 
-        b = PromptBuilder(tok, PromptSettings(max_length=args.max_length))
+        b = PromptBuilder(tok, PromptConfig(max_length=args.max_length))
         runner = LabelLossModule(model, "lm", b.label_token_ids)
         coll = LabelOnlyCollator(tok.pad_token_id)
         feats = []
