@@ -117,3 +117,4 @@ def test_counting_once_gives_each_round_the_tfidf_lr_of_its_own_articles(tmp_pat
     assert len(kept_terms(counts[tr], cfg)) == len(vocab)
     probs = fit_tfidf_lr_on_counts(counts, tr, frame[tr], cfg, va, frame[va])(te)
     np.testing.assert_allclose(probs, predict_proba_labels(pipe, frame["text"][te]), atol=1e-6)
+    np.testing.assert_array_equal(fit_tfidf_lr_on_counts(counts, tr, frame[tr], cfg, va, frame[va])(te), probs)
