@@ -1,7 +1,7 @@
 """Benchmark label scoring (newsbias predict, mode=score) against the original per-article generation.
 
     .venv/bin/python benchmarks/predict_speed.py [--articles 4] [--seq 512] [--device cpu] [--dtype float32]
-        [--batch 1] [--arch qwen3-0.6b|tiny]
+        [--batch 1] [--arch qwen3-0.6b|tiny] [--compile]
 
 The Qwen3-0.6B architecture with random weights (speed does not depend on the weight values),
 ``seq``-token inputs. Three ways, same model, same inputs, one run:
@@ -73,6 +73,7 @@ def main() -> None:
     ap.add_argument("--device", default="auto")
     ap.add_argument("--dtype", default="auto")
     ap.add_argument("--arch", default="qwen3-0.6b", choices=["qwen3-0.6b", "tiny"])
+    ap.add_argument("--compile", action="store_true", help="add a row with the decoder body under torch.compile")
     args = ap.parse_args()
     from transformers import Qwen3ForCausalLM
 
@@ -110,6 +111,11 @@ def main() -> None:
                 ("newsbias score, batch 1", timed(score(1)))]
         if args.batch > 1:
             rows.append((f"newsbias score, batch {args.batch}", timed(score(args.batch))))
+        if args.compile:
+            # fixed shapes: every batch here is [batch, seq]; a padded-length mix would recompile per length
+            model.model = torch.compile(model.model, dynamic=False)
+            print(f"torch.compile warm-up: {timed(score(args.batch)):.0f} s", flush=True)
+            rows.append((f"newsbias score, batch {args.batch}, torch.compile", timed(score(args.batch))))
     gflops = matmul_gflops(dev, dt)
     floor = gflops * 1e9 / forward_flops(cfg, args.seq)
     base = args.articles / rows[0][1]
