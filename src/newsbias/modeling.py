@@ -77,7 +77,7 @@ def resolve_device_dtype(device: str = "auto", dtype: str = "auto") -> tuple[tor
 
 def physical_cores() -> int:
     """Physical CPU cores this process may run on (hyper-threads share a core's matmul units)."""
-    import psutil  # a dependency of peft and accelerate
+    import psutil
 
     cores = psutil.cpu_count(logical=False) or os.cpu_count() or 1
     if hasattr(os, "sched_getaffinity"):  # a container or taskset may allow fewer
