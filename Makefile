@@ -17,7 +17,7 @@ setup: $(STAMP)
 
 # the everyday suite (tiny models, small slices; under a minute on 2 cores)
 test: $(STAMP)
-	$(PY) -m pytest -q -n auto
+	$(PY) -m pytest -q -n auto --dist worksteal
 
 # everything, `slow` tests included (the demo on a slice, torchrun, Chromium, hadolint, real GGUF): what CI runs
 test-all: $(STAMP)

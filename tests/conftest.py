@@ -22,13 +22,20 @@ Session-scoped and reusable by any test module (training, prediction, serving):
 from __future__ import annotations
 
 import json
+import os
 import random
 from pathlib import Path
 
 import pytest
+import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = (ROOT / ".." / "shared" / "data").resolve()
+
+# pytest-xdist runs one process per core: torch's default of one thread per core in each of them
+# oversubscribes the machine and makes the parallel suite slower than the work it does
+if os.environ.get("PYTEST_XDIST_WORKER_COUNT"):
+    torch.set_num_threads(max(1, (os.cpu_count() or 1) // int(os.environ["PYTEST_XDIST_WORKER_COUNT"])))
 
 QWEN3_CHAT_TEMPLATE = (
     "{%- for message in messages %}"

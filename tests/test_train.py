@@ -252,7 +252,7 @@ def test_encoder_mean_pooling_and_full_finetune(tiny_bert_dir, planted_data_dir,
     out = tmp_path / f"{finetune}-{pooling}"
     over = {"model__pooling": pooling, "finetune": finetune, "optim__class_weights": "balanced"}
     if finetune == "lora":
-        over.update(lora__target_modules=["query", "key", "value", "dense"], optim__lr=1e-2, optim__epochs=8)
+        over.update(lora__target_modules=["query", "key", "value", "dense"], optim__lr=2e-2, optim__epochs=4)
     else:
         over.update(optim__lr=1e-3, optim__epochs=10)
     summary = train(tiny_cfg(tiny_bert_dir, planted_data_dir, out, head="cls", **over))
