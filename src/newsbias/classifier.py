@@ -6,6 +6,8 @@
   base + adapter, scored exactly as trained;
 * a directory with ``newsbias.json`` and its own weights (``newsbias export --merge``, or a
   ``train.finetune: full`` run): scored as trained;
+* a directory with ``newsbias.json`` and ``model.onnx`` (``newsbias export --format onnx``):
+  scored by ONNX Runtime on the CPU (:mod:`newsbias.onnx_model`), same records;
 * anything else — a hub id, a transformers directory, a ``.gguf`` file — as a base model used
   zero-shot with the given head and prompt settings.
 
@@ -27,7 +29,8 @@ from .labels import LABELS, parse_generation
 from .modeling import (SETTINGS_FILE, ModelSettings, Pooling, is_gguf, join_gguf, load_adapter, load_model_and_tokenizer,
                        load_tokenizer, model_device, prompt_builder, score_batch,
                        score_encoded)
-from .config import PromptConfig
+from .config import INT8_KEEP_FP32, PromptConfig
+from .onnx_model import ONNX_FILE, OnnxScorer
 
 log = logging.getLogger(__name__)
 
@@ -35,9 +38,9 @@ log = logging.getLogger(__name__)
 class Classifier:
     """A loaded model with the settings it was trained with: ``predict_proba``, ``generate``, ``save``."""
 
-    def __init__(self, model: torch.nn.Module, tokenizer: Any, settings: ModelSettings, source: str = "",
+    def __init__(self, model: torch.nn.Module | OnnxScorer, tokenizer: Any, settings: ModelSettings, source: str = "",
                  adapter: Optional[str] = None):
-        self.model = model.eval()
+        self.model = model.eval() if isinstance(model, torch.nn.Module) else model
         self.tokenizer = tokenizer
         self.settings = settings
         self.source = source
@@ -58,6 +61,8 @@ class Classifier:
         if base_model:
             raise NewsbiasError(f"{source} is not an adapter directory, so there is no base model to replace; "
                                 f"drop predict.model or point predict.adapter at a `newsbias train` output")
+        if p.is_dir() and (p / SETTINGS_FILE).is_file() and (p / ONNX_FILE).is_file():
+            return cls(OnnxScorer(p / ONNX_FILE), load_tokenizer(str(p)), _checked_settings(p), source=str(p))
         if p.is_dir() and (p / SETTINGS_FILE).is_file():
             settings = _checked_settings(p)
             model, tok = load_model_and_tokenizer(str(p), head=settings.head, device=device, dtype=dtype,
@@ -158,6 +163,9 @@ class Classifier:
         """Greedy continuations of each prompt (new tokens only, special tokens kept): the lm head only."""
         if self.settings.head != "lm":
             raise NewsbiasError("generation needs a causal LM (head: lm); this model has a cls head — use mode=score")
+        if isinstance(self.model, OnnxScorer):
+            raise NewsbiasError(f"{self.source} is an ONNX export, which scores labels only; use mode=score, or "
+                                f"generate with the training output (--adapter)")
         tok = self.tokenizer
         encs = [self.builder.encode(t) for t in texts]
         pad_id = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
@@ -200,21 +208,33 @@ class Classifier:
         return [{"tokens_read": len(enc.input_ids) - fixed, "truncated": enc.truncated}
                 for enc in map(b.encode, texts)]
 
-    def save(self, out_dir: str | Path, extra: Optional[dict[str, Any]] = None) -> ModelSettings:
+    def save(self, out_dir: str | Path, extra: Optional[dict[str, Any]] = None, format: str = "safetensors",
+             quantize: str = "none", keep_fp32: Sequence[str] = INT8_KEEP_FP32) -> ModelSettings:
         """A self-contained model directory (weights with any adapter merged in, tokenizer, ``newsbias.json``).
 
         It loads back with ``Classifier.load(out_dir)`` and scores as this object does. Weights are
-        safetensors, also for a model that was read from a GGUF file.
+        safetensors (also for a model read from a GGUF file), or with ``format="onnx"`` the scoring
+        graph (:func:`newsbias.onnx_model.export_onnx`; ``quantize="int8"`` keeps the layers
+        matched by ``keep_fp32`` in fp32), whose check against this model is recorded as ``onnx``.
         """
         model = self.model
         if hasattr(model, "merge_and_unload"):
             model = model.merge_and_unload()
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
-        model.save_pretrained(str(out), safe_serialization=True)
+        extra = dict(extra or {})
+        if format == "onnx":
+            from .onnx_model import export_onnx
+
+            extra["onnx"] = export_onnx(self, out, quantize, keep_fp32)
+        elif format == "safetensors" and quantize == "none":
+            model.save_pretrained(str(out), safe_serialization=True)
+        else:
+            raise NewsbiasError(f"cannot save format={format!r} quantize={quantize!r}: formats are safetensors and "
+                                f"onnx, and only onnx is quantised")
         self.tokenizer.save_pretrained(str(out))
         settings = ModelSettings.from_dict(self.settings.to_dict())
-        settings.extra = {**settings.extra, **(extra or {})}
+        settings.extra = {**settings.extra, **extra}
         settings.save(out)
         return settings
 

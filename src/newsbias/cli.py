@@ -157,7 +157,9 @@ def _run_export(args: argparse.Namespace, cfg: Config) -> int:
 
     export = cfg.require("export")
     res = run_export(export)
-    print(f"export: wrote {'merged model' if export.merge else 'adapter'} + model card to {res['out']}"
+    what = ("ONNX graph" + (" (int8)" if export.quantize == "int8" else "") if export.format == "onnx"
+            else "merged model" if res["merged"] else "adapter")
+    print(f"export: wrote {what} + model card to {res['out']}"
           + (f"; pushed to {res['pushed']}" if res.get("pushed") else ""))
     return 0
 
@@ -246,10 +248,12 @@ COMMANDS: tuple[Command, ...] = (
     Command("export", _run_export,
             "Adapter -> export dir (optionally merged into the base) with a model card; hub upload.",
             "Copy a trained adapter, or with --merge fold the LoRA weights (and the classifier head) into the base "
-            "model and save it as safetensors with the tokenizer and newsbias.json; write a model card (README.md); "
-            "optionally upload with --push-to-hub.",
+            "model and save it as safetensors with the tokenizer and newsbias.json (with --format onnx: the merged "
+            "model's scoring graph for ONNX Runtime, --quantize int8 for int8 weights); write a model card "
+            "(README.md); optionally upload with --push-to-hub.",
             (Flag("--adapter", "export.adapter", "DIR"), Flag("--out", "export.out", "DIR"),
-             Flag("--merge", "export.merge", const=True), Flag("--eval --metrics", "export.metrics", "[RUN=]PATH"),
+             Flag("--merge", "export.merge", const=True), Flag("--format", "export.format"),
+             Flag("--quantize", "export.quantize"), Flag("--eval --metrics", "export.metrics", "[RUN=]PATH"),
              Flag("--base-model-id", "export.base_model_id", "ID"), Flag("--license", "export.license"),
              Flag("--push-to-hub", "export.push_to_hub", "REPO"),
              Flag("--card-in-adapter", "export.card_in_adapter", const=True),

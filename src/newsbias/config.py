@@ -34,6 +34,10 @@ DEFAULT_INSTRUCTION = (
     "Respond with a single word: left, center, or right."
 )
 Dtype = Literal["auto", "float32", "bfloat16", "float16"]
+# int8 export: the MLP output projections of BERT-like encoders (layer.N.output.dense, not
+# attention.output.dense) and of Llama/Qwen-like decoders (mlp.down_proj) stay fp32: their inputs,
+# after GELU/SiLU gating, carry the outliers int8 rounds worst (docs/benchmarks.md)
+INT8_KEEP_FP32 = (r"layer\.\d+\.output\.dense$", r"mlp\.down_proj$")
 Head = Literal["lm", "cls"]
 Pooling = Literal["cls", "mean"]
 POOLING_HELP = ("cls head only: cls = transformers' classifier ([CLS] / last token); mean = a linear head over the "
@@ -487,6 +491,13 @@ class ExportConfig(ModelSourceConfig):
     device: str = Field(default="cpu", description="Where the weights are merged: cpu, cuda ...")
     out: str = Field(description="Export directory (created; must be empty or absent unless overwrite).")
     merge: bool = Field(default=False, description="Merge the LoRA weights into the base (one safetensors model).")
+    format: Literal["transformers", "onnx"] = Field(
+        default="transformers", description="transformers: the adapter (merged: safetensors); onnx: the merged "
+                                            "model's scoring graph for ONNX Runtime (CPU), loaded like any model.")
+    quantize: Literal["none", "int8"] = Field(default="none", description="int8: dynamic int8 weights in the ONNX "
+                                                                           "graph (format onnx).")
+    keep_fp32: list[str] = Field(default_factory=lambda: list(INT8_KEEP_FP32), description="Regexes of module names "
+                                 "left in fp32 by int8 (default: the MLP output projections; [] = every layer).")
     base_model_id: str | None = Field(default=None, description="Hub id of the base for the model card "
                                                                   "(default: the recorded base, if it is a hub id).")
     license: str | None = Field(default=None, description="License of the base (default: known for common bases).")
@@ -497,6 +508,15 @@ class ExportConfig(ModelSourceConfig):
     overwrite: bool = Field(default=False, description="Replace an earlier export in `out`.")
     push_to_hub: str | None = Field(default=None, description="Upload the export dir to this hub repo (owner/name).")
     private: bool = True
+
+
+    @model_validator(mode="after")
+    def _onnx_options(self) -> "ExportConfig":
+        if self.quantize != "none" and self.format != "onnx":
+            raise ValueError(f"quantize={self.quantize} needs format=onnx (--format onnx)")
+        if self.format == "onnx" and self.dtype not in ("auto", "float32"):
+            raise ValueError(f"format=onnx traces the fp32 model; drop dtype={self.dtype}")
+        return self
 
 
 # Keys a stage reads from the prep stage's output (prep.out_dir) when the config has a prep: section

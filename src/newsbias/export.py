@@ -57,15 +57,18 @@ KNOWN_LOCAL_MODELS = {
 
 
 def merge_adapter(adapter_dir: str | Path, out_dir: str | Path, base_model: Optional[str] = None,
-                  dtype: str = "auto", device: str = "cpu") -> ModelSettings:
+                  dtype: str = "auto", device: str = "cpu", **save: Any) -> ModelSettings:
     """Base + adapter merged into one transformers model saved in ``out_dir`` (safetensors).
 
     Writes the model, the adapter's tokenizer and ``newsbias.json`` (``merged: true``, the
     original base kept in ``base_model``); returns the settings written. A GGUF base is written
-    as ordinary safetensors weights (the dequantised values it was trained on).
+    as ordinary safetensors weights (the dequantised values it was trained on). ``save`` goes to
+    :meth:`Classifier.save` (``format="onnx"``, ``quantize``, ``keep_fp32``: the ONNX graph instead).
     """
+    if save.get("format") == "onnx":
+        device, dtype = "cpu", "float32"  # the graph is traced from the fp32 model and runs on the CPU
     clf = Classifier.load(str(adapter_dir), base_model=base_model, device=device, dtype=dtype)
-    return clf.save(out_dir, extra={"merged": True, "merged_from": str(adapter_dir)})
+    return clf.save(out_dir, extra={"merged": True, "merged_from": str(adapter_dir)}, **save)
 
 
 def _read_json(path: Optional[Path]) -> Optional[dict[str, Any]]:
@@ -267,17 +270,24 @@ def _base_context(settings: ModelSettings, base_model_id: Optional[str]) -> dict
     return {"hub_id": hub_id, "local": local, "text": text, "short": (hub_id or local or "base").split("/")[-1]}
 
 
-def _settings_context(settings: ModelSettings, merged: bool) -> dict[str, Any]:
+def _settings_context(settings: ModelSettings, merged: bool, onnx: Optional[str] = None) -> dict[str, Any]:
     """What the card says about the model itself: kind, head, prompt, and how to load it without newsbias."""
     cls_head = settings.head == "cls"
-    if settings.extra.get("finetune") == "full":
+    if onnx:
+        kind = ("an ONNX graph of the merged model's scoring function"
+                + (" with int8 weights (the MLP output projections kept in fp32)" if onnx == "int8" else ""))
+    elif settings.extra.get("finetune") == "full":
         kind = "a fully fine-tuned model"
     elif merged:
         kind = "a merged model (LoRA weights folded into the base" + (", trained classifier head included)" if cls_head
                                                                      else ")")
     else:
         kind = "a LoRA adapter"
-    if not cls_head:
+    if onnx:
+        no_plain = ("Without newsbias, run `model.onnx` with ONNX Runtime: inputs `input_ids`, `attention_mask` "
+                    "and `answer_pos` (the index of the prompt's last token), output the label logits in "
+                    "`newsbias.json`'s label order; the prompt has to be rebuilt exactly, so load it with newsbias.")
+    elif not cls_head:
         no_plain = ("Without newsbias, the score is the next-token probability of each label's first token "
                     "(`label_token_ids` in `newsbias.json`) right after the prompt that newsbias builds; the "
                     "prompt has to be rebuilt exactly, so load this model with newsbias.")
@@ -288,11 +298,11 @@ def _settings_context(settings: ModelSettings, merged: bool) -> dict[str, Any]:
             "head_text": "sequence-classification head" if cls_head
             else "label-token logits of the causal LM at the answer position",
             "max_length": settings.prompt.max_length, "truncation": settings.prompt.truncation,
-            "plain_loader": cls_head and settings.pooling == "cls", "no_plain_loader": no_plain}
+            "plain_loader": cls_head and settings.pooling == "cls" and not onnx, "no_plain_loader": no_plain}
 
 
 def _card_data(name: str, base_id: Optional[str], license: Optional[str], datasets: list[str], merged: bool,
-               test_metrics: Optional[dict[str, Any]]) -> Any:
+               test_metrics: Optional[dict[str, Any]], onnx: Optional[str] = None) -> Any:
     """The validated front matter (``ModelCardData``); model-index holds test figures only."""
     from huggingface_hub import EvalResult, ModelCardData
 
@@ -301,8 +311,10 @@ def _card_data(name: str, base_id: Optional[str], license: Optional[str], datase
                           dataset_split="test", metric_type=typ, metric_name=label, metric_value=round(float(v), 4))
                for key, typ, label in (("macro_f1", "f1", "macro-F1"), ("accuracy", "accuracy", "accuracy"))
                for v in [(test_metrics or {}).get(key)] if isinstance(v, (int, float))]
-    tags = ["newsbias", "political-bias", "news", "lora", "peft"] + (["merged"] if merged else [])
-    return ModelCardData(base_model=base_id, library_name="transformers" if merged else "peft",
+    tags = (["newsbias", "political-bias", "news", "lora", "peft"] + (["merged"] if merged else [])
+            + (["onnx"] + (["int8"] if onnx == "int8" else []) if onnx else []))
+    library = "onnx" if onnx else "transformers" if merged else "peft"
+    return ModelCardData(base_model=base_id, library_name=library,
                          license=license or "other", datasets=list(datasets) or None, language=["en"],
                          metrics=["f1", "accuracy"], pipeline_tag="text-classification", tags=tags,
                          model_name=name if results else None, eval_results=results or None)
@@ -310,13 +322,15 @@ def _card_data(name: str, base_id: Optional[str], license: Optional[str], datase
 
 def model_card(adapter_dir: str | Path, merged: bool = False, base_model_id: Optional[str] = None,
                license: Optional[str] = None, datasets: Optional[list[str]] = None,
-               evaluation: Optional[dict[str, Any]] = None, repo_id: Optional[str] = None) -> str:
+               evaluation: Optional[dict[str, Any]] = None, repo_id: Optional[str] = None,
+               onnx: Optional[str] = None) -> str:
     """The ``README.md`` of an export, rendered from ``templates/model_card.md``.
 
     Reads ``newsbias.json`` and ``manifest.json`` of the adapter dir, and the ``prep_meta.json`` its
     manifest points at (:func:`find_prep_meta`). ``evaluation`` is :func:`read_eval`'s test
     evaluation; without it the card says that only the validation score is known. ``repo_id`` (a
-    hub upload) names the model and its download in the usage snippets.
+    hub upload) names the model and its download in the usage snippets. ``onnx`` (``none`` or
+    ``int8``) describes an ONNX export of the merged model.
     """
     from huggingface_hub import ModelCard
 
@@ -327,8 +341,8 @@ def model_card(adapter_dir: str | Path, merged: bool = False, base_model_id: Opt
     lic = license or (base_license(base["hub_id"]) if base["hub_id"] else None)
     ev = _evaluation_context(evaluation)
     data = _card_data(repo_id.split("/")[-1] if repo_id else adir.name, base["hub_id"], lic, list(datasets or []),
-                      merged, evaluation["metrics"] if evaluation else None)
-    info = _settings_context(settings, merged)
+                      merged, evaluation["metrics"] if evaluation else None, onnx)
+    info = _settings_context(settings, merged, onnx)
     best = settings.best_val or {}
     path_line = f'path = snapshot_download("{repo_id}")' if repo_id else f'path = "{CARD_PATH}"'
     content = render(
@@ -395,25 +409,30 @@ def run_export(cfg: ExportConfig) -> dict[str, Any]:
     if cfg.base_model_id and not is_hub_id(cfg.base_model_id):
         raise NewsbiasError(f"export.base_model_id {cfg.base_model_id!r} is not a hub id; give it as owner/name")
     evaluation = read_eval(cfg.metrics, adir) if cfg.metrics else None
-    merged = cfg.merge or full
+    merged = cfg.merge or full or cfg.format == "onnx"
+    onnx = cfg.quantize if cfg.format == "onnx" else None
 
     def card(merged_card: bool) -> str:
         return model_card(adir, merged=merged_card, base_model_id=cfg.base_model_id, license=cfg.license,
-                          datasets=cfg.datasets, evaluation=evaluation, repo_id=cfg.push_to_hub)
+                          datasets=cfg.datasets, evaluation=evaluation, repo_id=cfg.push_to_hub,
+                          onnx=onnx if merged_card else None)
 
     with atomic_dir(out) as tmp:
         if merged:
-            merge_adapter(adir, tmp, join_gguf(cfg.model, cfg.gguf_file) if cfg.model else None, cfg.dtype, cfg.device)
+            save = {"format": "onnx", "quantize": cfg.quantize, "keep_fp32": cfg.keep_fp32} if onnx else {}
+            merge_adapter(adir, tmp, join_gguf(cfg.model, cfg.gguf_file) if cfg.model else None, cfg.dtype, cfg.device,
+                          **save)
             if (adir / "manifest.json").is_file():
                 shutil.copy2(adir / "manifest.json", tmp / "manifest.json")
         else:
             copy_adapter(adir, tmp, cfg.base_model_id or hub_model_id(ModelSettings.load(adir).base_model))
         (tmp / CARD_FILE).write_text(card(merged), encoding="utf-8")
         write_json(tmp / MARKER_FILE, stage_manifest("export", cfg, started, **{"from": str(adir.resolve()),
-                                                                                "merged": merged}))
+                                                                                "merged": merged,
+                                                                                "format": cfg.format}))
     if cfg.card_in_adapter:
         (adir / CARD_FILE).write_text(card(False), encoding="utf-8")
-    result: dict[str, Any] = {"out": str(out), "merged": merged, "files": sorted(p.name for p in out.iterdir())}
+    result: dict[str, Any] = {"out": str(out), "merged": merged, "format": cfg.format, "files": sorted(p.name for p in out.iterdir())}
     if cfg.push_to_hub:
         result["pushed"] = push_to_hub(out, cfg.push_to_hub, private=cfg.private)
     return result

@@ -520,10 +520,13 @@ def pad_batch(seqs: Sequence[Sequence[int]], pad_id: int, pad_value_labels: Opti
     return out
 
 
-@torch.no_grad()
 def score_ids(model: nn.Module, head: Head, input_ids: torch.Tensor, attention_mask: torch.Tensor,
               answer_pos: torch.Tensor, label_token_ids: Sequence[int]) -> torch.Tensor:
-    """Class logits ``[n, n_labels]`` for an already padded batch."""
+    """Class logits ``[n, n_labels]`` for an already padded batch (call it under ``torch.no_grad()``).
+
+    Not decorated with ``no_grad`` itself: the ONNX exporter traces it, and a grad-mode switch
+    inside the traced function hides which module each operation belongs to.
+    """
     if head == "lm":
         rows = torch.arange(input_ids.shape[0], device=input_ids.device)
         vocab_rows = torch.tensor(list(label_token_ids), device=input_ids.device)
@@ -531,8 +534,9 @@ def score_ids(model: nn.Module, head: Head, input_ids: torch.Tensor, attention_m
     return model(input_ids=input_ids, attention_mask=attention_mask).logits.float()
 
 
-def model_device(model: nn.Module) -> torch.device:
-    return next(model.parameters()).device
+def model_device(model: Any) -> torch.device:
+    """Where a model's weights are (an ONNX Runtime scorer says so itself)."""
+    return model.device if not isinstance(model, nn.Module) else next(model.parameters()).device
 
 
 @torch.no_grad()
@@ -552,11 +556,19 @@ def score_batch(model: nn.Module, tokenizer: Any, settings: ModelSettings, texts
 @torch.no_grad()
 def score_encoded(model: nn.Module, tokenizer: Any, settings: ModelSettings, encs: Sequence[Any], batch_size: int,
                   builder: PromptBuilder, length_sorted: bool = True) -> np.ndarray:
-    """:func:`score_batch` on prompts already encoded by ``builder`` (e.g. several windows per article)."""
+    """:func:`score_batch` on prompts already encoded by ``builder`` (e.g. several windows per article).
+
+    ``model`` is a torch model, or any object with ``label_logits(input_ids, attention_mask,
+    answer_pos)`` (:class:`newsbias.onnx_model.OnnxScorer`).
+    """
     if len(encs) == 0:
         return np.zeros((0, len(settings.labels)), dtype=np.float32)
-    was_training = model.training
-    model.eval()
+    torch_model = isinstance(model, nn.Module)
+    was_training = torch_model and model.training
+    if torch_model:
+        model.eval()
+    logits_fn = model.label_logits if not torch_model else (
+        lambda ids, mask, pos: score_ids(model, settings.head, ids, mask, pos, builder.label_token_ids))
     dev = model_device(model)
     order = list(range(len(encs)))
     if length_sorted:  # similar lengths share a batch: less padding computed
@@ -566,8 +578,7 @@ def score_encoded(model: nn.Module, tokenizer: Any, settings: ModelSettings, enc
         idx = order[s:s + batch_size]
         b = pad_batch([encs[i].input_ids for i in idx], tokenizer.pad_token_id)
         pos = torch.tensor([encs[i].answer_pos for i in idx])
-        logits = score_ids(model, settings.head, b["input_ids"].to(dev), b["attention_mask"].to(dev), pos,
-                           builder.label_token_ids)
+        logits = logits_fn(b["input_ids"].to(dev), b["attention_mask"].to(dev), pos)
         out[idx] = torch.softmax(logits, -1).cpu().numpy()
     if was_training:
         model.train()

@@ -1,0 +1,184 @@
+"""The ONNX form of a model: :func:`export_onnx` writes it, :class:`OnnxScorer` scores with it.
+
+The exported graph is newsbias's scoring function, not the transformers model:
+``(input_ids, attention_mask, answer_pos) -> class logits [batch, n_labels]``, traced from
+:func:`newsbias.modeling.score_ids`. For ``head: lm`` that is the decoder body plus the label rows
+of the LM head at the answer position, so the graph never computes ``[sequence x vocab]`` logits;
+for ``head: cls`` it is the encoder and its head (``answer_pos`` is accepted and unused). Batch
+size and sequence length are dynamic.
+
+``quantize="int8"`` applies ONNX Runtime's dynamic quantisation to the weight matrix products
+(int8 weights per output channel, activations quantised per batch at run time). Layers matched by
+``keep_fp32`` stay in fp32: by default the MLP output projections, whose inputs (after GELU/SiLU
+gating) carry the outliers that int8 rounds worst (docs/benchmarks.md has the measurement).
+
+An export directory holds ``model.onnx`` (+ ``model.onnx.data`` for large fp32 graphs), the
+tokenizer and ``newsbias.json``; ``Classifier.load(DIR)`` scores with it like any other source.
+ONNX Runtime is an optional dependency (``pip install 'newsbias[onnx]'``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import re
+import tempfile
+import warnings
+from pathlib import Path
+from typing import Any, Iterator, Optional, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from .config import INT8_KEEP_FP32
+from .errors import NewsbiasError
+from .modeling import score_ids
+
+ONNX_FILE = "model.onnx"
+INPUTS = ("input_ids", "attention_mask", "answer_pos")
+
+
+def _require(module: str) -> Any:
+    try:
+        return __import__(module)
+    except ImportError:
+        raise NewsbiasError(f"ONNX export and scoring need the `{module}` package: pip install 'newsbias[onnx]'"
+                            ) from None
+
+
+@contextlib.contextmanager
+def _quiet() -> Iterator[None]:
+    """Silence the exporter's and quantiser's per-tensor INFO lines and generic advice."""
+    logging.disable(logging.WARNING)
+    try:
+        with warnings.catch_warnings():
+            # one Dim shared by several inputs is how dynamic batch/sequence sizes are declared
+            warnings.filterwarnings("ignore", message=".*shares the same shape constraints")
+            yield
+    finally:
+        logging.disable(logging.NOTSET)
+
+
+class ScoringGraph(nn.Module):
+    """:func:`newsbias.modeling.score_ids` as a module with tensor inputs only: what is exported."""
+
+    def __init__(self, model: nn.Module, head: str, label_token_ids: Sequence[int]):
+        super().__init__()
+        self.model, self.head, self.label_token_ids = model, head, list(label_token_ids)
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, answer_pos: torch.Tensor) -> torch.Tensor:
+        return score_ids(self.model, self.head, input_ids, attention_mask, answer_pos,  # type: ignore[arg-type]
+                         self.label_token_ids)
+
+
+class OnnxScorer:
+    """An ONNX Runtime session with the scoring signature of :func:`newsbias.modeling.score_ids` (CPU)."""
+
+    def __init__(self, path: str | Path, threads: Optional[int] = None):
+        ort = _require("onnxruntime")
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads or torch.get_num_threads()
+        try:
+            self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        except Exception as exc:  # onnxruntime raises its own exception types for unreadable graphs
+            raise NewsbiasError(f"cannot load the ONNX graph {path} ({str(exc).splitlines()[0][:160]}); "
+                                f"export it again with `newsbias export --format onnx`") from None
+        self.inputs = [i.name for i in self.session.get_inputs()]
+        self.path = str(path)
+        self.device = torch.device("cpu")
+
+    def label_logits(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                     answer_pos: torch.Tensor) -> torch.Tensor:
+        """Class logits ``[batch, n_labels]``, as :func:`newsbias.modeling.score_ids` returns them."""
+        feed = {"input_ids": input_ids, "attention_mask": attention_mask, "answer_pos": answer_pos}
+        out = self.session.run(None, {k: feed[k].cpu().numpy().astype(np.int64) for k in self.inputs})
+        return torch.from_numpy(out[0]).float()
+
+
+def example_batch(builder: Any, pad_id: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Two prompts of different lengths, padded: the inputs the graph is traced with."""
+    from .modeling import pad_batch
+
+    encs = [builder.encode(t) for t in ("The senate passed the bill on Tuesday after a long debate.",
+                                        "Markets fell.")]
+    b = pad_batch([e.input_ids for e in encs], pad_id)
+    return b["input_ids"], b["attention_mask"], torch.tensor([e.answer_pos for e in encs])
+
+
+def trace_to_onnx(graph: ScoringGraph, example: tuple[torch.Tensor, ...], path: Path) -> None:
+    """``torch.onnx.export`` (the dynamo exporter) with dynamic batch and sequence dimensions."""
+    _require("onnxscript")
+    batch, seq = torch.export.Dim("batch", min=1), torch.export.Dim("sequence", min=2)
+    shapes = {"input_ids": {0: batch, 1: seq}, "attention_mask": {0: batch, 1: seq}, "answer_pos": {0: batch}}
+    # external data keeps graphs over protobuf's 2 GB limit (Qwen3-0.6B in fp32) writable
+    with _quiet():
+        program = torch.onnx.export(graph.eval(), example, dynamo=True, output_names=["logits"],
+                                    dynamic_shapes=shapes, verbose=False)
+        program.save(str(path), external_data=True)
+
+
+def node_scopes(model_path: Path) -> dict[str, str]:
+    """ONNX node name -> the torch module it came from (the dynamo exporter's ``name_scopes`` metadata)."""
+    onnx = _require("onnx")
+    scopes: dict[str, str] = {}
+    for node in onnx.load(str(model_path), load_external_data=False).graph.node:
+        meta = {p.key: p.value for p in node.metadata_props}
+        # [..., "model.model.layers.0.mlp", "model.model.layers.0.mlp.down_proj", "linear_6"]: the op comes last
+        names = re.findall(r"'([^']*)'", meta.get("pkg.torch.onnx.name_scopes", ""))
+        if len(names) >= 2:
+            scopes[node.name] = names[-2]
+    return scopes
+
+
+def quantize_int8(src: Path, dst: Path, keep_fp32: Sequence[str]) -> list[str]:
+    """Dynamic int8 quantisation of ``src``'s weight matrix products into ``dst``; returns the modules kept in fp32."""
+    _require("onnx")
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    scopes = node_scopes(src)
+    kept = {node: scope for node, scope in scopes.items() if any(re.search(p, scope) for p in keep_fp32)}
+    big = sum(f.stat().st_size for f in src.parent.iterdir()) > 1_900_000_000
+    with _quiet():
+        quantize_dynamic(str(src), str(dst), weight_type=QuantType.QInt8, per_channel=True,
+                         op_types_to_quantize=["MatMul", "Gemm"], nodes_to_exclude=sorted(kept),
+                         # activation x activation products (attention) stay in fp32: only weights are int8
+                         extra_options={"MatMulConstBOnly": True}, use_external_data_format=big)
+    return sorted(set(kept.values()))
+
+
+def export_onnx(clf: Any, out_dir: str | Path, quantize: str = "none",
+                keep_fp32: Sequence[str] = INT8_KEEP_FP32) -> dict[str, Any]:
+    """Write ``clf`` (a torch :class:`~newsbias.classifier.Classifier`) as ``out_dir/model.onnx``.
+
+    Returns what :meth:`Classifier.save` should record about the graph: ``format``, ``quantize``,
+    ``kept_fp32`` and ``check`` (labels and probabilities of the example prompts, graph vs torch).
+    The tokenizer and ``newsbias.json`` are the caller's (``Classifier.save_onnx``).
+    """
+    if isinstance(clf.model, OnnxScorer):
+        raise NewsbiasError(f"{clf.source} is already an ONNX export; export the training output instead")
+    if next(clf.model.parameters()).dtype != torch.float32:
+        raise NewsbiasError("ONNX export traces the fp32 model; load it with dtype=fp32 (export.dtype)")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    model = clf.model.cpu()
+    graph = ScoringGraph(model, clf.settings.head, clf.builder.label_token_ids)
+    example = example_batch(clf.builder, clf.tokenizer.pad_token_id)
+    kept: list[str] = []
+    if quantize == "int8":
+        with tempfile.TemporaryDirectory(dir=out) as tmp:
+            trace_to_onnx(graph, example, Path(tmp) / ONNX_FILE)
+            kept = quantize_int8(Path(tmp) / ONNX_FILE, out / ONNX_FILE, keep_fp32)
+    elif quantize == "none":
+        trace_to_onnx(graph, example, out / ONNX_FILE)
+    else:
+        raise NewsbiasError(f"quantize must be 'none' or 'int8', got {quantize!r}")
+    with torch.no_grad():
+        want = torch.softmax(graph(*example), -1)
+    got = torch.softmax(OnnxScorer(out / ONNX_FILE).label_logits(*example), -1)
+    return {"format": "onnx", "quantize": quantize, "kept_fp32": kept,
+            "check": {"same_labels": bool((want.argmax(-1) == got.argmax(-1)).all()),
+                      "max_abs_prob_diff": round(float((want - got).abs().max()), 6)}}
+
+
+__all__ = ["ONNX_FILE", "OnnxScorer", "ScoringGraph", "export_onnx", "quantize_int8"]
