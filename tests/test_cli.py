@@ -12,6 +12,7 @@ from newsbias.config import field_info, load_config
 
 BASE = {"prep": {"prep.input.path": "x.csv"}, "predict": {"predict.out": "p.jsonl"},
         "export": {"export.adapter": "a", "export.out": "o"}}
+NEEDS = {"export.quantize": {"export.format": "onnx"}}  # flags whose non-default value needs another key
 FLAGS = [(cmd, flag) for cmd in COMMANDS for flag in cmd.flags if flag.key]
 
 
@@ -54,7 +55,7 @@ def test_every_flag_sets_its_config_key(cmd, flag):
         argv, want = [flag.names.split()[0], "2024"], "2024"  # text stays text (YAML would read a number)
     args = parse_args([cmd.name, *argv])
     values = _flag_values(args, cmd.flags)
-    cfg = load_config(None, [], {**BASE.get(cmd.name, {}), **values})
+    cfg = load_config(None, [], {**BASE.get(cmd.name, {}), **NEEDS.get(flag.key, {}), **values})
     assert _value(cfg, flag.key) == ([want] if flag.many else want)
 
 

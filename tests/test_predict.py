@@ -213,6 +213,7 @@ def test_empty_texts_and_bad_gold_are_counted_skips(lm_adapter_dir, tmp_path):
     assert [r["id"] for r in read(tmp_path / "a.jsonl")] == [rows[i]["id"] for i in (0, 2, 4, 5)]
 
 
+@pytest.mark.slow  # two CLI processes of their own
 def test_stdin_plain_text_and_csv(lm_adapter_dir, tmp_path):
     texts = [r["input"] for r in make_planted_rows(5)]
     proc = subprocess.run([sys.executable, "-m", "newsbias.cli", "predict", "-q", "--adapter", str(lm_adapter_dir),

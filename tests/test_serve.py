@@ -326,6 +326,7 @@ def test_cli_serve_errors(capsys, tmp_path):
     assert "serve.max_batch" in capsys.readouterr().err
 
 
+@pytest.mark.slow  # a server process of its own; the app itself is tested in-process above
 def test_cli_serve_runs_a_real_server(tiny_qwen_dir):
     """`newsbias serve` in a subprocess: binds 127.0.0.1, answers, stops on SIGTERM."""
     import subprocess

@@ -55,6 +55,7 @@ def _quiet() -> Iterator[None]:
         with warnings.catch_warnings():
             # one Dim shared by several inputs is how dynamic batch/sequence sizes are declared
             warnings.filterwarnings("ignore", message=".*shares the same shape constraints")
+            warnings.filterwarnings("ignore", message=".*LeafSpec", category=FutureWarning)  # torch-internal
             yield
     finally:
         logging.disable(logging.NOTSET)

@@ -1,0 +1,145 @@
+"""ONNX export: the graph scores like the torch model (both heads), int8 keeps the matched layers in
+fp32, predict and serve load an export like any model source, threads reach ONNX Runtime."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+pytest.importorskip("onnxruntime")
+pytest.importorskip("onnxscript")
+onnx = pytest.importorskip("onnx")
+
+from newsbias.classifier import Classifier  # noqa: E402
+from newsbias.cli import main  # noqa: E402
+from newsbias.config import ExportConfig  # noqa: E402
+from newsbias.errors import NewsbiasError  # noqa: E402
+from newsbias.export import run_export  # noqa: E402
+from newsbias.onnx_model import ONNX_FILE, OnnxScorer  # noqa: E402
+
+from conftest import make_planted_rows  # noqa: E402
+from serve_fixtures import adapter_for  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def adapters(tmp_path_factory, tiny_qwen_dir, tiny_bert_dir, planted_data_dir) -> dict[str, Path]:
+    return {"lm": adapter_for("lm", tmp_path_factory, tiny_qwen_dir, planted_data_dir),
+            "cls": adapter_for("cls", tmp_path_factory, tiny_bert_dir, planted_data_dir)}
+
+
+@pytest.fixture(scope="module")
+def exports(adapters, tmp_path_factory) -> dict[str, Path]:
+    """``newsbias export --format onnx`` of each head's adapter, once per module."""
+    return {head: Path(run_export(ExportConfig(adapter=str(a), out=str(tmp_path_factory.mktemp(f"onnx_{head}") / "x"),
+                                               format="onnx"))["out"]) for head, a in adapters.items()}
+
+
+@pytest.fixture(scope="module")
+def texts() -> list[str]:
+    # planted rows plus a long one: batches mix lengths, so padding and the answer position are exercised
+    return [r["input"] for r in make_planted_rows(9, seed=5)] + ["word " * 200]
+
+
+def intermediate_dims(path: Path) -> set[int]:
+    """Every concrete dimension of every tensor the graph's nodes compute (after ONNX shape inference)."""
+    model = onnx.shape_inference.infer_shapes(onnx.load(str(path)))
+    computed = {o for node in model.graph.node for o in node.output}
+    return {d.dim_value for v in list(model.graph.value_info) + list(model.graph.output) if v.name in computed
+            for d in v.type.tensor_type.shape.dim if d.HasField("dim_value")}
+
+
+@pytest.mark.parametrize("head", ["lm", "cls"])
+def test_onnx_export_scores_like_the_torch_model(adapters, exports, head, texts):
+    clf = Classifier.load(str(adapters[head]), device="cpu")
+    ref = clf.predict_proba(texts, batch_size=4)
+    out = exports[head]
+    assert (out / ONNX_FILE).is_file() and not (out / "model.safetensors").exists()
+    saved = json.loads((out / "newsbias.json").read_text())
+    assert saved["merged"] is True and saved["onnx"]["quantize"] == "none" and saved["onnx"]["check"]["same_labels"]
+
+    exported = Classifier.load(str(out))
+    assert isinstance(exported.model, OnnxScorer)
+    got = exported.predict_proba(texts, batch_size=4)
+    np.testing.assert_allclose(got, ref, atol=1e-5)
+    assert (got.argmax(1) == ref.argmax(1)).all()
+    # several windows per article go through the same graph
+    np.testing.assert_allclose(exported.predict_proba(texts, windows=3), clf.predict_proba(texts, windows=3),
+                               atol=1e-5)
+    if head == "lm":  # the label rows of the head only: no tensor in the graph has a vocabulary-sized dimension
+        vocab = clf.model.config.vocab_size
+        assert vocab not in intermediate_dims(out / ONNX_FILE)
+        with pytest.raises(NewsbiasError, match="ONNX export, which scores labels only"):
+            exported.generate(texts[:1])
+    card = (out / "README.md").read_text()
+    assert "library_name: onnx" in card and "ONNX graph" in card
+
+
+@pytest.mark.slow
+def test_int8_export_keeps_mlp_outputs_fp32_and_predict_reads_it(adapters, texts, tmp_path, capsys):
+    out = tmp_path / "q"
+    assert main(["export", "--adapter", str(adapters["lm"]), "--out", str(out), "--format", "onnx",
+                 "--quantize", "int8"]) == 0
+    assert "ONNX graph (int8)" in capsys.readouterr().out
+    info = json.loads((out / "newsbias.json").read_text())["onnx"]
+    layers = Classifier.load(str(adapters["lm"]), device="cpu").model.config.num_hidden_layers
+    assert info["kept_fp32"] == [f"model.model.layers.{i}.mlp.down_proj" for i in range(layers)]
+    ops = [n.op_type for n in onnx.load(str(out / ONNX_FILE)).graph.node]
+    assert "MatMulInteger" in ops and "DynamicQuantizeLinear" in ops and ops.count("MatMul") >= layers
+
+    inp = tmp_path / "in.jsonl"
+    inp.write_text("".join(json.dumps({"id": str(i), "text": t}) + "\n" for i, t in enumerate(texts)))
+    assert main(["predict", "--model", str(out), "--input", str(inp), "--out", str(tmp_path / "p.jsonl"),
+                 "--threads", "1"]) == 0
+    preds = [json.loads(line) for line in (tmp_path / "p.jsonl").read_text().splitlines()]
+    assert [p["id"] for p in preds] == [str(i) for i in range(len(texts))]
+    probs = np.array([[p["probs"][lab] for lab in ("left", "center", "right")] for p in preds])
+    np.testing.assert_allclose(probs.sum(1), 1, atol=1e-4)
+    ref = Classifier.load(str(adapters["lm"]), device="cpu").predict_proba(texts)
+    assert np.abs(probs - ref).max() < 0.05  # int8 rounding: close to, not equal to, the fp32 model
+
+
+def test_served_onnx_export_equals_the_adapter(adapters, exports, texts):
+    pytest.importorskip("fastapi")
+    from fastapi.testclient import TestClient
+
+    from newsbias.config import ServeConfig
+    from newsbias.serve import create_app, load_model
+
+    answers = []
+    for cfg in (ServeConfig(adapter=str(adapters["cls"])), ServeConfig(model=str(exports["cls"]))):
+        with TestClient(create_app(cfg, predictor=load_model(cfg))) as c:
+            answers.append(c.post("/v1/classify", json={"texts": texts[:4]}).json()["results"])
+    for a, b in zip(*answers):
+        assert a["pred"] == b["pred"]
+        np.testing.assert_allclose(list(a["probs"].values()), list(b["probs"].values()), atol=1e-5)
+
+
+def test_threads_and_user_errors(adapters, exports, tmp_path, monkeypatch):
+    out = exports["cls"]
+    assert OnnxScorer(out / ONNX_FILE, threads=1).session.get_session_options().intra_op_num_threads == 1
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)  # what predict/serve's --threads sets before loading
+        assert Classifier.load(str(out)).model.session.get_session_options().intra_op_num_threads == 1
+    finally:
+        torch.set_num_threads(before)
+
+    with pytest.raises(ValueError, match="quantize=int8 needs format=onnx"):
+        ExportConfig(adapter=str(adapters["cls"]), out=str(tmp_path / "o"), quantize="int8")
+    with pytest.raises(ValueError, match="format=onnx traces the fp32 model"):
+        ExportConfig(adapter=str(adapters["cls"]), out=str(tmp_path / "o"), format="onnx", dtype="bfloat16")
+    with pytest.raises(NewsbiasError, match="already an ONNX export"):
+        Classifier.load(str(out)).save(tmp_path / "again", format="onnx")
+    (tmp_path / "bad").mkdir()
+    for f in out.iterdir():
+        (tmp_path / "bad" / f.name).write_bytes(f.read_bytes()[:100] if f.name == ONNX_FILE else f.read_bytes())
+    with pytest.raises(NewsbiasError, match="cannot load the ONNX graph .* export it again"):
+        Classifier.load(str(tmp_path / "bad"))
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)
+    with pytest.raises(NewsbiasError, match=r"need the `onnxruntime` package: pip install 'newsbias\[onnx\]'"):
+        Classifier.load(str(out))
