@@ -12,7 +12,7 @@ from newsbias.config import field_info, load_config
 
 BASE = {"prep": {"prep.input.path": "x.csv"}, "predict": {"predict.out": "p.jsonl"},
         "export": {"export.adapter": "a", "export.out": "o"}}
-NEEDS = {"export.quantize": {"export.format": "onnx"}}  # flags whose non-default value needs another key
+NEEDS = {"export.quantize": {"export.format": "onnx"}, "export.check_data": {"export.format": "onnx"}}  # flags whose non-default value needs another key
 FLAGS = [(cmd, flag) for cmd in COMMANDS for flag in cmd.flags if flag.key]
 
 

@@ -60,7 +60,8 @@ def test_onnx_export_scores_like_the_torch_model(adapters, exports, head, texts)
     out = exports[head]
     assert (out / ONNX_FILE).is_file() and not (out / "model.safetensors").exists()
     saved = json.loads((out / "newsbias.json").read_text())
-    assert saved["merged"] is True and saved["onnx"]["quantize"] == "none" and saved["onnx"]["check"]["same_labels"]
+    assert saved["merged"] is True and saved["onnx"]["quantize"] == "none"
+    assert saved["onnx"]["check"] == {"n": 2, "same_labels": 1.0, "max_abs_prob_diff": pytest.approx(0, abs=1e-5)}
 
     exported = Classifier.load(str(out))
     assert isinstance(exported.model, OnnxScorer)
@@ -80,12 +81,15 @@ def test_onnx_export_scores_like_the_torch_model(adapters, exports, head, texts)
 
 
 @pytest.mark.slow
-def test_int8_export_keeps_mlp_outputs_fp32_and_predict_reads_it(adapters, texts, tmp_path, capsys):
+def test_int8_export_keeps_mlp_outputs_fp32_and_predict_reads_it(adapters, texts, tmp_path, capsys,
+                                                                  planted_data_dir):
     out = tmp_path / "q"
     assert main(["export", "--adapter", str(adapters["lm"]), "--out", str(out), "--format", "onnx",
-                 "--quantize", "int8"]) == 0
-    assert "ONNX graph (int8)" in capsys.readouterr().out
+                 "--quantize", "int8", "--check-data", str(planted_data_dir), "export.check_n=10"]) == 0
     info = json.loads((out / "newsbias.json").read_text())["onnx"]
+    assert info["check"]["n"] == 10 and 0 <= info["check"]["same_labels"] <= 1
+    assert (f"ONNX graph (int8) (labels identical to the torch model's on {info['check']['same_labels']:.1%} of 10 "
+            f"articles") in capsys.readouterr().out
     layers = Classifier.load(str(adapters["lm"]), device="cpu").model.config.num_hidden_layers
     assert info["kept_fp32"] == [f"model.model.layers.{i}.mlp.down_proj" for i in range(layers)]
     ops = [n.op_type for n in onnx.load(str(out / ONNX_FILE)).graph.node]
@@ -131,6 +135,8 @@ def test_threads_and_user_errors(adapters, exports, tmp_path, monkeypatch):
 
     with pytest.raises(ValueError, match="quantize=int8 needs format=onnx"):
         ExportConfig(adapter=str(adapters["cls"]), out=str(tmp_path / "o"), quantize="int8")
+    with pytest.raises(ValueError, match="check_data compares an ONNX graph .* needs format=onnx"):
+        ExportConfig(adapter=str(adapters["cls"]), out=str(tmp_path / "o"), check_data=str(tmp_path))
     with pytest.raises(ValueError, match="format=onnx traces the fp32 model"):
         ExportConfig(adapter=str(adapters["cls"]), out=str(tmp_path / "o"), format="onnx", dtype="bfloat16")
     with pytest.raises(NewsbiasError, match="already an ONNX export"):

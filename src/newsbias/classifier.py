@@ -209,13 +209,15 @@ class Classifier:
                 for enc in map(b.encode, texts)]
 
     def save(self, out_dir: str | Path, extra: Optional[dict[str, Any]] = None, format: str = "safetensors",
-             quantize: str = "none", keep_fp32: Sequence[str] = INT8_KEEP_FP32) -> ModelSettings:
+             quantize: str = "none", keep_fp32: Sequence[str] = INT8_KEEP_FP32,
+             check_texts: Optional[Sequence[str]] = None) -> ModelSettings:
         """A self-contained model directory (weights with any adapter merged in, tokenizer, ``newsbias.json``).
 
         It loads back with ``Classifier.load(out_dir)`` and scores as this object does. Weights are
         safetensors (also for a model read from a GGUF file), or with ``format="onnx"`` the scoring
         graph (:func:`newsbias.onnx_model.export_onnx`; ``quantize="int8"`` keeps the layers
-        matched by ``keep_fp32`` in fp32), whose check against this model is recorded as ``onnx``.
+        matched by ``keep_fp32`` in fp32), whose labels on ``check_texts`` are compared with this
+        model's and recorded as ``onnx.check``.
         """
         model = self.model
         if hasattr(model, "merge_and_unload"):
@@ -226,7 +228,7 @@ class Classifier:
         if format == "onnx":
             from .onnx_model import export_onnx
 
-            extra["onnx"] = export_onnx(self, out, quantize, keep_fp32)
+            extra["onnx"] = export_onnx(self, out, quantize, keep_fp32, check_texts)
         elif format == "safetensors" and quantize == "none":
             model.save_pretrained(str(out), safe_serialization=True)
         else:

@@ -159,6 +159,10 @@ def _run_export(args: argparse.Namespace, cfg: Config) -> int:
     res = run_export(export)
     what = ("ONNX graph" + (" (int8)" if export.quantize == "int8" else "") if export.format == "onnx"
             else "merged model" if res["merged"] else "adapter")
+    check = res.get("check")
+    if check:
+        what += (f" (labels identical to the torch model's on {check['same_labels']:.1%} of {check['n']} "
+                 f"articles, largest probability change {check['max_abs_prob_diff']:.3f})")
     print(f"export: wrote {what} + model card to {res['out']}"
           + (f"; pushed to {res['pushed']}" if res.get("pushed") else ""))
     return 0
@@ -253,7 +257,8 @@ COMMANDS: tuple[Command, ...] = (
             "(README.md); optionally upload with --push-to-hub.",
             (Flag("--adapter", "export.adapter", "DIR"), Flag("--out", "export.out", "DIR"),
              Flag("--merge", "export.merge", const=True), Flag("--format", "export.format"),
-             Flag("--quantize", "export.quantize"), Flag("--eval --metrics", "export.metrics", "[RUN=]PATH"),
+             Flag("--quantize", "export.quantize"), Flag("--check-data", "export.check_data", "DIR_OR_FILE"),
+             Flag("--eval --metrics", "export.metrics", "[RUN=]PATH"),
              Flag("--base-model-id", "export.base_model_id", "ID"), Flag("--license", "export.license"),
              Flag("--push-to-hub", "export.push_to_hub", "REPO"),
              Flag("--card-in-adapter", "export.card_in_adapter", const=True),

@@ -498,6 +498,10 @@ class ExportConfig(ModelSourceConfig):
                                                                            "graph (format onnx).")
     keep_fp32: list[str] = Field(default_factory=lambda: list(INT8_KEEP_FP32), description="Regexes of module names "
                                  "left in fp32 by int8 (default: the MLP output projections; [] = every layer).")
+    check_data: str | None = Field(default=None, description="Articles to check the ONNX graph on against the torch "
+                                   "model (a prep output dir: its val split; or a file); the share of identical "
+                                   "labels is recorded in newsbias.json (default: two example prompts).")
+    check_n: int = Field(default=200, ge=1, description="How many check_data articles to score twice.")
     base_model_id: str | None = Field(default=None, description="Hub id of the base for the model card "
                                                                   "(default: the recorded base, if it is a hub id).")
     license: str | None = Field(default=None, description="License of the base (default: known for common bases).")
@@ -516,6 +520,8 @@ class ExportConfig(ModelSourceConfig):
             raise ValueError(f"quantize={self.quantize} needs format=onnx (--format onnx)")
         if self.format == "onnx" and self.dtype not in ("auto", "float32"):
             raise ValueError(f"format=onnx traces the fp32 model; drop dtype={self.dtype}")
+        if self.check_data and self.format != "onnx":
+            raise ValueError("check_data compares an ONNX graph with the torch model: it needs format=onnx")
         return self
 
 

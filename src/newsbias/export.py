@@ -31,6 +31,7 @@ from .config import ExportConfig
 from .errors import NewsbiasError
 from .io import atomic_dir, check_output_dir, read_json, stage_manifest, write_json
 from .modeling import ModelSettings, is_gguf, join_gguf
+from .records import read_articles, resolve_split
 from .templates import render
 
 log = logging.getLogger(__name__)
@@ -392,6 +393,14 @@ def copy_adapter(adapter_dir: Path, out_dir: Path, base_id: Optional[str]) -> No
         config_path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n", encoding="utf-8")
 
 
+def check_texts(cfg: ExportConfig) -> Optional[list[str]]:
+    """The first ``check_n`` articles of ``check_data`` (a prep dir's val split, or a file), if given."""
+    if not cfg.check_data:
+        return None
+    path = resolve_split(cfg.check_data, "val", data_key="export.check_data")
+    return [a.text for a in read_articles(path, limit=cfg.check_n)]
+
+
 def run_export(cfg: ExportConfig) -> dict[str, Any]:
     """Export ``cfg.adapter`` into ``cfg.out`` (copied or merged) with a model card; optionally push it.
 
@@ -419,7 +428,8 @@ def run_export(cfg: ExportConfig) -> dict[str, Any]:
 
     with atomic_dir(out) as tmp:
         if merged:
-            save = {"format": "onnx", "quantize": cfg.quantize, "keep_fp32": cfg.keep_fp32} if onnx else {}
+            save = {"format": "onnx", "quantize": cfg.quantize, "keep_fp32": cfg.keep_fp32,
+                    "check_texts": check_texts(cfg)} if onnx else {}
             merge_adapter(adir, tmp, join_gguf(cfg.model, cfg.gguf_file) if cfg.model else None, cfg.dtype, cfg.device,
                           **save)
             if (adir / "manifest.json").is_file():
@@ -432,7 +442,8 @@ def run_export(cfg: ExportConfig) -> dict[str, Any]:
                                                                                 "format": cfg.format}))
     if cfg.card_in_adapter:
         (adir / CARD_FILE).write_text(card(False), encoding="utf-8")
-    result: dict[str, Any] = {"out": str(out), "merged": merged, "format": cfg.format, "files": sorted(p.name for p in out.iterdir())}
+    result: dict[str, Any] = {"out": str(out), "merged": merged, "format": cfg.format,
+                              "check": ModelSettings.load(out).extra.get("onnx", {}).get("check"), "files": sorted(p.name for p in out.iterdir())}
     if cfg.push_to_hub:
         result["pushed"] = push_to_hub(out, cfg.push_to_hub, private=cfg.private)
     return result

@@ -33,7 +33,7 @@ from torch import nn
 
 from .config import INT8_KEEP_FP32
 from .errors import NewsbiasError
-from .modeling import score_ids
+from .modeling import pad_batch, score_encoded, score_ids
 
 ONNX_FILE = "model.onnx"
 INPUTS = ("input_ids", "attention_mask", "answer_pos")
@@ -97,14 +97,23 @@ class OnnxScorer:
         return torch.from_numpy(out[0]).float()
 
 
+EXAMPLES = ("The senate passed the bill on Tuesday after a long debate.", "Markets fell.")
+
+
 def example_batch(builder: Any, pad_id: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Two prompts of different lengths, padded: the inputs the graph is traced with."""
-    from .modeling import pad_batch
-
-    encs = [builder.encode(t) for t in ("The senate passed the bill on Tuesday after a long debate.",
-                                        "Markets fell.")]
+    encs = [builder.encode(t) for t in EXAMPLES]
     b = pad_batch([e.input_ids for e in encs], pad_id)
     return b["input_ids"], b["attention_mask"], torch.tensor([e.answer_pos for e in encs])
+
+
+def compare(clf: Any, scorer: "OnnxScorer", texts: Sequence[str], batch_size: int = 16) -> dict[str, Any]:
+    """The graph against the torch model on ``texts``: share of identical labels, largest probability change."""
+    encs = [clf.builder.encode(t) for t in texts]
+    want = score_encoded(clf.model, clf.tokenizer, clf.settings, encs, batch_size, clf.builder)
+    got = score_encoded(scorer, clf.tokenizer, clf.settings, encs, batch_size, clf.builder)
+    return {"n": len(texts), "same_labels": round(float((want.argmax(1) == got.argmax(1)).mean()), 4),
+            "max_abs_prob_diff": round(float(np.abs(want - got).max()), 6)}
 
 
 def trace_to_onnx(graph: ScoringGraph, example: tuple[torch.Tensor, ...], path: Path) -> None:
@@ -148,13 +157,13 @@ def quantize_int8(src: Path, dst: Path, keep_fp32: Sequence[str]) -> list[str]:
     return sorted(set(kept.values()))
 
 
-def export_onnx(clf: Any, out_dir: str | Path, quantize: str = "none",
-                keep_fp32: Sequence[str] = INT8_KEEP_FP32) -> dict[str, Any]:
+def export_onnx(clf: Any, out_dir: str | Path, quantize: str = "none", keep_fp32: Sequence[str] = INT8_KEEP_FP32,
+                check_texts: Optional[Sequence[str]] = None) -> dict[str, Any]:
     """Write ``clf`` (a torch :class:`~newsbias.classifier.Classifier`) as ``out_dir/model.onnx``.
 
-    Returns what :meth:`Classifier.save` should record about the graph: ``format``, ``quantize``,
-    ``kept_fp32`` and ``check`` (labels and probabilities of the example prompts, graph vs torch).
-    The tokenizer and ``newsbias.json`` are the caller's (``Classifier.save_onnx``).
+    Returns what :meth:`Classifier.save` records about the graph: ``format``, ``quantize``,
+    ``kept_fp32`` and ``check`` (:func:`compare` on ``check_texts``, default two example
+    prompts). The tokenizer and ``newsbias.json`` are the caller's.
     """
     if isinstance(clf.model, OnnxScorer):
         raise NewsbiasError(f"{clf.source} is already an ONNX export; export the training output instead")
@@ -174,12 +183,8 @@ def export_onnx(clf: Any, out_dir: str | Path, quantize: str = "none",
         trace_to_onnx(graph, example, out / ONNX_FILE)
     else:
         raise NewsbiasError(f"quantize must be 'none' or 'int8', got {quantize!r}")
-    with torch.no_grad():
-        want = torch.softmax(graph(*example), -1)
-    got = torch.softmax(OnnxScorer(out / ONNX_FILE).label_logits(*example), -1)
-    return {"format": "onnx", "quantize": quantize, "kept_fp32": kept,
-            "check": {"same_labels": bool((want.argmax(-1) == got.argmax(-1)).all()),
-                      "max_abs_prob_diff": round(float((want - got).abs().max()), 6)}}
+    check = compare(clf, OnnxScorer(out / ONNX_FILE), list(check_texts or EXAMPLES))
+    return {"format": "onnx", "quantize": quantize, "kept_fp32": kept, "check": check}
 
 
 __all__ = ["ONNX_FILE", "OnnxScorer", "ScoringGraph", "export_onnx", "quantize_int8"]
