@@ -157,7 +157,8 @@ def atomic_dir(out_dir: str | Path) -> Iterator[Path]:
 
 
 def package_versions(names: Iterable[str] = ("newsbias", "torch", "transformers", "peft", "accelerate", "pandas",
-                                             "scikit-learn", "ftfy", "datasketch", "numpy", "pydantic")) -> dict[str, str | None]:
+                                             "scikit-learn", "ftfy", "datasketch", "numpy", "pydantic", "onnxruntime"),
+                     ) -> dict[str, str | None]:
     out: dict[str, str | None] = {"python": platform.python_version()}
     for name in names:
         try:
