@@ -33,9 +33,18 @@ ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = (ROOT / ".." / "shared" / "data").resolve()
 
 # pytest-xdist runs one process per core: torch's default of one thread per core in each of them
-# oversubscribes the machine and makes the parallel suite slower than the work it does
-if os.environ.get("PYTEST_XDIST_WORKER_COUNT"):
-    torch.set_num_threads(max(1, (os.cpu_count() or 1) // int(os.environ["PYTEST_XDIST_WORKER_COUNT"])))
+# oversubscribes the machine and makes the parallel suite slower than the work it does. predict and
+# serve set the thread count themselves (their default is the machine's cores), so it is reset
+# before every test.
+WORKER_THREADS = (max(1, (os.cpu_count() or 1) // int(os.environ["PYTEST_XDIST_WORKER_COUNT"]))
+                  if os.environ.get("PYTEST_XDIST_WORKER_COUNT") else None)
+
+
+@pytest.fixture(autouse=True)
+def _one_share_of_the_cores():
+    if WORKER_THREADS:
+        torch.set_num_threads(WORKER_THREADS)
+    yield
 
 QWEN3_CHAT_TEMPLATE = (
     "{%- for message in messages %}"

@@ -11,7 +11,7 @@
 * anything else — a hub id, a transformers directory, a ``.gguf`` file — as a base model used
   zero-shot with the given head and prompt settings.
 
-``predict``, ``serve`` and ``export`` all go through it; scoring is one forward pass per article
+``predict``, ``serve``, ``export`` and training's validation all go through it; scoring is one forward pass per article
 (:func:`newsbias.modeling.score_batch`).
 """
 
@@ -19,15 +19,15 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any, Iterator, Optional, Sequence
 
 import numpy as np
 import torch
 
 from .errors import NewsbiasError
 from .labels import LABELS, parse_generation
-from .modeling import (SETTINGS_FILE, ModelSettings, Pooling, is_gguf, join_gguf, load_adapter, load_model_and_tokenizer,
-                       load_tokenizer, model_device, prompt_builder, score_batch,
+from .modeling import (SETTINGS_FILE, ModelSettings, Pooling, is_gguf, iter_logits, join_gguf, load_adapter,
+                       load_model_and_tokenizer, load_tokenizer, model_device, prompt_builder, score_batch,
                        score_encoded)
 from .config import INT8_KEEP_FP32, PromptConfig
 from .onnx_model import ONNX_FILE, OnnxScorer
@@ -39,8 +39,9 @@ class Classifier:
     """A loaded model with the settings it was trained with: ``predict_proba``, ``generate``, ``save``."""
 
     def __init__(self, model: torch.nn.Module | OnnxScorer, tokenizer: Any, settings: ModelSettings, source: str = "",
-                 adapter: Optional[str] = None):
-        self.model = model.eval() if isinstance(model, torch.nn.Module) else model
+                 adapter: Optional[str] = None, eval_mode: bool = True):
+        """``eval_mode=False`` leaves a model being trained in its mode (scoring switches it per call)."""
+        self.model = model.eval() if eval_mode and isinstance(model, torch.nn.Module) else model
         self.tokenizer = tokenizer
         self.settings = settings
         self.source = source
@@ -157,6 +158,17 @@ class Classifier:
             start += len(g)
             out[k] = p.mean(0) if pool == "mean" else p[p.max(1).argmax()]
         return out
+
+    def iter_logits(self, encs: Sequence[Any], batch_size: int = 8, full_vocab: bool = False,
+                    ) -> Iterator[tuple[list[int], torch.Tensor]]:
+        """``(indices, logits)`` batch by batch for prompts encoded by :attr:`builder`: the raw scores
+        behind :meth:`predict_proba`. ``full_vocab`` (``head: lm``): the whole vocabulary at the answer
+        position, which training's validation loss reads (:func:`newsbias.modeling.iter_logits`)."""
+        if full_vocab and isinstance(self.model, OnnxScorer):
+            raise NewsbiasError(f"{self.source} is an ONNX export of the label rows only; it has no full-vocabulary "
+                                f"logits")
+        return iter_logits(self.model, self.settings.head, encs, batch_size, self.tokenizer.pad_token_id,
+                           self.builder.label_token_ids, full_vocab=full_vocab)
 
     @torch.no_grad()
     def generate(self, texts: Sequence[str], max_new_tokens: int = 6, batch_size: int = 8) -> list[str]:

@@ -19,7 +19,7 @@ import os
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any, Iterator, Optional, Sequence
 
 import numpy as np
 import torch
@@ -521,15 +521,17 @@ def pad_batch(seqs: Sequence[Sequence[int]], pad_id: int, pad_value_labels: Opti
 
 
 def score_ids(model: nn.Module, head: Head, input_ids: torch.Tensor, attention_mask: torch.Tensor,
-              answer_pos: torch.Tensor, label_token_ids: Sequence[int]) -> torch.Tensor:
+              answer_pos: torch.Tensor, label_token_ids: Sequence[int], full_vocab: bool = False) -> torch.Tensor:
     """Class logits ``[n, n_labels]`` for an already padded batch (call it under ``torch.no_grad()``).
 
-    Not decorated with ``no_grad`` itself: the ONNX exporter traces it, and a grad-mode switch
-    inside the traced function hides which module each operation belongs to.
+    ``full_vocab`` (``head: lm``): the whole vocabulary's logits at the answer position instead,
+    ``[n, vocab]`` (training's validation loss). Not decorated with ``no_grad`` itself: the ONNX
+    exporter traces it, and a grad-mode switch inside the traced function hides which module each
+    operation belongs to.
     """
     if head == "lm":
         rows = torch.arange(input_ids.shape[0], device=input_ids.device)
-        vocab_rows = torch.tensor(list(label_token_ids), device=input_ids.device)
+        vocab_rows = None if full_vocab else torch.tensor(list(label_token_ids), device=input_ids.device)
         return lm_logits_at(model, input_ids, attention_mask, rows, answer_pos.to(input_ids.device), vocab_rows).float()
     return model(input_ids=input_ids, attention_mask=attention_mask).logits.float()
 
@@ -556,33 +558,44 @@ def score_batch(model: nn.Module, tokenizer: Any, settings: ModelSettings, texts
 @torch.no_grad()
 def score_encoded(model: nn.Module, tokenizer: Any, settings: ModelSettings, encs: Sequence[Any], batch_size: int,
                   builder: PromptBuilder, length_sorted: bool = True) -> np.ndarray:
-    """:func:`score_batch` on prompts already encoded by ``builder`` (e.g. several windows per article).
+    """:func:`score_batch` on prompts already encoded by ``builder`` (e.g. several windows per article)."""
+    out = np.zeros((len(encs), len(settings.labels)), dtype=np.float32)
+    for idx, logits in iter_logits(model, settings.head, encs, batch_size, tokenizer.pad_token_id,
+                                   builder.label_token_ids, length_sorted):
+        out[idx] = torch.softmax(logits, -1).cpu().numpy()
+    return out
 
-    ``model`` is a torch model, or any object with ``label_logits(input_ids, attention_mask,
-    answer_pos)`` (:class:`newsbias.onnx_model.OnnxScorer`).
+
+@torch.no_grad()
+def iter_logits(model: Any, head: Head, encs: Sequence[Any], batch_size: int, pad_id: int,
+                label_token_ids: Sequence[int], length_sorted: bool = True, full_vocab: bool = False,
+                ) -> Iterator[tuple[list[int], torch.Tensor]]:
+    """``(indices, logits)`` batch by batch for encoded prompts (``.input_ids``, ``.answer_pos``).
+
+    Batches group prompts of similar length (``length_sorted=False``: input order) with dynamic
+    padding; the model is in eval mode meanwhile and gets its mode back after. ``model`` is a torch
+    model, or any object with ``label_logits(input_ids, attention_mask, answer_pos)``
+    (:class:`newsbias.onnx_model.OnnxScorer`); ``full_vocab``: see :func:`score_ids`.
     """
-    if len(encs) == 0:
-        return np.zeros((0, len(settings.labels)), dtype=np.float32)
     torch_model = isinstance(model, nn.Module)
     was_training = torch_model and model.training
     if torch_model:
         model.eval()
-    logits_fn = model.label_logits if not torch_model else (
-        lambda ids, mask, pos: score_ids(model, settings.head, ids, mask, pos, builder.label_token_ids))
     dev = model_device(model)
     order = list(range(len(encs)))
     if length_sorted:  # similar lengths share a batch: less padding computed
         order.sort(key=lambda i: -len(encs[i].input_ids))
-    out = np.zeros((len(encs), len(settings.labels)), dtype=np.float32)
-    for s in range(0, len(order), batch_size):
-        idx = order[s:s + batch_size]
-        b = pad_batch([encs[i].input_ids for i in idx], tokenizer.pad_token_id)
-        pos = torch.tensor([encs[i].answer_pos for i in idx])
-        logits = logits_fn(b["input_ids"].to(dev), b["attention_mask"].to(dev), pos)
-        out[idx] = torch.softmax(logits, -1).cpu().numpy()
-    if was_training:
-        model.train()
-    return out
+    try:
+        for s in range(0, len(order), batch_size):
+            idx = order[s:s + batch_size]
+            b = pad_batch([encs[i].input_ids for i in idx], pad_id)
+            ids, mask, pos = b["input_ids"].to(dev), b["attention_mask"].to(dev), torch.tensor(
+                [encs[i].answer_pos for i in idx])
+            yield idx, (score_ids(model, head, ids, mask, pos, label_token_ids, full_vocab) if torch_model
+                        else model.label_logits(ids, mask, pos))
+    finally:
+        if was_training:
+            model.train()
 
 
 def count_parameters(model: nn.Module) -> tuple[int, int]:
@@ -595,6 +608,6 @@ def count_parameters(model: nn.Module) -> tuple[int, int]:
 __all__ = [
     "Dist", "init_distributed", "resolve_device_dtype", "load_tokenizer", "load_model_and_tokenizer", "add_lora",
     "load_adapter",
-    "ModelSettings", "prompt_builder", "score_batch", "score_encoded", "score_ids", "lm_label_loss",
+    "ModelSettings", "prompt_builder", "score_batch", "score_encoded", "iter_logits", "score_ids", "lm_label_loss",
     "lm_logits_at", "label_positions", "LabelLossModule", "pad_batch", "count_parameters", "SETTINGS_FILE",
 ]

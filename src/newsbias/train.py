@@ -31,13 +31,14 @@ import pandas as pd
 import torch
 import torch.distributed as dist
 
+from .classifier import Classifier
 from .config import DEFAULT_INSTRUCTION, TrainConfig, dump_config
 from .errors import NewsbiasError
 from .io import read_json, sha256_file, stage_manifest, write_json
 from .labels import LABELS
 from .modeling import (Dist, LabelLossModule, ModelSettings, _check_model_path, add_lora, count_parameters,
-                       init_distributed, join_gguf, lm_logits_at, load_model_and_tokenizer, pad_batch)
-from .prompt import PromptBuilder
+                       init_distributed, join_gguf, load_model_and_tokenizer, pad_batch)
+from .prompt import Encoded, PromptBuilder
 from .records import Article, read_articles, resolve_split
 
 log = logging.getLogger(__name__)
@@ -158,37 +159,26 @@ def balanced_class_weights(class_ids: Sequence[int], n_classes: int) -> torch.Te
 
 
 
-@torch.no_grad()
-def evaluate(model: torch.nn.Module, head: str, feats: Sequence[dict[str, Any]], pad_id: int,
-             label_token_ids: Sequence[int], batch_size: int = 8, d: Dist = Dist()) -> dict[str, float]:
-    """val loss (the training loss, unweighted), macro-F1 and accuracy from label scoring.
+def evaluate(clf: Classifier, feats: Sequence[dict[str, Any]], batch_size: int = 8, d: Dist = Dist()
+             ) -> dict[str, float]:
+    """val loss (the training loss, unweighted), macro-F1 and accuracy, scored through ``clf``.
 
     Each rank scores a shard; results are gathered so every rank takes the same decisions.
     """
     from sklearn.metrics import accuracy_score, f1_score
 
-    was_training = model.training
-    model.eval()
-    dev = next(model.parameters()).device
+    lm = clf.settings.head == "lm"
     mine = list(range(d.rank, len(feats), d.world))
-    mine.sort(key=lambda i: -len(feats[i]["input_ids"]))
-    coll = LabelOnlyCollator(pad_id)
+    encs = [Encoded(feats[i]["input_ids"], feats[i]["answer_pos"], False) for i in mine]
+    gold_ids = torch.tensor([feats[i]["class_id"] for i in mine])
+    lt = torch.tensor(list(clf.builder.label_token_ids), dtype=torch.long)
     results: list[tuple[int, int, float]] = []
-    lt = torch.tensor(list(label_token_ids), dtype=torch.long, device=dev)
-    for s in range(0, len(mine), batch_size):
-        idx = mine[s:s + batch_size]
-        b = coll([feats[i] for i in idx])
-        ids, mask = b["input_ids"].to(dev), b["attention_mask"].to(dev)
-        if head == "lm":
-            rows = torch.arange(len(idx), device=dev)
-            full = lm_logits_at(model, ids, mask, rows, b["answer_pos"].to(dev)).float()
-            losses = torch.nn.functional.cross_entropy(full, lt[b["class_ids"].to(dev)], reduction="none")
-            cls_logits = full[:, lt]
-        else:
-            cls_logits = model(input_ids=ids, attention_mask=mask).logits.float()
-            losses = torch.nn.functional.cross_entropy(cls_logits, b["class_ids"].to(dev), reduction="none")
-        preds = cls_logits.argmax(-1).cpu().tolist()
-        results.extend(zip(idx, preds, losses.cpu().tolist()))
+    for idx, logits in clf.iter_logits(encs, batch_size, full_vocab=lm):
+        logits = logits.cpu()
+        target = lt[gold_ids[idx]] if lm else gold_ids[idx]
+        losses = torch.nn.functional.cross_entropy(logits, target, reduction="none")
+        preds = (logits[:, lt] if lm else logits).argmax(-1)
+        results.extend(zip([mine[i] for i in idx], preds.tolist(), losses.tolist()))
     if d.world > 1:
         gathered: list[Any] = [None] * d.world
         dist.all_gather_object(gathered, results)
@@ -196,8 +186,6 @@ def evaluate(model: torch.nn.Module, head: str, feats: Sequence[dict[str, Any]],
     results.sort()
     gold = [feats[i]["class_id"] for i, _, _ in results]
     pred = [p for _, p, _ in results]
-    if was_training:
-        model.train()
     return {"val_loss": float(np.mean([l for _, _, l in results])),
             "val_macro_f1": float(f1_score(gold, pred, average="macro", labels=list(range(len(LABELS))),
                                            zero_division=0)),
@@ -490,8 +478,8 @@ def train_step(r: Recipe, group: Sequence[Sequence[int]]) -> dict[str, Any]:
 def validate(r: Recipe) -> bool:
     """Score val, keep the best weights; True when early stopping says stop."""
     st, ev = r.state, r.cfg.eval
-    m = evaluate(r.model, r.cfg.model.head, r.val_feats, r.tok.pad_token_id, r.builder.label_token_ids,
-                 ev.batch_size, r.d)
+    clf = Classifier(r.model, r.tok, model_settings(r), source=r.source, eval_mode=False)
+    m = evaluate(clf, r.val_feats, ev.batch_size, r.d)
     r.log({"type": "eval", "step": st.step, "epoch": round(st.epoch + st.batch / max(1, r.n_batches), 4), **m})
     if r.show and r.bar is not None:
         r.bar.write(f"step {st.step}: val_loss {m['val_loss']:.4f} val_macro_f1 {m['val_macro_f1']:.4f}")
@@ -607,6 +595,15 @@ def run_epoch(r: Recipe, interrupt_after: Optional[int] = None) -> bool:
     return stop
 
 
+def model_settings(r: Recipe, best_val: Optional[dict[str, Any]] = None) -> ModelSettings:
+    """What ``newsbias.json`` records about the model being trained (validation scores with the same)."""
+    cfg = r.cfg
+    return ModelSettings(head=cfg.model.head, base_model=r.source, prompt=r.builder.settings,
+                         pooling=cfg.model.pooling, labels=LABELS, label_token_ids=list(r.builder.label_token_ids),
+                         uses_chat_template=r.builder.uses_chat_template, best_val=best_val or {},
+                         extra={"finetune": cfg.finetune})
+
+
 def finish(r: Recipe, t_start: float) -> dict[str, Any]:
     """Load the best weights and write the adapter, tokenizer, ``newsbias.json`` and the manifest."""
     st, cfg = r.state, r.cfg
@@ -616,12 +613,7 @@ def finish(r: Recipe, t_start: float) -> dict[str, Any]:
                "stopped_early": st.stopped_early, "best_step": st.best_step, "best_val": st.best_metrics,
                "trainable_params": n_train, "world_size": r.d.world}
     if r.d.main:
-        settings = ModelSettings(head=cfg.model.head, base_model=r.source, prompt=r.builder.settings,
-                                 pooling=cfg.model.pooling, labels=LABELS,
-                                 label_token_ids=list(r.builder.label_token_ids),
-                                 uses_chat_template=r.builder.uses_chat_template,
-                                 best_val={"metric": cfg.eval.metric, "step": st.best_step, **st.best_metrics},
-                                 extra={"finetune": cfg.finetune})
+        settings = model_settings(r, best_val={"metric": cfg.eval.metric, "step": st.best_step, **st.best_metrics})
         save_weights(r.model, r.out_dir)
         r.tok.save_pretrained(str(r.out_dir))
         settings.save(r.out_dir)
