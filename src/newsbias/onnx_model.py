@@ -56,6 +56,7 @@ def _quiet() -> Iterator[None]:
             # one Dim shared by several inputs is how dynamic batch/sequence sizes are declared
             warnings.filterwarnings("ignore", message=".*shares the same shape constraints")
             warnings.filterwarnings("ignore", message=".*LeafSpec", category=FutureWarning)  # torch-internal
+            warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing", category=FutureWarning)
             yield
     finally:
         logging.disable(logging.NOTSET)
