@@ -36,7 +36,7 @@ from .errors import NewsbiasError
 from .modeling import pad_batch, score_encoded, score_ids
 
 ONNX_FILE = "model.onnx"
-INPUTS = ("input_ids", "attention_mask", "answer_pos")
+log = logging.getLogger(__name__)
 
 
 def _require(module: str) -> Any:
@@ -149,6 +149,9 @@ def quantize_int8(src: Path, dst: Path, keep_fp32: Sequence[str]) -> list[str]:
 
     scopes = node_scopes(src)
     kept = {node: scope for node, scope in scopes.items() if any(re.search(p, scope) for p in keep_fp32)}
+    if keep_fp32 and not kept:
+        log.warning("export.keep_fp32 %s matches no layer of this model: every weight matrix is int8",
+                    list(keep_fp32))
     big = sum(f.stat().st_size for f in src.parent.iterdir()) > 1_900_000_000
     with _quiet():
         quantize_dynamic(str(src), str(dst), weight_type=QuantType.QInt8, per_channel=True,
