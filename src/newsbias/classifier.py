@@ -231,9 +231,6 @@ class Classifier:
         matched by ``keep_fp32`` in fp32), whose labels on ``check_texts`` are compared with this
         model's and recorded as ``onnx.check``.
         """
-        model = self.model
-        if hasattr(model, "merge_and_unload"):
-            model = model.merge_and_unload()
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
         extra = dict(extra or {})
@@ -242,6 +239,7 @@ class Classifier:
 
             extra["onnx"] = export_onnx(self, out, quantize, keep_fp32, check_texts)
         elif format == "safetensors" and quantize == "none":
+            model = self.model.merge_and_unload() if hasattr(self.model, "merge_and_unload") else self.model
             model.save_pretrained(str(out), safe_serialization=True)
         else:
             raise NewsbiasError(f"cannot save format={format!r} quantize={quantize!r}: formats are safetensors and "
