@@ -13,6 +13,7 @@ Pipeline: :func:`load_training_data` (validated JSONL) -> :class:`PromptBuilder`
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
 import logging
@@ -346,6 +347,11 @@ class Recipe:
     def device(self) -> torch.device:
         return next(self.model.parameters()).device
 
+    @functools.cached_property
+    def classifier(self) -> Classifier:
+        """The model being trained as the inference object (built once): validation scores through it."""
+        return Classifier(self.model, self.tok, model_settings(self), source=self.source, eval_mode=False)
+
     @property
     def lengths(self) -> list[int]:
         return [len(f["input_ids"]) for f in self.train_feats]
@@ -478,8 +484,7 @@ def train_step(r: Recipe, group: Sequence[Sequence[int]]) -> dict[str, Any]:
 def validate(r: Recipe) -> bool:
     """Score val, keep the best weights; True when early stopping says stop."""
     st, ev = r.state, r.cfg.eval
-    clf = Classifier(r.model, r.tok, model_settings(r), source=r.source, eval_mode=False)
-    m = evaluate(clf, r.val_feats, ev.batch_size, r.d)
+    m = evaluate(r.classifier, r.val_feats, ev.batch_size, r.d)
     r.log({"type": "eval", "step": st.step, "epoch": round(st.epoch + st.batch / max(1, r.n_batches), 4), **m})
     if r.show and r.bar is not None:
         r.bar.write(f"step {st.step}: val_loss {m['val_loss']:.4f} val_macro_f1 {m['val_macro_f1']:.4f}")
