@@ -1,7 +1,8 @@
 """Eager fp32 vs int8 / ONNX Runtime scoring of a tuned model (issue: fast CPU inference).
 
     .venv/bin/python benchmarks/export_speed.py MODEL_DIR TEST_JSONL [--n 1000] [--batch 16]
-        [--work DIR] [--variants eager,torch-int8,onnx,onnx-int8,onnx-int8-all] [--threads N]
+        [--work DIR] [--variants eager,torch-int8,onnx,onnx-int8,onnx-int8-all,onnx-int8-block,...]
+        [--threads N]
 
 MODEL_DIR is a ``newsbias train`` output. Each variant scores the same first ``n`` articles of the
 test split at ``--batch`` (length-sorted, as predict does) in a process of its own, so its peak
@@ -10,9 +11,10 @@ memory (``VmHWM``) is its own:
 * ``eager``: ``Classifier.load(MODEL_DIR)``, fp32 PyTorch: the reference;
 * ``torch-int8``: the same with torch's dynamic int8 quantisation of the body's Linear layers
   (per-channel weights);
-* ``onnx``, ``onnx-int8``, ``onnx-int8-all``: ``newsbias export --format onnx`` into ``--work``
-  (fp32; ``--quantize int8`` with the default ``keep_fp32``; int8 with ``keep_fp32=[]``), loaded
-  with ``Classifier.load`` like predict loads them.
+* ``onnx``, ``onnx-int8``, ``onnx-int8-all``, ``onnx-int8-block``, ``onnx-int8-block-all``:
+  ``newsbias export --format onnx`` into ``--work`` (fp32; ``--quantize int8`` with the default
+  ``keep_fp32`` and with ``keep_fp32=[]``; the same for ``--quantize int8-block``), loaded with
+  ``Classifier.load`` like predict loads them.
 
 Prints a Markdown table: articles/s (scoring only, after one warm-up batch), ratio to eager, peak
 memory, macro-F1 against the gold labels, labels identical to eager, largest probability change.
@@ -31,9 +33,11 @@ from pathlib import Path
 
 import numpy as np
 
-VARIANTS = ("eager", "torch-int8", "onnx", "onnx-int8", "onnx-int8-all")
+VARIANTS = ("eager", "torch-int8", "onnx", "onnx-int8", "onnx-int8-all", "onnx-int8-block", "onnx-int8-block-all")
 EXPORTS = {"onnx": {"format": "onnx"}, "onnx-int8": {"format": "onnx", "quantize": "int8"},
-           "onnx-int8-all": {"format": "onnx", "quantize": "int8", "keep_fp32": []}}
+           "onnx-int8-all": {"format": "onnx", "quantize": "int8", "keep_fp32": []},
+           "onnx-int8-block": {"format": "onnx", "quantize": "int8-block"},
+           "onnx-int8-block-all": {"format": "onnx", "quantize": "int8-block", "keep_fp32": []}}
 
 
 def load(variant: str, model_dir: str, work: Path):

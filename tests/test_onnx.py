@@ -107,6 +107,25 @@ def test_int8_export_keeps_mlp_outputs_fp32_and_predict_reads_it(adapters, texts
     assert np.abs(probs - ref).max() < 0.05  # int8 rounding: close to, not equal to, the fp32 model
 
 
+def test_int8_block_export_uses_matmulnbits_and_keeps_the_matched_layers(adapters, texts, tmp_path):
+    clf = Classifier.load(str(adapters["cls"]), device="cpu")
+    ref = clf.predict_proba(texts)
+    clf.save(tmp_path / "b", format="onnx", quantize="int8-block", check_texts=texts)
+    info = json.loads((tmp_path / "b" / "newsbias.json").read_text())["onnx"]
+    layers = clf.model.config.num_hidden_layers
+    assert info["quantize"] == "int8-block"
+    assert info["kept_fp32"] == sorted(f"model.bert.encoder.layer.{i}.output.dense" for i in range(layers))
+    nodes = onnx.load(str(tmp_path / "b" / ONNX_FILE)).graph.node
+    blocks = [n for n in nodes if n.op_type == "MatMulNBits"]
+    # q, k, v, attention output and intermediate per layer: 5 int8 matrices; the MLP output stays fp32
+    assert len(blocks) == 5 * layers and not any(n.op_type == "MatMulInteger" for n in nodes)
+    assert {a.name: a.i for a in blocks[0].attribute if a.name in ("bits", "block_size", "accuracy_level")} == \
+        {"bits": 8, "block_size": 128, "accuracy_level": 4}
+    assert info["check"]["n"] == len(texts) and info["check"]["max_abs_prob_diff"] < 0.02
+    probs = Classifier.load(str(tmp_path / "b")).predict_proba(texts)
+    assert np.abs(probs - ref).max() < 0.02 and (probs != ref).any()  # rounded, so close but not identical
+
+
 def test_served_onnx_export_equals_the_adapter(adapters, exports, texts):
     pytest.importorskip("fastapi")
     from fastapi.testclient import TestClient

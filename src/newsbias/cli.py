@@ -157,7 +157,7 @@ def _run_export(args: argparse.Namespace, cfg: Config) -> int:
 
     export = cfg.require("export")
     res = run_export(export)
-    what = ("ONNX graph" + (" (int8)" if export.quantize == "int8" else "") if export.format == "onnx"
+    what = ("ONNX graph" + (f" ({export.quantize})" if export.quantize != "none" else "") if export.format == "onnx"
             else "merged model" if res["merged"] else "adapter")
     check = res.get("check")
     if check:
@@ -253,7 +253,7 @@ COMMANDS: tuple[Command, ...] = (
             "Adapter -> export dir (optionally merged into the base) with a model card; hub upload.",
             "Copy a trained adapter, or with --merge fold the LoRA weights (and the classifier head) into the base "
             "model and save it as safetensors with the tokenizer and newsbias.json (with --format onnx: the merged "
-            "model's scoring graph for ONNX Runtime, --quantize int8 for int8 weights); write a model card "
+            "model's scoring graph for ONNX Runtime, --quantize int8 or int8-block for int8 weights); write a model card "
             "(README.md); optionally upload with --push-to-hub.",
             (Flag("--adapter", "export.adapter", "DIR"), Flag("--out", "export.out", "DIR"),
              Flag("--merge", "export.merge", const=True), Flag("--format", "export.format"),

@@ -494,10 +494,13 @@ class ExportConfig(ModelSourceConfig):
     format: Literal["transformers", "onnx"] = Field(
         default="transformers", description="transformers: the adapter (merged: safetensors); onnx: the merged "
                                             "model's scoring graph for ONNX Runtime (CPU), loaded like any model.")
-    quantize: Literal["none", "int8"] = Field(default="none", description="int8: dynamic int8 weights in the ONNX "
-                                                                           "graph (format onnx).")
+    quantize: Literal["none", "int8", "int8-block"] = Field(
+        default="none", description="int8: int8 weights per output channel, activations per tensor (fastest); "
+                                    "int8-block: int8 weights and activations in blocks of 128 inputs (closer to "
+                                    "fp32, slower). ONNX graphs only (format onnx).")
     keep_fp32: list[str] = Field(default_factory=lambda: list(INT8_KEEP_FP32), description="Regexes of module names "
-                                 "left in fp32 by int8 (default: the MLP output projections; [] = every layer).")
+                                 "left in fp32 by int8 and int8-block (default: the MLP output projections; [] = "
+                                 "every layer).")
     check_data: str | None = Field(default=None, description="Articles to check the ONNX graph on against the torch "
                                    "model (a prep output dir: its val split; or a file); the share of identical "
                                    "labels is recorded in newsbias.json (default: two example prompts).")

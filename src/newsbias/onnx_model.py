@@ -8,9 +8,12 @@ for ``head: cls`` it is the encoder and its head (``answer_pos`` is accepted and
 size and sequence length are dynamic.
 
 ``quantize="int8"`` applies ONNX Runtime's dynamic quantisation to the weight matrix products
-(int8 weights per output channel, activations quantised per batch at run time). Layers matched by
-``keep_fp32`` stay in fp32: by default the MLP output projections, whose inputs (after GELU/SiLU
-gating) carry the outliers that int8 rounds worst (docs/benchmarks.md has the measurement).
+(int8 weights per output channel, each activation tensor quantised with one scale at run time).
+``quantize="int8-block"`` uses ONNX Runtime's ``MatMulNBits`` instead: int8 weights with one scale
+per block of 128 inputs, and activations quantised per block too (accuracy level 4), so an outlier
+coarsens 128 values instead of a whole tensor — closer to fp32, but slower. Layers matched by
+``keep_fp32`` stay in fp32 either way: by default the MLP output projections, whose inputs (after
+GELU/SiLU gating) carry the outliers that int8 rounds worst (docs/benchmarks.md has the measurement).
 
 An export directory holds ``model.onnx`` (+ ``model.onnx.data`` for large fp32 graphs), the
 tokenizer and ``newsbias.json``; ``Classifier.load(DIR)`` scores with it like any other source.
@@ -142,8 +145,9 @@ def node_scopes(model_path: Path) -> dict[str, str]:
     return scopes
 
 
-def quantize_int8(src: Path, dst: Path, keep_fp32: Sequence[str]) -> list[str]:
-    """Dynamic int8 quantisation of ``src``'s weight matrix products into ``dst``; returns the modules kept in fp32."""
+def quantize_int8(src: Path, dst: Path, keep_fp32: Sequence[str], blockwise: bool = False) -> list[str]:
+    """int8 quantisation of ``src``'s weight matrix products into ``dst`` (dynamic, or ``blockwise``);
+    returns the modules kept in fp32."""
     _require("onnx")
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
@@ -154,11 +158,28 @@ def quantize_int8(src: Path, dst: Path, keep_fp32: Sequence[str]) -> list[str]:
                     list(keep_fp32))
     big = sum(f.stat().st_size for f in src.parent.iterdir()) > 1_900_000_000
     with _quiet():
+        if blockwise:
+            quantize_blocks(src, dst, sorted(kept), big)
+            return sorted(set(kept.values()))
         quantize_dynamic(str(src), str(dst), weight_type=QuantType.QInt8, per_channel=True,
                          op_types_to_quantize=["MatMul", "Gemm"], nodes_to_exclude=sorted(kept),
                          # activation x activation products (attention) stay in fp32: only weights are int8
                          extra_options={"MatMulConstBOnly": True}, use_external_data_format=big)
     return sorted(set(kept.values()))
+
+
+def quantize_blocks(src: Path, dst: Path, exclude: Sequence[str], big: bool, block: int = 128) -> None:
+    """``MatMulNBits`` int8: weights and activations with one scale per ``block`` inputs (accuracy level 4:
+    int8 products), for every weight matrix product except the nodes in ``exclude``."""
+    onnx = _require("onnx")
+    from onnxruntime.quantization.matmul_nbits_quantizer import DefaultWeightOnlyQuantConfig, MatMulNBitsQuantizer
+
+    cfg = DefaultWeightOnlyQuantConfig(block_size=block, is_symmetric=True, accuracy_level=4, bits=8,
+                                       op_types_to_quantize=("MatMul",))
+    quantizer = MatMulNBitsQuantizer(onnx.load(str(src)), block_size=block, is_symmetric=True, accuracy_level=4,
+                                     nodes_to_exclude=list(exclude), algo_config=cfg, op_types_to_quantize=("MatMul",))
+    quantizer.process()
+    quantizer.model.save_model_to_file(str(dst), use_external_data_format=big)
 
 
 def export_onnx(clf: Any, out_dir: str | Path, quantize: str = "none", keep_fp32: Sequence[str] = INT8_KEEP_FP32,
@@ -179,16 +200,16 @@ def export_onnx(clf: Any, out_dir: str | Path, quantize: str = "none", keep_fp32
     graph = ScoringGraph(model, clf.settings.head, clf.builder.label_token_ids)
     example = example_batch(clf.builder, clf.tokenizer.pad_token_id)
     kept: list[str] = []
-    if quantize == "int8":
+    if quantize in ("int8", "int8-block"):
         with tempfile.TemporaryDirectory(dir=out) as tmp:
             trace_to_onnx(graph, example, Path(tmp) / ONNX_FILE)
-            kept = quantize_int8(Path(tmp) / ONNX_FILE, out / ONNX_FILE, keep_fp32)
+            kept = quantize_int8(Path(tmp) / ONNX_FILE, out / ONNX_FILE, keep_fp32, quantize == "int8-block")
     elif quantize == "none":
         trace_to_onnx(graph, example, out / ONNX_FILE)
     else:
-        raise NewsbiasError(f"quantize must be 'none' or 'int8', got {quantize!r}")
+        raise NewsbiasError(f"quantize must be 'none', 'int8' or 'int8-block', got {quantize!r}")
     check = compare(clf, OnnxScorer(out / ONNX_FILE), list(check_texts or EXAMPLES))
     return {"format": "onnx", "quantize": quantize, "kept_fp32": kept, "check": check}
 
 
-__all__ = ["ONNX_FILE", "OnnxScorer", "ScoringGraph", "export_onnx", "quantize_int8"]
+__all__ = ["ONNX_FILE", "OnnxScorer", "ScoringGraph", "export_onnx", "quantize_blocks", "quantize_int8"]
