@@ -1,7 +1,7 @@
 """Benchmark label scoring (newsbias predict, mode=score) against the original per-article generation.
 
     .venv/bin/python benchmarks/predict_speed.py [--articles 4] [--seq 512] [--device cpu] [--dtype float32]
-        [--batch 1] [--arch qwen3-0.6b|tiny] [--compile]
+        [--batch 1] [--arch qwen3-0.6b|tiny] [--compile] [--profile]
 
 The Qwen3-0.6B architecture with random weights (speed does not depend on the weight values),
 ``seq``-token inputs. Three ways, same model, same inputs, one run:
@@ -11,7 +11,8 @@ The Qwen3-0.6B architecture with random weights (speed does not depend on the we
 * newsbias score, batched (``--batch``), as `predict` runs on a GPU.
 
 Also prints the floor set by the model's FLOPs and this machine's measured matmul rate.
-Prints a Markdown table.
+Prints a Markdown table; with ``--profile``, then the share of one batched scoring pass spent in
+each kind of operation (torch.profiler): what eager execution spends outside the matmuls.
 """
 
 from __future__ import annotations
@@ -74,6 +75,7 @@ def main() -> None:
     ap.add_argument("--dtype", default="auto")
     ap.add_argument("--arch", default="qwen3-0.6b", choices=["qwen3-0.6b", "tiny"])
     ap.add_argument("--compile", action="store_true", help="add a row with the decoder body under torch.compile")
+    ap.add_argument("--profile", action="store_true", help="print where one eager batched pass spends its time")
     args = ap.parse_args()
     from transformers import Qwen3ForCausalLM
 
@@ -111,6 +113,9 @@ def main() -> None:
                 ("newsbias score, batch 1", timed(score(1)))]
         if args.batch > 1:
             rows.append((f"newsbias score, batch {args.batch}", timed(score(args.batch))))
+        if args.profile:
+            with torch.profiler.profile() as prof:
+                score(args.batch)()
         if args.compile:
             # fixed shapes: every batch here is [batch, seq]; a padded-length mix would recompile per length
             model.model = torch.compile(model.model, dynamic=False)
@@ -129,6 +134,20 @@ def main() -> None:
     for name, secs in rows:
         aps = args.articles / secs
         print(f"| {name} | {secs / args.articles:.3f} | {aps:.3f} | {aps / base:.2f}x | {100 * aps / floor:.0f}% |")
+    if args.profile:
+        print_profile(prof)
+
+
+def print_profile(prof) -> None:
+    """Self time per operation of the profiled pass, largest first (operations over 0.5 %)."""
+    ops = sorted(prof.key_averages(), key=lambda e: -e.self_cpu_time_total)
+    total = sum(e.self_cpu_time_total for e in ops)
+    print(f"\none eager batched pass, self time per operation (total {total / 1e6:.2f} s):")
+    print("| operation | share | calls |")
+    print("|---|---|---|")
+    for e in ops:
+        if e.self_cpu_time_total / total >= 0.005:
+            print(f"| {e.key} | {100 * e.self_cpu_time_total / total:.1f}% | {e.count} |")
 
 
 if __name__ == "__main__":
