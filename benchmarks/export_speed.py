@@ -9,6 +9,8 @@ test split at ``--batch`` (length-sorted, as predict does) in a process of its o
 memory (``VmHWM``) is its own:
 
 * ``eager``: ``Classifier.load(MODEL_DIR)``, fp32 PyTorch: the reference;
+* ``compiled``: the same, LoRA merged, with the model body under ``torch.compile(dynamic=True)``
+  (its compile happens in the warm-up batch, which is not timed);
 * ``torch-int8``: the same with torch's dynamic int8 quantisation of the body's Linear layers
   (per-channel weights);
 * ``onnx``, ``onnx-int8``, ``onnx-int8-all``, ``onnx-int8-block``, ``onnx-int8-block-all``:
@@ -34,7 +36,7 @@ from pathlib import Path
 
 import numpy as np
 
-VARIANTS = ("eager", "torch-int8", "onnx", "onnx-int8", "onnx-int8-all", "onnx-int8-block", "onnx-int8-block-all")
+VARIANTS = ("eager", "compiled", "torch-int8", "onnx", "onnx-int8", "onnx-int8-all", "onnx-int8-block", "onnx-int8-block-all")
 EXPORTS = {"onnx": {"format": "onnx"}, "onnx-int8": {"format": "onnx", "quantize": "int8"},
            "onnx-int8-all": {"format": "onnx", "quantize": "int8", "keep_fp32": []},
            "onnx-int8-block": {"format": "onnx", "quantize": "int8-block"},
@@ -51,6 +53,14 @@ def load(variant: str, model_dir: str, work: Path):
     if variant in EXPORTS:
         return Classifier.load(str(work / variant))
     clf = Classifier.load(model_dir, device="cpu", dtype="float32")
+    if variant == "compiled":
+        if hasattr(clf.model, "merge_and_unload"):
+            clf.model = clf.model.merge_and_unload()
+        body = _hf_model(clf.model)
+        if clf.settings.head == "lm":
+            body.model = torch.compile(body.model, dynamic=True)
+        else:
+            clf.model.encoder = torch.compile(clf.model.encoder, dynamic=True)
     if variant == "torch-int8":
         warnings.filterwarnings("ignore")  # torch.ao.quantization's deprecation notices
         from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
@@ -68,7 +78,8 @@ def score_one(args: argparse.Namespace) -> None:
     set_threads(args.threads)
     clf = load(args.one, args.model, Path(args.work))
     texts = [a.text for a in islice(read_articles(args.test), args.n)]
-    clf.predict_proba(texts[:args.batch], batch_size=args.batch)  # warm-up: first-call allocations
+    # warm-up: first-call allocations; compiled: the first shape, then the recompile for dynamic shapes
+    clf.predict_proba(texts[:args.batch * (2 if args.one == "compiled" else 1)], batch_size=args.batch)
     t = time.perf_counter()
     probs = clf.predict_proba(texts, batch_size=args.batch)
     seconds = time.perf_counter() - t
