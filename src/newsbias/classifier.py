@@ -228,8 +228,8 @@ class Classifier:
         It loads back with ``Classifier.load(out_dir)`` and scores as this object does. Weights are
         safetensors (also for a model read from a GGUF file), or with ``format="onnx"`` the scoring
         graph (:func:`newsbias.onnx_model.export_onnx`; ``quantize="int8"`` or ``"int8-block"``
-        keeps the layers matched by ``keep_fp32`` in fp32), whose labels on ``check_texts`` are compared with this
-        model's and recorded as ``onnx.check``.
+        keeps the layers matched by ``keep_fp32`` in fp32), whose labels on ``check_texts`` are
+        compared with this model's and recorded as ``onnx.check``.
         """
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)

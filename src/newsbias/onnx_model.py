@@ -160,11 +160,11 @@ def quantize_int8(src: Path, dst: Path, keep_fp32: Sequence[str], blockwise: boo
     with _quiet():
         if blockwise:
             quantize_blocks(src, dst, sorted(kept), big)
-            return sorted(set(kept.values()))
-        quantize_dynamic(str(src), str(dst), weight_type=QuantType.QInt8, per_channel=True,
-                         op_types_to_quantize=["MatMul", "Gemm"], nodes_to_exclude=sorted(kept),
-                         # activation x activation products (attention) stay in fp32: only weights are int8
-                         extra_options={"MatMulConstBOnly": True}, use_external_data_format=big)
+        else:
+            quantize_dynamic(str(src), str(dst), weight_type=QuantType.QInt8, per_channel=True,
+                             op_types_to_quantize=["MatMul", "Gemm"], nodes_to_exclude=sorted(kept),
+                             # activation x activation products (attention) stay in fp32: only weights are int8
+                             extra_options={"MatMulConstBOnly": True}, use_external_data_format=big)
     return sorted(set(kept.values()))
 
 
