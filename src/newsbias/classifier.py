@@ -11,8 +11,8 @@
 * anything else — a hub id, a transformers directory, a ``.gguf`` file — as a base model used
   zero-shot with the given head and prompt settings.
 
-``predict``, ``serve``, ``export`` and training's validation all go through it; scoring is one forward pass per article
-(:func:`newsbias.modeling.score_batch`).
+``predict``, ``serve``, ``export`` and training's validation all go through it; scoring is one
+forward pass per article (:func:`newsbias.modeling.score_batch`).
 """
 
 from __future__ import annotations

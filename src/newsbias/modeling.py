@@ -589,8 +589,8 @@ def iter_logits(model: Any, head: Head, encs: Sequence[Any], batch_size: int, pa
         for s in range(0, len(order), batch_size):
             idx = order[s:s + batch_size]
             b = pad_batch([encs[i].input_ids for i in idx], pad_id)
-            ids, mask, pos = b["input_ids"].to(dev), b["attention_mask"].to(dev), torch.tensor(
-                [encs[i].answer_pos for i in idx])
+            ids, mask = b["input_ids"].to(dev), b["attention_mask"].to(dev)
+            pos = torch.tensor([encs[i].answer_pos for i in idx])
             yield idx, (score_ids(model, head, ids, mask, pos, label_token_ids, full_vocab) if torch_model
                         else model.label_logits(ids, mask, pos))
     finally:

@@ -145,12 +145,10 @@ def node_scopes(model_path: Path) -> dict[str, str]:
     return scopes
 
 
-def quantize_int8(src: Path, dst: Path, keep_fp32: Sequence[str], blockwise: bool = False) -> list[str]:
-    """int8 quantisation of ``src``'s weight matrix products into ``dst`` (dynamic, or ``blockwise``);
-    returns the modules kept in fp32."""
+def quantize_int8(src: Path, dst: Path, keep_fp32: Sequence[str], scheme: str = "int8") -> list[str]:
+    """int8 quantisation of ``src``'s weight matrix products into ``dst`` (``scheme``: ``int8``,
+    per tensor, or ``int8-block``: :func:`quantize_blocks`); returns the modules kept in fp32."""
     _require("onnx")
-    from onnxruntime.quantization import QuantType, quantize_dynamic
-
     scopes = node_scopes(src)
     kept = {node: scope for node, scope in scopes.items() if any(re.search(p, scope) for p in keep_fp32)}
     if keep_fp32 and not kept:
@@ -158,9 +156,11 @@ def quantize_int8(src: Path, dst: Path, keep_fp32: Sequence[str], blockwise: boo
                     list(keep_fp32))
     big = sum(f.stat().st_size for f in src.parent.iterdir()) > 1_900_000_000
     with _quiet():
-        if blockwise:
+        if scheme == "int8-block":
             quantize_blocks(src, dst, sorted(kept), big)
         else:
+            from onnxruntime.quantization import QuantType, quantize_dynamic
+
             quantize_dynamic(str(src), str(dst), weight_type=QuantType.QInt8, per_channel=True,
                              op_types_to_quantize=["MatMul", "Gemm"], nodes_to_exclude=sorted(kept),
                              # activation x activation products (attention) stay in fp32: only weights are int8
@@ -203,7 +203,7 @@ def export_onnx(clf: Any, out_dir: str | Path, quantize: str = "none", keep_fp32
     if quantize in ("int8", "int8-block"):
         with tempfile.TemporaryDirectory(dir=out) as tmp:
             trace_to_onnx(graph, example, Path(tmp) / ONNX_FILE)
-            kept = quantize_int8(Path(tmp) / ONNX_FILE, out / ONNX_FILE, keep_fp32, quantize == "int8-block")
+            kept = quantize_int8(Path(tmp) / ONNX_FILE, out / ONNX_FILE, keep_fp32, quantize)
     elif quantize == "none":
         trace_to_onnx(graph, example, out / ONNX_FILE)
     else:
