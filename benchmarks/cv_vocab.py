@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import scipy.sparse as sp
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -46,9 +47,41 @@ def outlet_spread(train_counts, outlet_codes: np.ndarray) -> tuple[np.ndarray, n
     return n_outlets, top
 
 
-def score_round(frame, counts, codes, fold, i: int, k: int, base, filters: list[tuple[int, float]]
-                ) -> dict[tuple[int, float], tuple[float, int]]:
-    """Macro-F1 and vocabulary size of each filter ``(m, s)`` on round ``i``."""
+def label_eta2(train_counts, outlet_codes: np.ndarray, gold, min_articles: int = 10) -> np.ndarray:
+    """Per column: the share of its variance across outlets that the outlets' labels explain (eta²).
+
+    Each outlet (with at least ``min_articles`` training articles) counts once, by the share of its
+    articles that use the n-gram, under its most frequent label. An n-gram that tells apart outlets
+    of one label (a house word) has a low eta²; one whose rate moves with the label across many
+    outlets (a leaning word) has a high one. Under no relation, eta² is about (labels − 1) / (outlets − 1).
+    """
+    pairs = pd.DataFrame({"outlet": outlet_codes, "gold": np.asarray(gold)})
+    sizes = pairs.groupby("outlet").size()
+    outlets = sizes.index[sizes >= min_articles].to_numpy()
+    label_of = pairs.groupby("outlet")["gold"].agg(lambda g: g.value_counts().index[0]).loc[outlets].to_numpy()
+    rows = np.isin(outlet_codes, outlets)
+    index = {o: j for j, o in enumerate(outlets)}
+    member = sp.csr_matrix((np.ones(rows.sum(), np.float32),
+                            ([index[o] for o in outlet_codes[rows]], np.flatnonzero(rows))),
+                           shape=(len(outlets), len(outlet_codes)))
+    rate = (member @ (train_counts > 0).astype(np.float32)).toarray() / sizes.loc[outlets].to_numpy()[:, None]
+    grand = rate.mean(0)
+    between = np.zeros(rate.shape[1])
+    within = np.zeros(rate.shape[1])
+    for label in np.unique(label_of):
+        part = rate[label_of == label]
+        between += len(part) * (part.mean(0) - grand) ** 2
+        within += ((part - part.mean(0)) ** 2).sum(0)
+    return between / np.maximum(between + within, 1e-12)
+
+
+def scaled(x, scale):
+    """``x`` with its columns multiplied by the diagonal ``scale`` (None: unchanged)."""
+    return x if scale is None else (x @ scale).tocsr()
+
+
+def score_round(frame, counts, codes, fold, i: int, k: int, base, filters: list[tuple]) -> dict[tuple, tuple[float, int]]:
+    """Macro-F1 and vocabulary size of each filter ``(m, s, r, g)`` on round ``i``."""
     from sklearn.feature_extraction.text import TfidfTransformer
     from sklearn.metrics import f1_score
 
@@ -58,22 +91,28 @@ def score_round(frame, counts, codes, fold, i: int, k: int, base, filters: list[
     cols = kept_terms(sub, uncapped)
     tfs = np.asarray(sub[:, cols].sum(0)).ravel()
     spread, top = outlet_spread(sub[:, cols], codes[tr])
+    needs_eta = any(r > 0 or g > 0 for _, _, r, g in filters)
+    eta = label_eta2(sub[:, cols], codes[tr], frame["gold"].to_numpy()[tr]) if needs_eta else None
     out = {}
-    for m, share in filters:
-        keep = np.flatnonzero((spread >= m) & (top <= share))
+    for m, share, r, g in filters:
+        ok = (spread >= m) & (top <= share)
+        if r > 0:
+            ok &= eta >= r
+        keep = np.flatnonzero(ok)
         if base.tfidf.max_features and len(keep) > base.tfidf.max_features:
             keep = np.sort(keep[(-tfs[keep]).argsort(kind="stable")[:base.tfidf.max_features]])
         c = cols[keep]
-        tfidf = TfidfTransformer(sublinear_tf=base.tfidf.sublinear_tf)
-        x_train = tfidf.fit_transform(sub[:, c])
-        lr, _ = fit_lr(build_tfidf_lr(base, base.lr.C).named_steps["lr"], base, x_train, frame[tr],
-                       tfidf.transform(counts[va][:, c]), frame[va])
-        probs = label_columns(lr.classes_, lr.predict_proba(tfidf.transform(counts[te][:, c])))
+        # eta²^g after the row norm: in an L2-penalised LR, a smaller column is a costlier weight
+        scale = sp.diags(eta[keep] ** g) if g > 0 else None
+        tfidf = TfidfTransformer(sublinear_tf=base.tfidf.sublinear_tf).fit(sub[:, c])
+        x_train, x_val, x_test = (scaled(tfidf.transform(counts[rows][:, c]), scale) for rows in (tr, va, te))
+        lr, _ = fit_lr(build_tfidf_lr(base, base.lr.C).named_steps["lr"], base, x_train, frame[tr], x_val, frame[va])
+        probs = label_columns(lr.classes_, lr.predict_proba(x_test))
         pred = [LABELS[j] for j in probs.argmax(1)]
-        out[m, share] = (float(f1_score(frame["gold"][te], pred, labels=list(LABELS), average="macro",
-                                        zero_division=0)), len(c))
-        print(f"round {i}, m {m}, s {share}: macro-F1 {out[m, share][0]:.4f}, {len(c):,} terms", file=sys.stderr,
-              flush=True)
+        key = (m, share, r, g)
+        out[key] = (float(f1_score(frame["gold"][te], pred, labels=list(LABELS), average="macro",
+                                   zero_division=0)), len(c))
+        print(f"round {i}, {key}: macro-F1 {out[key][0]:.4f}, {len(c):,} terms", file=sys.stderr, flush=True)
     return out
 
 
@@ -83,6 +122,10 @@ def main() -> None:
     ap.add_argument("--min-outlets", type=int, nargs="+", default=[1, 2, 3, 5, 10])
     ap.add_argument("--max-share", type=float, nargs="+", default=[1.0],
                     help="drop n-grams of which one outlet wrote more than this share of their articles")
+    ap.add_argument("--min-eta", type=float, nargs="+", default=[0.0],
+                    help="drop n-grams whose outlet-level rate the labels explain less than this (eta², 0 = off)")
+    ap.add_argument("--eta-power", type=float, nargs="+", default=[0.0],
+                    help="scale each TF-IDF column by eta² to this power (0 = off)")
     ap.add_argument("--folds", type=int, default=5)
     args = ap.parse_args()
     base = load_config(ROOT / "configs" / "demo.yaml").baseline
@@ -91,7 +134,8 @@ def main() -> None:
     counts = count_ngrams(frame["text"], base).tocsr()
     codes = frame["outlet"].astype("category").cat.codes.to_numpy()
     fold = make_folds(frame, args.folds, 0, grouped=True)
-    filters = [(m, share) for m in args.min_outlets for share in args.max_share]
+    filters = [(m, share, r, g) for m in args.min_outlets for share in args.max_share for r in args.min_eta
+               for g in args.eta_power]
     per = [score_round(frame, counts, codes, fold, i, args.folds, base, filters) for i in range(args.folds)]
     print(f"\n{args.folds} outlet-grouped folds (seed 0) of {args.data}; TF-IDF + LR as in configs/demo.yaml "
           f"(C from {base.lr.C_grid} on the next fold). {time.time() - t0:.0f} s in all.\n")
@@ -99,13 +143,17 @@ def main() -> None:
           "per fold | terms (mean) |")
     print("|---|---|---|---|---:|")
     first = np.array([p[filters[0]][0] for p in per])
-    for m, share in filters:
-        g = np.array([p[m, share][0] for p in per])
+    for key in filters:
+        m, share, r, power = key
+        g = np.array([p[key][0] for p in per])
         mean, lo, hi = fold_interval(list(g))
-        delta = paired(first, g) if (m, share) != filters[0] else "–"
-        top = f", top outlet ≤ {share:.0%} of their articles" if share < 1 else ""
-        print(f"| used by ≥ {m} training outlets{top} | {mean:.3f} [{lo:.3f}, {hi:.3f}] | {delta} | "
-              f"{' '.join(f'{x:.3f}' for x in g)} | {np.mean([p[m, share][1] for p in per]):,.0f} |")
+        delta = paired(first, g) if key != filters[0] else "–"
+        what = f"used by ≥ {m} training outlets"
+        what += f", top outlet ≤ {share:.0%} of their articles" if share < 1 else ""
+        what += f", label eta² ≥ {r}" if r > 0 else ""
+        what += f", columns × eta²^{power}" if power > 0 else ""
+        print(f"| {what} | {mean:.3f} [{lo:.3f}, {hi:.3f}] | {delta} | "
+              f"{' '.join(f'{x:.3f}' for x in g)} | {np.mean([p[key][1] for p in per]):,.0f} |")
 
 
 if __name__ == "__main__":
