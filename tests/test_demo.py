@@ -30,7 +30,8 @@ def test_demo_pipeline_on_a_small_slice(tmp_path_factory):
         rows = [json.loads(l) for l in (out / "preds" / f"{name}.jsonl").read_text().splitlines()]
         assert [r["id"] for r in rows] == small_ids[:12] and all(r["input"] for r in rows), name
     report = (out / "report" / "report.md").read_text()
-    for name in ("majority", "tfidf-lr", "lm-base", "lm-tuned", "enc-base", "enc-tuned", "ensemble"):
+    for name in ("majority", "tfidf-lr", "lm-base", "lm-tuned", "enc-base", "enc-tuned", "ensemble",
+                 "ensemble-lm-tfidf"):
         assert f"| {name} |" in report, name
     for name in ("lm-base-gen", "lm-tuned-gen"):  # the generation runs' table, in the appendix
         assert f"| {name} |" in report, name
