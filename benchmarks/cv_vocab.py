@@ -1,14 +1,16 @@
 """Lever probe: keep only the n-grams that several training outlets use (TF-IDF, outlet-grouped CV).
 
     .venv/bin/python benchmarks/cv_vocab.py --data PREP_DIR [--min-outlets 1 2 3 5 10]
-        [--max-share 1.0 0.8 0.5] [--folds 5]
+        [--max-share 1.0 0.8 0.5] [--min-eta 0 0.05 0.1] [--eta-power 0 1] [--folds 5]
 
 An outlet's house words (its name, its columnists, its stock phrases) are n-grams few other outlets
 use; a model that leans on them memorises outlets. This probe drops, on each round's training
 folds, every n-gram used by fewer than ``m`` distinct training outlets, then applies the baseline's
 own min_df / max_features rules (with ``--max-share s``, it also drops every n-gram of which one
 training outlet writes more than a share ``s`` of the training articles that use it) and TF-IDF + LR (C picked on the next fold), on the folds of
-``newsbias cv`` (:func:`newsbias.cv.make_folds`, seed 0). ``m = 1`` is today's recipe. The corpus is
+``newsbias cv`` (:func:`newsbias.cv.make_folds`, seed 0). ``--min-eta r`` also drops n-grams whose per-outlet
+rate the outlets' labels explain less than ``r`` (:func:`label_eta2`); ``--eta-power g`` scales each
+TF-IDF column by that eta² to the power ``g``. ``m = 1`` is today's recipe. The corpus is
 tokenised once (:func:`newsbias.baseline.count_ngrams`). Prints one Markdown row per ``(m, s)``: mean
 macro-F1 with its 95 % interval over folds, the change against the first row paired by fold,
 per-fold scores, and vocabulary size.
