@@ -11,7 +11,7 @@ training outlet writes more than a share ``s`` of the training articles that use
 ``newsbias cv`` (:func:`newsbias.cv.make_folds`, seed 0). ``--min-eta r`` also drops n-grams whose per-outlet
 rate the outlets' labels explain less than ``r`` (:func:`label_eta2`); ``--eta-power g`` scales each
 TF-IDF column by that eta² to the power ``g``. ``m = 1`` is today's recipe. The corpus is
-tokenised once (:func:`newsbias.baseline.count_ngrams`). Prints one Markdown row per ``(m, s)``: mean
+tokenised once (:func:`newsbias.baseline.count_ngrams`). Prints one Markdown row per filter ``(m, s, r, g)``: mean
 macro-F1 with its 95 % interval over folds, the change against the first row paired by fold,
 per-fold scores, and vocabulary size.
 """
