@@ -77,6 +77,13 @@ def test_switches_and_lists():
     assert cfg.preds == ["a=x.jsonl", "y.jsonl"] and cfg.on_mismatch == "intersect" and cfg.metrics.by_outlet
 
 
+def test_a_repeated_list_flag_adds_to_the_list():
+    args = parse_args(["compare", "--preds", "a=x.jsonl", "--ensemble", "e=a+b", "f=a+c", "--preds", "b=y.jsonl",
+                       "--ensemble", "g=b+c"])
+    cfg = load_config(None, [], _flag_values(args, args.spec.flags)).compare
+    assert cfg.preds == ["a=x.jsonl", "b=y.jsonl"] and cfg.ensembles == ["e=a+b", "f=a+c", "g=b+c"]
+
+
 def test_no_command_prints_help(capsys):
     assert main([]) == 2
     assert "COMMAND" in capsys.readouterr().out

@@ -32,7 +32,7 @@ class Flag:
     """A flag of one command: ``names`` (space-separated) give the config ``key`` a value.
 
     Its help is the key's field description. A switch (``const``) sets the key to that value; ``many``
-    takes one or more values (a list key). A flag without a key belongs to the command itself (its
+    takes one or more values (a list key), and repeating it adds to them. A flag without a key belongs to the command itself (its
     handler reads it) and brings its own ``help``.
     """
 
@@ -307,8 +307,9 @@ def _add_flag(p: argparse.ArgumentParser, flag: Flag) -> None:
     else:
         kwargs = _value_kwargs(field_info(flag.key).annotation)
         metavar = flag.metavar or (None if "choices" in kwargs else names[0].lstrip("-").replace("-", "_").upper())
-        p.add_argument(*names, dest=flag.key, metavar=metavar, nargs="+" if flag.many else None, help=_help(flag),
-                       **kwargs)
+        # "extend": a repeated list flag (--ensemble a=X+Y --ensemble b=X+Z) adds to the list, not replaces it
+        many = {"nargs": "+", "action": "extend"} if flag.many else {}
+        p.add_argument(*names, dest=flag.key, metavar=metavar, help=_help(flag), **many, **kwargs)
 
 
 def _flag_values(args: argparse.Namespace, flags: tuple[Flag, ...]) -> dict[str, Any]:
