@@ -32,8 +32,8 @@ class Flag:
     """A flag of one command: ``names`` (space-separated) give the config ``key`` a value.
 
     Its help is the key's field description. A switch (``const``) sets the key to that value; ``many``
-    takes one or more values (a list key), and repeating it adds to them. A flag without a key belongs to the command itself (its
-    handler reads it) and brings its own ``help``.
+    takes one or more values (a list key), and repeating it adds to them. A flag without a key
+    belongs to the command itself (its handler reads it) and brings its own ``help``.
     """
 
     names: str
