@@ -37,36 +37,35 @@ from newsbias.cv import fold_interval, fold_roles, make_folds, pooled_articles  
 from newsbias.labels import LABELS  # noqa: E402
 
 
-def outlet_spread(train_counts, outlet_codes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Per column of ``train_counts`` (rows = training articles): how many distinct outlets use it,
-    and the share of the articles using it that its most frequent outlet wrote."""
-    n_out = outlet_codes.max() + 1
+def outlet_usage(train_counts, outlet_codes: np.ndarray):
+    """Per outlet code (rows) and column of ``train_counts``: how many of its articles use the column."""
     member = sp.csr_matrix((np.ones(len(outlet_codes), np.float32), (outlet_codes, np.arange(len(outlet_codes)))),
-                           shape=(n_out, len(outlet_codes)))
-    per_outlet = (member @ (train_counts > 0).astype(np.float32)).tocsc()
+                           shape=(outlet_codes.max() + 1, len(outlet_codes)))
+    return (member @ (train_counts > 0).astype(np.float32)).tocsc()
+
+
+def outlet_spread(per_outlet) -> tuple[np.ndarray, np.ndarray]:
+    """Per column of :func:`outlet_usage`: how many distinct outlets use it, and the share of the
+    articles using it that its most frequent outlet wrote."""
     n_outlets = np.asarray((per_outlet > 0).sum(0)).ravel()
     top = per_outlet.max(0).toarray().ravel() / np.maximum(np.asarray(per_outlet.sum(0)).ravel(), 1)
     return n_outlets, top
 
 
-def label_eta2(train_counts, outlet_codes: np.ndarray, gold, min_articles: int = 10) -> np.ndarray:
-    """Per column: the share of its variance across outlets that the outlets' labels explain (eta²).
+def label_eta2(per_outlet, outlet_codes: np.ndarray, gold, min_articles: int = 10) -> np.ndarray:
+    """Per column of :func:`outlet_usage`: the share of its variance across outlets that the outlets'
+    labels explain (eta²).
 
     Each outlet (with at least ``min_articles`` training articles) counts once, by the share of its
     articles that use the n-gram, under its most frequent label. An n-gram that tells apart outlets
     of one label (a house word) has a low eta²; one whose rate moves with the label across many
     outlets (a leaning word) has a high one. Under no relation, eta² is about (labels − 1) / (outlets − 1).
     """
-    pairs = pd.DataFrame({"outlet": outlet_codes, "gold": np.asarray(gold)})
-    sizes = pairs.groupby("outlet").size()
-    outlets = sizes.index[sizes >= min_articles].to_numpy()
-    label_of = pairs.groupby("outlet")["gold"].agg(lambda g: g.value_counts().index[0]).loc[outlets].to_numpy()
-    rows = np.isin(outlet_codes, outlets)
-    index = {o: j for j, o in enumerate(outlets)}
-    member = sp.csr_matrix((np.ones(rows.sum(), np.float32),
-                            ([index[o] for o in outlet_codes[rows]], np.flatnonzero(rows))),
-                           shape=(len(outlets), len(outlet_codes)))
-    rate = (member @ (train_counts > 0).astype(np.float32)).toarray() / sizes.loc[outlets].to_numpy()[:, None]
+    sizes = np.bincount(outlet_codes, minlength=per_outlet.shape[0])
+    outlets = np.flatnonzero(sizes >= min_articles)
+    label_of = (pd.Series(np.asarray(gold)).groupby(outlet_codes).agg(lambda g: g.value_counts().index[0])
+                .loc[outlets].to_numpy())
+    rate = per_outlet[outlets].toarray() / sizes[outlets, None]
     grand = rate.mean(0)
     between = np.zeros(rate.shape[1])
     within = np.zeros(rate.shape[1])
@@ -92,9 +91,10 @@ def score_round(frame, counts, codes, fold, i: int, k: int, base, filters: list[
     uncapped = base.model_copy(update={"tfidf": base.tfidf.model_copy(update={"max_features": None})})
     cols = kept_terms(sub, uncapped)
     tfs = np.asarray(sub[:, cols].sum(0)).ravel()
-    spread, top = outlet_spread(sub[:, cols], codes[tr])
+    per_outlet = outlet_usage(sub[:, cols], codes[tr])
+    spread, top = outlet_spread(per_outlet)
     needs_eta = any(r > 0 or g > 0 for _, _, r, g in filters)
-    eta = label_eta2(sub[:, cols], codes[tr], frame["gold"].to_numpy()[tr]) if needs_eta else None
+    eta = label_eta2(per_outlet, codes[tr], frame["gold"].to_numpy()[tr]) if needs_eta else None
     out = {}
     for m, share, r, g in filters:
         ok = (spread >= m) & (top <= share)
