@@ -275,6 +275,36 @@ def test_encoder_mean_pooling_and_full_finetune(tiny_bert_dir, planted_data_dir,
                                atol=1e-5)
 
 
+def test_probe_head_starts_training_from_a_fitted_head(tiny_bert_dir, planted_data_dir, tmp_path):
+    """head_init=probe: the head is a logistic regression on the frozen features, scored on val before step 1."""
+    out = tmp_path / "probe"
+    cfg = tiny_cfg(tiny_bert_dir, planted_data_dir, out, head="cls", model__pooling="mean", finetune="full",
+                   head_init="probe", optim__lr=1e-12, optim__max_steps=1, optim__class_weights="balanced")
+    summary = train(cfg)
+    log = [json.loads(l) for l in (out / "train_log.jsonl").read_text().splitlines()]
+    probe = next(r for r in log if r["type"] == "probe")
+    first_eval = next(r for r in log if r["type"] == "eval")
+    assert probe["n"] == 96 and probe["train_macro_f1"] >= 0.9
+    assert first_eval["step"] == 0 and first_eval["val_macro_f1"] >= 0.9
+    assert summary["best_step"] == 0
+
+    random_head = tmp_path / "random"
+    train(cfg.model_copy(update={"head_init": "random", "out_dir": str(random_head)}))
+    log = [json.loads(l) for l in (random_head / "train_log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in log if r["type"] == "eval"] == [1] and not any(r["type"] == "probe" for r in log)
+    assert next(r for r in log if r["type"] == "eval")["val_macro_f1"] < 0.9
+
+
+def test_probe_head_needs_a_head_over_one_vector_per_article(tiny_bert_dir, tiny_qwen_dir, planted_data_dir,
+                                                             tmp_path):
+    with pytest.raises(Exception, match="head_init=probe needs model.head=cls"):
+        tiny_cfg(tiny_bert_dir, planted_data_dir, tmp_path, head="lm", head_init="probe")
+    cfg = tiny_cfg(tiny_qwen_dir, planted_data_dir, tmp_path / "q", head="cls", finetune="full", head_init="probe",
+                   optim__max_steps=1, data__train_limit=16, data__val_limit=6)
+    with pytest.raises(NewsbiasError, match="applies it per token"):
+        train(cfg)
+
+
 def test_mean_pooling_needs_the_cls_head(tiny_bert_dir, planted_data_dir, tmp_path):
     with pytest.raises(Exception, match="pooling=mean needs model.head=cls"):
         tiny_cfg(tiny_bert_dir, planted_data_dir, tmp_path, head="lm", model__pooling="mean")

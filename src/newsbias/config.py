@@ -281,6 +281,10 @@ class TrainConfig(StrictModel):
     finetune: Literal["lora", "full"] = Field(
         default="lora", description="lora: train LoRA adapters (+ the cls head); full: train every weight and save "
                                     "the whole model (small encoders).")
+    head_init: Literal["random", "probe"] = Field(
+        default="random", description="cls head only. probe: before training, fit the head by logistic regression "
+                                      "on the frozen model's pooled features of the training articles (linear "
+                                      "probing, then fine-tuning: LP-FT), instead of starting from random weights.")
     out_dir: str = Field(default="runs/train", description="Adapter output directory.")
     seed: int = Field(default=42, description="Seed of the weight initialisation and the data order.")
     progress: bool = True
@@ -290,9 +294,12 @@ class TrainConfig(StrictModel):
                                           "Weights & Biases (needs the package; WANDB_MODE=offline works).")
 
     @model_validator(mode="after")
-    def _pooling_needs_cls(self) -> TrainConfig:
+    def _cls_only_settings(self) -> TrainConfig:
         if self.model.pooling == "mean" and self.model.head != "cls":
             raise ValueError("model.pooling=mean needs model.head=cls (the lm head reads the label token's logits)")
+        if self.head_init == "probe" and self.model.head != "cls":
+            raise ValueError("head_init=probe needs model.head=cls (the lm head is the model's own vocabulary "
+                             "projection); set head_init=random")
         return self
 
 

@@ -389,12 +389,63 @@ def _setup_model(cfg: TrainConfig, source: str, device: str, train_ex: Sequence[
         source, head=m.head, device=device, dtype=m.dtype, attn_implementation=m.attn_implementation,
         gradient_checkpointing=m.gradient_checkpointing, trust_remote_code=m.trust_remote_code, pooling=m.pooling)
     builder = PromptBuilder(tok, cfg.prompt.with_instruction(pick_instruction(cfg, train_ex)), m.head)
+    return model, tok, builder
+
+
+def _make_trainable(cfg: TrainConfig, model: torch.nn.Module) -> torch.nn.Module:
+    """LoRA adapters on ``model`` (the cls head trained alongside), or ``model`` itself for a full fine-tune."""
     seed_everything(cfg.seed)
     if cfg.finetune == "lora":
+        m = cfg.model
         model = add_lora(model, m.head, r=cfg.lora.r, alpha=cfg.lora.alpha, dropout=cfg.lora.dropout,
                          target_modules=cfg.lora.target_modules, bias=cfg.lora.bias,
                          gradient_checkpointing=m.gradient_checkpointing)
-    return model, tok, builder
+    return model
+
+
+def probe_head(model: torch.nn.Module, feats: Sequence[dict[str, Any]], pad_id: int, batch_size: int,
+               balanced: bool, show: bool = False) -> dict[str, Any]:
+    """Set the cls head to a logistic regression fitted on the frozen model's pooled features of ``feats``.
+
+    Linear probing before fine-tuning (LP-FT, Kumar et al., ICLR 2022): gradients from a random
+    head distort the pretrained features while the head is still wrong, which costs most on data
+    unlike the training set (here: outlets never seen). The features are what the head reads (its
+    input, captured by a hook), so the probe fits exactly the layer it replaces.
+    """
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.metrics import f1_score
+    from tqdm.auto import tqdm
+
+    from .modeling import classifier_module_name, iter_logits
+
+    head = getattr(model, classifier_module_name(model))
+    if not isinstance(head, torch.nn.Linear):
+        raise NewsbiasError(f"head_init=probe needs a linear head; {type(model).__name__}'s head is "
+                            f"{type(head).__name__}: set head_init=random or model.pooling=mean")
+    seen: list[torch.Tensor] = []
+    hook = head.register_forward_pre_hook(lambda _m, args: seen.append(args[0].detach().float().cpu()))
+    encs = [Encoded(f["input_ids"], f["answer_pos"], False) for f in feats]
+    order: list[int] = []
+    try:
+        for idx, _ in tqdm(iter_logits(model, "cls", encs, batch_size, pad_id, ()), total=math.ceil(len(encs) / batch_size),
+                           desc="probe: pooled features", disable=not show, unit="batch"):
+            order.extend(idx)
+    finally:
+        hook.remove()
+    x = torch.cat(seen)
+    if x.dim() != 2:
+        raise NewsbiasError(f"head_init=probe needs a head over one pooled vector per article; "
+                            f"{type(model).__name__} applies it per token: set model.pooling=mean or head_init=random")
+    x = x[np.argsort(order)].numpy()  # batches come length-sorted: back to the order of feats
+    y = np.array([f["class_id"] for f in feats])
+    if len(set(y.tolist())) < head.out_features:
+        raise NewsbiasError(f"head_init=probe needs training articles of every label; found only "
+                            f"{sorted({LABELS[i] for i in y.tolist()})}")
+    lr = LogisticRegression(C=1.0, class_weight="balanced" if balanced else None, max_iter=2000).fit(x, y)
+    with torch.no_grad():
+        head.weight.copy_(torch.as_tensor(lr.coef_, dtype=head.weight.dtype))
+        head.bias.copy_(torch.as_tensor(lr.intercept_, dtype=head.bias.dtype))
+    return {"type": "probe", "n": len(y), "train_macro_f1": float(f1_score(y, lr.predict(x), average="macro"))}
 
 
 def _setup_loss(cfg: TrainConfig, model: torch.nn.Module, builder: PromptBuilder, class_ids: Sequence[int],
@@ -434,17 +485,22 @@ def setup(cfg: TrainConfig, resume: bool = False, progress: Optional[bool] = Non
     ckpt = check_checkpoints(Path(cfg.out_dir), fingerprint, resume, cfg.overwrite)
     d, device = _setup_distributed(cfg)
     model, tok, builder = _setup_model(cfg, source, device, train_ex)
+    train_feats = encode_examples(builder, train_ex, cfg.model.head)
+    show = bool(cfg.progress if progress is None else progress) and d.main
+    probe = None
+    if cfg.head_init == "probe" and ckpt is None:  # a resumed run restores its head from the checkpoint
+        probe = probe_head(model, train_feats, tok.pad_token_id, cfg.eval.batch_size,
+                           cfg.optim.class_weights == "balanced", show)
+    model = _make_trainable(cfg, model)
     n_train, n_total = count_parameters(model)
     if d.main:
         log.info("trainable params: %s / %s (%.3f%%)", f"{n_train:,}", f"{n_total:,}", 100 * n_train / n_total)
-    train_feats = encode_examples(builder, train_ex, cfg.model.head)
     runner = _setup_loss(cfg, model, builder, [f["class_id"] for f in train_feats], d)
     optimizer, scheduler, total_steps, n_batches = _setup_optimizer(cfg, model, [len(f["input_ids"]) for f in train_feats], d)
     r = Recipe(cfg=cfg, d=d, source=source, fingerprint=fingerprint, hashes=hashes, model=model, tok=tok,
                builder=builder, runner=runner, train_feats=train_feats,
                val_feats=encode_examples(builder, val_ex, cfg.model.head), optimizer=optimizer, scheduler=scheduler,
-               total_steps=total_steps, n_batches=n_batches,
-               show=bool(cfg.progress if progress is None else progress) and d.main)
+               total_steps=total_steps, n_batches=n_batches, show=show)
     if cfg.data.sampling == "outlet_balanced":
         from .baseline import outlet_weights
 
@@ -453,6 +509,8 @@ def setup(cfg: TrainConfig, resume: bool = False, progress: Optional[bool] = Non
         load_checkpoint(r, ckpt)
     else:
         r.best_weights = _trainable_state(model)
+    if probe is not None:
+        r.state.history.append(probe)
     if d.main:
         r.out_dir.mkdir(parents=True, exist_ok=True)
         (r.out_dir / LOG_FILE).write_text("".join(json.dumps(rec) + "\n" for rec in r.state.history), encoding="utf-8")
@@ -678,6 +736,8 @@ def train(cfg: TrainConfig, resume: bool = False, progress: Optional[bool] = Non
         r.trackers, closers = open_trackers(cfg)
     r.bar = tqdm(total=r.total_steps, initial=r.state.step, disable=not r.show, desc="train", unit="step",
                  dynamic_ncols=True)
+    if cfg.head_init == "probe" and r.state.step == 0 and r.state.best is None:
+        validate(r)  # the probed head before any step: kept if fine-tuning never beats it on val
     r.runner.train()
     stop = r.state.stopped_early or r.state.step >= r.total_steps
     try:
