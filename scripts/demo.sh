@@ -82,7 +82,7 @@ stage "eval_small: qualitative predictions of base and tuned" qualitative "$@"
 stage "enc-base: MiniLM with an untrained head (chance reference)" predict "$ENC" "${ENC_COMMON[@]}" \
   --model "$ENCODER" --name enc-base --out "$OUT/preds/enc-base.jsonl" "$@"
 fresh "$OUT/encoder"
-stage "train: MiniLM, full fine-tune, mean pooling" "$NB" train -c "$ENC" "${COMMON[@]}" "${ENC_COMMON[@]}" "$@" \
+stage "train: MiniLM, linear probe then full fine-tune" "$NB" train -c "$ENC" "${COMMON[@]}" "${ENC_COMMON[@]}" "$@" \
   --overwrite
 stage "enc-tuned: MiniLM fine-tuned" predict "$ENC" "${ENC_COMMON[@]}" --model "$OUT/encoder" \
   --name enc-tuned --out "$OUT/preds/enc-tuned.jsonl" "$@"
