@@ -403,32 +403,22 @@ def _make_trainable(cfg: TrainConfig, model: torch.nn.Module) -> torch.nn.Module
     return model
 
 
-def probe_head(model: torch.nn.Module, feats: Sequence[dict[str, Any]], pad_id: int, batch_size: int,
-               balanced: bool, show: bool = False) -> dict[str, Any]:
-    """Set the cls head to a logistic regression fitted on the frozen model's pooled features of ``feats``.
-
-    Linear probing before fine-tuning (LP-FT, Kumar et al., ICLR 2022): gradients from a random
-    head distort the pretrained features while the head is still wrong, which costs most on data
-    unlike the training set (here: outlets never seen). The features are what the head reads (its
-    input, captured by a hook), so the probe fits exactly the layer it replaces.
-    """
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.metrics import f1_score
+def head_inputs(model: torch.nn.Module, feats: Sequence[dict[str, Any]], pad_id: int, batch_size: int,
+                show: bool = False) -> np.ndarray:
+    """What the cls head reads for each of ``feats`` (captured by a hook, in eval mode), in the order of ``feats``."""
     from tqdm.auto import tqdm
 
     from .modeling import classifier_module_name, iter_logits
 
     head = getattr(model, classifier_module_name(model))
-    if not isinstance(head, torch.nn.Linear):
-        raise NewsbiasError(f"head_init=probe needs a linear head; {type(model).__name__}'s head is "
-                            f"{type(head).__name__}: set head_init=random or model.pooling=mean")
     seen: list[torch.Tensor] = []
     hook = head.register_forward_pre_hook(lambda _m, args: seen.append(args[0].detach().float().cpu()))
     encs = [Encoded(f["input_ids"], f["answer_pos"], False) for f in feats]
+    batches = iter_logits(model, "cls", encs, batch_size, pad_id, ())
     order: list[int] = []
     try:
-        for idx, _ in tqdm(iter_logits(model, "cls", encs, batch_size, pad_id, ()), total=math.ceil(len(encs) / batch_size),
-                           desc="probe: pooled features", disable=not show, unit="batch"):
+        for idx, _ in tqdm(batches, total=math.ceil(len(encs) / batch_size), desc="probe: pooled features",
+                           disable=not show, unit="batch"):
             order.extend(idx)
     finally:
         hook.remove()
@@ -436,11 +426,32 @@ def probe_head(model: torch.nn.Module, feats: Sequence[dict[str, Any]], pad_id: 
     if x.dim() != 2:
         raise NewsbiasError(f"head_init=probe needs a head over one pooled vector per article; "
                             f"{type(model).__name__} applies it per token: set model.pooling=mean or head_init=random")
-    x = x[np.argsort(order)].numpy()  # batches come length-sorted: back to the order of feats
+    return x[np.argsort(order)].numpy()  # batches come length-sorted
+
+
+def probe_head(model: torch.nn.Module, feats: Sequence[dict[str, Any]], pad_id: int, batch_size: int,
+               balanced: bool, show: bool = False) -> dict[str, Any]:
+    """Set the cls head to a logistic regression fitted on the frozen model's pooled features of ``feats``.
+
+    Linear probing before fine-tuning (LP-FT, Kumar et al., ICLR 2022): gradients from a random
+    head distort the pretrained features while the head is still wrong, which costs most on data
+    unlike the training set (here: outlets never seen). The features are the head's own inputs,
+    so the probe fits exactly the layer it replaces.
+    """
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.metrics import f1_score
+
+    from .modeling import classifier_module_name
+
+    head = getattr(model, classifier_module_name(model))
+    if not isinstance(head, torch.nn.Linear):
+        raise NewsbiasError(f"head_init=probe needs a linear head; {type(model).__name__}'s head is "
+                            f"{type(head).__name__}: set head_init=random or model.pooling=mean")
     y = np.array([f["class_id"] for f in feats])
     if len(set(y.tolist())) < head.out_features:
         raise NewsbiasError(f"head_init=probe needs training articles of every label; found only "
                             f"{sorted({LABELS[i] for i in y.tolist()})}")
+    x = head_inputs(model, feats, pad_id, batch_size, show)
     lr = LogisticRegression(C=1.0, class_weight="balanced" if balanced else None, max_iter=2000).fit(x, y)
     with torch.no_grad():
         head.weight.copy_(torch.as_tensor(lr.coef_, dtype=head.weight.dtype))
@@ -736,11 +747,11 @@ def train(cfg: TrainConfig, resume: bool = False, progress: Optional[bool] = Non
         r.trackers, closers = open_trackers(cfg)
     r.bar = tqdm(total=r.total_steps, initial=r.state.step, disable=not r.show, desc="train", unit="step",
                  dynamic_ncols=True)
-    if cfg.head_init == "probe" and r.state.step == 0 and r.state.best is None:
-        validate(r)  # the probed head before any step: kept if fine-tuning never beats it on val
     r.runner.train()
     stop = r.state.stopped_early or r.state.step >= r.total_steps
     try:
+        if cfg.head_init == "probe" and r.state.step == 0 and r.state.best is None:
+            validate(r)  # the probed head before any step: kept if fine-tuning never beats it on val
         while not stop:
             stop = run_epoch(r, _interrupt_after_step)
         if r.state.best is None:
