@@ -21,6 +21,8 @@ def test_demo_pipeline_on_a_small_slice(tmp_path_factory):
     assert lm["base_model"].endswith(".gguf") and lm["head"] == "lm"
     enc = json.loads((out / "encoder" / "newsbias.json").read_text())
     assert enc["pooling"] == "mean" and enc["finetune"] == "full"
+    enc_log = [json.loads(l) for l in (out / "encoder" / "train_log.jsonl").read_text().splitlines()]
+    assert enc_log[0]["type"] == "probe" and enc_log[1]["type"] == "eval" and enc_log[1]["step"] == 0
     runs = ("majority", "tfidf-lr", "lm-base", "lm-base-gen", "lm-tuned", "lm-tuned-gen", "enc-base", "enc-tuned",
             "lm-base_eval", "lm-tuned_eval")
     for name in runs:
