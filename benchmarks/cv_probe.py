@@ -57,13 +57,13 @@ def encoder_features(texts: list[str], encoder: str, cache: Path | None) -> np.n
 
 
 def probe_probs(feats: np.ndarray, gold: np.ndarray, tr: np.ndarray, te: np.ndarray, cap: int) -> np.ndarray:
-    """Test-row probabilities (LABELS order) of the probe the trainer fits: C = 1, balanced class weights."""
-    from sklearn.linear_model import LogisticRegression
+    """Test-row probabilities (LABELS order) of the probe the trainer fits (balanced class weights, as in the demo)."""
+    from newsbias.train import fit_probe
 
     idx = np.flatnonzero(tr)
     if cap:
         idx = np.sort(np.random.default_rng(0).permutation(idx)[:cap])
-    lr = LogisticRegression(C=1.0, class_weight="balanced", max_iter=2000).fit(feats[idx], gold[idx])
+    lr = fit_probe(feats[idx], gold[idx], balanced=True)
     order = [list(lr.classes_).index(lab) for lab in LABELS]
     return lr.predict_proba(feats[te])[:, order]
 

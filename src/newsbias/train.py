@@ -429,6 +429,13 @@ def head_inputs(model: torch.nn.Module, feats: Sequence[dict[str, Any]], pad_id:
     return x[np.argsort(order)].numpy()  # batches come length-sorted
 
 
+def fit_probe(x: np.ndarray, y: np.ndarray, balanced: bool) -> Any:
+    """The linear probe of ``head_init=probe``: logistic regression, C = 1, optionally balanced class weights."""
+    from sklearn.linear_model import LogisticRegression
+
+    return LogisticRegression(C=1.0, class_weight="balanced" if balanced else None, max_iter=2000).fit(x, y)
+
+
 def probe_head(model: torch.nn.Module, feats: Sequence[dict[str, Any]], pad_id: int, batch_size: int,
                balanced: bool, show: bool = False) -> dict[str, Any]:
     """Set the cls head to a logistic regression fitted on the frozen model's pooled features of ``feats``.
@@ -438,7 +445,6 @@ def probe_head(model: torch.nn.Module, feats: Sequence[dict[str, Any]], pad_id: 
     unlike the training set (here: outlets never seen). The features are the head's own inputs,
     so the probe fits exactly the layer it replaces.
     """
-    from sklearn.linear_model import LogisticRegression
     from sklearn.metrics import f1_score
 
     from .modeling import classifier_module_name
@@ -452,7 +458,7 @@ def probe_head(model: torch.nn.Module, feats: Sequence[dict[str, Any]], pad_id: 
         raise NewsbiasError(f"head_init=probe needs training articles of every label; found only "
                             f"{sorted({LABELS[i] for i in y.tolist()})}")
     x = head_inputs(model, feats, pad_id, batch_size, show)
-    lr = LogisticRegression(C=1.0, class_weight="balanced" if balanced else None, max_iter=2000).fit(x, y)
+    lr = fit_probe(x, y, balanced)
     with torch.no_grad():
         head.weight.copy_(torch.as_tensor(lr.coef_, dtype=head.weight.dtype))
         head.bias.copy_(torch.as_tensor(lr.intercept_, dtype=head.bias.dtype))
