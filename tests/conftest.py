@@ -40,6 +40,14 @@ WORKER_THREADS = (max(1, (os.cpu_count() or 1) // int(os.environ["PYTEST_XDIST_W
                   if os.environ.get("PYTEST_XDIST_WORKER_COUNT") else None)
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _gguf_cache_outside_home(tmp_path_factory):
+    """Converted GGUF files go to this session's temporary directory, not the user's ~/.cache."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("NEWSBIAS_GGUF_CACHE", str(tmp_path_factory.mktemp("gguf_cache")))
+        yield
+
+
 @pytest.fixture(autouse=True)
 def _one_share_of_the_cores():
     if WORKER_THREADS:

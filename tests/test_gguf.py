@@ -34,6 +34,40 @@ def test_gguf_loads_the_same_model_and_tokenizer(tiny_llama_gguf):
     assert getattr(g.config, "quantization_config", None) is None and not getattr(g, "is_quantized", False)
 
 
+def test_gguf_is_converted_once_then_read_from_the_cache(tiny_llama_gguf, tmp_path, monkeypatch, caplog):
+    import newsbias.modeling as modeling
+
+    gguf_path, _ = tiny_llama_gguf
+    ids = torch.tensor([[5, 17, 42, 99, 3]])
+
+    def logits(model):
+        with torch.no_grad():
+            return model(ids).logits.numpy()
+
+    monkeypatch.setenv("NEWSBIAS_GGUF_CACHE", "off")
+    direct = logits(load_model_and_tokenizer(str(gguf_path), device="cpu")[0])
+
+    monkeypatch.setenv("NEWSBIAS_GGUF_CACHE", str(tmp_path / "cache"))
+    first = logits(load_model_and_tokenizer(str(gguf_path), device="cpu")[0])
+    entries = list((tmp_path / "cache").iterdir())
+    assert len(entries) == 1 and (entries[0] / "model.safetensors").is_file() and entries[0].name.startswith("tiny-llama")
+
+    def no_conversion(*_):
+        raise AssertionError("the GGUF file was converted again")
+    monkeypatch.setattr(modeling, "_convert_gguf", no_conversion)
+    model, tok = load_model_and_tokenizer(str(gguf_path), device="cpu")
+    np.testing.assert_array_equal(logits(model), first)
+    np.testing.assert_array_equal(first, direct)
+    assert tok.chat_template and tok.pad_token_id is not None
+    assert list((tmp_path / "cache").iterdir()) == entries  # no temporary directory left behind
+
+    (tmp_path / "a-file").write_text("")
+    monkeypatch.setenv("NEWSBIAS_GGUF_CACHE", str(tmp_path / "a-file" / "cache"))
+    with caplog.at_level("WARNING", logger="newsbias.modeling"):
+        np.testing.assert_array_equal(logits(load_model_and_tokenizer(str(gguf_path), device="cpu")[0]), direct)
+    assert "not writable" in caplog.text
+
+
 def test_directory_plus_gguf_file_option_equals_the_path(tiny_llama_gguf, planted_data_dir, tmp_path):
     gguf_path, _ = tiny_llama_gguf
     texts = [r["input"] for r in make_planted_rows(5, seed=4)]
