@@ -1,0 +1,107 @@
+"""The demo's encoder recipe (linear probe, then full fine-tune) on outlet-grouped folds, for settings to compare.
+
+    .venv/bin/python benchmarks/cv_finetune.py --data PREP_DIR --encoder MINILM_DIR --work DIR
+        [--rounds 0 1 2] [--setting NAME="key=value key=value" ...] [--test-cap 1000]
+
+Val and the demo's test slice disagree on the encoder's learning rate (docs/quality.md: val picks
+5e-5, the test slice prefers 1e-5), and each is dominated by a few outlets. This script asks the
+folds of ``newsbias cv`` (:func:`newsbias.cv.make_folds`, seed 0, as ``benchmarks/cv_probe.py``):
+round i tests on fold i and validates on fold i+1. Each round's training set is the first 3,000
+articles of a seeded shuffle of the other folds (``train.data.train_limit`` of
+``configs/demo-encoder.yaml``), val its first 500, test ``--test-cap`` articles of fold i. Every
+setting runs through the real ``newsbias train`` and ``newsbias predict`` with its overrides, and the
+untrained head (``enc-base``) is scored on the same articles as the chance reference. Prints one
+Markdown row per run (mean macro-F1, 95 % interval over rounds, change vs the first setting paired
+by round, per-round scores).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from cv_ablation import paired  # noqa: E402
+from cv_probe import macro_f1  # noqa: E402
+from newsbias.cv import fold_interval, fold_roles, make_folds, pooled_articles  # noqa: E402
+from newsbias.labels import LABELS  # noqa: E402
+
+CONFIG = ROOT / "configs" / "demo-encoder.yaml"
+NB = str(Path(sys.executable).with_name("newsbias"))
+
+
+def write_round(data: Path, out: Path, ids: dict[str, np.ndarray]) -> None:
+    """The prep-format rows of each role's ids, in the given order (a prep output directory for one round)."""
+    lines = {}
+    for split in ("train", "val", "test"):
+        for line in (data / f"{split}.jsonl").read_text().splitlines():
+            lines[json.loads(line)["id"]] = line
+    out.mkdir(parents=True, exist_ok=True)
+    for role, role_ids in ids.items():
+        (out / f"{role}.jsonl").write_text("".join(lines[i] + "\n" for i in role_ids))
+
+
+def score(preds: Path, gold: dict[str, str]) -> float:
+    rows = [json.loads(line) for line in preds.read_text().splitlines()]
+    probs = np.array([[r["probs"][lab] for lab in LABELS] for r in rows])
+    return macro_f1(np.array([gold[r["id"]] for r in rows]), probs)
+
+
+def run(cmd: list[str]) -> None:
+    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--data", required=True, type=Path, help="a `newsbias prep` output (train/val/test pooled)")
+    ap.add_argument("--encoder", required=True, help="the sentence encoder's directory (all-MiniLM-L6-v2)")
+    ap.add_argument("--work", required=True, type=Path, help="where each round's data, models and predictions go")
+    ap.add_argument("--folds", type=int, default=5)
+    ap.add_argument("--rounds", type=int, nargs="+", default=None, help="which rounds to run (default: all)")
+    ap.add_argument("--setting", nargs="+", default=['lr5e-5=train.optim.lr=5e-5', 'lr1e-5=train.optim.lr=1e-5'],
+                    help='NAME="override override ..." for newsbias train, one per setting')
+    ap.add_argument("--test-cap", type=int, default=1000)
+    args = ap.parse_args()
+
+    frame = pooled_articles(args.data)
+    fold = make_folds(frame, args.folds, seed=0)
+    rng = np.random.default_rng(0)
+    settings = dict(s.split("=", 1) for s in args.setting)
+    scores: dict[str, list[float]] = {"enc-base": [], **{name: [] for name in settings}}
+    for i in args.rounds if args.rounds is not None else range(args.folds):
+        tr, va, te = fold_roles(fold, i, args.folds)
+        ids = {"train": rng.permutation(frame["id"][tr].to_numpy()), "val": rng.permutation(frame["id"][va].to_numpy()),
+               "test": rng.permutation(frame["id"][te].to_numpy())[:args.test_cap]}
+        rdir = args.work / f"round{i}"
+        write_round(args.data, rdir / "data", ids)
+        gold = dict(zip(frame["id"], frame["gold"]))
+        predict = [NB, "predict", "-q", "-c", str(CONFIG), "--input", str(rdir / "data"), "--overwrite"]
+        run(predict + ["--model", args.encoder, "--out", str(rdir / "enc-base.jsonl"), "predict.limit=null"])
+        scores["enc-base"].append(score(rdir / "enc-base.jsonl", gold))
+        for name, overrides in settings.items():
+            out = rdir / name
+            run([NB, "train", "-q", "-c", str(CONFIG), f"train.model.name_or_path={args.encoder}",
+                 f"train.data.path={rdir / 'data'}", f"train.out_dir={out}", *shlex.split(overrides), "--overwrite"])
+            run(predict + ["--model", str(out), "--out", str(rdir / f"{name}.jsonl"), "predict.limit=null"])
+            scores[name].append(score(rdir / f"{name}.jsonl", gold))
+        print(f"round {i}: " + ", ".join(f"{k} {v[-1]:.3f}" for k, v in scores.items()), flush=True)
+
+    ref = next(iter(settings))
+    print(f"\n| run | grouped CV macro-F1 [95% CI over rounds] | change vs {ref}, paired by round | per round |")
+    print("|---|---|---|---|")
+    for name, s in scores.items():
+        mean, lo, hi = fold_interval(s)
+        change = "–" if name == ref else paired(np.array(scores[ref]), np.array(s))
+        print(f"| {name} | {mean:.3f} [{lo:.3f}, {hi:.3f}] | {change} | {' '.join(f'{x:.3f}' for x in s)} |")
+
+
+if __name__ == "__main__":
+    main()
