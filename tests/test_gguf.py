@@ -59,6 +59,7 @@ def test_gguf_is_converted_once_then_read_from_the_cache(tiny_llama_gguf, tmp_pa
     np.testing.assert_array_equal(logits(model), first)
     np.testing.assert_array_equal(first, direct)
     assert tok.chat_template and tok.pad_token_id is not None
+    assert model.name_or_path == str(gguf_path.parent)  # what an adapter records as its base, not the cache
     assert list((tmp_path / "cache").iterdir()) == entries  # no temporary directory left behind
 
     (tmp_path / "a-file").write_text("")
@@ -91,6 +92,7 @@ def test_train_predict_export_from_gguf(tiny_llama_gguf, planted_data_dir, tmp_p
     assert summary["best_val"]["val_macro_f1"] >= 0.9
     settings = json.loads((out / "newsbias.json").read_text())
     assert settings["base_model"] == str(gguf_path)
+    assert json.loads((out / "adapter_config.json").read_text())["base_model_name_or_path"] == str(gguf_path.parent)
 
     texts = [r["input"] for r in make_planted_rows(9, seed=5)]
     tuned = Classifier.load(str(out), device="cpu")

@@ -319,6 +319,9 @@ def load_model_and_tokenizer(name_or_path: str, head: Head = "lm", device: str =
         raise NewsbiasError(f"cannot load model {name_or_path!r} (head={head}): {str(exc).splitlines()[0]}") from None
     if extra:  # read from the GGUF file itself (the cache is off)
         _drop_gguf_marks(model)
+    if is_gguf(name_or_path) and hasattr(model, "config"):
+        # what peft writes as the adapter's base: the GGUF's directory (with gguf_file), never the cache's copy
+        model.config.name_or_path = model.name_or_path = str(Path(os.path.expanduser(name_or_path)).parent)
     if gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         model.config.use_cache = False
