@@ -76,10 +76,14 @@ def main() -> None:
     rng = np.random.default_rng(0)
     settings = dict(s.split("=", 1) for s in args.setting)
     scores: dict[str, list[float]] = {"enc-base": [], **{name: [] for name in settings}}
-    for i in args.rounds if args.rounds is not None else range(args.folds):
+    rounds = set(args.rounds if args.rounds is not None else range(args.folds))
+    for i in range(args.folds):
         tr, va, te = fold_roles(fold, i, args.folds)
+        # every round's shuffle is drawn, run or not, so `--rounds 3 4` sees what a full run would
         ids = {"train": rng.permutation(frame["id"][tr].to_numpy()), "val": rng.permutation(frame["id"][va].to_numpy()),
                "test": rng.permutation(frame["id"][te].to_numpy())[:args.test_cap]}
+        if i not in rounds:
+            continue
         rdir = args.work / f"round{i}"
         write_round(args.data, rdir / "data", ids)
         gold = dict(zip(frame["id"], frame["gold"]))
