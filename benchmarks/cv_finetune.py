@@ -33,26 +33,32 @@ from cv_ablation import paired  # noqa: E402
 from cv_probe import macro_f1  # noqa: E402
 from newsbias.cv import fold_interval, fold_roles, make_folds, pooled_articles  # noqa: E402
 from newsbias.labels import LABELS  # noqa: E402
+from newsbias.records import read_predictions  # noqa: E402
 
 CONFIG = ROOT / "configs" / "demo-encoder.yaml"
 NB = str(Path(sys.executable).with_name("newsbias"))
 
 
-def write_round(data: Path, out: Path, ids: dict[str, np.ndarray]) -> None:
-    """The prep-format rows of each role's ids, in the given order (a prep output directory for one round)."""
+def split_lines(data: Path) -> dict[str, str]:
+    """Every prep-format row of ``data``'s three splits, by id, as written (read once for all rounds)."""
     lines = {}
     for split in ("train", "val", "test"):
         for line in (data / f"{split}.jsonl").read_text().splitlines():
             lines[json.loads(line)["id"]] = line
+    return lines
+
+
+def write_round(lines: dict[str, str], out: Path, ids: dict[str, np.ndarray]) -> None:
+    """The rows of each role's ids, in the given order (a prep output directory for one round)."""
     out.mkdir(parents=True, exist_ok=True)
     for role, role_ids in ids.items():
         (out / f"{role}.jsonl").write_text("".join(lines[i] + "\n" for i in role_ids))
 
 
 def score(preds: Path, gold: dict[str, str]) -> float:
-    rows = [json.loads(line) for line in preds.read_text().splitlines()]
-    probs = np.array([[r["probs"][lab] for lab in LABELS] for r in rows])
-    return macro_f1(np.array([gold[r["id"]] for r in rows]), probs)
+    rows = read_predictions(preds)
+    probs = np.array([[r.probs[lab] for lab in LABELS] for r in rows])
+    return macro_f1(np.array([gold[r.id] for r in rows]), probs)
 
 
 def run(cmd: list[str]) -> None:
@@ -74,6 +80,7 @@ def main() -> None:
     frame = pooled_articles(args.data)
     fold = make_folds(frame, args.folds, seed=0)
     rng = np.random.default_rng(0)
+    lines, gold = split_lines(args.data), dict(zip(frame["id"], frame["gold"]))
     settings = dict(s.split("=", 1) for s in args.setting)
     scores: dict[str, list[float]] = {"enc-base": [], **{name: [] for name in settings}}
     rounds = set(args.rounds if args.rounds is not None else range(args.folds))
@@ -85,8 +92,7 @@ def main() -> None:
         if i not in rounds:
             continue
         rdir = args.work / f"round{i}"
-        write_round(args.data, rdir / "data", ids)
-        gold = dict(zip(frame["id"], frame["gold"]))
+        write_round(lines, rdir / "data", ids)
         predict = [NB, "predict", "-q", "-c", str(CONFIG), "--input", str(rdir / "data"), "--overwrite"]
         run(predict + ["--model", args.encoder, "--out", str(rdir / "enc-base.jsonl"), "predict.limit=null"])
         scores["enc-base"].append(score(rdir / "enc-base.jsonl", gold))

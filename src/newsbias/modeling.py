@@ -13,6 +13,7 @@ model for inference is :meth:`newsbias.classifier.Classifier.load`.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -176,6 +177,13 @@ def gguf_cache_root() -> Optional[Path]:
 
 def _gguf_cache_key(path: Path) -> str:
     """The file's content and the transformers version that converts it (a new one may convert differently)."""
+    stat = path.stat()
+    return _content_key(path, stat.st_size, stat.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=8)
+def _content_key(path: Path, size: int, mtime_ns: int) -> str:
+    """Hashed once per process and file version: the tokenizer and the model of one load both ask for it."""
     import transformers
 
     digest = hashlib.sha256(transformers.__version__.encode())
