@@ -1,7 +1,7 @@
 """The demo's encoder recipe (linear probe, then full fine-tune) on outlet-grouped folds, for settings to compare.
 
     .venv/bin/python benchmarks/cv_finetune.py --data PREP_DIR --encoder MINILM_DIR --work DIR
-        [--rounds 0 1 2] [--setting NAME="key=value key=value" ...] [--test-cap 1000]
+        [--rounds 0 1 2] [--setting NAME="key=value key=value" ...] [--test-cap 1000] [--device cuda]
 
 Val and the demo's test slice disagree on the encoder's learning rate (docs/quality.md: val picks
 5e-5, the test slice prefers 1e-5), and each is dominated by a few outlets. This script asks the
@@ -36,7 +36,8 @@ from newsbias.labels import LABELS  # noqa: E402
 from newsbias.records import read_predictions  # noqa: E402
 
 CONFIG = ROOT / "configs" / "demo-encoder.yaml"
-NB = str(Path(sys.executable).with_name("newsbias"))
+# the CLI as a module: runs wherever the package imports (a GPU machine with only PYTHONPATH=src too)
+NB = [sys.executable, "-m", "newsbias.cli"]
 
 
 def split_lines(data: Path) -> dict[str, str]:
@@ -75,6 +76,8 @@ def main() -> None:
     ap.add_argument("--setting", nargs="+", default=['lr5e-5=train.optim.lr=5e-5', 'lr1e-5=train.optim.lr=1e-5'],
                     help='NAME="override override ..." for newsbias train, one per setting')
     ap.add_argument("--test-cap", type=int, default=1000)
+    ap.add_argument("--device", default="cpu", help="train and predict on this device (cpu, cuda)")
+    ap.add_argument("--no-base", action="store_true", help="skip the untrained head (another process scores it)")
     args = ap.parse_args()
 
     frame = pooled_articles(args.data)
@@ -82,7 +85,7 @@ def main() -> None:
     rng = np.random.default_rng(0)
     lines, gold = split_lines(args.data), dict(zip(frame["id"], frame["gold"]))
     settings = dict(s.split("=", 1) for s in args.setting)
-    scores: dict[str, list[float]] = {"enc-base": [], **{name: [] for name in settings}}
+    scores: dict[str, list[float]] = {**({} if args.no_base else {"enc-base": []}), **{n: [] for n in settings}}
     rounds = set(args.rounds if args.rounds is not None else range(args.folds))
     for i in range(args.folds):
         tr, va, te = fold_roles(fold, i, args.folds)
@@ -93,14 +96,17 @@ def main() -> None:
             continue
         rdir = args.work / f"round{i}"
         write_round(lines, rdir / "data", ids)
-        predict = [NB, "predict", "-q", "-c", str(CONFIG), "--input", str(rdir / "data"), "--overwrite"]
-        run(predict + ["--model", args.encoder, "--out", str(rdir / "enc-base.jsonl"), "predict.limit=null"])
-        scores["enc-base"].append(score(rdir / "enc-base.jsonl", gold))
+        predict = [*NB, "predict", "-q", "-c", str(CONFIG), "--input", str(rdir / "data"), "--overwrite",
+                   f"predict.device={args.device}", "predict.limit=null"]
+        if not args.no_base:
+            run(predict + ["--model", args.encoder, "--out", str(rdir / "enc-base.jsonl")])
+            scores["enc-base"].append(score(rdir / "enc-base.jsonl", gold))
         for name, overrides in settings.items():
             out = rdir / name
-            run([NB, "train", "-q", "-c", str(CONFIG), f"train.model.name_or_path={args.encoder}",
-                 f"train.data.path={rdir / 'data'}", f"train.out_dir={out}", *shlex.split(overrides), "--overwrite"])
-            run(predict + ["--model", str(out), "--out", str(rdir / f"{name}.jsonl"), "predict.limit=null"])
+            run([*NB, "train", "-q", "-c", str(CONFIG), f"train.model.name_or_path={args.encoder}",
+                 f"train.data.path={rdir / 'data'}", f"train.out_dir={out}", f"train.model.device={args.device}",
+                 *shlex.split(overrides), "--overwrite"])
+            run(predict + ["--model", str(out), "--out", str(rdir / f"{name}.jsonl")])
             scores[name].append(score(rdir / f"{name}.jsonl", gold))
         print(f"round {i}: " + ", ".join(f"{k} {v[-1]:.3f}" for k, v in scores.items()), flush=True)
 
