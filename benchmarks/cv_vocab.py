@@ -118,6 +118,13 @@ def score_round(frame, counts, codes, fold, i: int, k: int, base, filters: list[
     return out
 
 
+def counted_folds(data: str, k: int):
+    """``(baseline config of configs/demo.yaml, pooled articles, their n-gram counts, fold per article)``."""
+    base = load_config(ROOT / "configs" / "demo.yaml").baseline
+    frame = pooled_articles(data)
+    return base, frame, count_ngrams(frame["text"], base).tocsr(), make_folds(frame, k, 0, grouped=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--data", required=True, help="a `newsbias prep` output (train/val/test pooled)")
@@ -130,12 +137,9 @@ def main() -> None:
                     help="scale each TF-IDF column by eta² to this power (0 = off)")
     ap.add_argument("--folds", type=int, default=5)
     args = ap.parse_args()
-    base = load_config(ROOT / "configs" / "demo.yaml").baseline
     t0 = time.time()
-    frame = pooled_articles(args.data)
-    counts = count_ngrams(frame["text"], base).tocsr()
+    base, frame, counts, fold = counted_folds(args.data, args.folds)
     codes = frame["outlet"].astype("category").cat.codes.to_numpy()
-    fold = make_folds(frame, args.folds, 0, grouped=True)
     filters = [(m, share, r, g) for m in args.min_outlets for share in args.max_share for r in args.min_eta
                for g in args.eta_power]
     per = [score_round(frame, counts, codes, fold, i, args.folds, base, filters) for i in range(args.folds)]
