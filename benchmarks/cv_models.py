@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from sklearn.base import BaseEstimator, ClassifierMixin
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
@@ -29,13 +30,13 @@ from newsbias.cv import fold_interval, fold_roles  # noqa: E402
 from newsbias.labels import LABELS  # noqa: E402
 
 
-class NBLR:
+class NBLR(BaseEstimator, ClassifierMixin):
     """NB-weighted logistic regression (Wang & Manning 2012, "NBSVM"), one-vs-rest on binarised features.
 
     Not in scikit-learn; each class's columns are scaled by their smoothed log-count ratio (class vs rest).
     """
 
-    def __init__(self, C: float):
+    def __init__(self, C: float = 1.0):
         self.C = C
 
     def fit(self, x, y):
@@ -98,7 +99,7 @@ def score_round(counts, gold: np.ndarray, fold: np.ndarray, i: int, k: int, base
         x.sort_indices()  # one summation order, as the baseline's own fit (newsbias.baseline.canonical)
     out = {}
     for name, grid in families(base.seed).items():
-        fitted = [m.fit(x_tr, gold[tr]) if isinstance(m, NBLR) else clone(m).fit(x_tr, gold[tr]) for m in grid]
+        fitted = [clone(m).fit(x_tr, gold[tr]) for m in grid]
         best = max(fitted, key=lambda m: f1(gold[va], m.predict(x_va)))
         out[name] = f1(gold[te], best.predict(x_te))
         print(f"round {i}, {name}: {out[name]:.4f}", file=sys.stderr, flush=True)
