@@ -18,18 +18,23 @@ from conftest import FILLER, PLANTED, write_jsonl
 LABELS = ["left", "center", "right"]
 
 
-def outlet_data(tmp_path, n_outlets=15, per_outlet=20, planted=True, seed=0):
-    """A prep-like directory: every outlet has one label and a house word; ``planted`` adds a label word."""
+def outlet_data(tmp_path, n_outlets=15, per_outlet=20, planted=True, seed=0, titled=False):
+    """A prep-like directory: every outlet has one label and a house word; ``planted`` adds a label word.
+
+    ``titled`` puts the label word in each article's title instead of its text.
+    """
     rng = random.Random(seed)
     rows = []
     for o in range(n_outlets):
         lab = LABELS[o % 3]
         for i in range(per_outlet):
             toks = [rng.choice(FILLER) for _ in range(20)] + [f"house{o}"] * 3
-            if planted:
+            if planted and not titled:
                 toks += [PLANTED[lab]] * 2
             rng.shuffle(toks)
             rows.append({"id": f"o{o}-{i}", "input": " ".join(toks), "output": lab, "outlet": f"outlet{o}.com"})
+            if titled:
+                rows[-1]["title"] = f"{rng.choice(FILLER)} {PLANTED[lab]}"
     rng.shuffle(rows)
     d = tmp_path / "data"
     for k, split in enumerate(("train", "val", "test")):
@@ -47,6 +52,17 @@ def test_folds_are_outlet_disjoint_deterministic_and_label_stratified(tmp_path):
         assert set(frame["gold"][fold == i]) == set(LABELS)
     shared = make_folds(frame, 5, seed=3, grouped=False)
     assert frame.assign(fold=shared).groupby("outlet")["fold"].nunique().max() > 1
+
+
+def test_cv_reads_titles_when_the_baseline_prepends_them(tmp_path):
+    data = outlet_data(tmp_path, titled=True)
+    assert pooled_articles(data, prepend_title=True)["text"].str.contains("|".join(PLANTED.values())).all()
+    scores = {}
+    for prepend in (False, True):
+        cfg = CvConfig(data=str(data), folds=5, out_dir=str(tmp_path / f"cv-{prepend}"), random_reference=False)
+        summary = run_cv(cfg, BaselineConfig(prepend_title=prepend, lr={"C_grid": [1.0, 10.0]}))
+        scores[prepend] = {r["recipe"]: r["mean"] for r in summary["grouped"]}["tfidf-lr"]
+    assert scores[True] >= 0.9 > scores[False] + 0.3  # the label word is only in the titles
 
 
 def test_cv_scores_match_saved_predictions_and_reference_is_reported(tmp_path):

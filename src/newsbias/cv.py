@@ -27,19 +27,22 @@ from .config import BaselineConfig, CvConfig
 from .errors import NewsbiasError
 from .io import atomic_dir, check_output_dir, stage_manifest, write_json
 from .labels import LABELS
-from .records import SPLITS, read_articles, split_file, write_predictions
+from .records import SPLITS, join_title, read_articles, split_file, write_predictions
 
 log = logging.getLogger(__name__)
 
 
-def pooled_articles(data_dir: str | Path) -> pd.DataFrame:
-    """Every labelled article of a prep output (``id, text, gold, outlet, split``), train/val/test pooled."""
+def pooled_articles(data_dir: str | Path, prepend_title: bool = False) -> pd.DataFrame:
+    """Every labelled article of a prep output (``id, text, gold, outlet, split``), train/val/test pooled.
+
+    ``prepend_title`` builds ``text`` as ``newsbias baseline`` does with ``baseline.prepend_title``.
+    """
     rows = []
     for split in SPLITS:
         path = split_file(data_dir, split)
         if not path.is_file():
             raise NewsbiasError(f"cv.data: {path} not found; point cv.data at a `newsbias prep` output directory")
-        rows += [{"id": a.id, "text": a.text, "gold": a.label, "outlet": a.outlet_or_source or f"?{a.id}",
+        rows += [{"id": a.id, "text": join_title(a.title, a.text) if prepend_title else a.text, "gold": a.label, "outlet": a.outlet_or_source or f"?{a.id}",
                   "split": split} for a in read_articles(path)]
     frame = pd.DataFrame(rows)
     if frame["id"].duplicated().any():
@@ -169,7 +172,7 @@ def run_cv(cfg: CvConfig, baseline: BaselineConfig) -> dict[str, Any]:
     """``newsbias cv``: grouped (and random-fold reference) CV of the baseline recipes; writes cv.json + cv.md."""
     t0 = time.time()
     out = check_output_dir(cfg.out_dir, "cv", "cv.json", inputs=[cfg.data])
-    frame = pooled_articles(cfg.data)
+    frame = pooled_articles(cfg.data, prepend_title=baseline.prepend_title)
     summary: dict[str, Any] = {"stage": "cv", "command": "newsbias cv", "data": str(cfg.data), "folds": cfg.folds,
                                "seed": cfg.seed, "n_articles": len(frame), "n_outlets": int(frame["outlet"].nunique())}
     with atomic_dir(out) as tmp:
