@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import platform
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 import torch
@@ -140,6 +145,43 @@ def test_set_threads_defaults_to_physical_cores_shared_by_local_processes(monkey
         assert set_threads() == 1
     finally:
         torch.set_num_threads(before)
+
+
+FAULTS = """
+import resource, torch
+from newsbias.modeling import tune_cpu_allocator
+print(tune_cpu_allocator())
+for _ in range(4):
+    torch.empty(1 << 24).fill_(1.0)
+before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+for _ in range(20):
+    torch.empty(1 << 24).fill_(1.0)  # 64 MB (16,384 pages), written and freed: 20 in all
+print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+"""
+
+
+def _page_faults(env: dict[str, str]) -> tuple[str, int]:
+    out = subprocess.run([sys.executable, "-c", FAULTS], env=env, capture_output=True, text=True, check=True)
+    applied, faults = out.stdout.split()
+    return applied, int(faults)
+
+
+def _huge_pages_always() -> bool:
+    try:
+        return "[always]" in open("/sys/kernel/mm/transparent_hugepage/enabled").read()
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="tunes glibc's malloc only")
+@pytest.mark.skipif(_huge_pages_always(), reason="counts 4 KiB page faults; transparent huge pages are always on")
+def test_tuned_allocator_reuses_freed_tensor_memory_and_leaves_a_users_own_setting_alone():
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith("MALLOC_") and k not in ("GLIBC_TUNABLES", "LD_PRELOAD")}
+    applied, faults = _page_faults(env)
+    assert applied == "True" and faults <= 5 * 16384  # mostly reused (0-3 blocks faulted in, measured)
+    applied, faults = _page_faults({**env, "MALLOC_TRIM_THRESHOLD_": "131072"})
+    assert applied == "False" and faults > 16 * 16384  # glibc's default: every block faulted in again
 
 
 def test_cls_head_on_tiny_bert(tiny_bert_dir):

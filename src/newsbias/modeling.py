@@ -90,13 +90,51 @@ def physical_cores() -> int:
 
 
 def set_threads(threads: Optional[int] = None) -> int:
-    """Set torch's intra-op threads (process-wide) to ``threads``; returns the count.
+    """Set torch's intra-op threads (process-wide) to ``threads``, and :func:`tune_cpu_allocator`; returns the count.
 
     The default is :func:`physical_cores`, shared out among the processes ``torchrun`` started on this machine.
     """
     n = threads or max(1, physical_cores() // int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
     torch.set_num_threads(n)
+    tune_cpu_allocator()
     return n
+
+
+# glibc mallopt parameters: M_TRIM_THRESHOLD, M_TOP_PAD, M_MMAP_THRESHOLD
+_MALLOPT = {-1: 1 << 34, -2: 1 << 30, -3: 1 << 30}
+_allocator_tuned: Optional[bool] = None
+
+
+def tune_cpu_allocator() -> bool:
+    """Have glibc's malloc keep freed memory for the next tensor (process-wide, once); True when applied.
+
+    PyTorch's CPU tensors come from malloc, and glibc by default hands a large block back to the OS
+    when it is freed, so every layer's activations fault their pages in again: on a 2-core VM an
+    element-wise op over a 32 MB tensor ran 4-5x slower that way (docs/benchmarks.md). The cost is
+    that the process keeps its peak memory instead of shrinking after it. Skipped off glibc, with
+    jemalloc or tcmalloc preloaded, and when any ``MALLOC_*`` variable or ``GLIBC_TUNABLES`` is set
+    (set ``MALLOC_TRIM_THRESHOLD_=131072``, glibc's default, to keep glibc's own behaviour).
+    """
+    global _allocator_tuned
+    if _allocator_tuned is None:
+        _allocator_tuned = _apply_mallopt()
+    return _allocator_tuned
+
+
+def _apply_mallopt() -> bool:
+    import ctypes
+    import platform
+
+    env = os.environ
+    if (platform.system() != "Linux" or platform.libc_ver()[0] != "glibc" or "GLIBC_TUNABLES" in env
+            or any(k.startswith("MALLOC_") for k in env)
+            or any(a in env.get("LD_PRELOAD", "") for a in ("jemalloc", "tcmalloc"))):
+        return False
+    try:
+        mallopt = ctypes.CDLL("libc.so.6").mallopt
+    except (OSError, AttributeError):
+        return False
+    return all(mallopt(param, value) == 1 for param, value in _MALLOPT.items())
 
 
 @dataclass

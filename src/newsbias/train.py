@@ -367,9 +367,11 @@ class Recipe:
 
 
 def _setup_distributed(cfg: TrainConfig) -> tuple[Dist, str]:
-    from .modeling import resolve_device_dtype
+    from .modeling import resolve_device_dtype, tune_cpu_allocator
 
     dev, _ = resolve_device_dtype(cfg.model.device, cfg.model.dtype)
+    if dev.type == "cpu":
+        tune_cpu_allocator()
     d = init_distributed(dev.type)
     device = cfg.model.device
     if d.world > 1 and dev.type == "cuda":
