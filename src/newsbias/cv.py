@@ -42,8 +42,8 @@ def pooled_articles(data_dir: str | Path, prepend_title: bool = False) -> pd.Dat
         path = split_file(data_dir, split)
         if not path.is_file():
             raise NewsbiasError(f"cv.data: {path} not found; point cv.data at a `newsbias prep` output directory")
-        rows += [{"id": a.id, "text": join_title(a.title, a.text) if prepend_title else a.text, "gold": a.label, "outlet": a.outlet_or_source or f"?{a.id}",
-                  "split": split} for a in read_articles(path)]
+        rows += [{"id": a.id, "text": join_title(a.title, a.text) if prepend_title else a.text, "gold": a.label,
+                  "outlet": a.outlet_or_source or f"?{a.id}", "split": split} for a in read_articles(path)]
     frame = pd.DataFrame(rows)
     if frame["id"].duplicated().any():
         dup = frame.loc[frame["id"].duplicated(), "id"].iloc[0]

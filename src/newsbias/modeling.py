@@ -100,8 +100,8 @@ def set_threads(threads: Optional[int] = None) -> int:
     return n
 
 
-# glibc mallopt parameters: M_TRIM_THRESHOLD, M_TOP_PAD, M_MMAP_THRESHOLD
-_MALLOPT = {-1: 1 << 34, -2: 1 << 30, -3: 1 << 30}
+_M_TRIM_THRESHOLD, _M_TOP_PAD, _M_MMAP_THRESHOLD = -1, -2, -3  # glibc's <malloc.h>
+_MALLOPT = {_M_TRIM_THRESHOLD: 16 << 30, _M_TOP_PAD: 1 << 30, _M_MMAP_THRESHOLD: 1 << 30}
 _allocator_tuned: Optional[bool] = None
 
 
@@ -110,7 +110,7 @@ def tune_cpu_allocator() -> bool:
 
     PyTorch's CPU tensors come from malloc, and glibc by default hands a large block back to the OS
     when it is freed, so every layer's activations fault their pages in again: on a 2-core VM an
-    element-wise op over a 32 MB tensor ran 4-5x slower that way (docs/benchmarks.md). The cost is
+    element-wise op over a 32 MB tensor ran 4-6x slower that way (docs/benchmarks.md). The cost is
     that the process keeps its peak memory instead of shrinking after it. Skipped off glibc, with
     jemalloc or tcmalloc preloaded, and when any ``MALLOC_*`` variable or ``GLIBC_TUNABLES`` is set
     (set ``MALLOC_TRIM_THRESHOLD_=131072``, glibc's default, to keep glibc's own behaviour).
