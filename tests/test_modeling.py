@@ -175,13 +175,14 @@ def _huge_pages_always() -> bool:
 
 @pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="tunes glibc's malloc only")
 @pytest.mark.skipif(_huge_pages_always(), reason="counts 4 KiB page faults; transparent huge pages are always on")
-def test_tuned_allocator_reuses_freed_tensor_memory_and_leaves_a_users_own_setting_alone():
+def test_tuned_allocator_reuses_freed_tensor_memory_unless_told_not_to():
     env = {k: v for k, v in os.environ.items()
-           if not k.startswith("MALLOC_") and k not in ("GLIBC_TUNABLES", "LD_PRELOAD")}
+           if not k.startswith(("MALLOC_", "NEWSBIAS_MALLOC")) and k not in ("GLIBC_TUNABLES", "LD_PRELOAD")}
     applied, faults = _page_faults(env)
     assert applied == "True" and faults <= 5 * 16384  # mostly reused (0-3 blocks faulted in, measured)
-    applied, faults = _page_faults({**env, "MALLOC_TRIM_THRESHOLD_": "131072"})
-    assert applied == "False" and faults > 16 * 16384  # glibc's default: every block faulted in again
+    applied, faults = _page_faults({**env, "NEWSBIAS_MALLOC": "glibc"})
+    assert applied == "False" and faults > 16 * 16384  # glibc's defaults: every block faulted in again
+    assert _page_faults({**env, "MALLOC_ARENA_MAX": "2"})[0] == "False"  # the user's own tuning is left alone
 
 
 def test_cls_head_on_tiny_bert(tiny_bert_dir):

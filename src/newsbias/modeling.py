@@ -111,9 +111,9 @@ def tune_cpu_allocator() -> bool:
     PyTorch's CPU tensors come from malloc, and glibc by default hands a large block back to the OS
     when it is freed, so every layer's activations fault their pages in again: on a 2-core VM an
     element-wise op over a 32 MB tensor ran 4-6x slower that way (docs/benchmarks.md). The cost is
-    that the process keeps its peak memory instead of shrinking after it. Skipped off glibc, with
-    jemalloc or tcmalloc preloaded, and when any ``MALLOC_*`` variable or ``GLIBC_TUNABLES`` is set
-    (set ``MALLOC_TRIM_THRESHOLD_=131072``, glibc's default, to keep glibc's own behaviour).
+    that the process keeps its peak memory instead of shrinking after it. Skipped with
+    ``NEWSBIAS_MALLOC=glibc`` (glibc's defaults), off glibc, with jemalloc or tcmalloc preloaded,
+    and when the user tunes glibc already (any ``MALLOC_*`` variable or ``GLIBC_TUNABLES``).
     """
     global _allocator_tuned
     if _allocator_tuned is None:
@@ -126,7 +126,8 @@ def _apply_mallopt() -> bool:
     import platform
 
     env = os.environ
-    if (platform.system() != "Linux" or platform.libc_ver()[0] != "glibc" or "GLIBC_TUNABLES" in env
+    if (env.get("NEWSBIAS_MALLOC") == "glibc" or platform.system() != "Linux" or platform.libc_ver()[0] != "glibc"
+            or "GLIBC_TUNABLES" in env
             or any(k.startswith("MALLOC_") for k in env)
             or any(a in env.get("LD_PRELOAD", "") for a in ("jemalloc", "tcmalloc"))):
         return False
