@@ -19,6 +19,7 @@ from newsbias.errors import NewsbiasError
 from newsbias.metrics import compute_metrics
 from newsbias.classifier import Classifier
 from newsbias.predict import parse_generation, run_predict
+from newsbias.modeling import tune_cpu_allocator
 from newsbias.train import train
 
 from conftest import make_planted_rows, write_jsonl
@@ -68,6 +69,7 @@ def test_tuned_scoring_records_are_complete_and_learned(lm_adapter_dir, planted_
         m = run_predict(pcfg(adapter=str(lm_adapter_dir), input=str(planted_data_dir), split="val", out=str(out),
                              name="tuned", threads=1), progress=False)
         assert torch.get_num_threads() == 1 and m["threads"] == 1  # predict.threads applied and recorded
+        assert m["allocator"] == ("tuned" if tune_cpu_allocator() else "as found")  # recorded as applied
     finally:
         torch.set_num_threads(before)
     rows = read(out)

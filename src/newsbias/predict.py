@@ -36,7 +36,7 @@ from .config import PredictConfig, dump_config
 from .errors import NewsbiasError
 from .io import dumps_line, sha256_file, stage_manifest, write_json
 from .labels import parse_generation  # noqa: F401  (re-exported for users)
-from .modeling import Dist, init_distributed, resolve_device_dtype, set_threads
+from .modeling import Dist, init_distributed, resolve_device_dtype, set_threads, tune_cpu_allocator
 from .records import Article, Prediction, at, iter_json_lines, parse_line, resolve_split
 
 log = logging.getLogger(__name__)
@@ -311,7 +311,9 @@ def _finish(cfg: PredictConfig, clf: Classifier, parts: Path, out: Path, input_p
         head=settings.head, mode=cfg.mode,
         input={"path": input_path, "sha256": sha256_file(input_path) if input_path != "-" else None},
         prompt=settings.prompt.model_dump(mode="json"), adapter_best_val=settings.best_val,
-        articles_per_s_this_run=rate, threads=torch.get_num_threads(), world_size=d.world, device=str(clf.device), counts=counts,
+        articles_per_s_this_run=rate, threads=torch.get_num_threads(),
+        allocator="tuned" if tune_cpu_allocator() else "as found", world_size=d.world, device=str(clf.device),
+        counts=counts,
         outputs={out.name: {"sha256": sha256_file(out), "rows": counts["predicted"]}})
     write_json(out.parent / f"{out.stem}.manifest.json", manifest)
     shutil.rmtree(parts)
