@@ -70,7 +70,8 @@ def quantize(fp32_dir: Path, out: Path, feeds: list[dict], keep: str, method: st
                     quant_format=QuantFormat.QDQ if fmt == "QDQ" else QuantFormat.QOperator,
                     op_types_to_quantize=["MatMul", "Gemm"], nodes_to_exclude=act_act + kept,
                     activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-                    calibrate_method=getattr(CalibrationMethod, {"minmax": "MinMax"}.get(method, method.title())),
+                    calibrate_method={"minmax": CalibrationMethod.MinMax, "percentile": CalibrationMethod.Percentile,
+                                      "entropy": CalibrationMethod.Entropy}[method],
                     extra_options={"MatMulConstBOnly": True, "CalibMovingAverage": method == "minmax"})
     for f in out.iterdir():
         if f.name in ("whole.onnx", "pre.onnx") or f.name.endswith(".data"):

@@ -13,9 +13,9 @@ The Qwen3-0.6B architecture with random weights (speed does not depend on the we
 Also prints the floor set by the model's FLOPs and this machine's measured matmul rate. The rate
 is measured right before and right after each method (each time the best of three timings) and
 that method's share of the floor uses the mean of the two: on a shared VM the rate itself drifts
-by a third between minutes, and a rate taken at another moment would make the share meaningless. The process tunes glibc's
-allocator as ``newsbias predict`` does (``modeling.tune_cpu_allocator``); ``--default-malloc``
-leaves glibc's defaults, for the comparison.
+by a third between minutes, and a rate taken at another moment would make the share meaningless.
+The process tunes glibc's allocator as ``newsbias predict`` does (``modeling.tune_cpu_allocator``);
+``--default-malloc`` leaves glibc's defaults, for the comparison.
 Prints a Markdown table; with ``--profile``, then the share of one batched scoring pass spent in
 each kind of operation (torch.profiler): what eager execution spends outside the matmuls.
 """
@@ -138,7 +138,8 @@ def main() -> None:
     base = args.articles / rows[0][1][0]
     print(f"device: {dev} ({torch.cuda.get_device_name(dev) if dev.type == 'cuda' else platform.processor() or 'cpu'}), "
           f"dtype {str(dt).replace('torch.', '')}, threads {torch.get_num_threads()}, cores {os.cpu_count()}, "
-          f"load {os.getloadavg()[0]:.2f}, allocator {'tuned' if tuned else 'glibc default'}; arch {args.arch}, {args.seq}-token inputs, {args.articles} articles")
+          f"load {os.getloadavg()[0]:.2f}, allocator {'tuned' if tuned else 'glibc default'}; "
+          f"arch {args.arch}, {args.seq}-token inputs, {args.articles} articles")
     print(f"one forward = {flops / 1e9:.0f} GFLOP; FLOPs floor = matmul rate / that")
     print("| method | s/article | articles/s | vs original | matmul rate around it | % of FLOPs floor |")
     print("|---|---|---|---|---|---|")

@@ -366,7 +366,8 @@ class Recipe:
                 tracker(rec)
 
 
-def _setup_distributed(cfg: TrainConfig) -> tuple[Dist, str]:
+def _setup_device(cfg: TrainConfig) -> tuple[Dist, str]:
+    """This process's place in the group and the device it trains on (on CPU, with the tuned allocator)."""
     from .modeling import resolve_device_dtype, tune_cpu_allocator
 
     dev, _ = resolve_device_dtype(cfg.model.device, cfg.model.dtype)
@@ -502,7 +503,7 @@ def setup(cfg: TrainConfig, resume: bool = False, progress: Optional[bool] = Non
     _check_model_path(source)
     fingerprint = run_fingerprint(cfg, hashes)
     ckpt = check_checkpoints(Path(cfg.out_dir), fingerprint, resume, cfg.overwrite)
-    d, device = _setup_distributed(cfg)
+    d, device = _setup_device(cfg)
     model, tok, builder = _setup_model(cfg, source, device, train_ex)
     train_feats = encode_examples(builder, train_ex, cfg.model.head)
     show = bool(cfg.progress if progress is None else progress) and d.main
