@@ -15,8 +15,9 @@ memory (``VmHWM``) is its own:
   (per-channel weights);
 * ``onnx``, ``onnx-int8``, ``onnx-int8-all``, ``onnx-int8-block``, ``onnx-int8-block-all``:
   ``newsbias export --format onnx`` into ``--work`` (fp32; ``--quantize int8`` with the default
-  ``keep_fp32`` and with ``keep_fp32=[]``; the same for ``--quantize int8-block``), loaded with
-  ``Classifier.load`` like predict loads them.
+  ``keep_fp32`` and with ``keep_fp32=[]``; the same with ``--smooth 0.85`` (decoder LMs only,
+  calibrated on the first 128 articles of the train split beside TEST_JSONL), and for
+  ``--quantize int8-block``), loaded with ``Classifier.load`` like predict loads them.
 
 Prints a Markdown table: articles/s (scoring only, after one warm-up batch), ratio to eager, peak
 memory, macro-F1 against the gold labels, labels identical to eager, median and largest probability
@@ -36,9 +37,12 @@ from pathlib import Path
 
 import numpy as np
 
-VARIANTS = ("eager", "compiled", "torch-int8", "onnx", "onnx-int8", "onnx-int8-all", "onnx-int8-block", "onnx-int8-block-all")
+VARIANTS = ("eager", "compiled", "torch-int8", "onnx", "onnx-int8", "onnx-int8-all", "onnx-int8-smooth",
+            "onnx-int8-smooth-all", "onnx-int8-block", "onnx-int8-block-all")
 EXPORTS = {"onnx": {"format": "onnx"}, "onnx-int8": {"format": "onnx", "quantize": "int8"},
            "onnx-int8-all": {"format": "onnx", "quantize": "int8", "keep_fp32": []},
+           "onnx-int8-smooth": {"format": "onnx", "quantize": "int8", "smooth": 0.85},
+           "onnx-int8-smooth-all": {"format": "onnx", "quantize": "int8", "smooth": 0.85, "keep_fp32": []},
            "onnx-int8-block": {"format": "onnx", "quantize": "int8-block"},
            "onnx-int8-block-all": {"format": "onnx", "quantize": "int8-block", "keep_fp32": []}}
 
@@ -93,8 +97,9 @@ def peak_mb() -> float:
     return int(next(line.split()[1] for line in status.splitlines() if line.startswith("VmHWM:"))) / 1024
 
 
-def export_all(model_dir: str, work: Path, variants: list[str]) -> dict[str, float]:
-    """``newsbias export`` each ONNX variant into ``work`` (kept between runs); seconds per export."""
+def export_all(model_dir: str, work: Path, variants: list[str], calibration: str) -> dict[str, float]:
+    """``newsbias export`` each ONNX variant into ``work`` (kept between runs); seconds per export.
+    ``calibration``: the smoothed variants' ``export.calibration_data``."""
     from newsbias.config import ExportConfig
     from newsbias.export import run_export
 
@@ -102,7 +107,8 @@ def export_all(model_dir: str, work: Path, variants: list[str]) -> dict[str, flo
     for v in variants:
         if v in EXPORTS and not (work / v / "model.onnx").is_file():
             t = time.perf_counter()
-            run_export(ExportConfig(adapter=model_dir, out=str(work / v), overwrite=True, **EXPORTS[v]))
+            calib = {"calibration_data": calibration} if "smooth" in EXPORTS[v] else {}
+            run_export(ExportConfig(adapter=model_dir, out=str(work / v), overwrite=True, **EXPORTS[v], **calib))
             seconds[v] = time.perf_counter() - t
     return seconds
 
@@ -126,7 +132,7 @@ def main() -> None:
         sys.exit("the first variant must be eager: it is the reference")
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
-    for v, s in export_all(args.model, work, variants).items():
+    for v, s in export_all(args.model, work, variants, str(Path(args.test).parent)).items():
         print(f"exported {v} in {s:.0f} s", file=sys.stderr)
     from sklearn.metrics import f1_score
 

@@ -168,3 +168,69 @@ def test_threads_and_user_errors(adapters, exports, tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "onnxruntime", None)
     with pytest.raises(NewsbiasError, match=r"need the `onnxruntime` package: pip install 'newsbias\[onnx\]'"):
         Classifier.load(str(out))
+
+
+def planted_outliers(clf: Classifier, factor: float = 60.0) -> Classifier:
+    """``clf`` with one hidden channel a decoder's norms scale ``factor`` times up: the kind of activation
+    outlier that per-tensor int8 rounds worst (the model stays a valid model; only its function changes)."""
+    with torch.no_grad():
+        for layer in clf.model.model.layers:
+            layer.input_layernorm.weight[3] *= factor
+            layer.post_attention_layernorm.weight[5] *= factor
+            layer.mlp.up_proj.weight[7] *= factor
+    return clf
+
+
+def test_smoothing_keeps_the_model_and_brings_int8_closer_to_it(adapters, texts, tmp_path):
+    from newsbias.smoothing import activation_ranges, decoder_layers
+
+    clf = planted_outliers(Classifier.load(str(adapters["lm"]), device="cpu"))
+    ref = clf.predict_proba(texts)
+    layers = decoder_layers(clf.model)
+    spread = [(r["q_proj"].max() / r["q_proj"].median()).item() for r in activation_ranges(clf, layers, texts)[0]]
+    clf.save(tmp_path / "plain", format="onnx", quantize="int8", keep_fp32=[])
+
+    clf.save(tmp_path / "smooth", format="onnx", quantize="int8", keep_fp32=[], smooth=0.85, calibration_texts=texts)
+    np.testing.assert_allclose(clf.predict_proba(texts), ref, atol=1e-5)  # the fp32 function is unchanged
+    after = [(r["q_proj"].max() / r["q_proj"].median()).item() for r in activation_ranges(clf, layers, texts)[0]]
+    assert all(a < b / 5 for a, b in zip(after, spread)), (spread, after)
+    info = json.loads((tmp_path / "smooth" / "newsbias.json").read_text())["onnx"]
+    assert info["smooth"]["alpha"] == 0.85 and info["smooth"]["calibration_articles"] == len(texts)
+    assert info["smooth"]["layers"] == len(layers) and info["smooth"]["max_abs_prob_diff_fp32"] < 1e-5
+
+    errors = {v: np.abs(Classifier.load(str(tmp_path / v)).predict_proba(texts) - ref).max() for v in ("plain", "smooth")}
+    assert errors["smooth"] < errors["plain"] / 3, errors
+
+
+def test_smoothing_refuses_what_it_cannot_rescale(adapters, texts, tmp_path):
+    from newsbias.smoothing import smooth_for_int8
+
+    with pytest.raises(NewsbiasError, match="needs a decoder LM with the Llama / Qwen layer layout"):
+        smooth_for_int8(Classifier.load(str(adapters["cls"]), device="cpu"), texts, 0.85)
+    clf = Classifier.load(str(adapters["lm"]), device="cpu")
+    ref = clf.predict_proba(texts)
+    with torch.no_grad():  # a norm that adds 1 to its weight (Gemma's) does not divide as `x * weight` does
+        for layer in clf.model.model.layers:
+            layer.input_layernorm.forward = (lambda norm: lambda x: norm.__class__.forward(norm, x) + x)(
+                layer.input_layernorm)
+    shifted = clf.predict_proba(texts)
+    with pytest.raises(NewsbiasError, match="changed the fp32 model's probabilities .* left as it was"):
+        smooth_for_int8(clf, texts, 0.85)
+    np.testing.assert_allclose(clf.predict_proba(texts), shifted, atol=1e-6)
+    assert np.abs(shifted - ref).max() > 0
+    with pytest.raises(ValueError, match="smooth prepares the weights for int8"):
+        ExportConfig(adapter=str(adapters["lm"]), out=str(tmp_path / "o"), format="onnx", smooth=0.85,
+                     calibration_data=str(tmp_path))
+    with pytest.raises(ValueError, match="smooth needs calibration articles: set --calibration-data"):
+        ExportConfig(adapter=str(adapters["lm"]), out=str(tmp_path / "o"), format="onnx", quantize="int8", smooth=0.85)
+
+
+@pytest.mark.slow
+def test_export_cli_smooths_on_the_train_split(adapters, planted_data_dir, tmp_path, capsys):
+    out = tmp_path / "s"
+    assert main(["export", "--adapter", str(adapters["lm"]), "--out", str(out), "--format", "onnx", "--quantize",
+                 "int8", "--smooth", "0.85", "--calibration-data", str(planted_data_dir),
+                 "export.calibration_n=6"]) == 0
+    info = json.loads((out / "newsbias.json").read_text())["onnx"]
+    assert info["smooth"]["calibration_articles"] == 6 and info["check"]["n"] == 2
+    assert "ONNX graph (int8, smoothed, alpha 0.85)" in capsys.readouterr().out

@@ -222,14 +222,17 @@ class Classifier:
 
     def save(self, out_dir: str | Path, extra: Optional[dict[str, Any]] = None, format: str = "safetensors",
              quantize: str = "none", keep_fp32: Sequence[str] = INT8_KEEP_FP32,
-             check_texts: Optional[Sequence[str]] = None) -> ModelSettings:
+             check_texts: Optional[Sequence[str]] = None, smooth: Optional[float] = None,
+             calibration_texts: Sequence[str] = ()) -> ModelSettings:
         """A self-contained model directory (weights with any adapter merged in, tokenizer, ``newsbias.json``).
 
         It loads back with ``Classifier.load(out_dir)`` and scores as this object does. Weights are
         safetensors (also for a model read from a GGUF file), or with ``format="onnx"`` the scoring
         graph (:func:`newsbias.onnx_model.export_onnx`; ``quantize="int8"`` or ``"int8-block"``
         keeps the layers matched by ``keep_fp32`` in fp32), whose labels on ``check_texts`` are
-        compared with this model's and recorded as ``onnx.check``.
+        compared with this model's and recorded as ``onnx.check``. ``smooth`` (int8 only) first
+        migrates activation outliers into this model's weights, calibrated on ``calibration_texts``
+        (:mod:`newsbias.smoothing`; the fp32 model computes the same function afterwards).
         """
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
@@ -237,7 +240,7 @@ class Classifier:
         if format == "onnx":
             from .onnx_model import export_onnx
 
-            extra["onnx"] = export_onnx(self, out, quantize, keep_fp32, check_texts)
+            extra["onnx"] = export_onnx(self, out, quantize, keep_fp32, check_texts, smooth, calibration_texts)
         elif format == "safetensors" and quantize == "none":
             model = self.model.merge_and_unload() if hasattr(self.model, "merge_and_unload") else self.model
             model.save_pretrained(str(out), safe_serialization=True)

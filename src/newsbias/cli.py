@@ -157,7 +157,8 @@ def _run_export(args: argparse.Namespace, cfg: Config) -> int:
 
     export = cfg.require("export")
     res = run_export(export)
-    what = ("ONNX graph" + (f" ({export.quantize})" if export.quantize != "none" else "") if export.format == "onnx"
+    smoothed = f", smoothed, alpha {export.smooth}" if export.smooth else ""
+    what = ("ONNX graph" + (f" ({export.quantize}{smoothed})" if export.quantize != "none" else "") if export.format == "onnx"
             else "merged model" if res["merged"] else "adapter")
     check = res.get("check")
     if check:
@@ -258,6 +259,8 @@ COMMANDS: tuple[Command, ...] = (
             (Flag("--adapter", "export.adapter", "DIR"), Flag("--out", "export.out", "DIR"),
              Flag("--merge", "export.merge", const=True), Flag("--format", "export.format"),
              Flag("--quantize", "export.quantize"), Flag("--check-data", "export.check_data", "DIR_OR_FILE"),
+             Flag("--smooth", "export.smooth", "ALPHA"),
+             Flag("--calibration-data", "export.calibration_data", "DIR_OR_FILE"),
              Flag("--eval --metrics", "export.metrics", "[RUN=]PATH"),
              Flag("--base-model-id", "export.base_model_id", "ID"), Flag("--license", "export.license"),
              Flag("--push-to-hub", "export.push_to_hub", "REPO"),

@@ -64,7 +64,7 @@ def merge_adapter(adapter_dir: str | Path, out_dir: str | Path, base_model: Opti
     Writes the model, the adapter's tokenizer and ``newsbias.json`` (``merged: true``, the
     original base kept in ``base_model``); returns the settings written. A GGUF base is written
     as ordinary safetensors weights (the dequantised values it was trained on). ``save`` goes to
-    :meth:`Classifier.save` (``format="onnx"``, ``quantize``, ``keep_fp32``: the ONNX graph instead).
+    :meth:`Classifier.save` (``format="onnx"``, ``quantize``, ``keep_fp32``, ``smooth``...: the ONNX graph instead).
     """
     if save.get("format") == "onnx":
         device, dtype = "cpu", "float32"  # the graph is traced from the fp32 model and runs on the CPU
@@ -401,6 +401,14 @@ def check_texts(cfg: ExportConfig) -> Optional[list[str]]:
     return [a.text for a in read_articles(path, limit=cfg.check_n)]
 
 
+def calibration_texts(cfg: ExportConfig) -> list[str]:
+    """The first ``calibration_n`` articles of ``calibration_data`` (a prep dir's train split, or a file)."""
+    if not cfg.calibration_data:
+        return []
+    path = resolve_split(cfg.calibration_data, "train", data_key="export.calibration_data")
+    return [a.text for a in read_articles(path, limit=cfg.calibration_n)]
+
+
 def run_export(cfg: ExportConfig) -> dict[str, Any]:
     """Export ``cfg.adapter`` into ``cfg.out`` (copied or merged) with a model card; optionally push it.
 
@@ -429,7 +437,8 @@ def run_export(cfg: ExportConfig) -> dict[str, Any]:
     with atomic_dir(out) as tmp:
         if merged:
             save = {"format": "onnx", "quantize": cfg.quantize, "keep_fp32": cfg.keep_fp32,
-                    "check_texts": check_texts(cfg)} if onnx else {}
+                    "check_texts": check_texts(cfg), "smooth": cfg.smooth,
+                    "calibration_texts": calibration_texts(cfg)} if onnx else {}
             merge_adapter(adir, tmp, join_gguf(cfg.model, cfg.gguf_file) if cfg.model else None, cfg.dtype, cfg.device,
                           **save)
             if (adir / "manifest.json").is_file():

@@ -37,6 +37,7 @@ from torch import nn
 from .config import INT8_KEEP_FP32
 from .errors import NewsbiasError
 from .modeling import pad_batch, score_encoded, score_ids
+from .smoothing import smooth_for_int8
 
 ONNX_FILE = "model.onnx"
 log = logging.getLogger(__name__)
@@ -183,20 +184,26 @@ def quantize_blocks(src: Path, dst: Path, exclude: Sequence[str], big: bool, blo
 
 
 def export_onnx(clf: Any, out_dir: str | Path, quantize: str = "none", keep_fp32: Sequence[str] = INT8_KEEP_FP32,
-                check_texts: Optional[Sequence[str]] = None) -> dict[str, Any]:
+                check_texts: Optional[Sequence[str]] = None, smooth: Optional[float] = None,
+                calibration_texts: Sequence[str] = ()) -> dict[str, Any]:
     """Write ``clf`` (a torch :class:`~newsbias.classifier.Classifier`) as ``out_dir/model.onnx``.
 
     Returns what :meth:`Classifier.save` records about the graph: ``format``, ``quantize``,
-    ``kept_fp32`` and ``check`` (:func:`compare` on ``check_texts``, default two example
-    prompts). The tokenizer and ``newsbias.json`` are the caller's.
+    ``kept_fp32``, ``check`` (:func:`compare` on ``check_texts``, default two example prompts) and,
+    with ``smooth`` (an alpha; int8 only), ``smooth``: :func:`newsbias.smoothing.smooth_for_int8`
+    calibrated on ``calibration_texts``, which rescales ``clf``'s weights in place first. The
+    tokenizer and ``newsbias.json`` are the caller's.
     """
     if isinstance(clf.model, OnnxScorer):
         raise NewsbiasError(f"{clf.source} is already an ONNX export; export the training output instead")
     if next(clf.model.parameters()).dtype != torch.float32:
         raise NewsbiasError("ONNX export traces the fp32 model; load it with dtype=fp32 (export.dtype)")
+    if smooth is not None and quantize == "none":
+        raise NewsbiasError("export.smooth prepares the weights for int8; add --quantize int8 or drop --smooth")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     model = clf.model.cpu()
+    smoothed = smooth_for_int8(clf, calibration_texts, smooth) if smooth is not None else None
     graph = ScoringGraph(model, clf.settings.head, clf.builder.label_token_ids)
     example = example_batch(clf.builder, clf.tokenizer.pad_token_id)
     kept: list[str] = []
@@ -209,7 +216,8 @@ def export_onnx(clf: Any, out_dir: str | Path, quantize: str = "none", keep_fp32
     else:
         raise NewsbiasError(f"quantize must be 'none', 'int8' or 'int8-block', got {quantize!r}")
     check = compare(clf, OnnxScorer(out / ONNX_FILE), list(check_texts or EXAMPLES))
-    return {"format": "onnx", "quantize": quantize, "kept_fp32": kept, "check": check}
+    return {"format": "onnx", "quantize": quantize, "kept_fp32": kept, "check": check,
+            **({"smooth": smoothed} if smoothed else {})}
 
 
 __all__ = ["ONNX_FILE", "OnnxScorer", "ScoringGraph", "export_onnx", "quantize_blocks", "quantize_int8"]
