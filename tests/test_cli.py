@@ -12,7 +12,10 @@ from newsbias.config import field_info, load_config
 
 BASE = {"prep": {"prep.input.path": "x.csv"}, "predict": {"predict.out": "p.jsonl"},
         "export": {"export.adapter": "a", "export.out": "o"}}
-NEEDS = {"export.quantize": {"export.format": "onnx"}, "export.check_data": {"export.format": "onnx"}}  # flags whose non-default value needs another key
+NEEDS = {"export.quantize": {"export.format": "onnx"}, "export.check_data": {"export.format": "onnx"},  # flags whose
+         "export.smooth": {"export.format": "onnx", "export.quantize": "int8",  # non-default value needs other keys
+                           "export.calibration_data": "c"}}
+NUMBERS = {"export.smooth": 0.5}  # numeric flags whose range excludes 7
 FLAGS = [(cmd, flag) for cmd in COMMANDS for flag in cmd.flags if flag.key]
 
 
@@ -50,7 +53,8 @@ def test_every_flag_sets_its_config_key(cmd, flag):
         want = next(c for c in kind["choices"] if c not in (info.default, "predefined"))
         argv = [flag.names.split()[0], want]
     elif "type" in kind:
-        argv, want = [flag.names.split()[0], "7"], 7
+        want = NUMBERS.get(flag.key, 7)
+        argv = [flag.names.split()[0], str(want)]
     else:
         argv, want = [flag.names.split()[0], "2024"], "2024"  # text stays text (YAML would read a number)
     args = parse_args([cmd.name, *argv])
