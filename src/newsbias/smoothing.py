@@ -95,12 +95,11 @@ def migrate(layer: nn.Module, ranges: dict[str, torch.Tensor], alpha: float, kv_
     s = migration_scales(ranges["down_proj"], [mlp.down_proj.weight], alpha)
     _scale_rows(mlp.up_proj, 1 / s)
     mlp.down_proj.weight.mul_(s)
-    # o_proj's input channel (query head h, dim d) carries value channel (h // group, d)
-    heads_dim = at.o_proj.in_features
-    s = migration_scales(ranges["o_proj"], [at.o_proj.weight], alpha).view(kv_heads, -1, at.v_proj.out_features
-                                                                            // kv_heads).amax(1)
+    # o_proj's input channel (query head h, dim d) reads value channel (h // group, d): one scale per value channel
+    head_dim = at.v_proj.out_features // kv_heads
+    s = migration_scales(ranges["o_proj"], [at.o_proj.weight], alpha).view(kv_heads, -1, head_dim).amax(1)
     _scale_rows(at.v_proj, 1 / s.reshape(-1))
-    at.o_proj.weight.mul_(s[:, None, :].expand(kv_heads, heads_dim // s.numel(), s.shape[1]).reshape(-1))
+    at.o_proj.weight.mul_(s.repeat_interleave(at.o_proj.in_features // s.numel(), 0).reshape(-1))
 
 
 def _scale_rows(linear: nn.Linear, factor: torch.Tensor) -> None:
@@ -117,7 +116,7 @@ def smooth_for_int8(clf: Any, texts: Sequence[str], alpha: float) -> dict[str, A
     rescaled and the largest probability change of the fp32 model on the calibration articles.
     """
     if not 0 < alpha <= 1:
-        raise NewsbiasError(f"export.smooth must be in (0, 1], got {alpha}; 0.85 is the measured default")
+        raise NewsbiasError(f"export.smooth must be in (0, 1], got {alpha} (0.85 measured best)")
     layers = decoder_layers(clf.model)
     if not layers:
         raise NewsbiasError(f"export.smooth needs a decoder LM with the Llama / Qwen layer layout (q/k/v/o and "
@@ -125,14 +124,15 @@ def smooth_for_int8(clf: Any, texts: Sequence[str], alpha: float) -> dict[str, A
                             f"--smooth")
     if not texts:
         raise NewsbiasError("export.smooth needs calibration articles; set export.calibration_data")
-    original = {k: v.clone() for k, v in clf.model.state_dict().items()}
+    original = [{k: v.clone() for k, v in layer.state_dict().items()} for layer in layers]
     kv_heads = _hf_model(clf.model).config.num_key_value_heads
     per_layer, before = activation_ranges(clf, layers, texts)
     for layer, ranges in zip(layers, per_layer):
         migrate(layer, ranges, alpha, kv_heads)
     moved = float(np.abs(clf.predict_proba(list(texts), batch_size=16) - before).max())
     if moved > CHECK_TOLERANCE:
-        clf.model.load_state_dict(original)
+        for layer, state in zip(layers, original):
+            layer.load_state_dict(state)
         raise NewsbiasError(f"export.smooth changed the fp32 model's probabilities by {moved:.3g} on the calibration "
                             f"articles (a norm that is not `x * weight`?); the model is left as it was: drop --smooth")
     return {"alpha": alpha, "calibration_articles": len(texts), "layers": len(layers),
