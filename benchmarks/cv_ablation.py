@@ -92,6 +92,20 @@ def paired(a: np.ndarray, b: np.ndarray) -> str:
     return f"{d.mean():+.3f} [{d.mean() - half:+.3f}, {d.mean() + half:+.3f}]"
 
 
+def fold_rows(per: list[dict[str, float]]) -> list[str]:
+    """One Markdown row per key of ``per`` (a dict of scores per fold): mean [95% CI over folds], change
+    against the first key paired by fold, per-fold scores."""
+    names = list(per[0])
+    first = np.array([p[names[0]] for p in per])
+    rows = []
+    for name in names:
+        g = np.array([p[name] for p in per])
+        mean, lo, hi = fold_interval(list(g))
+        rows.append(f"| {name} | {mean:.3f} [{lo:.3f}, {hi:.3f}] | {paired(first, g) if name != names[0] else '–'} | "
+                    f"{' '.join(f'{x:.3f}' for x in g)} |")
+    return rows
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--input", required=True, help="AllSides corpus (articles.jsonl.gz or the release directory)")

@@ -23,10 +23,10 @@ from sklearn.base import BaseEstimator, ClassifierMixin
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from cv_ablation import paired  # noqa: E402
+from cv_ablation import fold_rows  # noqa: E402
 from cv_vocab import counted_folds  # noqa: E402
 from newsbias.baseline import build_tfidf_lr, kept_terms  # noqa: E402
-from newsbias.cv import fold_interval, fold_roles  # noqa: E402
+from newsbias.cv import fold_roles  # noqa: E402
 from newsbias.labels import LABELS  # noqa: E402
 
 
@@ -123,13 +123,7 @@ def main() -> None:
     print("| classifier on TF-IDF | grouped CV macro-F1 [95% CI over folds] | change vs today, paired by fold "
           "[95% CI] | per fold |")
     print("|---|---|---|---|")
-    names = list(per[0])
-    today = np.array([p[names[0]] for p in per])
-    for name in names:
-        g = np.array([p[name] for p in per])
-        mean, lo, hi = fold_interval(list(g))
-        print(f"| {name} | {mean:.3f} [{lo:.3f}, {hi:.3f}] | {paired(today, g) if name != names[0] else '–'} | "
-              f"{' '.join(f'{x:.3f}' for x in g)} |")
+    print("\n".join(fold_rows(per)))
 
 
 if __name__ == "__main__":

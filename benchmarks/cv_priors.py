@@ -30,10 +30,10 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from cv_ablation import paired  # noqa: E402
+from cv_ablation import fold_rows  # noqa: E402
 from cv_vocab import counted_folds  # noqa: E402
 from newsbias.baseline import fit_tfidf_lr_on_counts  # noqa: E402
-from newsbias.cv import fold_interval, fold_roles  # noqa: E402
+from newsbias.cv import fold_roles  # noqa: E402
 from newsbias.labels import LABELS  # noqa: E402
 
 OFFSETS = np.linspace(-1.5, 1.5, 31)
@@ -84,13 +84,7 @@ def main() -> None:
           f"{time.time() - t0:.0f} s in all.\n")
     print("| method | grouped CV macro-F1 [95% CI over folds] | change vs today, paired by fold [95% CI] | per fold |")
     print("|---|---|---|---|")
-    names = list(per[0])
-    today = np.array([p[names[0]] for p in per])
-    for name in names:
-        g = np.array([p[name] for p in per])
-        mean, lo, hi = fold_interval(list(g))
-        print(f"| {name} | {mean:.3f} [{lo:.3f}, {hi:.3f}] | {paired(today, g) if name != names[0] else '–'} | "
-              f"{' '.join(f'{x:.3f}' for x in g)} |")
+    print("\n".join(fold_rows(per)))
 
 
 if __name__ == "__main__":
