@@ -230,7 +230,7 @@ class Classifier:
         safetensors (also for a model read from a GGUF file), or with ``format="onnx"`` the scoring
         graph (:func:`newsbias.onnx_model.export_onnx`; ``quantize="int8"`` or ``"int8-block"``
         keeps the layers matched by ``keep_fp32`` in fp32), whose labels on ``check_texts`` are
-        compared with this model's and recorded as ``onnx.check``. ``smooth`` (int8 only) first
+        compared with this model's and recorded as ``onnx.check``. ``smooth`` (int8, int8-block) first
         migrates activation outliers into this model's weights, calibrated on ``calibration_texts``
         (:mod:`newsbias.smoothing`; the fp32 model computes the same function afterwards).
         """

@@ -190,7 +190,7 @@ def export_onnx(clf: Any, out_dir: str | Path, quantize: str = "none", keep_fp32
 
     Returns what :meth:`Classifier.save` records about the graph: ``format``, ``quantize``,
     ``kept_fp32``, ``check`` (:func:`compare` on ``check_texts``, default two example prompts) and,
-    with ``smooth`` (an alpha; int8 only), ``smooth``: :func:`newsbias.smoothing.smooth_for_int8`
+    with ``smooth`` (an alpha; int8 or int8-block), ``smooth``: :func:`newsbias.smoothing.smooth_for_int8`
     calibrated on ``calibration_texts``, which rescales ``clf``'s weights in place first. The
     tokenizer and ``newsbias.json`` are the caller's.
     """
