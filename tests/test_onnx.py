@@ -77,7 +77,7 @@ def test_onnx_export_scores_like_the_torch_model(adapters, exports, head, texts)
         with pytest.raises(NewsbiasError, match="ONNX export, which scores labels only"):
             exported.generate(texts[:1])
     card = (out / "README.md").read_text()
-    assert "library_name: onnx" in card and "ONNX graph" in card
+    assert "library_name: onnx" in card and "ONNX graph" in card and "int8" not in card
 
 
 @pytest.mark.slow
@@ -234,3 +234,6 @@ def test_export_cli_smooths_on_the_train_split(adapters, planted_data_dir, tmp_p
     info = json.loads((out / "newsbias.json").read_text())["onnx"]
     assert info["smooth"]["calibration_articles"] == 6 and info["check"]["n"] == 2
     assert "ONNX graph (int8, smoothed, alpha 0.85)" in capsys.readouterr().out
+    card = " ".join((out / "README.md").read_text().split())
+    assert ("with int8 weights (`mlp.down_proj` kept in fp32), activation outliers moved into the weights first "
+            "(SmoothQuant, alpha 0.85, calibrated on 6 articles)") in card

@@ -271,12 +271,27 @@ def _base_context(settings: ModelSettings, base_model_id: Optional[str]) -> dict
     return {"hub_id": hub_id, "local": local, "text": text, "short": (hub_id or local or "base").split("/")[-1]}
 
 
-def _settings_context(settings: ModelSettings, merged: bool, onnx: Optional[str] = None) -> dict[str, Any]:
+def _onnx_kind(onnx: dict[str, Any]) -> str:
+    """The card's words for an ONNX export, from what the export recorded (``newsbias.json``'s ``onnx``)."""
+    kind = "an ONNX graph of the merged model's scoring function"
+    if onnx.get("quantize", "none") == "none":
+        return kind
+    kind += (" with int8 weights" if onnx["quantize"] == "int8"
+             else " with int8 weights and activations in blocks of 128 inputs")
+    kept = sorted({re.sub(r"^.*\.layers?\.\d+\.", "", name) for name in onnx.get("kept_fp32") or []})
+    kind += f" (`{'`, `'.join(kept)}` kept in fp32)" if kept else " (every layer)"
+    if onnx.get("smooth"):
+        kind += (f", activation outliers moved into the weights first (SmoothQuant, alpha {onnx['smooth']['alpha']}, "
+                 f"calibrated on {onnx['smooth']['calibration_articles']} articles)")
+    return kind
+
+
+def _settings_context(settings: ModelSettings, merged: bool, onnx: Optional[dict[str, Any]] = None
+                      ) -> dict[str, Any]:
     """What the card says about the model itself: kind, head, prompt, and how to load it without newsbias."""
     cls_head = settings.head == "cls"
     if onnx:
-        kind = ("an ONNX graph of the merged model's scoring function"
-                + (" with int8 weights (the MLP output projections kept in fp32)" if onnx == "int8" else ""))
+        kind = _onnx_kind(onnx)
     elif settings.extra.get("finetune") == "full":
         kind = "a fully fine-tuned model"
     elif merged:
@@ -303,7 +318,7 @@ def _settings_context(settings: ModelSettings, merged: bool, onnx: Optional[str]
 
 
 def _card_data(name: str, base_id: Optional[str], license: Optional[str], datasets: list[str], merged: bool,
-               test_metrics: Optional[dict[str, Any]], onnx: Optional[str] = None) -> Any:
+               test_metrics: Optional[dict[str, Any]], onnx: Optional[dict[str, Any]] = None) -> Any:
     """The validated front matter (``ModelCardData``); model-index holds test figures only."""
     from huggingface_hub import EvalResult, ModelCardData
 
@@ -313,7 +328,7 @@ def _card_data(name: str, base_id: Optional[str], license: Optional[str], datase
                for key, typ, label in (("macro_f1", "f1", "macro-F1"), ("accuracy", "accuracy", "accuracy"))
                for v in [(test_metrics or {}).get(key)] if isinstance(v, (int, float))]
     tags = (["newsbias", "political-bias", "news", "lora", "peft"] + (["merged"] if merged else [])
-            + (["onnx"] + (["int8"] if onnx == "int8" else []) if onnx else []))
+            + (["onnx"] + (["int8"] if onnx.get("quantize", "none") != "none" else []) if onnx else []))
     library = "onnx" if onnx else "transformers" if merged else "peft"
     return ModelCardData(base_model=base_id, library_name=library,
                          license=license or "other", datasets=list(datasets) or None, language=["en"],
@@ -324,14 +339,14 @@ def _card_data(name: str, base_id: Optional[str], license: Optional[str], datase
 def model_card(adapter_dir: str | Path, merged: bool = False, base_model_id: Optional[str] = None,
                license: Optional[str] = None, datasets: Optional[list[str]] = None,
                evaluation: Optional[dict[str, Any]] = None, repo_id: Optional[str] = None,
-               onnx: Optional[str] = None) -> str:
+               onnx: Optional[dict[str, Any]] = None) -> str:
     """The ``README.md`` of an export, rendered from ``templates/model_card.md``.
 
     Reads ``newsbias.json`` and ``manifest.json`` of the adapter dir, and the ``prep_meta.json`` its
     manifest points at (:func:`find_prep_meta`). ``evaluation`` is :func:`read_eval`'s test
     evaluation; without it the card says that only the validation score is known. ``repo_id`` (a
-    hub upload) names the model and its download in the usage snippets. ``onnx`` (``none`` or
-    ``int8``) describes an ONNX export of the merged model.
+    hub upload) names the model and its download in the usage snippets. ``onnx`` (what an ONNX
+    export recorded in its ``newsbias.json``: quantize, kept_fp32, smooth) describes that export.
     """
     from huggingface_hub import ModelCard
 
@@ -427,12 +442,12 @@ def run_export(cfg: ExportConfig) -> dict[str, Any]:
         raise NewsbiasError(f"export.base_model_id {cfg.base_model_id!r} is not a hub id; give it as owner/name")
     evaluation = read_eval(cfg.metrics, adir) if cfg.metrics else None
     merged = cfg.merge or full or cfg.format == "onnx"
-    onnx = cfg.quantize if cfg.format == "onnx" else None
+    onnx = cfg.format == "onnx"
 
-    def card(merged_card: bool) -> str:
+    def card(merged_card: bool, exported: Optional[Path] = None) -> str:
+        recorded = ModelSettings.load(exported).extra.get("onnx") if onnx and exported else None
         return model_card(adir, merged=merged_card, base_model_id=cfg.base_model_id, license=cfg.license,
-                          datasets=cfg.datasets, evaluation=evaluation, repo_id=cfg.push_to_hub,
-                          onnx=onnx if merged_card else None)
+                          datasets=cfg.datasets, evaluation=evaluation, repo_id=cfg.push_to_hub, onnx=recorded)
 
     with atomic_dir(out) as tmp:
         if merged:
@@ -445,7 +460,7 @@ def run_export(cfg: ExportConfig) -> dict[str, Any]:
                 shutil.copy2(adir / "manifest.json", tmp / "manifest.json")
         else:
             copy_adapter(adir, tmp, cfg.base_model_id or hub_model_id(ModelSettings.load(adir).base_model))
-        (tmp / CARD_FILE).write_text(card(merged), encoding="utf-8")
+        (tmp / CARD_FILE).write_text(card(merged, tmp if merged else None), encoding="utf-8")
         write_json(tmp / MARKER_FILE, stage_manifest("export", cfg, started, **{"from": str(adir.resolve()),
                                                                                 "merged": merged,
                                                                                 "format": cfg.format}))
