@@ -444,30 +444,31 @@ def run_export(cfg: ExportConfig) -> dict[str, Any]:
     merged = cfg.merge or full or cfg.format == "onnx"
     onnx = cfg.format == "onnx"
 
-    def card(merged_card: bool, exported: Optional[Path] = None) -> str:
-        recorded = ModelSettings.load(exported).extra.get("onnx") if onnx and exported else None
+    def card(merged_card: bool, recorded: Optional[dict[str, Any]] = None) -> str:
         return model_card(adir, merged=merged_card, base_model_id=cfg.base_model_id, license=cfg.license,
                           datasets=cfg.datasets, evaluation=evaluation, repo_id=cfg.push_to_hub, onnx=recorded)
 
+    recorded: Optional[dict[str, Any]] = None  # what an ONNX export wrote about its graph (newsbias.json's onnx)
     with atomic_dir(out) as tmp:
         if merged:
             save = {"format": "onnx", "quantize": cfg.quantize, "keep_fp32": cfg.keep_fp32,
                     "check_texts": check_texts(cfg), "smooth": cfg.smooth,
                     "calibration_texts": calibration_texts(cfg)} if onnx else {}
-            merge_adapter(adir, tmp, join_gguf(cfg.model, cfg.gguf_file) if cfg.model else None, cfg.dtype, cfg.device,
-                          **save)
+            written = merge_adapter(adir, tmp, join_gguf(cfg.model, cfg.gguf_file) if cfg.model else None, cfg.dtype,
+                                    cfg.device, **save)
+            recorded = written.extra.get("onnx")
             if (adir / "manifest.json").is_file():
                 shutil.copy2(adir / "manifest.json", tmp / "manifest.json")
         else:
             copy_adapter(adir, tmp, cfg.base_model_id or hub_model_id(ModelSettings.load(adir).base_model))
-        (tmp / CARD_FILE).write_text(card(merged, tmp if merged else None), encoding="utf-8")
+        (tmp / CARD_FILE).write_text(card(merged, recorded), encoding="utf-8")
         write_json(tmp / MARKER_FILE, stage_manifest("export", cfg, started, **{"from": str(adir.resolve()),
                                                                                 "merged": merged,
                                                                                 "format": cfg.format}))
     if cfg.card_in_adapter:
         (adir / CARD_FILE).write_text(card(False), encoding="utf-8")
     result: dict[str, Any] = {"out": str(out), "merged": merged, "format": cfg.format,
-                              "check": ModelSettings.load(out).extra.get("onnx", {}).get("check"), "files": sorted(p.name for p in out.iterdir())}
+                              "check": (recorded or {}).get("check"), "files": sorted(p.name for p in out.iterdir())}
     if cfg.push_to_hub:
         result["pushed"] = push_to_hub(out, cfg.push_to_hub, private=cfg.private)
     return result
