@@ -49,7 +49,7 @@ def test_missing_model_path_is_clear():
 
 @pytest.fixture(scope="module")
 def lm(tiny_qwen_dir):
-    model, tok = load_model_and_tokenizer(str(tiny_qwen_dir))
+    model, tok = load_model_and_tokenizer(str(tiny_qwen_dir), device="cpu")  # the checks feed CPU tensors
     torch.manual_seed(0)
     return add_lora(model, "lm", r=4, alpha=8, dropout=0.0), tok
 

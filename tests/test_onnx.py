@@ -134,7 +134,7 @@ def test_served_onnx_export_equals_the_adapter(adapters, exports, texts):
     from newsbias.serve import create_app, load_model
 
     answers = []
-    for cfg in (ServeConfig(adapter=str(adapters["cls"])), ServeConfig(model=str(exports["cls"]))):
+    for cfg in (ServeConfig(adapter=str(adapters["cls"]), device="cpu"), ServeConfig(model=str(exports["cls"]))):
         with TestClient(create_app(cfg, predictor=load_model(cfg))) as c:
             answers.append(c.post("/v1/classify", json={"texts": texts[:4]}).json()["results"])
     for a, b in zip(*answers):

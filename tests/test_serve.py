@@ -392,6 +392,8 @@ def test_undecodable_bodies_are_422_not_400(client):
     for raw, headers in cases:
         r = client.post("/v1/classify", content=raw, headers={"content-type": "application/json", **headers})
         assert r.status_code == 422, (raw[:40], r.status_code, r.text[:200])
+        if raw.startswith(b'{"texts": [[') and r.json()["detail"][0]["field"] == "texts.0":
+            continue  # Python 3.12's json parses this depth; the nested list is then refused as a text
         assert r.json()["detail"][0]["field"] == "body" and "not valid JSON" in r.json()["error"]
     r = client.post("/v1/classify", content=b"texts=a", headers={"content-type": "application/x-www-form-urlencoded"})
     assert r.status_code == 422 and "content-type application/json" in r.json()["error"]

@@ -379,3 +379,20 @@ def test_outlet_balanced_epochs_draw_small_outlets_as_often_as_large_ones(tiny_q
     summary = train(tiny_cfg(tiny_qwen_dir, planted_data_dir, tmp_path / "bal", optim__max_steps=2,
                              eval__every_steps=2, data__train_limit=24, data__sampling="outlet_balanced"))
     assert summary["steps"] == 2
+
+
+def test_half_precision_training_keeps_trainable_weights_fp32_and_learns(tiny_bert_dir, planted_data_dir, tmp_path):
+    """bf16 model: frozen weights stay bf16, LoRA and head train in fp32 under autocast (pure bf16 stalled the head)."""
+    from newsbias.train import setup
+
+    cfg = tiny_cfg(tiny_bert_dir, planted_data_dir, tmp_path / "bf16", head="cls", model__dtype="bfloat16",
+                   model__pooling="mean", optim__class_weights="balanced", optim__lr=2e-2, optim__epochs=4,
+                   lora__target_modules=["query", "key", "value", "dense"])
+    r = setup(cfg, progress=False)
+    assert r.half == torch.bfloat16
+    params = list(r.model.named_parameters())
+    assert all(p.dtype == torch.float32 for _, p in params if p.requires_grad)
+    assert any(p.dtype == torch.bfloat16 for _, p in params if not p.requires_grad)
+    summary = train(cfg)
+    assert summary["best_val"]["val_macro_f1"] >= 0.9
+    assert json.loads((tmp_path / "bf16" / "manifest.json").read_text())["dtype"] == "torch.bfloat16"

@@ -338,6 +338,11 @@ class Recipe:
     bar: Any = None
     trackers: list[Any] = field(default_factory=list)
     draw_weights: Optional[np.ndarray] = None  # train.data.sampling=outlet_balanced
+    half: Optional[torch.dtype] = None  # bf16/fp16 model: forward passes run under autocast to it
+
+    def amp(self) -> contextlib.AbstractContextManager:
+        """Autocast for forward passes of a half-precision model whose trainable weights are fp32."""
+        return torch.autocast(self.device.type, dtype=self.half) if self.half else contextlib.nullcontext()
 
     @property
     def out_dir(self) -> Path:
@@ -404,6 +409,22 @@ def _make_trainable(cfg: TrainConfig, model: torch.nn.Module) -> torch.nn.Module
                          target_modules=cfg.lora.target_modules, bias=cfg.lora.bias,
                          gradient_checkpointing=m.gradient_checkpointing)
     return model
+
+
+def keep_trainable_fp32(model: torch.nn.Module) -> Optional[torch.dtype]:
+    """Cast the trainable weights of a bf16/fp16 model to fp32; return that half dtype (None for fp32 models).
+
+    AdamW on bf16 weights rounds away every update smaller than the weight's last bit (bf16 keeps
+    8 significant bits), which stalled a LoRA encoder's head on a GPU. The frozen weights stay in the
+    half dtype, so most of the memory saving remains; forward passes autocast (``Recipe.amp``).
+    """
+    floats = {p.dtype for p in model.parameters() if p.is_floating_point()}
+    half = next((dt for dt in (torch.bfloat16, torch.float16) if dt in floats), None)
+    if half is not None:
+        for p in model.parameters():
+            if p.requires_grad and p.dtype != torch.float32:
+                p.data = p.data.float()
+    return half
 
 
 def head_inputs(model: torch.nn.Module, feats: Sequence[dict[str, Any]], pad_id: int, batch_size: int,
@@ -512,6 +533,7 @@ def setup(cfg: TrainConfig, resume: bool = False, progress: Optional[bool] = Non
         probe = probe_head(model, train_feats, tok.pad_token_id, cfg.eval.batch_size,
                            cfg.optim.class_weights == "balanced", show)
     model = _make_trainable(cfg, model)
+    half = keep_trainable_fp32(model)
     n_train, n_total = count_parameters(model)
     if d.main:
         log.info("trainable params: %s / %s (%.3f%%)", f"{n_train:,}", f"{n_total:,}", 100 * n_train / n_total)
@@ -520,7 +542,7 @@ def setup(cfg: TrainConfig, resume: bool = False, progress: Optional[bool] = Non
     r = Recipe(cfg=cfg, d=d, source=source, fingerprint=fingerprint, hashes=hashes, model=model, tok=tok,
                builder=builder, runner=runner, train_feats=train_feats,
                val_feats=encode_examples(builder, val_ex, cfg.model.head), optimizer=optimizer, scheduler=scheduler,
-               total_steps=total_steps, n_batches=n_batches, show=show)
+               total_steps=total_steps, n_batches=n_batches, show=show, half=half)
     if cfg.data.sampling == "outlet_balanced":
         from .baseline import outlet_weights
 
@@ -546,7 +568,8 @@ def train_step(r: Recipe, group: Sequence[Sequence[int]]) -> dict[str, Any]:
         # DDP syncs gradients only on the last micro-batch of the accumulation group
         last = k == len(group) - 1 or r.d.world == 1
         with (r.runner.no_sync() if not last and hasattr(r.runner, "no_sync") else contextlib.nullcontext()):
-            loss, _ = r.runner(**b)
+            with r.amp():
+                loss, _ = r.runner(**b)
             (loss / len(group)).backward()
         loss_sum += float(loss.detach())
     gnorm = None
@@ -562,7 +585,8 @@ def train_step(r: Recipe, group: Sequence[Sequence[int]]) -> dict[str, Any]:
 def validate(r: Recipe) -> bool:
     """Score val, keep the best weights; True when early stopping says stop."""
     st, ev = r.state, r.cfg.eval
-    m = evaluate(r.classifier, r.val_feats, ev.batch_size, r.d)
+    with r.amp():
+        m = evaluate(r.classifier, r.val_feats, ev.batch_size, r.d)
     r.log({"type": "eval", "step": st.step, "epoch": round(st.epoch + st.batch / max(1, r.n_batches), 4), **m})
     if r.show and r.bar is not None:
         r.bar.write(f"step {st.step}: val_loss {m['val_loss']:.4f} val_macro_f1 {m['val_macro_f1']:.4f}")
@@ -701,7 +725,7 @@ def finish(r: Recipe, t_start: float) -> dict[str, Any]:
         r.tok.save_pretrained(str(r.out_dir))
         settings.save(r.out_dir)
         manifest = stage_manifest("train", cfg, t_start, data=r.hashes, summary=summary, device=str(r.device),
-                                  dtype=str(next(r.model.parameters()).dtype),
+                                  dtype=str(r.half or next(r.model.parameters()).dtype),
                                   resumed_from=str(r.resumed_from) if r.resumed_from else None)
         (r.out_dir / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2, default=str) + "\n", encoding="utf-8")
     r.d.barrier()
