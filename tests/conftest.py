@@ -215,6 +215,9 @@ def tiny_llama_gguf(tmp_path_factory, tiny_tokenizer_dir) -> tuple[Path, Path]:
     w.add_token_list(tokens)
     w.add_token_types([gguf.TokenType.CONTROL if t in added else gguf.TokenType.NORMAL for t in tokens])
     w.add_token_merges([" ".join(m) if isinstance(m, list) else m for m in spec["model"]["merges"]])
+    # like the real files (SmolLM2's has bos 1, add_bos false): transformers 5.17 cannot read a GGUF without a bos id
+    w.add_bos_token_id(tok.eos_token_id)
+    w.add_add_bos_token(False)
     w.add_eos_token_id(tok.eos_token_id)
     w.add_pad_token_id(tok.pad_token_id)
     w.add_chat_template(tok.chat_template)

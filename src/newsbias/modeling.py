@@ -233,14 +233,16 @@ def _content_key(path: Path, size: int, mtime_ns: int) -> str:
 
 
 def _convert_gguf(path: Path, out: Path) -> None:
+    import transformers
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     extra = {"gguf_file": path.name}
     try:
         tok = AutoTokenizer.from_pretrained(str(path.parent), **extra)
         model = AutoModelForCausalLM.from_pretrained(str(path.parent), dtype=torch.float32, **extra)
-    except (OSError, ValueError) as exc:
-        raise NewsbiasError(f"cannot read the GGUF file {path}: {str(exc).splitlines()[0]}") from None
+    except (OSError, ValueError, AttributeError) as exc:  # AttributeError: e.g. transformers 5.17 on a GGUF without a bos id
+        raise NewsbiasError(f"cannot read the GGUF file {path} with transformers {transformers.__version__}: "
+                            f"{str(exc).splitlines()[0]}") from None
     _drop_gguf_marks(model)
     model.save_pretrained(str(out))
     tok.save_pretrained(str(out))
