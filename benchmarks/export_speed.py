@@ -9,6 +9,7 @@ test split at ``--batch`` (length-sorted, as predict does) in a process of its o
 memory (``VmHWM``) is its own:
 
 * ``eager``: ``Classifier.load(MODEL_DIR)``, fp32 PyTorch: the reference;
+* ``eager-bf16``: the same in bf16 (fast only on CPUs with AMX or AVX-512 BF16 units);
 * ``compiled``: the same, LoRA merged, with the model body under ``torch.compile(dynamic=True)``
   (its compile happens in the warm-up batch, which is not timed);
 * ``torch-int8``: the same with torch's dynamic int8 quantisation of the body's Linear layers
@@ -37,7 +38,7 @@ from pathlib import Path
 
 import numpy as np
 
-VARIANTS = ("eager", "compiled", "torch-int8", "onnx", "onnx-int8", "onnx-int8-all", "onnx-int8-smooth",
+VARIANTS = ("eager", "eager-bf16", "compiled", "torch-int8", "onnx", "onnx-int8", "onnx-int8-all", "onnx-int8-smooth",
             "onnx-int8-smooth-all", "onnx-int8-block", "onnx-int8-block-all")
 EXPORTS = {"onnx": {"format": "onnx"}, "onnx-int8": {"format": "onnx", "quantize": "int8"},
            "onnx-int8-all": {"format": "onnx", "quantize": "int8", "keep_fp32": []},
@@ -56,7 +57,7 @@ def load(variant: str, model_dir: str, work: Path):
 
     if variant in EXPORTS:
         return Classifier.load(str(work / variant))
-    clf = Classifier.load(model_dir, device="cpu", dtype="float32")
+    clf = Classifier.load(model_dir, device="cpu", dtype="bfloat16" if variant == "eager-bf16" else "float32")
     if variant == "compiled":
         if hasattr(clf.model, "merge_and_unload"):
             clf.model = clf.model.merge_and_unload()

@@ -20,6 +20,20 @@ from newsbias.prompt import PromptBuilder
 from newsbias.train import LabelOnlyCollator, encode_examples, Example
 
 
+@pytest.mark.parametrize("flags,warns", [("fpu avx2 avx512f", True), ("fpu avx512_bf16 avx512f", False),
+                                         ("fpu amx_bf16 amx_tile", False)])
+def test_bf16_on_cpu_warns_only_without_bf16_units(flags, warns, monkeypatch, caplog):
+    import newsbias.modeling as modeling
+
+    real_read = modeling.Path.read_text
+    monkeypatch.setattr(modeling.Path, "read_text", lambda self, *a, **k: f"flags\t: {flags}\n"
+                        if str(self) == "/proc/cpuinfo" else real_read(self, *a, **k))
+    assert modeling.cpu_has_bf16_units() is not warns
+    with caplog.at_level("WARNING", logger="newsbias.modeling"):
+        assert resolve_device_dtype("cpu", "bfloat16")[1] == torch.bfloat16
+    assert ("much slower" in caplog.text) is warns
+
+
 def test_resolve_device_dtype_cpu():
     if torch.cuda.is_available():
         pytest.skip("CPU-only expectations")
