@@ -93,6 +93,18 @@ def test_tuned_scoring_records_are_complete_and_learned(lm_adapter_dir, planted_
     assert not (tmp_path / ".tuned.jsonl.parts").exists()
 
 
+def test_half_precision_load_folds_the_adapter_in_fp32_first(lm_adapter_dir, planted_data_dir):
+    """bf16: the adapter is merged into fp32 weights, then cast (one rounding), never run unmerged."""
+    texts = [json.loads(l)["input"] for l in (planted_data_dir / "val.jsonl").read_text().splitlines()]
+    fp32 = Classifier.load(str(lm_adapter_dir), device="cpu")
+    bf16 = Classifier.load(str(lm_adapter_dir), device="cpu", dtype="bfloat16")
+    assert not hasattr(bf16.model, "merge_and_unload") and next(bf16.model.parameters()).dtype == torch.bfloat16
+    p32 = fp32.predict_proba(texts)
+    fp32.model.to(torch.bfloat16)
+    np.testing.assert_array_equal(bf16.predict_proba(texts), fp32.predict_proba(texts))
+    assert (bf16.predict_proba(texts).argmax(1) == p32.argmax(1)).all()
+
+
 def test_base_zero_shot_score_and_generate(tiny_qwen_dir, planted_data_dir, tmp_path):
     run_predict(pcfg(model=str(tiny_qwen_dir), input=str(planted_data_dir / "val.jsonl"), out=str(tmp_path / "b.jsonl"),
                      **{"prompt": {"max_length": 64}}), progress=False)
