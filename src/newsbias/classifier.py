@@ -109,7 +109,7 @@ class Classifier:
                                 f"drop predict.model to use the adapter's base")
         dev, dt = resolve_device_dtype(device, dtype)
         # the LoRA weights are folded in before any cast to bf16/fp16: one rounding of the merged
-        # weights, and no extra matmuls per adapted layer (the demo's LM in bf16: 2.3x fp32 merged
+        # weights, and no extra matmuls per adapted layer (the demo's LM in bf16: 2.55x fp32 merged
         # first, 1.45x unmerged); so a half-precision base is read as fp32 on CPU, then moved
         half = dt != torch.float32
         model, _ = load_model_and_tokenizer(base, head=settings.head, device="cpu" if half else device,
