@@ -82,6 +82,7 @@ def test_predict_stage_on_the_gpu_keeps_order_and_labels(gpu_runs, planted_data_
         rows[name] = [json.loads(line) for line in (tmp_path / f"{name}.jsonl").read_text().splitlines()]
     assert [r["id"] for r in rows["gpu"]] == [r["id"] for r in rows["cpu"]]
     assert [r["pred"] for r in rows["gpu"]] == [r["pred"] for r in rows["cpu"]]
+    assert json.loads((tmp_path / "gpu.manifest.json").read_text())["dtype"] == "bfloat16"
     gen = PredictConfig.model_validate({"adapter": str(out), "input": str(planted_data_dir), "split": "test",
                                         "out": str(tmp_path / "gen.jsonl"), "mode": "generate", "max_new_tokens": 1})
     run_predict(gen, progress=False)

@@ -90,6 +90,7 @@ def test_tuned_scoring_records_are_complete_and_learned(lm_adapter_dir, planted_
                            "invalid": 0, "resumed_rows": 0}
     man = json.loads((tmp_path / "tuned.manifest.json").read_text())
     assert man["head"] == "lm" and man["adapter"] == str(lm_adapter_dir) and man["input"]["sha256"]
+    assert man["device"] == "cpu" and man["dtype"] == "float32"  # what auto resolved to
     assert not (tmp_path / ".tuned.jsonl.parts").exists()
 
 

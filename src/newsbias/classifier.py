@@ -138,6 +138,13 @@ class Classifier:
     def device(self) -> torch.device:
         return model_device(self.model)
 
+    @property
+    def precision(self) -> str:
+        """What the weights compute in: ``float32``, ``bfloat16`` ... (PyTorch), or ``onnx`` (ONNX Runtime graph)."""
+        if isinstance(self.model, torch.nn.Module):
+            return str(next(self.model.parameters()).dtype).removeprefix("torch.")
+        return "onnx"
+
     def predict_proba(self, texts: Sequence[str], batch_size: int = 8, windows: int = 1,
                       pool: str = "mean", length_sorted: bool = True) -> np.ndarray:
         """Label probabilities ``[len(texts), n_labels]``, columns in :attr:`labels` order.

@@ -313,7 +313,7 @@ def _finish(cfg: PredictConfig, clf: Classifier, parts: Path, out: Path, input_p
         prompt=settings.prompt.model_dump(mode="json"), adapter_best_val=settings.best_val,
         articles_per_s_this_run=rate, threads=torch.get_num_threads(),
         allocator="tuned" if tune_cpu_allocator() else "as found", world_size=d.world, device=str(clf.device),
-        counts=counts,
+        dtype=clf.precision, counts=counts,
         outputs={out.name: {"sha256": sha256_file(out), "rows": counts["predicted"]}})
     write_json(out.parent / f"{out.stem}.manifest.json", manifest)
     shutil.rmtree(parts)
