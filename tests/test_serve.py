@@ -96,6 +96,7 @@ def test_health_model_docs_and_page(client, lm_adapter, predictor):
     assert m["labels"] == LABELS and m["head"] == "lm" and m["max_length"] == 64
     assert m["best_val"]["metric"] == "val_macro_f1" and "val_macro_f1" in m["best_val"]
     assert m["serving"]["max_batch"] == 8
+    assert m["device"] == str(predictor.device) and m["dtype"] == predictor.precision == "float32"
     assert client.get("/docs").status_code == 200
     schema = client.get("/openapi.json").json()
     assert "/v1/classify" in schema["paths"] and "ClassifyRequest" in json.dumps(schema)
