@@ -58,9 +58,7 @@ def load(variant: str, model_dir: str, work: Path):
     if variant in EXPORTS:
         return Classifier.load(str(work / variant))
     clf = Classifier.load(model_dir, device="cpu", dtype="bfloat16" if variant == "eager-bf16" else "float32")
-    if variant == "compiled":
-        if hasattr(clf.model, "merge_and_unload"):
-            clf.model = clf.model.merge_and_unload()
+    if variant == "compiled":  # Classifier.load has already folded any adapter in
         body = _hf_model(clf.model)
         if clf.settings.head == "lm":
             body.model = torch.compile(body.model, dynamic=True)
