@@ -160,8 +160,7 @@ class Classifier:
         if pool not in ("mean", "max"):
             raise NewsbiasError(f"pool must be 'mean' or 'max', got {pool!r}")
         groups = [self.builder.encode_windows(t, windows) for t in texts]
-        probs = score_encoded(self.model, self.tokenizer, self.settings, [e for g in groups for e in g],
-                              batch_size, self.builder, length_sorted)
+        probs = self.score_encoded([e for g in groups for e in g], batch_size, length_sorted)
         out = np.zeros((len(texts), len(self.labels)), dtype=np.float32)
         start = 0
         for k, g in enumerate(groups):
@@ -169,6 +168,10 @@ class Classifier:
             start += len(g)
             out[k] = p.mean(0) if pool == "mean" else p[p.max(1).argmax()]
         return out
+
+    def score_encoded(self, encs: Sequence[Any], batch_size: int = 8, length_sorted: bool = True) -> np.ndarray:
+        """Label probabilities for prompts already encoded by :attr:`builder` (e.g. with words left out)."""
+        return score_encoded(self.model, self.tokenizer, self.settings, encs, batch_size, self.builder, length_sorted)
 
     def iter_logits(self, encs: Sequence[Any], batch_size: int = 8, full_vocab: bool = False,
                     ) -> Iterator[tuple[list[int], torch.Tensor]]:

@@ -152,6 +152,19 @@ def _run_serve(args: argparse.Namespace, cfg: Config) -> int:
     return 0
 
 
+def _run_explain(args: argparse.Namespace, cfg: Config) -> int:
+    from .explain import run_explain
+
+    e = cfg.explain
+    m = run_explain(e, progress=not args.quiet)
+    s = m["summary"]
+    print(f"explain: {s['articles']} articles; the strongest word was an outlet cue in {s['top_unit_is_cue']}, "
+          f"outlet cues carry {s['cue_share_of_support']:.1%} of the support, and leaving them out changes "
+          f"{s['flipped_without_cues']} of {s['articles_with_cues']} answers")
+    print(f"explain: wrote {m['out_dir']}/explain.md, explain.html and explanations.jsonl")
+    return 0
+
+
 def _run_export(args: argparse.Namespace, cfg: Config) -> int:
     from .export import run_export
 
@@ -250,6 +263,18 @@ COMMANDS: tuple[Command, ...] = (
              Flag("--port", "serve.port"), Flag("--device", "serve.device"), Flag("--dtype", "serve.dtype"),
              Flag("--max-batch", "serve.max_batch"), Flag("--max-wait-ms", "serve.max_wait_ms"),
              Flag("--threads", "serve.threads"))),
+    Command("explain", _run_explain,
+            "Which words moved a model's answers, and were they outlet cues (names, links, bylines)?",
+            "Leave out each word the model reads, one at a time, and rescore: a word's effect on a label is the "
+            "probability the label loses without it. Flags the article's own outlet cues (its outlet's name and "
+            "domain, links and handles, bylines, datelines), rescores each article without all of them, and writes "
+            "explanations.jsonl, explain.md and explain.html with a summary and the top words per label.",
+            (Flag("--model", "explain.model", "ID_OR_PATH"), Flag("--adapter", "explain.adapter", "DIR"),
+             Flag("--input", "explain.input", "PATH"), Flag("--split", "explain.split"),
+             Flag("--out", "explain.out_dir", "DIR"), Flag("--limit", "explain.limit"),
+             Flag("--span", "explain.span"), Flag("--batch-size", "explain.batch_size"),
+             Flag("--device", "explain.device"), Flag("--dtype", "explain.dtype"),
+             Flag("--threads", "explain.threads"), Flag("--overwrite", "explain.overwrite", const=True), QUIET)),
     Command("export", _run_export,
             "Adapter -> export dir (optionally merged into the base) with a model card; hub upload.",
             "Copy a trained adapter, or with --merge fold the LoRA weights (and the classifier head) into the base "

@@ -370,6 +370,35 @@ class PredictConfig(InferenceConfig):
     overwrite: bool = Field(default=False, description="Replace an existing output instead of refusing.")
 
 
+class ExplainConfig(InferenceConfig):
+    """``explain:`` section: which words moved a model's answers, and whether they were outlet cues
+    (see newsbias.explain)."""
+
+    input: str | None = Field(default=None, description="JSONL/CSV file, or a prep output directory (with `split`); "
+                                                         "default: prep.out_dir of the same config.")
+    split: str = Field(default="test", description="Split file to read when `input` is a prep directory.")
+    out_dir: str = Field(default="runs/explain", description="Output directory (explanations.jsonl, explain.md, "
+                                                             "explain.html, manifest.json).")
+    limit: int = Field(default=20, ge=1, description="Explain the first N articles with text (one forward pass per "
+                                                     "word read: about 100 per article at 128 tokens).")
+    span: int = Field(default=1, ge=1, le=64, description="Words left out at a time (larger = fewer passes, "
+                                                          "coarser explanations).")
+    batch_size: int = Field(default=16, ge=1, description="Prompts per forward pass.")
+    top_k: int = Field(default=10, ge=1, description="Words listed per article and per label in the summary.")
+    min_articles: int = Field(default=3, ge=1, description="A word enters the summary's per-label tables when "
+                                                           "read in at least this many articles.")
+    text_field: str | None = Field(default=None, description="Article field for JSONL/CSV input "
+                                                              "(default: input, else text).")
+    overwrite: bool = Field(default=False, description="Replace the explanations of an earlier run in out_dir.")
+
+    @model_validator(mode="after")
+    def _one_window(self) -> ExplainConfig:
+        if self.windows != 1:
+            raise ValueError(f"explain reads one window per article (what predict scores with windows=1), got "
+                             f"windows={self.windows}; drop the setting")
+        return self
+
+
 class MetricsConfig(StrictModel):
     """How metrics are computed (shared by ``evaluate:`` and ``compare.metrics``)."""
 
@@ -547,7 +576,7 @@ class ExportConfig(ModelSourceConfig):
 
 # Keys a stage reads from the prep stage's output (prep.out_dir) when the config has a prep: section
 # and leaves them unset.
-FROM_PREP = ("train.data.path", "predict.input", "baseline.data", "cv.data", "compare.data")
+FROM_PREP = ("train.data.path", "predict.input", "baseline.data", "cv.data", "compare.data", "explain.input")
 
 
 class Config(StrictModel):
@@ -563,6 +592,7 @@ class Config(StrictModel):
     cv: CvConfig = Field(default_factory=CvConfig)
     serve: ServeConfig = Field(default_factory=ServeConfig)
     export: ExportConfig | None = None
+    explain: ExplainConfig = Field(default_factory=ExplainConfig)
 
     @model_validator(mode="after")
     def _read_prep_output(self) -> Config:

@@ -32,7 +32,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .classifier import Classifier
-from .config import PredictConfig, dump_config
+from .config import InferenceConfig, PredictConfig, dump_config
 from .errors import NewsbiasError
 from .io import dumps_line, sha256_file, stage_manifest, write_json
 from .labels import parse_generation  # noqa: F401  (re-exported for users)
@@ -104,16 +104,17 @@ def skip_reason(a: Article) -> Optional[str]:
     return None
 
 
-def load_classifier(cfg: PredictConfig, instruction: Optional[str] = None) -> Classifier:
-    """The model ``cfg`` names: base + adapter, a trained model directory, or a base model zero-shot."""
+def load_classifier(cfg: InferenceConfig, instruction: Optional[str] = None, stage: str = "predict") -> Classifier:
+    """The model ``cfg`` (the ``stage:`` section) names: base + adapter, a trained model directory, or a base
+    model zero-shot."""
     if not cfg.model and not cfg.adapter:
-        raise NewsbiasError("nothing to predict with: set predict.model (a base model) and/or predict.adapter")
+        raise NewsbiasError(f"nothing to {stage} with: set {stage}.model (a base model) and/or {stage}.adapter")
     set_threads(cfg.threads)
     try:
         clf = Classifier.from_options(**cfg.loader_options(instruction))
     except NewsbiasError as exc:
-        raise NewsbiasError(f"{exc} (predict.model / predict.adapter)") from None
-    if cfg.mode == "generate" and clf.settings.head != "lm":
+        raise NewsbiasError(f"{exc} ({stage}.model / {stage}.adapter)") from None
+    if getattr(cfg, "mode", "score") == "generate" and clf.settings.head != "lm":
         raise NewsbiasError("predict.mode=generate needs a causal LM (head: lm); this adapter has a cls head — use mode=score")
     return clf
 

@@ -158,9 +158,12 @@ class PromptBuilder:
             text = article if len(article) <= 2 * cap else article[:cap] + article[-cap:]
         art = list(self.tokenizer.encode(text, add_special_tokens=False)) if text else []
         art, cut = self.truncate_article(art)
-        ids = self.lead_ids + self.prefix_ids + art + self.suffix_ids
-        answer_pos = len(ids) - 1
-        return Encoded(ids + self.trail_ids, answer_pos, cut or len(text) < len(article))
+        return self.wrap(art, cut or len(text) < len(article))
+
+    def wrap(self, article_ids: Sequence[int], truncated: bool = False) -> Encoded:
+        """The prompt around article ids already within the budget (what :meth:`encode` ends with)."""
+        ids = self.lead_ids + self.prefix_ids + list(article_ids) + self.suffix_ids
+        return Encoded(ids + self.trail_ids, len(ids) - 1, truncated)
 
     def encode_windows(self, article: str, windows: int) -> list[Encoded]:
         """Prompts over up to ``windows`` stretches of the whole article: head, tail, evenly spaced between.
@@ -175,11 +178,7 @@ class PromptBuilder:
             return [self.encode(article)]
         last = len(art) - budget
         starts = sorted({round(i * last / (windows - 1)) for i in range(windows)})
-        out = []
-        for s in starts:
-            ids = self.lead_ids + self.prefix_ids + art[s:s + budget] + self.suffix_ids
-            out.append(Encoded(ids + self.trail_ids, len(ids) - 1, True))
-        return out
+        return [self.wrap(art[s:s + budget], True) for s in starts]
 
     def encode_for_training(self, article: str, label: str) -> tuple[list[int], list[int], int]:
         """(input_ids, labels, answer_pos) for the lm head: labels are -100 except the label token."""

@@ -63,6 +63,21 @@ def name_variants(source: str | None, outlet: str | None) -> set[str]:
     return out
 
 
+def cue_spans(text: str, source: str | None, outlet: str | None) -> list[tuple[int, int, str]]:
+    """Where ``text`` carries its own outlet's cues: sorted ``(start, end, kind)``.
+
+    Kinds: ``name`` (the outlet's names and domain, as :func:`name_variants` spells them), ``link``
+    (URLs, e-mail addresses, handles), ``byline``, ``dateline`` — the rules :class:`CueRemover` applies,
+    without the boilerplate it learns from a whole corpus.
+    """
+    names = name_variants(source, outlet)
+    domains = {n for n in names if "." in n and " " not in n}
+    patterns = (("name", _pattern(domains, True)), ("name", _pattern(names - domains, False)), ("link", _LINKS),
+                ("byline", _BYLINE), ("dateline", _DATELINE))
+    return sorted((m.start(), m.end(), kind) for kind, pat in patterns if pat is not None
+                  for m in pat.finditer(text) if m.end() > m.start())
+
+
 def _pattern(names: Iterable[str], ignore_case: bool) -> re.Pattern | None:
     names = sorted(set(names), key=len, reverse=True)
     if not names:

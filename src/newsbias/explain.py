@@ -1,0 +1,270 @@
+"""The explain stage: which words of an article moved the model's answer, and were they the outlet's?
+
+Every word the model reads (the prompt's article window, after truncation) is left out in turn
+and the article scored again; a word's effect on a label is how much that label's probability
+drops without it (occlusion, "leave one out"). Words are left out in token space, so nothing from
+beyond the window moves into it. It needs only the model's own scoring, so it works for both heads,
+every model source (ONNX exports included) and any device, and an effect is what the model does,
+not a gradient's estimate of it. Why by hand: attribution libraries (Captum, SHAP) work on
+embeddings or on re-tokenized text, and neither knows our prompt's article window. The cost is one
+forward pass per word (about 100 at 128 tokens); ``explain.span`` leaves out several words at once.
+
+Each word is checked against the article's own outlet cues (:func:`newsbias.data.cues.cue_spans`:
+the outlet's names and domain, links and handles, bylines, datelines), and every article with any is
+scored once more without all of them. Labels in both corpora are the outlet's rating, so a model
+that leans on these has learned the outlet, not the article.
+
+``explain.out_dir`` gets ``explanations.jsonl`` (one record per article, every word's effects;
+appended as it goes, so a killed run resumes), ``explain.md`` and ``explain.html`` (the summary,
+then each article with its words marked) and ``manifest.json``.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from bisect import bisect_right
+from collections import defaultdict
+from dataclasses import dataclass
+from itertools import islice
+from pathlib import Path
+from typing import Any, Iterable, Optional, Sequence
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from .classifier import Classifier
+from .config import ExplainConfig
+from .data.cues import cue_spans
+from .errors import NewsbiasError
+from .io import check_output_dir, dumps_line, read_json, stage_manifest, write_json
+from .predict import _first_instruction, input_articles, load_classifier, resolve_input, skip_reason
+from .records import Article, iter_json_lines
+from .templates import render
+
+RECORDS = "explanations.jsonl"
+MANIFEST = "manifest.json"
+OUTPUTS = (RECORDS, "explain.md", "explain.html", MANIFEST)
+CUE_ORDER = ("name", "link", "byline", "dateline")
+_WORD = re.compile(r"\S+")
+_EDGE = re.compile(r"^\W+|\W+$")
+
+
+@dataclass
+class Window:
+    """The article tokens a prompt keeps: ``ids``, each one's word (an index into ``words``, -1 for
+    whitespace) and the character spans of the words read."""
+
+    ids: list[int]
+    word_of: list[int]
+    words: list[tuple[int, int]]
+    truncated: bool
+
+
+def read_window(clf: Classifier, article: str) -> Window:
+    """The words of ``article`` that ``clf``'s prompt reads, with their tokens (the ids :meth:`encode` keeps)."""
+    tok = clf.tokenizer
+    if not getattr(tok, "is_fast", False):
+        raise NewsbiasError(f"explain needs a fast tokenizer (character offsets); {type(tok).__name__} is not one")
+    enc = tok(article, add_special_tokens=False, return_offsets_mapping=True, verbose=False)
+    kept, cut = clf.builder.truncate_article(range(len(enc["input_ids"])))
+    spans = [m.span() for m in _WORD.finditer(article)]
+    starts = [s for s, _ in spans]
+    word_of = []
+    for k in kept:
+        a, b = enc["offset_mapping"][k]
+        pos = next((i for i in range(a, b) if not article[i].isspace()), None)
+        word_of.append(-1 if pos is None else bisect_right(starts, pos) - 1)
+    used = sorted({w for w in word_of if w >= 0})
+    index = {w: i for i, w in enumerate(used)}
+    return Window([enc["input_ids"][k] for k in kept], [index.get(w, -1) for w in word_of],
+                  [spans[w] for w in used], cut)
+
+
+def unit_spans(window: Window, span: int) -> list[tuple[int, int]]:
+    """Character spans of the units left out: ``span`` consecutive words each."""
+    w = window.words
+    return [(w[i][0], w[min(i + span, len(w)) - 1][1]) for i in range(0, len(w), span)]
+
+
+def without(clf: Classifier, window: Window, drop: Iterable[int], span: int) -> Any:
+    """The prompt of ``window`` with the units ``drop`` (indices into :func:`unit_spans`) left out."""
+    gone = set(drop)
+    ids = [t for t, w in zip(window.ids, window.word_of) if w < 0 or w // span not in gone]
+    return clf.builder.wrap(ids, window.truncated)
+
+
+def unit_cues(units: Sequence[tuple[int, int]], cues: Sequence[tuple[int, int, str]]) -> list[Optional[str]]:
+    """Per unit, the kind of outlet cue it overlaps (the first of :data:`CUE_ORDER`), or None."""
+    out = []
+    for a, b in units:
+        kinds = {k for s, e, k in cues if s < b and a < e}
+        out.append(next((k for k in CUE_ORDER if k in kinds), None))
+    return out
+
+
+def explain_article(clf: Classifier, a: Article, span: int = 1, batch_size: int = 16) -> dict[str, Any]:
+    """One article's explanation record: its scores with and without each unit (and without its outlet cues)."""
+    labels = clf.labels
+    window = read_window(clf, a.text)
+    units = unit_spans(window, span)
+    cues = unit_cues(units, cue_spans(a.text, a.source, a.outlet))
+    cue_units = [i for i, c in enumerate(cues) if c]
+    encs = [clf.builder.wrap(window.ids, window.truncated)] + [without(clf, window, [i], span)
+                                                                 for i in range(len(units))]
+    if cue_units:
+        encs.append(without(clf, window, cue_units, span))
+    probs = clf.score_encoded(encs, batch_size)
+    full = probs[0]
+    effects = full[None, :] - probs[1:len(units) + 1]
+
+    def scored(p: np.ndarray) -> dict[str, Any]:
+        return {"pred": labels[int(np.argmax(p))], "probs": {l: round(float(v), 6) for l, v in zip(labels, p)}}
+
+    return {"id": a.id, "gold": a.label, "outlet": a.outlet_or_source, **scored(full),
+            "tokens_read": len(window.ids), "words_read": len(window.words), "truncated": window.truncated, "span": span,
+            "without_cues": scored(probs[-1]) if cue_units else None,
+            "units": [{"start": s, "end": e, "text": a.text[s:e], "cue": c,
+                       "effect": {l: round(float(v), 6) for l, v in zip(labels, eff)}}
+                      for (s, e), c, eff in zip(units, cues, effects)]}
+
+
+def normalize_word(text: str) -> str:
+    """A unit's text as the summary counts it: lower case, edge punctuation stripped."""
+    return _EDGE.sub("", text).lower()
+
+
+def top_units(record: dict[str, Any], k: int, label: Optional[str] = None) -> list[dict[str, Any]]:
+    """The ``k`` units that pushed hardest towards ``label`` (default: the predicted one)."""
+    label = label or record["pred"]
+    ranked = sorted(record["units"], key=lambda u: -u["effect"][label])
+    return [u for u in ranked[:k] if u["effect"][label] > 0]
+
+
+def word_table(records: Sequence[dict[str, Any]], label: str, min_articles: int, k: int) -> list[dict[str, Any]]:
+    """Words read in at least ``min_articles`` articles, by their mean effect towards ``label``."""
+    seen: dict[str, list[float]] = defaultdict(list)
+    as_cue: dict[str, int] = defaultdict(int)
+    for r in records:
+        per: dict[str, list[tuple[float, bool]]] = defaultdict(list)
+        for u in r["units"]:
+            w = normalize_word(u["text"])
+            if w:
+                per[w].append((u["effect"][label], bool(u["cue"])))
+        for w, hits in per.items():  # a word counts once per article: its strongest occurrence
+            eff, cue = max(hits)
+            seen[w].append(eff)
+            as_cue[w] += cue
+    rows = [{"word": w, "articles": len(v), "mean_effect": float(np.mean(v)), "as_cue": as_cue[w]}
+            for w, v in seen.items() if len(v) >= min_articles]
+    return sorted(rows, key=lambda r: (-r["mean_effect"], r["word"]))[:k]
+
+
+def summarize(records: Sequence[dict[str, Any]], labels: Sequence[str], min_articles: int = 3,
+              k: int = 10) -> dict[str, Any]:
+    """What the explanations say together: how much rests on outlet cues, and the words behind each label."""
+    n = len(records)
+    with_cues = [r for r in records if r["without_cues"]]
+    top_is_cue = sum(1 for r in records if (t := top_units(r, 1)) and t[0]["cue"])
+    pushed = [(u["effect"][r["pred"]], bool(u["cue"])) for r in records for u in r["units"]
+              if u["effect"][r["pred"]] > 0]
+    total = sum(e for e, _ in pushed)
+    kinds: dict[str, int] = defaultdict(int)
+    for r in records:
+        for u in r["units"]:
+            if u["cue"]:
+                kinds[u["cue"]] += 1
+    gold = [r for r in records if r["gold"]]
+    return {"articles": n, "words_read_mean": float(np.mean([r["words_read"] for r in records])) if n else 0.0,
+            "articles_with_cues": len(with_cues),
+            "top_unit_is_cue": top_is_cue,
+            "cue_share_of_support": (sum(e for e, c in pushed if c) / total) if total else 0.0,
+            "flipped_without_cues": sum(1 for r in with_cues if r["without_cues"]["pred"] != r["pred"]),
+            "cue_units": dict(sorted(kinds.items())),
+            "accuracy": float(np.mean([r["pred"] == r["gold"] for r in gold])) if gold else None,
+            "words": {lab: word_table(records, lab, min_articles, k) for lab in labels}}
+
+
+def _signature(cfg: ExplainConfig, input_path: str, clf: Classifier) -> dict[str, Any]:
+    """What decides the records: a resumed run must match it."""
+    return {"input": str(Path(input_path).resolve()), "model": clf.source, "adapter": clf.adapter,
+            "span": cfg.span, "limit": cfg.limit, "text_field": cfg.text_field, "precision": clf.precision}
+
+
+def _done_records(out: Path, sig: dict[str, Any], overwrite: bool) -> list[dict[str, Any]]:
+    """Records of an earlier run into ``out`` with the same signature (a killed run resumes), else none."""
+    old = read_json(out / MANIFEST, strict=False) or {}
+    path = out / RECORDS
+    if old.get("signature") == sig and not old.get("complete") and path.is_file():
+        good, size = [], 0
+        with open(path, "rb") as f:
+            for line in f:
+                if not line.endswith(b"\n"):
+                    break  # a line cut by the kill: dropped, and the file truncated after the last whole one
+                good.append(line)
+                size += len(line)
+        with open(path, "r+b") as f:
+            f.truncate(size)
+        return [obj for _, obj in iter_json_lines(path)] if good else []
+    if path.exists() and not overwrite:
+        raise NewsbiasError(f"{out} holds the explanations of {'an earlier' if old.get('complete') else 'another'} "
+                            f"run; pass --overwrite to replace them, or choose another explain.out_dir")
+    for name in OUTPUTS:
+        (out / name).unlink(missing_ok=True)
+    return []
+
+
+def _articles(cfg: ExplainConfig, input_path: str, labels: Sequence[str]) -> list[Article]:
+    arts = (a for a in input_articles(input_path, labels, cfg.text_field, on_bad_gold="skip") if not skip_reason(a))
+    out = list(islice(arts, cfg.limit))
+    if not out:
+        raise NewsbiasError(f"{input_path} has no article with text to explain; check explain.input / explain.split")
+    return out
+
+
+def run_explain(cfg: ExplainConfig, progress: bool = True) -> dict[str, Any]:
+    """Explain the first ``cfg.limit`` articles of ``cfg.input`` into ``cfg.out_dir``; returns the manifest."""
+    started = time.time()
+    if not cfg.input:
+        raise NewsbiasError("nothing to explain: set explain.input (a prep directory with explain.split, or a file)")
+    input_path = resolve_input(cfg.input, cfg.split)
+    out = check_output_dir(cfg.out_dir, "explain", MANIFEST, inputs=[input_path])
+    out.mkdir(parents=True, exist_ok=True)
+    clf = load_classifier(cfg, _first_instruction(input_path), stage="explain")
+    articles = _articles(cfg, input_path, clf.labels)
+    sig = _signature(cfg, input_path, clf)
+    records = _done_records(out, sig, cfg.overwrite)
+    write_json(out / MANIFEST, {"stage": "explain", "signature": sig, "complete": False})
+    done = {r["id"] for r in records}
+    with open(out / RECORDS, "a", encoding="utf-8") as fh:
+        for a in tqdm(articles, desc="explain", unit="article", disable=not progress, initial=len(done)):
+            if a.id in done:
+                continue
+            r = explain_article(clf, a, cfg.span, cfg.batch_size)
+            fh.write(dumps_line(r))
+            fh.flush()
+            records.append(r)
+    summary = summarize(records, clf.labels, cfg.min_articles, cfg.top_k)
+    context = {"summary": summary, "records": records, "labels": clf.labels, "model": cfg.name or clf.adapter
+               or clf.source, "input": input_path, "top_k": cfg.top_k, "span": cfg.span,
+               "min_articles": cfg.min_articles, "marked": [marked_text(r) for r in records], "top_units": top_units}
+    (out / "explain.md").write_text(render("explain.md", **context), encoding="utf-8")
+    (out / "explain.html").write_text(render("explain.html", **context), encoding="utf-8")
+    manifest = stage_manifest("explain", cfg, started, signature=sig, complete=True, input=input_path,
+                              out_dir=str(out), resumed=len(done), summary={k: v for k, v in summary.items()
+                                                                            if k != "words"})
+    write_json(out / MANIFEST, manifest)
+    return manifest
+
+
+def marked_text(record: dict[str, Any]) -> list[dict[str, Any]]:
+    """The units of ``record`` in reading order with a shade in [-1, 1] (effect on the predicted label,
+    scaled by the article's largest), for the HTML page."""
+    label = record["pred"]
+    effects = [u["effect"][label] for u in record["units"]]
+    scale = max((abs(e) for e in effects), default=0.0) or 1.0
+    return [{"text": u["text"], "shade": round(e / scale, 3), "effect": e, "cue": u["cue"]}
+            for u, e in zip(record["units"], effects)]
+
+
+__all__ = ["Window", "explain_article", "read_window", "run_explain", "summarize", "top_units", "word_table"]
