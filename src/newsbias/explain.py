@@ -75,6 +75,15 @@ def read_window(clf: Classifier, article: str) -> Window:
         a, b = enc["offset_mapping"][k]
         pos = next((i for i in range(a, b) if not article[i].isspace()), None)
         word_of.append(-1 if pos is None else bisect_right(starts, pos) - 1)
+    # a token of spaces alone is the next word's leading space: it goes with the word (so leaving a
+    # word out leaves single spaces, as if it had never been written); line breaks stay
+    following = -1
+    for j in range(len(kept) - 1, -1, -1):
+        a, b = enc["offset_mapping"][kept[j]]
+        if word_of[j] >= 0:
+            following = word_of[j]
+        elif article[a:b].strip(" \t") == "":
+            word_of[j] = following
     used = sorted({w for w in word_of if w >= 0})
     index = {w: i for i, w in enumerate(used)}
     return Window([enc["input_ids"][k] for k in kept], [index.get(w, -1) for w in word_of],
@@ -142,7 +151,7 @@ def top_units(record: dict[str, Any], k: int, label: Optional[str] = None) -> li
 
 
 def word_table(records: Sequence[dict[str, Any]], label: str, min_articles: int, k: int) -> list[dict[str, Any]]:
-    """Words read in at least ``min_articles`` articles, by their mean effect towards ``label``."""
+    """Words read in at least ``min_articles`` articles that support ``label`` on average, strongest first."""
     seen: dict[str, list[float]] = defaultdict(list)
     as_cue: dict[str, int] = defaultdict(int)
     for r in records:
@@ -156,7 +165,7 @@ def word_table(records: Sequence[dict[str, Any]], label: str, min_articles: int,
             seen[w].append(eff)
             as_cue[w] += cue
     rows = [{"word": w, "articles": len(v), "mean_effect": float(np.mean(v)), "as_cue": as_cue[w]}
-            for w, v in seen.items() if len(v) >= min_articles]
+            for w, v in seen.items() if len(v) >= min_articles and np.mean(v) > 0]
     return sorted(rows, key=lambda r: (-r["mean_effect"], r["word"]))[:k]
 
 

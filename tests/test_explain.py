@@ -1,0 +1,160 @@
+"""newsbias explain: occlusion effects are the model's own scores, outlet cues are found, runs resume."""
+
+import json
+import re
+
+import numpy as np
+import pytest
+
+from newsbias.classifier import Classifier
+from newsbias.cli import main
+from newsbias.config import ExplainConfig, PromptConfig
+from newsbias.errors import NewsbiasError
+from newsbias.explain import RECORDS, explain_article, read_window, run_explain, summarize, word_table
+from newsbias.records import Article
+from newsbias.train import train
+
+from conftest import FILLER, PLANTED, make_planted_rows, write_jsonl
+from test_train import tiny_cfg
+
+LONG = " ".join(list(FILLER)[i % 40] for i in range(400))
+
+
+@pytest.fixture(scope="module", params=["lm", "cls"])
+def clf(request, tiny_qwen_dir, tiny_bert_dir):
+    source = tiny_qwen_dir if request.param == "lm" else tiny_bert_dir
+    return Classifier.load(str(source), head=request.param, device="cpu",
+                           prompt=PromptConfig(max_length=128, chat_template="off", truncation="head_tail"))
+
+
+@pytest.fixture(scope="module")
+def planted_adapter(tmp_path_factory, tiny_qwen_dir, planted_data_dir):
+    out = tmp_path_factory.mktemp("explain") / "lm"
+    summary = train(tiny_cfg(tiny_qwen_dir, planted_data_dir, out, optim__class_weights="balanced"))
+    assert summary["best_val"]["val_macro_f1"] >= 0.9
+    return out
+
+
+def _cue_rows(n: int, seed: int) -> list[dict]:
+    """Planted articles whose outlet is named by the planted word itself: the model's cue is the outlet."""
+    return [{**r, "source": PLANTED[r["output"]]} for r in make_planted_rows(n, seed=seed)]
+
+
+def test_the_window_is_what_the_prompt_reads(clf):
+    for text in ("A short article, with punctuation!", LONG, "  spaced\n\nout   words  "):
+        w = read_window(clf, text)
+        enc = clf.builder.encode(text)
+        assert clf.builder.wrap(w.ids, w.truncated).input_ids == enc.input_ids
+        assert w.truncated == enc.truncated
+        assert all(text[a:b].strip() == text[a:b] and text[a:b] for a, b in w.words)
+    w = read_window(clf, LONG)
+    # head + tail: the window's words come from both ends of the article, none twice
+    assert w.words[0][0] == 0 and w.words[-1][1] == len(LONG)
+    assert len(set(w.words)) == len(w.words) < len(LONG.split())
+
+
+def test_an_effect_is_the_drop_in_the_models_own_probability(clf):
+    text = "the court said the new law on tax and health will pass the senate this week"
+    a = Article(id="x", text=text)
+    r = explain_article(clf, a, span=1, batch_size=4)
+    assert [u["text"] for u in r["units"]] == text.split() and r["words_read"] == len(text.split())
+    full = clf.predict_proba([text])[0]
+    assert np.allclose(list(r["probs"].values()), full, atol=1e-5)
+    for i in (0, 5, len(text.split()) - 1):
+        # left out in token space: the next word keeps its leading space (it matters to byte-level BPE)
+        rest = (" " if i == 0 else "") + " ".join(w for j, w in enumerate(text.split()) if j != i)
+        alone = clf.predict_proba([rest])[0]
+        got = np.array(list(r["units"][i]["effect"].values()))
+        assert np.allclose(got, full - alone, atol=1e-5), (i, got, full - alone)
+    pairs = explain_article(clf, a, span=2, batch_size=4)
+    assert [u["text"] for u in pairs["units"]][:2] == ["the court", "said the"]
+    assert len(pairs["units"]) == (len(text.split()) + 1) // 2
+
+
+def test_outlet_cues_are_flagged_and_left_out_together(clf):
+    text = "NEW YORK (Reuters) - The senate voted on the bill, Reuters reported. See https://reuters.com/x now."
+    a = Article(id="r", text=text, source="Reuters", outlet="reuters.com")
+    r = explain_article(clf, a)
+    cues = {u["text"]: u["cue"] for u in r["units"] if u["cue"]}
+    assert cues == {"NEW": "dateline", "YORK": "dateline", "(Reuters)": "name", "-": "dateline",
+                    "Reuters": "name", "https://reuters.com/x": "name"}
+    kept = " " + " ".join(u["text"] for u in r["units"] if not u["cue"])
+    assert np.allclose(list(r["without_cues"]["probs"].values()), clf.predict_proba([kept])[0], atol=1e-5)
+    assert explain_article(clf, Article(id="n", text="nothing here names an outlet"))["without_cues"] is None
+
+
+def _record(pred, units, gold=None, without=None):
+    return {"id": "i", "gold": gold, "pred": pred, "probs": {}, "span": 1, "words_read": len(units),
+            "without_cues": without, "units": [{"text": t, "cue": c, "effect": {"left": e, "center": 0.0,
+                                                                               "right": -e}} for t, c, e in units]}
+
+
+def test_the_summary_counts_cues_and_ranks_words():
+    recs = [_record("left", [("Vox", "name", 0.4), ("tax", None, 0.1), ("the", None, -0.05)], gold="left",
+                    without={"pred": "right"}),
+            _record("left", [("tax,", None, 0.3), ("Vox", "name", 0.1)], gold="right", without={"pred": "left"}),
+            _record("right", [("tax", None, 0.2), ("the", None, -0.1)])]
+    s = summarize(recs, ["left", "center", "right"], min_articles=2, k=5)
+    assert s["articles"] == 3 and s["articles_with_cues"] == 2 and s["flipped_without_cues"] == 1
+    assert s["top_unit_is_cue"] == 1  # the first article's strongest word is its outlet's name
+    assert s["cue_share_of_support"] == pytest.approx(0.5 / (0.4 + 0.1 + 0.3 + 0.1 + 0.1))
+    assert s["cue_units"] == {"name": 2} and s["accuracy"] == 0.5
+    left = word_table(recs, "left", 2, 5)
+    assert [(r["word"], r["articles"], r["as_cue"]) for r in left] == [("vox", 2, 2), ("tax", 3, 0)]
+    assert left[1]["mean_effect"] == pytest.approx(0.2)
+    assert [r["word"] for r in word_table(recs, "right", 2, 5)] == ["the"]  # only positive mean effects
+
+
+def test_explain_finds_the_planted_outlet_word_and_resumes(planted_adapter, tmp_path, capsys):
+    data = write_jsonl(tmp_path / "test.jsonl", _cue_rows(12, seed=3))
+    out = tmp_path / "ex"
+    args = ["explain", "--adapter", str(planted_adapter), "--input", str(data), "--out", str(out), "--limit", "12",
+            "--quiet"]
+    assert main(args) == 0
+    said = capsys.readouterr().out
+    manifest = json.loads((out / "manifest.json").read_text())
+    s = manifest["summary"]
+    assert manifest["complete"] and s["articles"] == 12 and s["articles_with_cues"] == 12
+    assert s["top_unit_is_cue"] >= 11 and s["cue_share_of_support"] > 0.5, s
+    assert f"the strongest word was an outlet cue in {s['top_unit_is_cue']}" in said
+    md = (out / "explain.md").read_text()
+    for label, word in PLANTED.items():
+        first = re.search(rf"### {label}\n\n\| word .*\n\|---.*\n\| (\S+) \| 4 \|", md)
+        assert first and first.group(1) == word, (label, md)
+    records = (out / RECORDS).read_text().splitlines()
+    assert len(records) == 12
+
+    with pytest.raises(NewsbiasError, match="pass --overwrite"):
+        run_explain(ExplainConfig(adapter=str(planted_adapter), input=str(data), out_dir=str(out), limit=12),
+                    progress=False)
+    # a run killed after four articles, in the middle of the fifth line, resumes from the fourth
+    manifest_text = json.dumps({"stage": "explain", "signature": manifest["signature"], "complete": False})
+    (out / "manifest.json").write_text(manifest_text)
+    (out / RECORDS).write_text("\n".join(records[:4]) + "\n" + records[4][:50])
+    again = run_explain(ExplainConfig(adapter=str(planted_adapter), input=str(data), out_dir=str(out), limit=12),
+                        progress=False)
+    assert again["resumed"] == 4 and again["summary"] == s
+    assert [json.loads(l)["id"] for l in (out / RECORDS).read_text().splitlines()] == \
+        [json.loads(l)["id"] for l in records]
+
+
+def test_the_page_escapes_article_text(tiny_bert_dir, tmp_path):
+    data = write_jsonl(tmp_path / "in.jsonl", [{"id": "<b>1</b>", "text": "a <script>alert(1)</script> story",
+                                                "source": "Tiny & Co"}])
+    out = tmp_path / "ex"
+    run_explain(ExplainConfig(model=str(tiny_bert_dir), head="cls", input=str(data), out_dir=str(out),
+                              prompt=PromptConfig(max_length=64, chat_template="off")), progress=False)
+    page = (out / "explain.html").read_text()
+    assert "<script>" not in page and "&lt;script&gt;alert(1)&lt;/script&gt;" in page and "&lt;b&gt;1" in page
+
+
+def test_bad_settings_are_clear(tmp_path, tiny_bert_dir):
+    with pytest.raises(ValueError, match="explain reads one window"):
+        ExplainConfig(windows=3)
+    with pytest.raises(NewsbiasError, match="nothing to explain with: set explain.model"):
+        run_explain(ExplainConfig(input=str(write_jsonl(tmp_path / "a.jsonl", [{"text": "x"}])),
+                                  out_dir=str(tmp_path / "o")), progress=False)
+    empty = write_jsonl(tmp_path / "e.jsonl", [{"text": ""}])
+    with pytest.raises(NewsbiasError, match="no article with text"):
+        run_explain(ExplainConfig(model=str(tiny_bert_dir), head="cls", input=str(empty),
+                                  out_dir=str(tmp_path / "o2")), progress=False)
