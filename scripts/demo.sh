@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The main job, end to end on CPU, outlet-disjoint split:
 #   prep -> baselines -> SmolLM2 zero-shot (score + generate) -> LoRA -> SmolLM2 tuned (score + generate)
-#   -> MiniLM chance head + full fine-tune -> compare (with an equal-weight ensemble) + report.
+#   -> MiniLM chance head + full fine-tune -> explain (which words moved it) -> compare (with an
+#   equal-weight ensemble) + report.
 #   bash scripts/demo.sh [VENV] [ALLSIDES_DIR] [OUT_DIR] [section.key=value ...]
 # Stages read configs/demo.yaml (the encoder: configs/demo-encoder.yaml); extra key=value arguments
 # override both for every stage. DEMO_PROFILE=full runs the heavier variant (make demo-full).
@@ -86,6 +87,8 @@ stage "train: MiniLM, linear probe then full fine-tune" "$NB" train -c "$ENC" "$
   --overwrite
 stage "enc-tuned: MiniLM fine-tuned" predict "$ENC" "${ENC_COMMON[@]}" --model "$OUT/encoder" \
   --name enc-tuned --out "$OUT/preds/enc-tuned.jsonl" "$@"
+stage "explain: which words moved enc-tuned (30 articles)" "$NB" explain -q -c "$ENC" "${ENC_COMMON[@]}" \
+  --model "$OUT/encoder" --input "$OUT/data" --limit 30 --out "$OUT/explain" --overwrite "$@"
 stage "compare: generation runs (first 200 articles)" "$NB" compare -c "$CFG" "${COMMON[@]}" "$@" \
   compare.ensembles=[] compare.base=lm-base-gen compare.tuned=lm-tuned-gen compare.out_dir="$OUT/report/generation" --intersect \
   --preds lm-base-gen="$OUT/preds/lm-base-gen.jsonl" lm-tuned-gen="$OUT/preds/lm-tuned-gen.jsonl" \

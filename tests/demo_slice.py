@@ -21,7 +21,8 @@ ALLSIDES = (ROOT / ".." / "shared" / "data" / "allsides").resolve()
 # every stage of the demo, each cut to a few articles and steps (about 5 minutes on 2 busy cores)
 SLICE = ("prep.input.limit=500", "baseline.lr.C_grid=[1.0]", "baseline.limit=12", "train.data.train_limit=16",
          "train.optim.max_steps=2", "train.eval.every_steps=2", "train.data.val_limit=8",
-         "train.prompt.max_length=96", "predict.limit=12", "predict.prompt.max_length=96", "compare.metrics.n_boot=50")
+         "train.prompt.max_length=96", "predict.limit=12", "predict.prompt.max_length=96", "compare.metrics.n_boot=50",
+         "explain.limit=3")
 
 _CACHE: dict[str, "DemoRun | str"] = {}
 

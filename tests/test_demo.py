@@ -38,6 +38,9 @@ def test_demo_pipeline_on_a_small_slice(tmp_path_factory):
     for name in ("lm-base-gen", "lm-tuned-gen"):  # the generation runs' table, in the appendix
         assert f"| {name} |" in report, name
     assert "## Time per stage" in report and "| train: LoRA on SmolLM2" in report
+    explained = json.loads((out / "explain" / "manifest.json").read_text())
+    assert explained["complete"] and explained["summary"]["articles"] >= 1 and (out / "explain" / "explain.html").is_file()
+    assert "## What enc-tuned leans on" in report and "| explain: which words moved enc-tuned" in report
     with open(out / "report" / "eval_compare.csv") as f:
         rows = list(csv.DictReader(f))
     assert len(rows) == 12 and {"preview", "gold", "lm-base", "lm-tuned", "ensemble"} <= set(rows[0])

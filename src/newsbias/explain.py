@@ -253,17 +253,25 @@ def run_explain(cfg: ExplainConfig, progress: bool = True) -> dict[str, Any]:
             fh.write(dumps_line(r))
             fh.flush()
             records.append(r)
-    summary = summarize(records, clf.labels, cfg.min_articles, cfg.top_k)
-    context = {"summary": summary, "records": records, "labels": clf.labels, "model": cfg.name or clf.adapter
-               or clf.source, "input": input_path, "top_k": cfg.top_k, "span": cfg.span,
-               "min_articles": cfg.min_articles, "marked": [marked_text(r) for r in records], "top_units": top_units}
-    (out / "explain.md").write_text(render("explain.md", **context), encoding="utf-8")
-    (out / "explain.html").write_text(render("explain.html", **context), encoding="utf-8")
+    summary = write_reports(out, records, clf.labels, cfg, model=cfg.name or clf.adapter or clf.source,
+                            input_path=input_path)
     manifest = stage_manifest("explain", cfg, started, signature=sig, complete=True, input=input_path,
                               out_dir=str(out), resumed=len(done), summary={k: v for k, v in summary.items()
                                                                             if k != "words"})
     write_json(out / MANIFEST, manifest)
     return manifest
+
+
+def write_reports(out: Path, records: Sequence[dict[str, Any]], labels: Sequence[str], cfg: ExplainConfig,
+                  model: str, input_path: str) -> dict[str, Any]:
+    """``explain.md`` and ``explain.html`` from the records (one template context); returns the summary."""
+    summary = summarize(records, labels, cfg.min_articles, cfg.top_k)
+    context = {"summary": summary, "records": records, "labels": labels, "model": model, "input": input_path,
+               "top_k": cfg.top_k, "span": cfg.span, "min_articles": cfg.min_articles,
+               "marked": [marked_text(r) for r in records], "top_units": top_units}
+    (out / "explain.md").write_text(render("explain.md", **context), encoding="utf-8")
+    (out / "explain.html").write_text(render("explain.html", **context), encoding="utf-8")
+    return summary
 
 
 def marked_text(record: dict[str, Any]) -> list[dict[str, Any]]:
