@@ -58,6 +58,13 @@ class Command:
 QUIET = Flag("--quiet -q", help="No progress bars.")
 
 
+def model_flags(section: str) -> tuple[Flag, ...]:
+    """The flags of a stage that loads a model (``predict``, ``serve``, ``explain``): which one, and where it runs."""
+    return (Flag("--model", f"{section}.model", "ID_OR_PATH"), Flag("--adapter", f"{section}.adapter", "DIR"),
+            Flag("--device", f"{section}.device"), Flag("--dtype", f"{section}.dtype"),
+            Flag("--threads", f"{section}.threads"))
+
+
 def _run_prep(args: argparse.Namespace, cfg: Config) -> int:
     from .data.prep import run_prep
 
@@ -197,12 +204,10 @@ COMMANDS: tuple[Command, ...] = (
             "reads label probabilities from one forward pass; mode=generate decodes a few tokens greedily and "
             "parses them (unparseable = invalid). A killed run resumes when re-run with the same arguments. Under "
             "torchrun, processes split the articles.",
-            (Flag("--model", "predict.model", "ID_OR_PATH"), Flag("--adapter", "predict.adapter", "DIR"),
-             Flag("--input", "predict.input", "PATH"), Flag("--split", "predict.split"),
+            (*model_flags("predict"), Flag("--input", "predict.input", "PATH"), Flag("--split", "predict.split"),
              Flag("--out", "predict.out", "FILE"), Flag("--mode", "predict.mode"),
              Flag("--batch-size", "predict.batch_size"), Flag("--name", "predict.name"),
-             Flag("--limit", "predict.limit"), Flag("--device", "predict.device"), Flag("--dtype", "predict.dtype"),
-             Flag("--threads", "predict.threads"),
+             Flag("--limit", "predict.limit"),
              Flag("--overwrite", "predict.overwrite", const=True),
              Flag("--include-text", "predict.include_text", const=True), QUIET)),
     Command("train", _run_train,
@@ -258,23 +263,19 @@ COMMANDS: tuple[Command, ...] = (
             "Load base + adapter (or a base model zero-shot, or a merged export) once and answer POST /v1/classify, "
             "GET /health, GET /v1/model, with OpenAPI docs at /docs and a classification page at /. Concurrent "
             "requests are micro-batched.",
-            (Flag("--model", "serve.model", "ID_OR_PATH"), Flag("--adapter", "serve.adapter", "DIR"),
-             Flag("--head", "serve.head"), Flag("--name", "serve.name"), Flag("--host", "serve.host"),
-             Flag("--port", "serve.port"), Flag("--device", "serve.device"), Flag("--dtype", "serve.dtype"),
-             Flag("--max-batch", "serve.max_batch"), Flag("--max-wait-ms", "serve.max_wait_ms"),
-             Flag("--threads", "serve.threads"))),
+            (*model_flags("serve"), Flag("--head", "serve.head"), Flag("--name", "serve.name"),
+             Flag("--host", "serve.host"), Flag("--port", "serve.port"),
+             Flag("--max-batch", "serve.max_batch"), Flag("--max-wait-ms", "serve.max_wait_ms"))),
     Command("explain", _run_explain,
             "Which words moved a model's answers, and were they outlet cues (names, links, bylines)?",
             "Leave out each word the model reads, one at a time, and rescore: a word's effect on a label is the "
             "probability the label loses without it. Flags the article's own outlet cues (its outlet's name and "
             "domain, links and handles, bylines, datelines), rescores each article without all of them, and writes "
             "explanations.jsonl, explain.md and explain.html with a summary and the top words per label.",
-            (Flag("--model", "explain.model", "ID_OR_PATH"), Flag("--adapter", "explain.adapter", "DIR"),
-             Flag("--input", "explain.input", "PATH"), Flag("--split", "explain.split"),
+            (*model_flags("explain"), Flag("--input", "explain.input", "PATH"), Flag("--split", "explain.split"),
              Flag("--out", "explain.out_dir", "DIR"), Flag("--limit", "explain.limit"),
              Flag("--span", "explain.span"), Flag("--batch-size", "explain.batch_size"),
-             Flag("--device", "explain.device"), Flag("--dtype", "explain.dtype"),
-             Flag("--threads", "explain.threads"), Flag("--overwrite", "explain.overwrite", const=True), QUIET)),
+             Flag("--overwrite", "explain.overwrite", const=True), QUIET)),
     Command("export", _run_export,
             "Adapter -> export dir (optionally merged into the base) with a model card; hub upload.",
             "Copy a trained adapter, or with --merge fold the LoRA weights (and the classifier head) into the base "
