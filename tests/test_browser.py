@@ -20,7 +20,7 @@ from newsbias.config import ServeConfig  # noqa: E402
 from newsbias.records import join_title  # noqa: E402
 from newsbias.serve import UNCERTAIN_BELOW, create_app, load_model  # noqa: E402
 
-from conftest import make_planted_rows  # noqa: E402
+from conftest import PLANTED, make_planted_rows  # noqa: E402
 from serve_fixtures import RunningServer, adapter_for  # noqa: E402
 
 LABELS = ["left", "center", "right"]
@@ -102,6 +102,15 @@ def test_page_classifies_an_article(server, browser, tmp_path):
         assert abs(float(width.rstrip("px")) / float(track.rstrip("px")) - p) < 0.02  # the bar is drawn to scale
     assert "Model:" in browser.find_element(By.ID, "model").text  # /v1/model was fetched
     assert browser.save_screenshot(str(tmp_path / "page.png")) and (tmp_path / "page.png").stat().st_size > 0
+
+    # "Which words decided it?": every word read, shaded by its effect, the strongest named
+    browser.find_element(By.ID, "why").click()
+    wait.until(lambda b: b.find_elements(By.CSS_SELECTOR, "#words span.w"))
+    words = browser.find_elements(By.CSS_SELECTOR, "#words span.w")
+    assert [w.text for w in words] == join_title(title, text).split()
+    planted = [w for w in words if w.text.strip(".").lower() == PLANTED[label]]
+    assert planted and all("points for " + label in w.get_attribute("title") for w in planted)
+    assert "Strongest: " in browser.find_element(By.ID, "why-note").text
 
 
 def classify_on_page(browser, url: str, text: str) -> None:

@@ -13,7 +13,7 @@ slice); `make demo` itself is that fixture. The rule for which README commands a
 command runs with ``bash -c`` from an empty directory that links ``configs/`` (so relative outputs such
 as ``runs/cv`` or ``merged.jsonl`` stay out of the repository), with ``runs/demo`` rewritten to the demo's
 output, ``.venv/bin/`` and a bare ``newsbias`` to this test's venv, and port 8000 to a free port. Each
-must exit 0 (a curl answer must also hold one classified article; the server, stopped with SIGTERM,
+must exit 0 (a curl answer must also hold one classified or explained article; the server, stopped with SIGTERM,
 must shut down within 30 s).
 
 Then: the exported model card's test macro-F1 (read with huggingface_hub's ``ModelCard``) equals
@@ -114,12 +114,14 @@ def stop(proc: subprocess.Popen) -> int:
 
 
 def classified(body: str) -> bool:
-    """True for a /v1/classify answer holding one labelled article (curl -s exits 0 on HTTP errors too)."""
+    """True for a /v1/classify answer holding one labelled article, or a /v1/explain answer with its words
+    (curl -s exits 0 on HTTP errors too)."""
     try:
-        results = json.loads(body)["results"]
+        answer = json.loads(body)
+        results = answer["results"] if "results" in answer else [answer]
     except (ValueError, KeyError, TypeError):
         return False
-    return len(results) == 1 and results[0].get("pred") in LABELS
+    return len(results) == 1 and results[0].get("pred") in LABELS and bool(results[0].get("words", True))
 
 
 def run_steps(steps: list[tuple[str, str]], run: DemoRun, cwd: Path) -> list[tuple[str, int, str]]:

@@ -416,3 +416,37 @@ def test_one_failing_request_does_not_fail_its_batch():
     good1, bad, good2 = asyncio.run(scenario())
     assert good1[0] == ["a", "b"] and good2[0] == ["c"]
     assert isinstance(bad, ValueError)
+
+
+def test_explain_answers_each_words_effect_as_the_explain_stage_does(client, predictor):
+    from newsbias.explain import explain_article
+    from newsbias.records import Article
+
+    body = {"title": "Senate vote", "text": "WASHINGTON (Reuters) - The senate passed the progressive bill.",
+            "source": "Reuters", "outlet": "reuters.com", "top_k": 3}
+    r = client.post("/v1/explain", json=body)
+    assert r.status_code == 200, r.text
+    got = r.json()
+    text = "Senate vote\n" + body["text"]
+    ref = explain_article(predictor, Article(id="0", text=text, source="Reuters", outlet="reuters.com"))
+    assert got["text"] == text and got["pred"] == ref["pred"] and not got["truncated"]
+    assert [w["text"] for w in got["words"]] == text.split()
+    assert all(got["text"][w["start"]:w["end"]] == w["text"] for w in got["words"])
+    for w, u in zip(got["words"], ref["units"]):
+        np.testing.assert_allclose([w["effect"][l] for l in LABELS], [u["effect"][l] for l in LABELS], atol=2e-5)
+    assert {w["text"]: w["cue"] for w in got["words"] if w["cue"]} == {
+        "WASHINGTON": "dateline", "(Reuters)": "name", "-": "dateline"}
+    assert got["without_cues"]["pred"] in LABELS and len(got["top"]) <= 3
+    assert [w["effect"][got["pred"]] for w in got["top"]] == sorted((w["effect"][got["pred"]] for w in got["top"]),
+                                                                   reverse=True)
+    assert client.post("/v1/explain", json={"text": "nothing to flag here"}).json()["without_cues"] is None
+
+
+def test_explain_refuses_bad_requests_clearly(client):
+    r = client.post("/v1/explain", json={"text": " "})
+    assert r.status_code == 422 and r.json()["error"] == "text: text is empty"
+    r = client.post("/v1/explain", json={"text": "y" * 2500})
+    assert r.status_code == 413 and "max_article_chars" in r.json()["error"]
+    r = client.post("/v1/explain", json={"text": "ok", "span": 0})
+    assert r.status_code == 422 and "span" in r.json()["error"]
+    assert "Which words decided it?" in client.get("/").text

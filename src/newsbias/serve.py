@@ -1,6 +1,7 @@
 """``newsbias serve``: an HTTP API (FastAPI + uvicorn) and a classification page for one model.
 
-Endpoints: ``POST /v1/classify``, ``GET /health``, ``GET /v1/model``, OpenAPI at ``/docs``, and a
+Endpoints: ``POST /v1/classify``, ``POST /v1/explain`` (which words moved the answer:
+:func:`newsbias.explain.explain_article`), ``GET /health``, ``GET /v1/model``, OpenAPI at ``/docs``, and a
 small page at ``/``. The model is loaded once (at startup, in a thread, or injected by the
 caller, by :meth:`newsbias.classifier.Classifier.load`) and scored with
 :meth:`~newsbias.classifier.Classifier.classify` — the same prompt, truncation and scoring as ``newsbias predict``.
@@ -33,7 +34,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validat
 
 from .classifier import Classifier
 from .config import ServeConfig
-from .records import join_title
+from .records import Article, join_title
 from .errors import NewsbiasError
 from .modeling import set_threads
 from .templates import render
@@ -131,6 +132,43 @@ class ClassifyResponse(BaseModel):
     model: str
     adapter: Optional[str] = None
     batch_texts: int = Field(description="Texts in the largest micro-batch this request was scored in.")
+    elapsed_ms: float
+
+
+class ExplainRequest(BaseModel):
+    """One article to explain; ``source`` / ``outlet`` name its outlet, whose mentions are flagged as cues."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra={
+        "examples": [{"title": "Budget deal", "text": "WASHINGTON (Reuters) - Lawmakers agreed ...",
+                      "source": "Reuters", "outlet": "reuters.com"}]})
+    title: Optional[Plain] = Field(default=None, description="Optional headline, scored as `title\ntext`.")
+    text: Text = Field(description="Article body (not empty).")
+    source: Optional[Plain] = Field(default=None, max_length=300, description="The outlet's name (e.g. Reuters).")
+    outlet: Optional[Plain] = Field(default=None, max_length=300, description="The outlet's domain (e.g. reuters.com).")
+    span: int = Field(default=1, ge=1, le=64, description="Words left out at a time.")
+    top_k: int = Field(default=10, ge=1, le=200, description="Words listed in `top`.")
+
+
+class WordEffect(BaseModel):
+    text: str
+    start: int = Field(description="Character offset in the scored text (`text` of the response).")
+    end: int
+    effect: dict[str, float] = Field(description="Per label: its probability minus its probability without the word.")
+    cue: Optional[str] = Field(default=None, description="name, link, byline or dateline: one of the outlet's cues.")
+
+
+class ExplainResponse(BaseModel):
+    pred: str
+    probs: dict[str, float]
+    model: str
+    adapter: Optional[str] = None
+    text: str = Field(description="The text scored (title + newline + body when a title was given).")
+    words: list[WordEffect] = Field(description="Every word the model read, in reading order.")
+    top: list[WordEffect] = Field(description="The words that supported the answer most, strongest first.")
+    without_cues: Optional[dict[str, Any]] = Field(default=None, description="The answer without every outlet cue "
+                                                                             "(null when the text has none).")
+    tokens_read: int
+    truncated: bool
     elapsed_ms: float
 
 
@@ -339,6 +377,7 @@ def create_app(cfg: Optional[ServeConfig] = None, predictor: Optional[Classifier
     app.add_middleware(BodyLimitMiddleware, max_bytes=cfg.max_body_bytes)
     _add_error_handlers(app)
     _add_classify_route(app, state)
+    _add_explain_route(app, state)
     _add_info_routes(app, state)
     return app
 
@@ -493,6 +532,37 @@ def _add_classify_route(app: Any, state: _State) -> None:
                for (i, _), r in zip(items, results)]
         return ClassifyResponse(results=out, model=state.name, adapter=state.adapter_name, batch_texts=batch_texts,
                                 elapsed_ms=round((time.perf_counter() - t0) * 1000, 3))
+
+
+def _add_explain_route(app: Any, state: _State) -> None:
+    from .explain import explain_article, top_units
+
+    one_at_a_time = asyncio.Lock()  # an explanation is a forward pass per word: they queue, classify goes on
+
+    @app.post("/v1/explain", response_model=ExplainResponse,
+              responses={413: {"description": "Article over serve.max_article_chars"},
+                         422: {"description": "Malformed JSON, schema error or empty text (the field is named)"},
+                         503: {"description": "Model loading or failed to load"}})
+    async def explain(req: ExplainRequest) -> Any:
+        """Each word's effect on the answer (the probability lost without it) and the outlet cues among them."""
+        t0 = time.perf_counter()
+        text = join_title(req.title, req.text)
+        if len(text) > state.cfg.max_article_chars:
+            return _error(413, f"the article has {len(text)} characters; at most {state.cfg.max_article_chars} "
+                               f"(serve.max_article_chars)")
+        busy = _unavailable(state)
+        if busy is not None:
+            return busy
+        article = Article(id="0", text=text, source=req.source, outlet=req.outlet)
+        try:
+            async with one_at_a_time:
+                r = await asyncio.to_thread(explain_article, state.predictor, article, req.span, state.cfg.max_batch)
+        except NewsbiasError as exc:
+            return _error(422, str(exc))
+        return ExplainResponse(pred=r["pred"], probs=r["probs"], model=state.name, adapter=state.adapter_name,
+                               text=text, words=r["units"], top=top_units(r, req.top_k),
+                               without_cues=r["without_cues"], tokens_read=r["tokens_read"],
+                               truncated=r["truncated"], elapsed_ms=round((time.perf_counter() - t0) * 1000, 3))
 
 
 def _model_info(state: _State) -> dict[str, Any]:
