@@ -38,7 +38,7 @@ from .config import ExplainConfig
 from .data.cues import cue_spans
 from .errors import NewsbiasError
 from .io import check_output_dir, dumps_line, read_json, stage_manifest, write_json
-from .predict import _first_instruction, input_articles, load_classifier, resolve_input, skip_reason
+from .predict import first_instruction, input_articles, load_classifier, resolve_input, skip_reason
 from .records import Article, iter_json_lines
 from .templates import render
 
@@ -205,16 +205,11 @@ def _done_records(out: Path, sig: dict[str, Any], overwrite: bool) -> list[dict[
     old = read_json(out / MANIFEST, strict=False) or {}
     path = out / RECORDS
     if old.get("signature") == sig and not old.get("complete") and path.is_file():
-        good, size = [], 0
         with open(path, "rb") as f:
-            for line in f:
-                if not line.endswith(b"\n"):
-                    break  # a line cut by the kill: dropped, and the file truncated after the last whole one
-                good.append(line)
-                size += len(line)
+            whole = [line for line in f if line.endswith(b"\n")]  # a line cut by the kill is dropped
         with open(path, "r+b") as f:
-            f.truncate(size)
-        return [obj for _, obj in iter_json_lines(path)] if good else []
+            f.truncate(sum(map(len, whole)))
+        return [obj for _, obj in iter_json_lines(path)]
     if path.exists() and not overwrite:
         raise NewsbiasError(f"{out} holds the explanations of {'an earlier' if old.get('complete') else 'another'} "
                             f"run; pass --overwrite to replace them, or choose another explain.out_dir")
@@ -239,16 +234,15 @@ def run_explain(cfg: ExplainConfig, progress: bool = True) -> dict[str, Any]:
     input_path = resolve_input(cfg.input, cfg.split)
     out = check_output_dir(cfg.out_dir, "explain", MANIFEST, inputs=[input_path])
     out.mkdir(parents=True, exist_ok=True)
-    clf = load_classifier(cfg, _first_instruction(input_path), stage="explain")
+    clf = load_classifier(cfg, first_instruction(input_path), stage="explain")
     articles = _articles(cfg, input_path, clf.labels)
     sig = _signature(cfg, input_path, clf)
     records = _done_records(out, sig, cfg.overwrite)
     write_json(out / MANIFEST, {"stage": "explain", "signature": sig, "complete": False})
-    done = {r["id"] for r in records}
+    resumed = len(records)  # records are written in input order: a resumed run goes on after them
     with open(out / RECORDS, "a", encoding="utf-8") as fh:
-        for a in tqdm(articles, desc="explain", unit="article", disable=not progress, initial=len(done)):
-            if a.id in done:
-                continue
+        for a in tqdm(articles[resumed:], desc="explain", unit="article", disable=not progress, initial=resumed,
+                      total=len(articles)):
             r = explain_article(clf, a, cfg.span, cfg.batch_size)
             fh.write(dumps_line(r))
             fh.flush()
@@ -256,7 +250,7 @@ def run_explain(cfg: ExplainConfig, progress: bool = True) -> dict[str, Any]:
     summary = write_reports(out, records, clf.labels, cfg, model=cfg.name or clf.adapter or clf.source,
                             input_path=input_path)
     manifest = stage_manifest("explain", cfg, started, signature=sig, complete=True, input=input_path,
-                              out_dir=str(out), resumed=len(done), summary={k: v for k, v in summary.items()
+                              out_dir=str(out), resumed=resumed, summary={k: v for k, v in summary.items()
                                                                             if k != "words"})
     write_json(out / MANIFEST, manifest)
     return manifest

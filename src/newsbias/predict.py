@@ -189,7 +189,8 @@ def _count_lines(path: str) -> Optional[int]:
         return sum(1 for line in f if line.strip()) - (1 if path.lower().endswith((".csv", ".tsv")) else 0)
 
 
-def _first_instruction(input_path: str) -> Optional[str]:
+def first_instruction(input_path: str) -> Optional[str]:
+    """The first record's ``instruction`` (the data's own prompt for a base model used zero-shot), or None."""
     if input_path == "-":
         return None
     for _, obj in _raw_records(input_path):
@@ -271,7 +272,7 @@ def run_predict(cfg: PredictConfig, progress: bool = True) -> dict[str, Any]:
     parts = _parts_dir(out)
     d = init_distributed(resolve_device_dtype(cfg.device, cfg.dtype)[0].type)
     # the model loads (and fails) before anything is written, so a bad adapter leaves no trace
-    clf = load_classifier(cfg, _first_instruction(input_path))
+    clf = load_classifier(cfg, first_instruction(input_path))
     trained_dir = cfg.model and (Path(cfg.model) / "newsbias.json").is_file()  # merged export / full fine-tune
     name = cfg.name or (Path(cfg.adapter).name if cfg.adapter else Path(cfg.model).name if trained_dir else "base")
     if d.main:
