@@ -10,7 +10,8 @@ from newsbias.classifier import Classifier
 from newsbias.cli import main
 from newsbias.config import ExplainConfig, PromptConfig
 from newsbias.errors import NewsbiasError
-from newsbias.explain import RECORDS, explain_article, read_window, run_explain, summarize, word_table
+from newsbias.explain import (RECORDS, explain_article, read_window, round_robin, run_explain, summarize,
+                              word_table)
 from newsbias.records import Article
 from newsbias.train import train
 
@@ -84,9 +85,16 @@ def test_outlet_cues_are_flagged_and_left_out_together(clf):
 
 
 def _record(pred, units, gold=None, without=None):
-    return {"id": "i", "gold": gold, "pred": pred, "probs": {}, "span": 1, "words_read": len(units),
+    return {"id": "i", "gold": gold, "pred": pred, "probs": {}, "span": 1, "words_read": len(units), "outlet": None,
             "without_cues": without, "units": [{"text": t, "cue": c, "effect": {"left": e, "center": 0.0,
                                                                                "right": -e}} for t, c, e in units]}
+
+
+def test_by_outlet_sampling_takes_each_outlet_in_turn():
+    arts = [Article(id=str(i), text="t", outlet=o) for i, o in enumerate("aaaabbc")]
+    assert [a.id for a in round_robin(arts, 5)] == ["0", "4", "6", "1", "5"]
+    assert [a.id for a in round_robin(arts, 100)] == ["0", "4", "6", "1", "5", "2", "3"]
+    assert round_robin([], 3) == []
 
 
 def test_the_summary_counts_cues_and_ranks_words():
@@ -99,6 +107,8 @@ def test_the_summary_counts_cues_and_ranks_words():
     assert s["top_unit_is_cue"] == 1  # the first article's strongest word is its outlet's name
     assert s["cue_share_of_support"] == pytest.approx(0.5 / (0.4 + 0.1 + 0.3 + 0.1 + 0.1))
     assert s["cue_units"] == {"name": 2} and s["accuracy"] == 0.5
+    assert s["outlets"] == [{"outlet": "(unknown)", "articles": 3, "correct": 1, "labelled": 2, "top_unit_is_cue": 1,
+                             "flipped_without_cues": 1}]
     left = word_table(recs, "left", 2, 5)
     assert [(r["word"], r["articles"], r["as_cue"]) for r in left] == [("vox", 2, 2), ("tax", 3, 0)]
     assert left[1]["mean_effect"] == pytest.approx(0.2)

@@ -381,6 +381,9 @@ class ExplainConfig(InferenceConfig):
                                                              "explain.html, manifest.json).")
     limit: int = Field(default=20, ge=1, description="Explain the first N articles with text (one forward pass per "
                                                      "word read: about 100 per article at 128 tokens).")
+    sample: Literal["first", "by_outlet"] = Field(
+        default="first", description="first: the first `limit` articles; by_outlet: one article of each outlet in "
+                                     "turn, so a few large outlets do not fill the sample.")
     span: int = Field(default=1, ge=1, le=64, description="Words left out at a time (larger = fewer passes, "
                                                           "coarser explanations).")
     batch_size: int = Field(default=16, ge=1, description="Prompts per forward pass.")

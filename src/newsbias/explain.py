@@ -150,6 +150,11 @@ def top_units(record: dict[str, Any], k: int, label: Optional[str] = None) -> li
     return [u for u in ranked[:k] if u["effect"][label] > 0]
 
 
+def _top_is_cue(record: dict[str, Any]) -> bool:
+    top = top_units(record, 1)
+    return bool(top and top[0]["cue"])
+
+
 def word_table(records: Sequence[dict[str, Any]], label: str, min_articles: int, k: int) -> list[dict[str, Any]]:
     """Words read in at least ``min_articles`` articles that support ``label`` on average, strongest first."""
     seen: dict[str, list[float]] = defaultdict(list)
@@ -174,7 +179,7 @@ def summarize(records: Sequence[dict[str, Any]], labels: Sequence[str], min_arti
     """What the explanations say together: how much rests on outlet cues, and the words behind each label."""
     n = len(records)
     with_cues = [r for r in records if r["without_cues"]]
-    top_is_cue = sum(1 for r in records if (t := top_units(r, 1)) and t[0]["cue"])
+    top_is_cue = sum(_top_is_cue(r) for r in records)
     pushed = [(u["effect"][r["pred"]], bool(u["cue"])) for r in records for u in r["units"]
               if u["effect"][r["pred"]] > 0]
     total = sum(e for e, _ in pushed)
@@ -191,13 +196,29 @@ def summarize(records: Sequence[dict[str, Any]], labels: Sequence[str], min_arti
             "flipped_without_cues": sum(1 for r in with_cues if r["without_cues"]["pred"] != r["pred"]),
             "cue_units": dict(sorted(kinds.items())),
             "accuracy": float(np.mean([r["pred"] == r["gold"] for r in gold])) if gold else None,
+            "outlets": outlet_table(records),
             "words": {lab: word_table(records, lab, min_articles, k) for lab in labels}}
+
+
+def outlet_table(records: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per outlet (most articles first): articles, correct answers, articles whose strongest word was
+    one of its cues, and answers that change without the cues."""
+    by: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for r in records:
+        by[r["outlet"] or "(unknown)"].append(r)
+    rows = [{"outlet": o, "articles": len(rs), "correct": sum(r["pred"] == r["gold"] for r in rs if r["gold"]),
+             "labelled": sum(1 for r in rs if r["gold"]),
+             "top_unit_is_cue": sum(_top_is_cue(r) for r in rs),
+             "flipped_without_cues": sum(1 for r in rs if r["without_cues"] and r["without_cues"]["pred"] != r["pred"])}
+            for o, rs in by.items()]
+    return sorted(rows, key=lambda r: (-r["articles"], r["outlet"]))
 
 
 def _signature(cfg: ExplainConfig, input_path: str, clf: Classifier) -> dict[str, Any]:
     """What decides the records: a resumed run must match it."""
     return {"input": str(Path(input_path).resolve()), "model": clf.source, "adapter": clf.adapter,
-            "span": cfg.span, "limit": cfg.limit, "text_field": cfg.text_field, "precision": clf.precision}
+            "span": cfg.span, "limit": cfg.limit, "sample": cfg.sample, "text_field": cfg.text_field,
+            "precision": clf.precision}
 
 
 def _done_records(out: Path, sig: dict[str, Any], overwrite: bool) -> list[dict[str, Any]]:
@@ -218,9 +239,23 @@ def _done_records(out: Path, sig: dict[str, Any], overwrite: bool) -> list[dict[
     return []
 
 
+def round_robin(articles: Iterable[Article], n: int) -> list[Article]:
+    """Up to ``n`` articles, one of each outlet in turn (outlets in order of first appearance)."""
+    by: dict[Optional[str], list[Article]] = defaultdict(list)
+    for a in articles:
+        by[a.outlet_or_source].append(a)
+    queues = list(by.values())
+    out: list[Article] = []
+    for depth in range(max(map(len, queues), default=0)):
+        out += [q[depth] for q in queues if depth < len(q)][: n - len(out)]
+        if len(out) >= n:
+            break
+    return out
+
+
 def _articles(cfg: ExplainConfig, input_path: str, labels: Sequence[str]) -> list[Article]:
     arts = (a for a in input_articles(input_path, labels, cfg.text_field, on_bad_gold="skip") if not skip_reason(a))
-    out = list(islice(arts, cfg.limit))
+    out = list(islice(arts, cfg.limit)) if cfg.sample == "first" else round_robin(arts, cfg.limit)
     if not out:
         raise NewsbiasError(f"{input_path} has no article with text to explain; check explain.input / explain.split")
     return out
