@@ -87,8 +87,9 @@ stage "train: MiniLM, linear probe then full fine-tune" "$NB" train -c "$ENC" "$
   --overwrite
 stage "enc-tuned: MiniLM fine-tuned" predict "$ENC" "${ENC_COMMON[@]}" --model "$OUT/encoder" \
   --name enc-tuned --out "$OUT/preds/enc-tuned.jsonl" "$@"
-stage "explain: which words moved enc-tuned (30 articles)" "$NB" explain -q -c "$ENC" "${ENC_COMMON[@]}" \
-  --model "$OUT/encoder" --input "$OUT/data" --limit 30 --out "$OUT/explain" --overwrite "$@"
+stage "explain: which words moved enc-tuned (30 articles, outlets in turn)" "$NB" explain -q -c "$ENC" \
+  "${COMMON[@]}" "${ENC_COMMON[@]}" --model "$OUT/encoder" --input "$OUT/data" --limit 30 --sample by_outlet \
+  --out "$OUT/explain" --overwrite "$@"
 stage "compare: generation runs (first 200 articles)" "$NB" compare -c "$CFG" "${COMMON[@]}" "$@" \
   compare.ensembles=[] compare.base=lm-base-gen compare.tuned=lm-tuned-gen compare.out_dir="$OUT/report/generation" --intersect \
   --preds lm-base-gen="$OUT/preds/lm-base-gen.jsonl" lm-tuned-gen="$OUT/preds/lm-tuned-gen.jsonl" \

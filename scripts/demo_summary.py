@@ -41,8 +41,9 @@ def explained(out: Path) -> list[str]:
     if not path.is_file():
         return []
     s = json.loads(path.read_text())["summary"]
-    return ["## What enc-tuned leans on (`newsbias explain`, first test articles)", "",
-            f"Each word enc-tuned read in {s['articles']} test articles was left out in turn and the article rescored "
+    return ["## What enc-tuned leans on (`newsbias explain`)", "",
+            f"Each word enc-tuned read in {s['articles']} test articles (one of each outlet in turn) was left out and "
+            f"the article rescored "
             f"(`{out}/explain/explain.md`, `explain.html`). The word that most supported the answer was one of the "
             f"article's own outlet cues (its outlet's name, a link, a byline or a dateline) in {s['top_unit_is_cue']} "
             f"of {s['articles']} articles; outlet cues carry {s['cue_share_of_support']:.1%} of all support for the "
