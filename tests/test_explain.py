@@ -10,8 +10,8 @@ from newsbias.classifier import Classifier
 from newsbias.cli import main
 from newsbias.config import ExplainConfig, PromptConfig
 from newsbias.errors import NewsbiasError
-from newsbias.explain import (RECORDS, explain_article, read_window, round_robin, run_explain, summarize,
-                              word_table)
+from newsbias.explain import (RECORDS, explain_article, outlet_table, read_window, round_robin, run_explain,
+                              summarize, word_table)
 from newsbias.records import Article
 from newsbias.train import train
 
@@ -95,6 +95,14 @@ def test_by_outlet_sampling_takes_each_outlet_in_turn():
     assert [a.id for a in round_robin(arts, 5)] == ["0", "4", "6", "1", "5"]
     assert [a.id for a in round_robin(arts, 100)] == ["0", "4", "6", "1", "5", "2", "3"]
     assert round_robin([], 3) == []
+
+
+def test_the_outlet_table_keeps_the_largest_outlets_and_sums_the_rest():
+    recs = [{**_record("left", [("w", None, 0.1)], gold="left"), "outlet": o} for o in "aaabbcde"]
+    rows = outlet_table(recs, top=3)
+    assert [(r["outlet"], r["articles"], r["correct"]) for r in rows] == [("a", 3, 3), ("b", 2, 2),
+                                                                          ("3 more outlets", 3, 3)]
+    assert len(outlet_table(recs, top=5)) == 5 and outlet_table(recs, top=5)[-1]["outlet"] == "e"
 
 
 def test_the_summary_counts_cues_and_ranks_words():

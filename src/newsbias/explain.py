@@ -200,9 +200,9 @@ def summarize(records: Sequence[dict[str, Any]], labels: Sequence[str], min_arti
             "words": {lab: word_table(records, lab, min_articles, k) for lab in labels}}
 
 
-def outlet_table(records: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Per outlet (most articles first): articles, correct answers, articles whose strongest word was
-    one of its cues, and answers that change without the cues."""
+def outlet_table(records: Sequence[dict[str, Any]], top: int = 20) -> list[dict[str, Any]]:
+    """Per outlet (most articles first; past ``top``, one row for the rest): articles, correct answers,
+    articles whose strongest word was one of its cues, and answers that change without the cues."""
     by: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for r in records:
         by[r["outlet"] or "(unknown)"].append(r)
@@ -211,7 +211,12 @@ def outlet_table(records: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
              "top_unit_is_cue": sum(_top_is_cue(r) for r in rs),
              "flipped_without_cues": sum(1 for r in rs if r["without_cues"] and r["without_cues"]["pred"] != r["pred"])}
             for o, rs in by.items()]
-    return sorted(rows, key=lambda r: (-r["articles"], r["outlet"]))
+    rows.sort(key=lambda r: (-r["articles"], r["outlet"]))
+    if len(rows) <= top:
+        return rows
+    rest = rows[top - 1:]
+    return rows[:top - 1] + [{"outlet": f"{len(rest)} more outlets", **{k: sum(r[k] for r in rest) for k in rest[0]
+                                                                         if k != "outlet"}}]
 
 
 def _signature(cfg: ExplainConfig, input_path: str, clf: Classifier) -> dict[str, Any]:
