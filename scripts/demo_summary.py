@@ -43,12 +43,11 @@ def explained(out: Path) -> list[str]:
     s = json.loads(path.read_text())["summary"]
     return ["## What enc-tuned leans on (`newsbias explain`)", "",
             f"Each word enc-tuned read in {s['articles']} test articles (one of each outlet in turn) was left out and "
-            f"the article rescored "
-            f"(`{out}/explain/explain.md`, `explain.html`). The word that most supported the answer was one of the "
-            f"article's own outlet cues (its outlet's name, a link, a byline or a dateline) in {s['top_unit_is_cue']} "
-            f"of {s['articles']} articles; outlet cues carry {s['cue_share_of_support']:.1%} of all support for the "
-            f"answers; leaving them out changes {s['flipped_without_cues']} of the {s['articles_with_cues']} answers of "
-            f"articles that have any.", ""]
+            f"the article rescored (`{out}/explain/explain.md`, `explain.html`). The word that most supported the "
+            f"answer was one of the article's own outlet cues (its outlet's name, a link, a byline or a dateline) in "
+            f"{s['top_unit_is_cue']} of {s['articles']} articles; outlet cues carry {s['cue_share_of_support']:.1%} "
+            f"of all support for the answers; leaving them out changes {s['flipped_without_cues']} of the "
+            f"{s['articles_with_cues']} answers of articles that have any.", ""]
 
 
 def main() -> None:

@@ -273,8 +273,9 @@ COMMANDS: tuple[Command, ...] = (
             "domain, links and handles, bylines, datelines), rescores each article without all of them, and writes "
             "explanations.jsonl, explain.md and explain.html with a summary and the top words per label.",
             (*model_flags("explain"), Flag("--input", "explain.input", "PATH"), Flag("--split", "explain.split"),
-             Flag("--out", "explain.out_dir", "DIR"), Flag("--limit", "explain.limit"), Flag("--sample", "explain.sample"),
-             Flag("--span", "explain.span"), Flag("--batch-size", "explain.batch_size"),
+             Flag("--out", "explain.out_dir", "DIR"), Flag("--limit", "explain.limit"),
+             Flag("--sample", "explain.sample"), Flag("--span", "explain.span"),
+             Flag("--batch-size", "explain.batch_size"),
              Flag("--overwrite", "explain.overwrite", const=True), QUIET)),
     Command("export", _run_export,
             "Adapter -> export dir (optionally merged into the base) with a model card; hub upload.",

@@ -131,7 +131,8 @@ def explain_article(clf: Classifier, a: Article, span: int = 1, batch_size: int 
         return {"pred": labels[int(np.argmax(p))], "probs": {l: round(float(v), 6) for l, v in zip(labels, p)}}
 
     return {"id": a.id, "gold": a.label, "outlet": a.outlet_or_source, **scored(full),
-            "tokens_read": len(window.ids), "words_read": len(window.words), "truncated": window.truncated, "span": span,
+            "tokens_read": len(window.ids), "words_read": len(window.words), "truncated": window.truncated,
+            "span": span,
             "without_cues": scored(probs[-1]) if cue_units else None,
             "units": [{"start": s, "end": e, "text": a.text[s:e], "cue": c,
                        "effect": {l: round(float(v), 6) for l, v in zip(labels, eff)}}
