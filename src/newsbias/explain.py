@@ -62,7 +62,8 @@ class Window:
 
 
 def read_window(clf: Classifier, article: str) -> Window:
-    """The words of ``article`` that ``clf``'s prompt reads, with their tokens (the ids :meth:`encode` keeps)."""
+    """The words of ``article`` that ``clf``'s prompt reads, with their tokens: the ids
+    ``PromptBuilder.encode`` keeps."""
     tok = clf.tokenizer
     if not getattr(tok, "is_fast", False):
         raise NewsbiasError(f"explain needs a fast tokenizer (character offsets); {type(tok).__name__} is not one")

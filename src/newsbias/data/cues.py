@@ -21,13 +21,14 @@ from __future__ import annotations
 import re
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
-from typing import Any, Iterable
+from typing import Any, Container, Iterable
 
 import pandas as pd
 
 MASK = "[outlet]"
 MIN_ARTICLES = 5
 OUTLET_SHARE = 0.8
+MIN_SENTENCE = 15  # shorter lines ("Advertisement", "CLOSE") are also common words: not learned by default
 MAX_SENTENCE = 300  # longer "sentences" are paragraphs, not boilerplate
 EXAMPLES = 20
 
@@ -96,16 +97,17 @@ def _norm(sentence: str) -> str:
     return re.sub(r"\d", "0", " ".join(sentence.replace(MASK, " ").lower().split()))
 
 
-def _sentences(text: str) -> list[str]:
-    return [s for s in (m.group().strip() for m in _SENTENCE.finditer(text)) if 15 <= len(s) <= MAX_SENTENCE]
+def _sentences(text: str, min_chars: int = MIN_SENTENCE) -> list[str]:
+    return [s for s in (m.group().strip() for m in _SENTENCE.finditer(text)) if min_chars <= len(s) <= MAX_SENTENCE]
 
 
-def learn_boilerplate(texts: Iterable[str], outlets: Iterable[str]) -> dict[str, str]:
-    """Normalised sentence -> its outlet, for sentences that recur within one outlet and rarely elsewhere."""
+def learn_boilerplate(texts: Iterable[str], outlets: Iterable[str], min_chars: int = MIN_SENTENCE) -> dict[str, str]:
+    """Normalised sentence -> its outlet, for sentences (of ``min_chars`` or more) that recur within one
+    outlet and rarely elsewhere."""
     seen: Counter[str] = Counter()
     per: list[set[str]] = []
     for text in texts:
-        sents = {_norm(s) for s in _sentences(text)}
+        sents = {_norm(s) for s in _sentences(text, min_chars)}
         seen.update(sents)
         per.append(sents)
     by_outlet: dict[str, Counter[str]] = defaultdict(Counter)
@@ -119,6 +121,13 @@ def learn_boilerplate(texts: Iterable[str], outlets: Iterable[str]) -> dict[str,
         if n >= MIN_ARTICLES and n >= OUTLET_SHARE * seen[s]:
             out[s] = outlet
     return out
+
+
+def drop_sentences(text: str, sentences: Container[str]) -> tuple[str, int]:
+    """``text`` without the sentences whose normalised form is in ``sentences``, and how many went."""
+    spans = [m.span() for m in _SENTENCE.finditer(text) if _norm(m.group()) in sentences]
+    ends = [0] + [e for _, e in spans]
+    return "".join(text[a:b] for a, b in zip(ends, [s for s, _ in spans] + [len(text)])), len(spans)
 
 
 @dataclass
@@ -156,11 +165,9 @@ class CueRemover:
         text = self._sub(_LINKS, text, outlet, "links", repl)
         text = self._sub(_DATELINE, text, outlet, "datelines", "")
         text = self._sub(_BYLINE, text, outlet, "bylines", "")
-        spans = [m.span() for m in _SENTENCE.finditer(text) if _norm(m.group()) in self.boilerplate]
-        if spans:
-            self.counts[outlet]["boilerplate"] += len(spans)
-            ends = [0] + [e for _, e in spans]
-            text = "".join(text[a:b] for a, b in zip(ends, [s for s, _ in spans] + [len(text)]))
+        text, n = drop_sentences(text, self.boilerplate)
+        if n:
+            self.counts[outlet]["boilerplate"] += n
         text = self._sub(self.names_ci, text, outlet, "names", repl)
         text = self._sub(self.names_cs, text, outlet, "names", repl)
         return re.sub(r"[ \t]{2,}", " ", text).strip()
