@@ -379,8 +379,8 @@ class ExplainConfig(InferenceConfig):
     split: str = Field(default="test", description="Split file to read when `input` is a prep directory.")
     out_dir: str = Field(default="runs/explain", description="Output directory (explanations.jsonl, explain.md, "
                                                              "explain.html, manifest.json).")
-    limit: int = Field(default=20, ge=1, description="Explain the first N articles with text (one forward pass per "
-                                                     "word read: about 100 per article at 128 tokens).")
+    limit: int = Field(default=20, ge=1, description="Explain N articles with text (one forward pass per word read: "
+                                                     "up to about 100 per article at 128 tokens).")
     sample: Literal["first", "by_outlet"] = Field(
         default="first", description="first: the first `limit` articles; by_outlet: one article of each outlet in "
                                      "turn, so a few large outlets do not fill the sample.")
