@@ -13,8 +13,9 @@ import torch
 import torch.nn.functional as F
 
 from newsbias.errors import NewsbiasError
-from newsbias.modeling import (LabelLossModule, ModelSettings, add_lora, lm_logits_at, load_model_and_tokenizer,
-                               physical_cores, resolve_device_dtype, score_batch, set_threads)
+from newsbias.modeling import (SHARED_PREFIX_MIN, LabelLossModule, ModelSettings, add_lora, label_positions,
+                               lm_logits_at, load_model_and_tokenizer, physical_cores, resolve_device_dtype,
+                               score_batch, set_threads, shared_prefix_len)
 from newsbias.config import PromptConfig
 from newsbias.prompt import PromptBuilder
 from newsbias.train import LabelOnlyCollator, encode_examples, Example
@@ -82,6 +83,41 @@ def test_logits_at_positions_match_full_forward(lm):
         full = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
         got = lm_logits_at(model, batch["input_ids"], batch["attention_mask"], rows, cols)
     torch.testing.assert_close(got, full[rows, cols], rtol=1e-4, atol=1e-5)
+
+
+def test_shared_prefix_len_stops_at_a_difference_a_pad_or_the_first_position_read():
+    ids = torch.tensor([[1, 2, 3, 4, 5, 0], [1, 2, 3, 4, 9, 6], [1, 2, 3, 4, 5, 6]])
+    mask = torch.tensor([[1, 1, 1, 1, 1, 0], [1, 1, 1, 1, 1, 1], [1, 1, 1, 1, 1, 1]])
+    assert shared_prefix_len(ids, mask, torch.tensor([4, 5, 5])) == 4
+    assert shared_prefix_len(ids, mask, torch.tensor([2, 5, 5])) == 2
+    assert shared_prefix_len(ids[::2], mask[::2], torch.tensor([5, 5])) == 5  # the pad column ends it
+    assert shared_prefix_len(ids[:1], mask[:1], torch.tensor([4])) == 0
+
+
+def test_shared_prefix_is_run_once_and_changes_neither_logits_nor_gradients(lm):
+    model, tok = lm
+    _, batch = _batch(tok, [("short one", "left"), ("a much longer article " * 6, "center"),
+                            ("x y", "right"), ("the senate passed the bill", "left")])
+    ids, mask = batch["input_ids"], batch["attention_mask"]
+    rows, cols, targets = label_positions(batch["labels"])
+    n = shared_prefix_len(ids, mask, cols)
+    assert n >= SHARED_PREFIX_MIN  # the prompt's instruction
+    body = model.get_base_model().model
+    seen = []
+    hook = body.register_forward_pre_hook(lambda m, a, kw: seen.append(tuple(kw["input_ids"].shape)), with_kwargs=True)
+    results = {}
+    for share in (False, True):
+        model.zero_grad()
+        logits = lm_logits_at(model, ids, mask, rows, cols, share_prefix=share)
+        F.cross_entropy(logits, targets).backward()
+        grads = {k: p.grad.clone() for k, p in model.named_parameters() if p.requires_grad}
+        results[share] = logits.detach(), grads
+    hook.remove()
+    assert seen == [tuple(ids.shape), (1, n), (len(ids), ids.shape[1] - n)]
+    torch.testing.assert_close(results[True][0], results[False][0], rtol=1e-4, atol=1e-5)
+    assert any(g.abs().sum() > 0 for g in results[False][1].values())
+    for k, g in results[False][1].items():
+        torch.testing.assert_close(results[True][1][k], g, rtol=1e-3, atol=1e-6)
 
 
 def test_label_mask_and_loss_equal_hand_cross_entropy(lm):

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import inspect
 import json
 import logging
 import os
@@ -573,20 +574,60 @@ def _hf_model(model: nn.Module) -> nn.Module:
             return model
 
 
+SHARED_PREFIX_MIN = 16
+"""Rows of a batch that begin with at least this many identical tokens compute them once."""
+
+
+def shared_prefix_len(input_ids: torch.Tensor, attention_mask: torch.Tensor, cols: torch.Tensor) -> int:
+    """Leading positions that every row of the batch has in common (same token, unmasked), up to the
+    first position read (``cols.min()``); 0 for a single row."""
+    if input_ids.shape[0] < 2 or cols.numel() == 0:
+        return 0
+    same = (input_ids == input_ids[:1]).all(0) & attention_mask.bool().all(0)
+    return min(int(same.long().cumprod(0).sum()), int(cols.min()))
+
+
+def _body_hidden(body: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor, **kw: Any) -> torch.Tensor:
+    out = body(input_ids=input_ids, attention_mask=attention_mask, **kw)
+    return out[0] if isinstance(out, tuple) else out.last_hidden_state
+
+
 def answer_hidden(model: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor,
-                  rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
-    """Final hidden states at (rows, cols) of a causal LM's body: ``[len(rows), hidden]``."""
+                  rows: torch.Tensor, cols: torch.Tensor, share_prefix: bool = True) -> torch.Tensor:
+    """Final hidden states at (rows, cols) of a causal LM's body: ``[len(rows), hidden]``.
+
+    ``share_prefix``: when the rows begin with :data:`SHARED_PREFIX_MIN` or more identical tokens (the
+    prompt's system message and instruction), those are run once, for one row, and every row attends to
+    their key/value cache. Causal attention makes this exact: a prefix's states do not depend on what
+    follows it. Gradients flow through the cache, so training uses it too.
+    """
     hf = _hf_model(model)
     body = hf.base_model  # transformers' property: the decoder stack without the LM head
-    out = body(input_ids=input_ids, attention_mask=attention_mask, use_cache=False)
-    hidden = out[0] if isinstance(out, tuple) else out.last_hidden_state
-    return hidden[rows, cols]
+    n = shared_prefix_len(input_ids, attention_mask, cols) if share_prefix else 0
+    if n < SHARED_PREFIX_MIN or _checkpointing(hf):
+        return _body_hidden(body, input_ids, attention_mask, use_cache=False)[rows, cols]
+    out = body(input_ids=input_ids[:1, :n], attention_mask=attention_mask[:1, :n], use_cache=True)
+    cache = getattr(out, "cache", None) or out.past_key_values
+    cache.batch_repeat_interleave(input_ids.shape[0])
+    # transformers 5.x names the argument ``cache``; 4.x ``past_key_values``
+    name = "cache" if "cache" in inspect.signature(body.forward).parameters else "past_key_values"
+    hidden = _body_hidden(body, input_ids[:, n:], attention_mask, use_cache=True, **{name: cache})
+    return hidden[rows, cols - n]
+
+
+def _checkpointing(hf: nn.Module) -> bool:
+    # a checkpointed block is re-run in backward and would meet a cache it already extended
+    if hasattr(type(hf), "is_activation_checkpointing"):  # transformers >= 5.x; the old name warns there
+        return bool(hf.is_activation_checkpointing)
+    return bool(getattr(hf, "is_gradient_checkpointing", False))
 
 
 def lm_logits_at(model: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor,
-                 rows: torch.Tensor, cols: torch.Tensor, vocab_rows: Optional[torch.Tensor] = None) -> torch.Tensor:
-    """LM-head logits at (rows, cols) only; restricted to ``vocab_rows`` (e.g. the label tokens) if given."""
-    h = answer_hidden(model, input_ids, attention_mask, rows, cols)
+                 rows: torch.Tensor, cols: torch.Tensor, vocab_rows: Optional[torch.Tensor] = None,
+                 share_prefix: bool = True) -> torch.Tensor:
+    """LM-head logits at (rows, cols) only; restricted to ``vocab_rows`` (e.g. the label tokens) if given.
+    ``share_prefix``: see :func:`answer_hidden`."""
+    h = answer_hidden(model, input_ids, attention_mask, rows, cols, share_prefix)
     head = _hf_model(model).get_output_embeddings()
     if vocab_rows is None:
         return head(h)
@@ -668,18 +709,21 @@ def pad_batch(seqs: Sequence[Sequence[int]], pad_id: int, pad_value_labels: Opti
 
 
 def score_ids(model: nn.Module, head: Head, input_ids: torch.Tensor, attention_mask: torch.Tensor,
-              answer_pos: torch.Tensor, label_token_ids: Sequence[int], full_vocab: bool = False) -> torch.Tensor:
+              answer_pos: torch.Tensor, label_token_ids: Sequence[int], full_vocab: bool = False,
+              share_prefix: bool = True) -> torch.Tensor:
     """Class logits ``[n, n_labels]`` for an already padded batch (call it under ``torch.no_grad()``).
 
     ``full_vocab`` (``head: lm``): the whole vocabulary's logits at the answer position instead,
-    ``[n, vocab]`` (training's validation loss). Not decorated with ``no_grad`` itself: the ONNX
+    ``[n, vocab]`` (training's validation loss). ``share_prefix``: see :func:`answer_hidden` (off for
+    graph export: it branches on the batch's contents). Not decorated with ``no_grad`` itself: the ONNX
     exporter traces it, and a grad-mode switch inside the traced function hides which module each
     operation belongs to.
     """
     if head == "lm":
         rows = torch.arange(input_ids.shape[0], device=input_ids.device)
         vocab_rows = None if full_vocab else torch.tensor(list(label_token_ids), device=input_ids.device)
-        return lm_logits_at(model, input_ids, attention_mask, rows, answer_pos.to(input_ids.device), vocab_rows).float()
+        return lm_logits_at(model, input_ids, attention_mask, rows, answer_pos.to(input_ids.device), vocab_rows,
+                            share_prefix).float()
     return model(input_ids=input_ids, attention_mask=attention_mask).logits.float()
 
 

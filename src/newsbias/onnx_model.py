@@ -75,7 +75,7 @@ class ScoringGraph(nn.Module):
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, answer_pos: torch.Tensor) -> torch.Tensor:
         return score_ids(self.model, self.head, input_ids, attention_mask, answer_pos,  # type: ignore[arg-type]
-                         self.label_token_ids)
+                         self.label_token_ids, share_prefix=False)
 
 
 class OnnxScorer:
