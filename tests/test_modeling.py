@@ -120,6 +120,21 @@ def test_shared_prefix_is_run_once_and_changes_neither_logits_nor_gradients(lm):
         torch.testing.assert_close(results[True][1][k], g, rtol=1e-3, atol=1e-6)
 
 
+def test_prefix_is_not_shared_while_dropout_would_give_every_row_one_mask(tiny_qwen_dir):
+    model, tok = load_model_and_tokenizer(str(tiny_qwen_dir), device="cpu")
+    model = add_lora(model, "lm", r=4, alpha=8, dropout=0.1)
+    _, batch = _batch(tok, [("short one", "left"), ("the senate passed the bill", "right")])
+    rows, cols, _ = label_positions(batch["labels"])
+    seen = []
+    body = model.get_base_model().model
+    hook = body.register_forward_pre_hook(lambda m, a, kw: seen.append(kw["input_ids"].shape[0]), with_kwargs=True)
+    for training in (True, False):
+        model.train(training)
+        lm_logits_at(model, batch["input_ids"], batch["attention_mask"], rows, cols)
+    hook.remove()
+    assert seen == [2, 1, 2]  # training: every row runs its own prefix; eval: one prefix for both
+
+
 def test_label_mask_and_loss_equal_hand_cross_entropy(lm):
     model, tok = lm
     b, batch = _batch(tok, [("short one", "left"), ("a much longer article " * 6, "center"), ("x y", "right")])

@@ -599,12 +599,13 @@ def answer_hidden(model: nn.Module, input_ids: torch.Tensor, attention_mask: tor
     ``share_prefix``: when the rows begin with :data:`SHARED_PREFIX_MIN` or more identical tokens (the
     prompt's system message and instruction), those are run once, for one row, and every row attends to
     their key/value cache. Causal attention makes this exact: a prefix's states do not depend on what
-    follows it. Gradients flow through the cache, so training uses it too.
+    follows it. Gradients flow through the cache, so training uses it too, but only when its forward
+    pass is deterministic (``lora.dropout: 0``): a shared prefix would give every row one dropout mask.
     """
     hf = _hf_model(model)
     body = hf.base_model  # transformers' property: the decoder stack without the LM head
     n = shared_prefix_len(input_ids, attention_mask, cols) if share_prefix else 0
-    if n < SHARED_PREFIX_MIN or _checkpointing(hf):
+    if n < SHARED_PREFIX_MIN or _checkpointing(hf) or (model.training and _drops_out(model, hf)):
         return _body_hidden(body, input_ids, attention_mask, use_cache=False)[rows, cols]
     out = body(input_ids=input_ids[:1, :n], attention_mask=attention_mask[:1, :n], use_cache=True)
     cache = getattr(out, "cache", None) or out.past_key_values
@@ -613,6 +614,13 @@ def answer_hidden(model: nn.Module, input_ids: torch.Tensor, attention_mask: tor
     name = "cache" if "cache" in inspect.signature(body.forward).parameters else "past_key_values"
     hidden = _body_hidden(body, input_ids[:, n:], attention_mask, use_cache=True, **{name: cache})
     return hidden[rows, cols - n]
+
+
+def _drops_out(model: nn.Module, hf: nn.Module) -> bool:
+    """True when a training-mode forward of ``model`` is random: a dropout layer or attention dropout above 0."""
+    if float(getattr(hf.config, "attention_dropout", 0) or 0) > 0:
+        return True
+    return any(isinstance(m, nn.modules.dropout._DropoutNd) and m.p > 0 for m in model.modules())
 
 
 def _checkpointing(hf: nn.Module) -> bool:
