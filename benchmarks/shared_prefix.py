@@ -40,13 +40,13 @@ OFF = 10 ** 9
 DEMO_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]  # configs/demo.yaml
 
 
-def timed(share: bool, fn):
-    """(seconds, result) of ``fn()`` with prefix sharing on or off."""
+def timed(share: bool, fn, *args, **kwargs):
+    """(seconds, result) of ``fn(*args, **kwargs)`` with prefix sharing on or off."""
     saved = modeling.SHARED_PREFIX_MIN
     modeling.SHARED_PREFIX_MIN = saved if share else OFF
     try:
         t = time.perf_counter()
-        out = fn()
+        out = fn(*args, **kwargs)
         return time.perf_counter() - t, out
     finally:
         modeling.SHARED_PREFIX_MIN = saved
@@ -59,7 +59,7 @@ def scoring(clf: Classifier, texts: list[str], batch: int) -> dict[str, float]:
     for k, w in enumerate(range(0, len(texts), 4 * batch)):
         chunk = texts[w:w + 4 * batch]
         for share in ((True, False) if k % 2 == 0 else (False, True)):
-            s, p = timed(share, lambda: clf.predict_proba(chunk, batch_size=batch))
+            s, p = timed(share, clf.predict_proba, chunk, batch_size=batch)
             secs[share] += s
             probs[share].append(p)
     on, off = np.vstack(probs[True]), np.vstack(probs[False])
@@ -77,7 +77,7 @@ def training(module: LabelLossModule, batches: list[dict], params: list[torch.Te
     for k, b in enumerate(batches):
         grads = {}
         for share in ((True, False) if k % 2 == 0 else (False, True)):
-            s, grads[share] = timed(share, lambda: step(b))
+            s, grads[share] = timed(share, step, b)
             secs[share] += s
         rel = max(rel, float((grads[True] - grads[False]).norm() / grads[False].norm()))
     return {"step_on": secs[True] / len(batches), "step_off": secs[False] / len(batches), "grad_rel": rel}
