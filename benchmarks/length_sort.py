@@ -42,6 +42,13 @@ def keep_layers(model: torch.nn.Module, n: int) -> int:
     return had
 
 
+def with_max_length(clf: Classifier, budget: int) -> None:
+    """Rebuild ``clf``'s prompt with ``budget`` tokens, so its articles are cut to that length."""
+    clf.settings = dataclasses.replace(clf.settings, prompt=clf.settings.prompt.model_copy(
+        update={"max_length": budget}))
+    clf.builder = prompt_builder(clf.tokenizer, clf.settings)
+
+
 def padded_per_real(lengths: list[int], batch: int, window: int, sort: bool) -> float:
     """Tokens a batched forward computes (each batch padded to its longest prompt) per real prompt token."""
     computed = 0
@@ -97,9 +104,7 @@ def main() -> None:
           "articles per CPU-s, sorted | input order | ratio | labels identical | max prob change |")
     print("|---|---|---|---|---|---|---|---|---|---|")
     for budget in args.max_length:
-        clf.settings = dataclasses.replace(clf.settings, prompt=clf.settings.prompt.model_copy(
-            update={"max_length": budget}))
-        clf.builder = prompt_builder(clf.tokenizer, clf.settings)
+        with_max_length(clf, budget)
         r = measure(clf, texts, args.batch, args.window)
         print(f"| {budget} | {r['median_len']:.0f} | {r['cut']:.0%} | {r['pad_sorted']:.2f} | {r['pad_input']:.2f} | "
               f"{r['aps_sorted']:.2f} | {r['aps_input']:.2f} | {r['aps_sorted'] / r['aps_input']:.2f} | "

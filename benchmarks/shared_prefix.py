@@ -23,18 +23,22 @@ Markdown table.
 from __future__ import annotations
 
 import argparse
-import dataclasses
+import sys
 import time
 from itertools import islice
+from pathlib import Path
 
 import numpy as np
 import torch
 
 import newsbias.modeling as modeling
 from newsbias.classifier import Classifier
-from newsbias.modeling import LabelLossModule, add_lora, prompt_builder, set_threads
+from newsbias.modeling import LabelLossModule, add_lora, set_threads
 from newsbias.records import read_articles
 from newsbias.train import Example, LabelOnlyCollator, encode_examples
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from length_sort import with_max_length  # noqa: E402
 
 OFF = 10 ** 9
 DEMO_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]  # configs/demo.yaml
@@ -111,9 +115,7 @@ def main() -> None:
           "max prob change | LoRA step s, shared | once per article | ratio | max grad rel. diff |")
     print("|---|---|---|---|---|---|---|---|---|---|---|")
     for budget in args.max_length:
-        clf.settings = dataclasses.replace(clf.settings, prompt=clf.settings.prompt.model_copy(
-            update={"max_length": budget}))
-        clf.builder = prompt_builder(clf.tokenizer, clf.settings)
+        with_max_length(clf, budget)
         clf.model.eval()
         s = scoring(clf, texts, args.batch)
         lora = add_lora(clf.model, "lm", r=16, alpha=32, dropout=0.0, target_modules=DEMO_TARGETS)
