@@ -12,7 +12,7 @@ alternately, on the first ``n`` articles of a split, for each prompt budget (``-
 
 - scoring as ``predict`` scores (``Classifier.predict_proba``, length-sorted batches of ``--batch``):
   articles per second each way, identical labels, the largest probability change;
-- a LoRA training step as ``newsbias train`` takes it (r 16 on every linear layer, loss on the label
+- a LoRA training step as ``newsbias train`` takes it (configs/demo.yaml's LoRA, loss on the label
   token, ``--train-batch`` articles, dropout 0 so the two ways see the same computation): seconds
   per step each way and the largest relative difference between their gradients.
 
@@ -33,6 +33,7 @@ import torch
 
 import newsbias.modeling as modeling
 from newsbias.classifier import Classifier
+from newsbias.config import load_config
 from newsbias.modeling import LabelLossModule, add_lora, set_threads
 from newsbias.records import read_articles
 from newsbias.train import Example, LabelOnlyCollator, encode_examples
@@ -41,7 +42,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from length_sort import with_max_length  # noqa: E402
 
 OFF = 10 ** 9
-DEMO_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]  # configs/demo.yaml
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def timed(share: bool, fn, *args, **kwargs):
@@ -106,6 +107,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=None)
     args = ap.parse_args()
     set_threads(args.threads)
+    demo = load_config(ROOT / "configs" / "demo.yaml").train.lora  # the demo's LoRA, with dropout 0 (see above)
     clf = Classifier.from_options(model=args.model, device="cpu", dtype="float32")
     arts = list(islice(read_articles(args.test), args.n))
     texts, labels = [a.text for a in arts], [a.label or "left" for a in arts]
@@ -118,7 +120,7 @@ def main() -> None:
         with_max_length(clf, budget)
         clf.model.eval()
         s = scoring(clf, texts, args.batch)
-        lora = add_lora(clf.model, "lm", r=16, alpha=32, dropout=0.0, target_modules=DEMO_TARGETS)
+        lora = add_lora(clf.model, "lm", r=demo.r, alpha=demo.alpha, dropout=0.0, target_modules=demo.target_modules)
         lora.train()
         params = [p for p in lora.parameters() if p.requires_grad]
         module = LabelLossModule(lora, "lm", clf.builder.label_token_ids)
