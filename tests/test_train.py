@@ -296,6 +296,72 @@ def test_probe_head_starts_training_from_a_fitted_head(tiny_bert_dir, planted_da
     assert next(r for r in log if r["type"] == "eval")["val_macro_f1"] < 0.9
 
 
+def test_interpolate_weights_scales_a_lora_update_exactly():
+    from newsbias.train import interpolate_weights
+
+    g = torch.Generator().manual_seed(0)
+    a0, a1, b1, h0, h1 = (torch.randn(4, 4, generator=g) for _ in range(5))
+    start = {"q.lora_A.default.weight": a0, "q.lora_B.default.weight": torch.zeros(4, 4), "head.weight": h0}
+    end = {"q.lora_A.default.weight": a1, "q.lora_B.default.weight": b1, "head.weight": h1}
+    w = interpolate_weights(start, end, 0.25)
+    assert torch.equal(w["q.lora_A.default.weight"], a1)
+    torch.testing.assert_close(w["q.lora_B.default.weight"] @ w["q.lora_A.default.weight"], 0.25 * (b1 @ a1))
+    torch.testing.assert_close(w["head.weight"], 0.75 * h0 + 0.25 * h1)
+
+
+def test_wise_alphas_must_lie_between_the_ends(tiny_bert_dir, planted_data_dir, tmp_path):
+    for bad in ([0.0], [1.0], [0.5, 1.5]):
+        with pytest.raises(Exception, match="strictly between 0 and 1"):
+            tiny_cfg(tiny_bert_dir, planted_data_dir, tmp_path, head="cls", wise_alphas=bad)
+    assert tiny_cfg(tiny_bert_dir, planted_data_dir, tmp_path, head="cls", wise_alphas=[0.7, 0.3, 0.7]).wise_alphas \
+        == [0.3, 0.7]
+
+
+def test_wise_keeps_the_point_between_start_and_tuned_weights_that_val_prefers(tiny_bert_dir, planted_data_dir,
+                                                                               tmp_path):
+    """select_wise: each alpha is scored on val and logged; the best one replaces the kept weights."""
+    from newsbias.train import setup, select_wise
+
+    cfg = tiny_cfg(tiny_bert_dir, planted_data_dir, tmp_path / "w", head="cls", model__pooling="mean",
+                   finetune="full", head_init="probe", wise_alphas=[0.1, 0.9])
+    r = setup(cfg, progress=False)
+    probed = r.init_weights
+    head = [n for n in probed if n.startswith("classifier.")]
+    assert head and probed is r.best_weights
+    # "tuned" weights whose head answers the opposite of the probe's, scored as worthless
+    r.best_weights = {n: -t if n in head else t for n, t in probed.items()}
+    r.state.best, r.state.best_metrics = 0.0, {"val_macro_f1": 0.0}
+    select_wise(r)
+    wise = [json.loads(l) for l in (r.out_dir / "train_log.jsonl").read_text().splitlines()]
+    wise = [rec for rec in wise if rec["type"] == "wise"]
+    assert [rec["alpha"] for rec in wise] == [0.1, 0.9]
+    assert wise[0]["val_macro_f1"] >= 0.9 > wise[1]["val_macro_f1"]
+    assert r.state.best_metrics["wise_alpha"] == 0.1 and r.state.best == wise[0]["val_macro_f1"]
+    for n in head:
+        torch.testing.assert_close(r.best_weights[n], 0.8 * probed[n])
+
+
+def test_wise_runs_after_training_and_resumes_exactly(tiny_bert_dir, planted_data_dir, tmp_path):
+    kw = dict(head="cls", model__pooling="mean", finetune="full", head_init="probe", wise_alphas=[0.5],
+              optim__lr=1e-3, optim__max_steps=4, optim__batch_size=8, eval__every_steps=2,
+              checkpoint__every_steps=2)
+    summary = train(tiny_cfg(tiny_bert_dir, planted_data_dir, tmp_path / "a", **kw))
+    log = [json.loads(l) for l in (tmp_path / "a" / "train_log.jsonl").read_text().splitlines()]
+    assert [(r["step"], r["alpha"]) for r in log if r["type"] == "wise"] == [(4, 0.5)]
+    best = max((r for r in log if r["type"] in ("eval", "wise")), key=lambda r: r["val_macro_f1"])
+    assert summary["best_val"]["val_macro_f1"] == best["val_macro_f1"]
+    assert summary["best_val"]["wise_alpha"] == best.get("alpha", 1.0)
+    assert json.loads((tmp_path / "a" / "newsbias.json").read_text())["best_val"]["wise_alpha"] == best.get("alpha", 1.0)
+
+    cfg_b = tiny_cfg(tiny_bert_dir, planted_data_dir, tmp_path / "b", **kw)
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg_b, _interrupt_after_step=3)
+    assert (tmp_path / "b" / "checkpoints" / "checkpoint-2" / "init.safetensors").is_file()
+    train(cfg_b, resume=True)
+    a, b = (load_file(str(tmp_path / d / "model.safetensors")) for d in "ab")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
 def test_probe_head_needs_a_head_over_one_vector_per_article(tiny_bert_dir, tiny_qwen_dir, planted_data_dir,
                                                              tmp_path):
     with pytest.raises(Exception, match="head_init=probe needs model.head=cls"):

@@ -285,6 +285,12 @@ class TrainConfig(StrictModel):
         default="random", description="cls head only. probe: before training, fit the head by logistic regression "
                                       "on the frozen model's pooled features of the training articles (linear "
                                       "probing, then fine-tuning: LP-FT), instead of starting from random weights.")
+    wise_alphas: list[float] = Field(
+        default_factory=list, description="WiSE-FT (Wortsman et al. 2022): after training, score val with the "
+                                          "weights moved only this fraction of the way from where training started "
+                                          "(the pretrained model and its first head; with LoRA, the adapter scaled) "
+                                          "to the kept ones, for each value in (0, 1), and keep whichever scores "
+                                          "best, the fine-tuned weights included; [] = off.")
     out_dir: str = Field(default="runs/train", description="Adapter output directory.")
     seed: int = Field(default=42, description="Seed of the weight initialisation and the data order.")
     progress: bool = True
@@ -292,6 +298,14 @@ class TrainConfig(StrictModel):
     report_to: list[Literal["tensorboard", "wandb"]] = Field(
         default_factory=list, description="Also log train/eval records to TensorBoard (out_dir/runs) and/or "
                                           "Weights & Biases (needs the package; WANDB_MODE=offline works).")
+
+    @field_validator("wise_alphas")
+    @classmethod
+    def _fractions(cls, v: list[float]) -> list[float]:
+        if any(not 0 < a < 1 for a in v):
+            raise ValueError(f"each value must lie strictly between 0 and 1 (1, the fine-tuned weights, is always "
+                             f"scored); got {v}")
+        return sorted(set(v))
 
     @model_validator(mode="after")
     def _cls_only_settings(self) -> TrainConfig:

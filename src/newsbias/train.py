@@ -334,6 +334,7 @@ class Recipe:
     show: bool
     state: TrainState = field(default_factory=TrainState)
     best_weights: dict[str, torch.Tensor] = field(default_factory=dict)
+    init_weights: dict[str, torch.Tensor] = field(default_factory=dict)  # train.wise_alphas: where training started
     resumed_from: Optional[Path] = None
     bar: Any = None
     trackers: list[Any] = field(default_factory=list)
@@ -553,6 +554,8 @@ def setup(cfg: TrainConfig, resume: bool = False, progress: Optional[bool] = Non
         load_checkpoint(r, ckpt)
     else:
         r.best_weights = _trainable_state(model)
+        if cfg.wise_alphas:
+            r.init_weights = r.best_weights
     if probe is not None:
         r.state.history.append(probe)
     if d.main:
@@ -600,6 +603,33 @@ def validate(r: Recipe) -> bool:
     return bool(ev.patience and st.bad_evals >= ev.patience)
 
 
+def interpolate_weights(start: dict[str, torch.Tensor], end: dict[str, torch.Tensor], alpha: float
+                        ) -> dict[str, torch.Tensor]:
+    """WiSE-FT's weights ``start + alpha * (end - start)``.
+
+    LoRA's A matrices stay at ``end``: B starts at zero, so the adapter's update B·A is then
+    exactly ``alpha`` times the trained one (interpolating A too would scale it by about alpha²).
+    """
+    return {n: t if ".lora_A." in n else torch.lerp(start[n], t, alpha) for n, t in end.items()}
+
+
+def select_wise(r: Recipe) -> None:
+    """Score val between the starting and the kept weights (``train.wise_alphas``); keep the best of them all."""
+    st, ev = r.state, r.cfg.eval
+    tuned, alpha = r.best_weights, 1.0
+    for a in r.cfg.wise_alphas:
+        weights = interpolate_weights(r.init_weights, tuned, a)
+        _load_trainable_state(r.model, weights)
+        with r.amp():
+            m = evaluate(r.classifier, r.val_feats, ev.batch_size, r.d)
+        r.log({"type": "wise", "step": st.step, "alpha": a, **m})
+        if r.show and r.bar is not None:
+            r.bar.write(f"wise alpha {a}: val_loss {m['val_loss']:.4f} val_macro_f1 {m['val_macro_f1']:.4f}")
+        if _better(ev.metric, m[ev.metric], st.best):
+            st.best, st.best_metrics, r.best_weights, alpha = m[ev.metric], m, weights, a
+    st.best_metrics = {**st.best_metrics, "wise_alpha": alpha}
+
+
 def _optimizer_to_files(opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], list[dict[str, Any]]]:
     sd = opt.state_dict()
     tensors = {f"{pid}.{k}": v.detach().cpu().contiguous() for pid, s in sd["state"].items() for k, v in s.items()}
@@ -640,6 +670,8 @@ def save_checkpoint(r: Recipe) -> None:
         tmp.mkdir(parents=True)
         save_file(_trainable_state(r.model), str(tmp / "trainable.safetensors"))
         save_file(r.best_weights, str(tmp / "best.safetensors"))
+        if r.init_weights:
+            save_file(r.init_weights, str(tmp / "init.safetensors"))
         opt_tensors, groups = _optimizer_to_files(r.optimizer)
         save_file(opt_tensors, str(tmp / "optimizer.safetensors"))
         if r.cfg.finetune == "lora":
@@ -664,6 +696,8 @@ def load_checkpoint(r: Recipe, ckpt: Path) -> None:
     r.scheduler.load_state_dict(meta["scheduler"])
     r.state = TrainState(**meta["state"])
     r.best_weights = load_file(str(ckpt / "best.safetensors"))
+    if r.cfg.wise_alphas:  # the fingerprint covers wise_alphas, so this run's checkpoints wrote it
+        r.init_weights = load_file(str(ckpt / "init.safetensors"))
     rng = meta["rng"]
     _set_rng_state(rng[r.d.rank] if isinstance(rng, list) else rng)
     r.resumed_from = ckpt
@@ -791,6 +825,8 @@ def train(cfg: TrainConfig, resume: bool = False, progress: Optional[bool] = Non
             stop = run_epoch(r, _interrupt_after_step)
         if r.state.best is None:
             validate(r)
+        if cfg.wise_alphas:
+            select_wise(r)
     finally:
         r.bar.close()
         for close in closers:
@@ -798,7 +834,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: Optional[bool] = Non
     return finish(r, t_start)
 
 
-__all__ = ["train", "setup", "train_step", "validate", "save_checkpoint", "load_checkpoint", "run_epoch", "finish",
+__all__ = ["train", "setup", "train_step", "validate", "select_wise", "interpolate_weights", "save_checkpoint", "load_checkpoint", "run_epoch", "finish",
            "Recipe", "TrainState", "Example", "load_training_data", "resolve_data_paths",
            "encode_examples", "LabelOnlyCollator", "epoch_batches", "evaluate", "balanced_class_weights",
            "latest_checkpoint", "pick_instruction"]
