@@ -319,8 +319,8 @@ def test_wise_alphas_must_lie_between_the_ends(tiny_bert_dir, planted_data_dir, 
 
 def test_wise_keeps_the_point_between_start_and_tuned_weights_that_val_prefers(tiny_bert_dir, planted_data_dir,
                                                                                tmp_path):
-    """select_wise: each alpha is scored on val and logged; the best one replaces the kept weights."""
-    from newsbias.train import setup, select_wise
+    """select_wise: each alpha on the line to the last weights is scored on val and logged; the best is kept."""
+    from newsbias.train import _load_trainable_state, setup, select_wise
 
     cfg = tiny_cfg(tiny_bert_dir, planted_data_dir, tmp_path / "w", head="cls", model__pooling="mean",
                    finetune="full", head_init="probe", wise_alphas=[0.1, 0.9])
@@ -328,15 +328,16 @@ def test_wise_keeps_the_point_between_start_and_tuned_weights_that_val_prefers(t
     probed = r.init_weights
     head = [n for n in probed if n.startswith("classifier.")]
     assert head and probed is r.best_weights
-    # "tuned" weights whose head answers the opposite of the probe's, scored as worthless
-    r.best_weights = {n: -t if n in head else t for n, t in probed.items()}
-    r.state.best, r.state.best_metrics = 0.0, {"val_macro_f1": 0.0}
+    # last weights whose head answers the opposite of the probe's; the kept checkpoint scored as worthless
+    _load_trainable_state(r.model, {n: -t if n in head else t for n, t in probed.items()})
+    r.state.step, r.state.best, r.state.best_step, r.state.best_metrics = 7, 0.0, 3, {"val_macro_f1": 0.0}
     select_wise(r)
     wise = [json.loads(l) for l in (r.out_dir / "train_log.jsonl").read_text().splitlines()]
     wise = [rec for rec in wise if rec["type"] == "wise"]
     assert [rec["alpha"] for rec in wise] == [0.1, 0.9]
     assert wise[0]["val_macro_f1"] >= 0.9 > wise[1]["val_macro_f1"]
     assert r.state.best_metrics["wise_alpha"] == 0.1 and r.state.best == wise[0]["val_macro_f1"]
+    assert r.state.best_step == 7
     for n in head:
         torch.testing.assert_close(r.best_weights[n], 0.8 * probed[n])
 
@@ -350,8 +351,8 @@ def test_wise_runs_after_training_and_resumes_exactly(tiny_bert_dir, planted_dat
     assert [(r["step"], r["alpha"]) for r in log if r["type"] == "wise"] == [(4, 0.5)]
     best = max((r for r in log if r["type"] in ("eval", "wise")), key=lambda r: r["val_macro_f1"])
     assert summary["best_val"]["val_macro_f1"] == best["val_macro_f1"]
-    assert summary["best_val"]["wise_alpha"] == best.get("alpha", 1.0)
-    assert json.loads((tmp_path / "a" / "newsbias.json").read_text())["best_val"]["wise_alpha"] == best.get("alpha", 1.0)
+    assert summary["best_val"]["wise_alpha"] == best.get("alpha")
+    assert json.loads((tmp_path / "a" / "newsbias.json").read_text())["best_val"]["wise_alpha"] == best.get("alpha")
 
     cfg_b = tiny_cfg(tiny_bert_dir, planted_data_dir, tmp_path / "b", **kw)
     with pytest.raises(KeyboardInterrupt):

@@ -614,9 +614,13 @@ def interpolate_weights(start: dict[str, torch.Tensor], end: dict[str, torch.Ten
 
 
 def select_wise(r: Recipe) -> None:
-    """Score val between the starting and the kept weights (``train.wise_alphas``); keep the best of them all."""
+    """Score val on the line from the starting to the last weights (``train.wise_alphas``); keep the best of all.
+
+    The line ends at the last weights, as in WiSE-FT, not at the best checkpoint: when val kept the
+    starting point (step 0 of a probed head), a line ending there would have no length.
+    """
     st, ev = r.state, r.cfg.eval
-    tuned, alpha = r.best_weights, 1.0
+    tuned, alpha = _trainable_state(r.model), None
     for a in r.cfg.wise_alphas:
         weights = interpolate_weights(r.init_weights, tuned, a)
         _load_trainable_state(r.model, weights)
@@ -626,7 +630,8 @@ def select_wise(r: Recipe) -> None:
         if r.show and r.bar is not None:
             r.bar.write(f"wise alpha {a}: val_loss {m['val_loss']:.4f} val_macro_f1 {m['val_macro_f1']:.4f}")
         if _better(ev.metric, m[ev.metric], st.best):
-            st.best, st.best_metrics, r.best_weights, alpha = m[ev.metric], m, weights, a
+            st.best, st.best_metrics, st.best_step, r.best_weights, alpha = m[ev.metric], m, st.step, weights, a
+    # null: val kept a checkpoint of the run itself (step best_step), none of the points in between
     st.best_metrics = {**st.best_metrics, "wise_alpha": alpha}
 
 
