@@ -363,6 +363,22 @@ def test_wise_runs_after_training_and_resumes_exactly(tiny_bert_dir, planted_dat
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
+def test_keep_last_writes_the_last_steps_weights(tiny_bert_dir, planted_data_dir, tmp_path):
+    """eval.keep=last: the run's output and best_val are the last step's, whatever val scored higher before."""
+    out = tmp_path / "last"
+    cfg = tiny_cfg(tiny_bert_dir, planted_data_dir, out, head="cls", model__pooling="mean", finetune="full",
+                   head_init="probe", eval__keep="last", optim__lr=1e-3, optim__max_steps=4, eval__every_steps=2)
+    summary = train(cfg)
+    log = [json.loads(l) for l in (out / "train_log.jsonl").read_text().splitlines()]
+    last = [r for r in log if r["type"] == "eval"][-1]
+    assert summary["best_step"] == last["step"] == 4
+    assert summary["best_val"]["val_macro_f1"] == last["val_macro_f1"]
+    model = Classifier.load(str(out)).model
+    written = {n: p.detach().clone() for n, p in model.named_parameters()}
+    final = load_file(str(out / "checkpoints" / "checkpoint-4" / "trainable.safetensors"))
+    assert final.keys() == written.keys() and all(torch.equal(written[k], final[k]) for k in final)
+
+
 def test_probe_head_needs_a_head_over_one_vector_per_article(tiny_bert_dir, tiny_qwen_dir, planted_data_dir,
                                                              tmp_path):
     with pytest.raises(Exception, match="head_init=probe needs model.head=cls"):

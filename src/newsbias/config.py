@@ -259,6 +259,10 @@ class TrainEvalConfig(StrictModel):
     metric: Literal["val_macro_f1", "val_loss", "val_accuracy"] = "val_macro_f1"
     patience: int | None = Field(default=2, ge=1, description="Evaluations without improvement before "
                                     "stopping; null = never stop early.")
+    keep: Literal["best", "last"] = Field(
+        default="best", description="Which weights the run writes: best = the evaluation val scored highest; last = "
+                                    "the last step's (for a val split too small or unlike the test outlets to pick "
+                                    "checkpoints).")
     batch_size: int = Field(default=8, ge=1)
 
 

@@ -603,6 +603,15 @@ def validate(r: Recipe) -> bool:
     return bool(ev.patience and st.bad_evals >= ev.patience)
 
 
+def keep_last(r: Recipe) -> None:
+    """``eval.keep: last``: the last step's weights and its evaluation (the last step always evaluates) become the kept ones."""
+    st = r.state
+    last = next(rec for rec in reversed(st.history) if rec["type"] == "eval")
+    st.best, st.best_step = last[r.cfg.eval.metric], last["step"]
+    st.best_metrics = {k: v for k, v in last.items() if k.startswith("val_")}
+    r.best_weights = _trainable_state(r.model)
+
+
 def interpolate_weights(start: dict[str, torch.Tensor], end: dict[str, torch.Tensor], alpha: float
                         ) -> dict[str, torch.Tensor]:
     """WiSE-FT's weights ``start + alpha * (end - start)``.
@@ -830,6 +839,8 @@ def train(cfg: TrainConfig, resume: bool = False, progress: Optional[bool] = Non
             stop = run_epoch(r, _interrupt_after_step)
         if r.state.best is None:
             validate(r)
+        if cfg.eval.keep == "last":
+            keep_last(r)
         if cfg.wise_alphas:
             select_wise(r)
     finally:
@@ -839,7 +850,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: Optional[bool] = Non
     return finish(r, t_start)
 
 
-__all__ = ["train", "setup", "train_step", "validate", "select_wise", "interpolate_weights", "save_checkpoint", "load_checkpoint", "run_epoch", "finish",
+__all__ = ["train", "setup", "train_step", "validate", "keep_last", "select_wise", "interpolate_weights", "save_checkpoint", "load_checkpoint", "run_epoch", "finish",
            "Recipe", "TrainState", "Example", "load_training_data", "resolve_data_paths",
            "encode_examples", "LabelOnlyCollator", "epoch_batches", "evaluate", "balanced_class_weights",
            "latest_checkpoint", "pick_instruction"]
