@@ -239,7 +239,8 @@ def _training_rows(manifest: dict[str, Any]) -> Optional[list[list[Any]]]:
             ["epochs / max steps", f"{optim.get('epochs')} / {optim.get('max_steps')}"],
             ["batch size x grad accum", f"{optim.get('batch_size')} x {optim.get('grad_accum')}"],
             ["class weights", optim.get("class_weights")], ["prompt max_length", prm.get("max_length")],
-            ["steps run", summary.get("steps")], ["best step", summary.get("best_step")],
+            ["steps run", summary.get("steps")],
+            [f"kept step ({cfg.get('eval', {}).get('keep', 'best')})", summary.get("best_step")],
             ["seed", cfg.get("seed")], ["device / dtype", f"{manifest.get('device')} / {manifest.get('dtype')}"],
             ["training time (s)", manifest.get("seconds")], ["git commit", manifest.get("git_commit")]]
 
@@ -366,7 +367,7 @@ def model_card(adapter_dir: str | Path, merged: bool = False, base_model_id: Opt
         title=f"Political leaning of news articles (left / center / right): {info['kind'].split(' (')[0]} for "
               f"{base['short']}",
         license_line=lic or "unknown: check the base model before redistributing",
-        headline=ev["headline"] if ev else ("not given to export: only the validation score that picked the "
+        headline=ev["headline"] if ev else ("not given to export: only the validation score of the kept "
                                             "checkpoint is known, and it is not a test score"),
         training_rows=_training_rows(manifest), data=_data_context(find_prep_meta(adir, manifest), info["labels"]),
         ev=ev, best={"metric": best.get("metric", "?"), "rows": [[k, v] for k, v in best.items() if k != "metric"]}
