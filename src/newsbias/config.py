@@ -293,8 +293,8 @@ class TrainConfig(StrictModel):
         default_factory=list, description="WiSE-FT (Wortsman et al. 2022): after training, score val with the "
                                           "weights moved only this fraction of the way from where training started "
                                           "(the pretrained model and its first head; with LoRA, the adapter scaled) "
-                                          "to the kept ones, for each value in (0, 1), and keep whichever scores "
-                                          "best, the fine-tuned weights included; [] = off.")
+                                          "to the last step's, for each value in (0, 1), and keep whichever scores "
+                                          "best, the run's own kept checkpoint included; [] = off.")
     out_dir: str = Field(default="runs/train", description="Adapter output directory.")
     seed: int = Field(default=42, description="Seed of the weight initialisation and the data order.")
     progress: bool = True

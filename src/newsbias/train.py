@@ -604,7 +604,7 @@ def validate(r: Recipe) -> bool:
 
 
 def keep_last(r: Recipe) -> None:
-    """``eval.keep: last``: the last step's weights and its evaluation (the last step always evaluates) become the kept ones."""
+    """``eval.keep: last``: the last step's weights and evaluation become the kept ones (it always evaluates)."""
     st = r.state
     last = next(rec for rec in reversed(st.history) if rec["type"] == "eval")
     st.best, st.best_step = last[r.cfg.eval.metric], last["step"]
@@ -850,7 +850,8 @@ def train(cfg: TrainConfig, resume: bool = False, progress: Optional[bool] = Non
     return finish(r, t_start)
 
 
-__all__ = ["train", "setup", "train_step", "validate", "keep_last", "select_wise", "interpolate_weights", "save_checkpoint", "load_checkpoint", "run_epoch", "finish",
-           "Recipe", "TrainState", "Example", "load_training_data", "resolve_data_paths",
+__all__ = ["train", "setup", "train_step", "validate", "keep_last", "select_wise", "interpolate_weights",
+           "save_checkpoint", "load_checkpoint", "run_epoch", "finish", "Recipe", "TrainState", "Example",
+           "load_training_data", "resolve_data_paths",
            "encode_examples", "LabelOnlyCollator", "epoch_batches", "evaluate", "balanced_class_weights",
            "latest_checkpoint", "pick_instruction"]
