@@ -2,6 +2,7 @@
 
     .venv/bin/python benchmarks/cv_finetune.py --data PREP_DIR --encoder MINILM_DIR --work DIR
         [--rounds 0 1 2] [--setting NAME="key=value key=value" ...] [--test-cap 1000] [--device cuda]
+        [--line 0 0.25 0.5 0.75 1]
 
 Val and the demo's test slice disagree on the encoder's learning rate (docs/quality.md: val picks
 5e-5, the test slice prefers 1e-5), and each is dominated by a few outlets. This script asks the
@@ -12,7 +13,10 @@ articles of a seeded shuffle of the other folds (``train.data.train_limit`` of
 setting runs through the real ``newsbias train`` and ``newsbias predict`` with its overrides, and the
 untrained head (``enc-base``) is scored on the same articles as the chance reference. Prints one
 Markdown row per run (mean macro-F1, 95 % interval over rounds, change vs the first setting paired
-by round, per-round scores).
+by round, per-round scores). ``--line`` also scores, from each run's last checkpoint, the checkpoint
+val kept before any WiSE step (``NAME@kept``) and the points ``start + alpha * (last - start)``
+(``NAME@ALPHA``; alpha 1 is the last step's weights); it needs ``train.wise_alphas`` in the
+setting, whose checkpoints hold the start.
 """
 
 from __future__ import annotations
@@ -62,6 +66,30 @@ def score(preds: Path, gold: dict[str, str]) -> float:
     return macro_f1(np.array([gold[r.id] for r in rows]), probs)
 
 
+def line_scores(run_dir: Path, test: Path, alphas: list[float], gold: dict[str, str]) -> dict[str, float]:
+    """Test macro-F1 of the checkpoint val kept (``kept``) and of points on the run's WiSE line (``str(alpha)``)."""
+    from safetensors.torch import load_file
+
+    from newsbias.classifier import Classifier
+    from newsbias.records import read_articles
+    from newsbias.train import _load_trainable_state, interpolate_weights, latest_checkpoint
+
+    ck = latest_checkpoint(run_dir)
+    if ck is None or not (ck / "init.safetensors").is_file():
+        raise SystemExit(f"{run_dir}: no checkpoint with init.safetensors; --line needs train.wise_alphas")
+    start, last = load_file(str(ck / "init.safetensors")), load_file(str(ck / "trainable.safetensors"))
+    clf = Classifier.load(str(run_dir))
+    arts = read_articles(test)
+    y = np.array([gold[a.id] for a in arts])
+    points = {"kept": load_file(str(ck / "best.safetensors")),
+              **{str(a): interpolate_weights(start, last, a) for a in alphas}}
+    out = {}
+    for name, weights in points.items():
+        _load_trainable_state(clf.model, weights)
+        out[name] = macro_f1(y, clf.predict_proba([a.text for a in arts], batch_size=64))
+    return out
+
+
 def run(cmd: list[str]) -> None:
     subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
 
@@ -78,6 +106,8 @@ def main() -> None:
     ap.add_argument("--test-cap", type=int, default=1000)
     ap.add_argument("--device", default="cpu", help="train and predict on this device (cpu, cuda)")
     ap.add_argument("--no-base", action="store_true", help="skip the untrained head (another process scores it)")
+    ap.add_argument("--line", type=float, nargs="+", default=None,
+                    help="also score the kept checkpoint and these points on each run's WiSE line (0 = start, 1 = last)")
     args = ap.parse_args()
 
     frame = pooled_articles(args.data)
@@ -86,6 +116,8 @@ def main() -> None:
     lines, gold = split_lines(args.data), dict(zip(frame["id"], frame["gold"]))
     settings = dict(s.split("=", 1) for s in args.setting)
     scores: dict[str, list[float]] = {**({} if args.no_base else {"enc-base": []}), **{n: [] for n in settings}}
+    for n in settings if args.line else ():
+        scores.update({f"{n}@kept": [], **{f"{n}@{a}": [] for a in args.line}})
     rounds = set(args.rounds if args.rounds is not None else range(args.folds))
     for i in range(args.folds):
         tr, va, te = fold_roles(fold, i, args.folds)
@@ -108,6 +140,9 @@ def main() -> None:
                  *shlex.split(overrides), "--overwrite"])
             run(predict + ["--model", str(out), "--out", str(rdir / f"{name}.jsonl")])
             scores[name].append(score(rdir / f"{name}.jsonl", gold))
+            if args.line:
+                for point, f1 in line_scores(out, rdir / "data" / "test.jsonl", args.line, gold).items():
+                    scores[f"{name}@{point}"].append(f1)
         print(f"round {i}: " + ", ".join(f"{k} {v[-1]:.3f}" for k, v in scores.items()), flush=True)
 
     ref = next(iter(settings))
