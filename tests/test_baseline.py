@@ -194,3 +194,35 @@ def test_allsides_slice_beats_majority(tmp_path):
 def test_empty_vocabulary_is_clear(planted_dir, tmp_path):
     with pytest.raises(NewsbiasError, match="lower baseline.tfidf.min_df"):
         run_baseline(BaselineConfig(data=str(planted_dir), out_dir=str(tmp_path / "p"), tfidf={"min_df": 1000}))
+
+
+def _noisy(rows: list[dict], seed: int, share: float = 0.3) -> list[dict]:
+    """``rows`` with a share of labels replaced at random: no classifier gets them all right."""
+    rng = random.Random(seed)
+    return [{**r, "output": rng.choice(LABELS)} if rng.random() < share else r for r in rows]
+
+
+def test_tfidf_lr_probabilities_carry_the_temperature_fitted_on_val(tmp_path):
+    import numpy as np
+
+    from newsbias.metrics import apply_temperature
+
+    d = write_split_dir(tmp_path / "d", _noisy(planted_rows(150, 0), 1), _noisy(planted_rows(90, 1), 2),
+                        planted_rows(30, 2))
+    cal = run_baseline(BaselineConfig(data=str(d), out_dir=str(tmp_path / "cal"), models=["tfidf-lr"],
+                                      tfidf={"min_df": 1}))["tfidf-lr"]
+    raw = run_baseline(BaselineConfig(data=str(d), out_dir=str(tmp_path / "raw"), models=["tfidf-lr"],
+                                      tfidf={"min_df": 1}, calibrate="none"))["tfidf-lr"]
+    fit = cal["calibration"]
+    assert raw["calibration"] is None and fit["n"] == 90 and not fit["at_bound"] and fit["temperature"] != 1.0
+    assert fit["nll_calibrated"] < fit["nll"]
+    read = lambda p: [json.loads(l) for l in p.read_text().splitlines()]  # noqa: E731
+    cal_rows, raw_rows = read(tmp_path / "cal" / "tfidf-lr.jsonl"), read(tmp_path / "raw" / "tfidf-lr.jsonl")
+    assert [r["pred"] for r in cal_rows] == [r["pred"] for r in raw_rows]  # one temperature keeps every label
+    p_raw = np.array([[r["probs"][l] for l in LABELS] for r in raw_rows])
+    p_cal = np.array([[r["probs"][l] for l in LABELS] for r in cal_rows])
+    np.testing.assert_allclose(p_cal, apply_temperature(np.log(p_raw), fit["temperature"]), atol=2e-5)
+    pipe = joblib.load(tmp_path / "cal" / "tfidf-lr.joblib")  # the saved pipeline scores as the file says
+    texts = [r["input"] for r in planted_rows(30, 2)]
+    np.testing.assert_allclose(pipe.predict_proba(texts)[:, [list(pipe.classes_).index(l) for l in LABELS]],
+                               p_cal, atol=1e-6)

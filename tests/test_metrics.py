@@ -12,8 +12,9 @@ import pytest
 from newsbias.cli import main
 from newsbias.config import EvaluateConfig
 from newsbias.errors import NewsbiasError
-from newsbias.metrics import (bootstrap_macro_f1, chance_f1, compute_metrics, evaluate, expected_calibration_error,
-                              mcnemar_test, paired_macro_f1_difference, per_outlet, prediction_frame)
+from newsbias.metrics import (TEMPERATURE_BOUNDS, apply_temperature, bootstrap_macro_f1, chance_f1, compute_metrics,
+                              evaluate, expected_calibration_error, fit_temperature, mcnemar_test,
+                              paired_macro_f1_difference, per_outlet, prediction_frame)
 
 L, C, R, X = 0, 1, 2, -1  # X = invalid prediction
 
@@ -306,3 +307,33 @@ def test_chance_f1_and_outlet_labels():
     assert chance_f1({"left": 3, "center": 0, "right": 3})["per_class"]["center"] == 0
     rows = per_outlet(np.array(GOLD6), np.array(PRED6), ["x", "x", "x", "x", "y", "y"])
     assert [r["label"] for r in rows] == ["left", "right"]  # x: L L C C -> tie, the first; y: R R
+
+
+def test_temperature_scaling_recovers_the_temperature_that_made_the_labels():
+    rng = np.random.default_rng(0)
+    z = rng.normal(0, 3, size=(6000, 3))
+    p = np.exp(z / 2.5) / np.exp(z / 2.5).sum(1, keepdims=True)
+    gold = np.array([rng.choice(3, p=row) for row in p])
+    fit = fit_temperature(z, gold)
+    assert fit["temperature"] == pytest.approx(2.5, rel=0.08) and not fit["at_bound"]
+    assert fit["nll_calibrated"] < fit["nll"] and fit["ece_calibrated"] < fit["ece"] / 3
+    # log-probabilities give the same fit as the logits behind them
+    logp = z - np.log(np.exp(z).sum(1, keepdims=True))
+    assert fit_temperature(logp, gold)["temperature"] == pytest.approx(fit["temperature"], rel=1e-4)
+    scaled = apply_temperature(z, fit["temperature"])
+    assert (scaled.argmax(1) == z.argmax(1)).all() and np.allclose(scaled.sum(1), 1)
+
+
+def test_no_temperature_is_fitted_on_a_val_set_the_model_gets_all_right(caplog):
+    z = np.array([[3.0, 0.0, 0.0], [0.0, 2.0, 0.0], [0.0, 0.0, 4.0]] * 5)
+    with caplog.at_level("WARNING"):
+        fit = fit_temperature(z, [0, 1, 2] * 5)
+    assert fit["method"] == "none" and fit["temperature"] == 1.0 and "classified right" in caplog.text
+    wrong = fit_temperature(z, [0, 1, 2] * 4 + [1, 2, 0])  # one row in five wrong, confidently: a finite, softer fit
+    assert wrong["method"] == "temperature" and not wrong["at_bound"] and wrong["temperature"] > 1.0
+    hopeless = fit_temperature(z, [1, 2, 0] * 5)  # every row wrong: as flat as the bound allows
+    assert hopeless["temperature"] == pytest.approx(TEMPERATURE_BOUNDS[1], rel=1e-3) and hopeless["at_bound"]
+    with pytest.raises(NewsbiasError, match="non-finite"):
+        fit_temperature(np.log(np.array([[1.0, 0.0, 0.0]])), [0])
+    with pytest.raises(NewsbiasError, match="at least one"):
+        fit_temperature(np.zeros((0, 3)), [])

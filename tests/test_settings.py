@@ -48,11 +48,16 @@ def test_an_adapter_trained_with_the_first_format_loads_and_scores_alike(adapter
     settings = ModelSettings.load(old)
     assert settings.prompt == ModelSettings.load(adapter).prompt and settings.extra == {"finetune": "lora"}
     assert settings.uses_chat_template == today["uses_chat_template"]
+    # the first format predates calibration: it scores with the raw softmax, today's adapter without its temperature
+    assert settings.temperature == 1.0 and today["calibration"]["temperature"] != 1.0
+    raw = tmp_path / "raw"
+    shutil.copytree(adapter, raw)
+    (raw / SETTINGS_FILE).write_text(json.dumps({**today, "calibration": {}}, indent=2))
     texts = [r["input"] for r in make_planted_rows(5, seed=3)]
     np.testing.assert_allclose(Classifier.load(str(old)).predict_proba(texts),
-                               Classifier.load(str(adapter)).predict_proba(texts), atol=1e-6)
+                               Classifier.load(str(raw)).predict_proba(texts), atol=1e-6)
     settings.save(old)  # written back in today's format
-    assert json.loads((old / SETTINGS_FILE).read_text()) == today
+    assert json.loads((old / SETTINGS_FILE).read_text()) == {**today, "calibration": {}}
 
 
 def test_a_bad_prompt_in_the_settings_names_the_key(tmp_path):
@@ -61,3 +66,18 @@ def test_a_bad_prompt_in_the_settings_names_the_key(tmp_path):
     (tmp_path / SETTINGS_FILE).write_text(json.dumps({"head": "lm", "prompt": {"max_length": 2}}))
     with pytest.raises(NewsbiasError, match="prompt in newsbias.json.*max_length"):
         ModelSettings.load(tmp_path)
+
+
+@pytest.mark.parametrize("temperature", [0.5, 2.0])
+def test_scores_divide_the_label_logits_by_the_recorded_temperature(adapter, tmp_path, temperature):
+    today = json.loads((adapter / SETTINGS_FILE).read_text())
+    raw, scaled = tmp_path / "raw", tmp_path / "scaled"
+    for d, cal in ((raw, {}), (scaled, {"method": "temperature", "temperature": temperature})):
+        shutil.copytree(adapter, d)
+        (d / SETTINGS_FILE).write_text(json.dumps({**today, "calibration": cal}))
+    texts = [r["input"] for r in make_planted_rows(6, seed=4)]
+    p1 = Classifier.load(str(raw)).predict_proba(texts)
+    pt = Classifier.load(str(scaled)).predict_proba(texts)
+    expected = np.exp(np.log(p1) / temperature)
+    np.testing.assert_allclose(pt, expected / expected.sum(1, keepdims=True), atol=1e-5)
+    assert (pt.argmax(1) == p1.argmax(1)).all()

@@ -137,7 +137,8 @@ def test_planted_word_is_learned_and_adapter_reloads(request, head, model_fixtur
     assert {"config", "versions", "git_commit", "data"} <= set(manifest) and "torch" in manifest["versions"]
     assert len(manifest["data"]["train"]["sha256"]) == 64
     log = [json.loads(l) for l in (out / "train_log.jsonl").read_text().splitlines()]
-    assert {r["type"] for r in log} == {"train", "eval"}
+    assert {r["type"] for r in log} == {"train", "eval", "calibration"}
+    assert settings["calibration"] == summary["calibration"] and settings["calibration"]["temperature"] > 0
 
     # prediction's path: base + adapter + newsbias.json reproduce the best val F1
     from sklearn.metrics import f1_score
@@ -498,3 +499,11 @@ def test_half_precision_training_keeps_trainable_weights_fp32(tiny_bert_dir, pla
                              optim__max_steps=2, **common))
     assert summary["steps"] == 2
     assert json.loads((tmp_path / "run" / "manifest.json").read_text())["dtype"] == "torch.bfloat16"
+
+
+def test_calibrate_none_leaves_the_raw_softmax(tiny_qwen_dir, planted_data_dir, tmp_path):
+    summary = train(tiny_cfg(tiny_qwen_dir, planted_data_dir, tmp_path / "o", calibrate="none", optim__epochs=1))
+    settings = json.loads((tmp_path / "o" / "newsbias.json").read_text())
+    assert summary["calibration"] is None and settings["calibration"] == {}
+    log = [json.loads(l) for l in (tmp_path / "o" / "train_log.jsonl").read_text().splitlines()]
+    assert "calibration" not in {r["type"] for r in log}

@@ -20,11 +20,13 @@ from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
 import pandas as pd
+from sklearn.base import BaseEstimator, ClassifierMixin
 
 from .config import BaselineConfig
 from .errors import NewsbiasError
 from .io import sha256_file, stage_manifest, write_json
 from .labels import LABELS
+from .metrics import apply_temperature, fit_temperature
 from .records import Prediction, join_title, read_articles, resolve_split, split_file, write_predictions
 
 log = logging.getLogger(__name__)
@@ -92,7 +94,7 @@ def fit_tfidf_lr(train: pd.DataFrame, cfg: BaselineConfig, val: pd.DataFrame | N
             raise NewsbiasError(f"tfidf-lr: no terms left in the vocabulary ({exc}); lower baseline.tfidf.min_df "
                                 "or raise baseline.tfidf.max_df") from None
         raise
-    x_val = vec.transform(val["text"]) if cfg.lr.C_grid else None
+    x_val = vec.transform(val["text"]) if val is not None and not val.empty else None
     lr, selection = fit_lr(pipe.named_steps["lr"], cfg, canonical(x_train), train,
                            canonical(x_val) if x_val is not None else None, val)
     pipe.set_params(lr=lr)
@@ -159,7 +161,7 @@ def fit_tfidf_lr_on_counts(counts: Any, train_rows: np.ndarray, train: pd.DataFr
     def vectors(rows: np.ndarray) -> Any:
         return canonical(tfidf.transform(counts[rows][:, cols]))
 
-    x_val = vectors(val_rows) if cfg.lr.C_grid and val_rows is not None else None
+    x_val = vectors(val_rows) if val_rows is not None and len(val_rows) else None
     lr, _ = fit_lr(build_tfidf_lr(cfg, cfg.lr.C).named_steps["lr"], cfg, x_train, train, x_val, val)
     return lambda rows: label_columns(lr.classes_, lr.predict_proba(vectors(rows)))
 
@@ -167,23 +169,67 @@ def fit_tfidf_lr_on_counts(counts: Any, train_rows: np.ndarray, train: pd.DataFr
 def fit_lr(lr: Any, cfg: BaselineConfig, x_train: Any, train: pd.DataFrame, x_val: Any = None,
            val: pd.DataFrame | None = None) -> tuple[Any, dict[str, Any]]:
     """The logistic regression on vectorised text (C picked on val when ``cfg.lr.C_grid``), with the
-    sample weights of ``cfg.sampling``; returns ``(fitted estimator, selection)``."""
+    sample weights of ``cfg.sampling``, then its temperature fitted on val (``cfg.calibrate``);
+    returns ``(fitted estimator, selection)``, ``selection["calibration"]`` saying what was fitted."""
     from sklearn.base import clone
     from sklearn.metrics import f1_score
 
     weights = (outlet_weights(train["outlet"], cfg.outlet_power)
                if cfg.sampling == "outlet_balanced" and "outlet" in train else None)
     if not cfg.lr.C_grid:
-        return clone(lr).set_params(C=cfg.lr.C).fit(x_train, train["gold"], sample_weight=weights), \
-            {"C": cfg.lr.C, "grid": None}
-    scores, fitted = {}, {}
-    for C in cfg.lr.C_grid:  # the winner is kept as fitted, never fitted twice
-        fitted[C] = clone(lr).set_params(C=C).fit(x_train, train["gold"], sample_weight=weights)
-        scores[C] = float(f1_score(val["gold"], fitted[C].predict(x_val), labels=list(LABELS),
-                                   average="macro", zero_division=0))
-        log.info("baseline: C=%g val macro-F1 %.4f", C, scores[C])
-    best = max(cfg.lr.C_grid, key=lambda c: (scores[c], -c))  # ties: the stronger regularisation
-    return fitted[best], {"C": best, "grid": [{"C": c, "val_macro_f1": s} for c, s in scores.items()]}
+        best = clone(lr).set_params(C=cfg.lr.C).fit(x_train, train["gold"], sample_weight=weights)
+        selection: dict[str, Any] = {"C": cfg.lr.C, "grid": None}
+    else:
+        scores, fitted = {}, {}
+        for C in cfg.lr.C_grid:  # the winner is kept as fitted, never fitted twice
+            fitted[C] = clone(lr).set_params(C=C).fit(x_train, train["gold"], sample_weight=weights)
+            scores[C] = float(f1_score(val["gold"], fitted[C].predict(x_val), labels=list(LABELS),
+                                       average="macro", zero_division=0))
+            log.info("baseline: C=%g val macro-F1 %.4f", C, scores[C])
+        C = max(cfg.lr.C_grid, key=lambda c: (scores[c], -c))  # ties: the stronger regularisation
+        best, selection = fitted[C], {"C": C, "grid": [{"C": c, "val_macro_f1": s} for c, s in scores.items()]}
+    if cfg.calibrate == "none":
+        return best, {**selection, "calibration": None}
+    if x_val is None:
+        log.warning("baseline: no val.jsonl to fit a temperature on; tfidf-lr's probabilities stay as fitted")
+        return best, {**selection, "calibration": None}
+    scaled = TemperatureScaled(best).fit(x_val, val["gold"])
+    fit = scaled.calibration_
+    if fit["method"] == "temperature":
+        log.info("baseline: temperature %.3f (val log-loss %.4f -> %.4f)", fit["temperature"], fit["nll"],
+                 fit["nll_calibrated"])
+    return scaled, {**selection, "calibration": fit}
+
+
+class TemperatureScaled(ClassifierMixin, BaseEstimator):
+    """A fitted scikit-learn classifier whose probabilities become ``softmax(log p / temperature_)``.
+
+    ``fit(x_val, y_val)`` leaves ``estimator`` as it is and fits only the temperature
+    (:func:`newsbias.metrics.fit_temperature`, its record in ``calibration_``); labels stay the
+    estimator's own. It pickles inside the pipeline (``tfidf-lr.joblib``), so a reloaded pipeline
+    scores as the predictions file does.
+    """
+
+    def __init__(self, estimator: Any = None):
+        self.estimator = estimator
+
+    def fit(self, x: Any, y: Sequence[str]) -> "TemperatureScaled":
+        classes = list(self.estimator.classes_)
+        y = pd.Series(list(y))
+        known = y.isin(classes).to_numpy()  # a val label training never saw has no column to score
+        self.calibration_ = fit_temperature(self._log_proba(x)[known], [classes.index(g) for g in y[known]])
+        self.temperature_ = self.calibration_["temperature"]
+        self.classes_ = self.estimator.classes_
+        return self
+
+    def predict(self, x: Any) -> np.ndarray:
+        return self.estimator.predict(x)
+
+    def predict_proba(self, x: Any) -> np.ndarray:
+        return apply_temperature(self._log_proba(x), self.temperature_)
+
+    def _log_proba(self, x: Any) -> np.ndarray:
+        return np.log(np.clip(self.estimator.predict_proba(x), np.finfo(np.float64).tiny, None))
 
 
 def predict_proba_labels(pipe, texts: Sequence[str]) -> np.ndarray:
@@ -230,7 +276,8 @@ def _load_data(cfg: BaselineConfig) -> tuple[dict[str, Path], pd.DataFrame, Opti
     train = split_frame(paths["train"], prepend_title=cfg.prepend_title)
     val = None
     val_path = split_file(cfg.data, "val")
-    if "tfidf-lr" in cfg.models and cfg.lr.C_grid and val_path.is_file():
+    wanted = cfg.lr.C_grid or (cfg.calibrate != "none" and read_articles(val_path, 1))  # calibration skips an empty val
+    if "tfidf-lr" in cfg.models and val_path.is_file() and wanted:
         val = split_frame(val_path, prepend_title=cfg.prepend_title)
     target = split_frame(paths["eval"], need_label=False, prepend_title=cfg.prepend_title)
     return paths, train, val, target.head(cfg.limit) if cfg.limit else target
@@ -247,8 +294,9 @@ def _fit_predict(name: str, cfg: BaselineConfig, train: pd.DataFrame, val: Optio
 
     model_path = out_dir / "tfidf-lr.joblib"
     joblib.dump(pipe, model_path)
+    calibration = selection.pop("calibration")
     return predict_proba_labels(pipe, target["text"]), {
-        "C": selection, "vocabulary_size": len(pipe.named_steps["tfidf"].vocabulary_),
+        "C": selection, "calibration": calibration, "vocabulary_size": len(pipe.named_steps["tfidf"].vocabulary_),
         "pipeline": {"path": str(model_path), "sha256": sha256_file(model_path)}}
 
 

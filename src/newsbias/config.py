@@ -295,6 +295,10 @@ class TrainConfig(StrictModel):
                                           "(the pretrained model and its first head; with LoRA, the adapter scaled) "
                                           "to the last step's, for each value in (0, 1), and keep whichever scores "
                                           "best, the run's own kept checkpoint included; [] = off.")
+    calibrate: Literal["temperature", "none"] = Field(
+        default="temperature", description="temperature: after training, fit one temperature on val's scores "
+                                           "of the kept weights (lowest val log-loss; labels unchanged) and "
+                                           "score with it, so probabilities mean what they say; none: raw softmax.")
     out_dir: str = Field(default="runs/train", description="Adapter output directory.")
     seed: int = Field(default=42, description="Seed of the weight initialisation and the data order.")
     progress: bool = True
@@ -477,6 +481,9 @@ class BaselineConfig(StrictModel):
                                 "every outlet the same total weight, 0.5 dampens less, 0 is natural.")
     limit: int | None = Field(default=None, ge=1, description="Predict only the first N articles of the split "
                                  "(as predict.limit), so every run covers the same articles.")
+    calibrate: Literal["temperature", "none"] = Field(
+        default="temperature", description="tfidf-lr: fit one temperature on val.jsonl (lowest val log-loss; labels "
+                                           "unchanged) and apply it to the probabilities; none: as fitted. Needs val.")
     seed: int = Field(default=42, description="Seed of the logistic regression.")
 
 

@@ -241,8 +241,16 @@ def _training_rows(manifest: dict[str, Any]) -> Optional[list[list[Any]]]:
             ["class weights", optim.get("class_weights")], ["prompt max_length", prm.get("max_length")],
             ["steps run", summary.get("steps")],
             [f"kept step ({cfg.get('eval', {}).get('keep', 'best')})", summary.get("best_step")],
+            ["probability temperature (fitted on val)", _temperature_text(summary.get("calibration"))],
             ["seed", cfg.get("seed")], ["device / dtype", f"{manifest.get('device')} / {manifest.get('dtype')}"],
             ["training time (s)", manifest.get("seconds")], ["git commit", manifest.get("git_commit")]]
+
+
+def _temperature_text(cal: Optional[dict[str, Any]]) -> str:
+    if not cal or cal.get("method") != "temperature":
+        return f"none ({cal['reason']})" if cal and cal.get("reason") else "none (raw softmax)"
+    return (f"{cal['temperature']:.3f} (val log-loss {cal['nll']:.3f} -> {cal['nll_calibrated']:.3f}, "
+            f"ECE {cal['ece']:.3f} -> {cal['ece_calibrated']:.3f}, {cal['n']} articles)")
 
 
 def _data_context(prep: Optional[dict[str, Any]], labels: list[str]) -> Optional[dict[str, Any]]:

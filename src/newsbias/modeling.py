@@ -515,19 +515,25 @@ class ModelSettings:
     label_token_ids: list[int] = field(default_factory=list)
     uses_chat_template: bool = False
     best_val: dict[str, Any] = field(default_factory=dict)
+    calibration: dict[str, Any] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def temperature(self) -> float:
+        """What scoring divides the label logits by (``calibration.temperature``; 1 when not calibrated)."""
+        return float(self.calibration.get("temperature", 1.0))
 
     def to_dict(self) -> dict[str, Any]:
         return {"format": SETTINGS_FORMAT, "head": self.head, "pooling": self.pooling, "base_model": self.base_model,
                 "labels": list(self.labels), "label_token_ids": list(self.label_token_ids),
                 "uses_chat_template": self.uses_chat_template, "prompt": self.prompt.model_dump(mode="json"),
-                "best_val": self.best_val, **self.extra}
+                "best_val": self.best_val, "calibration": self.calibration, **self.extra}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "ModelSettings":
         """Settings from a ``newsbias.json`` of this format or of format 1."""
         known = {"format", "head", "pooling", "base_model", "labels", "verbalizers", "label_token_ids",
-                 "uses_chat_template", "prompt", "best_val"}
+                 "uses_chat_template", "prompt", "best_val", "calibration"}
         prompt = dict(d.get("prompt") or {})
         chat = prompt.pop("uses_chat_template", False)  # format 1 kept these three inside "prompt"
         prompt.pop("labels", None)
@@ -541,7 +547,8 @@ class ModelSettings:
                    pooling=d.get("pooling", "cls"),
                    labels=tuple(d.get("labels", LABELS)), label_token_ids=list(d.get("label_token_ids", [])),
                    uses_chat_template=bool(d.get("uses_chat_template", chat)),
-                   best_val=d.get("best_val", {}), extra={k: v for k, v in d.items() if k not in known})
+                   best_val=d.get("best_val", {}), calibration=d.get("calibration") or {},
+                   extra={k: v for k, v in d.items() if k not in known})
 
     def save(self, directory: str | Path) -> None:
         Path(directory, SETTINGS_FILE).write_text(json.dumps(self.to_dict(), indent=2) + "\n", encoding="utf-8")
@@ -761,7 +768,7 @@ def score_encoded(model: nn.Module, tokenizer: Any, settings: ModelSettings, enc
     out = np.zeros((len(encs), len(settings.labels)), dtype=np.float32)
     for idx, logits in iter_logits(model, settings.head, encs, batch_size, tokenizer.pad_token_id,
                                    builder.label_token_ids, length_sorted):
-        out[idx] = torch.softmax(logits, -1).cpu().numpy()
+        out[idx] = torch.softmax(logits.float() / settings.temperature, -1).cpu().numpy()
     return out
 
 

@@ -37,6 +37,7 @@ from .config import DEFAULT_INSTRUCTION, TrainConfig, dump_config
 from .errors import NewsbiasError
 from .io import read_json, sha256_file, stage_manifest, write_json
 from .labels import LABELS
+from .metrics import fit_temperature
 from .modeling import (Dist, LabelLossModule, ModelSettings, _check_model_path, add_lora, count_parameters,
                        init_distributed, join_gguf, load_model_and_tokenizer, pad_batch)
 from .prompt import Encoded, PromptBuilder
@@ -160,6 +161,15 @@ def balanced_class_weights(class_ids: Sequence[int], n_classes: int) -> torch.Te
 
 
 
+def _gather(rows: list[Any], d: Dist) -> list[Any]:
+    """Every rank's ``(index, ...)`` rows, sorted by index, on every rank."""
+    if d.world > 1:
+        gathered: list[Any] = [None] * d.world
+        dist.all_gather_object(gathered, rows)
+        rows = [r for part in gathered for r in part]
+    return sorted(rows, key=lambda r: r[0])
+
+
 def evaluate(clf: Classifier, feats: Sequence[dict[str, Any]], batch_size: int = 8, d: Dist = Dist()
              ) -> dict[str, float]:
     """val loss (the training loss, unweighted), macro-F1 and accuracy, scored through ``clf``.
@@ -180,17 +190,26 @@ def evaluate(clf: Classifier, feats: Sequence[dict[str, Any]], batch_size: int =
         losses = torch.nn.functional.cross_entropy(logits, target, reduction="none")
         preds = (logits[:, lt] if lm else logits).argmax(-1)
         results.extend(zip([mine[i] for i in idx], preds.tolist(), losses.tolist()))
-    if d.world > 1:
-        gathered: list[Any] = [None] * d.world
-        dist.all_gather_object(gathered, results)
-        results = [r for part in gathered for r in part]
-    results.sort()
+    results = _gather(results, d)
     gold = [feats[i]["class_id"] for i, _, _ in results]
     pred = [p for _, p, _ in results]
     return {"val_loss": float(np.mean([l for _, _, l in results])),
             "val_macro_f1": float(f1_score(gold, pred, average="macro", labels=list(range(len(LABELS))),
                                            zero_division=0)),
             "val_accuracy": float(accuracy_score(gold, pred)), "val_n": len(results)}
+
+
+def val_label_logits(clf: Classifier, feats: Sequence[dict[str, Any]], batch_size: int = 8, d: Dist = Dist()
+                     ) -> tuple[np.ndarray, np.ndarray]:
+    """``(logits [n, labels], gold class ids)`` of ``feats``: the scores that :meth:`Classifier.predict_proba`
+    turns into probabilities (the label rows only, for ``head: lm``), sharded over ranks and gathered."""
+    mine = list(range(d.rank, len(feats), d.world))
+    encs = [Encoded(feats[i]["input_ids"], feats[i]["answer_pos"], False) for i in mine]
+    rows: list[tuple[int, list[float]]] = []
+    for idx, logits in clf.iter_logits(encs, batch_size):
+        rows.extend(zip([mine[i] for i in idx], logits.float().cpu().tolist()))
+    rows = _gather(rows, d)
+    return np.array([z for _, z in rows], dtype=np.float64), np.array([feats[i]["class_id"] for i, _ in rows])
 
 
 def _better(metric: str, new: float, best: Optional[float]) -> bool:
@@ -335,6 +354,7 @@ class Recipe:
     state: TrainState = field(default_factory=TrainState)
     best_weights: dict[str, torch.Tensor] = field(default_factory=dict)
     init_weights: dict[str, torch.Tensor] = field(default_factory=dict)  # train.wise_alphas: where training started
+    calibration: dict[str, Any] = field(default_factory=dict)  # train.calibrate: the kept weights' temperature fit
     resumed_from: Optional[Path] = None
     bar: Any = None
     trackers: list[Any] = field(default_factory=list)
@@ -644,6 +664,20 @@ def select_wise(r: Recipe) -> None:
     st.best_metrics = {**st.best_metrics, "wise_alpha": alpha}
 
 
+def calibrate(r: Recipe) -> None:
+    """``train.calibrate: temperature``: fit the temperature of the kept weights on val (their label
+    scores, as scoring reads them), for :func:`finish` to write into ``newsbias.json``."""
+    _load_trainable_state(r.model, r.best_weights)
+    with r.amp():
+        logits, gold = val_label_logits(r.classifier, r.val_feats, r.cfg.eval.batch_size, r.d)
+    r.calibration = fit_temperature(logits, gold)
+    r.log({"type": "calibration", "step": r.state.best_step, **r.calibration})
+    c = r.calibration
+    if r.show and r.bar is not None and c["method"] == "temperature":
+        r.bar.write(f"temperature {c['temperature']:.3f}: val log-loss {c['nll']:.4f} -> {c['nll_calibrated']:.4f}, "
+                    f"ECE {c['ece']:.4f} -> {c['ece_calibrated']:.4f}")
+
+
 def _optimizer_to_files(opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], list[dict[str, Any]]]:
     sd = opt.state_dict()
     tensors = {f"{pid}.{k}": v.detach().cpu().contiguous() for pid, s in sd["state"].items() for k, v in s.items()}
@@ -758,7 +792,7 @@ def model_settings(r: Recipe, best_val: Optional[dict[str, Any]] = None) -> Mode
     return ModelSettings(head=cfg.model.head, base_model=r.source, prompt=r.builder.settings,
                          pooling=cfg.model.pooling, labels=LABELS, label_token_ids=list(r.builder.label_token_ids),
                          uses_chat_template=r.builder.uses_chat_template, best_val=best_val or {},
-                         extra={"finetune": cfg.finetune})
+                         calibration=dict(r.calibration), extra={"finetune": cfg.finetune})
 
 
 def finish(r: Recipe, t_start: float) -> dict[str, Any]:
@@ -768,7 +802,7 @@ def finish(r: Recipe, t_start: float) -> dict[str, Any]:
     n_train, _ = count_parameters(r.model)
     summary = {"out_dir": str(r.out_dir), "steps": st.step, "total_steps": r.total_steps,
                "stopped_early": st.stopped_early, "best_step": st.best_step, "best_val": st.best_metrics,
-               "trainable_params": n_train, "world_size": r.d.world}
+               "calibration": r.calibration or None, "trainable_params": n_train, "world_size": r.d.world}
     if r.d.main:
         settings = model_settings(r, best_val={"metric": cfg.eval.metric, "step": st.best_step, **st.best_metrics})
         save_weights(r.model, r.out_dir)
@@ -843,6 +877,8 @@ def train(cfg: TrainConfig, resume: bool = False, progress: Optional[bool] = Non
             keep_last(r)
         if cfg.wise_alphas:
             select_wise(r)
+        if cfg.calibrate == "temperature":
+            calibrate(r)
     finally:
         r.bar.close()
         for close in closers:
@@ -850,7 +886,8 @@ def train(cfg: TrainConfig, resume: bool = False, progress: Optional[bool] = Non
     return finish(r, t_start)
 
 
-__all__ = ["train", "setup", "train_step", "validate", "keep_last", "select_wise", "interpolate_weights",
+__all__ = ["train", "setup", "train_step", "validate", "keep_last", "select_wise", "interpolate_weights", "calibrate",
+           "val_label_logits",
            "save_checkpoint", "load_checkpoint", "run_epoch", "finish", "Recipe", "TrainState", "Example",
            "load_training_data", "resolve_data_paths",
            "encode_examples", "LabelOnlyCollator", "epoch_batches", "evaluate", "balanced_class_weights",
