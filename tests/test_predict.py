@@ -91,6 +91,8 @@ def test_tuned_scoring_records_are_complete_and_learned(lm_adapter_dir, planted_
     man = json.loads((tmp_path / "tuned.manifest.json").read_text())
     assert man["head"] == "lm" and man["adapter"] == str(lm_adapter_dir) and man["input"]["sha256"]
     assert man["device"] == "cpu" and man["dtype"] == "float32"  # what auto resolved to
+    adapter_cal = json.loads((lm_adapter_dir / "newsbias.json").read_text())["calibration"]
+    assert man["temperature"] == adapter_cal.get("temperature", 1.0)
     assert not (tmp_path / ".tuned.jsonl.parts").exists()
 
 

@@ -313,6 +313,7 @@ def _finish(cfg: PredictConfig, clf: Classifier, parts: Path, out: Path, input_p
         head=settings.head, mode=cfg.mode,
         input={"path": input_path, "sha256": sha256_file(input_path) if input_path != "-" else None},
         prompt=settings.prompt.model_dump(mode="json"), adapter_best_val=settings.best_val,
+        temperature=settings.temperature,
         articles_per_s_this_run=rate, threads=torch.get_num_threads(),
         allocator="tuned" if tune_cpu_allocator() else "as found", world_size=d.world, device=str(clf.device),
         dtype=clf.precision, counts=counts,
