@@ -47,6 +47,7 @@ def test_merged_model_scores_like_base_plus_adapter(adapters, head, tmp_path):
     assert not (out / "adapter_config.json").exists()
     saved = ModelSettings.load(out)
     assert saved.extra["merged"] is True and saved.head == head and saved.base_model == settings.base_model
+    assert saved.calibration == settings.calibration
 
     merged = Classifier.load(str(out), device="cpu")
     assert not hasattr(merged.model, "peft_config")  # a plain transformers model
@@ -74,6 +75,10 @@ def test_merged_model_scores_like_base_plus_adapter(adapters, head, tmp_path):
     card = (out / "README.md").read_text()
     fm = front_matter(card)
     assert fm["library_name"] == "transformers" and "merged" in fm["tags"]
+    cal = settings.calibration  # the merged copy keeps the temperature, and its card names it
+    line = next(l for l in card.splitlines() if l.startswith("| probability temperature |"))
+    assert (f"{cal['temperature']:.3f}, fitted on {cal['n']} val articles" in line if cal.get("method") == "temperature"
+            else "none: the raw softmax" in line)
 
 
 def test_served_merged_model_equals_adapter(adapters, tmp_path):

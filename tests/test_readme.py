@@ -229,7 +229,8 @@ def test_peft_loads_the_demo_lm_adapter_and_scores_like_newsbias(demo):
     enc = clf.builder.encode(text)
     with torch.no_grad():
         logits = model(input_ids=torch.tensor([enc.input_ids])).logits[0, enc.answer_pos]
-    probs = logits[list(clf.builder.label_token_ids)].softmax(-1).numpy()
+    t = clf.settings.temperature  # the temperature newsbias train fitted on val, as the model card says to apply
+    probs = (logits[list(clf.builder.label_token_ids)] / t).softmax(-1).numpy()
     np.testing.assert_allclose(probs, clf.predict_proba([text])[0], atol=1e-4)
 
 
@@ -260,5 +261,6 @@ def test_transformers_loads_the_demo_encoder_and_scores_like_newsbias(demo):
     ids = torch.tensor([clf.builder.encode(text).input_ids])
     with torch.no_grad():
         pooled = encoder.eval()(input_ids=ids, attention_mask=torch.ones_like(ids)).last_hidden_state.mean(1)
-        probs = (pooled @ head["weight"].T + head["bias"]).softmax(-1)[0].numpy()
+        t = (settings.get("calibration") or {}).get("temperature", 1.0)
+        probs = ((pooled @ head["weight"].T + head["bias"]) / t).softmax(-1)[0].numpy()
     np.testing.assert_allclose(probs, clf.predict_proba([text])[0], atol=1e-5)

@@ -26,6 +26,7 @@ import torch
 
 from .errors import NewsbiasError
 from .labels import LABELS, parse_generation
+from .metrics import fit_temperature
 from .modeling import (SETTINGS_FILE, ModelSettings, Pooling, is_gguf, iter_logits, join_gguf, load_adapter,
                        load_model_and_tokenizer, load_tokenizer, model_device, prompt_builder, resolve_device_dtype,
                        score_batch, score_encoded)
@@ -183,6 +184,25 @@ class Classifier:
                                 f"logits")
         return iter_logits(self.model, self.settings.head, encs, batch_size, self.tokenizer.pad_token_id,
                            self.builder.label_token_ids, full_vocab=full_vocab)
+
+    def label_logits(self, encs: Sequence[Any], batch_size: int = 8) -> np.ndarray:
+        """The raw label scores ``[len(encs), n_labels]`` of encoded prompts, in input order: what
+        :meth:`predict_proba` divides by the temperature before its softmax."""
+        out = np.zeros((len(encs), len(self.labels)), dtype=np.float64)
+        for idx, logits in self.iter_logits(encs, batch_size):
+            out[idx] = logits.float().cpu().numpy()
+        return out
+
+    def calibrate(self, texts: Sequence[str], labels: Sequence[str], batch_size: int = 8) -> dict[str, Any]:
+        """Fit the temperature on labelled held-out ``texts`` (:func:`newsbias.metrics.fit_temperature`)
+        and score with it from now on (``settings.calibration``; :meth:`save` writes it). Returns the fit."""
+        unknown = sorted(set(labels) - set(self.labels))
+        if unknown:
+            raise NewsbiasError(f"calibration labels {unknown} are not this model's labels {self.labels}")
+        logits = self.label_logits([self.builder.encode(t) for t in texts], batch_size)
+        fit = fit_temperature(logits, [self.labels.index(l) for l in labels])
+        self.settings.calibration = fit
+        return fit
 
     @torch.no_grad()
     def generate(self, texts: Sequence[str], max_new_tokens: int = 6, batch_size: int = 8) -> list[str]:

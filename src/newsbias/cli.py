@@ -172,6 +172,21 @@ def _run_explain(args: argparse.Namespace, cfg: Config) -> int:
     return 0
 
 
+def _run_calibrate(args: argparse.Namespace, cfg: Config) -> int:
+    from .calibrate import run_calibrate
+
+    res = run_calibrate(cfg.calibrate)
+    fit = res["fit"]
+    if fit["method"] == "temperature":
+        print(f"calibrate: temperature {fit['temperature']:.3f} (was {res['previous_temperature']:.3f}) from "
+              f"{res['n']} articles: log-loss {fit['nll']:.4f} -> {fit['nll_calibrated']:.4f}, ECE {fit['ece']:.4f} "
+              f"-> {fit['ece_calibrated']:.4f}")
+    else:
+        print(f"calibrate: no temperature fitted ({fit['reason']}); scores are the raw softmax")
+    print(f"calibrate: wrote {res['written']}")
+    return 0
+
+
 def _run_export(args: argparse.Namespace, cfg: Config) -> int:
     from .export import run_export
 
@@ -277,6 +292,16 @@ COMMANDS: tuple[Command, ...] = (
              Flag("--sample", "explain.sample"), Flag("--span", "explain.span"),
              Flag("--batch-size", "explain.batch_size"),
              Flag("--overwrite", "explain.overwrite", const=True), QUIET)),
+    Command("calibrate", _run_calibrate,
+            "Fit a trained model's probability temperature on val and write it into its newsbias.json.",
+            "Score labelled held-out articles (a prep directory's val split by default) with the raw softmax, fit "
+            "the one temperature T with the lowest log-loss of softmax(logits / T), and write it into the model's "
+            "newsbias.json, which predict, serve, explain and export read. No label changes. newsbias train "
+            "already does this on the val articles it scored; use this for more articles or an older model.",
+            (Flag("--adapter", "calibrate.adapter", "DIR"), Flag("--model", "calibrate.model", "ID_OR_PATH"),
+             Flag("--data", "calibrate.data", "DIR_OR_FILE"), Flag("--split", "calibrate.split", "NAME"),
+             Flag("--limit", "calibrate.limit"), Flag("--batch-size", "calibrate.batch_size"),
+             Flag("--device", "calibrate.device"), Flag("--dtype", "calibrate.dtype"))),
     Command("export", _run_export,
             "Adapter -> export dir (optionally merged into the base) with a model card; hub upload.",
             "Copy a trained adapter, or with --merge fold the LoRA weights (and the classifier head) into the base "

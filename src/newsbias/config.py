@@ -392,6 +392,18 @@ class PredictConfig(InferenceConfig):
     overwrite: bool = Field(default=False, description="Replace an existing output instead of refusing.")
 
 
+class CalibrateConfig(ModelSourceConfig):
+    """``calibrate:`` section: fit a trained model's probability temperature on labelled held-out
+    articles and write it into its ``newsbias.json`` (see newsbias.calibrate)."""
+
+    data: str | None = Field(default=None, description="Labelled articles: a prep output directory (with `split`) "
+                                                        "or a JSONL file; default: prep.out_dir of the same config.")
+    split: str = Field(default="val", description="Split file to read when `data` is a prep directory: held-out "
+                                                  "articles the model never trained on (val), never test.")
+    limit: int | None = Field(default=None, ge=1, description="Fit on the first N articles only (default: all).")
+    batch_size: int = Field(default=8, ge=1, description="Prompts per forward pass.")
+
+
 class ExplainConfig(InferenceConfig):
     """``explain:`` section: which words moved a model's answers, and whether they were outlet cues
     (see newsbias.explain)."""
@@ -604,7 +616,8 @@ class ExportConfig(ModelSourceConfig):
 
 # Keys a stage reads from the prep stage's output (prep.out_dir) when the config has a prep: section
 # and leaves them unset.
-FROM_PREP = ("train.data.path", "predict.input", "baseline.data", "cv.data", "compare.data", "explain.input")
+FROM_PREP = ("train.data.path", "predict.input", "baseline.data", "cv.data", "compare.data", "explain.input",
+             "calibrate.data")
 
 
 class Config(StrictModel):
@@ -621,6 +634,7 @@ class Config(StrictModel):
     serve: ServeConfig = Field(default_factory=ServeConfig)
     export: ExportConfig | None = None
     explain: ExplainConfig = Field(default_factory=ExplainConfig)
+    calibrate: CalibrateConfig = Field(default_factory=CalibrateConfig)
 
     @model_validator(mode="after")
     def _read_prep_output(self) -> Config:

@@ -241,16 +241,16 @@ def _training_rows(manifest: dict[str, Any]) -> Optional[list[list[Any]]]:
             ["class weights", optim.get("class_weights")], ["prompt max_length", prm.get("max_length")],
             ["steps run", summary.get("steps")],
             [f"kept step ({cfg.get('eval', {}).get('keep', 'best')})", summary.get("best_step")],
-            ["probability temperature (fitted on val)", _temperature_text(summary.get("calibration"))],
             ["seed", cfg.get("seed")], ["device / dtype", f"{manifest.get('device')} / {manifest.get('dtype')}"],
             ["training time (s)", manifest.get("seconds")], ["git commit", manifest.get("git_commit")]]
 
 
-def _temperature_text(cal: Optional[dict[str, Any]]) -> str:
-    if not cal or cal.get("method") != "temperature":
-        return f"none ({cal['reason']})" if cal and cal.get("reason") else "none (raw softmax)"
-    return (f"{cal['temperature']:.3f} (val log-loss {cal['nll']:.3f} -> {cal['nll_calibrated']:.3f}, "
-            f"ECE {cal['ece']:.3f} -> {cal['ece_calibrated']:.3f}, {cal['n']} articles)")
+def _temperature_text(cal: dict[str, Any]) -> str:
+    if cal.get("method") != "temperature":
+        return f"none: the raw softmax ({cal['reason']})" if cal.get("reason") else "none: the raw softmax"
+    return (f"{cal['temperature']:.3f}, fitted on {cal['n']} val articles (log-loss {cal['nll']:.3f} -> "
+            f"{cal['nll_calibrated']:.3f}, ECE {cal['ece']:.3f} -> {cal['ece_calibrated']:.3f}); scores are "
+            f"softmax(logits / T)")
 
 
 def _data_context(prep: Optional[dict[str, Any]], labels: list[str]) -> Optional[dict[str, Any]]:
@@ -377,6 +377,7 @@ def model_card(adapter_dir: str | Path, merged: bool = False, base_model_id: Opt
         license_line=lic or "unknown: check the base model before redistributing",
         headline=ev["headline"] if ev else ("not given to export: only the validation score of the kept "
                                             "checkpoint is known, and it is not a test score"),
+        temperature_line=_temperature_text(settings.calibration),
         training_rows=_training_rows(manifest), data=_data_context(find_prep_meta(adir, manifest), info["labels"]),
         ev=ev, best={"metric": best.get("metric", "?"), "rows": [[k, v] for k, v in best.items() if k != "metric"]}
         if best else None, **info)

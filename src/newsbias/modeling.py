@@ -551,7 +551,11 @@ class ModelSettings:
                    extra={k: v for k, v in d.items() if k not in known})
 
     def save(self, directory: str | Path) -> None:
-        Path(directory, SETTINGS_FILE).write_text(json.dumps(self.to_dict(), indent=2) + "\n", encoding="utf-8")
+        """Write ``newsbias.json`` whole or not at all (``newsbias calibrate`` rewrites an existing one)."""
+        p = Path(directory, SETTINGS_FILE)
+        tmp = p.with_name(f".{p.name}.tmp-{os.getpid()}")
+        tmp.write_text(json.dumps(self.to_dict(), indent=2) + "\n", encoding="utf-8")
+        os.replace(tmp, p)
 
     @classmethod
     def load(cls, directory: str | Path) -> "ModelSettings":

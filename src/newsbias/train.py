@@ -201,14 +201,12 @@ def evaluate(clf: Classifier, feats: Sequence[dict[str, Any]], batch_size: int =
 
 def val_label_logits(clf: Classifier, feats: Sequence[dict[str, Any]], batch_size: int = 8, d: Dist = Dist()
                      ) -> tuple[np.ndarray, np.ndarray]:
-    """``(logits [n, labels], gold class ids)`` of ``feats``: the scores that :meth:`Classifier.predict_proba`
-    turns into probabilities (the label rows only, for ``head: lm``), sharded over ranks and gathered."""
+    """``(label scores [n, labels], gold class ids)`` of ``feats`` (:meth:`Classifier.label_logits`),
+    sharded over ranks and gathered."""
     mine = list(range(d.rank, len(feats), d.world))
-    encs = [Encoded(feats[i]["input_ids"], feats[i]["answer_pos"], False) for i in mine]
-    rows: list[tuple[int, list[float]]] = []
-    for idx, logits in clf.iter_logits(encs, batch_size):
-        rows.extend(zip([mine[i] for i in idx], logits.float().cpu().tolist()))
-    rows = _gather(rows, d)
+    logits = clf.label_logits([Encoded(feats[i]["input_ids"], feats[i]["answer_pos"], False) for i in mine],
+                              batch_size)
+    rows = _gather(list(zip(mine, logits.tolist())), d)
     return np.array([z for _, z in rows], dtype=np.float64), np.array([feats[i]["class_id"] for i, _ in rows])
 
 

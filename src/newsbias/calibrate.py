@@ -1,0 +1,60 @@
+"""Fit a trained model's probability temperature on held-out articles (``newsbias calibrate``).
+
+``newsbias train`` already fits one on the val articles it evaluated (``train.calibrate``). This
+stage fits it again, for a model trained before that existed, on more val articles than training
+scored (``train.data.val_limit``), or after a merge or ONNX export: it scores the labelled articles
+with the raw softmax, fits the temperature (:meth:`newsbias.classifier.Classifier.calibrate`) and
+writes it into the model's ``newsbias.json``, where every scoring path reads it. Labels never change.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+from .classifier import Classifier
+from .config import CalibrateConfig
+from .errors import NewsbiasError
+from .io import sha256_file
+from .modeling import SETTINGS_FILE
+from .records import read_articles, resolve_split
+
+log = logging.getLogger(__name__)
+
+
+def settings_dir(clf: Classifier) -> Path:
+    """The directory whose ``newsbias.json`` ``clf`` was loaded from: where its temperature belongs."""
+    d = Path(clf.adapter or clf.source)
+    if not (d.is_dir() and (d / SETTINGS_FILE).is_file()):
+        raise NewsbiasError(f"{clf.source} is a base model without {SETTINGS_FILE}, so there is nowhere to keep a "
+                            f"temperature; calibrate a `newsbias train` output (--adapter) or a trained model "
+                            f"directory (--model)")
+    return d
+
+
+def run_calibrate(cfg: CalibrateConfig) -> dict[str, Any]:
+    """Fit the temperature of the model ``cfg`` names on ``cfg.data`` and write it; returns the fit,
+    the temperature it replaced, and where it was written."""
+    t0 = time.time()
+    clf = Classifier.from_options(cfg.model, cfg.adapter, cfg.gguf_file, device=cfg.device, dtype=cfg.dtype)
+    target = settings_dir(clf)
+    if not cfg.data:
+        raise NewsbiasError("no articles to calibrate on: set calibrate.data (--data) to a prep output directory "
+                            "or a labelled JSONL file")
+    path = resolve_split(cfg.data, cfg.split, "calibrate.data", "calibrate.split")
+    if cfg.split == "test" and not Path(cfg.data).is_file():
+        log.warning("calibrating on the test split: its scores will no longer be held out; use val")
+    articles = read_articles(path, cfg.limit, need_label=True)
+    if not articles:
+        raise NewsbiasError(f"{path} has no articles to calibrate on")
+    before = clf.settings.temperature
+    fit = clf.calibrate([a.text for a in articles], [a.label for a in articles], cfg.batch_size)
+    clf.settings.calibration = {**fit, "data": {"path": str(path), "sha256": sha256_file(path)}}
+    clf.settings.save(target)
+    log.info("calibrate: %d articles in %.1fs", len(articles), time.time() - t0)
+    return {"fit": fit, "previous_temperature": before, "written": str(target / SETTINGS_FILE), "n": len(articles)}
+
+
+__all__ = ["run_calibrate", "settings_dir"]

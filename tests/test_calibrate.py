@@ -1,0 +1,55 @@
+"""newsbias calibrate: a trained model's temperature refitted on held-out articles, written where scoring reads it."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from newsbias.classifier import Classifier
+from newsbias.cli import main
+from newsbias.modeling import SETTINGS_FILE
+
+from conftest import make_planted_rows, write_jsonl
+from serve_fixtures import adapter_for
+
+
+@pytest.fixture()
+def uncalibrated(tmp_path, tmp_path_factory, tiny_qwen_dir, planted_data_dir):
+    """A copy of a briefly trained LM adapter whose newsbias.json holds no temperature (as before calibration)."""
+    d = tmp_path / "adapter"
+    shutil.copytree(adapter_for("lm", tmp_path_factory, tiny_qwen_dir, planted_data_dir), d)
+    settings = json.loads((d / SETTINGS_FILE).read_text())
+    (d / SETTINGS_FILE).write_text(json.dumps({**settings, "calibration": {}}))
+    return d
+
+
+def test_calibrate_writes_the_temperature_that_scoring_then_applies(uncalibrated, planted_data_dir, tmp_path, capsys):
+    texts = [r["input"] for r in make_planted_rows(9, seed=5)]
+    raw = Classifier.load(str(uncalibrated)).predict_proba(texts)
+    assert main(["calibrate", "--adapter", str(uncalibrated), "--data", str(planted_data_dir)]) == 0
+    said = capsys.readouterr().out
+    settings = json.loads((uncalibrated / SETTINGS_FILE).read_text())
+    cal = settings["calibration"]
+    assert cal["method"] == "temperature" and cal["n"] == 30 and cal["data"]["path"].endswith("val.jsonl")
+    assert f"calibrate: temperature {cal['temperature']:.3f} (was 1.000) from 30 articles" in said
+    assert not list(uncalibrated.glob(".newsbias.json.tmp-*"))
+    scaled = Classifier.load(str(uncalibrated)).predict_proba(texts)
+    expected = np.exp(np.log(raw) / cal["temperature"])
+    np.testing.assert_allclose(scaled, expected / expected.sum(1, keepdims=True), atol=1e-5)
+    assert (scaled.argmax(1) == raw.argmax(1)).all()
+    # a second fit starts from the raw scores again, not from the first temperature
+    assert main(["calibrate", "--adapter", str(uncalibrated), "--data", str(planted_data_dir)]) == 0
+    again = json.loads((uncalibrated / SETTINGS_FILE).read_text())["calibration"]
+    assert again["temperature"] == pytest.approx(cal["temperature"], rel=1e-6)
+
+
+def test_calibrate_refuses_what_it_cannot_calibrate(uncalibrated, tiny_qwen_dir, planted_data_dir, tmp_path, capsys):
+    assert main(["calibrate", "--model", str(tiny_qwen_dir), "--data", str(planted_data_dir)]) == 2
+    assert "nowhere to keep a temperature" in capsys.readouterr().err
+    unlabelled = write_jsonl(tmp_path / "u.jsonl", [{"input": "some article text"}])
+    assert main(["calibrate", "--adapter", str(uncalibrated), "--data", str(unlabelled)]) == 2
+    assert "u.jsonl" in capsys.readouterr().err
+    assert json.loads((uncalibrated / SETTINGS_FILE).read_text())["calibration"] == {}  # nothing written
