@@ -18,7 +18,7 @@ from .classifier import Classifier
 from .config import CalibrateConfig
 from .errors import NewsbiasError
 from .io import sha256_file
-from .modeling import SETTINGS_FILE
+from .modeling import SETTINGS_FILE, set_threads
 from .records import read_articles, resolve_split
 
 log = logging.getLogger(__name__)
@@ -38,6 +38,7 @@ def run_calibrate(cfg: CalibrateConfig) -> dict[str, Any]:
     """Fit the temperature of the model ``cfg`` names on ``cfg.data`` and write it; returns the fit,
     the temperature it replaced, and where it was written."""
     t0 = time.time()
+    set_threads(cfg.threads)
     clf = Classifier.from_options(cfg.model, cfg.adapter, cfg.gguf_file, device=cfg.device, dtype=cfg.dtype)
     target = settings_dir(clf)
     if not cfg.data:

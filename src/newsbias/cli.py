@@ -298,10 +298,9 @@ COMMANDS: tuple[Command, ...] = (
             "the one temperature T with the lowest log-loss of softmax(logits / T), and write it into the model's "
             "newsbias.json, which predict, serve, explain and export read. No label changes. newsbias train "
             "already does this on the val articles it scored; use this for more articles or an older model.",
-            (Flag("--adapter", "calibrate.adapter", "DIR"), Flag("--model", "calibrate.model", "ID_OR_PATH"),
-             Flag("--data", "calibrate.data", "DIR_OR_FILE"), Flag("--split", "calibrate.split", "NAME"),
-             Flag("--limit", "calibrate.limit"), Flag("--batch-size", "calibrate.batch_size"),
-             Flag("--device", "calibrate.device"), Flag("--dtype", "calibrate.dtype"))),
+            (*model_flags("calibrate"), Flag("--data", "calibrate.data", "DIR_OR_FILE"),
+             Flag("--split", "calibrate.split", "NAME"), Flag("--limit", "calibrate.limit"),
+             Flag("--batch-size", "calibrate.batch_size"))),
     Command("export", _run_export,
             "Adapter -> export dir (optionally merged into the base) with a model card; hub upload.",
             "Copy a trained adapter, or with --merge fold the LoRA weights (and the classifier head) into the base "

@@ -401,7 +401,9 @@ class CalibrateConfig(ModelSourceConfig):
     split: str = Field(default="val", description="Split file to read when `data` is a prep directory: held-out "
                                                   "articles the model never trained on (val), never test.")
     limit: int | None = Field(default=None, ge=1, description="Fit on the first N articles only (default: all).")
-    batch_size: int = Field(default=8, ge=1, description="Prompts per forward pass.")
+    batch_size: int = Field(default=16, ge=1, description="Prompts per forward pass.")
+    threads: int | None = Field(default=None, ge=1, description="torch intra-op threads (null = this machine's "
+                                   "physical cores).")
 
 
 class ExplainConfig(InferenceConfig):
