@@ -475,3 +475,20 @@ def test_run_without_manifest_is_unknown_without_warning(tmp_path):
     assert "(no manifest); selection split unknown\n" in md
     assert "(no manifest); selection split unknown</li>" in page
     assert all("selection split unknown" not in w for w in re.findall(r"^> \*\*Warning.*$", md, flags=re.M))
+
+
+def test_the_calibration_section_says_whose_probabilities_were_calibrated(tmp_path):
+    inp = make_inputs(tmp_path)
+    (tmp_path / "qwen-tuned.manifest.json").write_text(json.dumps({"stage": "predict", "temperature": 2.5}))
+    tfidf = tmp_path / "tfidf-lr.jsonl"
+    tfidf.write_text(inp["majority"].read_text())
+    (tmp_path / "tfidf-lr.manifest.json").write_text(json.dumps({"stage": "baseline", "calibration": None}))
+    cfg = compare_cfg(inp, tmp_path / "r", ensembles=["ens=tuned+tfidf-lr"])
+    run_compare(cfg.model_copy(update={"preds": [*cfg.preds, str(tfidf)]}))
+    md = (tmp_path / "r" / "report.md").read_text()
+    line = next(l for l in md.splitlines() if l.startswith("Expected calibration error:"))
+    assert re.search(r"tuned [\d.]+ \(temperature 2\.50, fitted on val\)", line)
+    assert re.search(r"majority [\d.]+,", line)  # its manifest does not say: no note
+    assert re.search(r"tfidf-lr [\d.]+ \(raw softmax\)", line) and re.search(r"ens [\d.]+ \(mean of its members\)", line)
+    page = html.unescape((tmp_path / "r" / "report.html").read_text())
+    assert "(temperature 2.50, fitted on val)" in page and "(mean of its members)" in page

@@ -886,6 +886,21 @@ def _runs(c: Comparison) -> list[dict[str, Any]]:
                    for n, i in c.infos.items() if i.get("ensemble_of")]
 
 
+def _probabilities_note(c: Comparison, name: str) -> Optional[str]:
+    """Whether run ``name``'s probabilities were calibrated, from its manifest (None when it does not say)."""
+    info = c.infos.get(name) or {}
+    if info.get("ensemble_of"):
+        return "mean of its members"
+    m = c.manifests.get(name) or {}
+    if "temperature" in m:  # predict's manifest
+        t = m["temperature"]
+    elif "calibration" in m:  # the TF-IDF baseline's
+        t = (m["calibration"] or {}).get("temperature", 1.0)
+    else:
+        return None
+    return "raw softmax" if t == 1.0 else f"temperature {t:.2f}, fitted on val"
+
+
 def report_model(c: Comparison) -> dict[str, Any]:
     """The report as plain data (strings, tables of strings, figure names) that both templates render."""
     m = c.cfg.metrics
@@ -906,7 +921,8 @@ def report_model(c: Comparison) -> dict[str, Any]:
                              else ".")),
         "paired": _paired_table(c),
         "per_class": _per_class_table(c),
-        "ece": [{"name": n, "ece": _fmt(c.metrics[n]["ece"])} for n in c.names if c.metrics[n]["ece"] is not None],
+        "ece": [{"name": n, "ece": _fmt(c.metrics[n]["ece"]), "how": _probabilities_note(c, n)}
+                for n in c.names if c.metrics[n]["ece"] is not None],
         "figures": c.figures,
         "changes": _changes(c),
         "outlets": _outlet_table(c),
