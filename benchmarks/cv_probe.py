@@ -13,7 +13,9 @@ corpus with the prompt of ``configs/demo-encoder.yaml`` by :func:`newsbias.train
 the probe itself reads) and cached in ``--cache``. ``--train-cap N`` fits each round's probe on the
 first N training rows of a seeded shuffle (0 = all): the demo's probe sees 3,000 articles.
 Prints one Markdown row per run: mean macro-F1 with its 95 % interval over folds, the change
-against TF-IDF paired by fold, and per-fold scores.
+against TF-IDF paired by fold, and per-fold scores. The ensembles average raw probabilities, and
+again calibrated members: each member's temperature fitted on the round's val fold, as
+``train.calibrate`` and ``baseline.calibrate`` do.
 """
 
 from __future__ import annotations
@@ -56,8 +58,11 @@ def encoder_features(texts: list[str], encoder: str, cache: Path | None) -> np.n
     return feats
 
 
-def probe_probs(feats: np.ndarray, gold: np.ndarray, tr: np.ndarray, te: np.ndarray, cap: int) -> np.ndarray:
-    """Test-row probabilities (LABELS order) of the probe the trainer fits (balanced class weights, as in the demo)."""
+def probe_probs(feats: np.ndarray, gold: np.ndarray, tr: np.ndarray, va: np.ndarray, te: np.ndarray, cap: int
+                ) -> tuple[np.ndarray, np.ndarray]:
+    """Test-row probabilities (LABELS order) of the probe the trainer fits (balanced class weights, as in the
+    demo): raw, and with the temperature fitted on the val rows (as ``train.calibrate`` does)."""
+    from newsbias.metrics import apply_temperature, fit_temperature
     from newsbias.train import fit_probe
 
     idx = np.flatnonzero(tr)
@@ -65,7 +70,9 @@ def probe_probs(feats: np.ndarray, gold: np.ndarray, tr: np.ndarray, te: np.ndar
         idx = np.sort(np.random.default_rng(0).permutation(idx)[:cap])
     lr = fit_probe(feats[idx], gold[idx], balanced=True)
     order = [list(lr.classes_).index(lab) for lab in LABELS]
-    return lr.predict_proba(feats[te])[:, order]
+    logp = lambda rows: np.log(np.clip(lr.predict_proba(feats[rows])[:, order], 1e-300, None))  # noqa: E731
+    t = fit_temperature(logp(va), [LABELS.index(g) for g in gold[va]])["temperature"]
+    return np.exp(logp(te)), apply_temperature(logp(te), t)
 
 
 def macro_f1(gold: np.ndarray, probs: np.ndarray) -> float:
@@ -93,16 +100,21 @@ def main() -> None:
     counts = count_ngrams(frame["text"], base).tocsr()
     fold = make_folds(frame, args.folds, 0, grouped=True)
     names = ["tfidf-lr"] + [f"probe ({cap or 'all'} articles)" for cap in args.train_cap] + \
-            [f"tfidf-lr + probe ({cap or 'all'})" for cap in args.train_cap]
+            [f"tfidf-lr + probe ({cap or 'all'})" for cap in args.train_cap] + \
+            [f"tfidf-lr + probe ({cap or 'all'}), calibrated members" for cap in args.train_cap]
     scores: dict[str, list[float]] = {n: [] for n in names}
+    raw_base = base.model_copy(update={"calibrate": "none"})
     for i in range(args.folds):
         tr, va, te = fold_roles(fold, i, args.folds)
-        tfidf = run_recipe("tfidf-lr", frame, (tr, va, te), base, counts)
+        tfidf = run_recipe("tfidf-lr", frame, (tr, va, te), raw_base, counts)
+        tfidf_cal = run_recipe("tfidf-lr", frame, (tr, va, te), base, counts)  # its temperature fitted on va
         scores["tfidf-lr"].append(macro_f1(gold[te], tfidf))
         for cap in args.train_cap:
-            probe = probe_probs(feats, gold, tr, te, cap)
+            probe, probe_cal = probe_probs(feats, gold, tr, va, te, cap)
             scores[f"probe ({cap or 'all'} articles)"].append(macro_f1(gold[te], probe))
             scores[f"tfidf-lr + probe ({cap or 'all'})"].append(macro_f1(gold[te], (tfidf + probe) / 2))
+            scores[f"tfidf-lr + probe ({cap or 'all'}), calibrated members"].append(
+                macro_f1(gold[te], (tfidf_cal + probe_cal) / 2))
         print(f"fold {i}: " + ", ".join(f"{n} {s[-1]:.3f}" for n, s in scores.items()), flush=True)
     print(f"\n{args.folds} outlet-grouped folds (seed 0) of {args.data}; features {t_feats:.0f} s, "
           f"{time.time() - t0:.0f} s in all.\n")
