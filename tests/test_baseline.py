@@ -222,6 +222,9 @@ def test_tfidf_lr_probabilities_carry_the_temperature_fitted_on_val(tmp_path):
     p_raw = np.array([[r["probs"][l] for l in LABELS] for r in raw_rows])
     p_cal = np.array([[r["probs"][l] for l in LABELS] for r in cal_rows])
     np.testing.assert_allclose(p_cal, apply_temperature(np.log(p_raw), fit["temperature"]), atol=2e-5)
+    (d / "val.jsonl").unlink()  # no val: nothing to fit on, the probabilities stay as fitted
+    assert run_baseline(BaselineConfig(data=str(d), out_dir=str(tmp_path / "noval"), models=["tfidf-lr"],
+                                       tfidf={"min_df": 1}))["tfidf-lr"]["calibration"] is None
     pipe = joblib.load(tmp_path / "cal" / "tfidf-lr.joblib")  # the saved pipeline scores as the file says
     texts = [r["input"] for r in planted_rows(30, 2)]
     np.testing.assert_allclose(pipe.predict_proba(texts)[:, [list(pipe.classes_).index(l) for l in LABELS]],

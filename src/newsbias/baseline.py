@@ -276,8 +276,8 @@ def _load_data(cfg: BaselineConfig) -> tuple[dict[str, Path], pd.DataFrame, Opti
     train = split_frame(paths["train"], prepend_title=cfg.prepend_title)
     val = None
     val_path = split_file(cfg.data, "val")
-    wanted = cfg.lr.C_grid or (cfg.calibrate != "none" and read_articles(val_path, 1))  # calibration skips an empty val
-    if "tfidf-lr" in cfg.models and val_path.is_file() and wanted:
+    if "tfidf-lr" in cfg.models and val_path.is_file() and (
+            cfg.lr.C_grid or (cfg.calibrate != "none" and read_articles(val_path, 1))):  # calibration skips an empty val
         val = split_frame(val_path, prepend_title=cfg.prepend_title)
     target = split_frame(paths["eval"], need_label=False, prepend_title=cfg.prepend_title)
     return paths, train, val, target.head(cfg.limit) if cfg.limit else target
