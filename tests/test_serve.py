@@ -95,6 +95,7 @@ def test_health_model_docs_and_page(client, lm_adapter, predictor):
     assert m["adapter"] == str(lm_adapter) and m["base_model"] == settings.base_model
     assert m["labels"] == LABELS and m["head"] == "lm" and m["max_length"] == 64
     assert m["best_val"]["metric"] == "val_macro_f1" and "val_macro_f1" in m["best_val"]
+    assert m["temperature"] == settings.temperature  # what its probabilities are divided by
     assert m["serving"]["max_batch"] == 8
     assert m["device"] == str(predictor.device) and m["dtype"] == predictor.precision == "float32"
     assert client.get("/docs").status_code == 200

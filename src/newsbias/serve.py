@@ -574,7 +574,7 @@ def _model_info(state: _State) -> dict[str, Any]:
             "head": s.head, "labels": list(s.labels), "max_length": s.prompt.max_length,
             "max_article_tokens": clf.builder.article_budget,
             "truncation": s.prompt.truncation, "chat_template": s.uses_chat_template,
-            "best_val": s.best_val, "merged": bool(s.extra.get("merged", False)),
+            "best_val": s.best_val, "temperature": s.temperature, "merged": bool(s.extra.get("merged", False)),
             "device": str(clf.device), "dtype": clf.precision,
             "serving": {"max_batch": cfg.max_batch, "max_wait_ms": cfg.max_wait_ms,
                         "max_texts": cfg.max_texts, "max_article_chars": cfg.max_article_chars,
@@ -596,7 +596,8 @@ def _add_info_routes(app: Any, state: _State) -> None:
 
     @app.get("/v1/model")
     async def model_info() -> Any:
-        """Base model, adapter, label set, head, max_length, the training metrics (newsbias.json), device and dtype."""
+        """Base model, adapter, label set, head, max_length, the training metrics and the probability temperature
+        (newsbias.json), device and dtype."""
         busy = _unavailable(state)
         return busy if busy is not None else _model_info(state)
 
