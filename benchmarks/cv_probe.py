@@ -62,7 +62,7 @@ def probe_probs(feats: np.ndarray, gold: np.ndarray, tr: np.ndarray, va: np.ndar
                 ) -> tuple[np.ndarray, np.ndarray]:
     """Test-row probabilities (LABELS order) of the probe the trainer fits (balanced class weights, as in the
     demo): raw, and with the temperature fitted on the val rows (as ``train.calibrate`` does)."""
-    from newsbias.metrics import apply_temperature, fit_temperature
+    from newsbias.baseline import TemperatureScaled
     from newsbias.train import fit_probe
 
     idx = np.flatnonzero(tr)
@@ -70,9 +70,8 @@ def probe_probs(feats: np.ndarray, gold: np.ndarray, tr: np.ndarray, va: np.ndar
         idx = np.sort(np.random.default_rng(0).permutation(idx)[:cap])
     lr = fit_probe(feats[idx], gold[idx], balanced=True)
     order = [list(lr.classes_).index(lab) for lab in LABELS]
-    logp = lambda rows: np.log(np.clip(lr.predict_proba(feats[rows])[:, order], 1e-300, None))  # noqa: E731
-    t = fit_temperature(logp(va), [LABELS.index(g) for g in gold[va]])["temperature"]
-    return np.exp(logp(te)), apply_temperature(logp(te), t)
+    scaled = TemperatureScaled(lr).fit(feats[va], gold[va])
+    return lr.predict_proba(feats[te])[:, order], scaled.predict_proba(feats[te])[:, order]
 
 
 def macro_f1(gold: np.ndarray, probs: np.ndarray) -> float:

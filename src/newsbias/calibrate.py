@@ -38,21 +38,21 @@ def run_calibrate(cfg: CalibrateConfig) -> dict[str, Any]:
     """Fit the temperature of the model ``cfg`` names on ``cfg.data`` and write it; returns the fit,
     the temperature it replaced, and where it was written."""
     t0 = time.time()
-    set_threads(cfg.threads)
-    clf = Classifier.from_options(cfg.model, cfg.adapter, cfg.gguf_file, device=cfg.device, dtype=cfg.dtype)
-    target = settings_dir(clf)
     if not cfg.data:
         raise NewsbiasError("no articles to calibrate on: set calibrate.data (--data) to a prep output directory "
                             "or a labelled JSONL file")
     path = resolve_split(cfg.data, cfg.split, "calibrate.data", "calibrate.split")
     if cfg.split == "test" and not Path(cfg.data).is_file():
         log.warning("calibrating on the test split: its scores will no longer be held out; use val")
-    articles = read_articles(path, cfg.limit, need_label=True)
+    articles = read_articles(path, cfg.limit, need_label=True)  # bad data fails before the model loads
     if not articles:
         raise NewsbiasError(f"{path} has no articles to calibrate on")
+    set_threads(cfg.threads)
+    clf = Classifier.from_options(cfg.model, cfg.adapter, cfg.gguf_file, device=cfg.device, dtype=cfg.dtype)
+    target = settings_dir(clf)
     before = clf.settings.temperature
     fit = clf.calibrate([a.text for a in articles], [a.label for a in articles], cfg.batch_size)
-    clf.settings.calibration = {**fit, "data": {"path": str(path), "sha256": sha256_file(path)}}
+    clf.settings.calibration["data"] = {"path": str(path), "sha256": sha256_file(path)}
     clf.settings.save(target)
     log.info("calibrate: %d articles in %.1fs", len(articles), time.time() - t0)
     return {"fit": fit, "previous_temperature": before, "written": str(target / SETTINGS_FILE), "n": len(articles)}
