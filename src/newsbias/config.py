@@ -272,6 +272,18 @@ class TrainCheckpointConfig(StrictModel):
     keep: int = Field(default=2, ge=1)
 
 
+class TrainAdversaryConfig(StrictModel):
+    weight: float = Field(
+        default=0.0, ge=0.0, description="Strength of the reversed outlet gradient (its ramp from 0 reaches this "
+                                         "by the end of training); 0 = off. See newsbias.adversary.")
+    scope: Literal["within_label", "all"] = Field(
+        default="within_label", description="within_label: the adversary tells apart only outlets of the same "
+                                            "leaning; all: every outlet (Baly et al. 2020), which also works "
+                                            "against the label itself.")
+    min_articles: int = Field(default=20, ge=1, description="Outlets with fewer training articles are not the "
+                                                            "adversary's targets.")
+
+
 class TrainConfig(StrictModel):
     """``train:`` section: LoRA fine-tuning on prep outputs (see newsbias.train)."""
 
@@ -295,6 +307,10 @@ class TrainConfig(StrictModel):
                                           "(the pretrained model and its first head; with LoRA, the adapter scaled) "
                                           "to the last step's, for each value in (0, 1), and keep whichever scores "
                                           "best, the run's own kept checkpoint included; [] = off.")
+    outlet_adversary: TrainAdversaryConfig = Field(
+        default_factory=TrainAdversaryConfig, description="Train features that cannot name the article's outlet: "
+                                                          "a linear outlet head over the label head's input, its "
+                                                          "gradient reversed into the model.")
     calibrate: Literal["temperature", "none"] = Field(
         default="temperature", description="temperature: after training, fit one temperature on val's scores "
                                            "of the kept weights (lowest val log-loss; labels unchanged) and "

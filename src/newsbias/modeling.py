@@ -664,49 +664,75 @@ def label_positions(labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, t
 
 
 def lm_label_loss(model: nn.Module, batch: dict[str, torch.Tensor], sample_weight: Optional[torch.Tensor] = None,
-                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Cross-entropy on the label tokens only: ``(loss, full-vocab logits at those positions, rows)``.
+                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Cross-entropy on the label tokens only: ``(loss, full-vocab logits at those positions, rows, hidden
+    states there)``.
 
     The labels tensor is the single source of truth: every position that is not -100 carries
     loss, predicted from the previous position as in a causal LM; nothing else is computed by
     the LM head. ``sample_weight`` (per row) gives a weighted mean (class weights).
     """
     rows, cols, targets = label_positions(batch["labels"])
-    logits = lm_logits_at(model, batch["input_ids"], batch["attention_mask"], rows, cols).float()
+    h = answer_hidden(model, batch["input_ids"], batch["attention_mask"], rows, cols)
+    logits = _hf_model(model).get_output_embeddings()(h).float()
     ce = F.cross_entropy(logits, targets, reduction="none")
     if sample_weight is None:
-        return ce.mean(), logits, rows
+        return ce.mean(), logits, rows, h
     w = sample_weight[rows].to(ce.dtype)
-    return (ce * w).sum() / w.sum(), logits, rows
+    return (ce * w).sum() / w.sum(), logits, rows, h
 
 
 class LabelLossModule(nn.Module):
     """``forward(batch) -> (loss, class logits [n, n_labels])`` for either head.
 
     Training wraps this (not the peft model) in DDP so gradient sync sees the forward that
-    really runs (the body + the LM head at label positions only).
+    really runs (the body + the LM head at label positions only). With an ``adversary``
+    (:class:`newsbias.adversary.OutletAdversary`) the loss adds its outlet loss on the vector the
+    label head reads (lm: the answer position's hidden state; cls: the head's input), and
+    :attr:`parts` holds the step's label loss, outlet loss and outlet accuracy.
     """
 
     def __init__(self, model: nn.Module, head: Head, label_token_ids: Sequence[int],
-                 class_weights: Optional[torch.Tensor] = None):
+                 class_weights: Optional[torch.Tensor] = None, adversary: Optional[nn.Module] = None):
         super().__init__()
         self.model = model
         self.head = head
         self.register_buffer("label_token_ids", torch.tensor(list(label_token_ids), dtype=torch.long), persistent=False)
         self.class_weights = class_weights
+        self.adversary = adversary
+        self.parts: dict[str, float] = {}
+        self._head_input: list[torch.Tensor] = []
+        if adversary is not None and head == "cls":
+            hf = _hf_model(model)
+            getattr(hf, classifier_module_name(hf)).register_forward_pre_hook(self._keep_head_input)
+
+    def _keep_head_input(self, _module: nn.Module, args: tuple) -> None:
+        self._head_input[:] = [args[0]]
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, labels: torch.Tensor,
-                class_ids: torch.Tensor, **_: Any) -> tuple[torch.Tensor, torch.Tensor]:
+                class_ids: torch.Tensor, outlet_ids: Optional[torch.Tensor] = None, **_: Any
+                ) -> tuple[torch.Tensor, torch.Tensor]:
         if self.head == "lm":
             sw = self.class_weights[class_ids] if self.class_weights is not None else None
-            loss, logits, rows = lm_label_loss(self.model, {"input_ids": input_ids, "attention_mask": attention_mask,
-                                                            "labels": labels}, sw)
+            loss, logits, rows, feats = lm_label_loss(
+                self.model, {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels}, sw)
             # one label token per row (the verbalizer's first token), so rows == arange(n)
-            return loss, logits[:, self.label_token_ids]
-        out = self.model(input_ids=input_ids, attention_mask=attention_mask)
-        logits = out.logits.float()
-        w = self.class_weights.to(logits.device) if self.class_weights is not None else None
-        return F.cross_entropy(logits, class_ids, weight=w), logits
+            logits = logits[:, self.label_token_ids]
+        else:
+            out = self.model(input_ids=input_ids, attention_mask=attention_mask)
+            logits = out.logits.float()
+            w = self.class_weights.to(logits.device) if self.class_weights is not None else None
+            loss = F.cross_entropy(logits, class_ids, weight=w)
+            feats = self._head_input.pop() if self._head_input else None
+        if self.adversary is None or outlet_ids is None:
+            return loss, logits
+        if feats is None or feats.dim() != 2:
+            raise NewsbiasError("train.outlet_adversary reads one vector per article, and this model's head reads "
+                                "every position; use model.pooling: mean or model.head: lm")
+        adv_loss, adv_acc = self.adversary(feats, outlet_ids)
+        self.parts = {"label_loss": float(loss.detach()), "outlet_loss": float(adv_loss.detach()),
+                      "outlet_acc": float(adv_acc)}
+        return loss + adv_loss, logits
 
 
 def pad_batch(seqs: Sequence[Sequence[int]], pad_id: int, pad_value_labels: Optional[Sequence[Sequence[int]]] = None,

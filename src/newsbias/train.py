@@ -32,14 +32,15 @@ import pandas as pd
 import torch
 import torch.distributed as dist
 
+from .adversary import IGNORE, OutletAdversary, outlet_vocabulary, ramp
 from .classifier import Classifier
 from .config import DEFAULT_INSTRUCTION, TrainConfig, dump_config
 from .errors import NewsbiasError
 from .io import read_json, sha256_file, stage_manifest, write_json
 from .labels import LABELS
 from .metrics import fit_temperature
-from .modeling import (Dist, LabelLossModule, ModelSettings, _check_model_path, add_lora, count_parameters,
-                       init_distributed, join_gguf, load_model_and_tokenizer, pad_batch)
+from .modeling import (Dist, LabelLossModule, ModelSettings, _check_model_path, _hf_model, add_lora,
+                       count_parameters, init_distributed, join_gguf, load_model_and_tokenizer, pad_batch)
 from .prompt import Encoded, PromptBuilder
 from .records import Article, read_articles, resolve_split
 
@@ -48,6 +49,7 @@ log = logging.getLogger(__name__)
 LOG_FILE = "train_log.jsonl"
 MANIFEST_FILE = "manifest.json"
 CHECKPOINT_DIR = "checkpoints"
+ADVERSARY_FILE = "adversary.safetensors"
 
 Example = Article  # a training example is a prep article with its label
 
@@ -120,6 +122,8 @@ class LabelOnlyCollator:
         batch = pad_batch([f["input_ids"] for f in features], self.pad_token_id, [f["labels"] for f in features])
         batch["answer_pos"] = torch.tensor([f["answer_pos"] for f in features], dtype=torch.long)
         batch["class_ids"] = torch.tensor([f["class_id"] for f in features], dtype=torch.long)
+        if "outlet_id" in features[0]:
+            batch["outlet_ids"] = torch.tensor([f["outlet_id"] for f in features], dtype=torch.long)
         return batch
 
 
@@ -357,6 +361,7 @@ class Recipe:
     bar: Any = None
     trackers: list[Any] = field(default_factory=list)
     draw_weights: Optional[np.ndarray] = None  # train.data.sampling=outlet_balanced
+    adversary: Optional[OutletAdversary] = None  # train.outlet_adversary
     half: Optional[torch.dtype] = None  # bf16/fp16 model: forward passes run under autocast to it
 
     def amp(self) -> contextlib.AbstractContextManager:
@@ -510,13 +515,35 @@ def probe_head(model: torch.nn.Module, feats: Sequence[dict[str, Any]], pad_id: 
     return {"type": "probe", "n": len(y), "train_macro_f1": float(f1_score(y, lr.predict(x), average="macro"))}
 
 
+def setup_adversary(cfg: TrainConfig, model: torch.nn.Module, train_ex: Sequence[Example],
+                    feats: Sequence[dict[str, Any]]) -> tuple[Optional[OutletAdversary], Optional[dict[str, Any]]]:
+    """``train.outlet_adversary``: the outlet head (None when off) and its log record; sets each feature's
+    ``outlet_id`` (:data:`newsbias.adversary.IGNORE` for an outlet below ``min_articles``)."""
+    a = cfg.outlet_adversary
+    if a.weight == 0:
+        return None, None
+    outlets = [e.outlet_or_source for e in train_ex]
+    if not any(outlets):
+        raise NewsbiasError("train.outlet_adversary needs each training article's outlet (the outlet or source "
+                            "field, as newsbias prep writes it); the training set has none: set its weight to 0")
+    names, labels = outlet_vocabulary(outlets, [f["class_id"] for f in feats], a.min_articles)
+    index = {n: k for k, n in enumerate(names)}
+    for f, o in zip(feats, outlets):
+        f["outlet_id"] = index.get(o, IGNORE) if o else IGNORE
+    hidden = _hf_model(model).config.hidden_size
+    adversary = OutletAdversary(hidden, labels, a.scope == "within_label").to(next(model.parameters()).device)
+    covered = sum(f["outlet_id"] != IGNORE for f in feats)
+    return adversary, {"type": "adversary", "outlets": len(names), "articles": covered, "scope": a.scope,
+                       "weight": a.weight, "min_articles": a.min_articles}
+
+
 def _setup_loss(cfg: TrainConfig, model: torch.nn.Module, builder: PromptBuilder, class_ids: Sequence[int],
-                d: Dist) -> torch.nn.Module:
-    """The label-only loss around the model (wrapped in DDP when distributed)."""
+                d: Dist, adversary: Optional[OutletAdversary] = None) -> torch.nn.Module:
+    """The label-only loss around the model, with the outlet adversary if any (wrapped in DDP when distributed)."""
     mdev = next(model.parameters()).device
     class_w = (balanced_class_weights(class_ids, len(LABELS)).to(mdev)
                if cfg.optim.class_weights == "balanced" else None)
-    loss_mod = LabelLossModule(model, cfg.model.head, builder.label_token_ids, class_w).to(mdev)
+    loss_mod = LabelLossModule(model, cfg.model.head, builder.label_token_ids, class_w, adversary).to(mdev)
     if d.world == 1:
         return loss_mod
     return torch.nn.parallel.DistributedDataParallel(loss_mod, device_ids=[d.local_rank] if mdev.type == "cuda" else None)
@@ -524,7 +551,8 @@ def _setup_loss(cfg: TrainConfig, model: torch.nn.Module, builder: PromptBuilder
 
 def _setup_optimizer(cfg: TrainConfig, model: torch.nn.Module, lengths: Sequence[int], d: Dist
                      ) -> tuple[torch.optim.Optimizer, Any, int, int]:
-    """(optimizer, scheduler, total optimizer steps, micro-batches per rank per epoch)."""
+    """(optimizer, scheduler, total optimizer steps, micro-batches per rank per epoch); ``model``: every module
+    that trains (the loss module, so the outlet adversary's head is in it)."""
     o = cfg.optim
     n_batches = len(epoch_batches(lengths, o.batch_size, cfg.seed, 0, o.group_by_length, d.world)) // d.world
     steps_per_epoch = max(1, math.ceil(n_batches / o.grad_accum))
@@ -558,12 +586,13 @@ def setup(cfg: TrainConfig, resume: bool = False, progress: Optional[bool] = Non
     n_train, n_total = count_parameters(model)
     if d.main:
         log.info("trainable params: %s / %s (%.3f%%)", f"{n_train:,}", f"{n_total:,}", 100 * n_train / n_total)
-    runner = _setup_loss(cfg, model, builder, [f["class_id"] for f in train_feats], d)
-    optimizer, scheduler, total_steps, n_batches = _setup_optimizer(cfg, model, [len(f["input_ids"]) for f in train_feats], d)
+    adversary, adversary_rec = setup_adversary(cfg, model, train_ex, train_feats)
+    runner = _setup_loss(cfg, model, builder, [f["class_id"] for f in train_feats], d, adversary)
+    optimizer, scheduler, total_steps, n_batches = _setup_optimizer(cfg, runner, [len(f["input_ids"]) for f in train_feats], d)
     r = Recipe(cfg=cfg, d=d, source=source, fingerprint=fingerprint, hashes=hashes, model=model, tok=tok,
                builder=builder, runner=runner, train_feats=train_feats,
                val_feats=encode_examples(builder, val_ex, cfg.model.head), optimizer=optimizer, scheduler=scheduler,
-               total_steps=total_steps, n_batches=n_batches, show=show, half=half)
+               total_steps=total_steps, n_batches=n_batches, show=show, half=half, adversary=adversary)
     if cfg.data.sampling == "outlet_balanced":
         from .baseline import outlet_weights
 
@@ -574,8 +603,9 @@ def setup(cfg: TrainConfig, resume: bool = False, progress: Optional[bool] = Non
         r.best_weights = _trainable_state(model)
         if cfg.wise_alphas:
             r.init_weights = r.best_weights
-    if probe is not None:
-        r.state.history.append(probe)
+    for rec in (probe, adversary_rec):
+        if rec is not None and ckpt is None:
+            r.state.history.append(rec)
     if d.main:
         r.out_dir.mkdir(parents=True, exist_ok=True)
         (r.out_dir / LOG_FILE).write_text("".join(json.dumps(rec) + "\n" for rec in r.state.history), encoding="utf-8")
@@ -586,6 +616,9 @@ def train_step(r: Recipe, group: Sequence[Sequence[int]]) -> dict[str, Any]:
     """One optimizer step over ``group`` (grad_accum micro-batches); returns its loss, lr and grad norm."""
     collate = LabelOnlyCollator(r.tok.pad_token_id)
     loss_sum = 0.0
+    parts: Counter = Counter()
+    if r.adversary is not None:
+        r.adversary.scale = r.cfg.outlet_adversary.weight * ramp(r.state.step / max(1, r.total_steps))
     for k, idx in enumerate(group):
         b = {kk: v.to(r.device) for kk, v in collate([r.train_feats[i] for i in idx]).items()}
         # DDP syncs gradients only on the last micro-batch of the accumulation group
@@ -595,6 +628,8 @@ def train_step(r: Recipe, group: Sequence[Sequence[int]]) -> dict[str, Any]:
                 loss, _ = r.runner(**b)
             (loss / len(group)).backward()
         loss_sum += float(loss.detach())
+        if r.adversary is not None:
+            parts.update(_loss_module(r.runner).parts)
     gnorm = None
     if r.cfg.optim.max_grad_norm:
         params = [p for p in r.model.parameters() if p.requires_grad]
@@ -602,7 +637,14 @@ def train_step(r: Recipe, group: Sequence[Sequence[int]]) -> dict[str, Any]:
     r.optimizer.step()
     r.scheduler.step()
     r.optimizer.zero_grad(set_to_none=True)
-    return {"loss": loss_sum / len(group), "lr": r.scheduler.get_last_lr()[0], "grad_norm": gnorm}
+    out = {"loss": loss_sum / len(group), "lr": r.scheduler.get_last_lr()[0], "grad_norm": gnorm}
+    if r.adversary is not None:
+        out.update({k: v / len(group) for k, v in parts.items()}, adversary_scale=r.adversary.scale)
+    return out
+
+
+def _loss_module(runner: torch.nn.Module) -> LabelLossModule:
+    return runner.module if isinstance(runner, torch.nn.parallel.DistributedDataParallel) else runner
 
 
 def validate(r: Recipe) -> bool:
@@ -718,6 +760,9 @@ def save_checkpoint(r: Recipe) -> None:
         save_file(r.best_weights, str(tmp / "best.safetensors"))
         if r.init_weights:
             save_file(r.init_weights, str(tmp / "init.safetensors"))
+        if r.adversary is not None:
+            save_file({k: v.detach().contiguous().cpu() for k, v in r.adversary.state_dict().items()},
+                      str(tmp / ADVERSARY_FILE))
         opt_tensors, groups = _optimizer_to_files(r.optimizer)
         save_file(opt_tensors, str(tmp / "optimizer.safetensors"))
         if r.cfg.finetune == "lora":
@@ -744,6 +789,8 @@ def load_checkpoint(r: Recipe, ckpt: Path) -> None:
     r.best_weights = load_file(str(ckpt / "best.safetensors"))
     if r.cfg.wise_alphas:  # the fingerprint covers wise_alphas, so this run's checkpoints wrote it
         r.init_weights = load_file(str(ckpt / "init.safetensors"))
+    if r.adversary is not None:  # the fingerprint covers outlet_adversary too
+        r.adversary.load_state_dict(load_file(str(ckpt / ADVERSARY_FILE), device=str(r.device)))
     rng = meta["rng"]
     _set_rng_state(rng[r.d.rank] if isinstance(rng, list) else rng)
     r.resumed_from = ckpt
