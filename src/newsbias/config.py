@@ -282,6 +282,8 @@ class TrainAdversaryConfig(StrictModel):
                                             "against the label itself.")
     min_articles: int = Field(default=20, ge=1, description="Outlets with fewer training articles are not the "
                                                             "adversary's targets.")
+    lr: float = Field(default=1e-2, gt=0.0, description="Learning rate of the adversary's outlet head (new "
+                                                        "weights: faster than a pretrained model's).")
 
 
 class TrainConfig(StrictModel):

@@ -549,16 +549,20 @@ def _setup_loss(cfg: TrainConfig, model: torch.nn.Module, builder: PromptBuilder
     return torch.nn.parallel.DistributedDataParallel(loss_mod, device_ids=[d.local_rank] if mdev.type == "cuda" else None)
 
 
-def _setup_optimizer(cfg: TrainConfig, model: torch.nn.Module, lengths: Sequence[int], d: Dist
-                     ) -> tuple[torch.optim.Optimizer, Any, int, int]:
-    """(optimizer, scheduler, total optimizer steps, micro-batches per rank per epoch); ``model``: every module
-    that trains (the loss module, so the outlet adversary's head is in it)."""
+def _setup_optimizer(cfg: TrainConfig, model: torch.nn.Module, lengths: Sequence[int], d: Dist,
+                     adversary: Optional[OutletAdversary] = None) -> tuple[torch.optim.Optimizer, Any, int, int]:
+    """(optimizer, scheduler, total optimizer steps, micro-batches per rank per epoch).
+
+    The outlet adversary's head, new and small, learns at its own rate: at a pretrained model's rate it
+    would not learn the outlets within the run, and its reversed gradient would carry nothing."""
     o = cfg.optim
     n_batches = len(epoch_batches(lengths, o.batch_size, cfg.seed, 0, o.group_by_length, d.world)) // d.world
     steps_per_epoch = max(1, math.ceil(n_batches / o.grad_accum))
     total_steps = o.max_steps or max(1, math.ceil(o.epochs * steps_per_epoch))
-    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=o.lr,
-                                  weight_decay=o.weight_decay)
+    groups = [{"params": [p for p in model.parameters() if p.requires_grad]}]
+    if adversary is not None:
+        groups.append({"params": list(adversary.parameters()), "lr": cfg.outlet_adversary.lr, "weight_decay": 0.0})
+    optimizer = torch.optim.AdamW(groups, lr=o.lr, weight_decay=o.weight_decay)
     scheduler = _lr_scheduler(o.scheduler, optimizer, int(round(o.warmup_ratio * total_steps)), total_steps)
     return optimizer, scheduler, total_steps, n_batches
 
@@ -588,7 +592,8 @@ def setup(cfg: TrainConfig, resume: bool = False, progress: Optional[bool] = Non
         log.info("trainable params: %s / %s (%.3f%%)", f"{n_train:,}", f"{n_total:,}", 100 * n_train / n_total)
     adversary, adversary_rec = setup_adversary(cfg, model, train_ex, train_feats)
     runner = _setup_loss(cfg, model, builder, [f["class_id"] for f in train_feats], d, adversary)
-    optimizer, scheduler, total_steps, n_batches = _setup_optimizer(cfg, runner, [len(f["input_ids"]) for f in train_feats], d)
+    optimizer, scheduler, total_steps, n_batches = _setup_optimizer(cfg, model, [len(f["input_ids"]) for f in train_feats], d,
+                                                                    adversary)
     r = Recipe(cfg=cfg, d=d, source=source, fingerprint=fingerprint, hashes=hashes, model=model, tok=tok,
                builder=builder, runner=runner, train_feats=train_feats,
                val_feats=encode_examples(builder, val_ex, cfg.model.head), optimizer=optimizer, scheduler=scheduler,
