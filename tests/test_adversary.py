@@ -1,6 +1,7 @@
 """train.outlet_adversary: gradient reversal, the within-label outlet head, its vocabulary, and training with it."""
 
 import json
+import math
 
 import pytest
 import torch
@@ -29,12 +30,13 @@ def test_ramp_rises_from_zero_to_one():
     assert ramp(-1) == 0 and ramp(2) == ramp(1)
 
 
-def test_within_label_head_chooses_among_outlets_of_the_target_outlets_label():
+@pytest.mark.parametrize("method", ["reverse", "confusion"])
+def test_within_label_head_chooses_among_outlets_of_the_target_outlets_label(method):
     torch.manual_seed(0)
-    adv = OutletAdversary(5, outlet_labels=[0, 0, 1, 2, 2])
+    adv = OutletAdversary(5, outlet_labels=[0, 0, 1, 2, 2], method=method)
     feats = torch.randn(5, 5)
     ids = torch.tensor([0, 1, 2, 4, IGNORE])
-    loss, acc = adv(feats, ids)
+    loss, stats = adv(feats, ids)
     logits = adv.head(feats).detach()
     expected = torch.stack([
         F.cross_entropy(logits[0, [0, 1]], torch.tensor(0)),
@@ -42,18 +44,47 @@ def test_within_label_head_chooses_among_outlets_of_the_target_outlets_label():
         torch.tensor(0.0),  # outlet 2 is its label's only outlet: nothing to tell apart
         F.cross_entropy(logits[3, [3, 4]], torch.tensor(1)),
     ]).mean()
-    assert torch.allclose(loss, expected, atol=1e-6)
-    assert 0.25 <= float(acc) <= 1.0
+    assert stats["outlet_loss"] == pytest.approx(float(expected), abs=1e-6)
+    assert stats["outlet_acc"] == float((torch.stack([logits[0, :2].argmax() == 0, logits[1, :2].argmax() == 1,
+                                                      torch.tensor(True), logits[3, 3:].argmax() == 1])).float().mean())
+    if method == "reverse":
+        assert torch.allclose(loss, expected, atol=1e-6)
+    else:  # scale 0: the confusion term is reported, not added
+        assert torch.allclose(loss, expected, atol=1e-6) and stats["outlet_confusion"] > 0
 
-    everywhere = OutletAdversary(5, outlet_labels=[0, 0, 1, 2, 2], within_label=False)
+    everywhere = OutletAdversary(5, outlet_labels=[0, 0, 1, 2, 2], within_label=False, method=method)
     everywhere.load_state_dict(adv.state_dict())
-    loss_all, _ = everywhere(feats, ids)
-    assert torch.allclose(loss_all, F.cross_entropy(logits[:4], ids[:4]), atol=1e-6)
+    assert everywhere(feats, ids)[1]["outlet_loss"] == pytest.approx(float(F.cross_entropy(logits[:4], ids[:4])),
+                                                                     abs=1e-6)
+
+
+def test_confusion_pushes_the_model_towards_a_uniform_answer_and_only_the_head_towards_the_outlet():
+    torch.manual_seed(0)
+    adv = OutletAdversary(4, outlet_labels=[0, 0, 0], method="confusion")
+    adv.scale = 2.0
+    feats = torch.randn(8, 4, requires_grad=True)
+    ids = torch.tensor([0, 1, 2, 0, 1, 2, 0, IGNORE])
+    loss, stats = adv(feats, ids)
+    loss.backward()
+
+    x = feats.detach()[:7].clone().requires_grad_(True)
+    logp = F.log_softmax(F.linear(x, adv.head.weight.detach(), adv.head.bias.detach()), -1)
+    (-2.0 * logp.mean(-1).mean()).backward()  # cross-entropy against uniform over all 3 candidates
+    assert torch.allclose(feats.grad[:7], x.grad, atol=1e-6)
+    assert torch.count_nonzero(feats.grad[7]) == 0
+    head = torch.nn.Linear(4, 3)
+    head.load_state_dict(adv.head.state_dict())
+    F.cross_entropy(head(feats.detach()[:7]), ids[:7]).backward()
+    assert torch.allclose(adv.head.weight.grad, head.weight.grad, atol=1e-6)  # the confusion term leaves it
+    uniform_feats = torch.zeros(3, 4)
+    adv.head.weight.data.zero_()
+    adv.head.bias.data.zero_()
+    assert adv(uniform_feats, torch.tensor([0, 1, 2]))[1]["outlet_confusion"] == pytest.approx(math.log(3))
 
 
 def test_the_model_gets_the_reversed_gradient_and_the_head_the_plain_one():
     torch.manual_seed(0)
-    adv = OutletAdversary(4, outlet_labels=[0, 0, 1])
+    adv = OutletAdversary(4, outlet_labels=[0, 0, 1], method="reverse")
     adv.scale = 0.5
     feats = torch.randn(6, 4, requires_grad=True)
     ids = torch.tensor([0, 1, 0, 1, 2, IGNORE])
@@ -61,7 +92,7 @@ def test_the_model_gets_the_reversed_gradient_and_the_head_the_plain_one():
     loss.backward()
 
     plain_feats = feats.detach().clone().requires_grad_(True)
-    plain = OutletAdversary(4, outlet_labels=[0, 0, 1])
+    plain = OutletAdversary(4, outlet_labels=[0, 0, 1], method="reverse")
     plain.load_state_dict(adv.state_dict())
     plain.scale = -1.0  # reversing with -1 is the plain gradient
     plain(plain_feats, ids)[0].backward()
@@ -73,9 +104,9 @@ def test_the_model_gets_the_reversed_gradient_and_the_head_the_plain_one():
 def test_no_outlet_to_learn_from_gives_zero_loss_connected_to_the_graph():
     adv = OutletAdversary(3, outlet_labels=[0, 1])
     feats = torch.randn(2, 3, requires_grad=True)
-    loss, acc = adv(feats, torch.tensor([IGNORE, IGNORE]))
+    loss, stats = adv(feats, torch.tensor([IGNORE, IGNORE]))
     loss.backward()
-    assert float(loss.detach()) == 0 and torch.isnan(acc) and adv.head.weight.grad is not None
+    assert float(loss.detach()) == 0 and stats == {} and adv.head.weight.grad is not None
 
 
 def test_outlet_vocabulary_keeps_outlets_with_enough_articles_and_their_majority_label():
@@ -109,19 +140,29 @@ def _log(out):
     return [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
 
 
-@pytest.mark.parametrize("head,over", [("cls", {"model__pooling": "mean", "finetune": "full"}), ("lm", {})])
-def test_training_with_the_adversary_logs_its_outlets_and_losses(request, head, over, outlet_data_dir, tmp_path):
+@pytest.mark.parametrize("head,method,over", [("cls", "confusion", {"model__pooling": "mean", "finetune": "full"}),
+                                              ("cls", "reverse", {"model__pooling": "mean", "finetune": "full"}),
+                                              ("lm", "confusion", {})])
+def test_training_with_the_adversary_logs_its_outlets_and_losses(request, head, method, over, outlet_data_dir,
+                                                                 tmp_path):
+    from newsbias.train import setup
+
     model_dir = request.getfixturevalue("tiny_bert_dir" if head == "cls" else "tiny_qwen_dir")
     out = tmp_path / head
-    summary = train(tiny_cfg(model_dir, outlet_data_dir, out, head=head, optim__max_steps=4, eval__every_steps=4,
-                             outlet_adversary__weight=1.0, outlet_adversary__min_articles=5, **over))
+    cfg = tiny_cfg(model_dir, outlet_data_dir, out, head=head, optim__max_steps=4, eval__every_steps=4,
+                   outlet_adversary__weight=1.0, outlet_adversary__min_articles=5, outlet_adversary__method=method,
+                   **over)
+    groups = setup(cfg).optimizer.param_groups
+    assert groups[1]["lr"] == cfg.outlet_adversary.lr != groups[0]["lr"] and len(groups[1]["params"]) == 2
+    summary = train(cfg.model_copy(update={"overwrite": True}))
     log = _log(out)
     adv = next(r for r in log if r["type"] == "adversary")
-    assert adv["outlets"] == 6 and adv["articles"] == 96 and adv["scope"] == "within_label"
+    assert adv["outlets"] == 6 and adv["articles"] == 96 and adv["scope"] == "within_label" and adv["method"] == method
     steps = [r for r in log if r["type"] == "train"]
     assert len(steps) == 4 and all(r["outlet_loss"] > 0 for r in steps)
     assert [r["adversary_scale"] for r in steps] == sorted(r["adversary_scale"] for r in steps)
-    assert all(abs(r["loss"] - r["label_loss"] - r["outlet_loss"]) < 1e-5 for r in steps)
+    pushed = [r["adversary_scale"] * r.get("outlet_confusion", 0) for r in steps]
+    assert all(abs(r["loss"] - r["label_loss"] - r["outlet_loss"] - p) < 1e-5 for r, p in zip(steps, pushed))
     assert summary["steps"] == 4 and not (out / "adversary.safetensors").exists()  # a training aid only
 
 

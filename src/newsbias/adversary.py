@@ -68,14 +68,22 @@ def outlet_vocabulary(outlets: Sequence[Optional[str]], labels: Sequence[int], m
 
 
 class OutletAdversary(nn.Module):
-    """A linear outlet head over reversed features; ``forward`` gives its loss and accuracy.
+    """A linear outlet head over the label head's input; ``forward`` gives the outlet loss and accuracy.
 
     ``outlet_labels[k]`` is outlet k's label id; with ``within_label`` the head chooses only among
-    outlets of the target outlet's label. ``scale`` (the reversed gradient's strength) is set by the
-    training loop each step.
+    outlets of the target outlet's label. ``scale`` (the strength of the push on the model) is set by
+    the training loop each step. The head always learns to name the outlet; the model is pushed by
+
+    - ``method="reverse"``: the head's own loss, its gradient reversed (Ganin & Lempitsky 2015; Baly et
+      al. 2020). The model can meet it by making outlet A look like outlet B, which keeps the outlets
+      apart for any other reader.
+    - ``method="confusion"``: the cross-entropy of the head's answer against the uniform distribution
+      over the candidate outlets (Tzeng et al. 2015), with the head held fixed: the model is asked for
+      features on which the head cannot prefer any outlet.
     """
 
-    def __init__(self, hidden: int, outlet_labels: Sequence[int], within_label: bool = True):
+    def __init__(self, hidden: int, outlet_labels: Sequence[int], within_label: bool = True,
+                 method: str = "confusion"):
         super().__init__()
         if len(outlet_labels) < 2:
             raise NewsbiasError(f"train.outlet_adversary needs at least 2 outlets with enough training articles; "
@@ -84,22 +92,40 @@ class OutletAdversary(nn.Module):
         self.head = nn.Linear(hidden, len(outlet_labels))
         self.register_buffer("outlet_labels", torch.tensor(list(outlet_labels), dtype=torch.long), persistent=False)
         self.within_label = within_label
+        self.method = method
         self.scale = 0.0
 
-    def forward(self, feats: torch.Tensor, outlet_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(mean cross-entropy, share named right)`` over the rows whose outlet id is not :data:`IGNORE`."""
+    def _logits(self, x: torch.Tensor, candidates: torch.Tensor, fixed_head: bool = False) -> torch.Tensor:
+        w, b = self.head.weight.float(), self.head.bias.float()
+        if fixed_head:
+            w, b = w.detach(), b.detach()
+        return F.linear(x, w, b).masked_fill(~candidates, float("-inf"))
+
+    def forward(self, feats: torch.Tensor, outlet_ids: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
+        """``(loss, stats)`` over the rows whose outlet id is not :data:`IGNORE`. The loss is the head's
+        cross-entropy plus, for ``confusion``, ``scale`` times the confusion term; ``stats``: ``outlet_loss``
+        (the head's cross-entropy), ``outlet_acc`` (share of outlets it names) and ``outlet_confusion``."""
         keep = outlet_ids != IGNORE
         if not bool(keep.any()):
             zero = feats.sum() * 0.0  # keeps the graph (and DDP's view of the parameters) connected
-            return zero + self.head.weight.sum() * 0.0, torch.tensor(float("nan"))
-        x = reverse_gradient(feats[keep].float(), self.scale)
-        target = outlet_ids[keep]
-        logits = F.linear(x, self.head.weight.float(), self.head.bias.float())
+            return zero + self.head.weight.sum() * 0.0, {}
+        x, target = feats[keep].float(), outlet_ids[keep]
+        candidates = torch.ones(len(target), len(self.outlet_labels), dtype=torch.bool, device=target.device)
         if self.within_label:
-            same = self.outlet_labels[None, :] == self.outlet_labels[target][:, None]
-            logits = logits.masked_fill(~same, float("-inf"))
-        loss = F.cross_entropy(logits, target)
-        return loss, (logits.argmax(-1) == target).float().mean().detach()
+            candidates = self.outlet_labels[None, :] == self.outlet_labels[target][:, None]
+        if self.method == "reverse":
+            logits = self._logits(reverse_gradient(x, self.scale), candidates)
+            ce = F.cross_entropy(logits, target)
+            return ce, _stats(ce, logits, target)
+        logits = self._logits(x.detach(), candidates)
+        logp = F.log_softmax(self._logits(x, candidates, fixed_head=True), -1).masked_fill(~candidates, 0.0)
+        confusion = -(logp.sum(-1) / candidates.sum(-1)).mean()
+        ce = F.cross_entropy(logits, target)
+        return ce + self.scale * confusion, {**_stats(ce, logits, target), "outlet_confusion": float(confusion.detach())}
+
+
+def _stats(ce: torch.Tensor, logits: torch.Tensor, target: torch.Tensor) -> dict[str, float]:
+    return {"outlet_loss": float(ce.detach()), "outlet_acc": float((logits.argmax(-1) == target).float().mean())}
 
 
 __all__ = ["IGNORE", "OutletAdversary", "outlet_vocabulary", "ramp", "reverse_gradient"]

@@ -280,6 +280,11 @@ class TrainAdversaryConfig(StrictModel):
         default="within_label", description="within_label: the adversary tells apart only outlets of the same "
                                             "leaning; all: every outlet (Baly et al. 2020), which also works "
                                             "against the label itself.")
+    method: Literal["confusion", "reverse"] = Field(
+        default="confusion", description="How the model is pushed: confusion = towards features on which the "
+                                         "outlet head's answer is uniform over the candidate outlets (Tzeng et al. "
+                                         "2015); reverse = the head's loss with its gradient reversed (Ganin & "
+                                         "Lempitsky 2015, Baly et al. 2020).")
     min_articles: int = Field(default=20, ge=1, description="Outlets with fewer training articles are not the "
                                                             "adversary's targets.")
     lr: float = Field(default=1e-2, gt=0.0, description="Learning rate of the adversary's outlet head (new "

@@ -689,7 +689,7 @@ class LabelLossModule(nn.Module):
     really runs (the body + the LM head at label positions only). With an ``adversary``
     (:class:`newsbias.adversary.OutletAdversary`) the loss adds its outlet loss on the vector the
     label head reads (lm: the answer position's hidden state; cls: the head's input), and
-    :attr:`parts` holds the step's label loss, outlet loss and outlet accuracy.
+    :attr:`parts` holds the step's label loss and the adversary's statistics.
     """
 
     def __init__(self, model: nn.Module, head: Head, label_token_ids: Sequence[int],
@@ -729,9 +729,8 @@ class LabelLossModule(nn.Module):
         if feats is None or feats.dim() != 2:
             raise NewsbiasError("train.outlet_adversary reads one vector per article, and this model's head reads "
                                 "every position; use model.pooling: mean or model.head: lm")
-        adv_loss, adv_acc = self.adversary(feats, outlet_ids)
-        self.parts = {"label_loss": float(loss.detach()), "outlet_loss": float(adv_loss.detach()),
-                      "outlet_acc": float(adv_acc)}
+        adv_loss, stats = self.adversary(feats, outlet_ids)
+        self.parts = {"label_loss": float(loss.detach()), **stats}
         return loss + adv_loss, logits
 
 

@@ -531,9 +531,9 @@ def setup_adversary(cfg: TrainConfig, model: torch.nn.Module, train_ex: Sequence
     for f, o in zip(feats, outlets):
         f["outlet_id"] = index.get(o, IGNORE) if o else IGNORE
     hidden = _hf_model(model).config.hidden_size
-    adversary = OutletAdversary(hidden, labels, a.scope == "within_label").to(next(model.parameters()).device)
+    adversary = OutletAdversary(hidden, labels, a.scope == "within_label", a.method).to(next(model.parameters()).device)
     covered = sum(f["outlet_id"] != IGNORE for f in feats)
-    return adversary, {"type": "adversary", "outlets": len(names), "articles": covered, "scope": a.scope,
+    return adversary, {"type": "adversary", "outlets": len(names), "articles": covered, "scope": a.scope, "method": a.method,
                        "weight": a.weight, "min_articles": a.min_articles}
 
 
@@ -621,7 +621,7 @@ def train_step(r: Recipe, group: Sequence[Sequence[int]]) -> dict[str, Any]:
     """One optimizer step over ``group`` (grad_accum micro-batches); returns its loss, lr and grad norm."""
     collate = LabelOnlyCollator(r.tok.pad_token_id)
     loss_sum = 0.0
-    parts: Counter = Counter()
+    parts: dict[str, list[float]] = {}
     if r.adversary is not None:
         r.adversary.scale = r.cfg.outlet_adversary.weight * ramp(r.state.step / max(1, r.total_steps))
     for k, idx in enumerate(group):
@@ -634,7 +634,8 @@ def train_step(r: Recipe, group: Sequence[Sequence[int]]) -> dict[str, Any]:
             (loss / len(group)).backward()
         loss_sum += float(loss.detach())
         if r.adversary is not None:
-            parts.update(_loss_module(r.runner).parts)
+            for k, v in _loss_module(r.runner).parts.items():
+                parts.setdefault(k, []).append(v)
     gnorm = None
     if r.cfg.optim.max_grad_norm:
         params = [p for p in r.model.parameters() if p.requires_grad]
@@ -644,7 +645,7 @@ def train_step(r: Recipe, group: Sequence[Sequence[int]]) -> dict[str, Any]:
     r.optimizer.zero_grad(set_to_none=True)
     out = {"loss": loss_sum / len(group), "lr": r.scheduler.get_last_lr()[0], "grad_norm": gnorm}
     if r.adversary is not None:
-        out.update({k: v / len(group) for k, v in parts.items()}, adversary_scale=r.adversary.scale)
+        out.update({k: sum(v) / len(v) for k, v in parts.items()}, adversary_scale=r.adversary.scale)
     return out
 
 
