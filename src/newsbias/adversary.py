@@ -4,8 +4,8 @@ Every label in the news-leaning datasets is its outlet's rating, so a classifier
 recognising the outlet, which does not carry over to outlets it never saw. Following Baly et al.
 (EMNLP 2020, adversarial media adaptation) and Ganin & Lempitsky (ICML 2015, gradient reversal),
 a linear head learns to name each training article's outlet from the same vector the label head
-reads, and the model receives the reversed gradient of that head's loss: it is trained to keep
-the label and lose the outlet.
+reads, and the model is pushed against it (the head's gradient reversed, or towards a head that
+cannot choose; :class:`OutletAdversary`): it is trained to keep the label and lose the outlet.
 
 ``scope: within_label`` (the default) asks the head to tell apart only outlets of the same leaning.
 Across leanings, "which outlet" and "which label" are the same question in this data, and an

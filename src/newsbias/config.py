@@ -274,8 +274,8 @@ class TrainCheckpointConfig(StrictModel):
 
 class TrainAdversaryConfig(StrictModel):
     weight: float = Field(
-        default=0.0, ge=0.0, description="Strength of the reversed outlet gradient (its ramp from 0 reaches this "
-                                         "by the end of training); 0 = off. See newsbias.adversary.")
+        default=0.0, ge=0.0, description="Strength of the push against the outlet head (its ramp from 0 reaches "
+                                         "this by the end of training); 0 = off. See newsbias.adversary.")
     scope: Literal["within_label", "all"] = Field(
         default="within_label", description="within_label: the adversary tells apart only outlets of the same "
                                             "leaning; all: every outlet (Baly et al. 2020), which also works "
@@ -316,8 +316,8 @@ class TrainConfig(StrictModel):
                                           "best, the run's own kept checkpoint included; [] = off.")
     outlet_adversary: TrainAdversaryConfig = Field(
         default_factory=TrainAdversaryConfig, description="Train features that cannot name the article's outlet: "
-                                                          "a linear outlet head over the label head's input, its "
-                                                          "gradient reversed into the model.")
+                                                          "a linear outlet head over the label head's input, and "
+                                                          "the model pushed against it (see method).")
     calibrate: Literal["temperature", "none"] = Field(
         default="temperature", description="temperature: after training, fit one temperature on val's scores "
                                            "of the kept weights (lowest val log-loss; labels unchanged) and "

@@ -529,7 +529,7 @@ def setup_adversary(cfg: TrainConfig, model: torch.nn.Module, train_ex: Sequence
     names, labels = outlet_vocabulary(outlets, [f["class_id"] for f in feats], a.min_articles)
     index = {n: k for k, n in enumerate(names)}
     for f, o in zip(feats, outlets):
-        f["outlet_id"] = index.get(o, IGNORE) if o else IGNORE
+        f["outlet_id"] = index.get(o, IGNORE)
     hidden = _hf_model(model).config.hidden_size
     adversary = OutletAdversary(hidden, labels, a.scope == "within_label", a.method).to(next(model.parameters()).device)
     covered = sum(f["outlet_id"] != IGNORE for f in feats)
@@ -554,7 +554,7 @@ def _setup_optimizer(cfg: TrainConfig, model: torch.nn.Module, lengths: Sequence
     """(optimizer, scheduler, total optimizer steps, micro-batches per rank per epoch).
 
     The outlet adversary's head, new and small, learns at its own rate: at a pretrained model's rate it
-    would not learn the outlets within the run, and its reversed gradient would carry nothing."""
+    would not learn the outlets within the run, and pushing the model against it would carry nothing."""
     o = cfg.optim
     n_batches = len(epoch_batches(lengths, o.batch_size, cfg.seed, 0, o.group_by_length, d.world)) // d.world
     steps_per_epoch = max(1, math.ceil(n_batches / o.grad_accum))
