@@ -403,7 +403,7 @@ def test_checkpoints_of_another_run_are_never_resumed_or_mixed(tiny_qwen_dir, pl
     with pytest.raises(KeyboardInterrupt):
         train(tiny_cfg(tiny_qwen_dir, planted_data_dir, out, seed=1, **kw), _interrupt_after_step=3)
     other = tiny_cfg(tiny_qwen_dir, planted_data_dir, out, seed=2, optim__lr=1e-2, **kw)
-    with pytest.raises(NewsbiasError, match="belongs to another run"):
+    with pytest.raises(NewsbiasError, match=r"belongs to another run: train\.optim\.lr .*; train\.seed \(1 in"):
         train(other, resume=True)
     with pytest.raises(NewsbiasError, match="holds checkpoints of an earlier run"):
         train(other)
@@ -439,10 +439,55 @@ def test_report_to_tensorboard_writes_the_same_scalars_as_the_log(tiny_qwen_dir,
 
 
 def test_report_to_is_not_part_of_the_run_fingerprint(tiny_qwen_dir, planted_data_dir, tmp_path):
-    from newsbias.train import run_fingerprint
+    from newsbias.train import run_fingerprint, run_identity
 
     a = tiny_cfg(tiny_qwen_dir, planted_data_dir, tmp_path)
-    assert run_fingerprint(a, {}) == run_fingerprint(a.model_copy(update={"report_to": ["tensorboard"]}), {})
+    b = a.model_copy(update={"report_to": ["tensorboard"]})
+    assert run_fingerprint(run_identity(a, {})) == run_fingerprint(run_identity(b, {}))
+
+
+def _fake_checkpoint(out, identity, with_run=True):
+    from newsbias.train import run_fingerprint
+
+    ckpt = out / "checkpoints" / "checkpoint-2"
+    ckpt.mkdir(parents=True, exist_ok=True)
+    state = {"fingerprint": run_fingerprint(identity), **({"run": identity} if with_run else {})}
+    (ckpt / "trainer_state.json").write_text(json.dumps(state))
+    return ckpt
+
+
+def test_a_refused_resume_names_what_changed(tiny_qwen_dir, planted_data_dir, tmp_path):
+    from newsbias.train import check_checkpoints, run_identity
+
+    hashes = {"train": {"sha256": "aaaa1111" * 8}, "val": {"sha256": "bbbb2222" * 8}}
+    cfg = tiny_cfg(tiny_qwen_dir, planted_data_dir, tmp_path)
+    ckpt = _fake_checkpoint(tmp_path, run_identity(cfg, hashes))
+    assert check_checkpoints(tmp_path, run_identity(cfg, hashes), True, False) == ckpt
+    other = tiny_cfg(tiny_qwen_dir, planted_data_dir, tmp_path, optim__lr=1e-2, seed=7)
+    with pytest.raises(NewsbiasError, match=r"another run: train\.optim\.lr \(0\.005 in the checkpoint, 0\.01 now\); "
+                                            r"train\.seed \(42 in the checkpoint, 7 now\); rerun"):
+        check_checkpoints(tmp_path, run_identity(other, hashes), True, False)
+    moved = {**hashes, "train": {"sha256": "cccc3333" * 8}}
+    with pytest.raises(NewsbiasError, match=r"another run: the train data \(sha256 aaaa1111 in the checkpoint, "
+                                            r"cccc3333 now\); rerun"):
+        check_checkpoints(tmp_path, run_identity(cfg, moved), True, False)
+    _fake_checkpoint(tmp_path, run_identity(other, hashes), with_run=False)
+    with pytest.raises(NewsbiasError, match="belongs to another run \\(config or data differ: fingerprint"):
+        check_checkpoints(tmp_path, run_identity(cfg, hashes), True, False)
+
+
+def test_resume_accepts_a_checkpoint_older_than_a_setting_left_at_its_default(tiny_qwen_dir, planted_data_dir,
+                                                                             tmp_path):
+    from newsbias.train import check_checkpoints, run_identity
+
+    cfg = tiny_cfg(tiny_qwen_dir, planted_data_dir, tmp_path)
+    older = run_identity(cfg, {})
+    del older["config"]["outlet_adversary"]  # as written by a newsbias that did not have the setting yet
+    ckpt = _fake_checkpoint(tmp_path, older)
+    assert check_checkpoints(tmp_path, run_identity(cfg, {}), True, False) == ckpt
+    on = tiny_cfg(tiny_qwen_dir, planted_data_dir, tmp_path, outlet_adversary__weight=1.0)
+    with pytest.raises(NewsbiasError, match=r"train\.outlet_adversary\.weight \(unset in the checkpoint, 1\.0 now\)"):
+        check_checkpoints(tmp_path, run_identity(on, {}), True, False)
 
 
 def test_no_empty_model_card_template_is_left_behind(tiny_qwen_dir, planted_data_dir, tmp_path):

@@ -281,30 +281,66 @@ def _lr_scheduler(name: str, optimizer: torch.optim.Optimizer, warmup: int, tota
     return get_scheduler(sched, optimizer, num_warmup_steps=warmup, num_training_steps=total)
 
 
-def run_fingerprint(cfg: TrainConfig, hashes: dict[str, Any]) -> str:
-    """A digest of everything that decides the trained weights: the config and the data's sha256."""
-    conf = {k: v for k, v in dump_config(cfg).items() if k not in ("progress", "out_dir", "checkpoint", "overwrite", "report_to")}
+_NOT_IN_RUN = ("progress", "out_dir", "checkpoint", "overwrite", "report_to")
+
+
+def run_identity(cfg: TrainConfig, hashes: dict[str, Any]) -> dict[str, Any]:
+    """Everything that decides the trained weights: the config (less where and how the run is saved or
+    logged) and the data's sha256. Checkpoints store it, so a refused ``--resume`` can name what changed."""
+    conf = {k: v for k, v in dump_config(cfg).items() if k not in _NOT_IN_RUN}
     data = {k: v.get("sha256") for k, v in hashes.items() if isinstance(v, dict) and "sha256" in v}
-    blob = json.dumps({"config": conf, "data": data}, sort_keys=True, default=str)
+    return {"config": conf, "data": data}
+
+
+def run_fingerprint(identity: dict[str, Any]) -> str:
+    """A short digest of a :func:`run_identity`."""
+    blob = json.dumps(identity, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
-def check_checkpoints(out_dir: Path, fingerprint: str, resume: bool, overwrite: bool) -> Optional[Path]:
+def _flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        out.update(_flat(v, f"{prefix}{k}.") if isinstance(v, dict) and v else {f"{prefix}{k}": v})
+    return out
+
+
+def run_differences(theirs: dict[str, Any], ours: dict[str, Any]) -> list[str]:
+    """What differs between a checkpoint's :func:`run_identity` and this run's, one phrase per setting.
+
+    A setting the checkpoint does not record (added by a later newsbias) counts as unchanged while
+    it keeps its default, the value that reproduces what the older version did.
+    """
+    a, b = _flat(theirs), _flat(ours)
+    defaults = _flat({"config": dump_config(TrainConfig())})
+    missing = object()
+    out = []
+    for key in sorted(a.keys() | b.keys()):
+        old, new = a.get(key, missing), b.get(key, missing)
+        if old == new or (old is missing and key.startswith("config.") and defaults.get(key, missing) == new):
+            continue
+        kind, name = key.split(".", 1)
+        if kind == "data":
+            out.append(f"the {name} data (sha256 {str(old)[:8]} in the checkpoint, {str(new)[:8]} now)")
+        else:
+            show = lambda v: "unset" if v is missing else json.dumps(v)  # noqa: E731
+            out.append(f"train.{name} ({show(old)} in the checkpoint, {show(new)} now)")
+    return out
+
+
+def check_checkpoints(out_dir: Path, identity: dict[str, Any], resume: bool, overwrite: bool) -> Optional[Path]:
     """The checkpoint to resume from (or None), refusing to mix runs.
 
-    ``resume`` needs the latest checkpoint to carry this run's fingerprint; a new run into a
-    directory holding another run's checkpoints is refused unless ``overwrite`` (which removes them).
+    ``resume`` needs the latest checkpoint to belong to this run (same fingerprint, or a recorded
+    identity with no :func:`run_differences`); a new run into a directory holding another run's
+    checkpoints is refused unless ``overwrite`` (which removes them).
     """
     ckpt_root = out_dir / CHECKPOINT_DIR
     latest = latest_checkpoint(out_dir)
     if resume:
         if latest is None:
             raise NewsbiasError(f"--resume: no checkpoint under {ckpt_root}; run without --resume")
-        theirs = _read_fingerprint(latest)
-        if theirs != fingerprint:
-            raise NewsbiasError(f"--resume: the checkpoint {latest} belongs to another run (config or data differ: "
-                                f"fingerprint {theirs} vs {fingerprint}); rerun with the same config and data, or "
-                                f"start over with --overwrite")
+        _check_same_run(latest, identity)
         return latest
     if latest is not None or (ckpt_root.is_dir() and any(ckpt_root.iterdir())):
         if not overwrite:
@@ -314,8 +350,20 @@ def check_checkpoints(out_dir: Path, fingerprint: str, resume: bool, overwrite: 
     return None
 
 
-def _read_fingerprint(ckpt: Path) -> Optional[str]:
-    return (read_json(ckpt / "trainer_state.json", strict=False) or {}).get("fingerprint")
+def _check_same_run(ckpt: Path, identity: dict[str, Any]) -> None:
+    state = read_json(ckpt / "trainer_state.json", strict=False) or {}
+    fingerprint = run_fingerprint(identity)
+    if state.get("fingerprint") == fingerprint:
+        return
+    if "run" not in state:  # written before checkpoints recorded their run's settings
+        raise NewsbiasError(f"--resume: the checkpoint {ckpt} belongs to another run (config or data differ: "
+                            f"fingerprint {state.get('fingerprint')} vs {fingerprint}); rerun with the same config "
+                            f"and data, or start over with --overwrite")
+    changed = run_differences(state["run"], identity)
+    if changed:
+        more = f" and {len(changed) - 3} more" if len(changed) > 3 else ""
+        raise NewsbiasError(f"--resume: the checkpoint {ckpt} belongs to another run: {'; '.join(changed[:3])}{more}; "
+                            f"rerun with the checkpoint's settings and data, or start over with --overwrite")
 
 
 @dataclass
@@ -340,7 +388,7 @@ class Recipe:
     cfg: TrainConfig
     d: Dist
     source: str
-    fingerprint: str
+    identity: dict[str, Any]
     hashes: dict[str, Any]
     model: torch.nn.Module
     tok: Any
@@ -575,8 +623,8 @@ def setup(cfg: TrainConfig, resume: bool = False, progress: Optional[bool] = Non
     train_ex, val_ex, hashes = load_training_data(cfg)
     source = join_gguf(cfg.model.name_or_path, cfg.model.gguf_file)
     _check_model_path(source)
-    fingerprint = run_fingerprint(cfg, hashes)
-    ckpt = check_checkpoints(Path(cfg.out_dir), fingerprint, resume, cfg.overwrite)
+    identity = run_identity(cfg, hashes)
+    ckpt = check_checkpoints(Path(cfg.out_dir), identity, resume, cfg.overwrite)
     d, device = _setup_device(cfg)
     model, tok, builder = _setup_model(cfg, source, device, train_ex)
     train_feats = encode_examples(builder, train_ex, cfg.model.head)
@@ -594,7 +642,7 @@ def setup(cfg: TrainConfig, resume: bool = False, progress: Optional[bool] = Non
     runner = _setup_loss(cfg, model, builder, [f["class_id"] for f in train_feats], d, adversary)
     optimizer, scheduler, total_steps, n_batches = _setup_optimizer(cfg, model, [len(f["input_ids"]) for f in train_feats], d,
                                                                     adversary)
-    r = Recipe(cfg=cfg, d=d, source=source, fingerprint=fingerprint, hashes=hashes, model=model, tok=tok,
+    r = Recipe(cfg=cfg, d=d, source=source, identity=identity, hashes=hashes, model=model, tok=tok,
                builder=builder, runner=runner, train_feats=train_feats,
                val_feats=encode_examples(builder, val_ex, cfg.model.head), optimizer=optimizer, scheduler=scheduler,
                total_steps=total_steps, n_batches=n_batches, show=show, half=half, adversary=adversary)
@@ -774,7 +822,7 @@ def save_checkpoint(r: Recipe) -> None:
         if r.cfg.finetune == "lora":
             save_weights(r.model, tmp)
         write_json(tmp / "trainer_state.json", {
-            "fingerprint": r.fingerprint, "state": asdict(r.state), "optimizer_param_groups": groups,
+            "fingerprint": run_fingerprint(r.identity), "run": r.identity, "state": asdict(r.state), "optimizer_param_groups": groups,
             "scheduler": r.scheduler.state_dict(), "rng": rng})
         shutil.rmtree(final, ignore_errors=True)
         os.replace(tmp, final)
