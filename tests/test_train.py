@@ -469,7 +469,7 @@ def test_a_refused_resume_names_what_changed(tiny_qwen_dir, planted_data_dir, tm
         check_checkpoints(tmp_path, run_identity(other, hashes), True, False)
     moved = {**hashes, "train": {"sha256": "cccc3333" * 8}}
     with pytest.raises(NewsbiasError, match=r"another run: the train data \(sha256 aaaa1111 in the checkpoint, "
-                                            r"cccc3333 now\); rerun"):
+                                            r"sha256 cccc3333 now\); rerun"):
         check_checkpoints(tmp_path, run_identity(cfg, moved), True, False)
     _fake_checkpoint(tmp_path, run_identity(other, hashes), with_run=False)
     with pytest.raises(NewsbiasError, match="belongs to another run \\(config or data differ: fingerprint"):

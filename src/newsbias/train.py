@@ -305,6 +305,15 @@ def _flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
+_MISSING = object()
+
+
+def _shown(value: Any, digest: bool = False) -> str:
+    if value is _MISSING:
+        return "unset"
+    return f"sha256 {str(value)[:8]}" if digest else json.dumps(value)
+
+
 def run_differences(theirs: dict[str, Any], ours: dict[str, Any]) -> list[str]:
     """What differs between a checkpoint's :func:`run_identity` and this run's, one phrase per setting.
 
@@ -313,18 +322,15 @@ def run_differences(theirs: dict[str, Any], ours: dict[str, Any]) -> list[str]:
     """
     a, b = _flat(theirs), _flat(ours)
     defaults = _flat({"config": dump_config(TrainConfig())})
-    missing = object()
     out = []
     for key in sorted(a.keys() | b.keys()):
-        old, new = a.get(key, missing), b.get(key, missing)
-        if old == new or (old is missing and key.startswith("config.") and defaults.get(key, missing) == new):
+        old, new = a.get(key, _MISSING), b.get(key, _MISSING)
+        if old == new or (old is _MISSING and key.startswith("config.") and defaults.get(key, _MISSING) == new):
             continue
         kind, name = key.split(".", 1)
-        if kind == "data":
-            out.append(f"the {name} data (sha256 {str(old)[:8]} in the checkpoint, {str(new)[:8]} now)")
-        else:
-            show = lambda v: "unset" if v is missing else json.dumps(v)  # noqa: E731
-            out.append(f"train.{name} ({show(old)} in the checkpoint, {show(new)} now)")
+        what = f"the {name} data" if kind == "data" else f"train.{name}"
+        digest = kind == "data"
+        out.append(f"{what} ({_shown(old, digest)} in the checkpoint, {_shown(new, digest)} now)")
     return out
 
 
