@@ -80,6 +80,29 @@ def test_onnx_export_scores_like_the_torch_model(adapters, exports, head, texts)
     assert "library_name: onnx" in card and "ONNX graph" in card and "int8" not in card
 
 
+def test_lm_graph_takes_the_shared_prefix_apart_and_scores_any_batch(adapters, exports, texts):
+    from newsbias.modeling import pad_batch, score_ids
+    from newsbias.onnx_model import split_prefix
+
+    clf = Classifier.load(str(adapters["lm"]), device="cpu")
+    assert json.loads((exports["lm"] / "newsbias.json").read_text())["onnx"]["shared_prefix"] is True
+    scorer = Classifier.load(str(exports["lm"])).model
+    assert scorer.inputs == ["prefix_ids", "input_ids", "attention_mask", "answer_pos"]
+    assert "share run once per batch" in (exports["lm"] / "README.md").read_text()
+    assert "share run once per batch" not in (exports["cls"] / "README.md").read_text()  # an encoder reads both ways
+    encs = [clf.builder.encode(t) for t in texts[:3]]
+    b = pad_batch([e.input_ids for e in encs], clf.tokenizer.pad_token_id)
+    ids, mask, pos = b["input_ids"], b["attention_mask"], torch.tensor([e.answer_pos for e in encs])
+    split = split_prefix(ids, mask, pos)
+    assert split["prefix_ids"].shape[1] >= 2 and (split["answer_pos"] == pos - split["prefix_ids"].shape[1]).all()
+    ids[1, 0] = (ids[0, 0] + 1) % len(clf.tokenizer)  # now the rows share no first token: scored one by one
+    assert split_prefix(ids, mask, pos) is None
+    for rows in (slice(0, 3), slice(1, 2)):
+        want = score_ids(clf.model, "lm", ids[rows], mask[rows], pos[rows], clf.builder.label_token_ids,
+                         share_prefix=False)
+        torch.testing.assert_close(scorer.label_logits(ids[rows], mask[rows], pos[rows]), want, atol=1e-4, rtol=0)
+
+
 @pytest.mark.slow
 def test_int8_export_keeps_mlp_outputs_fp32_and_predict_reads_it(adapters, texts, tmp_path, capsys,
                                                                   planted_data_dir):

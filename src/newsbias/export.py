@@ -283,15 +283,16 @@ def _base_context(settings: ModelSettings, base_model_id: Optional[str]) -> dict
 def _onnx_kind(onnx: dict[str, Any]) -> str:
     """The card's words for an ONNX export, from what the export recorded (``newsbias.json``'s ``onnx``)."""
     kind = "an ONNX graph of the merged model's scoring function"
-    if onnx.get("quantize", "none") == "none":
-        return kind
-    kind += (" with int8 weights" if onnx["quantize"] == "int8"
-             else " with int8 weights and activations in blocks of 128 inputs")
-    kept = sorted({re.sub(r"^.*\.layers?\.\d+\.", "", name) for name in onnx.get("kept_fp32") or []})
-    kind += f" (`{'`, `'.join(kept)}` kept in fp32)" if kept else " (every layer)"
+    if onnx.get("quantize", "none") != "none":
+        kind += (" with int8 weights" if onnx["quantize"] == "int8"
+                 else " with int8 weights and activations in blocks of 128 inputs")
+        kept = sorted({re.sub(r"^.*\.layers?\.\d+\.", "", name) for name in onnx.get("kept_fp32") or []})
+        kind += f" (`{'`, `'.join(kept)}` kept in fp32)" if kept else " (every layer)"
     if onnx.get("smooth"):
         kind += (f", activation outliers moved into the weights first (SmoothQuant, alpha {onnx['smooth']['alpha']}, "
                  f"calibrated on {onnx['smooth']['calibration_articles']} articles)")
+    if onnx.get("shared_prefix"):
+        kind += "; the prompt's leading tokens that a batch's articles share run once per batch"
     return kind
 
 

@@ -614,17 +614,25 @@ def answer_hidden(model: nn.Module, input_ids: torch.Tensor, attention_mask: tor
     pass is deterministic (``lora.dropout: 0``): a shared prefix would give every row one dropout mask.
     """
     hf = _hf_model(model)
-    body = hf.base_model  # transformers' property: the decoder stack without the LM head
     n = shared_prefix_len(input_ids, attention_mask, cols) if share_prefix else 0
     if n < SHARED_PREFIX_MIN or _checkpointing(hf) or (model.training and _drops_out(model, hf)):
-        return _body_hidden(body, input_ids, attention_mask, use_cache=False)[rows, cols]
-    out = body(input_ids=input_ids[:1, :n], attention_mask=attention_mask[:1, :n], use_cache=True)
+        return _body_hidden(hf.base_model, input_ids, attention_mask, use_cache=False)[rows, cols]
+    return prefixed_hidden(model, input_ids[:1, :n], input_ids[:, n:], attention_mask)[rows, cols - n]
+
+
+def prefixed_hidden(model: nn.Module, prefix_ids: torch.Tensor, input_ids: torch.Tensor,
+                    attention_mask: torch.Tensor) -> torch.Tensor:
+    """Final hidden states ``[batch, len, hidden]`` of a causal LM's body for rows that all begin with
+    ``prefix_ids`` (``[1, p]``, unpadded) followed by their own ``input_ids`` (``[batch, len]``): the
+    prefix runs once and every row attends to its key/value cache. ``attention_mask`` covers prefix and
+    rows (``[batch, p + len]``)."""
+    body = _hf_model(model).base_model  # transformers' property: the decoder stack without the LM head
+    out = body(input_ids=prefix_ids, attention_mask=torch.ones_like(prefix_ids), use_cache=True)
     cache = getattr(out, "cache", None) or out.past_key_values
     cache.batch_repeat_interleave(input_ids.shape[0])
     # transformers 5.x names the argument ``cache``; 4.x ``past_key_values``
     name = "cache" if "cache" in inspect.signature(body.forward).parameters else "past_key_values"
-    hidden = _body_hidden(body, input_ids[:, n:], attention_mask, use_cache=True, **{name: cache})
-    return hidden[rows, cols - n]
+    return _body_hidden(body, input_ids, attention_mask, use_cache=True, **{name: cache})
 
 
 def _drops_out(model: nn.Module, hf: nn.Module) -> bool:
@@ -646,13 +654,17 @@ def lm_logits_at(model: nn.Module, input_ids: torch.Tensor, attention_mask: torc
                  share_prefix: bool = True) -> torch.Tensor:
     """LM-head logits at (rows, cols) only; restricted to ``vocab_rows`` (e.g. the label tokens) if given.
     ``share_prefix``: see :func:`answer_hidden`."""
-    h = answer_hidden(model, input_ids, attention_mask, rows, cols, share_prefix)
+    return head_logits(model, answer_hidden(model, input_ids, attention_mask, rows, cols, share_prefix), vocab_rows)
+
+
+def head_logits(model: nn.Module, hidden: torch.Tensor, vocab_rows: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """The LM head on final hidden states ``[n, hidden]``; only the rows ``vocab_rows`` of it if given."""
     head = _hf_model(model).get_output_embeddings()
     if vocab_rows is None:
-        return head(h)
+        return head(hidden)
     w = head.weight[vocab_rows]
     b = head.bias[vocab_rows] if getattr(head, "bias", None) is not None else None
-    return F.linear(h.to(w.dtype), w, b)
+    return F.linear(hidden.to(w.dtype), w, b)
 
 
 def label_positions(labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -844,5 +856,5 @@ __all__ = [
     "Dist", "init_distributed", "resolve_device_dtype", "load_tokenizer", "load_model_and_tokenizer", "add_lora",
     "load_adapter",
     "ModelSettings", "prompt_builder", "score_batch", "score_encoded", "iter_logits", "score_ids", "lm_label_loss",
-    "lm_logits_at", "label_positions", "LabelLossModule", "pad_batch", "count_parameters", "SETTINGS_FILE",
+    "lm_logits_at", "head_logits", "prefixed_hidden", "label_positions", "LabelLossModule", "pad_batch", "count_parameters", "SETTINGS_FILE",
 ]

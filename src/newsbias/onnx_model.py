@@ -3,9 +3,12 @@
 The exported graph is newsbias's scoring function, not the transformers model:
 ``(input_ids, attention_mask, answer_pos) -> class logits [batch, n_labels]``, traced from
 :func:`newsbias.modeling.score_ids`. For ``head: lm`` that is the decoder body plus the label rows
-of the LM head at the answer position, so the graph never computes ``[sequence x vocab]`` logits;
-for ``head: cls`` it is the encoder and its head (``answer_pos`` is accepted and unused). Batch
-size and sequence length are dynamic.
+of the LM head at the answer position, so the graph never computes ``[sequence x vocab]`` logits,
+and it takes the prompt's leading tokens that every row of a batch shares (system message,
+instruction) as a separate ``prefix_ids`` input, run once per batch as eager scoring does
+(:func:`newsbias.modeling.answer_hidden`); :class:`OnnxScorer` splits each batch. For ``head: cls``
+it is the encoder and its head (``answer_pos`` is accepted and unused). Batch size and sequence
+lengths are dynamic.
 
 ``quantize="int8"`` applies ONNX Runtime's dynamic quantisation to the weight matrix products
 (int8 weights per output channel, each activation tensor quantised with one scale at run time).
@@ -36,7 +39,7 @@ from torch import nn
 
 from .config import INT8_KEEP_FP32
 from .errors import NewsbiasError
-from .modeling import pad_batch, score_encoded, score_ids
+from .modeling import head_logits, pad_batch, prefixed_hidden, score_encoded, score_ids, shared_prefix_len
 from .smoothing import smooth_for_int8
 
 ONNX_FILE = "model.onnx"
@@ -78,6 +81,34 @@ class ScoringGraph(nn.Module):
                          self.label_token_ids, share_prefix=False)
 
 
+class PrefixScoringGraph(nn.Module):
+    """``head: lm``'s scoring with the batch's shared prompt prefix as an input of its own:
+    ``(prefix_ids [1, p], input_ids [batch, len], attention_mask [batch, len], answer_pos [batch]) ->
+    class logits``; ``input_ids`` are each row's tokens after the prefix, ``answer_pos`` counts from there."""
+
+    def __init__(self, model: nn.Module, label_token_ids: Sequence[int]):
+        super().__init__()
+        self.model, self.label_token_ids = model, list(label_token_ids)
+
+    def forward(self, prefix_ids: torch.Tensor, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                answer_pos: torch.Tensor) -> torch.Tensor:
+        rows = torch.arange(input_ids.shape[0])
+        mask = torch.cat([torch.ones_like(prefix_ids).expand(input_ids.shape[0], -1), attention_mask], 1)
+        hidden = prefixed_hidden(self.model, prefix_ids, input_ids, mask)[rows, answer_pos]
+        return head_logits(self.model, hidden, torch.tensor(self.label_token_ids)).float()
+
+
+def split_prefix(input_ids: torch.Tensor, attention_mask: torch.Tensor, answer_pos: torch.Tensor
+                 ) -> Optional[dict[str, torch.Tensor]]:
+    """A padded batch as :class:`PrefixScoringGraph`'s inputs: its rows' common leading tokens (for one
+    row, every token before the answer position) and the rest; None when the rows share no first token."""
+    n = shared_prefix_len(input_ids, attention_mask, answer_pos) if len(input_ids) > 1 else int(answer_pos[0])
+    if n == 0:
+        return None
+    return {"prefix_ids": input_ids[:1, :n], "input_ids": input_ids[:, n:], "attention_mask": attention_mask[:, n:],
+            "answer_pos": answer_pos - n}
+
+
 class OnnxScorer:
     """An ONNX Runtime session with the scoring signature of :func:`newsbias.modeling.score_ids` (CPU)."""
 
@@ -97,7 +128,16 @@ class OnnxScorer:
     def label_logits(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
                      answer_pos: torch.Tensor) -> torch.Tensor:
         """Class logits ``[batch, n_labels]``, as :func:`newsbias.modeling.score_ids` returns them."""
-        feed = {"input_ids": input_ids, "attention_mask": attention_mask, "answer_pos": answer_pos}
+        feed: Optional[dict[str, torch.Tensor]] = {"input_ids": input_ids, "attention_mask": attention_mask,
+                                                   "answer_pos": answer_pos}
+        if "prefix_ids" in self.inputs:
+            feed = split_prefix(input_ids, attention_mask, answer_pos)
+            if feed is None and len(input_ids) == 1:
+                raise NewsbiasError("cannot score an empty prompt: its answer position is its first token")
+            if feed is None:  # rows with nothing in common are scored one by one, each its own prefix
+                return torch.cat([self.label_logits(input_ids[i:i + 1, :int(attention_mask[i].sum())],
+                                                    attention_mask[i:i + 1, :int(attention_mask[i].sum())],
+                                                    answer_pos[i:i + 1]) for i in range(len(input_ids))])
         out = self.session.run(None, {k: feed[k].cpu().numpy().astype(np.int64) for k in self.inputs})
         return torch.from_numpy(out[0]).float()
 
@@ -112,6 +152,19 @@ def example_batch(builder: Any, pad_id: int) -> tuple[torch.Tensor, torch.Tensor
     return b["input_ids"], b["attention_mask"], torch.tensor([e.answer_pos for e in encs])
 
 
+def scoring_graph(clf: Any) -> tuple[nn.Module, tuple[torch.Tensor, ...]]:
+    """The graph to export for ``clf`` and the inputs to trace it with. ``head: lm`` gets
+    :class:`PrefixScoringGraph` when the example prompts share at least two leading tokens and differ
+    in at least two after them (a traced size of 1 would be fixed into the graph); else :class:`ScoringGraph`."""
+    example = example_batch(clf.builder, clf.tokenizer.pad_token_id)
+    if clf.settings.head == "lm":
+        split = split_prefix(*example)
+        if split and split["prefix_ids"].shape[1] >= 2 and split["input_ids"].shape[1] >= 2:
+            return (PrefixScoringGraph(clf.model, clf.builder.label_token_ids),
+                    tuple(split[k] for k in ("prefix_ids", "input_ids", "attention_mask", "answer_pos")))
+    return ScoringGraph(clf.model, clf.settings.head, clf.builder.label_token_ids), example
+
+
 def compare(clf: Any, scorer: "OnnxScorer", texts: Sequence[str], batch_size: int = 16) -> dict[str, Any]:
     """The graph against the torch model on ``texts``: share of identical labels, largest probability change."""
     encs = [clf.builder.encode(t) for t in texts]
@@ -121,11 +174,13 @@ def compare(clf: Any, scorer: "OnnxScorer", texts: Sequence[str], batch_size: in
             "max_abs_prob_diff": round(float(np.abs(want - got).max()), 6)}
 
 
-def trace_to_onnx(graph: ScoringGraph, example: tuple[torch.Tensor, ...], path: Path) -> None:
+def trace_to_onnx(graph: nn.Module, example: tuple[torch.Tensor, ...], path: Path) -> None:
     """``torch.onnx.export`` (the dynamo exporter) with dynamic batch and sequence dimensions."""
     _require("onnxscript")
-    batch, seq = torch.export.Dim("batch", min=1), torch.export.Dim("sequence", min=2)
+    batch, seq = torch.export.Dim("batch", min=1), torch.export.Dim("sequence", min=1)
     shapes = {"input_ids": {0: batch, 1: seq}, "attention_mask": {0: batch, 1: seq}, "answer_pos": {0: batch}}
+    if isinstance(graph, PrefixScoringGraph):
+        shapes = {"prefix_ids": {1: torch.export.Dim("prefix", min=1)}, **shapes}
     # external data keeps graphs over protobuf's 2 GB limit (Qwen3-0.6B in fp32) writable
     with _quiet():
         program = torch.onnx.export(graph.eval(), example, dynamo=True, output_names=["logits"],
@@ -202,10 +257,9 @@ def export_onnx(clf: Any, out_dir: str | Path, quantize: str = "none", keep_fp32
         raise NewsbiasError("export.smooth prepares the weights for int8; add --quantize int8 or drop --smooth")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    model = clf.model.cpu()
+    clf.model.cpu()
     smoothed = smooth_for_int8(clf, calibration_texts, smooth) if smooth is not None else None
-    graph = ScoringGraph(model, clf.settings.head, clf.builder.label_token_ids)
-    example = example_batch(clf.builder, clf.tokenizer.pad_token_id)
+    graph, example = scoring_graph(clf)
     kept: list[str] = []
     if quantize in ("int8", "int8-block"):
         with tempfile.TemporaryDirectory(dir=out) as tmp:
@@ -217,7 +271,9 @@ def export_onnx(clf: Any, out_dir: str | Path, quantize: str = "none", keep_fp32
         raise NewsbiasError(f"quantize must be 'none', 'int8' or 'int8-block', got {quantize!r}")
     check = compare(clf, OnnxScorer(out / ONNX_FILE), list(check_texts or EXAMPLES))
     return {"format": "onnx", "quantize": quantize, "kept_fp32": kept, "check": check,
+            "shared_prefix": isinstance(graph, PrefixScoringGraph),
             **({"smooth": smoothed} if smoothed else {})}
 
 
-__all__ = ["ONNX_FILE", "OnnxScorer", "ScoringGraph", "export_onnx", "quantize_blocks", "quantize_int8"]
+__all__ = ["ONNX_FILE", "OnnxScorer", "PrefixScoringGraph", "ScoringGraph", "export_onnx", "quantize_blocks",
+           "quantize_int8", "split_prefix"]
