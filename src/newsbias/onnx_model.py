@@ -179,13 +179,31 @@ def trace_to_onnx(graph: nn.Module, example: tuple[torch.Tensor, ...], path: Pat
     _require("onnxscript")
     batch, seq = torch.export.Dim("batch", min=1), torch.export.Dim("sequence", min=1)
     shapes = {"input_ids": {0: batch, 1: seq}, "attention_mask": {0: batch, 1: seq}, "answer_pos": {0: batch}}
-    if isinstance(graph, PrefixScoringGraph):
+    prefix = isinstance(graph, PrefixScoringGraph)
+    if prefix:
         shapes = {"prefix_ids": {1: torch.export.Dim("prefix", min=1)}, **shapes}
     # external data keeps graphs over protobuf's 2 GB limit (Qwen3-0.6B in fp32) writable
     with _quiet():
+        # the exporter's default optimiser takes ~10 minutes on a graph with two decoder passes (SmolLM2,
+        # 2 cores) in its pattern rewrites; folding constants is the part int8 needs (weights as initializers)
         program = torch.onnx.export(graph.eval(), example, dynamo=True, output_names=["logits"],
-                                    dynamic_shapes=shapes, verbose=False)
+                                    dynamic_shapes=shapes, verbose=False, optimize=not prefix)
+        if prefix:
+            fold_constants(program.model)
         program.save(str(path), external_data=True)
+
+
+def fold_constants(model: Any) -> None:
+    """onnxscript's constant folding and onnx_ir's clean-up passes on an ``onnx_ir`` model, in place,
+    without the exporter's pattern rewrites: transposed weights become initializers, which int8 needs."""
+    from onnx_ir.passes import common
+    from onnxscript.optimizer import fold_constants as fold
+
+    common.InlinePass()(model)
+    fold(model, onnx_shape_inference=True, input_size_limit=1 << 31, output_size_limit=1 << 31)
+    for cleanup in (common.RemoveUnusedNodesPass(), common.LiftConstantsToInitializersPass(lift_all_constants=True,
+                    size_limit=0), common.DeduplicateInitializersPass(), common.CommonSubexpressionEliminationPass()):
+        cleanup(model)
 
 
 def node_scopes(model_path: Path) -> dict[str, str]:
@@ -201,24 +219,44 @@ def node_scopes(model_path: Path) -> dict[str, str]:
     return scopes
 
 
+def prefix_only_nodes(model_path: Path) -> set[str]:
+    """The nodes of a :class:`PrefixScoringGraph` export that compute the shared prefix alone: those that
+    depend on ``prefix_ids`` and on none of the rows' inputs (empty for a graph without ``prefix_ids``)."""
+    onnx = _require("onnx")
+    from_prefix, from_rows = {"prefix_ids"}, {"input_ids", "attention_mask", "answer_pos"}
+    nodes: set[str] = set()
+    for node in onnx.load(str(model_path), load_external_data=False).graph.node:  # stored in topological order
+        prefix, rows = bool(from_prefix.intersection(node.input)), bool(from_rows.intersection(node.input))
+        if prefix:
+            from_prefix.update(node.output)
+        if rows:
+            from_rows.update(node.output)
+        if prefix and not rows:
+            nodes.add(node.name)
+    return nodes
+
+
 def quantize_int8(src: Path, dst: Path, keep_fp32: Sequence[str], scheme: str = "int8") -> list[str]:
     """int8 quantisation of ``src``'s weight matrix products into ``dst`` (``scheme``: ``int8``,
-    per tensor, or ``int8-block``: :func:`quantize_blocks`); returns the modules kept in fp32."""
+    per tensor, or ``int8-block``: :func:`quantize_blocks`); returns the modules kept in fp32. The shared
+    prompt prefix's pass (:func:`prefix_only_nodes`) stays fp32 whole: it runs once per batch, so it costs
+    little, and every article of the batch attends to it."""
     _require("onnx")
     scopes = node_scopes(src)
     kept = {node: scope for node, scope in scopes.items() if any(re.search(p, scope) for p in keep_fp32)}
     if keep_fp32 and not kept:
         log.warning("export.keep_fp32 %s matches no layer of this model: every weight matrix is int8",
                     list(keep_fp32))
+    exclude = sorted(set(kept) | prefix_only_nodes(src))
     big = sum(f.stat().st_size for f in src.parent.iterdir()) > 1_900_000_000
     with _quiet():
         if scheme == "int8-block":
-            quantize_blocks(src, dst, sorted(kept), big)
+            quantize_blocks(src, dst, exclude, big)
         else:
             from onnxruntime.quantization import QuantType, quantize_dynamic
 
             quantize_dynamic(str(src), str(dst), weight_type=QuantType.QInt8, per_channel=True,
-                             op_types_to_quantize=["MatMul", "Gemm"], nodes_to_exclude=sorted(kept),
+                             op_types_to_quantize=["MatMul", "Gemm"], nodes_to_exclude=exclude,
                              # activation x activation products (attention) stay in fp32: only weights are int8
                              extra_options={"MatMulConstBOnly": True}, use_external_data_format=big)
     return sorted(set(kept.values()))
