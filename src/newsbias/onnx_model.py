@@ -17,6 +17,7 @@ per block of 128 inputs, and activations quantised per block too (accuracy level
 coarsens 128 values instead of a whole tensor — closer to fp32, but slower. Layers matched by
 ``keep_fp32`` stay in fp32 either way: by default the MLP output projections, whose inputs (after
 GELU/SiLU gating) carry the outliers that int8 rounds worst (docs/benchmarks.md has the measurement).
+So does the shared prefix's pass of an ``lm`` graph: it runs once per batch, and every article reads it.
 
 An export directory holds ``model.onnx`` (+ ``model.onnx.data`` for large fp32 graphs), the
 tokenizer and ``newsbias.json``; ``Classifier.load(DIR)`` scores with it like any other source.
