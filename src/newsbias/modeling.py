@@ -856,5 +856,6 @@ __all__ = [
     "Dist", "init_distributed", "resolve_device_dtype", "load_tokenizer", "load_model_and_tokenizer", "add_lora",
     "load_adapter",
     "ModelSettings", "prompt_builder", "score_batch", "score_encoded", "iter_logits", "score_ids", "lm_label_loss",
-    "lm_logits_at", "head_logits", "prefixed_hidden", "label_positions", "LabelLossModule", "pad_batch", "count_parameters", "SETTINGS_FILE",
+    "lm_logits_at", "head_logits", "prefixed_hidden", "label_positions", "LabelLossModule", "pad_batch",
+    "count_parameters", "SETTINGS_FILE",
 ]

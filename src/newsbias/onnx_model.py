@@ -178,9 +178,10 @@ def compare(clf: Any, scorer: "OnnxScorer", texts: Sequence[str], batch_size: in
 def trace_to_onnx(graph: nn.Module, example: tuple[torch.Tensor, ...], path: Path) -> None:
     """``torch.onnx.export`` (the dynamo exporter) with dynamic batch and sequence dimensions."""
     _require("onnxscript")
-    batch, seq = torch.export.Dim("batch", min=1), torch.export.Dim("sequence", min=1)
-    shapes = {"input_ids": {0: batch, 1: seq}, "attention_mask": {0: batch, 1: seq}, "answer_pos": {0: batch}}
     prefix = isinstance(graph, PrefixScoringGraph)
+    # after a prefix, a row may be one token long (a single row's answer position alone)
+    batch, seq = torch.export.Dim("batch", min=1), torch.export.Dim("sequence", min=1 if prefix else 2)
+    shapes = {"input_ids": {0: batch, 1: seq}, "attention_mask": {0: batch, 1: seq}, "answer_pos": {0: batch}}
     if prefix:
         shapes = {"prefix_ids": {1: torch.export.Dim("prefix", min=1)}, **shapes}
     # external data keeps graphs over protobuf's 2 GB limit (Qwen3-0.6B in fp32) writable
@@ -196,7 +197,8 @@ def trace_to_onnx(graph: nn.Module, example: tuple[torch.Tensor, ...], path: Pat
 
 def fold_constants(model: Any) -> None:
     """onnxscript's constant folding and onnx_ir's clean-up passes on an ``onnx_ir`` model, in place,
-    without the exporter's pattern rewrites: transposed weights become initializers, which int8 needs."""
+    without the exporter's pattern rewrites: transposed weights become initializers, which int8 needs
+    (hence no size limits: the defaults leave any tensor over 8,192 values unfolded)."""
     from onnx_ir.passes import common
     from onnxscript.optimizer import fold_constants as fold
 
