@@ -90,6 +90,9 @@ def test_lm_graph_takes_the_shared_prefix_apart_and_scores_any_batch(adapters, e
     assert scorer.inputs == ["prefix_ids", "input_ids", "attention_mask", "answer_pos"]
     assert "share run once per batch" in (exports["lm"] / "README.md").read_text()
     assert "share run once per batch" not in (exports["cls"] / "README.md").read_text()  # an encoder reads both ways
+    # both passes read one copy of each weight: the graph holds no more values than the model has parameters
+    graph = onnx.load(str(exports["lm"] / ONNX_FILE)).graph
+    assert sum(int(np.prod(i.dims)) for i in graph.initializer) <= sum(p.numel() for p in clf.model.parameters())
     encs = [clf.builder.encode(t) for t in texts[:3]]
     b = pad_batch([e.input_ids for e in encs], clf.tokenizer.pad_token_id)
     ids, mask, pos = b["input_ids"], b["attention_mask"], torch.tensor([e.answer_pos for e in encs])

@@ -198,14 +198,16 @@ def trace_to_onnx(graph: nn.Module, example: tuple[torch.Tensor, ...], path: Pat
 def fold_constants(model: Any) -> None:
     """onnxscript's constant folding and onnx_ir's clean-up passes on an ``onnx_ir`` model, in place,
     without the exporter's pattern rewrites: transposed weights become initializers, which int8 needs
-    (hence no size limits: the defaults leave any tensor over 8,192 values unfolded)."""
+    (hence no size limits: the defaults leave any tensor over 8,192 values unfolded, and deduplicate
+    none over 1,024 — each pass over the decoder would keep its own transposed copy of every weight)."""
     from onnx_ir.passes import common
     from onnxscript.optimizer import fold_constants as fold
 
     common.InlinePass()(model)
     fold(model, onnx_shape_inference=True, input_size_limit=1 << 31, output_size_limit=1 << 31)
     for cleanup in (common.RemoveUnusedNodesPass(), common.LiftConstantsToInitializersPass(lift_all_constants=True,
-                    size_limit=0), common.DeduplicateInitializersPass(), common.CommonSubexpressionEliminationPass()):
+                    size_limit=0), common.DeduplicateInitializersPass(size_limit=1 << 31),
+                    common.CommonSubexpressionEliminationPass()):
         cleanup(model)
 
 
