@@ -48,7 +48,7 @@ def quantize(fp32_dir: Path, out: Path, feeds: list[dict], keep: str, method: st
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     from newsbias.config import INT8_KEEP_FP32
-    from newsbias.onnx_model import ONNX_FILE, node_scopes
+    from newsbias.onnx_model import ONNX_FILE, load_graph, node_scopes
 
     class Reader(CalibrationDataReader):
         def __init__(self):
@@ -61,7 +61,7 @@ def quantize(fp32_dir: Path, out: Path, feeds: list[dict], keep: str, method: st
     graph = onnx.load(str(src), load_external_data=False).graph
     consts = {i.name for i in graph.initializer} | {o for n in graph.node if n.op_type == "Constant" for o in n.output}
     act_act = [n.name for n in graph.node if n.op_type == "MatMul" and not consts & set(n.input)]
-    kept = [n for n, s in node_scopes(src).items() if keep == "keep" and any(re.search(p, s) for p in INT8_KEEP_FP32)]
+    kept = [n for n, s in node_scopes(load_graph(src)).items() if keep == "keep" and any(re.search(p, s) for p in INT8_KEEP_FP32)]
     shutil.copytree(fp32_dir, out, dirs_exist_ok=True)
     whole, pre = out / "whole.onnx", out / "pre.onnx"
     onnx.save(onnx.load(str(src)), str(whole))  # one file: the pre-processor cannot follow external data

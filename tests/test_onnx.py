@@ -20,7 +20,7 @@ from newsbias.cli import main  # noqa: E402
 from newsbias.config import ExportConfig  # noqa: E402
 from newsbias.errors import NewsbiasError  # noqa: E402
 from newsbias.export import run_export  # noqa: E402
-from newsbias.onnx_model import ONNX_FILE, OnnxScorer, prefix_only_nodes  # noqa: E402
+from newsbias.onnx_model import ONNX_FILE, OnnxScorer, load_graph, prefix_only_nodes  # noqa: E402
 
 from conftest import make_planted_rows  # noqa: E402
 from serve_fixtures import adapter_for  # noqa: E402
@@ -118,11 +118,11 @@ def test_int8_export_keeps_mlp_outputs_fp32_and_predict_reads_it(adapters, texts
             f"articles") in capsys.readouterr().out
     layers = Classifier.load(str(adapters["lm"]), device="cpu").model.config.num_hidden_layers
     assert info["kept_fp32"] == [f"model.model.layers.{i}.mlp.down_proj" for i in range(layers)]
-    nodes = onnx.load(str(out / ONNX_FILE)).graph.node
-    ops = [n.op_type for n in nodes]
+    graph = load_graph(out / ONNX_FILE)
+    ops = [n.op_type for n in graph.node]
     assert "MatMulInteger" in ops and "DynamicQuantizeLinear" in ops and ops.count("MatMul") >= layers
     # the shared prefix's pass runs once per batch: it stays fp32 whole
-    prefix = {n.op_type for n in nodes if n.name in prefix_only_nodes(out / ONNX_FILE)}
+    prefix = {n.op_type for n in graph.node if n.name in prefix_only_nodes(graph)}
     assert "MatMul" in prefix and not prefix & {"MatMulInteger", "DynamicQuantizeLinear"}
 
     inp = tmp_path / "in.jsonl"

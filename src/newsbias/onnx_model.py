@@ -136,9 +136,9 @@ class OnnxScorer:
             if feed is None and len(input_ids) == 1:
                 raise NewsbiasError("cannot score an empty prompt: its answer position is its first token")
             if feed is None:  # rows with nothing in common are scored one by one, each its own prefix
-                return torch.cat([self.label_logits(input_ids[i:i + 1, :int(attention_mask[i].sum())],
-                                                    attention_mask[i:i + 1, :int(attention_mask[i].sum())],
-                                                    answer_pos[i:i + 1]) for i in range(len(input_ids))])
+                lengths = attention_mask.sum(1).tolist()
+                return torch.cat([self.label_logits(input_ids[i:i + 1, :n], attention_mask[i:i + 1, :n],
+                                                    answer_pos[i:i + 1]) for i, n in enumerate(lengths)])
         out = self.session.run(None, {k: feed[k].cpu().numpy().astype(np.int64) for k in self.inputs})
         return torch.from_numpy(out[0]).float()
 
@@ -211,11 +211,15 @@ def fold_constants(model: Any) -> None:
         cleanup(model)
 
 
-def node_scopes(model_path: Path) -> dict[str, str]:
+def load_graph(model_path: Path) -> Any:
+    """The ``GraphProto`` of an ONNX file, without its external weight data."""
+    return _require("onnx").load(str(model_path), load_external_data=False).graph
+
+
+def node_scopes(graph: Any) -> dict[str, str]:
     """ONNX node name -> the torch module it came from (the dynamo exporter's ``name_scopes`` metadata)."""
-    onnx = _require("onnx")
     scopes: dict[str, str] = {}
-    for node in onnx.load(str(model_path), load_external_data=False).graph.node:
+    for node in graph.node:
         meta = {p.key: p.value for p in node.metadata_props}
         # [..., "model.model.layers.0.mlp", "model.model.layers.0.mlp.down_proj", "linear_6"]: the op comes last
         names = re.findall(r"'([^']*)'", meta.get("pkg.torch.onnx.name_scopes", ""))
@@ -224,13 +228,12 @@ def node_scopes(model_path: Path) -> dict[str, str]:
     return scopes
 
 
-def prefix_only_nodes(model_path: Path) -> set[str]:
+def prefix_only_nodes(graph: Any) -> set[str]:
     """The nodes of a :class:`PrefixScoringGraph` export that compute the shared prefix alone: those that
     depend on ``prefix_ids`` and on none of the rows' inputs (empty for a graph without ``prefix_ids``)."""
-    onnx = _require("onnx")
     from_prefix, from_rows = {"prefix_ids"}, {"input_ids", "attention_mask", "answer_pos"}
     nodes: set[str] = set()
-    for node in onnx.load(str(model_path), load_external_data=False).graph.node:  # stored in topological order
+    for node in graph.node:  # stored in topological order
         prefix, rows = bool(from_prefix.intersection(node.input)), bool(from_rows.intersection(node.input))
         if prefix:
             from_prefix.update(node.output)
@@ -246,13 +249,13 @@ def quantize_int8(src: Path, dst: Path, keep_fp32: Sequence[str], scheme: str = 
     per tensor, or ``int8-block``: :func:`quantize_blocks`); returns the modules kept in fp32. The shared
     prompt prefix's pass (:func:`prefix_only_nodes`) stays fp32 whole: it runs once per batch, so it costs
     little, and every article of the batch attends to it."""
-    _require("onnx")
-    scopes = node_scopes(src)
+    graph = load_graph(src)
+    scopes = node_scopes(graph)
     kept = {node: scope for node, scope in scopes.items() if any(re.search(p, scope) for p in keep_fp32)}
     if keep_fp32 and not kept:
         log.warning("export.keep_fp32 %s matches no layer of this model: every weight matrix is int8",
                     list(keep_fp32))
-    exclude = sorted(set(kept) | prefix_only_nodes(src))
+    exclude = sorted(set(kept) | prefix_only_nodes(graph))
     big = sum(f.stat().st_size for f in src.parent.iterdir()) > 1_900_000_000
     with _quiet():
         if scheme == "int8-block":
