@@ -10,7 +10,7 @@ from pathlib import Path
 import joblib
 import pytest
 
-from newsbias.baseline import run_baseline, split_frame
+from newsbias.baseline import fit_tfidf_lr, run_baseline, split_frame
 from newsbias.cli import main
 from newsbias.config import BaselineConfig
 from newsbias.errors import NewsbiasError
@@ -67,6 +67,17 @@ def test_tfidf_lr_learns_planted_word(planted_dir, tmp_path):
     # the saved pipeline is reusable as it is
     pipe = joblib.load(out / "tfidf-lr.joblib")
     assert list(pipe.predict(["moderate moderate the state of the city moderate"])) == ["center"]
+
+
+def test_lr_tolerance_decides_where_the_solver_stops(planted_dir):
+    """baseline.lr.tol reaches the solver: a tighter tolerance runs more iterations to the same labels."""
+    train, val = split_frame(planted_dir / "train.jsonl"), split_frame(planted_dir / "val.jsonl")
+    fits = {tol: fit_tfidf_lr(train, BaselineConfig(lr={"C": 100.0, "tol": tol}, calibrate="none"), val)[0]
+            for tol in (1e-2, 1e-8)}
+    loose, tight = (fits[t].named_steps["lr"] for t in (1e-2, 1e-8))
+    assert (loose.tol, tight.tol) == (1e-2, 1e-8)
+    assert tight.n_iter_[0] > loose.n_iter_[0]
+    assert list(fits[1e-2].predict(val["text"])) == list(fits[1e-8].predict(val["text"])) == list(val["gold"])
 
 
 def test_prediction_record_format(planted_dir, tmp_path):

@@ -497,6 +497,10 @@ class BaselineLRConfig(StrictModel):
                                           "empty = use C.")
     class_weight: Literal["none", "balanced"] = "balanced"
     max_iter: int = Field(default=2000, ge=1)
+    tol: float = Field(default=1e-4, gt=0.0, description="The solver stops when its largest gradient entry falls "
+                       "below this. scikit-learn's default; at weak penalties (large C) where it stops moves with "
+                       "float rounding (another CPU can pick another C on val); 1e-6 makes the fit reproducible "
+                       "across machines at 2-3x the fitting time (docs/benchmarks.md).")
 
 
 class BaselineConfig(StrictModel):
