@@ -80,6 +80,25 @@ def test_lr_tolerance_decides_where_the_solver_stops(planted_dir):
     assert list(fits[1e-2].predict(val["text"])) == list(fits[1e-8].predict(val["text"])) == list(val["gold"])
 
 
+def test_newton_cg_lands_on_the_optimum_where_lbfgs_stops_short(planted_dir):
+    """baseline.lr.solver reaches the estimator; at the default settings newton-cg's weights sit on the
+    optimum (an lbfgs fit run to 1e-10), where lbfgs at scikit-learn's 1e-4 stops far from it."""
+    import numpy as np
+
+    train = split_frame(planted_dir / "train.jsonl")
+
+    def coef(**lr):
+        cfg = BaselineConfig(lr={"C": 100.0, **lr}, calibrate="none")
+        fitted = fit_tfidf_lr(train, cfg)[0].named_steps["lr"]
+        assert (fitted.solver, fitted.tol) == (cfg.lr.solver, cfg.lr.tol)
+        return fitted.coef_
+
+    optimum = coef(solver="lbfgs", tol=1e-10, max_iter=100_000)
+    default, loose = coef(), coef(solver="lbfgs", tol=1e-4)
+    assert (BaselineConfig().lr.solver, BaselineConfig().lr.tol) == ("newton-cg", 1e-6)
+    assert np.abs(default - optimum).max() < np.abs(loose - optimum).max() / 100
+
+
 def test_prediction_record_format(planted_dir, tmp_path):
     run_baseline(BaselineConfig(data=str(planted_dir), out_dir=str(tmp_path / "p")))
     first = json.loads((tmp_path / "p" / "tfidf-lr.jsonl").read_text().splitlines()[0])

@@ -60,7 +60,8 @@ def build_tfidf_lr(cfg: BaselineConfig, C: float):
                                   max_features=t.max_features, sublinear_tf=t.sublinear_tf, lowercase=t.lowercase,
                                   dtype=np.float32)),
         ("lr", LogisticRegression(C=C, class_weight=None if cfg.lr.class_weight == "none" else "balanced",
-                                  max_iter=cfg.lr.max_iter, tol=cfg.lr.tol, random_state=cfg.seed)),
+                                  max_iter=cfg.lr.max_iter, tol=cfg.lr.tol, solver=cfg.lr.solver,
+                                  random_state=cfg.seed)),
     ])
 
 
