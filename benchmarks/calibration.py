@@ -20,10 +20,10 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from sklearn.metrics import f1_score, log_loss
+from sklearn.metrics import log_loss
 
 from newsbias.config import load_config
-from newsbias.metrics import (apply_temperature, expected_calibration_error, paired_macro_f1_difference,
+from newsbias.metrics import (apply_temperature, expected_calibration_error, macro_f1, paired_macro_f1_difference,
                               prediction_frame)
 from newsbias.report import ensemble_frame, parse_ensemble
 
@@ -42,7 +42,7 @@ def fitted(demo: Path, run: str) -> dict:
 def scores(frame: pd.DataFrame, bins: int) -> dict[str, float]:
     p = np.stack(frame["probs"].to_list())
     p = p / p.sum(1, keepdims=True)  # the files round each probability to 6 decimals
-    return {"macro_f1": f1_score(frame["gold"], p.argmax(1), average="macro", labels=[0, 1, 2]),
+    return {"macro_f1": macro_f1(frame["gold"], p.argmax(1), range(3)),
             "nll": log_loss(frame["gold"], np.clip(p, 1e-7, 1), labels=[0, 1, 2]),
             "ece": expected_calibration_error(p, frame["gold"].to_numpy(), bins)["ece"]}
 

@@ -28,7 +28,7 @@ sys.path.insert(0, str(ROOT / "src"))
 from newsbias.baseline import build_tfidf_lr, fit_lr  # noqa: E402
 from newsbias.config import BaselineConfig, load_config  # noqa: E402
 from newsbias.cv import fold_interval, fold_roles, make_folds, pooled_articles  # noqa: E402
-from newsbias.labels import LABELS  # noqa: E402
+from newsbias.metrics import macro_f1  # noqa: E402
 
 NB = str(Path(sys.executable).with_name("newsbias"))
 SAMPLING = {"natural": {}, "balanced-1": {"sampling": "outlet_balanced", "outlet_power": 1.0},
@@ -56,8 +56,6 @@ def prep(inp: str, out: Path, mode: str) -> Path:
 
 def score_fold(frame, fold, i: int, k: int, base: BaselineConfig, samplings: list[str]) -> dict[str, float]:
     """Macro-F1 of each sampling lever on round ``i``, sharing one vectoriser."""
-    from sklearn.metrics import f1_score
-
     tr, va, te = fold_roles(fold, i, k)
     train, val, test = frame[tr], frame[va], frame[te]
     pipe = build_tfidf_lr(base, base.lr.C)
@@ -68,7 +66,7 @@ def score_fold(frame, fold, i: int, k: int, base: BaselineConfig, samplings: lis
         cfg = base.model_copy(update=SAMPLING[name])
         lr, _ = fit_lr(pipe.named_steps["lr"], cfg, x_train, train, x_val, val)
         pred = lr.predict(x_test)
-        out[name] = float(f1_score(test["gold"], pred, labels=list(LABELS), average="macro", zero_division=0))
+        out[name] = macro_f1(test["gold"], pred)
     return out
 
 

@@ -28,6 +28,7 @@ from cv_vocab import counted_folds  # noqa: E402
 from newsbias.baseline import build_tfidf_lr, kept_terms  # noqa: E402
 from newsbias.cv import fold_roles  # noqa: E402
 from newsbias.labels import LABELS  # noqa: E402
+from newsbias.metrics import macro_f1  # noqa: E402
 
 
 class NBLR(BaseEstimator, ClassifierMixin):
@@ -89,11 +90,6 @@ def score_round(counts, gold: np.ndarray, fold: np.ndarray, i: int, k: int, base
     """Test macro-F1 of each family on round ``i``, its setting picked on the val fold."""
     from sklearn.base import clone
     from sklearn.feature_extraction.text import TfidfTransformer
-    from sklearn.metrics import f1_score
-
-    def f1(y, pred):
-        return float(f1_score(y, pred, labels=list(LABELS), average="macro", zero_division=0))
-
     tr, va, te = fold_roles(fold, i, k)
     cols = kept_terms(counts[tr], base)
     tfidf = TfidfTransformer(sublinear_tf=base.tfidf.sublinear_tf).fit(counts[tr][:, cols])
@@ -103,8 +99,8 @@ def score_round(counts, gold: np.ndarray, fold: np.ndarray, i: int, k: int, base
     out = {}
     for name, grid in families(base).items():
         fitted = [clone(m).fit(x_tr, gold[tr]) for m in grid]
-        best = max(fitted, key=lambda m: f1(gold[va], m.predict(x_va)))
-        out[name] = f1(gold[te], best.predict(x_te))
+        best = max(fitted, key=lambda m: macro_f1(gold[va], m.predict(x_va)))
+        out[name] = macro_f1(gold[te], best.predict(x_te))
         print(f"round {i}, {name}: {out[name]:.4f}", file=sys.stderr, flush=True)
     return out
 

@@ -35,6 +35,7 @@ from cv_vocab import counted_folds  # noqa: E402
 from newsbias.baseline import fit_tfidf_lr_on_counts  # noqa: E402
 from newsbias.cv import fold_roles  # noqa: E402
 from newsbias.labels import LABELS  # noqa: E402
+from newsbias.metrics import macro_f1  # noqa: E402
 
 OFFSETS = np.linspace(-1.5, 1.5, 31)
 
@@ -50,13 +51,10 @@ def em_priors(probs: np.ndarray, train_prior: np.ndarray, iters: int = 100) -> n
 
 def score_round(frame, counts, fold: np.ndarray, i: int, k: int, base) -> dict[str, float]:
     """Test macro-F1 of each method on round ``i``."""
-    from sklearn.metrics import f1_score
-
     gold = frame["gold"].to_numpy()
 
     def f1(rows: np.ndarray, scores: np.ndarray) -> float:
-        return float(f1_score(gold[rows], np.array(LABELS)[scores.argmax(1)], labels=list(LABELS), average="macro",
-                              zero_division=0))
+        return macro_f1(gold[rows], np.array(LABELS)[scores.argmax(1)])
 
     tr, va, te = fold_roles(fold, i, k)
     probs = fit_tfidf_lr_on_counts(counts, tr, frame.iloc[tr], base, va, frame.iloc[va])

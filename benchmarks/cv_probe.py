@@ -34,6 +34,7 @@ from cv_ablation import paired  # noqa: E402
 from newsbias.baseline import count_ngrams  # noqa: E402
 from newsbias.config import load_config  # noqa: E402
 from newsbias.cv import fold_interval, fold_roles, make_folds, pooled_articles, run_recipe  # noqa: E402
+from newsbias import metrics  # noqa: E402
 from newsbias.labels import LABELS  # noqa: E402
 
 
@@ -75,10 +76,8 @@ def probe_probs(feats: np.ndarray, gold: np.ndarray, tr: np.ndarray, va: np.ndar
 
 
 def macro_f1(gold: np.ndarray, probs: np.ndarray) -> float:
-    from sklearn.metrics import f1_score
-
-    pred = np.asarray(LABELS)[probs.argmax(1)]
-    return float(f1_score(gold, pred, labels=list(LABELS), average="macro", zero_division=0))
+    """The project's macro-F1 of the argmax of ``probs`` (columns in LABELS order)."""
+    return metrics.macro_f1(gold, np.asarray(LABELS)[probs.argmax(1)])
 
 
 def main() -> None:

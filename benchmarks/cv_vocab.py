@@ -35,6 +35,7 @@ from newsbias.baseline import build_tfidf_lr, count_ngrams, fit_lr, kept_terms, 
 from newsbias.config import load_config  # noqa: E402
 from newsbias.cv import fold_interval, fold_roles, make_folds, pooled_articles  # noqa: E402
 from newsbias.labels import LABELS  # noqa: E402
+from newsbias.metrics import macro_f1  # noqa: E402
 
 
 def outlet_usage(train_counts, outlet_codes: np.ndarray):
@@ -84,7 +85,6 @@ def scaled(x, scale):
 def score_round(frame, counts, codes, fold, i: int, k: int, base, filters: list[tuple]) -> dict[tuple, tuple[float, int]]:
     """Macro-F1 and vocabulary size of each filter ``(m, s, r, g)`` on round ``i``."""
     from sklearn.feature_extraction.text import TfidfTransformer
-    from sklearn.metrics import f1_score
 
     tr, va, te = fold_roles(fold, i, k)
     sub = counts[tr]
@@ -112,8 +112,7 @@ def score_round(frame, counts, codes, fold, i: int, k: int, base, filters: list[
         probs = label_columns(lr.classes_, lr.predict_proba(x_test))
         pred = [LABELS[j] for j in probs.argmax(1)]
         key = (m, share, r, g)
-        out[key] = (float(f1_score(frame["gold"][te], pred, labels=list(LABELS), average="macro",
-                                   zero_division=0)), len(c))
+        out[key] = (macro_f1(frame["gold"][te], pred), len(c))
         print(f"round {i}, {key}: macro-F1 {out[key][0]:.4f}, {len(c):,} terms", file=sys.stderr, flush=True)
     return out
 

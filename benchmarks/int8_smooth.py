@@ -31,11 +31,10 @@ def main() -> None:
                     help="default: export.keep_fp32's default (MLP output projections fp32); all: every layer int8")
     ap.add_argument("--work", default="/tmp/int8_smooth")
     args = ap.parse_args()
-    from sklearn.metrics import f1_score
-
     from newsbias.classifier import Classifier
     from newsbias.config import INT8_KEEP_FP32
     from newsbias.labels import LABELS
+    from newsbias.metrics import macro_f1
     from newsbias.modeling import set_threads
     from newsbias.records import read_articles, resolve_split
 
@@ -56,7 +55,7 @@ def main() -> None:
         seconds = time.perf_counter() - t
         probs = Classifier.load(str(out)).predict_proba(texts, batch_size=16)
         change = np.abs(probs - ref).max(1)
-        f1 = [f1_score(gold, p.argmax(1), average="macro") for p in (probs, ref)]
+        f1 = [macro_f1(gold, p.argmax(1), range(len(LABELS))) for p in (probs, ref)]
         print(f"| {alpha or 'none'} | {(probs.argmax(1) == ref.argmax(1)).mean():.1%} | {f1[0]:.3f} ({f1[1]:.3f}) | "
               f"{np.median(change):.4f} / {change.max():.3f} | {seconds:.0f} |", flush=True)
 

@@ -88,11 +88,10 @@ def main() -> None:
     ap.add_argument("--method", choices=["minmax", "percentile", "entropy"], default="minmax")
     ap.add_argument("--format", choices=["QDQ", "QOperator"], default="QDQ")
     args = ap.parse_args()
-    from sklearn.metrics import f1_score
-
     from newsbias.classifier import Classifier
     from newsbias.config import ExportConfig
     from newsbias.export import run_export
+    from newsbias.metrics import macro_f1
     from newsbias.modeling import set_threads
     from newsbias.records import read_articles
 
@@ -120,7 +119,7 @@ def main() -> None:
     for name, (probs, rate, labels) in rows.items():
         change = np.abs(probs - ref).max(1)
         print(f"| {name} | {rate:.1f} | {rate / ref_rate:.2f} | "
-              f"{f1_score(gold, labels[probs.argmax(1)], average='macro'):.3f} | "
+              f"{macro_f1(gold, labels[probs.argmax(1)], labels):.3f} | "
               f"{(probs.argmax(1) == ref.argmax(1)).mean():.1%} | {np.median(change):.4f} / {change.max():.3f} |")
 
 

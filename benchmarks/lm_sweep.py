@@ -85,19 +85,13 @@ def set_dotted(d: dict[str, Any], key: str, value: Any) -> None:
     d[last] = value
 
 
-def macro_f1(gold: list[str], probs, labels) -> float:
-    from sklearn.metrics import f1_score
-
-    pred = [labels[i] for i in probs.argmax(1)]
-    return float(f1_score(gold, pred, labels=list(labels), average="macro", zero_division=0))
-
-
 def score_split(model, tok, settings, path: Path, n: int) -> float:
+    from newsbias.metrics import macro_f1
     from newsbias.modeling import score_batch
 
     rows = [json.loads(l) for l in path.read_text(encoding="utf-8").splitlines()[:n] if l.strip()]
     probs = score_batch(model, tok, settings, [r["input"] for r in rows], batch_size=32)
-    return macro_f1([r["output"] for r in rows], probs, settings.labels)
+    return macro_f1([r["output"] for r in rows], [settings.labels[i] for i in probs.argmax(1)], settings.labels)
 
 
 def run_one(args: argparse.Namespace, name: str, overrides: dict[str, Any]) -> dict[str, Any]:

@@ -19,16 +19,10 @@ import time
 
 import numpy as np
 from sklearn.base import clone
-from sklearn.metrics import f1_score
 
 from newsbias.baseline import build_tfidf_lr, canonical, split_frame
 from newsbias.config import BaselineConfig
-from newsbias.labels import LABELS
-
-
-def macro_f1(gold, pred) -> float:
-    """Macro-F1 over the three labels, as the baseline scores C."""
-    return float(f1_score(gold, pred, labels=list(LABELS), average="macro", zero_division=0))
+from newsbias.metrics import macro_f1
 
 
 def main() -> None:

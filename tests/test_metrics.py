@@ -13,7 +13,7 @@ from newsbias.cli import main
 from newsbias.config import EvaluateConfig
 from newsbias.errors import NewsbiasError
 from newsbias.metrics import (TEMPERATURE_BOUNDS, apply_temperature, bootstrap_macro_f1, chance_f1, compute_metrics,
-                              evaluate, expected_calibration_error, fit_temperature, mcnemar_test,
+                              evaluate, expected_calibration_error, fit_temperature, macro_f1, mcnemar_test,
                               paired_macro_f1_difference, per_outlet, prediction_frame)
 
 L, C, R, X = 0, 1, 2, -1  # X = invalid prediction
@@ -62,6 +62,17 @@ def test_hand_computed_six_rows():
     assert m["pred_counts"] == {"left": 2, "center": 2, "right": 1, "invalid": 1}
     assert m["ece"] is None and m["macro_f1_ci"] is None
     assert "count as wrong" in m["notes"]["invalid"]
+
+
+def test_the_one_macro_f1_agrees_with_the_report_on_names_and_ids():
+    # what selects C, checkpoints and cv folds must be the report's macro-F1, absent labels included
+    names = (["left", "right", "right", "center"], ["left", "right", "left", "left"])
+    ids = [[{"left": 0, "center": 1, "right": 2}[x] for x in side] for side in names]
+    expected = (1 / 2 + 2 / 3 + 0) / 3  # left: P 1/3, R 1; right: P 1, R 1/2; center: 0
+    assert macro_f1(*names) == pytest.approx(expected)
+    assert macro_f1(*ids, labels=range(3)) == pytest.approx(expected)
+    assert compute_metrics(*ids, n_boot=0)["macro_f1"] == pytest.approx(expected)
+    assert macro_f1(["left", "right"], ["left", "right"]) == pytest.approx(2 / 3)  # center never seen: 0, not skipped
 
 
 def test_micro_f1_equals_accuracy_without_invalid():

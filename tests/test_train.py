@@ -246,6 +246,26 @@ def test_gradient_checkpointing_and_head_tail_options(tiny_qwen_dir, planted_dat
     assert json.loads((tmp_path / "gc" / "newsbias.json").read_text())["prompt"]["truncation"] == "head_tail"
 
 
+@pytest.mark.parametrize("finetune", ["lora", "full"])
+def test_gradient_checkpointing_reaches_the_encoder_under_a_mean_pooling_head(tiny_bert_dir, planted_data_dir,
+                                                                              tmp_path, monkeypatch, finetune):
+    # the mean-pooling head is our module, not a transformers model: checkpointing is the encoder's
+    from newsbias import modeling
+
+    seen = []
+    real = modeling.enable_checkpointing
+    monkeypatch.setattr(modeling, "enable_checkpointing", lambda m: (real(m), seen.append(m.encoder))[0])
+    over = {"model__pooling": "mean", "model__gradient_checkpointing": True, "finetune": finetune,
+            "optim__max_steps": 2, "data__train_limit": 16, "data__val_limit": 6}
+    if finetune == "lora":
+        over["lora__target_modules"] = ["query", "key", "value"]
+    assert train(tiny_cfg(tiny_bert_dir, planted_data_dir, tmp_path / "gc", head="cls", **over))["steps"] == 2
+    enc = seen[0]
+    assert getattr(enc, "is_activation_checkpointing", None) or enc.is_gradient_checkpointing
+    log = [json.loads(l) for l in (tmp_path / "gc" / "train_log.jsonl").read_text().splitlines()]
+    assert all(np.isfinite(r["loss"]) and r["grad_norm"] > 0 for r in log if r["type"] == "train")
+
+
 @pytest.mark.parametrize("finetune,pooling", [("lora", "mean"), ("full", "mean"),
                                               pytest.param("full", "cls", marks=pytest.mark.slow)])
 def test_encoder_mean_pooling_and_full_finetune(tiny_bert_dir, planted_data_dir, tmp_path, finetune, pooling):

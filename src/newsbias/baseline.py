@@ -26,7 +26,7 @@ from .config import BaselineConfig
 from .errors import NewsbiasError
 from .io import sha256_file, stage_manifest, write_json
 from .labels import LABELS
-from .metrics import apply_temperature, fit_temperature
+from .metrics import apply_temperature, fit_temperature, macro_f1
 from .records import Prediction, join_title, read_articles, resolve_split, split_file, write_predictions
 
 log = logging.getLogger(__name__)
@@ -173,7 +173,6 @@ def fit_lr(lr: Any, cfg: BaselineConfig, x_train: Any, train: pd.DataFrame, x_va
     sample weights of ``cfg.sampling``, then its temperature fitted on val (``cfg.calibrate``);
     returns ``(fitted estimator, selection)``, ``selection["calibration"]`` saying what was fitted."""
     from sklearn.base import clone
-    from sklearn.metrics import f1_score
 
     weights = (outlet_weights(train["outlet"], cfg.outlet_power)
                if cfg.sampling == "outlet_balanced" and "outlet" in train else None)
@@ -184,8 +183,7 @@ def fit_lr(lr: Any, cfg: BaselineConfig, x_train: Any, train: pd.DataFrame, x_va
         scores, fitted = {}, {}
         for C in cfg.lr.C_grid:  # the winner is kept as fitted, never fitted twice
             fitted[C] = clone(lr).set_params(C=C).fit(x_train, train["gold"], sample_weight=weights)
-            scores[C] = float(f1_score(val["gold"], fitted[C].predict(x_val), labels=list(LABELS),
-                                       average="macro", zero_division=0))
+            scores[C] = macro_f1(val["gold"], fitted[C].predict(x_val))
             log.info("baseline: C=%g val macro-F1 %.4f", C, scores[C])
         C = max(cfg.lr.C_grid, key=lambda c: (scores[c], -c))  # ties: the stronger regularisation
         best, selection = fitted[C], {"C": C, "grid": [{"C": c, "val_macro_f1": s} for c, s in scores.items()]}

@@ -27,6 +27,7 @@ from .config import BaselineConfig, CvConfig
 from .errors import NewsbiasError
 from .io import atomic_dir, check_output_dir, stage_manifest, write_json
 from .labels import LABELS
+from .metrics import macro_f1
 from .records import SPLITS, join_title, read_articles, split_file, write_predictions
 
 log = logging.getLogger(__name__)
@@ -101,8 +102,6 @@ def fold_interval(scores: list[float]) -> tuple[float, float, float]:
 
 def _score_round(recipe: str, frame: pd.DataFrame, fold: np.ndarray, i: int, k: int, cfg: BaselineConfig,
                  counts: Any) -> tuple[dict[str, Any], list]:
-    from sklearn.metrics import f1_score
-
     tr, va, te = fold_roles(fold, i, k)
     test = frame[te]
     if frame["gold"][tr].nunique() < 2:
@@ -110,7 +109,7 @@ def _score_round(recipe: str, frame: pd.DataFrame, fold: np.ndarray, i: int, k: 
                             f"(outlets carry one label each); use fewer cv.folds or data with more outlets")
     probs = run_recipe(recipe, frame, (tr, va, te), cfg, counts)
     pred = [LABELS[j] for j in probs.argmax(1)]
-    score = float(f1_score(test["gold"], pred, labels=list(LABELS), average="macro", zero_division=0))
+    score = macro_f1(test["gold"], pred)
     row = {"fold": i, "n_train": int(tr.sum()), "n_test": len(test), "test_outlets": int(test["outlet"].nunique()),
            "top_outlet_share": round(float(test["outlet"].value_counts(normalize=True).iloc[0]), 3),
            "macro_f1": round(score, 4)}

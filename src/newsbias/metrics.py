@@ -160,7 +160,7 @@ def paired_macro_f1_difference(gold: np.ndarray, pred_a: np.ndarray, pred_b: np.
     not how noisy each is alone; ``ci`` is None when ``n_boot`` is 0.
     """
     gold = np.asarray(gold, dtype=np.int64)
-    diff = _macro_f1(gold, np.asarray(pred_a), n_labels) - _macro_f1(gold, np.asarray(pred_b), n_labels)
+    diff = macro_f1(gold, np.asarray(pred_a), range(n_labels)) - macro_f1(gold, np.asarray(pred_b), range(n_labels))
     ci = None
     if n_boot:
         scores = _bootstrap_class_f1(gold, [pred_a, pred_b], n_labels, n_boot, seed).mean(axis=-1)
@@ -295,10 +295,16 @@ def apply_temperature(logits: np.ndarray, temperature: float) -> np.ndarray:
     return softmax(np.asarray(logits, dtype=np.float64) / temperature, axis=1)
 
 
-def _macro_f1(gold: np.ndarray, pred: np.ndarray, n_labels: int) -> float:
+def macro_f1(gold: Sequence[Any], pred: Sequence[Any], labels: Sequence[Any] = LABELS) -> float:
+    """Macro-F1 over every label in ``labels`` — the project's one definition, used by every stage.
+
+    ``gold`` and ``pred`` hold label names by default; pass ``labels=range(n)`` for class ids. A
+    label that is neither gold nor predicted still counts, as 0, so a run that never predicts
+    *center* is not scored on two classes only.
+    """
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        return float(f1_score(gold, pred, labels=list(range(n_labels)), average="macro", zero_division=0))
+        return float(f1_score(gold, pred, labels=list(labels), average="macro", zero_division=0))
 
 
 def compute_metrics(gold: Sequence[int], pred: Sequence[int], probs: Optional[np.ndarray] = None,
@@ -374,7 +380,7 @@ def per_outlet(gold: np.ndarray, pred: np.ndarray, outlets: Sequence[Any], label
         rows.append({"outlet": None if pd.isna(outlet) else outlet, "n": len(g),
                      "label": labels[int(g["gold"].value_counts().idxmax())],
                      "accuracy": float((g["gold"] == g["pred"]).mean()),
-                     "macro_f1": _macro_f1(g["gold"].to_numpy(), g["pred"].to_numpy(), len(labels)),
+                     "macro_f1": macro_f1(g["gold"].to_numpy(), g["pred"].to_numpy(), range(len(labels))),
                      "invalid": int((g["pred"] == INVALID).sum())})
     rows.sort(key=lambda r: (-r["n"], str(r["outlet"])))
     return rows

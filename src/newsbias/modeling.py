@@ -13,6 +13,7 @@ model for inference is :meth:`newsbias.classifier.Classifier.load`.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import inspect
@@ -385,8 +386,7 @@ def load_model_and_tokenizer(name_or_path: str, head: Head = "lm", device: str =
         # what peft writes as the adapter's base: the GGUF's directory (with gguf_file), never the cache's copy
         model.config.name_or_path = model.name_or_path = str(Path(os.path.expanduser(name_or_path)).parent)
     if gradient_checkpointing:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-        model.config.use_cache = False
+        enable_checkpointing(model)
     model.to(dev)
     return model, tok
 
@@ -429,12 +429,26 @@ class MeanPoolingClassifier(nn.Module):
             model.classifier.load_state_dict(load_file(str(head)))
         return model.to(kwargs.get("dtype") or torch.float32)
 
+    def enable_input_require_grads(self) -> None:
+        """What peft calls for checkpointing under LoRA (frozen embeddings), passed to the encoder."""
+        self.encoder.enable_input_require_grads()
+
     def save_pretrained(self, out_dir: str, **kwargs: Any) -> None:
         from safetensors.torch import save_file
 
         self.encoder.save_pretrained(out_dir, **kwargs)
         save_file({k: v.detach().contiguous().cpu() for k, v in self.classifier.state_dict().items()},
                   str(Path(out_dir) / self.HEAD_FILE))
+
+
+def enable_checkpointing(model: nn.Module) -> None:
+    """Activation checkpointing on a transformers model, or on the encoder a mean-pooling head wraps."""
+    hf = model.encoder if isinstance(model, MeanPoolingClassifier) else model
+    if hasattr(hf, "activation_checkpointing_enable"):  # transformers >= 5.x; the old name warns there
+        hf.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+    else:
+        hf.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    hf.config.use_cache = False
 
 
 def _module_names(model: nn.Module) -> set[str]:
@@ -467,6 +481,14 @@ def classifier_module_name(model: nn.Module) -> str:
     raise NewsbiasError(f"cannot find the classification head of {type(model).__name__}")
 
 
+@contextlib.contextmanager
+def _peft_quiet() -> Iterator[None]:
+    """peft reads a property that transformers 5 deprecated: a FutureWarning on every load, not actionable for users."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+        yield
+
+
 def add_lora(model: nn.Module, head: Head, r: int = 16, alpha: int = 32, dropout: float = 0.05,
              target_modules: Sequence[str] | str = "auto", bias: str = "none",
              gradient_checkpointing: bool = False) -> nn.Module:
@@ -481,9 +503,7 @@ def add_lora(model: nn.Module, head: Head, r: int = 16, alpha: int = 32, dropout
     cfg = LoraConfig(
         r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=targets, bias=bias, task_type=task,
         modules_to_save=[classifier_module_name(model)] if head == "cls" else None)
-    with warnings.catch_warnings():
-        # peft probes a property that transformers 5 deprecated; not actionable for users
-        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+    with _peft_quiet():
         pm = get_peft_model(model, cfg)
     if gradient_checkpointing:  # frozen embeddings: checkpointed blocks need inputs that require grad
         pm.enable_input_require_grads()
@@ -497,7 +517,8 @@ def load_adapter(base_model: nn.Module, adapter_dir: str | Path, trainable: bool
     d = Path(adapter_dir)
     if not (d / "adapter_config.json").is_file():
         raise NewsbiasError(f"{d} is not an adapter directory (no adapter_config.json); pass the training out_dir")
-    return PeftModel.from_pretrained(base_model, str(d), is_trainable=trainable)
+    with _peft_quiet():
+        return PeftModel.from_pretrained(base_model, str(d), is_trainable=trainable)
 
 
 @dataclass

@@ -320,7 +320,7 @@ def _finish(cfg: PredictConfig, clf: Classifier, parts: Path, out: Path, input_p
         outputs={out.name: {"sha256": sha256_file(out), "rows": counts["predicted"]}})
     write_json(out.parent / f"{out.stem}.manifest.json", manifest)
     shutil.rmtree(parts)
-    log.info("predict: %d articles -> %s (%d skipped, %d invalid)", counts["predicted"], out, counts["skipped"],
+    log.debug("predict: %d articles -> %s (%d skipped, %d invalid)", counts["predicted"], out, counts["skipped"],
              counts["invalid"])
     return manifest
 

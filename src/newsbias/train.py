@@ -180,7 +180,9 @@ def evaluate(clf: Classifier, feats: Sequence[dict[str, Any]], batch_size: int =
 
     Each rank scores a shard; results are gathered so every rank takes the same decisions.
     """
-    from sklearn.metrics import accuracy_score, f1_score
+    from sklearn.metrics import accuracy_score
+
+    from .metrics import macro_f1
 
     lm = clf.settings.head == "lm"
     mine = list(range(d.rank, len(feats), d.world))
@@ -198,8 +200,7 @@ def evaluate(clf: Classifier, feats: Sequence[dict[str, Any]], batch_size: int =
     gold = [feats[i]["class_id"] for i, _, _ in results]
     pred = [p for _, p, _ in results]
     return {"val_loss": float(np.mean([l for _, _, l in results])),
-            "val_macro_f1": float(f1_score(gold, pred, average="macro", labels=list(range(len(LABELS))),
-                                           zero_division=0)),
+            "val_macro_f1": macro_f1(gold, pred, range(len(LABELS))),
             "val_accuracy": float(accuracy_score(gold, pred)), "val_n": len(results)}
 
 
@@ -549,8 +550,7 @@ def probe_head(model: torch.nn.Module, feats: Sequence[dict[str, Any]], pad_id: 
     unlike the training set (here: outlets never seen). The features are the head's own inputs,
     so the probe fits exactly the layer it replaces.
     """
-    from sklearn.metrics import f1_score
-
+    from .metrics import macro_f1
     from .modeling import classifier_module_name
 
     head = getattr(model, classifier_module_name(model))
@@ -566,7 +566,7 @@ def probe_head(model: torch.nn.Module, feats: Sequence[dict[str, Any]], pad_id: 
     with torch.no_grad():
         head.weight.copy_(torch.as_tensor(lr.coef_, dtype=head.weight.dtype))
         head.bias.copy_(torch.as_tensor(lr.intercept_, dtype=head.bias.dtype))
-    return {"type": "probe", "n": len(y), "train_macro_f1": float(f1_score(y, lr.predict(x), average="macro"))}
+    return {"type": "probe", "n": len(y), "train_macro_f1": macro_f1(y, lr.predict(x), range(head.out_features))}
 
 
 def setup_adversary(cfg: TrainConfig, model: torch.nn.Module, train_ex: Sequence[Example],
