@@ -284,17 +284,28 @@ def test_encoder_mean_pooling_and_full_finetune(tiny_bert_dir, planted_data_dir,
     assert (out / "adapter_config.json").is_file() == (finetune == "lora")
     assert (out / "classifier.safetensors").is_file() == (pooling == "mean" and finetune == "full")
 
-    from sklearn.metrics import f1_score
+    from newsbias.cli import main
+    from newsbias.metrics import macro_f1
 
     clf = Classifier.load(str(out))
     val = [json.loads(l) for l in (planted_data_dir / "val.jsonl").read_text().splitlines()]
     pred = [clf.labels[i] for i in clf.predict_proba([r["input"] for r in val]).argmax(1)]
-    assert abs(f1_score([r["output"] for r in val], pred, average="macro") - summary["best_val"]["val_macro_f1"]) < 1e-6
+    assert abs(macro_f1([r["output"] for r in val], pred) - summary["best_val"]["val_macro_f1"]) < 1e-6
     # save -> load round trip (merged for LoRA) scores the same
     texts = [r["input"] for r in make_planted_rows(6, seed=9)]
     clf.save(tmp_path / "saved")
     np.testing.assert_allclose(Classifier.load(str(tmp_path / "saved")).predict_proba(texts), clf.predict_proba(texts),
                                atol=1e-5)
+    # whatever `finetune` was, the training output is what --adapter takes
+    np.testing.assert_allclose(Classifier.from_options(adapter=str(out)).predict_proba(texts),
+                               clf.predict_proba(texts), atol=1e-6)
+    assert main(["predict", "--adapter", str(out), "--input", str(planted_data_dir), "--out",
+                 str(tmp_path / "p.jsonl"), "-q"]) == 0
+    records = [json.loads(l) for l in (tmp_path / "p.jsonl").read_text().splitlines()]
+    assert {r["adapter"] for r in records} == {str(out) if finetune == "lora" else None}
+    if finetune == "full":
+        with pytest.raises(NewsbiasError, match="not an adapter: it has no base model to replace"):
+            Classifier.from_options(model=str(tiny_bert_dir), adapter=str(out))
 
 
 def test_probe_head_starts_training_from_a_fitted_head(tiny_bert_dir, planted_data_dir, tmp_path):

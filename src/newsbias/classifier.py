@@ -86,13 +86,19 @@ class Classifier:
         """Load what a stage's ``model`` / ``adapter`` / ``gguf_file`` options name (``predict``, ``serve``).
 
         ``adapter`` (a training output) with ``model`` as an optional replacement base, or
-        ``model`` alone; other keyword arguments go to :meth:`load`.
+        ``model`` alone; a full fine-tune's output (or an export) is accepted as the adapter too,
+        since it is what ``newsbias train`` wrote. Other keyword arguments go to :meth:`load`.
         """
         if adapter:
             a = Path(adapter)
             if not a.is_dir():
                 raise NewsbiasError(f"adapter not found: {a}; pass a `newsbias train` output directory")
             if not (a / "adapter_config.json").is_file():
+                if (a / SETTINGS_FILE).is_file() and not model:  # a full fine-tune's out_dir, or an export
+                    return cls.load(str(a), **kwargs)
+                if (a / SETTINGS_FILE).is_file():
+                    raise NewsbiasError(f"{a} is a trained model (a full fine-tune or an export), not an adapter: "
+                                        f"it has no base model to replace; drop the model option")
                 raise NewsbiasError(f"{a} is not an adapter directory (no adapter_config.json); pass a "
                                     f"`newsbias train` output as the adapter, or a trained model directory as the model")
         elif not model:

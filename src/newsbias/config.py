@@ -359,8 +359,8 @@ class ModelSourceConfig(StrictModel):
                                  "directory (merged export, full fine-tune); default: the adapter's base.")
     gguf_file: str | None = Field(default=None, description="GGUF file inside the model directory (or give "
                                      "the .gguf path itself as the model).")
-    adapter: str | None = Field(default=None, description="Training output directory (newsbias.json + peft files); "
-                                                           "omit for zero-shot or a trained model directory.")
+    adapter: str | None = Field(default=None, description="Training output directory (newsbias.json + peft files, "
+                                                           "or a full fine-tune's weights); omit for zero-shot.")
     device: str = Field(default="auto", description="auto, cpu, cuda, cuda:1 ...")
     dtype: Dtype = Field(default="auto", description="auto: bf16 on GPUs that support it, fp32 on CPU.")
 

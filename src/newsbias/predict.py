@@ -221,7 +221,7 @@ def _predict_part(cfg: PredictConfig, clf: Classifier, input_path: str, part: Pa
     done = _rows_done(part)
     seen = mine = n_new = 0
     t0 = time.perf_counter()
-    adapter = str(cfg.adapter) if cfg.adapter else None
+    adapter = clf.adapter  # None for a trained model directory, even when it was passed as the adapter
     with open(part, "a", encoding="utf-8") as fh:
         chunk: list[Article] = []
 
