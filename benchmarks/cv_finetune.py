@@ -22,7 +22,6 @@ setting, whose checkpoints hold the start.
 from __future__ import annotations
 
 import argparse
-import json
 import shlex
 import subprocess
 import sys
@@ -35,22 +34,13 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from cv_ablation import paired  # noqa: E402
 from cv_probe import macro_f1  # noqa: E402
-from newsbias.cv import fold_interval, fold_roles, make_folds, pooled_articles  # noqa: E402
+from newsbias.cv import fold_interval, fold_roles, make_folds, pooled_articles, prep_lines  # noqa: E402
 from newsbias.labels import LABELS  # noqa: E402
 from newsbias.records import read_predictions  # noqa: E402
 
 CONFIG = ROOT / "configs" / "demo-encoder.yaml"
 # the CLI as a module: runs wherever the package imports (a GPU machine with only PYTHONPATH=src too)
 NB = [sys.executable, "-m", "newsbias.cli"]
-
-
-def split_lines(data: Path) -> dict[str, str]:
-    """Every prep-format row of ``data``'s three splits, by id, as written (read once for all rounds)."""
-    lines = {}
-    for split in ("train", "val", "test"):
-        for line in (data / f"{split}.jsonl").read_text().splitlines():
-            lines[json.loads(line)["id"]] = line
-    return lines
 
 
 def write_round(lines: dict[str, str], out: Path, ids: dict[str, np.ndarray]) -> None:
@@ -113,7 +103,7 @@ def main() -> None:
     frame = pooled_articles(args.data)
     fold = make_folds(frame, args.folds, seed=0)
     rng = np.random.default_rng(0)
-    lines, gold = split_lines(args.data), dict(zip(frame["id"], frame["gold"]))
+    lines, gold = prep_lines(args.data), dict(zip(frame["id"], frame["gold"]))
     settings = dict(s.split("=", 1) for s in args.setting)
     scores: dict[str, list[float]] = {**({} if args.no_base else {"enc-base": []}), **{n: [] for n in settings}}
     for n in settings if args.line else ():

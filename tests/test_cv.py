@@ -134,3 +134,54 @@ def test_counting_once_gives_each_round_the_tfidf_lr_of_its_own_articles(tmp_pat
     probs = fit_tfidf_lr_on_counts(counts, tr, frame[tr], cfg, va, frame[va])(te)
     np.testing.assert_allclose(probs, predict_proba_labels(pipe, frame["text"][te]), atol=1e-6)
     np.testing.assert_array_equal(fit_tfidf_lr_on_counts(counts, tr, frame[tr], cfg, va, frame[va])(te), probs)
+
+
+def model_cv_config(tmp_path, model_dir, data, **cv):
+    from newsbias.config import PredictConfig, TrainConfig
+
+    train = TrainConfig.model_validate({
+        "model": {"name_or_path": str(model_dir), "head": "lm"}, "lora": {"r": 8, "alpha": 16, "dropout": 0.0},
+        "prompt": {"max_length": 64, "chat_template": "off"}, "data": {"train_limit": 64},
+        "optim": {"lr": 5e-3, "max_steps": 24, "batch_size": 8, "grad_accum": 1, "warmup_ratio": 0.0},
+        "eval": {"every_steps": 12, "patience": None, "batch_size": 16}, "progress": False})
+    cfg = CvConfig(data=str(data), folds=3, recipes=["majority", "model"], random_reference=False,
+                   out_dir=str(tmp_path / "cv"), test_limit=20, **cv)
+    return cfg, train, PredictConfig(out="ignored.jsonl", batch_size=16)
+
+
+def test_the_model_recipe_trains_each_round_on_other_outlets_and_resumes(tmp_path, tiny_qwen_dir, monkeypatch):
+    from newsbias import train as train_module
+
+    data = outlet_data(tmp_path, n_outlets=9)
+    cfg, train, predict = model_cv_config(tmp_path, tiny_qwen_dir, data)
+    summary = run_cv(cfg, BaselineConfig(), train, predict, progress=False)
+    majority, model = summary["grouped"]
+    assert [r["n_test"] for r in model["folds"]] == [r["n_test"] for r in majority["folds"]] == [20, 20, 20]
+    assert model["mean"] > majority["mean"] + 0.3  # the planted word, learned on other outlets' articles
+    rounds = sorted((tmp_path / "cv-rounds").iterdir())
+    assert [r.name.split("-")[1] for r in rounds] == ["fold0", "fold1", "fold2"]
+    for r in rounds:  # no outlet of a round's test fold in its training or val rows
+        outlets = {role: {json.loads(l)["outlet"] for l in (r / "data" / f"{role}.jsonl").read_text().splitlines()}
+                   for role in ("train", "val", "test")}
+        assert not outlets["test"] & (outlets["train"] | outlets["val"]) and outlets["train"]
+    saved = [p.id for p in read_predictions(tmp_path / "cv" / "preds" / "model-fold0.jsonl")]
+    assert saved == [p.id for p in read_predictions(tmp_path / "cv" / "preds" / "majority-fold0.jsonl")]
+
+    # a second cv (another out_dir) reuses the finished rounds: nothing is trained again
+    monkeypatch.setattr(train_module, "train", lambda *a, **k: pytest.fail("a finished round was trained again"))
+    again = run_cv(cfg.model_copy(update={"out_dir": str(tmp_path / "cv2"), "work_dir": str(tmp_path / "cv-rounds")}),
+                   BaselineConfig(), train, predict, progress=False)
+    assert again["grouped"][1]["folds"] == [{**r, "seconds": again["grouped"][1]["folds"][i]["seconds"]}
+                                            for i, r in enumerate(model["folds"])]
+    # a changed setting is a new round, not a reuse
+    changed = train.model_copy(update={"optim": train.optim.model_copy(update={"lr": 1e-3})})
+    with pytest.raises(pytest.fail.Exception, match="trained again"):
+        run_cv(cfg.model_copy(update={"out_dir": str(tmp_path / "cv3"), "work_dir": str(tmp_path / "cv-rounds")}),
+               BaselineConfig(), changed, predict, progress=False)
+
+
+def test_the_model_recipe_needs_a_train_section(tmp_path, capsys):
+    data = outlet_data(tmp_path)
+    assert main(["cv", "--data", str(data), "--out", str(tmp_path / "cv"), "cv.recipes=[model]"]) == 2
+    assert "cv.recipes has model but the config has no train: section" in capsys.readouterr().err
+    assert not (tmp_path / "cv").exists()

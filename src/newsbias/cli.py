@@ -112,7 +112,7 @@ def _run_baseline(args: argparse.Namespace, cfg: Config) -> int:
 def _run_cv(args: argparse.Namespace, cfg: Config) -> int:
     from .cv import run_cv
 
-    summary = run_cv(cfg.cv, cfg.baseline)
+    summary = run_cv(cfg.cv, cfg.baseline, cfg.train, cfg.predict, progress=not args.quiet)
     for res in summary["grouped"]:
         print(f"cv: {res['recipe']}: mean macro-F1 {res['mean']:.3f} [{res['ci95'][0]:.3f}, {res['ci95'][1]:.3f}] "
               f"over {cfg.cv.folds} outlet-grouped folds")
@@ -245,13 +245,15 @@ COMMANDS: tuple[Command, ...] = (
             (Flag("--data", "baseline.data", "DIR"), Flag("--split", "baseline.split", "NAME_OR_FILE"),
              Flag("--out", "baseline.out_dir", "DIR"), Flag("--seed", "baseline.seed"))),
     Command("cv", _run_cv,
-            "Outlet-grouped cross-validation of the baselines: the yardstick for unseen outlets.",
+            "Outlet-grouped cross-validation of the baselines and models: the yardstick for unseen outlets.",
             "Pool train/val/test of a prep output, cut it into K folds with no outlet in two folds "
-            "(label-stratified, deterministic), run each baseline recipe with one fold as test and the next as val, "
+            "(label-stratified, deterministic), run each recipe with one fold as test and the next as val, "
             "and report macro-F1 per fold, the mean and a 95% interval over folds, beside the same recipe on random "
-            "folds (outlets shared).",
+            "folds (outlets shared). Recipes: majority and tfidf-lr (the baseline: section), and model (the train: "
+            "section trained on every round, scored with the predict: section; its rounds are kept in cv.work_dir "
+            "and resume when cv is re-run).",
             (Flag("--data", "cv.data", "DIR"), Flag("--folds", "cv.folds"), Flag("--out", "cv.out_dir", "DIR"),
-             Flag("--seed", "cv.seed"))),
+             Flag("--seed", "cv.seed"), QUIET)),
     Command("evaluate", _run_evaluate,
             "Predictions JSONL -> metrics JSON (macro-F1 with bootstrap CI, confusion matrix ...).",
             "Score a predictions file (from predict, baseline or serve): accuracy, macro/micro/weighted F1, "

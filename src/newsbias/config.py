@@ -532,15 +532,20 @@ class BaselineConfig(StrictModel):
 
 
 class CvConfig(StrictModel):
-    """``cv:`` section: outlet-grouped cross-validation of the baselines (see newsbias.cv)."""
+    """``cv:`` section: outlet-grouped cross-validation of the baselines and the model recipe (see newsbias.cv)."""
 
     data: str = Field(default="runs/data", description="Prep output directory; train, val and test are pooled "
                                                        "(default: prep.out_dir of the same config).")
     folds: int = Field(default=5, ge=2, description="Number of outlet-grouped folds.")
     seed: int = Field(default=0, description="Seed of the fold assignment (same seed, same folds).")
-    recipes: list[Literal["majority", "tfidf-lr"]] = Field(
-        default_factory=lambda: ["majority", "tfidf-lr"], description="Baseline recipes to cross-validate "
-        "(their settings come from the baseline: section).")
+    recipes: list[Literal["majority", "tfidf-lr", "model"]] = Field(
+        default_factory=lambda: ["majority", "tfidf-lr"], description="Recipes to cross-validate: the baselines "
+        "(settings from the baseline: section) and model (the train: section trained on each round, its test fold "
+        "scored with the predict: section's settings).")
+    test_limit: int | None = Field(default=None, ge=1, description="Score a seeded sample of this many articles "
+                                   "of each test fold (the same articles for every recipe); default: all.")
+    work_dir: str | None = Field(default=None, description="Where the model recipe keeps each round's data, model "
+                                 "and predictions, so an interrupted cv resumes (default: out_dir + '-rounds').")
     random_reference: bool = Field(default=True, description="Also run ungrouped stratified folds (outlets "
                                    "shared): the memorisation reference.")
     save_predictions: bool = Field(default=True, description="Write each fold's predictions under out_dir/preds.")

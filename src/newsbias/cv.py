@@ -8,27 +8,36 @@ val.jsonl); the remaining folds train. The report gives macro-F1 per fold, the m
 t-interval over folds, and the same recipe on ungrouped stratified folds beside it: the
 "memorisation" reference, which shares outlets between train and test.
 
+The ``model`` recipe trains the run's ``train:`` section on each round (its val picks the
+checkpoint) and scores the test fold with the ``predict:`` section's settings, through the real
+``newsbias train`` and ``newsbias predict`` code. Its rounds are kept under ``cv.work_dir`` (data,
+model, predictions; one directory per setting and round), so an interrupted cv resumes and a
+changed setting starts new rounds.
+
 A fold-level interval is wider than an article-level bootstrap on one split, and honest about
 the question users ask: how well would this recipe do on outlets it has never seen?
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 import numpy as np
 import pandas as pd
 
 from .baseline import count_ngrams, fit_majority, fit_tfidf_lr_on_counts, prediction_rows
-from .config import BaselineConfig, CvConfig
+from .config import BaselineConfig, CvConfig, PredictConfig, TrainConfig
 from .errors import NewsbiasError
 from .io import atomic_dir, check_output_dir, stage_manifest, write_json
 from .labels import LABELS
 from .metrics import macro_f1
-from .records import SPLITS, join_title, read_articles, split_file, write_predictions
+from .records import SPLITS, join_title, read_articles, read_predictions, split_file, write_predictions
 
 log = logging.getLogger(__name__)
 
@@ -74,13 +83,41 @@ def fold_roles(fold: np.ndarray, i: int, k: int) -> tuple[np.ndarray, np.ndarray
     return ~(test | val), val, test
 
 
-def run_recipe(recipe: str, frame: pd.DataFrame, roles: tuple[np.ndarray, np.ndarray, np.ndarray],
-               cfg: BaselineConfig, counts: Any = None) -> np.ndarray:
-    """``(n_test, 3)`` probabilities of one baseline recipe trained on the ``roles`` masks' train rows (val picks C).
+@dataclass
+class ModelRecipe:
+    """The ``model`` recipe: the run's ``train:`` and ``predict:`` sections, and where its rounds are kept."""
 
-    ``counts`` (:func:`~newsbias.baseline.count_ngrams` of ``frame``) spares TF-IDF a tokenisation per round.
+    train: TrainConfig
+    predict: PredictConfig
+    work: Path
+    lines: dict[str, str]  # every row of the prep output by id, as prep wrote it
+    progress: bool = True
+
+
+def prep_lines(data_dir: str | Path) -> dict[str, str]:
+    """Every row of a prep output's splits by id, as written (what a round's data files are cut from)."""
+    lines = {}
+    for split in SPLITS:
+        for line in split_file(data_dir, split).read_text(encoding="utf-8").splitlines():
+            if line.strip():
+                lines[json.loads(line)["id"]] = line
+    return lines
+
+
+def run_recipe(recipe: str, frame: pd.DataFrame, roles: tuple[np.ndarray, np.ndarray, np.ndarray],
+               cfg: BaselineConfig, counts: Any = None, model: Optional[ModelRecipe] = None,
+               tag: str = "round") -> np.ndarray:
+    """``(n_test, 3)`` probabilities of one recipe trained on the ``roles`` masks' train rows (val picks C or
+    the checkpoint).
+
+    ``counts`` (:func:`~newsbias.baseline.count_ngrams` of ``frame``) spares TF-IDF a tokenisation per round;
+    ``model`` is needed by the ``model`` recipe, whose round is kept under ``model.work`` / ``tag``.
     """
     tr, va, te = roles
+    if recipe == "model":
+        if model is None:
+            raise NewsbiasError("the model recipe needs a ModelRecipe (the run's train: and predict: sections)")
+        return model_round(model, frame, roles, tag)
     if recipe == "majority":
         dist = fit_majority(frame["gold"][tr])
         return np.tile([dist[lab] for lab in LABELS], (int(te.sum()), 1))
@@ -100,14 +137,66 @@ def fold_interval(scores: list[float]) -> tuple[float, float, float]:
     return float(a.mean()), float(a.mean() - half), float(a.mean() + half)
 
 
+def _round_key(m: ModelRecipe, ids: dict[str, list[str]]) -> str:
+    """What decides a round's result: the training and scoring settings and the round's articles."""
+    train = m.train.model_dump(mode="json", exclude={"out_dir", "progress", "overwrite", "report_to"})
+    train["data"].pop("path", None), train["data"].pop("val_path", None)
+    score = m.predict.model_dump(mode="json", include={"mode", "windows", "pool", "prompt", "max_new_tokens",
+                                                       "dtype", "text_field"})
+    blob = json.dumps({"train": train, "predict": score, "ids": ids}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+
+def model_round(m: ModelRecipe, frame: pd.DataFrame, roles: tuple[np.ndarray, np.ndarray, np.ndarray],
+                tag: str) -> np.ndarray:
+    """Train on one round (``newsbias train``: val picks the checkpoint) and score its test rows (``newsbias
+    predict``); ``(n_test, 3)`` probabilities in the test rows' order. Each finished step is reused on a rerun.
+    """
+    from .train import latest_checkpoint, train
+    from .predict import run_predict
+
+    tr, va, te = roles
+    rng = np.random.default_rng(int.from_bytes(hashlib.sha256(tag.encode()).digest()[:8], "little"))
+    # shuffled, so train.data.train_limit / val_limit draw a sample of every outlet, not the file's first ones
+    ids = {"train": rng.permutation(frame["id"][tr].to_numpy()).tolist(),
+           "val": rng.permutation(frame["id"][va].to_numpy()).tolist(), "test": frame["id"][te].tolist()}
+    rdir = m.work / f"{tag}-{_round_key(m, ids)}"
+    data, model_dir, preds = rdir / "data", rdir / "model", rdir / "preds.jsonl"
+    if not (rdir / "trained.json").is_file():
+        data.mkdir(parents=True, exist_ok=True)
+        for role, role_ids in ids.items():
+            (data / f"{role}.jsonl").write_text("".join(m.lines[i] + "\n" for i in role_ids), encoding="utf-8")
+        cfg = m.train.model_copy(update={"data": m.train.data.model_copy(update={"path": str(data), "val_path": None}),
+                                         "out_dir": str(model_dir)})
+        summary = train(cfg, resume=latest_checkpoint(model_dir) is not None, progress=m.progress)
+        (rdir / "trained.json").write_text(json.dumps(summary, default=str), encoding="utf-8")
+    if not preds.with_name("preds.manifest.json").is_file():
+        run_predict(m.predict.model_copy(update={"input": str(data), "split": "test", "out": str(preds),
+                                                 "adapter": str(model_dir), "model": None, "gguf_file": None,
+                                                 "limit": None, "name": tag}), progress=m.progress)
+    by_id = {r.id: r.probs for r in read_predictions(preds)}
+    return np.array([[by_id[i][lab] for lab in LABELS] for i in ids["test"]])
+
+
+def test_rows(te: np.ndarray, limit: Optional[int], seed: int) -> np.ndarray:
+    """The test mask, or a seeded sample of ``limit`` of its rows (``cv.test_limit``: the same for every recipe)."""
+    if limit is None or te.sum() <= limit:
+        return te
+    keep = np.random.default_rng(seed).choice(np.flatnonzero(te), size=limit, replace=False)
+    capped = np.zeros_like(te)
+    capped[keep] = True
+    return capped
+
+
 def _score_round(recipe: str, frame: pd.DataFrame, fold: np.ndarray, i: int, k: int, cfg: BaselineConfig,
-                 counts: Any) -> tuple[dict[str, Any], list]:
+                 counts: Any, run: dict[str, Any]) -> tuple[dict[str, Any], list]:
     tr, va, te = fold_roles(fold, i, k)
+    te = test_rows(te, run["test_limit"], run["seed"] + i)
     test = frame[te]
     if frame["gold"][tr].nunique() < 2:
         raise NewsbiasError(f"cv fold {i}: the training folds hold only the label {frame['gold'][tr].iloc[0]!r} "
                             f"(outlets carry one label each); use fewer cv.folds or data with more outlets")
-    probs = run_recipe(recipe, frame, (tr, va, te), cfg, counts)
+    probs = run_recipe(recipe, frame, (tr, va, te), cfg, counts, run.get("model"), f"{run['kind']}-fold{i}")
     pred = [LABELS[j] for j in probs.argmax(1)]
     score = macro_f1(test["gold"], pred)
     row = {"fold": i, "n_train": int(tr.sum()), "n_test": len(test), "test_outlets": int(test["outlet"].nunique()),
@@ -117,25 +206,29 @@ def _score_round(recipe: str, frame: pd.DataFrame, fold: np.ndarray, i: int, k: 
 
 
 def _timed_round(recipe: str, frame: pd.DataFrame, fold: np.ndarray, i: int, k: int, cfg: BaselineConfig,
-                 counts: Any) -> tuple[dict[str, Any], list]:
+                 counts: Any, run: dict[str, Any]) -> tuple[dict[str, Any], list]:
     t0 = time.time()
-    row, preds = _score_round(recipe, frame, fold, i, k, cfg, counts)
+    row, preds = _score_round(recipe, frame, fold, i, k, cfg, counts, run)
     row["seconds"] = round(time.time() - t0, 1)
     return row, preds
 
 
 def cross_validate(recipe: str, frame: pd.DataFrame, fold: np.ndarray, cfg: BaselineConfig,
-                   preds_dir: Path | None = None, jobs: int = 1, counts: Any = None) -> dict[str, Any]:
-    """Run ``recipe`` on every round (``jobs`` rounds at a time); per-fold rows plus mean and interval.
+                   preds_dir: Path | None = None, jobs: int = 1, counts: Any = None,
+                   run: Optional[dict[str, Any]] = None) -> dict[str, Any]:
+    """Run ``recipe`` on every round (``jobs`` rounds at a time; the model recipe one at a time, since training
+    uses every core); per-fold rows plus mean and interval.
 
-    ``counts``: :func:`~newsbias.baseline.count_ngrams` of ``frame``, shared by every round (else counted per round).
+    ``counts``: :func:`~newsbias.baseline.count_ngrams` of ``frame``, shared by every round (else counted per
+    round). ``run``: ``test_limit``, ``seed``, ``kind`` (grouped / random) and, for the model recipe, ``model``.
     """
     from joblib import Parallel, delayed
 
+    run = {"test_limit": None, "seed": 0, "kind": "grouped", **(run or {})}
     k = int(fold.max()) + 1
     rows = []
-    results = Parallel(n_jobs=min(jobs, k))(delayed(_timed_round)(recipe, frame, fold, i, k, cfg, counts)
-                                           for i in range(k))
+    results = Parallel(n_jobs=1 if recipe == "model" else min(jobs, k))(
+        delayed(_timed_round)(recipe, frame, fold, i, k, cfg, counts, run) for i in range(k))
     for i, (row, preds) in enumerate(results):
         rows.append(row)
         log.info("cv %s fold %d: macro-F1 %.4f (%d test articles)", recipe, i, row["macro_f1"], row["n_test"])
@@ -167,26 +260,45 @@ def render_markdown(summary: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def run_cv(cfg: CvConfig, baseline: BaselineConfig) -> dict[str, Any]:
-    """``newsbias cv``: grouped (and random-fold reference) CV of the baseline recipes; writes cv.json + cv.md."""
+def _model_recipe(cfg: CvConfig, train: Optional[TrainConfig], predict: Optional[PredictConfig],
+                  progress: bool) -> Optional[ModelRecipe]:
+    if "model" not in cfg.recipes:
+        return None
+    if train is None:
+        raise NewsbiasError("cv.recipes has model but the config has no train: section; add one (it is the recipe)")
+    work = Path(cfg.work_dir or f"{str(cfg.out_dir).rstrip('/')}-rounds")
+    return ModelRecipe(train=train, predict=predict or PredictConfig(out=str(work / "unused.jsonl")), work=work,
+                       lines=prep_lines(cfg.data), progress=progress)
+
+
+def run_cv(cfg: CvConfig, baseline: BaselineConfig, train: Optional[TrainConfig] = None,
+           predict: Optional[PredictConfig] = None, progress: bool = True) -> dict[str, Any]:
+    """``newsbias cv``: grouped (and random-fold reference) CV of each recipe; writes cv.json + cv.md.
+
+    ``train`` / ``predict`` (the run's sections) define the ``model`` recipe.
+    """
     t0 = time.time()
     out = check_output_dir(cfg.out_dir, "cv", "cv.json", inputs=[cfg.data])
     frame = pooled_articles(cfg.data, prepend_title=baseline.prepend_title)
+    model = _model_recipe(cfg, train, predict, progress)
     summary: dict[str, Any] = {"stage": "cv", "command": "newsbias cv", "data": str(cfg.data), "folds": cfg.folds,
-                               "seed": cfg.seed, "n_articles": len(frame), "n_outlets": int(frame["outlet"].nunique())}
+                               "seed": cfg.seed, "n_articles": len(frame), "n_outlets": int(frame["outlet"].nunique()),
+                               "test_limit": cfg.test_limit, "work_dir": str(model.work) if model else None}
+    run = {"test_limit": cfg.test_limit, "seed": cfg.seed, "model": model}
     with atomic_dir(out) as tmp:
         grouped = make_folds(frame, cfg.folds, cfg.seed, grouped=True)
         preds_dir = tmp / "preds" if cfg.save_predictions else None
         if preds_dir is not None:
             preds_dir.mkdir()
         counts = count_ngrams(frame["text"], baseline) if "tfidf-lr" in cfg.recipes else None  # once for all rounds
-        summary["grouped"] = [cross_validate(r, frame, grouped, baseline, preds_dir, cfg.jobs, counts)
-                              for r in cfg.recipes]
+        summary["grouped"] = [cross_validate(r, frame, grouped, baseline, preds_dir, cfg.jobs, counts,
+                                             {**run, "kind": "grouped"}) for r in cfg.recipes]
         if cfg.random_reference:
             shared = make_folds(frame, cfg.folds, cfg.seed, grouped=False)
-            summary["random"] = [cross_validate(r, frame, shared, baseline, jobs=cfg.jobs, counts=counts)
-                                 for r in cfg.recipes]
-        summary.update(stage_manifest("cv", {"cv": cfg, "baseline": baseline}, t0))
+            summary["random"] = [cross_validate(r, frame, shared, baseline, jobs=cfg.jobs, counts=counts,
+                                                run={**run, "kind": "random"}) for r in cfg.recipes]
+        sections = {"cv": cfg, "baseline": baseline, **({"train": train, "predict": model.predict} if model else {})}
+        summary.update(stage_manifest("cv", sections, t0))
         write_json(tmp / "cv.json", summary)
         (tmp / "cv.md").write_text(render_markdown(summary), encoding="utf-8")
     return summary
