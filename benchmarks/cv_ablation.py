@@ -83,11 +83,9 @@ def run_variant(data: Path, samplings: list[str], base: BaselineConfig, folds: i
 
 
 def paired(a: np.ndarray, b: np.ndarray) -> str:
-    from scipy import stats
-
-    d = b - a
-    half = stats.t.ppf(0.975, len(d) - 1) * d.std(ddof=1) / np.sqrt(len(d))
-    return f"{d.mean():+.3f} [{d.mean() - half:+.3f}, {d.mean() + half:+.3f}]"
+    """``b - a`` per fold: mean [95% t-interval], as ``newsbias cv`` reports a recipe's change."""
+    mean, lo, hi = fold_interval((np.asarray(b) - np.asarray(a)).tolist())
+    return f"{mean:+.3f} [{lo:+.3f}, {hi:+.3f}]"
 
 
 def fold_rows(per: list[dict[str, float]]) -> list[str]:

@@ -158,6 +158,11 @@ def test_the_model_recipe_trains_each_round_on_other_outlets_and_resumes(tmp_pat
     majority, model = summary["grouped"]
     assert [r["n_test"] for r in model["folds"]] == [r["n_test"] for r in majority["folds"]] == [20, 20, 20]
     assert model["mean"] > majority["mean"] + 0.3  # the planted word, learned on other outlets' articles
+    diffs = [m["macro_f1"] - b["macro_f1"] for m, b in zip(model["folds"], majority["folds"])]
+    assert model["vs_first"]["mean"] == pytest.approx(np.mean(diffs), abs=1e-4) and "vs_first" not in majority
+    assert model["vs_first"]["ci95"][0] < np.mean(diffs) < model["vs_first"]["ci95"][1]
+    assert f"| model | {model['mean']:.3f} |" in (tmp_path / "cv" / "cv.md").read_text()
+    assert "change vs majority, paired by fold" in (tmp_path / "cv" / "cv.md").read_text()
     rounds = sorted((tmp_path / "cv-rounds").iterdir())
     assert [r.name.split("-")[1] for r in rounds] == ["fold0", "fold1", "fold2"]
     for r in rounds:  # no outlet of a round's test fold in its training or val rows

@@ -249,15 +249,26 @@ def render_markdown(summary: dict[str, Any]) -> str:
         lines += [f"| {r['fold']} | {r['n_test']:,} | {r['test_outlets']} | {r['top_outlet_share']:.0%} | "
                   f"{r['macro_f1']:.3f} |" for r in res["folds"]]
         lines.append("")
-    lines += ["## Summary", "", "| recipe | grouped folds: mean macro-F1 | 95% CI over folds | random folds (outlets shared) |",
-              "|---|---:|---|---:|"]
+    first = summary["grouped"][0]["recipe"]
+    lines += ["## Summary", "", f"| recipe | grouped folds: mean macro-F1 | 95% CI over folds | change vs {first}, "
+              "paired by fold [95% CI] | random folds (outlets shared) |", "|---|---:|---|---|---:|"]
     reference = {r["recipe"]: r for r in summary.get("random", [])}
     for res in summary["grouped"]:
-        ref = reference.get(res["recipe"])
+        ref, vs = reference.get(res["recipe"]), res.get("vs_first")
+        change = f"{vs['mean']:+.3f} [{vs['ci95'][0]:+.3f}, {vs['ci95'][1]:+.3f}]" if vs else "–"
+        shared = f"{ref['mean']:.3f}" if ref else "–"
         lines.append(f"| {res['recipe']} | {res['mean']:.3f} | [{res['ci95'][0]:.3f}, {res['ci95'][1]:.3f}] | "
-                     f"{ref['mean']:.3f} |" if ref else
-                     f"| {res['recipe']} | {res['mean']:.3f} | [{res['ci95'][0]:.3f}, {res['ci95'][1]:.3f}] | – |")
+                     f"{change} | {shared} |")
     return "\n".join(lines) + "\n"
+
+
+def paired_by_fold(results: list[dict[str, Any]]) -> None:
+    """Add to each recipe after the first its change against the first, paired by fold (mean and 95 % interval
+    of the per-fold differences: the folds' own difficulty cancels out)."""
+    base = np.array([r["macro_f1"] for r in results[0]["folds"]])
+    for res in results[1:]:
+        mean, lo, hi = fold_interval((np.array([r["macro_f1"] for r in res["folds"]]) - base).tolist())
+        res["vs_first"] = {"recipe": results[0]["recipe"], "mean": round(mean, 4), "ci95": [round(lo, 4), round(hi, 4)]}
 
 
 def _model_recipe(cfg: CvConfig, train: Optional[TrainConfig], predict: Optional[PredictConfig],
@@ -293,6 +304,7 @@ def run_cv(cfg: CvConfig, baseline: BaselineConfig, train: Optional[TrainConfig]
         counts = count_ngrams(frame["text"], baseline) if "tfidf-lr" in cfg.recipes else None  # once for all rounds
         summary["grouped"] = [cross_validate(r, frame, grouped, baseline, preds_dir, cfg.jobs, counts,
                                              {**run, "kind": "grouped"}) for r in cfg.recipes]
+        paired_by_fold(summary["grouped"])
         if cfg.random_reference:
             shared = make_folds(frame, cfg.folds, cfg.seed, grouped=False)
             summary["random"] = [cross_validate(r, frame, shared, baseline, jobs=cfg.jobs, counts=counts,
