@@ -249,6 +249,13 @@ def test_stdin_plain_text_and_csv(lm_adapter_dir, tmp_path):
                 progress=False)
     assert [r["gold"] for r in read(tmp_path / "c.jsonl")] == ["left"] * 5
     assert [r["probs"] for r in read(tmp_path / "c.jsonl")] == [r["probs"] for r in rows]
+    # --out -: the records on stdout (a pipe's end), the summary on stderr, no file called "-"
+    proc = subprocess.run([sys.executable, "-m", "newsbias.cli", "predict", "-q", "--adapter", str(lm_adapter_dir),
+                           "--input", "-", "--out", "-"], input="\n".join(texts) + "\n", capture_output=True,
+                          text=True, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert [json.loads(l)["probs"] for l in proc.stdout.splitlines()] == [r["probs"] for r in rows]
+    assert "5 articles -> stdout" in proc.stderr and not (tmp_path / "-").exists()
 
 
 @pytest.mark.slow

@@ -94,8 +94,9 @@ def _run_predict(args: argparse.Namespace, cfg: Config) -> int:
     m = run_predict(predict, progress=not args.quiet)
     if m:
         c = m["counts"]
-        print(f"predict: {c['predicted']} articles -> {predict.out} ({c['skipped']} skipped, {c['invalid']} invalid; "
-              f"{m['articles_per_s_this_run'] or 0:.2f} articles/s)")
+        print(f"predict: {c['predicted']} articles -> {'stdout' if predict.out == '-' else predict.out} "
+              f"({c['skipped']} skipped, {c['invalid']} invalid; {m['articles_per_s_this_run'] or 0:.2f} articles/s)",
+              file=sys.stderr if predict.out == "-" else sys.stdout)
     return 0
 
 

@@ -256,12 +256,30 @@ def _predict_part(cfg: PredictConfig, clf: Classifier, input_path: str, part: Pa
     return seen, done, n_new
 
 
+def _predict_to_stdout(cfg: PredictConfig, progress: bool) -> dict[str, Any]:
+    """``out: -``: the records go to stdout once all are scored (nothing is kept, so nothing resumes)."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="newsbias-predict-") as tmp:
+        out = Path(tmp) / "preds.jsonl"
+        manifest = run_predict(cfg.model_copy(update={"out": str(out)}), progress)
+        with out.open("r", encoding="utf-8") as fh:
+            shutil.copyfileobj(fh, sys.stdout)
+        sys.stdout.flush()
+    return manifest
+
+
 def run_predict(cfg: PredictConfig, progress: bool = True) -> dict[str, Any]:
-    """Predict every article of ``cfg.input`` into ``cfg.out`` (resumable); returns the manifest.
+    """Predict every article of ``cfg.input`` into ``cfg.out`` (resumable; ``-`` writes the records to
+    stdout instead); returns the manifest.
 
     A killed run resumes from its part files; a run that stops on bad input removes them, so the
     corrected input starts clean (a changed input never reuses rows: its sha256 is checked).
     """
+    if cfg.out == "-":
+        if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+            raise NewsbiasError("predict.out=- (stdout) cannot be split between torchrun processes; give a file")
+        return _predict_to_stdout(cfg, progress)
     started = time.time()
     if cfg.input is None:
         raise NewsbiasError("predict.input is not set; pass --input (a JSONL/CSV file, a prep output directory, "
