@@ -140,7 +140,8 @@ def fold_interval(scores: list[float]) -> tuple[float, float, float]:
 def _round_key(m: ModelRecipe, ids: dict[str, list[str]]) -> str:
     """What decides a round's result: the training and scoring settings and the round's articles."""
     train = m.train.model_dump(mode="json", exclude={"out_dir", "progress", "overwrite", "report_to"})
-    train["data"].pop("path", None), train["data"].pop("val_path", None)
+    for where in ("path", "val_path"):  # the round's own files, named after the key
+        train["data"].pop(where, None)
     score = m.predict.model_dump(mode="json", include={"mode", "windows", "pool", "prompt", "max_new_tokens",
                                                        "dtype", "text_field"})
     blob = json.dumps({"train": train, "predict": score, "ids": ids}, sort_keys=True)
@@ -178,7 +179,7 @@ def model_round(m: ModelRecipe, frame: pd.DataFrame, roles: tuple[np.ndarray, np
     return np.array([[by_id[i][lab] for lab in LABELS] for i in ids["test"]])
 
 
-def test_rows(te: np.ndarray, limit: Optional[int], seed: int) -> np.ndarray:
+def sample_test_rows(te: np.ndarray, limit: Optional[int], seed: int) -> np.ndarray:
     """The test mask, or a seeded sample of ``limit`` of its rows (``cv.test_limit``: the same for every recipe)."""
     if limit is None or te.sum() <= limit:
         return te
@@ -191,7 +192,7 @@ def test_rows(te: np.ndarray, limit: Optional[int], seed: int) -> np.ndarray:
 def _score_round(recipe: str, frame: pd.DataFrame, fold: np.ndarray, i: int, k: int, cfg: BaselineConfig,
                  counts: Any, run: dict[str, Any]) -> tuple[dict[str, Any], list]:
     tr, va, te = fold_roles(fold, i, k)
-    te = test_rows(te, run["test_limit"], run["seed"] + i)
+    te = sample_test_rows(te, run["test_limit"], run["seed"] + i)
     test = frame[te]
     if frame["gold"][tr].nunique() < 2:
         raise NewsbiasError(f"cv fold {i}: the training folds hold only the label {frame['gold'][tr].iloc[0]!r} "
