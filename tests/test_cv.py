@@ -86,6 +86,28 @@ def test_cv_scores_match_saved_predictions_and_reference_is_reported(tmp_path):
     assert "| tfidf-lr |" in md and "random folds" in md
 
 
+def test_a_cv_ensemble_averages_its_recipes_fold_by_fold(tmp_path):
+    data = outlet_data(tmp_path, planted=False)  # house words only: neither recipe is near-perfect
+    cfg = CvConfig(data=str(data), folds=3, out_dir=str(tmp_path / "cv"), random_reference=False, test_limit=30,
+                   ensembles=["both=majority+tfidf-lr"])
+    summary = run_cv(cfg, BaselineConfig(lr={"C_grid": [1.0]}))
+    both = summary["grouped"][-1]
+    assert both["recipe"] == "both" and both["members"] == ["majority", "tfidf-lr"]
+    for row in both["folds"]:
+        i = row["fold"]
+        a, b = (read_predictions(tmp_path / "cv" / "preds" / f"{r}-fold{i}.jsonl") for r in ("majority", "tfidf-lr"))
+        mean = [[(x.probs[lab] + y.probs[lab]) / 2 for lab in LABELS] for x, y in zip(a, b)]
+        by_hand = f1_score([x.gold for x in a], [LABELS[int(np.argmax(m))] for m in mean], labels=LABELS,
+                           average="macro", zero_division=0)
+        assert row["macro_f1"] == pytest.approx(by_hand, abs=1e-4) and row["n_test"] == len(a) == 30
+        assert [p.id for p in read_predictions(tmp_path / "cv" / "preds" / f"both-fold{i}.jsonl")] == [x.id for x in a]
+    assert "vs_first" in both and "| both |" in (tmp_path / "cv" / "cv.md").read_text()
+    with pytest.raises(NewsbiasError, match="names model, not among the runs"):  # before any fold runs
+        run_cv(cfg.model_copy(update={"ensembles": ["x=tfidf-lr+model"], "out_dir": str(tmp_path / "cv2")}),
+               BaselineConfig())
+    assert not (tmp_path / "cv2").exists()
+
+
 def test_outlet_memorisation_shows_as_a_gap_between_random_and_grouped_folds(tmp_path):
     """Labels carried only by house words: random folds look perfect, unseen outlets are at chance."""
     data = outlet_data(tmp_path, planted=False)

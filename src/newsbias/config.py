@@ -542,6 +542,8 @@ class CvConfig(StrictModel):
         default_factory=lambda: ["majority", "tfidf-lr"], description="Recipes to cross-validate: the baselines "
         "(settings from the baseline: section) and model (the train: section trained on each round, its test fold "
         "scored with the predict: section's settings).")
+    ensembles: list[str] = Field(default_factory=list, description="Runs added as NAME=RECIPE+RECIPE[+...]: the "
+                                 "equal-weight mean of the recipes' probabilities on each fold (as compare's).")
     test_limit: int | None = Field(default=None, ge=1, description="Score a seeded sample of this many articles "
                                    "of each test fold (the same articles for every recipe); default: all.")
     work_dir: str | None = Field(default=None, description="Where the model recipe keeps each round's data, model "

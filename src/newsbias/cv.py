@@ -216,12 +216,13 @@ def _timed_round(recipe: str, frame: pd.DataFrame, fold: np.ndarray, i: int, k: 
 
 def cross_validate(recipe: str, frame: pd.DataFrame, fold: np.ndarray, cfg: BaselineConfig,
                    preds_dir: Path | None = None, jobs: int = 1, counts: Any = None,
-                   run: Optional[dict[str, Any]] = None) -> dict[str, Any]:
+                   run: Optional[dict[str, Any]] = None, kept: Optional[dict[str, list]] = None) -> dict[str, Any]:
     """Run ``recipe`` on every round (``jobs`` rounds at a time; the model recipe one at a time, since training
     uses every core); per-fold rows plus mean and interval.
 
     ``counts``: :func:`~newsbias.baseline.count_ngrams` of ``frame``, shared by every round (else counted per
     round). ``run``: ``test_limit``, ``seed``, ``kind`` (grouped / random) and, for the model recipe, ``model``.
+    ``kept`` receives each fold's prediction records under the recipe's name (for :func:`ensemble_folds`).
     """
     from joblib import Parallel, delayed
 
@@ -235,8 +236,34 @@ def cross_validate(recipe: str, frame: pd.DataFrame, fold: np.ndarray, cfg: Base
         log.info("cv %s fold %d: macro-F1 %.4f (%d test articles)", recipe, i, row["macro_f1"], row["n_test"])
         if preds_dir is not None:
             write_predictions(preds_dir / f"{recipe}-fold{i}.jsonl", preds)
+    if kept is not None:
+        kept[recipe] = [preds for _, preds in results]
     mean, lo, hi = fold_interval([r["macro_f1"] for r in rows])
     return {"recipe": recipe, "folds": rows, "mean": round(mean, 4), "ci95": [round(lo, 4), round(hi, 4)]}
+
+
+def ensemble_folds(spec: str, results: list[dict[str, Any]], kept: dict[str, list],
+                   preds_dir: Path | None = None) -> dict[str, Any]:
+    """``NAME=A+B[+C]``: the equal-weight mean of the recipes' probabilities, fold by fold (as ``compare``'s
+    ensembles; no weight is tuned, so it cannot quietly become one of its members)."""
+    from .report import parse_ensemble
+
+    name, members = parse_ensemble(spec, [r["recipe"] for r in results])
+    rows = []
+    for i, base in enumerate(next(r for r in results if r["recipe"] == members[0])["folds"]):
+        per = [kept[m][i] for m in members]
+        probs = np.mean([[[p.probs[lab] for lab in LABELS] for p in preds] for preds in per], axis=0)
+        test = pd.DataFrame({"id": [p.id for p in per[0]], "gold": [p.gold for p in per[0]],
+                             "outlet": [p.outlet for p in per[0]]})
+        if any([p.id for p in preds] != test["id"].tolist() for preds in per):
+            raise NewsbiasError(f"cv ensemble {name!r}: its runs scored different articles in fold {i}")
+        score = macro_f1(test["gold"], [LABELS[j] for j in probs.argmax(1)])
+        rows.append({k: v for k, v in base.items() if k != "seconds"} | {"macro_f1": round(score, 4)})
+        if preds_dir is not None:
+            write_predictions(preds_dir / f"{name}-fold{i}.jsonl", prediction_rows(test, probs, f"{name}-fold{i}"))
+    mean, lo, hi = fold_interval([r["macro_f1"] for r in rows])
+    return {"recipe": name, "members": members, "folds": rows, "mean": round(mean, 4),
+            "ci95": [round(lo, 4), round(hi, 4)]}
 
 
 def render_markdown(summary: dict[str, Any]) -> str:
@@ -289,7 +316,11 @@ def run_cv(cfg: CvConfig, baseline: BaselineConfig, train: Optional[TrainConfig]
 
     ``train`` / ``predict`` (the run's sections) define the ``model`` recipe.
     """
+    from .report import parse_ensemble
+
     t0 = time.time()
+    for spec in cfg.ensembles:  # a misspelt ensemble fails now, not after an hour of training rounds
+        parse_ensemble(spec, list(cfg.recipes))
     out = check_output_dir(cfg.out_dir, "cv", "cv.json", inputs=[cfg.data])
     frame = pooled_articles(cfg.data, prepend_title=baseline.prepend_title)
     model = _model_recipe(cfg, train, predict, progress)
@@ -303,8 +334,10 @@ def run_cv(cfg: CvConfig, baseline: BaselineConfig, train: Optional[TrainConfig]
         if preds_dir is not None:
             preds_dir.mkdir()
         counts = count_ngrams(frame["text"], baseline) if "tfidf-lr" in cfg.recipes else None  # once for all rounds
+        kept: dict[str, list] = {}
         summary["grouped"] = [cross_validate(r, frame, grouped, baseline, preds_dir, cfg.jobs, counts,
-                                             {**run, "kind": "grouped"}) for r in cfg.recipes]
+                                             {**run, "kind": "grouped"}, kept) for r in cfg.recipes]
+        summary["grouped"] += [ensemble_folds(e, summary["grouped"], kept, preds_dir) for e in cfg.ensembles]
         paired_by_fold(summary["grouped"])
         if cfg.random_reference:
             shared = make_folds(frame, cfg.folds, cfg.seed, grouped=False)
