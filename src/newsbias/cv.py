@@ -246,17 +246,17 @@ def ensemble_folds(spec: str, results: list[dict[str, Any]], kept: dict[str, lis
                    preds_dir: Path | None = None) -> dict[str, Any]:
     """``NAME=A+B[+C]``: the equal-weight mean of the recipes' probabilities, fold by fold (as ``compare``'s
     ensembles; no weight is tuned, so it cannot quietly become one of its members)."""
-    from .report import parse_ensemble
+    from .report import ensemble_frame, parse_ensemble
 
     name, members = parse_ensemble(spec, [r["recipe"] for r in results])
     rows = []
     for i, base in enumerate(next(r for r in results if r["recipe"] == members[0])["folds"]):
-        per = [kept[m][i] for m in members]
-        probs = np.mean([[[p.probs[lab] for lab in LABELS] for p in preds] for preds in per], axis=0)
-        test = pd.DataFrame({"id": [p.id for p in per[0]], "gold": [p.gold for p in per[0]],
-                             "outlet": [p.outlet for p in per[0]]})
-        if any([p.id for p in preds] != test["id"].tolist() for preds in per):
-            raise NewsbiasError(f"cv ensemble {name!r}: its runs scored different articles in fold {i}")
+        frames = {m: pd.DataFrame({"id": [p.id for p in kept[m][i]], "gold": [p.gold for p in kept[m][i]],
+                                   "outlet": [p.outlet for p in kept[m][i]],
+                                   "probs": [[p.probs[lab] for lab in LABELS] for p in kept[m][i]]})
+                  for m in members}
+        test = ensemble_frame(frames, members, name)
+        probs = np.stack(test["probs"].to_list())
         score = macro_f1(test["gold"], [LABELS[j] for j in probs.argmax(1)])
         rows.append({k: v for k, v in base.items() if k != "seconds"} | {"macro_f1": round(score, 4)})
         if preds_dir is not None:

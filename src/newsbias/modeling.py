@@ -482,7 +482,7 @@ def classifier_module_name(model: nn.Module) -> str:
 
 
 @contextlib.contextmanager
-def _peft_quiet() -> Iterator[None]:
+def peft_quiet() -> Iterator[None]:
     """peft reads a property that transformers 5 deprecated: a FutureWarning on every load, not actionable for users."""
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
@@ -503,7 +503,7 @@ def add_lora(model: nn.Module, head: Head, r: int = 16, alpha: int = 32, dropout
     cfg = LoraConfig(
         r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=targets, bias=bias, task_type=task,
         modules_to_save=[classifier_module_name(model)] if head == "cls" else None)
-    with _peft_quiet():
+    with peft_quiet():
         pm = get_peft_model(model, cfg)
     if gradient_checkpointing:  # frozen embeddings: checkpointed blocks need inputs that require grad
         pm.enable_input_require_grads()
@@ -517,7 +517,7 @@ def load_adapter(base_model: nn.Module, adapter_dir: str | Path, trainable: bool
     d = Path(adapter_dir)
     if not (d / "adapter_config.json").is_file():
         raise NewsbiasError(f"{d} is not an adapter directory (no adapter_config.json); pass the training out_dir")
-    with _peft_quiet():
+    with peft_quiet():
         return PeftModel.from_pretrained(base_model, str(d), is_trainable=trainable)
 
 

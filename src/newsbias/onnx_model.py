@@ -40,7 +40,7 @@ from torch import nn
 
 from .config import INT8_KEEP_FP32
 from .errors import NewsbiasError
-from .modeling import head_logits, pad_batch, prefixed_hidden, score_encoded, score_ids, shared_prefix_len
+from .modeling import head_logits, pad_batch, peft_quiet, prefixed_hidden, score_encoded, score_ids, shared_prefix_len
 from .smoothing import smooth_for_int8
 
 ONNX_FILE = "model.onnx"
@@ -64,8 +64,8 @@ def _quiet() -> Iterator[None]:
             # one Dim shared by several inputs is how dynamic batch/sequence sizes are declared
             warnings.filterwarnings("ignore", message=".*shares the same shape constraints")
             warnings.filterwarnings("ignore", message=".*LeafSpec", category=FutureWarning)  # torch-internal
-            warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing", category=FutureWarning)
-            yield
+            with peft_quiet():
+                yield
     finally:
         logging.disable(logging.NOTSET)
 
