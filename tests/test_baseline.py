@@ -99,6 +99,28 @@ def test_newton_cg_lands_on_the_optimum_where_lbfgs_stops_short(planted_dir):
     assert np.abs(default - optimum).max() < np.abs(loose - optimum).max() / 100
 
 
+def test_a_warm_started_c_path_lands_on_each_optimum_in_fewer_steps(planted_dir):
+    """baseline.lr.C_grid fits C from small to large, each from the previous optimum: every fit still sits on
+    its own optimum (as close as a fit from zero), and the path takes fewer Newton steps than fits from zero."""
+    import numpy as np
+    from sklearn.base import clone
+
+    from newsbias.baseline import build_tfidf_lr, canonical, fit_path
+
+    train = split_frame(planted_dir / "train.jsonl")
+    pipe = build_tfidf_lr(BaselineConfig(), 1.0)
+    x = canonical(pipe.named_steps["tfidf"].fit_transform(train["text"]))
+    y = train["gold"].sample(frac=1.0, random_state=0).to_numpy()  # labels the words cannot separate: a real path
+    lr = pipe.named_steps["lr"]
+    path = fit_path(lr, [100.0, 1.0, 10.0], x, y)
+    assert list(path) == [1.0, 10.0, 100.0] and not any(m.warm_start for m in path.values())
+    cold = {C: clone(lr).set_params(C=C).fit(x, y) for C in path}
+    for C, fitted in path.items():
+        optimum = clone(lr).set_params(C=C, solver="lbfgs", tol=1e-10, max_iter=100_000).fit(x, y).coef_
+        assert np.abs(fitted.coef_ - optimum).max() <= 2 * np.abs(cold[C].coef_ - optimum).max() + 1e-6
+    assert sum(m.n_iter_[0] for m in path.values()) < sum(m.n_iter_[0] for m in cold.values())
+
+
 def test_prediction_record_format(planted_dir, tmp_path):
     run_baseline(BaselineConfig(data=str(planted_dir), out_dir=str(tmp_path / "p")))
     first = json.loads((tmp_path / "p" / "tfidf-lr.jsonl").read_text().splitlines()[0])

@@ -158,6 +158,21 @@ def test_counting_once_gives_each_round_the_tfidf_lr_of_its_own_articles(tmp_pat
     np.testing.assert_array_equal(fit_tfidf_lr_on_counts(counts, tr, frame[tr], cfg, va, frame[va])(te), probs)
 
 
+def test_counting_in_parallel_slices_gives_the_same_matrix(tmp_path, monkeypatch):
+    """count_ngrams(jobs=3) joins three slices' vocabularies into the one-process matrix, entry for entry and in
+    the same column order; a slice with no terms of its own (one-letter texts) joins as zero rows."""
+    from newsbias import baseline
+
+    good = pooled_articles(outlet_data(tmp_path))["text"].tolist()[:24]
+    texts = good[:12] + ["a", "b c", "x"] * 4 + good[12:]  # three even slices: the middle one has no terms
+    cfg = BaselineConfig()
+    one = baseline.count_ngrams(texts, cfg)
+    monkeypatch.setattr(baseline, "_PARALLEL_COUNT_MIN", 1)
+    joined = baseline.count_ngrams(texts, cfg, jobs=3)
+    assert one.shape[1] > 100 and joined.shape == one.shape and (joined != one).nnz == 0
+    assert (joined[12:24] != 0).nnz == 0 and baseline._count_slice(texts[12:24], cfg)[1] == []
+
+
 def model_cv_config(tmp_path, model_dir, data, **cv):
     from newsbias.config import PredictConfig, TrainConfig
 

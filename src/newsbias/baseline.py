@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+from itertools import chain, groupby
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
@@ -113,16 +114,51 @@ def canonical(x: Any) -> Any:
     return x
 
 
-def count_ngrams(texts: Sequence[str], cfg: BaselineConfig) -> Any:
-    """Every word n-gram of ``texts``, counted once: a sparse ``(n_texts, n_terms)`` matrix, columns alphabetical.
+# below this many texts, starting worker processes costs more than counting in one
+_PARALLEL_COUNT_MIN = 2000
+
+
+def count_ngrams(texts: Sequence[str], cfg: BaselineConfig, jobs: int = 1) -> Any:
+    """Every word n-gram of ``texts``, counted once: a sparse ``(n_texts, n_terms)`` CSR matrix, columns alphabetical.
 
     Cross-validation refits TF-IDF on each round's training rows; :func:`fit_tfidf_lr_on_counts`
-    restricts this matrix instead of tokenising the whole corpus again for every round.
+    restricts this matrix instead of tokenising the whole corpus again for every round. ``jobs`` > 1
+    counts that many slices of ``texts`` in parallel and joins their vocabularies (tokenising is one
+    core's Python loop: the slowest step of ``newsbias cv`` on TF-IDF); the matrix is the same.
     """
+    from joblib import Parallel, delayed
+    from scipy import sparse
+
+    texts = list(texts)
+    if jobs <= 1 or len(texts) < _PARALLEL_COUNT_MIN:
+        return _count_slice(texts, cfg)[0].tocsr()
+    bounds = np.linspace(0, len(texts), jobs + 1).astype(int)
+    parts = Parallel(n_jobs=jobs)(delayed(_count_slice)(texts[a:b], cfg) for a, b in zip(bounds, bounds[1:]))
+    # each slice's terms are sorted (CountVectorizer's column order): merging the runs is faster than sorting a set
+    terms = [term for term, _ in groupby(sorted(chain.from_iterable(names for _, names in parts)))]
+    column = {term: j for j, term in enumerate(terms)}
+    blocks = []
+    for x, names in parts:
+        remap = np.fromiter((column[t] for t in names), dtype=np.int64, count=len(names))
+        x = x.tocsr()
+        blocks.append(sparse.csr_matrix((x.data, remap[x.indices], x.indptr), shape=(x.shape[0], len(terms))))
+    return sparse.vstack(blocks, format="csr")
+
+
+def _count_slice(texts: list[str], cfg: BaselineConfig) -> tuple[Any, list[str]]:
+    """Counts of one slice of texts and its terms in column order (no terms: an empty matrix)."""
+    from scipy import sparse
     from sklearn.feature_extraction.text import CountVectorizer
 
     t = cfg.tfidf
-    return CountVectorizer(ngram_range=(1, t.ngram_max), lowercase=t.lowercase, dtype=np.float32).fit_transform(texts)
+    vec = CountVectorizer(ngram_range=(1, t.ngram_max), lowercase=t.lowercase, dtype=np.float32)
+    try:
+        x = vec.fit_transform(texts)
+    except ValueError as exc:
+        if "empty vocabulary" not in str(exc):
+            raise
+        return sparse.csr_matrix((len(texts), 0), dtype=np.float32), []
+    return x, vec.get_feature_names_out().tolist()
 
 
 def kept_terms(train_counts: Any, cfg: BaselineConfig) -> np.ndarray:
@@ -172,17 +208,14 @@ def fit_lr(lr: Any, cfg: BaselineConfig, x_train: Any, train: pd.DataFrame, x_va
     """The logistic regression on vectorised text (C picked on val when ``cfg.lr.C_grid``), with the
     sample weights of ``cfg.sampling``, then its temperature fitted on val (``cfg.calibrate``);
     returns ``(fitted estimator, selection)``, ``selection["calibration"]`` saying what was fitted."""
-    from sklearn.base import clone
-
     weights = (outlet_weights(train["outlet"], cfg.outlet_power)
                if cfg.sampling == "outlet_balanced" and "outlet" in train else None)
     if not cfg.lr.C_grid:
-        best = clone(lr).set_params(C=cfg.lr.C).fit(x_train, train["gold"], sample_weight=weights)
+        best = fit_path(lr, [cfg.lr.C], x_train, train["gold"], weights)[cfg.lr.C]
         selection: dict[str, Any] = {"C": cfg.lr.C, "grid": None}
     else:
-        scores, fitted = {}, {}
+        scores, fitted = {}, fit_path(lr, cfg.lr.C_grid, x_train, train["gold"], weights)
         for C in cfg.lr.C_grid:  # the winner is kept as fitted, never fitted twice
-            fitted[C] = clone(lr).set_params(C=C).fit(x_train, train["gold"], sample_weight=weights)
             scores[C] = macro_f1(val["gold"], fitted[C].predict(x_val))
             log.info("baseline: C=%g val macro-F1 %.4f", C, scores[C])
         C = max(cfg.lr.C_grid, key=lambda c: (scores[c], -c))  # ties: the stronger regularisation
@@ -198,6 +231,24 @@ def fit_lr(lr: Any, cfg: BaselineConfig, x_train: Any, train: pd.DataFrame, x_va
         log.info("baseline: temperature %.3f (val log-loss %.4f -> %.4f)", fit["temperature"], fit["nll"],
                  fit["nll_calibrated"])
     return scaled, {**selection, "calibration": fit}
+
+
+def fit_path(lr: Any, Cs: Sequence[float], x: Any, y: Sequence[str], weights: Optional[np.ndarray] = None
+             ) -> dict[float, Any]:
+    """``lr`` fitted at each C, from the strongest regularisation up, each fit starting at the previous optimum.
+
+    The solver stops on the same gradient tolerance as from zero, so each fit is as close to its optimum;
+    it gets there in fewer Newton steps (about a quarter less time for C in 1, 3, 10 on the demo's data).
+    """
+    import copy
+
+    from sklearn.base import clone
+
+    path, fitted = clone(lr).set_params(warm_start=True), {}
+    for C in sorted(set(Cs)):
+        path.set_params(C=C).fit(x, y, sample_weight=weights)
+        fitted[C] = copy.deepcopy(path).set_params(warm_start=False)
+    return fitted
 
 
 class TemperatureScaled(ClassifierMixin, BaseEstimator):

@@ -333,7 +333,8 @@ def run_cv(cfg: CvConfig, baseline: BaselineConfig, train: Optional[TrainConfig]
         preds_dir = tmp / "preds" if cfg.save_predictions else None
         if preds_dir is not None:
             preds_dir.mkdir()
-        counts = count_ngrams(frame["text"], baseline) if "tfidf-lr" in cfg.recipes else None  # once for all rounds
+        counts = (count_ngrams(frame["text"], baseline, jobs=cfg.jobs)  # once for all rounds
+                  if "tfidf-lr" in cfg.recipes else None)
         kept: dict[str, list] = {}
         summary["grouped"] = [cross_validate(r, frame, grouped, baseline, preds_dir, cfg.jobs, counts,
                                              {**run, "kind": "grouped"}, kept) for r in cfg.recipes]
