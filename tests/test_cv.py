@@ -9,9 +9,9 @@ from sklearn.metrics import f1_score
 
 from newsbias.cli import main
 from newsbias.config import BaselineConfig, CvConfig
-from newsbias.cv import fold_interval, make_folds, pooled_articles, run_cv
+from newsbias.cv import fold_interval, make_folds, pooled_articles, round_probs, run_cv
 from newsbias.errors import NewsbiasError
-from newsbias.records import read_predictions
+from newsbias.records import Prediction, read_predictions, write_predictions
 
 from conftest import FILLER, PLANTED, write_jsonl
 
@@ -88,7 +88,7 @@ def test_cv_scores_match_saved_predictions_and_reference_is_reported(tmp_path):
 
 def test_a_cv_ensemble_averages_its_recipes_fold_by_fold(tmp_path):
     data = outlet_data(tmp_path, planted=False)  # house words only: neither recipe is near-perfect
-    cfg = CvConfig(data=str(data), folds=3, out_dir=str(tmp_path / "cv"), random_reference=False, test_limit=30,
+    cfg = CvConfig(data=str(data), folds=3, out_dir=str(tmp_path / "cv"), test_limit=30,
                    ensembles=["both=majority+tfidf-lr"])
     summary = run_cv(cfg, BaselineConfig(lr={"C_grid": [1.0]}))
     both = summary["grouped"][-1]
@@ -101,7 +101,10 @@ def test_a_cv_ensemble_averages_its_recipes_fold_by_fold(tmp_path):
                            average="macro", zero_division=0)
         assert row["macro_f1"] == pytest.approx(by_hand, abs=1e-4) and row["n_test"] == len(a) == 30
         assert [p.id for p in read_predictions(tmp_path / "cv" / "preds" / f"both-fold{i}.jsonl")] == [x.id for x in a]
-    assert "vs_first" in both and "| both |" in (tmp_path / "cv" / "cv.md").read_text()
+    ref = summary["random"][-1]  # the memorisation reference has the ensemble too, from the random folds' members
+    assert ref["recipe"] == "both" and len(ref["folds"]) == 3 and ref["mean"] != both["mean"]
+    row = next(line for line in (tmp_path / "cv" / "cv.md").read_text().splitlines() if line.startswith("| both |"))
+    assert "vs_first" in both and row.endswith(f"| {ref['mean']:.3f} |")
     with pytest.raises(NewsbiasError, match="names model, not among the runs"):  # before any fold runs
         run_cv(cfg.model_copy(update={"ensembles": ["x=tfidf-lr+model"], "out_dir": str(tmp_path / "cv2")}),
                BaselineConfig())
@@ -227,3 +230,16 @@ def test_the_model_recipe_needs_a_train_section(tmp_path, capsys):
     assert main(["cv", "--data", str(data), "--out", str(tmp_path / "cv"), "cv.recipes=[model]"]) == 2
     assert "cv.recipes has model but the config has no train: section" in capsys.readouterr().err
     assert not (tmp_path / "cv").exists()
+    cfg, train, predict = model_cv_config(tmp_path, tmp_path / "no-model-needed", data)
+    with pytest.raises(NewsbiasError, match="needs probabilities: set predict.mode=score"):
+        run_cv(cfg, BaselineConfig(), train, predict.model_copy(update={"mode": "generate"}), progress=False)
+    assert not (tmp_path / "cv").exists()
+
+
+def test_a_round_reads_its_predictions_in_test_order_and_names_a_skipped_article(tmp_path):
+    preds = tmp_path / "preds.jsonl"
+    write_predictions(preds, [Prediction(id=i, pred="right", probs={"left": p, "center": 0.1, "right": 0.9 - p})
+                              for i, p in (("a", 0.2), ("b", 0.3))])
+    np.testing.assert_allclose(round_probs(preds, ["b", "a"], "grouped-fold0"), [[0.3, 0.1, 0.6], [0.2, 0.1, 0.7]])
+    with pytest.raises(NewsbiasError, match=r"cv grouped-fold0: predict skipped 1 test article\(s\), first 'c'"):
+        round_probs(preds, ["a", "c"], "grouped-fold0")

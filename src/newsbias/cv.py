@@ -175,8 +175,19 @@ def model_round(m: ModelRecipe, frame: pd.DataFrame, roles: tuple[np.ndarray, np
         run_predict(m.predict.model_copy(update={"input": str(data), "split": "test", "out": str(preds),
                                                  "adapter": str(model_dir), "model": None, "gguf_file": None,
                                                  "limit": None, "name": tag}), progress=m.progress)
+    return round_probs(preds, ids["test"], tag)
+
+
+def round_probs(preds: Path, test_ids: list[str], tag: str) -> np.ndarray:
+    """``(n_test, 3)`` probabilities of a round's prediction file, in ``test_ids`` order; an article predict
+    skipped (an empty text) is a one-line error, not a gap in the fold's score."""
     by_id = {r.id: r.probs for r in read_predictions(preds)}
-    return np.array([[by_id[i][lab] for lab in LABELS] for i in ids["test"]])
+    missing = [i for i in test_ids if i not in by_id]
+    if missing:
+        raise NewsbiasError(f"cv {tag}: predict skipped {len(missing)} test article(s), first {missing[0]!r} (see "
+                            f"{preds.with_name('preds.manifest.json')}); rerun `newsbias prep` with "
+                            "prep.clean.min_chars of 1 or more so every article has text")
+    return np.array([[by_id[i][lab] for lab in LABELS] for i in test_ids])
 
 
 def sample_test_rows(te: np.ndarray, limit: Optional[int], seed: int) -> np.ndarray:
@@ -221,23 +232,27 @@ def cross_validate(recipe: str, frame: pd.DataFrame, fold: np.ndarray, cfg: Base
     uses every core); per-fold rows plus mean and interval.
 
     ``counts``: :func:`~newsbias.baseline.count_ngrams` of ``frame``, shared by every round (else counted per
-    round). ``run``: ``test_limit``, ``seed``, ``kind`` (grouped / random) and, for the model recipe, ``model``.
+    round). ``run``: ``test_limit``, ``seed``, ``kind`` (grouped / random), ``progress`` (a bar over rounds) and,
+    for the model recipe, ``model``.
     ``kept`` receives each fold's prediction records under the recipe's name (for :func:`ensemble_folds`).
     """
     from joblib import Parallel, delayed
+    from tqdm.auto import tqdm
 
-    run = {"test_limit": None, "seed": 0, "kind": "grouped", **(run or {})}
+    run = {"test_limit": None, "seed": 0, "kind": "grouped", "progress": False, **(run or {})}
     k = int(fold.max()) + 1
-    rows = []
-    results = Parallel(n_jobs=1 if recipe == "model" else min(jobs, k))(
+    rows, results = [], []
+    rounds = Parallel(n_jobs=1 if recipe == "model" else min(jobs, k), return_as="generator")(
         delayed(_timed_round)(recipe, frame, fold, i, k, cfg, counts, run) for i in range(k))
-    for i, (row, preds) in enumerate(results):
+    for i, (row, preds) in enumerate(tqdm(rounds, total=k, desc=f"cv {recipe} ({run['kind']} folds)", unit="fold",
+                                          disable=not run["progress"])):
         rows.append(row)
+        results.append(preds)
         log.info("cv %s fold %d: macro-F1 %.4f (%d test articles)", recipe, i, row["macro_f1"], row["n_test"])
         if preds_dir is not None:
             write_predictions(preds_dir / f"{recipe}-fold{i}.jsonl", preds)
     if kept is not None:
-        kept[recipe] = [preds for _, preds in results]
+        kept[recipe] = results
     mean, lo, hi = fold_interval([r["macro_f1"] for r in rows])
     return {"recipe": recipe, "folds": rows, "mean": round(mean, 4), "ci95": [round(lo, 4), round(hi, 4)]}
 
@@ -305,6 +320,9 @@ def _model_recipe(cfg: CvConfig, train: Optional[TrainConfig], predict: Optional
         return None
     if train is None:
         raise NewsbiasError("cv.recipes has model but the config has no train: section; add one (it is the recipe)")
+    if predict is not None and predict.mode != "score":
+        raise NewsbiasError("cv's model recipe needs probabilities: set predict.mode=score (generate mode gives "
+                            "only labels)")
     work = Path(cfg.work_dir or f"{str(cfg.out_dir).rstrip('/')}-rounds")
     return ModelRecipe(train=train, predict=predict or PredictConfig(out=str(work / "unused.jsonl")), work=work,
                        lines=prep_lines(cfg.data), progress=progress)
@@ -327,14 +345,16 @@ def run_cv(cfg: CvConfig, baseline: BaselineConfig, train: Optional[TrainConfig]
     summary: dict[str, Any] = {"stage": "cv", "command": "newsbias cv", "data": str(cfg.data), "folds": cfg.folds,
                                "seed": cfg.seed, "n_articles": len(frame), "n_outlets": int(frame["outlet"].nunique()),
                                "test_limit": cfg.test_limit, "work_dir": str(model.work) if model else None}
-    run = {"test_limit": cfg.test_limit, "seed": cfg.seed, "model": model}
+    run = {"test_limit": cfg.test_limit, "seed": cfg.seed, "model": model, "progress": progress}
     with atomic_dir(out) as tmp:
         grouped = make_folds(frame, cfg.folds, cfg.seed, grouped=True)
         preds_dir = tmp / "preds" if cfg.save_predictions else None
         if preds_dir is not None:
             preds_dir.mkdir()
-        counts = (count_ngrams(frame["text"], baseline, jobs=cfg.jobs)  # once for all rounds
-                  if "tfidf-lr" in cfg.recipes else None)
+        counts = None
+        if "tfidf-lr" in cfg.recipes:  # once for all rounds
+            log.info("cv: counting the n-grams of %d articles (%d processes)", len(frame), cfg.jobs)
+            counts = count_ngrams(frame["text"], baseline, jobs=cfg.jobs)
         kept: dict[str, list] = {}
         summary["grouped"] = [cross_validate(r, frame, grouped, baseline, preds_dir, cfg.jobs, counts,
                                              {**run, "kind": "grouped"}, kept) for r in cfg.recipes]
@@ -342,8 +362,10 @@ def run_cv(cfg: CvConfig, baseline: BaselineConfig, train: Optional[TrainConfig]
         paired_by_fold(summary["grouped"])
         if cfg.random_reference:
             shared = make_folds(frame, cfg.folds, cfg.seed, grouped=False)
+            kept_random: dict[str, list] = {}
             summary["random"] = [cross_validate(r, frame, shared, baseline, jobs=cfg.jobs, counts=counts,
-                                                run={**run, "kind": "random"}) for r in cfg.recipes]
+                                                run={**run, "kind": "random"}, kept=kept_random) for r in cfg.recipes]
+            summary["random"] += [ensemble_folds(e, summary["random"], kept_random) for e in cfg.ensembles]
         sections = {"cv": cfg, "baseline": baseline, **({"train": train, "predict": model.predict} if model else {})}
         summary.update(stage_manifest("cv", sections, t0))
         write_json(tmp / "cv.json", summary)
