@@ -121,6 +121,29 @@ def test_a_warm_started_c_path_lands_on_each_optimum_in_fewer_steps(planted_dir)
     assert sum(m.n_iter_[0] for m in path.values()) < sum(m.n_iter_[0] for m in cold.values())
 
 
+@pytest.mark.parametrize("tfidf", [{"max_features": 40}, {"max_features": None, "min_df": 1}])
+def test_counting_on_several_cores_fits_the_vectoriser_fit_would(planted_dir, monkeypatch, tmp_path, tfidf):
+    """baseline.jobs > 1 counts the training texts in parallel and hands the vectoriser its vocabulary and idf:
+    the same state as TfidfVectorizer.fit, the same training matrix, the same vectors and probabilities for new
+    texts, and a saved pipeline that reloads as such."""
+    import numpy as np
+
+    from newsbias import baseline
+
+    train, test = split_frame(planted_dir / "train.jsonl"), split_frame(planted_dir / "test.jsonl")
+    monkeypatch.setattr(baseline, "_PARALLEL_COUNT_MIN", 1)
+    one, _ = fit_tfidf_lr(train, BaselineConfig(tfidf=tfidf, jobs=1, calibrate="none"))
+    many, _ = fit_tfidf_lr(train, BaselineConfig(tfidf=tfidf, jobs=3, calibrate="none"))
+    a, b = one.named_steps["tfidf"], many.named_steps["tfidf"]
+    assert b.vocabulary_ == a.vocabulary_ and len(a.vocabulary_) > 20 and b.get_params() == a.get_params()
+    assert b.fixed_vocabulary_ is False and (b.transform(train["text"]) != a.transform(train["text"])).nnz == 0
+    np.testing.assert_array_equal(b.idf_, a.idf_)
+    np.testing.assert_array_equal(many.predict_proba(test["text"]), one.predict_proba(test["text"]))
+    joblib.dump(many, tmp_path / "m.joblib")
+    np.testing.assert_array_equal(joblib.load(tmp_path / "m.joblib").predict_proba(test["text"]),
+                                  one.predict_proba(test["text"]))
+
+
 def test_prediction_record_format(planted_dir, tmp_path):
     run_baseline(BaselineConfig(data=str(planted_dir), out_dir=str(tmp_path / "p")))
     first = json.loads((tmp_path / "p" / "tfidf-lr.jsonl").read_text().splitlines()[0])

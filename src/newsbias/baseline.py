@@ -90,7 +90,7 @@ def fit_tfidf_lr(train: pd.DataFrame, cfg: BaselineConfig, val: pd.DataFrame | N
     pipe = build_tfidf_lr(cfg, cfg.lr.C)
     vec = pipe.named_steps["tfidf"]
     try:
-        x_train = vec.fit_transform(train["text"])
+        x_train = fit_vectorizer(vec, train["text"], cfg)
     except ValueError as exc:
         if any(m in str(exc) for m in ("no terms remain", "empty vocabulary", "max_df corresponds")):
             raise NewsbiasError(f"tfidf-lr: no terms left in the vocabulary ({exc}); lower baseline.tfidf.min_df "
@@ -101,6 +101,28 @@ def fit_tfidf_lr(train: pd.DataFrame, cfg: BaselineConfig, val: pd.DataFrame | N
                            canonical(x_val) if x_val is not None else None, val)
     pipe.set_params(lr=lr)
     return pipe, selection
+
+
+def fit_vectorizer(vec: Any, texts: Sequence[str], cfg: BaselineConfig) -> Any:
+    """Fit the pipeline's ``TfidfVectorizer`` on ``texts``; returns their TF-IDF matrix.
+
+    With ``cfg.jobs`` > 1 the texts are counted on that many cores (:func:`count_terms`), the terms the
+    vectoriser would keep are kept (:func:`kept_terms`), and the vectoriser receives that vocabulary and
+    the idf fitted on those counts (scikit-learn's ``idf_`` setter): fitted as by ``fit``, the same
+    matrix and the same transform of new texts (a test checks both).
+    """
+    from sklearn.feature_extraction.text import TfidfTransformer
+
+    if cfg.jobs <= 1 or len(texts) < _PARALLEL_COUNT_MIN:
+        return vec.fit_transform(texts)
+    counts, terms = count_terms(texts, cfg, cfg.jobs)
+    cols = kept_terms(counts, cfg)
+    tfidf = TfidfTransformer(norm=vec.norm, use_idf=vec.use_idf, smooth_idf=vec.smooth_idf,
+                             sublinear_tf=vec.sublinear_tf)
+    x = tfidf.fit_transform(counts[:, cols])
+    vec.vocabulary_ = {terms[c]: j for j, c in enumerate(cols)}
+    vec.idf_ = tfidf.idf_
+    return x
 
 
 def canonical(x: Any) -> Any:
@@ -123,15 +145,21 @@ def count_ngrams(texts: Sequence[str], cfg: BaselineConfig, jobs: int = 1) -> An
 
     Cross-validation refits TF-IDF on each round's training rows; :func:`fit_tfidf_lr_on_counts`
     restricts this matrix instead of tokenising the whole corpus again for every round. ``jobs`` > 1
-    counts that many slices of ``texts`` in parallel and joins their vocabularies (tokenising is one
-    core's Python loop: the slowest step of ``newsbias cv`` on TF-IDF); the matrix is the same.
+    counts that many slices of ``texts`` in parallel (see :func:`count_terms`); the matrix is the same.
     """
+    return count_terms(texts, cfg, jobs)[0]
+
+
+def count_terms(texts: Sequence[str], cfg: BaselineConfig, jobs: int = 1) -> tuple[Any, list[str]]:
+    """:func:`count_ngrams` and its terms in column order. Tokenising is one core's Python loop (the slowest
+    step of TF-IDF on a large corpus), so ``jobs`` > 1 counts slices in parallel and joins their vocabularies."""
     from joblib import Parallel, delayed
     from scipy import sparse
 
     texts = list(texts)
     if jobs <= 1 or len(texts) < _PARALLEL_COUNT_MIN:
-        return _count_slice(texts, cfg)[0].tocsr()
+        x, names = _count_slice(texts, cfg)
+        return x.tocsr(), names
     bounds = np.linspace(0, len(texts), jobs + 1).astype(int)
     parts = Parallel(n_jobs=jobs)(delayed(_count_slice)(texts[a:b], cfg) for a, b in zip(bounds, bounds[1:]))
     # each slice's terms are sorted (CountVectorizer's column order): merging the runs is faster than sorting a set
@@ -142,7 +170,7 @@ def count_ngrams(texts: Sequence[str], cfg: BaselineConfig, jobs: int = 1) -> An
         remap = np.fromiter((column[t] for t in names), dtype=np.int64, count=len(names))
         x = x.tocsr()
         blocks.append(sparse.csr_matrix((x.data, remap[x.indices], x.indptr), shape=(x.shape[0], len(terms))))
-    return sparse.vstack(blocks, format="csr")
+    return sparse.vstack(blocks, format="csr"), terms
 
 
 def _count_slice(texts: list[str], cfg: BaselineConfig) -> tuple[Any, list[str]]:

@@ -529,6 +529,9 @@ class BaselineConfig(StrictModel):
         default="temperature", description="tfidf-lr: fit one temperature on val.jsonl (lowest val log-loss; labels "
                                            "unchanged) and apply it to the probabilities; none: as fitted. Needs val.")
     seed: int = Field(default=42, description="Seed of the logistic regression.")
+    jobs: int = Field(default_factory=lambda: max(1, (os.cpu_count() or 2)), ge=1,
+                      description="tfidf-lr: processes that count the training texts' n-grams (the same fit; "
+                                  "default: the machine's cores).")
 
 
 class CvConfig(StrictModel):
