@@ -111,15 +111,10 @@ def fit_vectorizer(vec: Any, texts: Sequence[str], cfg: BaselineConfig) -> Any:
     the idf fitted on those counts (scikit-learn's ``idf_`` setter): fitted as by ``fit``, the same
     matrix and the same transform of new texts (a test checks both).
     """
-    from sklearn.feature_extraction.text import TfidfTransformer
-
     if cfg.jobs <= 1 or len(texts) < _PARALLEL_COUNT_MIN:
         return vec.fit_transform(texts)
     counts, terms = count_terms(texts, cfg, cfg.jobs)
-    cols = kept_terms(counts, cfg)
-    tfidf = TfidfTransformer(norm=vec.norm, use_idf=vec.use_idf, smooth_idf=vec.smooth_idf,
-                             sublinear_tf=vec.sublinear_tf)
-    x = tfidf.fit_transform(counts[:, cols])
+    cols, tfidf, x = tfidf_on_counts(counts, cfg)
     vec.vocabulary_ = {terms[c]: j for j, c in enumerate(cols)}
     vec.idf_ = tfidf.idf_
     return x
@@ -212,16 +207,22 @@ def kept_terms(train_counts: Any, cfg: BaselineConfig) -> np.ndarray:
     return present[mask]
 
 
+def tfidf_on_counts(counts: Any, cfg: BaselineConfig) -> tuple[np.ndarray, Any, Any]:
+    """TF-IDF fitted on :func:`count_ngrams` rows as ``TfidfVectorizer`` fits on their texts: the columns it keeps
+    (:func:`kept_terms`), the fitted ``TfidfTransformer`` and the rows' TF-IDF matrix."""
+    from sklearn.feature_extraction.text import TfidfTransformer
+
+    cols = kept_terms(counts, cfg)
+    tfidf = TfidfTransformer(sublinear_tf=cfg.tfidf.sublinear_tf)  # the vectoriser's other settings are defaults
+    return cols, tfidf, tfidf.fit_transform(counts[:, cols])
+
+
 def fit_tfidf_lr_on_counts(counts: Any, train_rows: np.ndarray, train: pd.DataFrame, cfg: BaselineConfig,
                            val_rows: Optional[np.ndarray] = None, val: Optional[pd.DataFrame] = None
                            ) -> Callable[[np.ndarray], np.ndarray]:
     """:func:`fit_tfidf_lr` on rows of :func:`count_ngrams`; returns ``rows -> (n, 3)`` probabilities (LABELS order)."""
-    from sklearn.feature_extraction.text import TfidfTransformer
-
-    rows_counts = counts[train_rows]
-    cols = kept_terms(rows_counts, cfg)
-    tfidf = TfidfTransformer(sublinear_tf=cfg.tfidf.sublinear_tf)
-    x_train = canonical(tfidf.fit_transform(rows_counts[:, cols]))
+    cols, tfidf, x_train = tfidf_on_counts(counts[train_rows], cfg)
+    x_train = canonical(x_train)
 
     def vectors(rows: np.ndarray) -> Any:
         return canonical(tfidf.transform(counts[rows][:, cols]))

@@ -481,6 +481,11 @@ class EvaluateConfig(MetricsConfig):
     out: str | None = Field(default=None, description="Metrics JSON path (default: <preds>.metrics.json).")
 
 
+def _cores() -> int:
+    """The machine's cores (logical), the default number of worker processes."""
+    return max(1, os.cpu_count() or 2)
+
+
 class BaselineTfidfConfig(StrictModel):
     ngram_max: int = Field(default=2, ge=1, description="Word n-grams from 1 to this.")
     min_df: int = Field(default=2, ge=1, description="Ignore terms in fewer documents than this.")
@@ -529,7 +534,7 @@ class BaselineConfig(StrictModel):
         default="temperature", description="tfidf-lr: fit one temperature on val.jsonl (lowest val log-loss; labels "
                                            "unchanged) and apply it to the probabilities; none: as fitted. Needs val.")
     seed: int = Field(default=42, description="Seed of the logistic regression.")
-    jobs: int = Field(default_factory=lambda: max(1, (os.cpu_count() or 2)), ge=1,
+    jobs: int = Field(default_factory=_cores, ge=1,
                       description="tfidf-lr: processes that count the training texts' n-grams (the same fit; "
                                   "default: the machine's cores).")
 
@@ -554,7 +559,7 @@ class CvConfig(StrictModel):
     random_reference: bool = Field(default=True, description="Also run ungrouped stratified folds (outlets "
                                    "shared): the memorisation reference.")
     save_predictions: bool = Field(default=True, description="Write each fold's predictions under out_dir/preds.")
-    jobs: int = Field(default_factory=lambda: max(1, (os.cpu_count() or 2)), ge=1,
+    jobs: int = Field(default_factory=_cores, ge=1,
                       description="Folds run at a time (processes); default: the machine's cores.")
     out_dir: str = Field(default="runs/cv", description="Where cv.json and cv.md go.")
 

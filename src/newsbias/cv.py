@@ -320,12 +320,17 @@ def _model_recipe(cfg: CvConfig, train: Optional[TrainConfig], predict: Optional
         return None
     if train is None:
         raise NewsbiasError("cv.recipes has model but the config has no train: section; add one (it is the recipe)")
-    if predict is not None and predict.mode != "score":
-        raise NewsbiasError("cv's model recipe needs probabilities: set predict.mode=score (generate mode gives "
-                            "only labels)")
     work = Path(cfg.work_dir or f"{str(cfg.out_dir).rstrip('/')}-rounds")
     return ModelRecipe(train=train, predict=predict or PredictConfig(out=str(work / "unused.jsonl")), work=work,
                        lines=prep_lines(cfg.data), progress=progress)
+
+
+def every_recipe(cfg: CvConfig, frame: pd.DataFrame, fold: np.ndarray, baseline: BaselineConfig, counts: Any,
+                 run: dict[str, Any], preds_dir: Path | None = None) -> list[dict[str, Any]]:
+    """:func:`cross_validate` of each of ``cfg.recipes`` on ``fold``, then ``cfg.ensembles`` of them."""
+    kept: dict[str, list] = {}
+    results = [cross_validate(r, frame, fold, baseline, preds_dir, cfg.jobs, counts, run, kept) for r in cfg.recipes]
+    return results + [ensemble_folds(e, results, kept, preds_dir) for e in cfg.ensembles]
 
 
 def run_cv(cfg: CvConfig, baseline: BaselineConfig, train: Optional[TrainConfig] = None,
@@ -339,6 +344,9 @@ def run_cv(cfg: CvConfig, baseline: BaselineConfig, train: Optional[TrainConfig]
     t0 = time.time()
     for spec in cfg.ensembles:  # a misspelt ensemble fails now, not after an hour of training rounds
         parse_ensemble(spec, list(cfg.recipes))
+    if "model" in cfg.recipes and predict is not None and predict.mode != "score":
+        raise NewsbiasError("cv's model recipe needs probabilities: set predict.mode=score (generate mode gives "
+                            "only labels)")
     out = check_output_dir(cfg.out_dir, "cv", "cv.json", inputs=[cfg.data])
     frame = pooled_articles(cfg.data, prepend_title=baseline.prepend_title)
     model = _model_recipe(cfg, train, predict, progress)
@@ -355,17 +363,11 @@ def run_cv(cfg: CvConfig, baseline: BaselineConfig, train: Optional[TrainConfig]
         if "tfidf-lr" in cfg.recipes:  # once for all rounds
             log.info("cv: counting the n-grams of %d articles (%d processes)", len(frame), cfg.jobs)
             counts = count_ngrams(frame["text"], baseline, jobs=cfg.jobs)
-        kept: dict[str, list] = {}
-        summary["grouped"] = [cross_validate(r, frame, grouped, baseline, preds_dir, cfg.jobs, counts,
-                                             {**run, "kind": "grouped"}, kept) for r in cfg.recipes]
-        summary["grouped"] += [ensemble_folds(e, summary["grouped"], kept, preds_dir) for e in cfg.ensembles]
+        summary["grouped"] = every_recipe(cfg, frame, grouped, baseline, counts, {**run, "kind": "grouped"}, preds_dir)
         paired_by_fold(summary["grouped"])
         if cfg.random_reference:
             shared = make_folds(frame, cfg.folds, cfg.seed, grouped=False)
-            kept_random: dict[str, list] = {}
-            summary["random"] = [cross_validate(r, frame, shared, baseline, jobs=cfg.jobs, counts=counts,
-                                                run={**run, "kind": "random"}, kept=kept_random) for r in cfg.recipes]
-            summary["random"] += [ensemble_folds(e, summary["random"], kept_random) for e in cfg.ensembles]
+            summary["random"] = every_recipe(cfg, frame, shared, baseline, counts, {**run, "kind": "random"})
         sections = {"cv": cfg, "baseline": baseline, **({"train": train, "predict": model.predict} if model else {})}
         summary.update(stage_manifest("cv", sections, t0))
         write_json(tmp / "cv.json", summary)
