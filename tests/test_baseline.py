@@ -121,7 +121,8 @@ def test_a_warm_started_c_path_lands_on_each_optimum_in_fewer_steps(planted_dir)
     assert sum(m.n_iter_[0] for m in path.values()) < sum(m.n_iter_[0] for m in cold.values())
 
 
-@pytest.mark.parametrize("tfidf", [{"max_features": 40}, {"max_features": None, "min_df": 1}])
+@pytest.mark.parametrize("tfidf", [{"max_features": 40}, {"max_features": None, "min_df": 1},
+                                   {"analyzer": "char_wb", "ngram_min": 2, "ngram_max": 4, "max_features": 300}])
 def test_counting_on_several_cores_fits_the_vectoriser_fit_would(planted_dir, monkeypatch, tmp_path, tfidf):
     """baseline.jobs > 1 counts the training texts in parallel and hands the vectoriser its vocabulary and idf:
     the same state as TfidfVectorizer.fit, the same training matrix, the same vectors and probabilities for new

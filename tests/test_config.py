@@ -47,6 +47,8 @@ def test_override_beats_file(tmp_path):
     (["prep.input.path=x", "prep.split.test_frac=1.5"], "prep.split.test_frac"),
     (["nonsense.key=1"], "nonsense: unknown key"),
     (["prep.input.path=x", "prep.split.mode=predefined"], "needs split.predefined"),
+    (["baseline.tfidf.ngram_min=3"], "ngram_min=3 is above ngram_max=2"),
+    (["baseline.tfidf.analyzer=char"], "baseline.tfidf.analyzer: Input should be 'word' or 'char_wb'"),
 ])
 def test_errors_name_the_field(overrides, message):
     with pytest.raises(ConfigError) as err:

@@ -141,7 +141,8 @@ def test_cv_errors_and_cli(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("tfidf", [{"max_features": 40, "min_df": 1},           # max_features binds, with ties
-                                   {"max_features": None, "min_df": 2, "max_df": 0.5}])
+                                   {"max_features": None, "min_df": 2, "max_df": 0.5},
+                                   {"analyzer": "char_wb", "ngram_min": 2, "ngram_max": 3, "max_features": 60}])
 def test_counting_once_gives_each_round_the_tfidf_lr_of_its_own_articles(tmp_path, tfidf):
     """cv counts n-grams once and restricts them per round: the same vocabulary, vectors and probabilities
     as fitting the baseline's TfidfVectorizer pipeline on that round's articles."""
@@ -174,6 +175,25 @@ def test_counting_in_parallel_slices_gives_the_same_matrix(tmp_path, monkeypatch
     joined = baseline.count_ngrams(texts, cfg, jobs=3)
     assert one.shape[1] > 100 and joined.shape == one.shape and (joined != one).nnz == 0
     assert (joined[12:24] != 0).nnz == 0 and baseline._count_slice(texts[12:24], cfg)[1] == []
+
+
+def test_rounds_on_worker_processes_log_as_the_cli_does(tmp_path, capfd):
+    """A round on a worker process logs with the CLI's format and level (its warnings printed bare before)."""
+    import logging
+
+    from joblib.externals.loky import get_reusable_executor
+
+    from newsbias.cv import cross_validate
+
+    frame = pooled_articles(outlet_data(tmp_path))
+    get_reusable_executor().shutdown(wait=True)  # fresh workers, whose stderr is this test's
+    cross_validate("tfidf-lr", frame, make_folds(frame, 3, seed=0), BaselineConfig(lr={"C_grid": [1.0]}), jobs=2,
+                   run={"log_level": logging.INFO})
+    lines = capfd.readouterr().err.splitlines()
+    assert sum(line.startswith("INFO newsbias.baseline: baseline: C=1 val macro-F1") for line in lines) == 3
+    # the planted words classify most rounds' val perfectly: those warn that no temperature fits
+    assert any(line.startswith("WARNING newsbias.metrics: every one of the") for line in lines)
+    assert all(line.startswith(("INFO newsbias.", "WARNING newsbias.")) for line in lines)
 
 
 def model_cv_config(tmp_path, model_dir, data, **cv):

@@ -57,9 +57,8 @@ def build_tfidf_lr(cfg: BaselineConfig, C: float):
 
     t = cfg.tfidf
     return Pipeline([
-        ("tfidf", TfidfVectorizer(ngram_range=(1, t.ngram_max), min_df=t.min_df, max_df=t.max_df,
-                                  max_features=t.max_features, sublinear_tf=t.sublinear_tf, lowercase=t.lowercase,
-                                  dtype=np.float32)),
+        ("tfidf", TfidfVectorizer(**t.terms(), min_df=t.min_df, max_df=t.max_df, max_features=t.max_features,
+                                  sublinear_tf=t.sublinear_tf, dtype=np.float32)),
         ("lr", LogisticRegression(C=C, class_weight=None if cfg.lr.class_weight == "none" else "balanced",
                                   max_iter=cfg.lr.max_iter, tol=cfg.lr.tol, solver=cfg.lr.solver,
                                   random_state=cfg.seed)),
@@ -136,7 +135,7 @@ _PARALLEL_COUNT_MIN = 2000
 
 
 def count_ngrams(texts: Sequence[str], cfg: BaselineConfig, jobs: int = 1) -> Any:
-    """Every word n-gram of ``texts``, counted once: a sparse ``(n_texts, n_terms)`` CSR matrix, columns alphabetical.
+    """Every n-gram of ``texts`` (``baseline.tfidf``'s terms), counted once: a sparse ``(n_texts, n_terms)`` CSR matrix, columns alphabetical.
 
     Cross-validation refits TF-IDF on each round's training rows; :func:`fit_tfidf_lr_on_counts`
     restricts this matrix instead of tokenising the whole corpus again for every round. ``jobs`` > 1
@@ -173,8 +172,7 @@ def _count_slice(texts: list[str], cfg: BaselineConfig) -> tuple[Any, list[str]]
     from scipy import sparse
     from sklearn.feature_extraction.text import CountVectorizer
 
-    t = cfg.tfidf
-    vec = CountVectorizer(ngram_range=(1, t.ngram_max), lowercase=t.lowercase, dtype=np.float32)
+    vec = CountVectorizer(**cfg.tfidf.terms(), dtype=np.float32)
     try:
         x = vec.fit_transform(texts)
     except ValueError as exc:

@@ -17,7 +17,7 @@ import typing
 from dataclasses import dataclass
 from typing import Any, Callable, Optional
 
-from . import __version__
+from . import LOG_FORMAT, __version__
 from .config import Config, field_info, load_config
 from .errors import NewsbiasError, one_line
 
@@ -432,8 +432,7 @@ def _quiet_libraries() -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(list(sys.argv[1:] if argv is None else argv))
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
-                        format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format=LOG_FORMAT)
     spec: Optional[Command] = getattr(args, "spec", None)
     if spec is None:
         build_parser().print_help()

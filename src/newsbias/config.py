@@ -487,12 +487,27 @@ def _cores() -> int:
 
 
 class BaselineTfidfConfig(StrictModel):
-    ngram_max: int = Field(default=2, ge=1, description="Word n-grams from 1 to this.")
+    analyzer: Literal["word", "char_wb"] = Field(
+        default="word", description="Terms are word n-grams, or character n-grams inside word boundaries (char_wb).")
+    ngram_min: int = Field(default=1, ge=1, description="Shortest n-gram (words or characters, by analyzer).")
+    ngram_max: int = Field(default=2, ge=1, description="Longest n-gram (words or characters, by analyzer).")
     min_df: int = Field(default=2, ge=1, description="Ignore terms in fewer documents than this.")
     max_df: float = Field(default=1.0, gt=0.0, le=1.0)
     max_features: int | None = Field(default=200_000, ge=1)
     sublinear_tf: bool = True
     lowercase: bool = True
+
+    @model_validator(mode="after")
+    def _ngram_range(self) -> BaselineTfidfConfig:
+        if self.ngram_min > self.ngram_max:
+            raise ValueError(f"ngram_min={self.ngram_min} is above ngram_max={self.ngram_max}; lower ngram_min or "
+                             f"raise ngram_max")
+        return self
+
+    def terms(self) -> dict[str, Any]:
+        """What decides the terms, for ``CountVectorizer`` and ``TfidfVectorizer`` alike."""
+        return {"analyzer": self.analyzer, "ngram_range": (self.ngram_min, self.ngram_max),
+                "lowercase": self.lowercase}
 
 
 class BaselineLRConfig(StrictModel):

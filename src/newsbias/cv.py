@@ -23,6 +23,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +32,7 @@ from typing import Any, Optional
 import numpy as np
 import pandas as pd
 
+from . import LOG_FORMAT
 from .baseline import count_ngrams, fit_majority, fit_tfidf_lr_on_counts, prediction_rows
 from .config import BaselineConfig, CvConfig, PredictConfig, TrainConfig
 from .errors import NewsbiasError
@@ -219,6 +221,8 @@ def _score_round(recipe: str, frame: pd.DataFrame, fold: np.ndarray, i: int, k: 
 
 def _timed_round(recipe: str, frame: pd.DataFrame, fold: np.ndarray, i: int, k: int, cfg: BaselineConfig,
                  counts: Any, run: dict[str, Any]) -> tuple[dict[str, Any], list]:
+    if os.getpid() != run["pid"]:  # a worker starts with no log handler: Python would print its warnings bare
+        logging.basicConfig(level=run["log_level"], format=LOG_FORMAT)
     t0 = time.time()
     row, preds = _score_round(recipe, frame, fold, i, k, cfg, counts, run)
     row["seconds"] = round(time.time() - t0, 1)
@@ -239,7 +243,8 @@ def cross_validate(recipe: str, frame: pd.DataFrame, fold: np.ndarray, cfg: Base
     from joblib import Parallel, delayed
     from tqdm.auto import tqdm
 
-    run = {"test_limit": None, "seed": 0, "kind": "grouped", "progress": False, **(run or {})}
+    run = {"test_limit": None, "seed": 0, "kind": "grouped", "progress": False,
+           "log_level": logging.getLogger().getEffectiveLevel(), "pid": os.getpid(), **(run or {})}
     k = int(fold.max()) + 1
     rows, results = [], []
     rounds = Parallel(n_jobs=1 if recipe == "model" else min(jobs, k), return_as="generator")(
