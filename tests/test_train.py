@@ -583,3 +583,38 @@ def test_calibrate_none_leaves_the_raw_softmax(tiny_qwen_dir, planted_data_dir, 
     assert summary["calibration"] is None and settings["calibration"] == {}
     log = [json.loads(l) for l in (tmp_path / "o" / "train_log.jsonl").read_text().splitlines()]
     assert "calibration" not in {r["type"] for r in log}
+
+
+@pytest.mark.parametrize("over", [{}, {"eval__keep": "last"}, {"wise_alphas": [0.5]}])
+def test_the_temperature_is_fitted_on_the_kept_weights_own_val_scores(tiny_qwen_dir, planted_data_dir, tmp_path,
+                                                                       monkeypatch, over):
+    """train.calibrate reuses the label scores that evaluated the kept weights (val-selected, last, or a WiSE
+    point): no val pass after training, and the fit that scoring val with the saved model gives."""
+    from newsbias import train as train_mod
+    from newsbias.metrics import fit_temperature
+
+    passes = []
+    monkeypatch.setattr(train_mod, "val_label_logits", lambda *a, **k: passes.append(a))
+    summary = train(tiny_cfg(tiny_qwen_dir, planted_data_dir, tmp_path / "o", optim__max_steps=3,
+                             eval__every_steps=2, **over))
+    assert passes == [] and summary["calibration"]["method"] == "temperature"
+    val = read_articles(planted_data_dir / "val.jsonl", need_label=True)
+    clf = Classifier.load(str(tmp_path / "o"), device="cpu")
+    again = fit_temperature(clf.label_logits([clf.builder.encode(e.text) for e in val], 16),
+                            [clf.labels.index(e.label) for e in val])
+    assert again["temperature"] == pytest.approx(summary["calibration"]["temperature"], rel=1e-4)
+    assert again["nll"] == pytest.approx(summary["calibration"]["nll"], rel=1e-5)
+
+
+def test_a_run_resumed_after_its_last_evaluation_scores_val_for_the_temperature(tiny_qwen_dir, planted_data_dir,
+                                                                                tmp_path):
+    """The val scores behind the kept weights live in memory, not in checkpoints: a run resumed after its last
+    step scores val once more, and fits the temperature the uninterrupted run fitted."""
+    kw = dict(optim__max_steps=4, eval__every_steps=2, checkpoint__every_steps=2)
+    whole = train(tiny_cfg(tiny_qwen_dir, planted_data_dir, tmp_path / "a", **kw))
+    cfg = tiny_cfg(tiny_qwen_dir, planted_data_dir, tmp_path / "b", **kw)
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg, _interrupt_after_step=4)
+    resumed = train(cfg, resume=True)
+    assert resumed["best_step"] == whole["best_step"]
+    assert resumed["calibration"]["temperature"] == pytest.approx(whole["calibration"]["temperature"], rel=1e-4)

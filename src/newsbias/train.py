@@ -175,8 +175,9 @@ def _gather(rows: list[Any], d: Dist) -> list[Any]:
 
 
 def evaluate(clf: Classifier, feats: Sequence[dict[str, Any]], batch_size: int = 8, d: Dist = Dist()
-             ) -> dict[str, float]:
-    """val loss (the training loss, unweighted), macro-F1 and accuracy, scored through ``clf``.
+             ) -> tuple[dict[str, float], np.ndarray]:
+    """val loss (the training loss, unweighted), macro-F1 and accuracy, scored through ``clf``, and the label
+    scores ``[len(feats), labels]`` in ``feats``' order (what :func:`calibrate` fits the temperature on).
 
     Each rank scores a shard; results are gathered so every rank takes the same decisions.
     """
@@ -189,19 +190,22 @@ def evaluate(clf: Classifier, feats: Sequence[dict[str, Any]], batch_size: int =
     encs = [Encoded(feats[i]["input_ids"], feats[i]["answer_pos"], False) for i in mine]
     gold_ids = torch.tensor([feats[i]["class_id"] for i in mine])
     lt = torch.tensor(list(clf.builder.label_token_ids), dtype=torch.long)
-    results: list[tuple[int, int, float]] = []
+    results: list[tuple[int, int, float, list[float]]] = []
     for idx, logits in clf.iter_logits(encs, batch_size, full_vocab=lm):
         logits = logits.float().cpu()  # bf16 under autocast
         target = lt[gold_ids[idx]] if lm else gold_ids[idx]
         losses = torch.nn.functional.cross_entropy(logits, target, reduction="none")
-        preds = (logits[:, lt] if lm else logits).argmax(-1)
-        results.extend(zip([mine[i] for i in idx], preds.tolist(), losses.tolist()))
+        scores = logits[:, lt] if lm else logits
+        results.extend(zip([mine[i] for i in idx], scores.argmax(-1).tolist(), losses.tolist(), scores.tolist()))
     results = _gather(results, d)
-    gold = [feats[i]["class_id"] for i, _, _ in results]
-    pred = [p for _, p, _ in results]
-    return {"val_loss": float(np.mean([l for _, _, l in results])),
-            "val_macro_f1": macro_f1(gold, pred, range(len(LABELS))),
-            "val_accuracy": float(accuracy_score(gold, pred)), "val_n": len(results)}
+    gold = [feats[i]["class_id"] for i, _, _, _ in results]
+    pred = [p for _, p, _, _ in results]
+    label_scores = np.zeros((len(feats), len(LABELS)))
+    for i, _, _, row in results:
+        label_scores[i] = row
+    return ({"val_loss": float(np.mean([l for _, _, l, _ in results])),
+             "val_macro_f1": macro_f1(gold, pred, range(len(LABELS))),
+             "val_accuracy": float(accuracy_score(gold, pred)), "val_n": len(results)}, label_scores)
 
 
 def val_label_logits(clf: Classifier, feats: Sequence[dict[str, Any]], batch_size: int = 8, d: Dist = Dist()
@@ -412,6 +416,10 @@ class Recipe:
     best_weights: dict[str, torch.Tensor] = field(default_factory=dict)
     init_weights: dict[str, torch.Tensor] = field(default_factory=dict)  # train.wise_alphas: where training started
     calibration: dict[str, Any] = field(default_factory=dict)  # train.calibrate: the kept weights' temperature fit
+    # val's label scores of best_weights and of the last evaluation, when this process scored them (not after a
+    # resume): calibrate fits on them instead of scoring val once more
+    best_val_scores: Optional[np.ndarray] = None
+    last_val_scores: Optional[np.ndarray] = None
     resumed_from: Optional[Path] = None
     bar: Any = None
     trackers: list[Any] = field(default_factory=list)
@@ -711,13 +719,13 @@ def validate(r: Recipe) -> bool:
     """Score val, keep the best weights; True when early stopping says stop."""
     st, ev = r.state, r.cfg.eval
     with r.amp():
-        m = evaluate(r.classifier, r.val_feats, ev.batch_size, r.d)
+        m, r.last_val_scores = evaluate(r.classifier, r.val_feats, ev.batch_size, r.d)
     r.log({"type": "eval", "step": st.step, "epoch": round(st.epoch + st.batch / max(1, r.n_batches), 4), **m})
     if r.show and r.bar is not None:
         r.bar.write(f"step {st.step}: val_loss {m['val_loss']:.4f} val_macro_f1 {m['val_macro_f1']:.4f}")
     if _better(ev.metric, m[ev.metric], st.best):
         st.best, st.best_step, st.best_metrics, st.bad_evals = m[ev.metric], st.step, m, 0
-        r.best_weights = _trainable_state(r.model)
+        r.best_weights, r.best_val_scores = _trainable_state(r.model), r.last_val_scores
     else:
         st.bad_evals += 1
     return bool(ev.patience and st.bad_evals >= ev.patience)
@@ -730,6 +738,7 @@ def keep_last(r: Recipe) -> None:
     st.best, st.best_step = last[r.cfg.eval.metric], last["step"]
     st.best_metrics = {k: v for k, v in last.items() if k.startswith("val_")}
     r.best_weights = _trainable_state(r.model)
+    r.best_val_scores = r.last_val_scores  # validate logs every eval record: the last one's scores, if ours
 
 
 def interpolate_weights(start: dict[str, torch.Tensor], end: dict[str, torch.Tensor], alpha: float
@@ -754,12 +763,13 @@ def select_wise(r: Recipe) -> None:
         weights = interpolate_weights(r.init_weights, tuned, a)
         _load_trainable_state(r.model, weights)
         with r.amp():
-            m = evaluate(r.classifier, r.val_feats, ev.batch_size, r.d)
+            m, scores = evaluate(r.classifier, r.val_feats, ev.batch_size, r.d)
         r.log({"type": "wise", "step": st.step, "alpha": a, **m})
         if r.show and r.bar is not None:
             r.bar.write(f"wise alpha {a}: val_loss {m['val_loss']:.4f} val_macro_f1 {m['val_macro_f1']:.4f}")
         if _better(ev.metric, m[ev.metric], st.best):
             st.best, st.best_metrics, st.best_step, r.best_weights, alpha = m[ev.metric], m, st.step, weights, a
+            r.best_val_scores = scores
     # null: val kept a checkpoint of the run itself (step best_step), none of the points in between
     st.best_metrics = {**st.best_metrics, "wise_alpha": alpha}
 
@@ -768,8 +778,11 @@ def calibrate(r: Recipe) -> None:
     """``train.calibrate: temperature``: fit the temperature of the kept weights on val (their label
     scores, as scoring reads them), for :func:`finish` to write into ``newsbias.json``."""
     _load_trainable_state(r.model, r.best_weights)
-    with r.amp():
-        logits, gold = val_label_logits(r.classifier, r.val_feats, r.cfg.eval.batch_size, r.d)
+    if r.best_val_scores is not None:
+        logits, gold = r.best_val_scores, np.array([f["class_id"] for f in r.val_feats])
+    else:
+        with r.amp():
+            logits, gold = val_label_logits(r.classifier, r.val_feats, r.cfg.eval.batch_size, r.d)
     r.calibration = fit_temperature(logits, gold)
     r.log({"type": "calibration", "step": r.state.best_step, **r.calibration})
     c = r.calibration
