@@ -135,7 +135,8 @@ _PARALLEL_COUNT_MIN = 2000
 
 
 def count_ngrams(texts: Sequence[str], cfg: BaselineConfig, jobs: int = 1) -> Any:
-    """Every n-gram of ``texts`` (``baseline.tfidf``'s terms), counted once: a sparse ``(n_texts, n_terms)`` CSR matrix, columns alphabetical.
+    """Every n-gram of ``texts`` (``baseline.tfidf``'s terms), counted once: a sparse ``(n_texts, n_terms)`` CSR
+    matrix, columns alphabetical.
 
     Cross-validation refits TF-IDF on each round's training rows; :func:`fit_tfidf_lr_on_counts`
     restricts this matrix instead of tokenising the whole corpus again for every round. ``jobs`` > 1
