@@ -14,12 +14,12 @@ import numpy as np
 import pytest
 import torch
 
-from newsbias.config import PredictConfig, TrainConfig
+from newsbias.config import PredictConfig, PromptConfig, TrainConfig
 from newsbias.errors import NewsbiasError
 from newsbias.metrics import compute_metrics
 from newsbias.classifier import Classifier
 from newsbias.predict import parse_generation, run_predict
-from newsbias.modeling import tune_cpu_allocator
+from newsbias.modeling import prefix_cache, tune_cpu_allocator
 from newsbias.train import train
 
 from conftest import make_planted_rows, write_jsonl
@@ -417,3 +417,34 @@ def test_kill_9_at_five_random_points(lm_adapter_dir, tmp_path):
     proc = subprocess.run(_predict_cmd(lm_adapter_dir, inp, out), capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     assert out.read_bytes() == ref.read_bytes()
+
+
+@pytest.mark.parametrize("source", ["base", "tuned"])
+def test_generation_runs_the_shared_prefix_once_and_computes_each_prompt_as_if_alone(
+        source, tiny_qwen_dir, lm_adapter_dir, planted_data_dir, monkeypatch):
+    """Generation computes a batch's common instruction once, its padding placed after it: each row's logits at
+    every new token are those of its prompt generated alone, and the tokens those of left-padded batches."""
+    from newsbias import classifier
+
+    texts = [json.loads(l)["input"] for l in (planted_data_dir / "val.jsonl").read_text().splitlines()][:12]
+    texts[1], texts[7] = "Economy", " ".join(texts[7].split()[:6])  # lengths differ: padding inside the batch
+    clf = (Classifier.load(str(tiny_qwen_dir), device="cpu", prompt=PromptConfig(max_length=96)) if source == "base"
+           else Classifier.load(str(lm_adapter_dir), device="cpu"))
+    if source == "tuned":  # the fixture's instruction is short ("Classify the political leaning.")
+        monkeypatch.setattr(classifier, "SHARED_PREFIX_MIN", 4)
+    prompts = [e.input_ids[:e.answer_pos + 1] for e in map(clf.builder.encode, texts[:6])]
+    assert len({len(p) for p in prompts}) > 1
+    ids, mask, cache = clf._generation_batch(prompts, clf.tokenizer.pad_token_id, share_prefix=True)
+    assert cache and len({tuple(row) for row in ids[:, :classifier.SHARED_PREFIX_MIN].tolist()}) == 1
+    kw = dict(max_new_tokens=3, do_sample=False, pad_token_id=clf.tokenizer.pad_token_id, output_logits=True,
+              return_dict_in_generate=True)
+    together = clf.model.generate(input_ids=ids, attention_mask=mask, **kw, **cache).logits
+    for r, p in enumerate(prompts):
+        alone = clf.model.generate(input_ids=torch.tensor([p]), attention_mask=torch.ones(1, len(p), dtype=torch.long),
+                                   **kw).logits
+        for step in range(3):
+            torch.testing.assert_close(together[step][r], alone[step][0], atol=1e-4, rtol=1e-4)
+    built = []
+    monkeypatch.setattr(classifier, "prefix_cache", lambda *a: built.append(a[1].shape) or prefix_cache(*a))
+    shared = clf.generate(texts, max_new_tokens=3, batch_size=5)
+    assert len(built) == 3 and shared == clf.generate(texts, max_new_tokens=3, batch_size=5, share_prefix=False)

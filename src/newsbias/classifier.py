@@ -27,9 +27,9 @@ import torch
 from .errors import NewsbiasError
 from .labels import LABELS, parse_generation
 from .metrics import fit_temperature
-from .modeling import (SETTINGS_FILE, ModelSettings, Pooling, is_gguf, iter_logits, join_gguf, load_adapter,
-                       load_model_and_tokenizer, load_tokenizer, model_device, prompt_builder, resolve_device_dtype,
-                       score_batch, score_encoded)
+from .modeling import (SETTINGS_FILE, SHARED_PREFIX_MIN, ModelSettings, Pooling, is_gguf, iter_logits, join_gguf,
+                       load_adapter, load_model_and_tokenizer, load_tokenizer, model_device, prefix_cache,
+                       prompt_builder, resolve_device_dtype, score_batch, score_encoded)
 from .config import INT8_KEEP_FP32, PromptConfig
 from .onnx_model import ONNX_FILE, OnnxScorer
 
@@ -211,8 +211,14 @@ class Classifier:
         return fit
 
     @torch.no_grad()
-    def generate(self, texts: Sequence[str], max_new_tokens: int = 6, batch_size: int = 8) -> list[str]:
-        """Greedy continuations of each prompt (new tokens only, special tokens kept): the lm head only."""
+    def generate(self, texts: Sequence[str], max_new_tokens: int = 6, batch_size: int = 8,
+                 share_prefix: bool = True) -> list[str]:
+        """Greedy continuations of each prompt (new tokens only, special tokens kept): the lm head only.
+
+        ``share_prefix``: a batch's common leading tokens (the system message and instruction, when
+        :data:`~newsbias.modeling.SHARED_PREFIX_MIN` or more) run once, as in scoring; each row's padding then
+        sits between that prefix and its own tokens, and positions follow the attention mask, so every row
+        is computed as if alone."""
         if self.settings.head != "lm":
             raise NewsbiasError("generation needs a causal LM (head: lm); this model has a cls head — use mode=score")
         if isinstance(self.model, OnnxScorer):
@@ -225,19 +231,31 @@ class Classifier:
         out = [""] * len(texts)
         for s in range(0, len(order), batch_size):
             idx = order[s:s + batch_size]
-            # left padding: every prompt must end at the last position for generation to continue it
-            prompts = [encs[i].input_ids[: encs[i].answer_pos + 1] for i in idx]
-            width = max(len(p) for p in prompts)
-            ids = torch.full((len(idx), width), pad_id, dtype=torch.long)
-            mask = torch.zeros((len(idx), width), dtype=torch.long)
-            for r, p in enumerate(prompts):
-                ids[r, width - len(p):] = torch.tensor(p)
-                mask[r, width - len(p):] = 1
-            gen = self.model.generate(input_ids=ids.to(self.device), attention_mask=mask.to(self.device),
-                                      max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=pad_id)
+            ids, mask, kw = self._generation_batch([encs[i].input_ids[: encs[i].answer_pos + 1] for i in idx],
+                                                   pad_id, share_prefix)
+            gen = self.model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=max_new_tokens,
+                                      do_sample=False, pad_token_id=pad_id, **kw)
             for r, i in enumerate(idx):
-                out[i] = tok.decode(gen[r, width:].tolist(), skip_special_tokens=False)
+                out[i] = tok.decode(gen[r, ids.shape[1]:].tolist(), skip_special_tokens=False)
         return out
+
+    def _generation_batch(self, prompts: list[list[int]], pad_id: int, share_prefix: bool
+                          ) -> tuple[torch.Tensor, torch.Tensor, dict[str, Any]]:
+        """``(input_ids, attention_mask, generate's cache argument)`` for prompts that must all end at the last
+        column: padding goes before each row's own tokens — after their shared prefix, whose cache is built here."""
+        width = max(len(p) for p in prompts)
+        lead = 0
+        if share_prefix and len(prompts) > 1:
+            lead = next((j for j in range(min(map(len, prompts)) - 1)
+                         if any(p[j] != prompts[0][j] for p in prompts)), min(map(len, prompts)) - 1)
+            lead = lead if lead >= SHARED_PREFIX_MIN else 0
+        ids = torch.full((len(prompts), width), pad_id, dtype=torch.long)
+        mask = torch.zeros((len(prompts), width), dtype=torch.long)
+        for r, p in enumerate(prompts):
+            ids[r, :lead], ids[r, lead + width - len(p):] = torch.tensor(p[:lead]), torch.tensor(p[lead:])
+            mask[r, :lead], mask[r, lead + width - len(p):] = 1, 1
+        ids, mask = ids.to(self.device), mask.to(self.device)
+        return ids, mask, prefix_cache(self.model, ids[:1, :lead], len(prompts)) if lead else {}
 
     def classify(self, texts: Sequence[str], mode: str = "score", batch_size: int = 8,
                  max_new_tokens: int = 6, windows: int = 1, pool: str = "mean") -> list[dict[str, Any]]:

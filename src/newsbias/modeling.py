@@ -648,12 +648,20 @@ def prefixed_hidden(model: nn.Module, prefix_ids: torch.Tensor, input_ids: torch
     prefix runs once and every row attends to its key/value cache. ``attention_mask`` covers prefix and
     rows (``[batch, p + len]``)."""
     body = _hf_model(model).base_model  # transformers' property: the decoder stack without the LM head
+    return _body_hidden(body, input_ids, attention_mask, use_cache=True,
+                        **prefix_cache(model, prefix_ids, input_ids.shape[0]))
+
+
+def prefix_cache(model: nn.Module, prefix_ids: torch.Tensor, rows: int) -> dict[str, Any]:
+    """``prefix_ids`` (``[1, p]``) run once through a causal LM's body: its key/value cache repeated for ``rows``
+    rows, as the keyword argument (``cache=`` or ``past_key_values=``) that this transformers' forward and
+    ``generate`` take."""
+    body = _hf_model(model).base_model
     out = body(input_ids=prefix_ids, attention_mask=torch.ones_like(prefix_ids), use_cache=True)
     cache = getattr(out, "cache", None) or out.past_key_values
-    cache.batch_repeat_interleave(input_ids.shape[0])
+    cache.batch_repeat_interleave(rows)
     # transformers 5.x names the argument ``cache``; 4.x ``past_key_values``
-    name = "cache" if "cache" in inspect.signature(body.forward).parameters else "past_key_values"
-    return _body_hidden(body, input_ids, attention_mask, use_cache=True, **{name: cache})
+    return {"cache" if "cache" in inspect.signature(body.forward).parameters else "past_key_values": cache}
 
 
 def _drops_out(model: nn.Module, hf: nn.Module) -> bool:
