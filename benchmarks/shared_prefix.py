@@ -1,7 +1,7 @@
-"""The prompt's shared prefix computed once per batch vs once per article, for scoring and a LoRA step.
+"""The prompt's shared prefix computed once per batch vs once per article, for scoring, generation and a LoRA step.
 
     .venv/bin/python benchmarks/shared_prefix.py MODEL TEST_JSONL [--n 128] [--batch 16] [--max-length 128 256 512]
-        [--train-batch 8] [--train-steps 4] [--threads N]
+        [--train-batch 8] [--train-steps 4] [--generate 64] [--new-tokens 4] [--threads N]
 
 MODEL is anything :meth:`newsbias.classifier.Classifier.from_options` takes as ``model`` (a model
 directory, or a ``.gguf`` file such as the demo's SmolLM2). Every prompt begins with the same tokens
@@ -12,6 +12,9 @@ alternately, on the first ``n`` articles of a split, for each prompt budget (``-
 
 - scoring as ``predict`` scores (``Classifier.predict_proba``, length-sorted batches of ``--batch``):
   articles per second each way, identical labels, the largest probability change;
+- generation as ``predict --mode generate`` runs it (``Classifier.generate``, greedy, ``--new-tokens``, on the
+  first ``--generate`` articles; ``share_prefix`` on, or off: plain left-padded batches): articles per
+  second each way and the share of identical answers (0 skips it);
 - a LoRA training step as ``newsbias train`` takes it (configs/demo.yaml's LoRA, loss on the label
   token, ``--train-batch`` articles, dropout 0 so the two ways see the same computation): seconds
   per step each way and the largest relative difference between their gradients.
@@ -72,6 +75,20 @@ def scoring(clf: Classifier, texts: list[str], batch: int) -> dict[str, float]:
             "same": float((on.argmax(1) == off.argmax(1)).mean()), "max_diff": float(np.abs(on - off).max())}
 
 
+def generation(clf: Classifier, texts: list[str], batch: int, new_tokens: int) -> dict[str, float]:
+    """Articles/s of greedy generation each way, window by window in alternating order; answers compared."""
+    clf.generate(texts[:batch], new_tokens, batch)  # warm-up
+    secs, out = {True: 0.0, False: 0.0}, {True: [], False: []}
+    for k, w in enumerate(range(0, len(texts), 2 * batch)):
+        chunk = texts[w:w + 2 * batch]
+        for share in ((True, False) if k % 2 == 0 else (False, True)):
+            t = time.perf_counter()
+            out[share] += clf.generate(chunk, new_tokens, batch, share_prefix=share)
+            secs[share] += time.perf_counter() - t
+    same = np.mean([a == b for a, b in zip(out[True], out[False])])
+    return {"gen_on": len(texts) / secs[True], "gen_off": len(texts) / secs[False], "gen_same": float(same)}
+
+
 def training(module: LabelLossModule, batches: list[dict], params: list[torch.Tensor]) -> dict[str, float]:
     """Seconds per forward + backward each way (alternating), and the gradients' largest relative difference."""
     def step(b):
@@ -104,6 +121,8 @@ def main() -> None:
     ap.add_argument("--max-length", type=int, nargs="+", default=[128, 256, 512])
     ap.add_argument("--train-batch", type=int, default=8)
     ap.add_argument("--train-steps", type=int, default=4)
+    ap.add_argument("--generate", type=int, default=64, help="articles to generate for (0: skip generation)")
+    ap.add_argument("--new-tokens", type=int, default=4, help="greedy tokens per article (configs/demo.yaml's 4)")
     ap.add_argument("--threads", type=int, default=None)
     args = ap.parse_args()
     set_threads(args.threads)
@@ -114,12 +133,16 @@ def main() -> None:
     print(f"{args.model}: {len(texts)} articles of {args.test}, scoring batch {args.batch}, training batch "
           f"{args.train_batch} x {args.train_steps} steps, {torch.get_num_threads()} threads, wall seconds\n")
     print("| max_length | shared prefix tokens | articles/s, shared | once per article | ratio | labels identical | "
-          "max prob change | LoRA step s, shared | once per article | ratio | max grad rel. diff |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
+          "max prob change | generation articles/s, shared | left-padded | ratio | answers identical | "
+          "LoRA step s, shared | once per article | ratio | max grad rel. diff |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for budget in args.max_length:
         with_max_length(clf, budget)
         clf.model.eval()
         s = scoring(clf, texts, args.batch)
+        g = generation(clf, texts[:args.generate], args.batch, args.new_tokens) if args.generate else None
+        gen = (f"{g['gen_on']:.2f} | {g['gen_off']:.2f} | {g['gen_on'] / g['gen_off']:.2f} | {g['gen_same']:.1%}"
+               if g else "– | – | – | –")
         lora = add_lora(clf.model, "lm", r=demo.r, alpha=demo.alpha, dropout=0.0, target_modules=demo.target_modules)
         lora.train()
         params = [p for p in lora.parameters() if p.requires_grad]
@@ -128,7 +151,7 @@ def main() -> None:
         clf.model = lora.unload()  # the base model back, LoRA layers removed
         prefix = len(clf.builder.lead_ids) + len(clf.builder.prefix_ids)
         print(f"| {budget} | {prefix} | {s['aps_on']:.2f} | {s['aps_off']:.2f} | {s['aps_on'] / s['aps_off']:.2f} | "
-              f"{s['same']:.1%} | {s['max_diff']:.1e} | {t['step_on']:.2f} | {t['step_off']:.2f} | "
+              f"{s['same']:.1%} | {s['max_diff']:.1e} | {gen} | {t['step_on']:.2f} | {t['step_off']:.2f} | "
               f"{t['step_off'] / t['step_on']:.2f} | {t['grad_rel']:.1e} |", flush=True)
 
 
