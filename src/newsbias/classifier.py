@@ -28,8 +28,8 @@ from .errors import NewsbiasError
 from .labels import LABELS, parse_generation
 from .metrics import fit_temperature
 from .modeling import (SETTINGS_FILE, SHARED_PREFIX_MIN, ModelSettings, Pooling, is_gguf, iter_logits, join_gguf,
-                       load_adapter, load_model_and_tokenizer, load_tokenizer, model_device, prefix_cache,
-                       prompt_builder, resolve_device_dtype, score_batch, score_encoded)
+                       load_adapter, load_model_and_tokenizer, load_tokenizer, model_device, pad_batch, prefix_cache,
+                       prompt_builder, resolve_device_dtype, score_batch, score_encoded, shared_prefix_len)
 from .config import INT8_KEEP_FP32, PromptConfig
 from .onnx_model import ONNX_FILE, OnnxScorer
 
@@ -245,9 +245,10 @@ class Classifier:
         column: padding goes before each row's own tokens — after their shared prefix, whose cache is built here."""
         width = max(len(p) for p in prompts)
         lead = 0
-        if share_prefix and len(prompts) > 1:
-            lead = next((j for j in range(min(map(len, prompts)) - 1)
-                         if any(p[j] != prompts[0][j] for p in prompts)), min(map(len, prompts)) - 1)
+        if share_prefix:
+            right = pad_batch(prompts, pad_id)  # every row's last token is read: each keeps at least that one
+            last = torch.tensor([len(p) - 1 for p in prompts])
+            lead = shared_prefix_len(right["input_ids"], right["attention_mask"], last)
             lead = lead if lead >= SHARED_PREFIX_MIN else 0
         ids = torch.full((len(prompts), width), pad_id, dtype=torch.long)
         mask = torch.zeros((len(prompts), width), dtype=torch.long)
