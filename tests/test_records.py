@@ -170,6 +170,8 @@ def test_bad_labels_kept_when_asked(tmp_path):
     ([{"id": "a", "pred": "left", "gold": "purple"}], "line 1: gold label 'purple' is not in the label set"),
     ([{"id": "a", "pred": "left", "probs": {"left": 1}}], "line 1: probs must map exactly the labels"),
     ([{"id": "a", "pred": "left", "probs": {"left": "x", "center": 0, "right": 0}}], "line 1: probs must map"),
+    ([{"id": "a", "pred": "left"}, {"id": "b", "gold": "left"}],
+     "line 2: not a prediction record .no `pred` field.*pass a file written by `newsbias predict`"),
 ])
 def test_prediction_errors_name_the_line(tmp_path, rows, message):
     (tmp_path / "p.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
@@ -185,3 +187,9 @@ def test_missing_and_empty_prediction_files(tmp_path):
         read_predictions(tmp_path / "e.jsonl")
     (tmp_path / "i.jsonl").write_text(json.dumps({"id": "a", "pred": None, "valid": False}) + "\n")
     assert read_predictions(tmp_path / "i.jsonl")[0].valid is False
+
+
+def test_an_article_file_given_as_predictions_is_named_as_such(prep_dir):
+    with pytest.raises(NewsbiasError, match=r"line 1: not a prediction record .*looks like an article file: score it "
+                                            r"with `newsbias predict`"):
+        read_predictions(prep_dir / "test.jsonl")

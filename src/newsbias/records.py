@@ -267,6 +267,12 @@ class Prediction:
                   labels: Sequence[str] = LABELS) -> "Prediction":
         """Validate one record: gold normalised, ``pred`` exactly a label when valid, ``probs`` over the labels."""
         where = at(path, line)
+        if "pred" not in obj:
+            article = any(k in obj for k in ("output", "input", "text", "label"))
+            raise NewsbiasError(f"{where}: not a prediction record (no `pred` field; keys: {shorten(sorted(obj))})"
+                                + ("; this looks like an article file: score it with `newsbias predict` and pass "
+                                   "the predictions it writes" if article else
+                                   "; pass a file written by `newsbias predict` or `newsbias baseline`"))
         gold = _gold_of(obj.get("gold"), labels, where)
         pred = obj.get("pred")
         valid = bool(obj.get("valid", pred is not None))
