@@ -190,33 +190,21 @@ def evaluate(clf: Classifier, feats: Sequence[dict[str, Any]], batch_size: int =
     encs = [Encoded(feats[i]["input_ids"], feats[i]["answer_pos"], False) for i in mine]
     gold_ids = torch.tensor([feats[i]["class_id"] for i in mine])
     lt = torch.tensor(list(clf.builder.label_token_ids), dtype=torch.long)
-    results: list[tuple[int, int, float, list[float]]] = []
+    results: list[tuple[int, float, list[float]]] = []
     for idx, logits in clf.iter_logits(encs, batch_size, full_vocab=lm):
         logits = logits.float().cpu()  # bf16 under autocast
         target = lt[gold_ids[idx]] if lm else gold_ids[idx]
         losses = torch.nn.functional.cross_entropy(logits, target, reduction="none")
         scores = logits[:, lt] if lm else logits
-        results.extend(zip([mine[i] for i in idx], scores.argmax(-1).tolist(), losses.tolist(), scores.tolist()))
+        results.extend(zip([mine[i] for i in idx], losses.tolist(), scores.tolist()))
     results = _gather(results, d)
-    gold = [feats[i]["class_id"] for i, _, _, _ in results]
-    pred = [p for _, p, _, _ in results]
     label_scores = np.zeros((len(feats), len(LABELS)))
-    for i, _, _, row in results:
+    for i, _, row in results:
         label_scores[i] = row
-    return ({"val_loss": float(np.mean([l for _, _, l, _ in results])),
+    gold, pred = [f["class_id"] for f in feats], label_scores.argmax(axis=1)
+    return ({"val_loss": float(np.mean([l for _, l, _ in results])),
              "val_macro_f1": macro_f1(gold, pred, range(len(LABELS))),
              "val_accuracy": float(accuracy_score(gold, pred)), "val_n": len(results)}, label_scores)
-
-
-def val_label_logits(clf: Classifier, feats: Sequence[dict[str, Any]], batch_size: int = 8, d: Dist = Dist()
-                     ) -> tuple[np.ndarray, np.ndarray]:
-    """``(label scores [n, labels], gold class ids)`` of ``feats`` (:meth:`Classifier.label_logits`),
-    sharded over ranks and gathered."""
-    mine = list(range(d.rank, len(feats), d.world))
-    logits = clf.label_logits([Encoded(feats[i]["input_ids"], feats[i]["answer_pos"], False) for i in mine],
-                              batch_size)
-    rows = _gather(list(zip(mine, logits.tolist())), d)
-    return np.array([z for _, z in rows], dtype=np.float64), np.array([feats[i]["class_id"] for i, _ in rows])
 
 
 def _better(metric: str, new: float, best: Optional[float]) -> bool:
@@ -778,12 +766,11 @@ def calibrate(r: Recipe) -> None:
     """``train.calibrate: temperature``: fit the temperature of the kept weights on val (their label
     scores, as scoring reads them), for :func:`finish` to write into ``newsbias.json``."""
     _load_trainable_state(r.model, r.best_weights)
-    if r.best_val_scores is not None:
-        logits, gold = r.best_val_scores, np.array([f["class_id"] for f in r.val_feats])
-    else:
+    logits = r.best_val_scores
+    if logits is None:  # a resumed run: checkpoints do not keep the val scores of the kept weights
         with r.amp():
-            logits, gold = val_label_logits(r.classifier, r.val_feats, r.cfg.eval.batch_size, r.d)
-    r.calibration = fit_temperature(logits, gold)
+            logits = evaluate(r.classifier, r.val_feats, r.cfg.eval.batch_size, r.d)[1]
+    r.calibration = fit_temperature(logits, np.array([f["class_id"] for f in r.val_feats]))
     r.log({"type": "calibration", "step": r.state.best_step, **r.calibration})
     c = r.calibration
     if r.show and r.bar is not None and c["method"] == "temperature":
@@ -1005,7 +992,6 @@ def train(cfg: TrainConfig, resume: bool = False, progress: Optional[bool] = Non
 
 
 __all__ = ["train", "setup", "train_step", "validate", "keep_last", "select_wise", "interpolate_weights", "calibrate",
-           "val_label_logits",
            "save_checkpoint", "load_checkpoint", "run_epoch", "finish", "Recipe", "TrainState", "Example",
            "load_training_data", "resolve_data_paths",
            "encode_examples", "LabelOnlyCollator", "epoch_batches", "evaluate", "balanced_class_weights",
