@@ -102,6 +102,12 @@ def fold_rows(per: list[dict[str, float]]) -> list[str]:
     return rows
 
 
+def fold_table(first_column: str, per: list[dict[str, float]]) -> str:
+    """:func:`fold_rows` under a Markdown header whose first column is ``first_column``."""
+    return "\n".join([f"| {first_column} | grouped CV macro-F1 [95% CI over folds] | change vs today, paired by fold "
+                      "[95% CI] | per fold |", "|---|---|---|---|", *fold_rows(per)])
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--input", required=True, help="AllSides corpus (articles.jsonl.gz or the release directory)")

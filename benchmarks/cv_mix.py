@@ -26,10 +26,9 @@ import scipy.sparse as sp
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from cv_ablation import fold_rows  # noqa: E402
-from cv_vocab import counted_folds  # noqa: E402
-from newsbias.baseline import build_tfidf_lr, canonical, fit_path, kept_terms  # noqa: E402
-from newsbias.cv import fold_roles  # noqa: E402
+from cv_ablation import fold_table  # noqa: E402
+from cv_vocab import counted_folds, round_tfidf  # noqa: E402
+from newsbias.baseline import build_tfidf_lr, canonical, fit_path  # noqa: E402
 from newsbias.metrics import macro_f1  # noqa: E402
 
 
@@ -57,13 +56,7 @@ def mixtures(x, gold: np.ndarray, outlets: np.ndarray, k: int, seed: int):
 
 def score_round(counts, gold, outlets, fold, i: int, k: int, base, ks) -> dict[str, float]:
     """Test macro-F1 of today's LR and of each mixture setting on round ``i``, C picked on the val fold."""
-    from sklearn.feature_extraction.text import TfidfTransformer
-
-    tr, va, te = fold_roles(fold, i, k)
-    cols = kept_terms(counts[tr], base)
-    tfidf = TfidfTransformer(sublinear_tf=base.tfidf.sublinear_tf).fit(counts[tr][:, cols])
-    x_tr, x_va, x_te = (canonical(tfidf.transform(counts[rows][:, cols]).tocsr().astype(np.float32))
-                        for rows in (tr, va, te))
+    (tr, va, te), (x_tr, x_va, x_te) = round_tfidf(counts, fold, i, k, base, np.float32)
     lr = build_tfidf_lr(base, 1.0).named_steps["lr"]
     variants = {"today: the training articles": (x_tr, gold[tr])}
     for kk in ks:
@@ -90,11 +83,7 @@ def main() -> None:
     per = [score_round(counts, gold, outlets, fold, i, args.folds, base, args.k) for i in range(args.folds)]
     print(f"\n{args.folds} outlet-grouped folds (seed 0) of {args.data}; TF-IDF + LR as in configs/demo.yaml "
           f"(C from {base.lr.C_grid} on the next fold). {time.time() - t0:.0f} s in all.\n")
-    print("| training rows | grouped CV macro-F1 [95% CI over folds] | change vs today, paired by fold [95% CI] | "
-          "per fold |")
-    print("|---|---|---|---|")
-    print("\n".join(fold_rows(per)))
-
+    print(fold_table("training rows", per))
 
 if __name__ == "__main__":
     main()

@@ -23,10 +23,9 @@ from sklearn.base import BaseEstimator, ClassifierMixin
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from cv_ablation import fold_rows  # noqa: E402
-from cv_vocab import counted_folds  # noqa: E402
-from newsbias.baseline import build_tfidf_lr, kept_terms  # noqa: E402
-from newsbias.cv import fold_roles  # noqa: E402
+from cv_ablation import fold_table  # noqa: E402
+from cv_vocab import counted_folds, round_tfidf  # noqa: E402
+from newsbias.baseline import build_tfidf_lr  # noqa: E402
 from newsbias.labels import LABELS  # noqa: E402
 from newsbias.metrics import macro_f1  # noqa: E402
 
@@ -89,13 +88,8 @@ def families(base) -> dict[str, list]:
 def score_round(counts, gold: np.ndarray, fold: np.ndarray, i: int, k: int, base) -> dict[str, float]:
     """Test macro-F1 of each family on round ``i``, its setting picked on the val fold."""
     from sklearn.base import clone
-    from sklearn.feature_extraction.text import TfidfTransformer
-    tr, va, te = fold_roles(fold, i, k)
-    cols = kept_terms(counts[tr], base)
-    tfidf = TfidfTransformer(sublinear_tf=base.tfidf.sublinear_tf).fit(counts[tr][:, cols])
-    x_tr, x_va, x_te = (tfidf.transform(counts[rows][:, cols]).tocsr() for rows in (tr, va, te))
-    for x in (x_tr, x_va, x_te):
-        x.sort_indices()  # one summation order, as the baseline's own fit (newsbias.baseline.canonical)
+
+    (tr, va, te), (x_tr, x_va, x_te) = round_tfidf(counts, fold, i, k, base)
     out = {}
     for name, grid in families(base).items():
         fitted = [clone(m).fit(x_tr, gold[tr]) for m in grid]
@@ -116,11 +110,7 @@ def main() -> None:
     per = [score_round(counts, gold, fold, i, args.folds, base) for i in range(args.folds)]
     print(f"\n{args.folds} outlet-grouped folds (seed 0) of {args.data}; TF-IDF as in configs/demo.yaml, each "
           f"family's setting picked on the next fold. {time.time() - t0:.0f} s in all.\n")
-    print("| classifier on TF-IDF | grouped CV macro-F1 [95% CI over folds] | change vs today, paired by fold "
-          "[95% CI] | per fold |")
-    print("|---|---|---|---|")
-    print("\n".join(fold_rows(per)))
-
+    print(fold_table("classifier on TF-IDF", per))
 
 if __name__ == "__main__":
     main()

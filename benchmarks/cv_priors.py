@@ -30,7 +30,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from cv_ablation import fold_rows  # noqa: E402
+from cv_ablation import fold_table  # noqa: E402
 from cv_vocab import counted_folds  # noqa: E402
 from newsbias.baseline import fit_tfidf_lr_on_counts  # noqa: E402
 from newsbias.cv import fold_roles  # noqa: E402
@@ -80,10 +80,7 @@ def main() -> None:
     per = [score_round(frame, counts, fold, i, args.folds, base) for i in range(args.folds)]
     print(f"\n{args.folds} outlet-grouped folds (seed 0) of {args.data}; TF-IDF + LR as in configs/demo.yaml. "
           f"{time.time() - t0:.0f} s in all.\n")
-    print("| method | grouped CV macro-F1 [95% CI over folds] | change vs today, paired by fold [95% CI] | per fold |")
-    print("|---|---|---|---|")
-    print("\n".join(fold_rows(per)))
-
+    print(fold_table("method", per))
 
 if __name__ == "__main__":
     main()

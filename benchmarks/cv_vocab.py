@@ -31,7 +31,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from cv_ablation import paired  # noqa: E402
-from newsbias.baseline import build_tfidf_lr, count_ngrams, fit_lr, kept_terms, label_columns  # noqa: E402
+from newsbias.baseline import (build_tfidf_lr, canonical, count_ngrams, fit_lr, kept_terms,  # noqa: E402
+                               label_columns, tfidf_on_counts)
 from newsbias.config import load_config  # noqa: E402
 from newsbias.cv import fold_interval, fold_roles, make_folds, pooled_articles  # noqa: E402
 from newsbias.labels import LABELS  # noqa: E402
@@ -122,6 +123,15 @@ def counted_folds(data: str, k: int):
     base = load_config(ROOT / "configs" / "demo.yaml").baseline
     frame = pooled_articles(data)
     return base, frame, count_ngrams(frame["text"], base).tocsr(), make_folds(frame, k, 0, grouped=True)
+
+
+def round_tfidf(counts, fold: np.ndarray, i: int, k: int, base, dtype=None) -> tuple:
+    """``(train, val, test masks, their TF-IDF matrices)`` of round ``i``, TF-IDF fitted on the training rows as the
+    baseline fits it (:func:`newsbias.baseline.tfidf_on_counts`), each row's columns in order (``canonical``)."""
+    tr, va, te = fold_roles(fold, i, k)
+    cols, tfidf, x_tr = tfidf_on_counts(counts[tr], base)
+    xs = [x_tr.tocsr()] + [tfidf.transform(counts[rows][:, cols]).tocsr() for rows in (va, te)]
+    return (tr, va, te), [canonical(x if dtype is None else x.astype(dtype)) for x in xs]
 
 
 def main() -> None:
