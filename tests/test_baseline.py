@@ -122,7 +122,8 @@ def test_a_warm_started_c_path_lands_on_each_optimum_in_fewer_steps(planted_dir)
 
 
 @pytest.mark.parametrize("tfidf", [{"max_features": 40}, {"max_features": None, "min_df": 1},
-                                   {"analyzer": "char_wb", "ngram_min": 2, "ngram_max": 4, "max_features": 300}])
+                                   {"analyzer": "char_wb", "ngram_min": 2, "ngram_max": 4, "max_features": 300},
+                                   {"stop_words": "english", "max_features": 60}])
 def test_counting_on_several_cores_fits_the_vectoriser_fit_would(planted_dir, monkeypatch, tmp_path, tfidf):
     """baseline.jobs > 1 counts the training texts in parallel and hands the vectoriser its vocabulary and idf:
     the same state as TfidfVectorizer.fit, the same training matrix, the same vectors and probabilities for new
@@ -305,3 +306,14 @@ def test_tfidf_lr_probabilities_carry_the_temperature_fitted_on_val(tmp_path):
     texts = [r["input"] for r in planted_rows(30, 2)]
     np.testing.assert_allclose(pipe.predict_proba(texts)[:, [list(pipe.classes_).index(l) for l in LABELS]],
                                p_cal, atol=1e-6)
+
+
+def test_english_stop_words_are_dropped_before_n_grams_and_refused_for_characters(planted_dir):
+    train = split_frame(planted_dir / "train.jsonl")
+    cfg = BaselineConfig(tfidf={"stop_words": "english", "max_features": None, "min_df": 1}, calibrate="none")
+    vocab = fit_tfidf_lr(train, cfg)[0].named_steps["tfidf"].vocabulary_
+    kept = fit_tfidf_lr(train, BaselineConfig(tfidf={"max_features": None, "min_df": 1}, calibrate="none")
+                        )[0].named_steps["tfidf"].vocabulary_
+    assert "the" in kept and not any(w in ("the", "and", "of") for term in vocab for w in term.split())
+    with pytest.raises(ValueError, match="stop_words=english applies to word n-grams only"):
+        BaselineConfig(tfidf={"stop_words": "english", "analyzer": "char_wb"})

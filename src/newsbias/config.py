@@ -496,18 +496,23 @@ class BaselineTfidfConfig(StrictModel):
     max_features: int | None = Field(default=200_000, ge=1)
     sublinear_tf: bool = True
     lowercase: bool = True
+    stop_words: Literal["none", "english"] = Field(
+        default="none", description="english: drop scikit-learn's English stop-word list before forming n-grams.")
 
     @model_validator(mode="after")
     def _ngram_range(self) -> BaselineTfidfConfig:
         if self.ngram_min > self.ngram_max:
             raise ValueError(f"ngram_min={self.ngram_min} is above ngram_max={self.ngram_max}; lower ngram_min or "
                              f"raise ngram_max")
+        if self.stop_words != "none" and self.analyzer != "word":
+            raise ValueError(f"stop_words={self.stop_words} applies to word n-grams only; set analyzer=word or "
+                             f"stop_words=none")
         return self
 
     def terms(self) -> dict[str, Any]:
         """What decides the terms, for ``CountVectorizer`` and ``TfidfVectorizer`` alike."""
         return {"analyzer": self.analyzer, "ngram_range": (self.ngram_min, self.ngram_max),
-                "lowercase": self.lowercase}
+                "lowercase": self.lowercase, "stop_words": None if self.stop_words == "none" else self.stop_words}
 
 
 class BaselineLRConfig(StrictModel):
