@@ -122,7 +122,7 @@ def counted_folds(data: str, k: int):
     """``(baseline config of configs/demo.yaml, pooled articles, their n-gram counts, fold per article)``."""
     base = load_config(ROOT / "configs" / "demo.yaml").baseline
     frame = pooled_articles(data)
-    return base, frame, count_ngrams(frame["text"], base).tocsr(), make_folds(frame, k, 0, grouped=True)
+    return base, frame, count_ngrams(frame["text"], base, jobs=base.jobs).tocsr(), make_folds(frame, k, 0, grouped=True)
 
 
 def round_tfidf(counts, fold: np.ndarray, i: int, k: int, base, dtype=None) -> tuple:
