@@ -88,10 +88,12 @@ def test_logits_at_positions_match_full_forward(lm):
 def test_shared_prefix_len_stops_at_a_difference_a_pad_or_the_first_position_read():
     ids = torch.tensor([[1, 2, 3, 4, 5, 0], [1, 2, 3, 4, 9, 6], [1, 2, 3, 4, 5, 6]])
     mask = torch.tensor([[1, 1, 1, 1, 1, 0], [1, 1, 1, 1, 1, 1], [1, 1, 1, 1, 1, 1]])
-    assert shared_prefix_len(ids, mask, torch.tensor([4, 5, 5])) == 4
-    assert shared_prefix_len(ids, mask, torch.tensor([2, 5, 5])) == 2
-    assert shared_prefix_len(ids[::2], mask[::2], torch.tensor([5, 5])) == 5  # the pad column ends it
-    assert shared_prefix_len(ids[:1], mask[:1], torch.tensor([4])) == 0
+    assert shared_prefix_len(ids, mask, torch.tensor([4, 5, 5]), minimum=1) == 4
+    assert shared_prefix_len(ids, mask, torch.tensor([2, 5, 5]), minimum=1) == 2
+    assert shared_prefix_len(ids[::2], mask[::2], torch.tensor([5, 5]), minimum=1) == 5  # the pad column ends it
+    assert shared_prefix_len(ids[:1], mask[:1], torch.tensor([4]), minimum=1) == 0
+    assert shared_prefix_len(ids, mask, torch.tensor([4, 5, 5]), minimum=5) == 0  # too short to pay: none
+    assert shared_prefix_len(ids, mask, torch.tensor([4, 5, 5])) == 0  # the default cut-off is SHARED_PREFIX_MIN
 
 
 def test_shared_prefix_is_run_once_and_changes_neither_logits_nor_gradients(lm):

@@ -424,18 +424,18 @@ def test_generation_runs_the_shared_prefix_once_and_computes_each_prompt_as_if_a
         source, tiny_qwen_dir, lm_adapter_dir, planted_data_dir, monkeypatch):
     """Generation computes a batch's common instruction once, its padding placed after it: each row's logits at
     every new token are those of its prompt generated alone, and the tokens those of left-padded batches."""
-    from newsbias import classifier
+    from newsbias import classifier, modeling
 
     texts = [json.loads(l)["input"] for l in (planted_data_dir / "val.jsonl").read_text().splitlines()][:12]
     texts[1], texts[7] = "Economy", " ".join(texts[7].split()[:6])  # lengths differ: padding inside the batch
     clf = (Classifier.load(str(tiny_qwen_dir), device="cpu", prompt=PromptConfig(max_length=96)) if source == "base"
            else Classifier.load(str(lm_adapter_dir), device="cpu"))
     if source == "tuned":  # the fixture's instruction is short ("Classify the political leaning.")
-        monkeypatch.setattr(classifier, "SHARED_PREFIX_MIN", 4)
+        monkeypatch.setattr(modeling, "SHARED_PREFIX_MIN", 4)
     prompts = [e.input_ids[:e.answer_pos + 1] for e in map(clf.builder.encode, texts[:6])]
     assert len({len(p) for p in prompts}) > 1
     ids, mask, cache = clf._generation_batch(prompts, clf.tokenizer.pad_token_id, share_prefix=True)
-    assert cache and len({tuple(row) for row in ids[:, :classifier.SHARED_PREFIX_MIN].tolist()}) == 1
+    assert cache and len({tuple(row) for row in ids[:, :modeling.SHARED_PREFIX_MIN].tolist()}) == 1
     kw = dict(max_new_tokens=3, do_sample=False, pad_token_id=clf.tokenizer.pad_token_id, output_logits=True,
               return_dict_in_generate=True)
     together = clf.model.generate(input_ids=ids, attention_mask=mask, **kw, **cache).logits

@@ -27,7 +27,7 @@ import torch
 from .errors import NewsbiasError
 from .labels import LABELS, parse_generation
 from .metrics import fit_temperature
-from .modeling import (SETTINGS_FILE, SHARED_PREFIX_MIN, ModelSettings, Pooling, is_gguf, iter_logits, join_gguf,
+from .modeling import (SETTINGS_FILE, ModelSettings, Pooling, is_gguf, iter_logits, join_gguf,
                        load_adapter, load_model_and_tokenizer, load_tokenizer, model_device, pad_batch, prefix_cache,
                        prompt_builder, resolve_device_dtype, score_batch, score_encoded, shared_prefix_len)
 from .config import INT8_KEEP_FP32, PromptConfig
@@ -249,7 +249,6 @@ class Classifier:
             right = pad_batch(prompts, pad_id)  # every row's last token is read: each keeps at least that one
             last = torch.tensor([len(p) - 1 for p in prompts])
             lead = shared_prefix_len(right["input_ids"], right["attention_mask"], last)
-            lead = lead if lead >= SHARED_PREFIX_MIN else 0
         ids = torch.full((len(prompts), width), pad_id, dtype=torch.long)
         mask = torch.zeros((len(prompts), width), dtype=torch.long)
         for r, p in enumerate(prompts):

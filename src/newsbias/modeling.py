@@ -610,13 +610,16 @@ SHARED_PREFIX_MIN = 16
 """Rows of a batch that begin with at least this many identical tokens compute them once."""
 
 
-def shared_prefix_len(input_ids: torch.Tensor, attention_mask: torch.Tensor, cols: torch.Tensor) -> int:
+def shared_prefix_len(input_ids: torch.Tensor, attention_mask: torch.Tensor, cols: torch.Tensor,
+                      minimum: Optional[int] = None) -> int:
     """Leading positions that every row of the batch has in common (same token, unmasked), up to the
-    first position read (``cols.min()``); 0 for a single row."""
+    first position read (``cols.min()``); 0 for a single row, or when fewer than ``minimum`` (default
+    :data:`SHARED_PREFIX_MIN`: below it, a second pass costs more than the positions it saves)."""
     if input_ids.shape[0] < 2 or cols.numel() == 0:
         return 0
     same = (input_ids == input_ids[:1]).all(0) & attention_mask.bool().all(0)
-    return min(int(same.long().cumprod(0).sum()), int(cols.min()))
+    n = min(int(same.long().cumprod(0).sum()), int(cols.min()))
+    return n if n >= (SHARED_PREFIX_MIN if minimum is None else minimum) else 0
 
 
 def _body_hidden(body: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor, **kw: Any) -> torch.Tensor:
@@ -636,7 +639,7 @@ def answer_hidden(model: nn.Module, input_ids: torch.Tensor, attention_mask: tor
     """
     hf = _hf_model(model)
     n = shared_prefix_len(input_ids, attention_mask, cols) if share_prefix else 0
-    if n < SHARED_PREFIX_MIN or _checkpointing(hf) or (model.training and _drops_out(model, hf)):
+    if not n or _checkpointing(hf) or (model.training and _drops_out(model, hf)):
         return _body_hidden(hf.base_model, input_ids, attention_mask, use_cache=False)[rows, cols]
     return prefixed_hidden(model, input_ids[:1, :n], input_ids[:, n:], attention_mask)[rows, cols - n]
 

@@ -103,7 +103,9 @@ def split_prefix(input_ids: torch.Tensor, attention_mask: torch.Tensor, answer_p
                  ) -> Optional[dict[str, torch.Tensor]]:
     """A padded batch as :class:`PrefixScoringGraph`'s inputs: its rows' common leading tokens (for one
     row, every token before the answer position) and the rest; None when the rows share no first token."""
-    n = shared_prefix_len(input_ids, attention_mask, answer_pos) if len(input_ids) > 1 else int(answer_pos[0])
+    # any shared token counts here: the graph takes the prefix as an input either way
+    n = (shared_prefix_len(input_ids, attention_mask, answer_pos, minimum=1) if len(input_ids) > 1
+         else int(answer_pos[0]))
     if n == 0:
         return None
     return {"prefix_ids": input_ids[:1, :n], "input_ids": input_ids[:, n:], "attention_mask": attention_mask[:, n:],
