@@ -26,8 +26,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from cv_ablation import fold_table  # noqa: E402
-from cv_vocab import counted_folds, round_tfidf  # noqa: E402
-from newsbias.baseline import build_tfidf_lr, canonical, count_ngrams, fit_path  # noqa: E402
+from cv_vocab import counted_folds, fit_on_round, round_tfidf  # noqa: E402
+from newsbias.baseline import canonical, count_ngrams  # noqa: E402
 from newsbias.metrics import macro_f1  # noqa: E402
 
 CHARS = {"analyzer": "char_wb", "ngram_min": 3, "ngram_max": 5}
@@ -37,7 +37,6 @@ def score_round(words, chars, gold, fold, i: int, k: int, base, char_base, weigh
     """Test macro-F1 of words alone and of words + characters at each weight on round ``i``, C picked on the val fold."""
     (tr, va, te), xw = round_tfidf(words, fold, i, k, base, np.float32)
     _, xc = round_tfidf(chars, fold, i, k, char_base, np.float32)
-    lr = build_tfidf_lr(base, 1.0).named_steps["lr"]
     variants = {"words (today)": xw}
     for w in weights:
         scale = np.float32(1.0 / np.sqrt(1.0 + w * w))  # both blocks are unit rows: keep the joined row unit too
@@ -45,10 +44,9 @@ def score_round(words, chars, gold, fold, i: int, k: int, base, char_base, weigh
                                                    for a, b in zip(xw, xc)]
     out = {}
     for name, (x_tr, x_va, x_te) in variants.items():
-        fitted = fit_path(lr, base.lr.C_grid, x_tr, gold[tr])
-        best = max(fitted.values(), key=lambda m: (macro_f1(gold[va], m.predict(x_va)), -m.C))
+        best, C = fit_on_round(base, x_tr, gold[tr], x_va, gold[va])
         out[name] = macro_f1(gold[te], best.predict(x_te))
-        print(f"round {i}, {name}: C {best.C:g}, {out[name]:.4f}", file=sys.stderr, flush=True)
+        print(f"round {i}, {name}: C {C:g}, {out[name]:.4f}", file=sys.stderr, flush=True)
     return out
 
 

@@ -134,6 +134,15 @@ def round_tfidf(counts, fold: np.ndarray, i: int, k: int, base, dtype=None) -> t
     return (tr, va, te), [canonical(x if dtype is None else x.astype(dtype)) for x in xs]
 
 
+def fit_on_round(base, x_tr, y_tr, x_va, y_va) -> tuple:
+    """``(LR, its C)``: the baseline's LR fitted on a round's training rows, C picked on its val fold as
+    ``newsbias baseline`` picks it (:func:`newsbias.baseline.fit_lr`; no temperature: it changes no label)."""
+    cfg = base.model_copy(update={"calibrate": "none", "sampling": "natural"})
+    lr, selection = fit_lr(build_tfidf_lr(cfg, cfg.lr.C).named_steps["lr"], cfg, x_tr, pd.DataFrame({"gold": y_tr}),
+                           x_va, pd.DataFrame({"gold": y_va}))
+    return lr, selection["C"]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--data", required=True, help="a `newsbias prep` output (train/val/test pooled)")
