@@ -60,3 +60,63 @@ def test_baseline_train_predict_compare_export_keep_user_files(tmp_path, planted
     for n in notes:
         assert n.read_text() == NOTE, n
     assert json.loads((tmp_path / "adapter" / "newsbias.json").read_text())["head"] == "lm"
+
+
+def test_prep_rerun_refuses_when_user_files_sit_beside_its_output(tmp_path, capsys):
+    (tmp_path / "in.csv").write_text(_csv(_rows(90)))
+    args = ["prep", "-q", "--input", str(tmp_path / "in.csv"), "--out", str(tmp_path / "out")]
+    assert main(args) == 0
+    meta = json.loads((tmp_path / "out" / "prep_meta.json").read_text())
+    assert meta["files"] == sorted(p.name for p in (tmp_path / "out").iterdir())
+    assert main(args) == 0  # its own output alone: replaced
+    note = _plant(tmp_path / "out")
+    (tmp_path / "out" / "tfidf-lr.jsonl").write_text("{}\n")  # e.g. a baseline written beside the data
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "did not write (notes.txt, tfidf-lr.jsonl)" in err and "move them out" in err
+    assert note.read_text() == NOTE and (tmp_path / "out" / "tfidf-lr.jsonl").read_text() == "{}\n"
+
+
+def test_train_refuses_to_write_over_its_model_its_data_or_another_model(tmp_path, tiny_qwen_dir, planted_data_dir,
+                                                                        capsys):
+    import shutil
+
+    base = Path(shutil.copytree(tiny_qwen_dir, tmp_path / "base"))
+    before = {p.name: p.read_bytes() for p in base.iterdir() if p.is_file()}
+    run = ["train", "-q", "--max-steps", "1", "train.prompt.max_length=64"]
+    assert main(run + ["--model", str(base), "--data", str(planted_data_dir), "--out", str(base)]) == 2
+    assert "is, or holds, the run's model" in capsys.readouterr().err
+    assert main(run + ["--model", str(base), "--data", str(planted_data_dir), "--out", str(planted_data_dir)]) == 2
+    assert "is, or holds, the run's data" in capsys.readouterr().err
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "config.json").write_text('{"mine": true}')
+    assert main(run + ["--model", str(base), "--data", str(planted_data_dir), "--out", str(other)]) == 2
+    assert "holds another model's files (config.json)" in capsys.readouterr().err
+    assert main(run + ["--model", str(base), "--data", str(planted_data_dir), "--out", str(tmp_path / "new"),
+                       "--resume", "--overwrite"]) == 2
+    assert "pass one" in capsys.readouterr().err
+    assert {p.name: p.read_bytes() for p in base.iterdir() if p.is_file()} == before
+    assert (other / "config.json").read_text() == '{"mine": true}'
+
+
+def test_predict_and_evaluate_never_write_over_their_input_or_a_user_file(tmp_path, tiny_qwen_dir, capsys):
+    inp = write_jsonl(tmp_path / "in.jsonl", make_planted_rows(3, seed=4))
+    text = inp.read_text()
+    assert main(["predict", "-q", "--model", str(tiny_qwen_dir), "--input", str(inp), "--out", str(inp),
+                 "--overwrite"]) == 2
+    assert "is the input file" in capsys.readouterr().err and inp.read_text() == text
+    preds = tmp_path / "p.jsonl"
+    preds.write_text("".join(json.dumps({"id": str(i), "pred": p, "gold": g}) + "\n"
+                             for i, (p, g) in enumerate([("left", "left"), ("right", "center"), ("center", "center")])))
+    kept = preds.read_text()
+    assert main(["evaluate", "--preds", str(preds), "--out", str(preds)]) == 2
+    assert "is the predictions file" in capsys.readouterr().err and preds.read_text() == kept
+    mine = tmp_path / "mine.json"
+    mine.write_text('{"mine": 1}\n')
+    assert main(["evaluate", "--preds", str(preds), "--out", str(mine)]) == 2
+    assert "was not written by newsbias evaluate" in capsys.readouterr().err and mine.read_text() == '{"mine": 1}\n'
+    out = tmp_path / "m.json"
+    assert main(["evaluate", "--preds", str(preds), "--out", str(out)]) == 0
+    assert main(["evaluate", "--preds", str(preds), "--out", str(out)]) == 0  # its own earlier metrics: replaced
+    assert json.loads(out.read_text())["stage"] == "evaluate"

@@ -359,7 +359,7 @@ def run_cv(cfg: CvConfig, baseline: BaselineConfig, train: Optional[TrainConfig]
                                "seed": cfg.seed, "n_articles": len(frame), "n_outlets": int(frame["outlet"].nunique()),
                                "test_limit": cfg.test_limit, "work_dir": str(model.work) if model else None}
     run = {"test_limit": cfg.test_limit, "seed": cfg.seed, "model": model, "progress": progress}
-    with atomic_dir(out) as tmp:
+    with atomic_dir(out, "cv.json") as tmp:
         grouped = make_folds(frame, cfg.folds, cfg.seed, grouped=True)
         preds_dir = tmp / "preds" if cfg.save_predictions else None
         if preds_dir is not None:

@@ -460,7 +460,7 @@ def run_export(cfg: ExportConfig) -> dict[str, Any]:
                           datasets=cfg.datasets, evaluation=evaluation, repo_id=cfg.push_to_hub, onnx=recorded)
 
     recorded: Optional[dict[str, Any]] = None  # what an ONNX export wrote about its graph (newsbias.json's onnx)
-    with atomic_dir(out) as tmp:
+    with atomic_dir(out, MARKER_FILE) as tmp:
         if merged:
             save = {"format": "onnx", "quantize": cfg.quantize, "keep_fp32": cfg.keep_fp32,
                     "check_texts": check_texts(cfg), "smooth": cfg.smooth,

@@ -96,7 +96,8 @@ def check_output_dir(out_dir: str | Path, stage: str, marker: str, inputs: Itera
     """``out_dir`` resolved, after checking that ``stage`` may write (and replace) it.
 
     Allowed: a directory that does not exist yet, an empty one, or one a previous run of the
-    same stage wrote (its ``marker`` file records ``"stage": stage``). Anything else — a file, a
+    same stage wrote (its ``marker`` file records ``"stage": stage``) holding only what that run
+    wrote (the marker's ``"files"``, listed by :func:`atomic_dir`). Anything else — a file, a
     directory holding other files, a directory that contains one of ``inputs`` — is a
     :class:`~newsbias.errors.NewsbiasError` naming it, so a user's files are never deleted.
     """
@@ -114,22 +115,30 @@ def check_output_dir(out_dir: str | Path, stage: str, marker: str, inputs: Itera
             raise NewsbiasError(f"the input {ip} is inside the {stage} output directory {out}, which {stage} "
                                 f"replaces; write the output somewhere else")
     if out.is_dir() and any(out.iterdir()):
-        owner = (read_json(out / marker, strict=False) or {}).get("stage")
-        if owner != stage:
+        manifest = read_json(out / marker, strict=False) or {}
+        if manifest.get("stage") != stage:
             shown = sorted(p.name for p in out.iterdir())[:3]
             raise NewsbiasError(f"{out} is not empty ({', '.join(shown)}{', ...' if len(shown) == 3 else ''}) and was "
                                 f"not written by newsbias {stage}; choose a new or empty output directory")
+        listed = manifest.get("files")
+        foreign = sorted({p.name for p in out.iterdir()} - set(listed)) if isinstance(listed, list) else []
+        if foreign:
+            raise NewsbiasError(f"{out} holds files that newsbias {stage} did not write ({', '.join(foreign[:3])}"
+                                f"{', ...' if len(foreign) > 3 else ''}), which replacing it would delete; move them "
+                                f"out or choose another output directory")
     return out
 
 
 @contextlib.contextmanager
-def atomic_dir(out_dir: str | Path) -> Iterator[Path]:
+def atomic_dir(out_dir: str | Path, marker: str | None = None) -> Iterator[Path]:
     """Yield a temporary directory that replaces ``out_dir`` only if the block succeeds.
 
     A failed or killed run leaves the previous output untouched and no partial files behind
     (the temporary directory is a hidden sibling, removed on failure; one left by a killed
     process is removed by the next run). Check ``out_dir`` with :func:`check_output_dir` first:
-    this replaces whatever is there.
+    this replaces whatever is there. ``marker``: the stage's manifest in the block's output, to
+    which the names of everything the block wrote are added (``"files"``), so that a later run
+    can tell them from files a user put beside them.
     """
     from .errors import NewsbiasError
 
@@ -145,6 +154,9 @@ def atomic_dir(out_dir: str | Path) -> Iterator[Path]:
         raise NewsbiasError(f"cannot create the output directory {out}: {exc.strerror or exc}") from None
     try:
         yield tmp
+        if marker and (tmp / marker).is_file():
+            manifest = read_json(tmp / marker)
+            write_json(tmp / marker, {**manifest, "files": sorted(p.name for p in tmp.iterdir())})
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

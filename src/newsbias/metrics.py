@@ -27,7 +27,7 @@ from sklearn.metrics import confusion_matrix, f1_score, precision_recall_fscore_
 
 from .config import EvaluateConfig, MetricsConfig
 from .errors import NewsbiasError
-from .io import write_json
+from .io import read_json, write_json
 from .labels import LABELS
 from .records import Prediction, at, read_predictions
 
@@ -401,10 +401,22 @@ def default_metrics_path(preds: str | Path) -> Path:
     return p.with_name(p.name[:-len(".jsonl")] + ".metrics.json" if p.name.endswith(".jsonl") else p.name + ".metrics.json")
 
 
+def _check_metrics_out(out: Path, preds: Path) -> None:
+    """Refuse to write metrics over the predictions, a directory, or a file that an earlier evaluate did not write."""
+    if out.exists() and preds.exists() and out.resolve() == preds.resolve():
+        raise NewsbiasError(f"evaluate.out {out} is the predictions file; write the metrics to another path")
+    if out.is_dir():
+        raise NewsbiasError(f"evaluate.out {out} is a directory; give a file path such as {out / 'metrics.json'}")
+    if out.exists() and (read_json(out, strict=False) or {}).get("stage") != "evaluate":
+        raise NewsbiasError(f"{out} exists and was not written by newsbias evaluate; give another --out (or remove it)")
+
+
 def evaluate(cfg: EvaluateConfig) -> dict[str, Any]:
     """Read ``cfg.preds``, compute metrics, write them to ``cfg.out``; returns the metrics dict."""
     if not cfg.preds:
         raise NewsbiasError("no predictions file given: pass --preds FILE (= evaluate.preds)")
+    out = Path(cfg.out) if cfg.out else default_metrics_path(cfg.preds)
+    _check_metrics_out(out, Path(cfg.preds))
     frame, info = prediction_frame(cfg.preds, missing_gold=cfg.missing_gold)
     metrics = metrics_for_frame(frame, cfg)
     models = sorted({str(m) for m in frame["model"].dropna()})
@@ -412,7 +424,6 @@ def evaluate(cfg: EvaluateConfig) -> dict[str, Any]:
     result = {"stage": "evaluate", "preds": info, "model": models[0] if len(models) == 1 else models or None,
               "adapter": adapters[0] if len(adapters) == 1 else adapters or None, **metrics,
               "config": cfg.model_dump(mode="json")}
-    out = Path(cfg.out) if cfg.out else default_metrics_path(cfg.preds)
     out.parent.mkdir(parents=True, exist_ok=True)
     write_json(out, result)
     result["out"] = str(out)

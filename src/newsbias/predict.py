@@ -135,7 +135,9 @@ def _signature(cfg: PredictConfig, input_path: str, world: int, clf: Classifier)
             "settings": clf.settings.to_dict(), "world_size": world, **{k: d[k] for k in keep}}
 
 
-def _check_out(out: Path) -> None:
+def _check_out(out: Path, input_path: str) -> None:
+    if input_path != "-" and out.resolve() == Path(input_path).resolve():
+        raise NewsbiasError(f"predict.out {out} is the input file; write the predictions to another path")
     if out.is_dir():
         raise NewsbiasError(f"predict.out {out} is a directory; give a file path such as {out / 'preds.jsonl'}")
     for parent in out.parents:
@@ -286,7 +288,7 @@ def run_predict(cfg: PredictConfig, progress: bool = True) -> dict[str, Any]:
                             "or - for stdin)")
     input_path = resolve_input(cfg.input, cfg.split)
     out = Path(cfg.out)
-    _check_out(out)
+    _check_out(out, input_path)
     parts = _parts_dir(out)
     d = init_distributed(resolve_device_dtype(cfg.device, cfg.dtype)[0].type)
     # the model loads (and fails) before anything is written, so a bad adapter leaves no trace

@@ -327,6 +327,28 @@ def run_differences(theirs: dict[str, Any], ours: dict[str, Any]) -> list[str]:
     return out
 
 
+# files that mark a directory as a model (a base model, an export): training writes files of these names
+_MODEL_FILES = ("config.json", "model.safetensors", "pytorch_model.bin", "adapter_model.safetensors",
+                "tokenizer.json", "tokenizer_config.json")
+
+
+def check_out_dir(cfg: TrainConfig, source: str) -> None:
+    """Refuse a ``train.out_dir`` that training would write over: the run's model or data (or a directory
+    holding them), or another model's directory. Files of the user's beside a run's are left alone."""
+    out = Path(cfg.out_dir).expanduser().resolve()
+    for what, inp in (("model", source), ("data", cfg.data.path), ("val data", cfg.data.val_path)):
+        ip = Path(inp).expanduser().resolve() if inp else None
+        if ip is not None and (ip == out or out in ip.parents):
+            raise NewsbiasError(f"train.out_dir {out} is, or holds, the run's {what} ({inp}), which training would "
+                                f"overwrite; choose another --out")
+    manifest = read_json(out / MANIFEST_FILE, strict=False) or {}
+    ours = manifest.get("stage") == "train" or (out / CHECKPOINT_DIR).is_dir() or (out / LOG_FILE).is_file()
+    clash = [] if ours or not out.is_dir() else [n for n in _MODEL_FILES if (out / n).exists()]
+    if clash:
+        raise NewsbiasError(f"{out} holds another model's files ({', '.join(clash[:3])}) that newsbias train did not "
+                            f"write and would overwrite; choose a new or empty --out")
+
+
 def check_checkpoints(out_dir: Path, identity: dict[str, Any], resume: bool, overwrite: bool) -> Optional[Path]:
     """The checkpoint to resume from (or None), refusing to mix runs.
 
@@ -622,8 +644,11 @@ def setup(cfg: TrainConfig, resume: bool = False, progress: Optional[bool] = Non
 
     Everything that can be wrong with the input fails before any model is loaded.
     """
-    train_ex, val_ex, hashes = load_training_data(cfg)
+    if resume and cfg.overwrite:
+        raise NewsbiasError("--resume continues the run in train.out_dir and --overwrite starts it over; pass one")
     source = join_gguf(cfg.model.name_or_path, cfg.model.gguf_file)
+    check_out_dir(cfg, source)
+    train_ex, val_ex, hashes = load_training_data(cfg)
     _check_model_path(source)
     identity = run_identity(cfg, hashes)
     ckpt = check_checkpoints(Path(cfg.out_dir), identity, resume, cfg.overwrite)

@@ -465,7 +465,7 @@ def run_prep(cfg: PrepConfig, progress: bool = False) -> dict[str, Any]:
     out = check_output_dir(cfg.out_dir, "prep", "prep_meta.json", inputs)
     frames, meta, drop_rows = prepare(cfg, progress)
     small = _eval_small(frames["test"], cfg.eval_small, cfg.split.seed)
-    with atomic_dir(out) as tmp:
+    with atomic_dir(out, "prep_meta.json") as tmp:
         outputs: dict[str, dict[str, Any]] = {}
         for name, frame in frames.items():
             n = write_jsonl(tmp / f"{name}.jsonl", (_output_row(r, cfg.instruction) for _, r in frame.iterrows()))
