@@ -84,7 +84,9 @@ def test_classify_articles_ids_and_title(client, predictor):
     assert r.status_code == 200, r.text
     res = r.json()["results"]
     assert [x["id"] for x in res] == ["a", "b", "2"]
-    assert_matches(res, predictor, [join_title("Budget talks", arts[0]["text"]), arts[1]["text"], "no id here"])
+    # the fixture's model was trained on bodies alone (no prep titles): a title is not read, as in predict
+    assert not predictor.settings.prepend_title
+    assert_matches(res, predictor, [arts[0]["text"], arts[1]["text"], "no id here"])
 
 
 def test_health_model_docs_and_page(client, lm_adapter, predictor):
@@ -428,7 +430,7 @@ def test_explain_answers_each_words_effect_as_the_explain_stage_does(client, pre
     r = client.post("/v1/explain", json=body)
     assert r.status_code == 200, r.text
     got = r.json()
-    text = "Senate vote\n" + body["text"]
+    text = body["text"]  # the model was trained without titles: the title is not read
     ref = explain_article(predictor, Article(id="0", text=text, source="Reuters", outlet="reuters.com"))
     assert got["text"] == text and got["pred"] == ref["pred"] and not got["truncated"]
     assert [w["text"] for w in got["words"]] == text.split()
@@ -451,3 +453,37 @@ def test_explain_refuses_bad_requests_clearly(client):
     r = client.post("/v1/explain", json={"text": "ok", "span": 0})
     assert r.status_code == 422 and "span" in r.json()["error"]
     assert "Which words decided it?" in client.get("/").text
+
+
+def test_a_title_is_read_as_the_training_texts_were_in_predict_serve_and_explain(tmp_path, tiny_qwen_dir, capsys):
+    """A model trained on prep output with titles prepended records it; predict, serve and explain then all join a
+    given title to its text, and give the same answer for the same article."""
+    from newsbias.explain import explain_article
+    from newsbias.records import Article
+
+    rows = make_planted_rows(90, seed=3)
+    src = tmp_path / "raw.jsonl"
+    src.write_text("".join(json.dumps({"id": f"r{i}", "title": f"Headline {i % 5}", "text": r["input"],
+                                       "label": r["output"], "url": f"https://site{i % 9}.com/{i}"}) + "\n"
+                           for i, r in enumerate(rows)))
+    assert main(["prep", "-q", "--input", str(src), "--out", str(tmp_path / "data"),
+                 "prep.clean.prepend_title=true", "prep.clean.min_chars=10"]) == 0
+    assert main(["train", "-q", "--model", str(tiny_qwen_dir), "--data", str(tmp_path / "data"), "--out",
+                 str(tmp_path / "run"), "--max-steps", "1", "train.prompt.max_length=64"]) == 0
+    assert json.loads((tmp_path / "run" / "newsbias.json").read_text())["prepend_title"] is True
+    clf = load_model(ServeConfig(adapter=str(tmp_path / "run"), device="cpu"))
+    arts = [{"id": "a", "title": "Budget talks collapse", "text": texts(1)[0]}, {"id": "b", "text": texts(2)[1]}]
+    assert clf.article_text(arts[0]["title"], arts[0]["text"]) == join_title(arts[0]["title"], arts[0]["text"])
+    (tmp_path / "in.jsonl").write_text("".join(json.dumps(a) + "\n" for a in arts))
+    assert main(["predict", "-q", "--adapter", str(tmp_path / "run"), "--input", str(tmp_path / "in.jsonl"),
+                 "--out", str(tmp_path / "p.jsonl")]) == 0
+    predicted = [json.loads(line)["probs"] for line in (tmp_path / "p.jsonl").read_text().splitlines()]
+    with TestClient(create_app(ServeConfig(adapter=str(tmp_path / "run")), predictor=clf)) as c:
+        served = c.post("/v1/classify", json={"articles": arts}).json()["results"]
+        explained = c.post("/v1/explain", json={"title": arts[0]["title"], "text": arts[0]["text"]}).json()
+    for p, s in zip(predicted, served):
+        np.testing.assert_allclose([p[l] for l in LABELS], [s["probs"][l] for l in LABELS], atol=2e-5)
+    assert_matches(served, clf, [join_title(arts[0]["title"], arts[0]["text"]), arts[1]["text"]])
+    assert explained["text"] == join_title(arts[0]["title"], arts[0]["text"])
+    ref = explain_article(clf, Article(id="0", text=arts[0]["text"], title=arts[0]["title"]))
+    assert explained["pred"] == ref["pred"] == served[0]["pred"]

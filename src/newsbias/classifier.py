@@ -32,6 +32,7 @@ from .modeling import (SETTINGS_FILE, ModelSettings, Pooling, is_gguf, iter_logi
                        prompt_builder, resolve_device_dtype, score_batch, score_encoded, shared_prefix_len)
 from .config import INT8_KEEP_FP32, PromptConfig
 from .onnx_model import ONNX_FILE, OnnxScorer
+from .records import join_title
 
 log = logging.getLogger(__name__)
 
@@ -270,6 +271,11 @@ class Classifier:
             pred = parse_generation(raw, labels)
             out.append({"pred": pred, "probs": None, "valid": pred is not None, "raw": raw})
         return out
+
+    def article_text(self, title: Optional[str], text: str) -> str:
+        """What this model scores for an article: ``title`` joined to ``text`` as its training texts were
+        (``settings.prepend_title``, from the prep that made them), else ``text`` alone — in predict and serve alike."""
+        return join_title(title, text) if self.settings.prepend_title else text
 
     def reading(self, texts: Sequence[str]) -> list[dict[str, Any]]:
         """``{"tokens_read", "truncated"}`` per text: the article tokens the prompt keeps, and whether it was cut."""

@@ -116,9 +116,10 @@ def unit_cues(units: Sequence[tuple[int, int]], cues: Sequence[tuple[int, int, s
 def explain_article(clf: Classifier, a: Article, span: int = 1, batch_size: int = 16) -> dict[str, Any]:
     """One article's explanation record: its scores with and without each unit (and without its outlet cues)."""
     labels = clf.labels
-    window = read_window(clf, a.text)
+    text = clf.article_text(a.title, a.text)
+    window = read_window(clf, text)
     units = unit_spans(window, span)
-    cues = unit_cues(units, cue_spans(a.text, a.source, a.outlet))
+    cues = unit_cues(units, cue_spans(text, a.source, a.outlet))
     cue_units = [i for i, c in enumerate(cues) if c]
     encs = [clf.builder.wrap(window.ids, window.truncated)] + [without(clf, window, [i], span)
                                                                  for i in range(len(units))]
@@ -135,7 +136,7 @@ def explain_article(clf: Classifier, a: Article, span: int = 1, batch_size: int 
             "tokens_read": len(window.ids), "words_read": len(window.words), "truncated": window.truncated,
             "span": span,
             "without_cues": scored(probs[-1]) if cue_units else None,
-            "units": [{"start": s, "end": e, "text": a.text[s:e], "cue": c,
+            "units": [{"start": s, "end": e, "text": text[s:e], "cue": c,
                        "effect": {l: round(float(v), 6) for l, v in zip(labels, eff)}}
                       for (s, e), c, eff in zip(units, cues, effects)]}
 

@@ -537,6 +537,9 @@ class ModelSettings:
     uses_chat_template: bool = False
     best_val: dict[str, Any] = field(default_factory=dict)
     calibration: dict[str, Any] = field(default_factory=dict)
+    prepend_title: bool = False
+    """The training texts began with their article's title (``prep.clean.prepend_title``): inference joins a
+    given title to its text the same way (:meth:`newsbias.classifier.Classifier.article_text`)."""
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -548,13 +551,14 @@ class ModelSettings:
         return {"format": SETTINGS_FORMAT, "head": self.head, "pooling": self.pooling, "base_model": self.base_model,
                 "labels": list(self.labels), "label_token_ids": list(self.label_token_ids),
                 "uses_chat_template": self.uses_chat_template, "prompt": self.prompt.model_dump(mode="json"),
-                "best_val": self.best_val, "calibration": self.calibration, **self.extra}
+                "best_val": self.best_val, "calibration": self.calibration, "prepend_title": self.prepend_title,
+                **self.extra}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "ModelSettings":
         """Settings from a ``newsbias.json`` of this format or of format 1."""
         known = {"format", "head", "pooling", "base_model", "labels", "verbalizers", "label_token_ids",
-                 "uses_chat_template", "prompt", "best_val", "calibration"}
+                 "uses_chat_template", "prompt", "best_val", "calibration", "prepend_title"}
         prompt = dict(d.get("prompt") or {})
         chat = prompt.pop("uses_chat_template", False)  # format 1 kept these three inside "prompt"
         prompt.pop("labels", None)
@@ -569,7 +573,7 @@ class ModelSettings:
                    labels=tuple(d.get("labels", LABELS)), label_token_ids=list(d.get("label_token_ids", [])),
                    uses_chat_template=bool(d.get("uses_chat_template", chat)),
                    best_val=d.get("best_val", {}), calibration=d.get("calibration") or {},
-                   extra={k: v for k, v in d.items() if k not in known})
+                   prepend_title=bool(d.get("prepend_title", False)), extra={k: v for k, v in d.items() if k not in known})
 
     def save(self, directory: str | Path) -> None:
         """Write ``newsbias.json`` whole or not at all (``newsbias calibrate`` rewrites an existing one)."""

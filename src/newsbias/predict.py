@@ -230,8 +230,9 @@ def _predict_part(cfg: PredictConfig, clf: Classifier, input_path: str, part: Pa
         def flush() -> None:
             nonlocal n_new
             todo = [a for a in chunk if not skip_reason(a)]
-            results = clf.classify([a.text for a in todo], cfg.mode, cfg.batch_size, cfg.max_new_tokens,
-                                   windows=cfg.windows, pool=cfg.pool) if todo else []
+            texts = [clf.article_text(a.title, a.text) for a in todo]
+            results = clf.classify(texts, cfg.mode, cfg.batch_size, cfg.max_new_tokens, windows=cfg.windows,
+                                   pool=cfg.pool) if todo else []
             fh.write(_records(chunk, results, cfg, name, adapter))
             fh.flush()
             os.fsync(fh.fileno())

@@ -34,7 +34,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validat
 
 from .classifier import Classifier
 from .config import ServeConfig
-from .records import Article, join_title
+from .records import Article
 from .errors import NewsbiasError
 from .modeling import set_threads
 from .templates import render
@@ -85,12 +85,17 @@ Text = Annotated[str, AfterValidator(_not_empty)]
 Plain = Annotated[str, AfterValidator(_valid_unicode)]
 
 
+TITLE_FIELD = ("Optional headline. Scored as `title\\ntext` when the model's training texts began with their titles "
+               "(prep.clean.prepend_title, recorded in its newsbias.json), as `newsbias predict` scores a title "
+               "field; otherwise not read.")
+
+
 class ArticleIn(BaseModel):
-    """One article: ``text`` is required, ``title`` is prepended to it when given."""
+    """One article: ``text`` is required; ``title`` is read as ``newsbias predict`` reads it (see its field)."""
 
     model_config = ConfigDict(extra="forbid")
     id: Optional[Plain] = Field(default=None, max_length=512, description="Echoed back; defaults to the position.")
-    title: Optional[Plain] = Field(default=None, description="Optional headline, scored as `title\\ntext`.")
+    title: Optional[Plain] = Field(default=None, description=TITLE_FIELD)
     text: Text = Field(description="Article body (not empty).")
 
 
@@ -109,11 +114,11 @@ class ClassifyRequest(BaseModel):
             raise ValueError("give exactly one of `texts` (list of strings) or `articles` (list of objects)")
         return self
 
-    def items(self) -> list[tuple[str, str]]:
-        """(id, text to score) per article; ids default to the 0-based position."""
+    def items(self, text_of: Callable[[Optional[str], str], str]) -> list[tuple[str, str]]:
+        """(id, text to score) per article, ``text_of(title, text)`` making the text; ids default to the position."""
         if self.texts is not None:
             return [(str(i), t) for i, t in enumerate(self.texts)]
-        return [(a.id if a.id is not None else str(i), join_title(a.title, a.text))
+        return [(a.id if a.id is not None else str(i), text_of(a.title, a.text))
                 for i, a in enumerate(self.articles or [])]
 
 
@@ -141,7 +146,7 @@ class ExplainRequest(BaseModel):
     model_config = ConfigDict(extra="forbid", json_schema_extra={
         "examples": [{"title": "Budget deal", "text": "WASHINGTON (Reuters) - Lawmakers agreed ...",
                       "source": "Reuters", "outlet": "reuters.com"}]})
-    title: Optional[Plain] = Field(default=None, description="Optional headline, scored as `title\ntext`.")
+    title: Optional[Plain] = Field(default=None, description=TITLE_FIELD)
     text: Text = Field(description="Article body (not empty).")
     source: Optional[Plain] = Field(default=None, max_length=300, description="The outlet's name (e.g. Reuters).")
     outlet: Optional[Plain] = Field(default=None, max_length=300, description="The outlet's domain (e.g. reuters.com).")
@@ -162,7 +167,8 @@ class ExplainResponse(BaseModel):
     probs: dict[str, float]
     model: str
     adapter: Optional[str] = None
-    text: str = Field(description="The text scored (title + newline + body when a title was given).")
+    text: str = Field(description="The text scored (title + newline + body when the model reads titles: see "
+                                  "`title`).")
     words: list[WordEffect] = Field(description="Every word the model read, in reading order.")
     top: list[WordEffect] = Field(description="The words that supported the answer most, strongest first.")
     without_cues: Optional[dict[str, Any]] = Field(default=None, description="The answer without every outlet cue "
@@ -493,6 +499,12 @@ def _unavailable(state: _State) -> Any:
     return _error(503, "model is still loading; retry shortly")
 
 
+def _text_of(state: _State) -> Callable[[Optional[str], str], str]:
+    """How the loaded model turns an article's title and body into the text it scores
+    (:meth:`~newsbias.classifier.Classifier.article_text`); the body alone while none is loaded."""
+    return state.predictor.article_text if state.predictor is not None else (lambda title, text: text)
+
+
 def _over_limits(req: ClassifyRequest, items: list[tuple[str, str]], cfg: ServeConfig) -> Any:
     """A 413 for too many articles or one over ``max_article_chars``; None within the limits."""
     if len(items) > cfg.max_texts:
@@ -513,7 +525,7 @@ def _add_classify_route(app: Any, state: _State) -> None:
     async def classify(req: ClassifyRequest) -> Any:
         """Label and per-label probabilities for each article (micro-batched with concurrent requests)."""
         t0 = time.perf_counter()
-        items = req.items()
+        items = req.items(_text_of(state))
         refused = _over_limits(req, items, state.cfg)
         if refused is None:
             refused = _unavailable(state)
@@ -546,14 +558,14 @@ def _add_explain_route(app: Any, state: _State) -> None:
     async def explain(req: ExplainRequest) -> Any:
         """Each word's effect on the answer (the probability lost without it) and the outlet cues among them."""
         t0 = time.perf_counter()
-        text = join_title(req.title, req.text)
+        text = _text_of(state)(req.title, req.text)
         if len(text) > state.cfg.max_article_chars:
             return _error(413, f"the article has {len(text)} characters; at most {state.cfg.max_article_chars} "
                                f"(serve.max_article_chars)")
         busy = _unavailable(state)
         if busy is not None:
             return busy
-        article = Article(id="0", text=text, source=req.source, outlet=req.outlet)
+        article = Article(id="0", text=req.text, title=req.title, source=req.source, outlet=req.outlet)
         try:
             async with one_at_a_time:
                 r = await asyncio.to_thread(explain_article, state.predictor, article, req.span, state.cfg.max_batch)

@@ -67,7 +67,9 @@ def data_hashes(train: Path, val: Path, prep_dir: Optional[Path]) -> dict[str, A
                            "val": {"path": str(val), "sha256": sha256_file(val)}}
     if prep_dir is not None:
         meta = read_json(prep_dir / "prep_meta.json", strict=False)
-        out["prep_meta"] = ({"path": str(prep_dir / "prep_meta.json"), "outputs": meta.get("outputs", {})}
+        clean = ((meta or {}).get("config") or {}).get("clean") or {}
+        out["prep_meta"] = ({"path": str(prep_dir / "prep_meta.json"), "outputs": meta.get("outputs", {}),
+                             "prepend_title": bool(clean.get("prepend_title", False))}
                             if meta is not None else {"error": "unreadable prep_meta.json"})
     return out
 
@@ -922,7 +924,9 @@ def model_settings(r: Recipe, best_val: Optional[dict[str, Any]] = None) -> Mode
     return ModelSettings(head=cfg.model.head, base_model=r.source, prompt=r.builder.settings,
                          pooling=cfg.model.pooling, labels=LABELS, label_token_ids=list(r.builder.label_token_ids),
                          uses_chat_template=r.builder.uses_chat_template, best_val=best_val or {},
-                         calibration=dict(r.calibration), extra={"finetune": cfg.finetune})
+                         calibration=dict(r.calibration),
+                         prepend_title=bool(r.hashes.get("prep_meta", {}).get("prepend_title", False)),
+                         extra={"finetune": cfg.finetune})
 
 
 def finish(r: Recipe, t_start: float) -> dict[str, Any]:
