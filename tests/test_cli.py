@@ -69,6 +69,23 @@ def test_overrides_beat_flags_and_may_come_anywhere():
     assert cfg.baseline.seed == 2 and cfg.baseline.split == "val"
 
 
+def test_overrides_after_a_flag_of_several_values_are_not_taken_as_its_values():
+    args = parse_args(["compare", "--preds", "a=x.jsonl", "run.v2=y.jsonl", "compare.metrics.n_boot=100",
+                       "--ensemble", "e=a+run.v2", "compare.split=val"])
+    cfg = load_config(None, args.overrides, _flag_values(args, args.spec.flags)).compare
+    assert cfg.preds == ["a=x.jsonl", "run.v2=y.jsonl"] and cfg.ensembles == ["e=a+run.v2"]
+    assert cfg.metrics.n_boot == 100 and cfg.split == "val"
+
+
+def test_export_names_its_base_model_and_no_flag_is_abbreviated(capsys):
+    for name in ("--model", "--base-model"):
+        args = parse_args(["export", name, "/m/base.gguf"])
+        assert _flag_values(args, args.spec.flags) == {"export.model": "/m/base.gguf"}
+    with pytest.raises(SystemExit):
+        parse_args(["export", "--base-mod", "x"])  # argparse would have expanded it to --base-model-id
+    assert "unrecognized arguments: --base-mod" in capsys.readouterr().err
+
+
 def test_export_eval_is_an_alias_of_metrics():
     for name in ("--eval", "--metrics"):
         args = parse_args(["export", name, "run=report"])

@@ -448,3 +448,16 @@ def test_generation_runs_the_shared_prefix_once_and_computes_each_prompt_as_if_a
     monkeypatch.setattr(classifier, "prefix_cache", lambda *a: built.append(a[1].shape) or prefix_cache(*a))
     shared = clf.generate(texts, max_new_tokens=3, batch_size=5)
     assert len(built) == 3 and shared == clf.generate(texts, max_new_tokens=3, batch_size=5, share_prefix=False)
+
+
+def test_an_adapter_whose_recorded_base_is_gone_says_to_pass_the_base(lm_adapter_dir, tiny_qwen_dir, tmp_path):
+    import shutil
+
+    moved = Path(shutil.copytree(lm_adapter_dir, tmp_path / "adapter"))
+    settings = json.loads((moved / "newsbias.json").read_text())
+    settings["base_model"] = str(tmp_path / "gone" / tiny_qwen_dir.name)  # trained on another machine
+    (moved / "newsbias.json").write_text(json.dumps(settings))
+    with pytest.raises(NewsbiasError, match=r"gone/\w+ \(recorded in .*newsbias.json\), is not on this machine; "
+                                            r"pass the same model with --model PATH"):
+        Classifier.load(str(moved), device="cpu")
+    assert Classifier.load(str(moved), base_model=str(tiny_qwen_dir), device="cpu").labels == LABELS

@@ -28,7 +28,7 @@ from .errors import NewsbiasError
 from .labels import LABELS, parse_generation
 from .metrics import fit_temperature
 from .modeling import (SETTINGS_FILE, ModelSettings, Pooling, is_gguf, iter_logits, join_gguf,
-                       load_adapter, load_model_and_tokenizer, load_tokenizer, model_device, pad_batch, prefix_cache,
+                       load_adapter, load_model_and_tokenizer, looks_local, load_tokenizer, model_device, pad_batch, prefix_cache,
                        prompt_builder, resolve_device_dtype, score_batch, score_encoded, shared_prefix_len)
 from .config import INT8_KEEP_FP32, PromptConfig
 from .onnx_model import ONNX_FILE, OnnxScorer
@@ -115,6 +115,11 @@ class Classifier:
         if base_model and settings.base_model and _model_name(base_model) != _model_name(settings.base_model):
             raise NewsbiasError(f"the adapter was trained on {settings.base_model!r}, not {base_model!r}; "
                                 f"drop predict.model to use the adapter's base")
+        recorded = settings.base_model
+        if not base_model and recorded and looks_local(recorded) and not Path(recorded).expanduser().exists():
+            raise NewsbiasError(f"the base model this adapter was trained on, {settings.base_model} (recorded in "
+                                f"{adir / SETTINGS_FILE}), is not on this machine; pass the same model with --model "
+                                f"PATH (predict, serve, explain, calibrate; export: --model)")
         dev, dt = resolve_device_dtype(device, dtype)
         # the LoRA weights are folded in before any cast to bf16/fp16: one rounding of the merged
         # weights, and no extra matmuls per adapted layer (the demo's LM in bf16: 2.55x fp32 merged

@@ -311,7 +311,8 @@ COMMANDS: tuple[Command, ...] = (
             "model's scoring graph for ONNX Runtime, --quantize int8 or int8-block for int8 weights); write a model card "
             "(README.md); optionally upload with --push-to-hub.",
             (Flag("--adapter", "export.adapter", "DIR"), Flag("--out", "export.out", "DIR"),
-             Flag("--merge", "export.merge", const=True), Flag("--format", "export.format"),
+             Flag("--merge", "export.merge", const=True), Flag("--model --base-model", "export.model", "PATH"),
+             Flag("--format", "export.format"),
              Flag("--quantize", "export.quantize"), Flag("--check-data", "export.check_data", "DIR_OR_FILE"),
              Flag("--smooth", "export.smooth", "ALPHA"),
              Flag("--calibration-data", "export.calibration_data", "DIR_OR_FILE"),
@@ -377,7 +378,7 @@ def _flag_values(args: argparse.Namespace, flags: tuple[Flag, ...]) -> dict[str,
 def _build() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParser]]:
     """The top-level parser and each command's own parser."""
     parser = argparse.ArgumentParser(
-        prog="newsbias",
+        prog="newsbias", allow_abbrev=False,
         description="Fine-tune small LLMs with LoRA to classify news articles as left / center / right, "
                     "and evaluate them honestly (outlet-disjoint splits).")
     parser.add_argument("--verbose", "-v", action="store_true", help="Debug logging and full tracebacks.")
@@ -385,7 +386,8 @@ def _build() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParser
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     commands = {}
     for cmd in COMMANDS:
-        p = sub.add_parser(cmd.name, help=cmd.help.replace("%", "%%"), description=cmd.description, epilog=EPILOG)
+        p = sub.add_parser(cmd.name, help=cmd.help.replace("%", "%%"), description=cmd.description, epilog=EPILOG,
+                           allow_abbrev=False)
         p.add_argument("--config", "-c", metavar="FILE", help="YAML config file (see configs/).")
         p.add_argument("overrides", nargs="*", metavar="section.key=value",
                        help="Overrides applied on top of the config file before validation.")
@@ -401,6 +403,12 @@ def build_parser() -> argparse.ArgumentParser:
     return _build()[0]
 
 
+def _is_override(token: str) -> bool:
+    """``section.key=value`` with a config section first (``compare.metrics.n_boot=100``), not ``NAME=PATH``."""
+    key, eq, _ = token.partition("=")
+    return bool(eq) and "." in key and key.split(".", 1)[0] in Config.model_fields and " " not in key
+
+
 def parse_args(argv: list[str]) -> argparse.Namespace:
     """Like ``parse_args``, but ``key=value`` overrides may come before, between or after flags.
 
@@ -412,7 +420,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     if idx is None or argv[idx] not in commands or any(t in ("-h", "--help") for t in argv[:idx]):
         return parser.parse_args(argv)
     top = parser.parse_args(argv[:idx])
-    args = commands[argv[idx]].parse_intermixed_args(argv[idx + 1:])
+    rest = argv[idx + 1:]
+    # a flag taking several values (--preds, --ensemble) would swallow overrides after it: they go first
+    overrides = [t for t in rest if _is_override(t)]
+    args = commands[argv[idx]].parse_intermixed_args(overrides + [t for t in rest if not _is_override(t)])
     args.command = argv[idx]
     args.verbose = top.verbose
     return args

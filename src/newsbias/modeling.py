@@ -181,9 +181,14 @@ def init_distributed(device_type: str) -> Dist:
     return Dist(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")), owns)
 
 
+def looks_local(name_or_path: str) -> bool:
+    """A filesystem path rather than a hub id (``owner/name``): absolute, relative, under ``~``, deeper, or a .gguf."""
+    return (name_or_path.startswith((".", "/", "~")) or name_or_path.count("/") > 1 or "\\" in name_or_path
+            or is_gguf(name_or_path))
+
+
 def _check_model_path(name_or_path: str, need_config: bool = True) -> None:
     p = Path(os.path.expanduser(name_or_path))
-    looks_local = name_or_path.startswith((".", "/", "~")) or name_or_path.count("/") > 1 or "\\" in name_or_path
     if is_gguf(name_or_path):
         if not p.is_file():
             raise NewsbiasError(f"GGUF file {name_or_path} does not exist; point model.name_or_path at a .gguf file "
@@ -194,7 +199,7 @@ def _check_model_path(name_or_path: str, need_config: bool = True) -> None:
             raise NewsbiasError(f"model path {name_or_path} has no config.json; point model.name_or_path at a "
                                 f"Hugging Face model directory or a .gguf file")
         return
-    if looks_local:
+    if looks_local(name_or_path):
         raise NewsbiasError(f"model path {name_or_path} does not exist; set model.name_or_path to an existing "
                             f"directory, a .gguf file or a Hugging Face hub id")
 
