@@ -170,6 +170,12 @@ def test_bad_labels_kept_when_asked(tmp_path):
     ([{"id": "a", "pred": "left", "gold": "purple"}], "line 1: gold label 'purple' is not in the label set"),
     ([{"id": "a", "pred": "left", "probs": {"left": 1}}], "line 1: probs must map exactly the labels"),
     ([{"id": "a", "pred": "left", "probs": {"left": "x", "center": 0, "right": 0}}], "line 1: probs must map"),
+    ([{"id": "a", "pred": "left", "probs": {"left": 5, "center": 1, "right": 1}}],
+     r"line 1: probs .* are not probabilities \(each in \[0, 1\], summing to 1\)"),
+    ([{"id": "a", "pred": "left", "probs": {"left": 0.2, "center": 0.9, "right": -0.1}}], "line 1: probs .* not probab"),
+    ([{"id": "a", "pred": "left", "probs": {"left": 0.5, "center": 0.5, "right": 0}},
+      {"id": "b", "pred": "left", "probs": {"left": float("nan"), "center": 0.5, "right": 0.5}}],
+     "line 2: probs .* not probabilities"),
     ([{"id": "a", "pred": "left"}, {"id": "b", "gold": "left"}],
      "line 2: not a prediction record .no `pred` field.*pass a file written by `newsbias predict`"),
 ])

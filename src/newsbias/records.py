@@ -241,9 +241,14 @@ def _probs_of(raw: Any, labels: Sequence[str], where: str) -> Optional[dict[str,
     if not isinstance(raw, dict) or set(raw) != set(labels):
         raise NewsbiasError(problem)
     try:
-        return {lab: float(raw[lab]) for lab in labels}
+        probs = {lab: float(raw[lab]) for lab in labels}
     except (TypeError, ValueError):
         raise NewsbiasError(problem) from None
+    # 0.01: records round each probability to 6 decimals, and half-precision scoring sums a little off 1
+    if not all(0.0 <= p <= 1.0 for p in probs.values()) or abs(sum(probs.values()) - 1.0) > 0.01:
+        raise NewsbiasError(f"{where}: probs {shorten(raw)} are not probabilities (each in [0, 1], summing to 1); "
+                            f"write the softmax of the scores, not the scores themselves")
+    return probs
 
 
 @dataclass
