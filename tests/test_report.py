@@ -492,3 +492,37 @@ def test_the_calibration_section_says_whose_probabilities_were_calibrated(tmp_pa
     assert re.search(r"tfidf-lr [\d.]+ \(raw softmax\)", line) and re.search(r"ens [\d.]+ \(mean of its members\)", line)
     page = html.unescape((tmp_path / "r" / "report.html").read_text())
     assert "(temperature 2.50, fitted on val)" in page and "(mean of its members)" in page
+
+
+@pytest.mark.parametrize("recorded_cwd", [True, False])
+def test_relative_paths_in_manifests_are_found_from_another_directory(tmp_path, monkeypatch, recorded_cwd):
+    """predict, baseline and train record paths as typed (``runs/...``); compare run elsewhere still finds the
+    training log and the selection splits: under the manifest's ``cwd``, or above the manifest (a project root)."""
+    proj = tmp_path / "proj"
+    data = selection_prep(proj / "runs" / "data", "by_source", ["o7", "o8"])
+    lora = proj / "runs" / "lora"
+    lora.mkdir(parents=True)
+    (lora / "manifest.json").write_text(json.dumps({"stage": "train", "data": {
+        "val": {"path": "runs/data/val.jsonl"}, "prep_meta": {"path": "runs/data/prep_meta.json"}},
+        **({"cwd": str(proj)} if recorded_cwd else {})}))
+    (lora / "train_log.jsonl").write_text(json.dumps({"type": "train", "step": 1, "loss": 1.1}) + "\n"
+                                          + json.dumps({"type": "eval", "step": 1, "val_macro_f1": 0.4}) + "\n")
+    gold = [ORDER[i % 3] for i in range(12)]
+    preds = proj / "runs" / "preds"
+    preds.mkdir()
+    tuned = write_run(preds / "tuned.jsonl", gold, set(range(8)), adapter="runs/lora")
+    tfidf = write_run(preds / "tfidf-lr.jsonl", gold, set(range(9)))
+    where = {"cwd": str(proj)} if recorded_cwd else {}
+    (preds / "tuned.manifest.json").write_text(json.dumps({"stage": "predict", "adapter": "runs/lora", **where}))
+    (preds / "tfidf-lr.manifest.json").write_text(json.dumps({
+        "stage": "baseline", "model": "tfidf-lr", "C": {"C": 1.0, "grid": [{"C": 1.0, "val_macro_f1": 0.5}]},
+        "config": {"data": "runs/data"}, **where}))
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    res = run_compare(CompareConfig(preds=[str(tuned), str(tfidf)], out_dir=str(tmp_path / "r"),
+                                    metrics={"n_boot": 0}))
+    assert "learning_curve_tuned.png" in res["files"]
+    sel = res["selection"]
+    assert sel["tuned"]["split"] == str(data / "val.jsonl") and sel["tuned"]["status"] == "disjoint"
+    assert sel["tfidf-lr"]["split"] == str(data / "val.jsonl") and sel["tfidf-lr"]["status"] == "disjoint"

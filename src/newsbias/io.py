@@ -192,9 +192,10 @@ def stage_manifest(stage: str, config: Any, started: float, **extra: Any) -> dic
 
     ``config`` is the stage's pydantic section (or a dict of sections), ``started`` the run's
     ``time.time()`` at its start; ``extra`` are the stage's own keys (inputs, outputs, counts ...).
+    ``cwd`` is where it ran: the paths in its config are as the user typed them, often relative to it.
     """
     return {"stage": stage, "command": f"newsbias {stage}", "config": _plain(config), "versions": package_versions(),
-            "git_commit": git_commit(),
+            "git_commit": git_commit(), "cwd": os.getcwd(),
             "started": datetime.fromtimestamp(started, timezone.utc).isoformat(timespec="seconds"),
             "seconds": round(time.time() - started, 3), **extra}
 

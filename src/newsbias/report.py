@@ -126,14 +126,28 @@ def manifest_path(pred_path: Path) -> Path:
 
 
 def read_manifest(pred_path: Path) -> Optional[dict[str, Any]]:
+    """The prediction file's manifest, with ``manifest_path`` (where it was read) added for :func:`locate`."""
     p = manifest_path(pred_path)
     if not p.is_file():
         return None
     try:
-        return json.loads(p.read_text(encoding="utf-8"))
+        data = json.loads(p.read_text(encoding="utf-8"))
     except json.JSONDecodeError:
         log.warning("compare: manifest %s is not valid JSON; left out of the report", p)
         return None
+    return {**data, "manifest_path": str(p.resolve())} if isinstance(data, dict) else None
+
+
+def locate(recorded: str, manifest: Optional[dict[str, Any]]) -> Path:
+    """A path a stage recorded as its user typed it: as is when absolute or found from here; else under the
+    directory the stage ran in (its manifest's ``cwd``), else under a directory above the manifest (stages run
+    from a project root that holds ``runs/``); as is when none holds it."""
+    p = Path(recorded).expanduser()
+    if p.is_absolute() or p.exists() or not manifest:
+        return p
+    roots = [Path(manifest["cwd"])] if manifest.get("cwd") else []
+    roots += list(Path(manifest["manifest_path"]).parents) if manifest.get("manifest_path") else []
+    return next((root / p for root in roots if (root / p).exists()), p)
 
 
 def resolve_data(data: Optional[str], split: str) -> tuple[Optional[Path], Optional[Path]]:
@@ -234,7 +248,8 @@ def trained_dir(frame: pd.DataFrame, manifest: Optional[dict[str, Any]], marker:
     fine-tuned model is predicted with ``--model DIR`` (the manifest's ``config.model``). Base
     models and baselines have no such directory.
     """
-    return next((Path(c) for c in _trained_candidates(frame, manifest) if (Path(c) / marker).is_file()), None)
+    dirs = (locate(c, manifest) for c in _trained_candidates(frame, manifest))
+    return next((d for d in dirs if (d / marker).is_file()), None)
 
 
 def train_log_path(frame: pd.DataFrame, manifest: Optional[dict[str, Any]]) -> Optional[Path]:
@@ -281,12 +296,14 @@ def selection_source(frame: pd.DataFrame, manifest: Optional[dict[str, Any]]) ->
         return _baseline_source(manifest)
     d = trained_dir(frame, manifest, TRAIN_MANIFEST)
     if d is not None:
-        data = (_read_json(d / TRAIN_MANIFEST) or {}).get("data") or {}
+        trained = {**(_read_json(d / TRAIN_MANIFEST) or {}), "manifest_path": str((d / TRAIN_MANIFEST).resolve())}
+        data = trained.get("data") or {}
         val = (data.get("val") or {}).get("path")
         if not val:
             return {"status": "unknown", "note": f"{d / TRAIN_MANIFEST} names no val file"}
-        return {"status": "val", "what": "checkpoint", "split": str(val),
-                "prep_meta": (data.get("prep_meta") or {}).get("path")}
+        prep_meta = (data.get("prep_meta") or {}).get("path")
+        return {"status": "val", "what": "checkpoint", "split": str(locate(val, trained)),
+                "prep_meta": str(locate(prep_meta, trained)) if prep_meta else None}
     manifest = manifest or {}
     adapter = "adapter" in frame and frame["adapter"].notna().any()
     if adapter or manifest.get("adapter") or manifest.get("adapter_best_val"):
@@ -305,8 +322,9 @@ def _baseline_source(manifest: dict[str, Any]) -> dict[str, Any]:
     data = (manifest.get("config") or {}).get("data")
     if not data:
         return {"status": "unknown", "note": "the baseline manifest names no data directory"}
+    data = locate(data, manifest)
     return {"status": "val", "what": "C", "split": str(split_file(data, "val")),
-            "prep_meta": str(Path(data) / "prep_meta.json")}
+            "prep_meta": str(data / "prep_meta.json")}
 
 
 def outlet_overlap(selection: Sequence[Optional[str]], test: Sequence[Optional[str]]) -> Optional[dict[str, Any]]:
