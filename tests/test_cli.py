@@ -108,3 +108,19 @@ def test_a_repeated_list_flag_adds_to_the_list():
 def test_no_command_prints_help(capsys):
     assert main([]) == 2
     assert "COMMAND" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("cmd", COMMANDS, ids=lambda c: c.name)
+def test_each_help_shows_an_override_of_its_own_section_that_exists(cmd, capsys):
+    from newsbias.cli import EXAMPLES
+    from newsbias.errors import NewsbiasError
+
+    example = EXAMPLES[cmd.name]
+    assert all(kv.startswith(f"{cmd.name}.") for kv in example.split())
+    try:
+        load_config(None, example.split(), {})
+    except NewsbiasError as err:  # only the command's required inputs may be missing, never a key
+        assert all(p.endswith("required but missing") for p in str(err).split(": ", 1)[1].split("; ")), err
+    with pytest.raises(SystemExit):
+        main([cmd.name, "--help"])
+    assert example in " ".join(capsys.readouterr().out.split())

@@ -21,10 +21,14 @@ from . import LOG_FORMAT, __version__
 from .config import Config, field_info, load_config
 from .errors import NewsbiasError, one_line
 
-EPILOG = (
-    "Any config value can be overridden as section.key=value, e.g. "
-    "prep.split.mode=random prep.downsample.train_cap=1200. Values are parsed as YAML."
-)
+EPILOG = ("Any config value can be overridden as section.key=value, before, between or after the flags, e.g. "
+          "{example}. Values are parsed as YAML.")
+EXAMPLES = {"prep": "prep.split.mode=random prep.downsample.train_cap=1200",
+            "train": "train.optim.lr=5e-4 train.lora.r=8", "predict": "predict.batch_size=16 predict.limit=100",
+            "baseline": "baseline.lr.C_grid=[1,3,10]", "evaluate": "evaluate.n_boot=2000",
+            "compare": "compare.metrics.n_boot=2000", "cv": "cv.folds=5 cv.recipes=[tfidf-lr]",
+            "serve": "serve.max_batch=32", "export": "export.license=mit", "explain": "explain.limit=50",
+            "calibrate": "calibrate.limit=2000"}
 
 
 @dataclass(frozen=True)
@@ -386,7 +390,8 @@ def _build() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParser
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     commands = {}
     for cmd in COMMANDS:
-        p = sub.add_parser(cmd.name, help=cmd.help.replace("%", "%%"), description=cmd.description, epilog=EPILOG,
+        p = sub.add_parser(cmd.name, help=cmd.help.replace("%", "%%"), description=cmd.description,
+                           epilog=EPILOG.format(example=EXAMPLES.get(cmd.name, f"{cmd.name}.KEY=VALUE")),
                            allow_abbrev=False)
         p.add_argument("--config", "-c", metavar="FILE", help="YAML config file (see configs/).")
         p.add_argument("overrides", nargs="*", metavar="section.key=value",

@@ -719,7 +719,8 @@ class Config(StrictModel):
     def require(self, section: str) -> Any:
         value = getattr(self, section)
         if value is None:
-            raise ConfigError(f"the config has no '{section}:' section, which `newsbias {section}` needs")
+            raise ConfigError(f"nothing to run: the config has no '{section}:' section; give the command's flags "
+                              f"(`newsbias {section} --help`) or a config file with -c")
         return value
 
 

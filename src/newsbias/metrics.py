@@ -57,8 +57,8 @@ def _scored(preds: list[Prediction], path: Path, missing_gold: str) -> tuple[lis
         elif missing_gold == "skip":
             skipped.append(pr.id)
         else:
-            raise NewsbiasError(f"{at(path, pr.line)}: no gold label; evaluate needs labeled data "
-                                "(or set evaluate.missing_gold=skip to skip and count such rows)")
+            raise NewsbiasError(f"{at(path, pr.line)}: no gold label; scoring needs labeled data (or skip and count "
+                                "such rows: evaluate --skip-missing-gold, compare compare.metrics.missing_gold=skip)")
     if not scored:
         raise NewsbiasError(f"predictions file {path} has no rows with a gold label ({len(skipped)} skipped)")
     return scored, skipped

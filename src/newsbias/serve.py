@@ -450,7 +450,7 @@ def _validation_problems(errors: list[dict[str, Any]]) -> list[dict[str, Any]]:
     for e in errors:
         if e.get("type") == "json_invalid":  # FastAPI puts the character offset in loc: not a field
             pos = (e.get("ctx") or {}).get("error") or ""
-            problems.append({"loc": ["body"], "field": "body", "msg": f"not valid JSON {pos}".strip()[:200],
+            problems.append({"loc": ["body"], "field": "body", "msg": f"not valid JSON: {pos}"[:200] if pos else "not valid JSON",
                              "type": "json_invalid"})
             continue
         loc = list(e.get("loc", ()))
