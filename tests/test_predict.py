@@ -461,3 +461,15 @@ def test_an_adapter_whose_recorded_base_is_gone_says_to_pass_the_base(lm_adapter
                                             r"pass the same model with --model PATH"):
         Classifier.load(str(moved), device="cpu")
     assert Classifier.load(str(moved), base_model=str(tiny_qwen_dir), device="cpu").labels == LABELS
+
+
+def test_a_prompt_override_a_trained_model_does_not_use_is_named_in_a_warning(lm_adapter_dir, tmp_path, caplog):
+    inp = write_jsonl(tmp_path / "in.jsonl", make_planted_rows(3, seed=5))
+    trained = json.loads((lm_adapter_dir / "newsbias.json").read_text())["prompt"]["max_length"]
+    for length, warned in ((trained + 64, True), (trained, False)):
+        caplog.clear()
+        run_predict(PredictConfig(adapter=str(lm_adapter_dir), input=str(inp), out=str(tmp_path / f"{length}.jsonl"),
+                                  device="cpu", prompt=PromptConfig(max_length=length)), progress=False)
+        assert (f"predict.prompt.max_length={length} not used: a trained model scores with the prompt it was "
+                f"trained with" in caplog.text) is warned
+    assert (tmp_path / f"{trained + 64}.jsonl").read_bytes() == (tmp_path / f"{trained}.jsonl").read_bytes()

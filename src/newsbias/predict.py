@@ -36,7 +36,7 @@ from .config import InferenceConfig, PredictConfig, dump_config
 from .errors import NewsbiasError
 from .io import dumps_line, sha256_file, stage_manifest, write_json
 from .labels import parse_generation  # noqa: F401  (re-exported for users)
-from .modeling import Dist, init_distributed, resolve_device_dtype, set_threads, tune_cpu_allocator
+from .modeling import SETTINGS_FILE, Dist, init_distributed, resolve_device_dtype, set_threads, tune_cpu_allocator
 from .records import Article, Prediction, at, iter_json_lines, parse_line, resolve_split
 
 log = logging.getLogger(__name__)
@@ -116,6 +116,11 @@ def load_classifier(cfg: InferenceConfig, instruction: Optional[str] = None, sta
         raise NewsbiasError(f"{exc} ({stage}.model / {stage}.adapter)") from None
     if getattr(cfg, "mode", "score") == "generate" and clf.settings.head != "lm":
         raise NewsbiasError("predict.mode=generate needs a causal LM (head: lm); this adapter has a cls head — use mode=score")
+    ignored = [f"{stage}.prompt.{k}={getattr(cfg.prompt, k)!r}" for k in sorted(cfg.prompt.model_fields_set)
+               if getattr(cfg.prompt, k) != getattr(clf.settings.prompt, k, None)]
+    if ignored:
+        log.warning("%s: %s not used: a trained model scores with the prompt it was trained with (its %s)",
+                    stage, ", ".join(ignored), SETTINGS_FILE)
     return clf
 
 
