@@ -439,6 +439,11 @@ def test_bad_inputs_have_clear_errors(tmp_path):
     (tmp_path / "empty.jsonl").write_text("\n")
     with pytest.raises(NewsbiasError, match="no records"):
         prepare(cfg_for(tmp_path / "empty.jsonl", tmp_path / "o", **{"input.format": "tabular"}))
+    for content, message in (("", "the file is empty"), ("\n \n", "the file is empty"),
+                             ('\n\nnot json\n', "line 3: not a JSON object")):
+        (tmp_path / "in.jsonl").write_text(content)
+        with pytest.raises(NewsbiasError, match=message):  # the format is detected from the first record
+            prepare(cfg_for(tmp_path / "in.jsonl", tmp_path / "o"))
 
 
 def test_malformed_csv_row_error_or_skip(tmp_path):

@@ -289,11 +289,13 @@ def detect_format(path: Path, encoding: str = "utf-8") -> str:
             return "kaggle"
         return "tabular"
     if name.endswith((".jsonl", ".json", ".ndjson")):
-        first = next((ln for _, ln in _iter_lines(path, encoding) if ln.strip()), "")
+        lineno, first = next(((i, ln) for i, ln in _iter_lines(path, encoding) if ln.strip()), (0, ""))
+        if not lineno:
+            raise NewsbiasError(f"{path}: the file is empty (no JSON record on any line)")
         try:
             keys = set(json.loads(first))
         except (json.JSONDecodeError, TypeError):
-            raise NewsbiasError(f"{path}: line 1: not a JSON object; expected JSON Lines") from None
+            raise NewsbiasError(f"{path}: line {lineno}: not a JSON object; expected JSON Lines") from None
         if {"instruction", "input", "output"} <= keys:
             return "instruction"
         if {"content_original", "bias_text"} & keys:
