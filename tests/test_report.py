@@ -526,3 +526,19 @@ def test_relative_paths_in_manifests_are_found_from_another_directory(tmp_path, 
     sel = res["selection"]
     assert sel["tuned"]["split"] == str(data / "val.jsonl") and sel["tuned"]["status"] == "disjoint"
     assert sel["tfidf-lr"]["split"] == str(data / "val.jsonl") and sel["tfidf-lr"]["status"] == "disjoint"
+
+
+def test_a_report_rewritten_in_place_drops_its_own_stale_figures_and_keeps_a_users_files(tmp_path):
+    gold = [ORDER[i % 3] for i in range(12)]
+    a, b = write_run(tmp_path / "a.jsonl", gold, set(range(6))), write_run(tmp_path / "b.jsonl", gold, set(range(9)))
+    out = tmp_path / "r"
+    first = run_compare(CompareConfig(preds=[f"base={a}", f"tuned={b}"], out_dir=str(out), metrics={"n_boot": 0}))
+    (out / "notes.png").write_bytes(b"mine")
+    second = run_compare(CompareConfig(preds=[f"x={a}"], out_dir=str(out), metrics={"n_boot": 0}))
+    gone = set(first["files"]) - set(second["files"])
+    assert gone and not any((out / f).exists() for f in gone)
+    assert all((out / f).exists() for f in second["files"]) and (out / "notes.png").read_bytes() == b"mine"
+    assert json.loads((out / "metrics.json").read_text())["files"] == second["files"]
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(NewsbiasError, match="is a file; give a directory path"):
+        run_compare(CompareConfig(preds=[f"x={a}"], out_dir=str(tmp_path / "file"), metrics={"n_boot": 0}))

@@ -25,7 +25,7 @@ from sklearn.base import BaseEstimator, ClassifierMixin
 
 from .config import BaselineConfig
 from .errors import NewsbiasError
-from .io import sha256_file, stage_manifest, write_json
+from .io import sha256_file, stage_manifest, writable_dir, write_json
 from .labels import LABELS
 from .metrics import apply_temperature, fit_temperature, macro_f1
 from .records import Prediction, join_title, read_articles, resolve_split, split_file, write_predictions
@@ -382,8 +382,7 @@ def run_baseline(cfg: BaselineConfig) -> dict[str, Any]:
     """Train the configured baselines and write their predictions; returns ``{name: manifest}``."""
     t0 = time.time()
     paths, train, val, target = _load_data(cfg)
-    out_dir = Path(cfg.out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    out_dir = writable_dir(cfg.out_dir, "baseline")
     common = {
         "split": cfg.split,
         "data": {"train": _file_info(paths["train"], len(train)), "eval": _file_info(paths["eval"], len(target))},

@@ -129,6 +129,19 @@ def check_output_dir(out_dir: str | Path, stage: str, marker: str, inputs: Itera
     return out
 
 
+def writable_dir(out_dir: str | Path, stage: str) -> Path:
+    """``out_dir``, created if needed, for a stage that writes its files beside any others there; a one-line
+    error when it or a directory above it is a file."""
+    from .errors import NewsbiasError
+
+    out = Path(out_dir)
+    for p in (out, *out.parents):
+        if p.exists() and not p.is_dir():
+            raise NewsbiasError(f"cannot write {stage} output to {out}: {p} is a file; give a directory path")
+    out.mkdir(parents=True, exist_ok=True)
+    return out
+
+
 @contextlib.contextmanager
 def atomic_dir(out_dir: str | Path, marker: str | None = None) -> Iterator[Path]:
     """Yield a temporary directory that replaces ``out_dir`` only if the block succeeds.

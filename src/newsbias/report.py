@@ -44,7 +44,7 @@ import pandas as pd
 
 from .config import CompareConfig, MetricsConfig
 from .errors import NewsbiasError
-from .io import sha256_file, write_json
+from .io import read_json, sha256_file, writable_dir, write_json
 from .labels import LABELS
 from .metrics import (INVALID, chance_f1, mcnemar_test, metrics_for_frame, paired_macro_f1_difference,
                       prediction_frame)
@@ -769,8 +769,9 @@ def run_compare(cfg: CompareConfig) -> dict[str, Any]:
     texts = data_texts(data_path) if data_path is not None else None
     if texts is not None:
         check_data(texts, joined, data_path)
-    out = Path(cfg.out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    out = writable_dir(cfg.out_dir, "compare")
+    previous = read_json(out / "metrics.json", strict=False) or {}
+    earlier = (previous.get("files") or []) if previous.get("stage") == "compare" else []
     csv = compare_csv(joined, texts, names, cfg.preview_words)
     csv.to_csv(out / "eval_compare.csv", index=False)
     keys = set(joined["key"])  # metrics on the joined rows, so every run is scored on the same articles
@@ -784,11 +785,6 @@ def run_compare(cfg: CompareConfig) -> dict[str, Any]:
                    data=data_summary(data_path, texts, meta), manifests=manifests, logs=logs, roles=roles,
                    paired=paired_tests(joined, roles, cfg.metrics),
                    changes=base_tuned_changes(joined, csv, names, cfg), appendix=appendix, selection=selection)
-    write_json(out / "metrics.json", {"stage": "compare", "runs": {n: str(p) for n, p in specs},
-                                      "join": join_info, "skipped": {n: infos[n]["skipped_no_gold"] for n in names},
-                                      "metrics": all_metrics, "roles": roles, "paired": c.paired,
-                                      "train_logs": {n: str(p) for n, p in logs.items()}, "selection": selection,
-                                      "config": cfg.model_dump(mode="json")})
     c.figures = write_figures(c, out)
     model = report_model(c)
     (out / "report.md").write_text(render_markdown(model), encoding="utf-8")
@@ -796,6 +792,14 @@ def run_compare(cfg: CompareConfig) -> dict[str, Any]:
     if cfg.html:
         (out / "report.html").write_text(render_html(model, out), encoding="utf-8")
         written.append("report.html")
+    write_json(out / "metrics.json", {"stage": "compare", "runs": {n: str(p) for n, p in specs},
+                                      "join": join_info, "skipped": {n: infos[n]["skipped_no_gold"] for n in names},
+                                      "metrics": all_metrics, "roles": roles, "paired": c.paired,
+                                      "train_logs": {n: str(p) for n, p in logs.items()}, "selection": selection,
+                                      "config": cfg.model_dump(mode="json"), "files": written})
+    for stale in set(earlier) - set(written):  # an earlier report's figures of runs not compared now
+        if isinstance(stale, str) and Path(stale).name == stale:
+            (out / stale).unlink(missing_ok=True)
     return {"out_dir": str(out), "files": written, "n": len(joined), "join": join_info, "metrics": all_metrics,
             "verdict": model["verdict"], "paired": c.paired, "selection": selection,
             "changes": {k: v for k, v in c.changes.items() if not k.endswith("examples")} if c.changes else None}
