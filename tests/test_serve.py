@@ -84,6 +84,8 @@ def test_classify_articles_ids_and_title(client, predictor):
     assert r.status_code == 200, r.text
     res = r.json()["results"]
     assert [x["id"] for x in res] == ["a", "b", "2"]
+    r = client.post("/v1/classify", json={"articles": [{"id": 7, "text": "x"}, {"id": "7", "text": "x"}]})
+    assert r.status_code == 200 and [x["id"] for x in r.json()["results"]] == ["7", "7"]  # as predict writes ids
     # the fixture's model was trained on bodies alone (no prep titles): a title is not read, as in predict
     assert not predictor.settings.prepend_title
     assert_matches(res, predictor, [arts[0]["text"], arts[1]["text"], "no id here"])
@@ -156,6 +158,9 @@ def test_docs_load_their_assets_from_this_server(client):
     ({"articles": [{"title": "no text"}]}, "articles.0.text"),
     ({"articles": [{"text": ""}]}, "articles.0.text"),
     ({"articles": [{"text": "x", "url": "http://x"}]}, "articles.0.url"),
+    ({"articles": [{"id": True, "text": "x"}]}, "articles.0.id"),
+    ({"articles": [{"id": 1.5, "text": "x"}]}, "articles.0.id"),
+    ({"articles": [{"id": "x" * 513, "text": "x"}]}, "articles.0.id"),
     ({"text": "wrong key"}, "text"),
 ])
 def test_schema_errors_are_422_naming_the_field(client, body, field):

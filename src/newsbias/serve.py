@@ -28,9 +28,9 @@ import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any, Callable, Optional
+from typing import Annotated, Any, Callable, Optional, Union
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictInt, StringConstraints, model_validator
 
 from .classifier import Classifier
 from .config import ServeConfig
@@ -94,7 +94,8 @@ class ArticleIn(BaseModel):
     """One article: ``text`` is required; ``title`` is read as ``newsbias predict`` reads it (see its field)."""
 
     model_config = ConfigDict(extra="forbid")
-    id: Optional[Plain] = Field(default=None, max_length=512, description="Echoed back; defaults to the position.")
+    id: Optional[Union[StrictInt, Annotated[Plain, StringConstraints(max_length=512)]]] = Field(
+        default=None, description="Echoed back as a string (as `newsbias predict` writes ids); defaults to the position.")
     title: Optional[Plain] = Field(default=None, description=TITLE_FIELD)
     text: Text = Field(description="Article body (not empty).")
 
@@ -118,7 +119,7 @@ class ClassifyRequest(BaseModel):
         """(id, text to score) per article, ``text_of(title, text)`` making the text; ids default to the position."""
         if self.texts is not None:
             return [(str(i), t) for i, t in enumerate(self.texts)]
-        return [(a.id if a.id is not None else str(i), text_of(a.title, a.text))
+        return [(str(a.id) if a.id is not None else str(i), text_of(a.title, a.text))
                 for i, a in enumerate(self.articles or [])]
 
 
