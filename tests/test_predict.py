@@ -249,6 +249,10 @@ def test_stdin_plain_text_and_csv(lm_adapter_dir, tmp_path):
                 progress=False)
     assert [r["gold"] for r in read(tmp_path / "c.jsonl")] == ["left"] * 5
     assert [r["probs"] for r in read(tmp_path / "c.jsonl")] == [r["probs"] for r in rows]
+    (tmp_path / "a.txt").write_text("\n".join(texts) + "\n")  # a text file reads as stdin does: one article a line
+    run_predict(pcfg(adapter=str(lm_adapter_dir), input=str(tmp_path / "a.txt"), out=str(tmp_path / "t.jsonl")),
+                progress=False)
+    assert [(r["id"], r["probs"]) for r in read(tmp_path / "t.jsonl")] == [(r["id"], r["probs"]) for r in rows]
     # --out -: the records on stdout (a pipe's end), the summary on stderr, no file called "-"
     proc = subprocess.run([sys.executable, "-m", "newsbias.cli", "predict", "-q", "--adapter", str(lm_adapter_dir),
                            "--input", "-", "--out", "-"], input="\n".join(texts) + "\n", capture_output=True,

@@ -26,7 +26,7 @@ import shutil
 import sys
 import time
 from pathlib import Path
-from typing import Any, Iterator, Optional, Sequence
+from typing import Any, Iterable, Iterator, Optional, Sequence
 
 import torch
 from tqdm.auto import tqdm
@@ -62,21 +62,33 @@ def _csv_rows(path: str) -> Iterator[tuple[int, dict[str, Any]]]:
             raise NewsbiasError(f"{at(path, reader.line_num)}: malformed CSV ({exc})") from None
 
 
-def _stdin_rows() -> Iterator[tuple[int, dict[str, Any]]]:
-    for lineno, line in enumerate(sys.stdin, start=1):
+def _line_rows(lines: Iterable[str], name: str) -> Iterator[tuple[int, dict[str, Any]]]:
+    """Stdin or a .txt file: a line that starts with ``{`` is a JSON record, any other one article's text."""
+    for lineno, line in enumerate(lines, start=1):
         if not line.strip():
             continue
         if line.lstrip().startswith("{"):
-            yield lineno, parse_line(line, "<stdin>", lineno)
-        else:  # plain text: one article per line
+            yield lineno, parse_line(line, name, lineno)
+        else:
             yield lineno, {"text": line.rstrip("\n")}
+
+
+def _text_file_rows(path: str) -> Iterator[tuple[int, dict[str, Any]]]:
+    with open(path, encoding="utf-8") as f:
+        try:
+            yield from _line_rows(f, path)
+        except UnicodeDecodeError as exc:
+            raise NewsbiasError(f"{path}: bytes that are not UTF-8 ({exc.object[exc.start:exc.start + 4]!r}); "
+                                f"re-encode the file as UTF-8") from None
 
 
 def _raw_records(path: str) -> Iterator[tuple[int, dict[str, Any]]]:
     if path == "-":
-        return _stdin_rows()
+        return _line_rows(sys.stdin, "<stdin>")
     if path.lower().endswith((".csv", ".tsv")):
         return _csv_rows(path)
+    if path.lower().endswith(".txt"):
+        return _text_file_rows(path)
     return iter_json_lines(path)
 
 
