@@ -217,6 +217,8 @@ def test_ensemble_is_the_equal_weight_mean_of_its_members(tmp_path, capsys):
         run_compare(compare_cfg(inp, tmp_path / "bad2", ensembles=["x=tuned+base"]))
     with pytest.raises(NewsbiasError, match="two or more runs"):
         run_compare(compare_cfg(inp, tmp_path / "bad3", ensembles=["x=tuned"]))
+    with pytest.raises(NewsbiasError, match="names tuned more than once"):
+        run_compare(compare_cfg(inp, tmp_path / "bad4", ensembles=["x=tuned+tuned+majority"]))
 
 
 ORDER = ["left", "center", "right"]

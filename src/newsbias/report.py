@@ -88,6 +88,10 @@ def parse_ensemble(spec: str, runs: Sequence[str]) -> tuple[str, list[str]]:
         raise NewsbiasError(f"ensemble {name!r} names {', '.join(unknown)}, not among the runs {', '.join(runs)}")
     if name in runs:
         raise NewsbiasError(f"ensemble name {name!r} is already a run's name; pick another")
+    repeated = sorted({m for m in members if members.count(m) > 1})
+    if repeated:
+        raise NewsbiasError(f"ensemble {name!r} names {', '.join(repeated)} more than once; an equal-weight ensemble "
+                            f"takes each run once")
     return name, members
 
 
