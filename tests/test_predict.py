@@ -477,3 +477,11 @@ def test_a_prompt_override_a_trained_model_does_not_use_is_named_in_a_warning(lm
         assert (f"predict.prompt.max_length={length} not used: a trained model scores with the prompt it was "
                 f"trained with" in caplog.text) is warned
     assert (tmp_path / f"{trained + 64}.jsonl").read_bytes() == (tmp_path / f"{trained}.jsonl").read_bytes()
+
+
+def test_csv_records_are_named_by_the_line_they_start_on(tmp_path):
+    from newsbias.predict import input_articles
+
+    (tmp_path / "m.csv").write_text('text,label\n"line one\nstill one",left\n"two",right\n"three\n\nstill three",center\n')
+    arts = list(input_articles(str(tmp_path / "m.csv"), LABELS))
+    assert [(a.id, a.label) for a in arts] == [("2", "left"), ("4", "right"), ("5", "center")]  # as prep names them

@@ -52,9 +52,12 @@ def _csv_rows(path: str) -> Iterator[tuple[int, dict[str, Any]]]:
     with open(path, encoding="utf-8", newline="") as f:
         reader = csv.DictReader(f, delimiter="\t" if path.lower().endswith(".tsv") else ",")
         try:
+            ended = 1  # the header's line
             for row in reader:
+                # a record is named by the line it starts on (as prep names it), though quoted text spans lines
+                start, ended = ended + 1, reader.line_num
                 # CSV has no null: an empty cell is a missing value (an id "" would be one otherwise)
-                yield reader.line_num, {k: (None if v == "" else v) for k, v in row.items()}
+                yield start, {k: (None if v == "" else v) for k, v in row.items()}
         except UnicodeDecodeError as exc:
             raise NewsbiasError(f"{path}: near line {reader.line_num + 1}: bytes that are not UTF-8 "
                                 f"({exc.object[exc.start:exc.start + 4]!r}); re-encode the file as UTF-8") from None
