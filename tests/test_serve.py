@@ -492,3 +492,16 @@ def test_a_title_is_read_as_the_training_texts_were_in_predict_serve_and_explain
     assert explained["text"] == join_title(arts[0]["title"], arts[0]["text"])
     ref = explain_article(clf, Article(id="0", text=arts[0]["text"], title=arts[0]["title"]))
     assert explained["pred"] == ref["pred"] == served[0]["pred"]
+
+
+def test_serve_names_a_busy_port_before_loading_any_model(tmp_path, capsys):
+    import socket
+
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 0))
+        held.listen()
+        port = held.getsockname()[1]
+        # the adapter does not exist: had serve loaded it first, that would be the error
+        assert main(["serve", "--adapter", str(tmp_path / "nope"), "--port", str(port)]) == 2
+    err = capsys.readouterr().err
+    assert f"cannot listen on 127.0.0.1:{port}" in err and "pick another with --port" in err

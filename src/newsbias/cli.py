@@ -154,9 +154,11 @@ def _run_serve(args: argparse.Namespace, cfg: Config) -> int:
     serve = cfg.serve
     if not serve.model and not serve.adapter:
         raise NewsbiasError("nothing to serve: pass --adapter DIR (a `newsbias train` output) and/or --model BASE")
-    from .serve import load_model, run_server
+    from .serve import check_port, load_model, run_server
 
-    # load before binding the port: a wrong path is a one-line error, not a server answering 503
+    # load before binding the port: a wrong path is a one-line error, not a server answering 503; but a busy
+    # port is found before the load (seconds to minutes)
+    check_port(serve.host, serve.port)
     predictor = load_model(serve)
     print(f"serve: {serve.adapter or serve.model} loaded; http://{serve.host}:{serve.port}/ (API docs at /docs)",
           flush=True)

@@ -619,9 +619,28 @@ def _add_info_routes(app: Any, state: _State) -> None:
         return page
 
 
+def check_port(host: str, port: int) -> None:
+    """A one-line error before any model loads when ``host:port`` cannot be bound (in use, or not this machine's)."""
+    import socket
+
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except socket.gaierror as exc:
+        raise NewsbiasError(f"serve.host {host!r} does not resolve ({exc.strerror}); use e.g. 127.0.0.1 or 0.0.0.0") from None
+    family, _, _, _, address = infos[0]
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds: TIME_WAIT is no conflict
+        try:
+            sock.bind(address)
+        except OSError as exc:
+            raise NewsbiasError(f"cannot listen on {host}:{port} ({exc.strerror}); another server may hold the port: "
+                                f"pick another with --port") from None
+
+
 def run_server(cfg: ServeConfig, predictor: Optional[Classifier] = None) -> None:
     """Serve ``cfg`` with uvicorn until interrupted (Ctrl-C)."""
     import uvicorn
 
+    check_port(cfg.host, cfg.port)
     app = create_app(cfg, predictor=predictor)
     uvicorn.run(app, host=cfg.host, port=cfg.port, log_level=cfg.log_level, timeout_graceful_shutdown=5)
