@@ -145,6 +145,9 @@ def test_explain_finds_the_planted_outlet_word_and_resumes(planted_adapter, tmp_
     with pytest.raises(NewsbiasError, match="pass --overwrite"):
         run_explain(ExplainConfig(adapter=str(planted_adapter), input=str(data), out_dir=str(out), limit=12),
                     progress=False)
+    with pytest.raises(NewsbiasError, match="pass --overwrite"):  # refused before any model loads
+        run_explain(ExplainConfig(adapter=str(tmp_path / "no-such-adapter"), input=str(data), out_dir=str(out)),
+                    progress=False)
     # a run killed after four articles, in the middle of the fifth line, resumes from the fourth
     manifest_text = json.dumps({"stage": "explain", "signature": manifest["signature"], "complete": False})
     (out / "manifest.json").write_text(manifest_text)

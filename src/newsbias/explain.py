@@ -240,11 +240,15 @@ def _done_records(out: Path, sig: dict[str, Any], overwrite: bool) -> list[dict[
             f.truncate(sum(map(len, whole)))
         return [obj for _, obj in iter_json_lines(path)]
     if path.exists() and not overwrite:
-        raise NewsbiasError(f"{out} holds the explanations of {'an earlier' if old.get('complete') else 'another'} "
-                            f"run; pass --overwrite to replace them, or choose another explain.out_dir")
+        _refuse_earlier(out, bool(old.get("complete")))
     for name in OUTPUTS:
         (out / name).unlink(missing_ok=True)
     return []
+
+
+def _refuse_earlier(out: Path, complete: bool) -> None:
+    raise NewsbiasError(f"{out} holds the explanations of {'an earlier' if complete else 'another'} run; pass "
+                        f"--overwrite to replace them, or choose another explain.out_dir")
 
 
 def round_robin(articles: Iterable[Article], n: int) -> list[Article]:
@@ -277,6 +281,8 @@ def run_explain(cfg: ExplainConfig, progress: bool = True) -> dict[str, Any]:
     input_path = resolve_input(cfg.input, cfg.split)
     out = check_output_dir(cfg.out_dir, "explain", MANIFEST, inputs=[input_path])
     out.mkdir(parents=True, exist_ok=True)
+    if (read_json(out / MANIFEST, strict=False) or {}).get("complete") and not cfg.overwrite:
+        _refuse_earlier(out, complete=True)  # found before the model loads: a finished run is never resumed
     clf = load_classifier(cfg, first_instruction(input_path), stage="explain")
     articles = _articles(cfg, input_path, clf.labels)
     sig = _signature(cfg, input_path, clf)
