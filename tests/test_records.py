@@ -134,6 +134,10 @@ def test_split_resolution(prep_dir, tmp_path):
     with pytest.raises(NewsbiasError, match=r"split file not found: .*val.jsonl \(.*d holds train.jsonl\); "
                                             r"set predict.split to one of train, val, test, eval_small"):
         resolve_split(tmp_path / "d", "val", "predict.input", "predict.split")
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "notes.txt").write_text("")
+    with pytest.raises(NewsbiasError, match=r"baseline.data .*other is not a prep output \(no prep_meta.json"):
+        resolve_split(tmp_path / "other", "train", "baseline.data", "baseline.split")
 
 
 @pytest.mark.parametrize("content, message", [

@@ -86,7 +86,8 @@ def _run_train(args: argparse.Namespace, cfg: Config) -> int:
     if int(os.environ.get("RANK", "0")) != 0:  # under torchrun only rank 0 reports
         return 0
     shown = ", ".join(f"{k} {v:.4f}" for k, v in summary["best_val"].items() if isinstance(v, float))
-    print(f"train: wrote adapter to {summary['out_dir']} after {summary['steps']} steps"
+    what = "model" if cfg.require("train").finetune == "full" else "adapter"
+    print(f"train: wrote the {what} to {summary['out_dir']} after {summary['steps']} steps"
           f"{' (stopped early)' if summary['stopped_early'] else ''}; best at step {summary['best_step']}: {shown}")
     return 0
 

@@ -87,9 +87,12 @@ def resolve_split(data: str | Path, split: str, data_key: str = "data", split_ke
                             "(run `newsbias prep` first) or at a split file")
     f = split_file(p, split) if split in SPLIT_FILES else Path(split)
     if not f.is_file():
-        have = ", ".join(sorted(x.name for x in p.glob("*.jsonl"))) or "no .jsonl files"
-        raise NewsbiasError(f"split file not found: {f} ({p} holds {have}); set {split_key} to one of "
-                            f"{', '.join(SPLIT_FILES)} or a JSONL file")
+        have = sorted(x.name for x in p.glob("*.jsonl"))
+        if not have and not (p / "prep_meta.json").is_file():
+            raise NewsbiasError(f"{data_key} {p} is not a prep output (no prep_meta.json, no .jsonl files); point it "
+                                f"at the directory `newsbias prep` wrote, or at a split file")
+        raise NewsbiasError(f"split file not found: {f} ({p} holds {', '.join(have) or 'no .jsonl files'}); set "
+                            f"{split_key} to one of {', '.join(SPLIT_FILES)} or a JSONL file")
     return f
 
 
