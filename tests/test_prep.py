@@ -178,6 +178,12 @@ def test_missing_columns_error_suggests_mapping(tmp_path):
     msg = str(err.value)
     assert "expected columns text,label; found body,leaning" in msg
     assert "prep.input.columns.text=body" in msg and "prep.input.columns.label=leaning" in msg
+    assert "unlabelled" not in msg
+    path = write_csv(tmp_path / "u.csv", [{"body": r["text"]} for r in make_articles(5)])
+    with pytest.raises(NewsbiasError, match=r"found body — set `prep.input.columns.text=body`; prep splits labelled "
+                                            r"data \(no label column found\): to score unlabelled articles, give the "
+                                            r"file to `newsbias predict --input` directly"):
+        prepare(cfg_for(path, tmp_path / "o"))
 
 
 def _allsides_record(i: int, r: dict) -> dict:

@@ -242,6 +242,9 @@ def check_columns(found: Iterable[str], cols: ColumnsConfig, path: Path) -> None
             hints.append(f"set `prep.input.columns.{fld}={guess}`")
     expected = ",".join(c for _, c in missing)
     hint = " — " + " and ".join(hints) if hints else " — map them with prep.input.columns.text / .label"
+    if cols.label not in found and not any(c.lower() in _LIKELY["label"] for c in found):
+        hint += ("; prep splits labelled data (no label column found): to score unlabelled articles, give the file "
+                 "to `newsbias predict --input` directly")
     if len(found) == 1 and ("," in found[0] or "\t" in found[0]):
         sep = "commas" if "," in found[0] else "tabs"
         hint = (f" — the header is one column holding {sep}: the delimiter is wrong "
