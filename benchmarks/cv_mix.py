@@ -27,9 +27,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from cv_ablation import fold_table  # noqa: E402
-from cv_vocab import counted_folds, fit_on_round, round_tfidf  # noqa: E402
+from cv_vocab import counted_folds, round_tfidf, score_variants  # noqa: E402
 from newsbias.baseline import canonical  # noqa: E402
-from newsbias.metrics import macro_f1  # noqa: E402
 
 
 def mixtures(x, gold: np.ndarray, outlets: np.ndarray, k: int, seed: int):
@@ -57,16 +56,12 @@ def mixtures(x, gold: np.ndarray, outlets: np.ndarray, k: int, seed: int):
 def score_round(counts, gold, outlets, fold, i: int, k: int, base, ks) -> dict[str, float]:
     """Test macro-F1 of today's LR and of each mixture setting on round ``i``, C picked on the val fold."""
     (tr, va, te), (x_tr, x_va, x_te) = round_tfidf(counts, fold, i, k, base, np.float32)
-    variants = {"today: the training articles": (x_tr, gold[tr])}
+    variants = {"today: the training articles": (x_tr, gold[tr], x_va, x_te)}
     for kk in ks:
         xm, ym = mixtures(x_tr, gold[tr], outlets[tr], kk, base.seed + i)
-        variants[f"+ mixtures of {kk} outlets"] = (canonical(sp.vstack([x_tr, xm]).tocsr()), np.concatenate([gold[tr], ym]))
-    out = {}
-    for name, (x, y) in variants.items():
-        best, C = fit_on_round(base, x, y, x_va, gold[va])
-        out[name] = macro_f1(gold[te], best.predict(x_te))
-        print(f"round {i}, {name}: C {C:g}, {out[name]:.4f}", file=sys.stderr, flush=True)
-    return out
+        variants[f"+ mixtures of {kk} outlets"] = (canonical(sp.vstack([x_tr, xm]).tocsr()),
+                                                   np.concatenate([gold[tr], ym]), x_va, x_te)
+    return score_variants(base, i, variants, gold[va], gold[te])
 
 
 def main() -> None:

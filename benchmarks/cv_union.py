@@ -26,9 +26,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from cv_ablation import fold_table  # noqa: E402
-from cv_vocab import counted_folds, fit_on_round, round_tfidf  # noqa: E402
+from cv_vocab import counted_folds, round_tfidf, score_variants  # noqa: E402
 from newsbias.baseline import canonical, count_ngrams  # noqa: E402
-from newsbias.metrics import macro_f1  # noqa: E402
 
 CHARS = {"analyzer": "char_wb", "ngram_min": 3, "ngram_max": 5}
 
@@ -42,12 +41,8 @@ def score_round(words, chars, gold, fold, i: int, k: int, base, char_base, weigh
         scale = np.float32(1.0 / np.sqrt(1.0 + w * w))  # both blocks are unit rows: keep the joined row unit too
         variants[f"words + characters × {w:g}"] = [canonical(sp.hstack([a * scale, b * (w * scale)]).tocsr())
                                                    for a, b in zip(xw, xc)]
-    out = {}
-    for name, (x_tr, x_va, x_te) in variants.items():
-        best, C = fit_on_round(base, x_tr, gold[tr], x_va, gold[va])
-        out[name] = macro_f1(gold[te], best.predict(x_te))
-        print(f"round {i}, {name}: C {C:g}, {out[name]:.4f}", file=sys.stderr, flush=True)
-    return out
+    return score_variants(base, i, {name: (x_tr, gold[tr], x_va, x_te) for name, (x_tr, x_va, x_te) in variants.items()},
+                          gold[va], gold[te])
 
 
 def main() -> None:

@@ -143,6 +143,17 @@ def fit_on_round(base, x_tr, y_tr, x_va, y_va) -> tuple:
     return lr, selection["C"]
 
 
+def score_variants(base, i: int, variants: dict, y_va, y_te) -> dict[str, float]:
+    """Test macro-F1 of each ``name: (x_train, y_train, x_val, x_test)`` of round ``i``, C picked on its val fold
+    (:func:`fit_on_round`); each printed to stderr as it finishes."""
+    out = {}
+    for name, (x_tr, y_tr, x_va, x_te) in variants.items():
+        best, C = fit_on_round(base, x_tr, y_tr, x_va, y_va)
+        out[name] = macro_f1(y_te, best.predict(x_te))
+        print(f"round {i}, {name}: C {C:g}, {out[name]:.4f}", file=sys.stderr, flush=True)
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--data", required=True, help="a `newsbias prep` output (train/val/test pooled)")
