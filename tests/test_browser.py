@@ -75,14 +75,35 @@ def browser():
         shutil.rmtree(profile, ignore_errors=True)
 
 
-def test_page_classifies_an_article(server, browser, tmp_path):
+def test_page_hides_the_title_field_from_a_model_that_does_not_read_titles(server, browser):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    assert not server.predictor.settings.prepend_title  # the fixture's model was trained on bodies alone
+    browser.get(server.url + "/")
+    WebDriverWait(browser, 20).until(lambda b: "Model:" in b.find_element(By.ID, "model").text)
+    assert not browser.find_element(By.ID, "title").is_displayed()
+    assert browser.find_element(By.ID, "text").is_displayed()
+
+
+@pytest.fixture
+def reads_titles(server):
+    """The server's model as if trained on texts that begin with their titles (prep.clean.prepend_title)."""
+    server.predictor.settings.prepend_title = True
+    yield server
+    server.predictor.settings.prepend_title = False
+
+
+def test_page_classifies_an_article(reads_titles, browser, tmp_path):
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support import expected_conditions as EC
     from selenium.webdriver.support.ui import WebDriverWait
 
+    server = reads_titles
     title, text = "Budget talks", make_planted_rows(1, seed=21)[0]["input"]
     browser.get(server.url + "/")
     assert "newsbias" in browser.title
+    WebDriverWait(browser, 20).until(lambda b: "Model:" in b.find_element(By.ID, "model").text)
     browser.find_element(By.ID, "title").send_keys(title)
     browser.find_element(By.ID, "text").send_keys(text)
     browser.find_element(By.ID, "submit").click()
@@ -90,7 +111,7 @@ def test_page_classifies_an_article(server, browser, tmp_path):
     wait.until(EC.visibility_of_element_located((By.ID, "label")))
     label = browser.find_element(By.ID, "label").text
 
-    ref = server.predictor.predict_proba([join_title(title, text)])[0]  # as the server joins them
+    ref = server.predictor.predict_proba([join_title(title, text)])[0]  # as a model that reads titles joins them
     assert label == LABELS[int(np.argmax(ref))]
     rows = browser.find_elements(By.CSS_SELECTOR, "#bars .row")
     assert [r.get_attribute("data-label") for r in rows] == LABELS

@@ -97,7 +97,7 @@ def test_health_model_docs_and_page(client, lm_adapter, predictor):
     m = client.get("/v1/model").json()
     settings = predictor.settings
     assert m["adapter"] == str(lm_adapter) and m["base_model"] == settings.base_model
-    assert m["labels"] == LABELS and m["head"] == "lm" and m["max_length"] == 64
+    assert m["labels"] == LABELS and m["head"] == "lm" and m["max_length"] == 64 and m["reads_title"] is False
     assert m["best_val"]["metric"] == "val_macro_f1" and "val_macro_f1" in m["best_val"]
     assert m["temperature"] == settings.temperature  # what its probabilities are divided by
     assert m["serving"]["max_batch"] == 8

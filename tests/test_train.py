@@ -196,7 +196,7 @@ def test_torchrun_two_processes_gloo(tiny_qwen_dir, planted_data_dir, tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     r = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
     assert r.returncode == 0, r.stderr[-3000:]
-    assert "wrote adapter" in r.stdout
+    assert "wrote the adapter" in r.stdout
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["summary"]["world_size"] == 2
     assert Classifier.load(str(out)).predict_proba(["some text"]).shape == (1, 3)
