@@ -92,6 +92,11 @@ def read_json(path: str | Path, strict: bool = True) -> dict[str, Any] | None:
     return data
 
 
+def holds(directory: Path, path: Path) -> bool:
+    """``path`` is ``directory`` or lies under it (both resolved): writing ``directory`` would touch it."""
+    return path == directory or directory in path.parents
+
+
 def check_output_dir(out_dir: str | Path, stage: str, marker: str, inputs: Iterable[str | Path] = ()) -> Path:
     """``out_dir`` resolved, after checking that ``stage`` may write (and replace) it.
 
@@ -111,7 +116,7 @@ def check_output_dir(out_dir: str | Path, stage: str, marker: str, inputs: Itera
         raise NewsbiasError(f"{stage} output {out} is an existing file; give a directory path (new or empty)")
     for inp in inputs:
         ip = Path(inp).expanduser().resolve()
-        if ip == out or out in ip.parents:
+        if holds(out, ip):
             raise NewsbiasError(f"the input {ip} is inside the {stage} output directory {out}, which {stage} "
                                 f"replaces; write the output somewhere else")
     if out.is_dir() and any(out.iterdir()):

@@ -278,15 +278,6 @@ def read_train_log(path: Path) -> dict[str, list[dict[str, Any]]]:
     return rows
 
 
-def _read_json(path: Path) -> Optional[dict[str, Any]]:
-    """A JSON object file, or None when it is missing or not a JSON object."""
-    try:
-        obj = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError):
-        return None
-    return obj if isinstance(obj, dict) else None
-
-
 def selection_source(frame: pd.DataFrame, manifest: Optional[dict[str, Any]]) -> dict[str, Any]:
     """Where a run's checkpoint or hyper-parameters were chosen, from its manifests.
 
@@ -300,7 +291,7 @@ def selection_source(frame: pd.DataFrame, manifest: Optional[dict[str, Any]]) ->
         return _baseline_source(manifest)
     d = trained_dir(frame, manifest, TRAIN_MANIFEST)
     if d is not None:
-        trained = {**(_read_json(d / TRAIN_MANIFEST) or {}), "manifest_path": str((d / TRAIN_MANIFEST).resolve())}
+        trained = {**(read_json(d / TRAIN_MANIFEST, strict=False) or {}), "manifest_path": str((d / TRAIN_MANIFEST).resolve())}
         data = trained.get("data") or {}
         val = (data.get("val") or {}).get("path")
         if not val:
@@ -369,7 +360,7 @@ def run_selection(name: str, source: dict[str, Any], test: Sequence[Optional[str
         except NewsbiasError as exc:  # a broken selection split qualifies one run; it must not stop the report
             return {**source, "status": "unknown", "flagged": False, "warning": None,
                     "note": f"selection split unknown ({exc})"}
-    meta = _read_json(Path(source["prep_meta"])) if source["prep_meta"] else None
+    meta = read_json(Path(source["prep_meta"]), strict=False) if source["prep_meta"] else None
     overlap = outlet_overlap(cache[split], test)
     chose = f"{source['what']} chosen on {split.name}"
     rec = {**source, "split_mode": ((meta or {}).get("splits") or {}).get("mode"), **(overlap or {}),

@@ -36,7 +36,7 @@ from .adversary import IGNORE, OutletAdversary, outlet_vocabulary, ramp
 from .classifier import Classifier
 from .config import DEFAULT_INSTRUCTION, TrainConfig, dump_config
 from .errors import NewsbiasError
-from .io import read_json, sha256_file, stage_manifest, write_json
+from .io import holds, read_json, sha256_file, stage_manifest, write_json
 from .labels import LABELS
 from .metrics import fit_temperature
 from .modeling import (Dist, LabelLossModule, ModelSettings, _check_model_path, _hf_model, add_lora,
@@ -340,7 +340,7 @@ def check_out_dir(cfg: TrainConfig, source: str) -> None:
     out = Path(cfg.out_dir).expanduser().resolve()
     for what, inp in (("model", source), ("data", cfg.data.path), ("val data", cfg.data.val_path)):
         ip = Path(inp).expanduser().resolve() if inp else None
-        if ip is not None and (ip == out or out in ip.parents):
+        if ip is not None and holds(out, ip):
             raise NewsbiasError(f"train.out_dir {out} is, or holds, the run's {what} ({inp}), which training would "
                                 f"overwrite; choose another --out")
     manifest = read_json(out / MANIFEST_FILE, strict=False) or {}
