@@ -124,3 +124,15 @@ def test_each_help_shows_an_override_of_its_own_section_that_exists(cmd, capsys)
     with pytest.raises(SystemExit):
         main([cmd.name, "--help"])
     assert example in " ".join(capsys.readouterr().out.split())
+
+
+def test_serve_help_names_every_route_of_the_api(capsys):
+    from newsbias.serve import create_app
+
+    app = create_app(loader=lambda cfg: None)
+    routes = {f"{m} {r.path}" for r in app.routes if getattr(r, "include_in_schema", False) for m in r.methods - {"HEAD"}}
+    assert {"POST /v1/classify", "POST /v1/explain", "GET /v1/model"} <= routes
+    with pytest.raises(SystemExit):
+        main(["serve", "--help"])
+    out = " ".join(capsys.readouterr().out.split())
+    assert [r for r in routes if r not in out] == []

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import json
+import shlex
 
+from newsbias import io
+from newsbias.cli import main
 from newsbias.config import BaselineConfig, CvConfig
 from newsbias.io import stage_manifest
 
 
-def test_stage_manifest_keys():
+def test_stage_manifest_keys(monkeypatch):
+    monkeypatch.setattr(io, "_INVOKED", {})
     m = stage_manifest("cv", {"cv": CvConfig(), "baseline": BaselineConfig()}, 0.0, extra_key=1)
     assert m["stage"] == "cv" and m["command"] == "newsbias cv" and m["config"]["cv"]["folds"] == 5
     assert m["versions"]["pydantic"] and m["started"] == "1970-01-01T00:00:00+00:00" and m["seconds"] > 0
@@ -21,3 +25,12 @@ def test_baseline_manifest_has_the_shared_keys(planted_data_dir, tmp_path):
     run_baseline(BaselineConfig(data=str(planted_data_dir), out_dir=str(tmp_path), models=["majority"]))
     m = json.loads((tmp_path / "majority.manifest.json").read_text())
     assert {"stage", "config", "versions", "git_commit", "started", "seconds"} <= set(m) and m["model"] == "majority"
+
+
+def test_manifest_records_the_command_line_that_ran_it(planted_data_dir, tmp_path, monkeypatch):
+    monkeypatch.setattr(io, "_INVOKED", {})
+    argv = ["baseline", "--data", str(planted_data_dir), "--out", str(tmp_path / "my preds"), "baseline.models=[majority]"]
+    assert main(argv) == 0
+    m = json.loads((tmp_path / "my preds" / "majority.manifest.json").read_text())
+    assert m["command"] == shlex.join(["newsbias", *argv]) and "'" in m["command"]
+    assert stage_manifest("train", {}, 0.0)["command"] == "newsbias train"  # a stage the command line did not name

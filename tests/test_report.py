@@ -139,7 +139,7 @@ def test_gold_disagreement_and_bad_specs(tmp_path):
     rows = [json.loads(x) for x in inp["majority"].read_text().splitlines()]
     rows[2]["gold"] = "right"
     inp["majority"].write_text("".join(json.dumps(r) + "\n" for r in rows))
-    with pytest.raises(NewsbiasError, match="disagree on the gold label of 1 articles"):
+    with pytest.raises(NewsbiasError, match="disagree on the gold label of 1 article "):
         run_compare(compare_cfg(inp, tmp_path / "r"))
     with pytest.raises(NewsbiasError, match="both named 'x'"):
         parse_pred_specs([f"x={inp['base']}", f"x={inp['tuned']}"])

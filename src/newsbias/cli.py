@@ -19,7 +19,8 @@ from typing import Any, Callable, Optional
 
 from . import LOG_FORMAT, __version__
 from .config import Config, field_info, load_config
-from .errors import NewsbiasError, one_line
+from .errors import NewsbiasError, counted, one_line
+from .io import record_command_line
 
 EPILOG = ("Any config value can be overridden as section.key=value, before, between or after the flags, e.g. "
           "{example}. Values are parsed as YAML.")
@@ -99,7 +100,7 @@ def _run_predict(args: argparse.Namespace, cfg: Config) -> int:
     m = run_predict(predict, progress=not args.quiet)
     if m:
         c = m["counts"]
-        print(f"predict: {c['predicted']} articles -> {'stdout' if predict.out == '-' else predict.out} "
+        print(f"predict: {counted(c['predicted'], 'article')} -> {'stdout' if predict.out == '-' else predict.out} "
               f"({c['skipped']} skipped, {c['invalid']} invalid; {m['articles_per_s_this_run'] or 0:.2f} articles/s)",
               file=sys.stderr if predict.out == "-" else sys.stdout)
     return 0
@@ -111,7 +112,7 @@ def _run_baseline(args: argparse.Namespace, cfg: Config) -> int:
     manifests = run_baseline(cfg.baseline)
     shown = ", ".join(f"{name}.jsonl" for name in manifests)
     print(f"baseline: wrote {shown} (+ manifests) to {cfg.baseline.out_dir} for {cfg.baseline.split} "
-          f"({next(iter(manifests.values()))['counts']['rows']} articles)")
+          f"({counted(next(iter(manifests.values()))['counts']['rows'], 'article')})")
     return 0
 
 
@@ -147,7 +148,7 @@ def _run_compare(args: argparse.Namespace, cfg: Config) -> int:
     if res["changes"]:
         print(f"compare: {c.tuned} fixes {res['changes']['fixed']} and breaks {res['changes']['broken']} "
               f"of {c.base}'s predictions")
-    print(f"compare: wrote {', '.join(res['files'])} to {res['out_dir']} ({res['n']} articles)")
+    print(f"compare: wrote {', '.join(res['files'])} to {res['out_dir']} ({counted(res['n'], 'article')})")
     return 0
 
 
@@ -173,7 +174,7 @@ def _run_explain(args: argparse.Namespace, cfg: Config) -> int:
     e = cfg.explain
     m = run_explain(e, progress=not args.quiet)
     s = m["summary"]
-    print(f"explain: {s['articles']} articles; the strongest word was an outlet cue in {s['top_unit_is_cue']}, "
+    print(f"explain: {counted(s['articles'], 'article')}; the strongest word was an outlet cue in {s['top_unit_is_cue']}, "
           f"outlet cues carry {s['cue_share_of_support']:.1%} of the support, and leaving them out changes "
           f"{s['flipped_without_cues']} of {s['articles_with_cues']} answers")
     print(f"explain: wrote {m['out_dir']}/explain.md, explain.html and explanations.jsonl")
@@ -187,7 +188,7 @@ def _run_calibrate(args: argparse.Namespace, cfg: Config) -> int:
     fit = res["fit"]
     if fit["method"] == "temperature":
         print(f"calibrate: temperature {fit['temperature']:.3f} (was {res['previous_temperature']:.3f}) from "
-              f"{res['n']} articles: log-loss {fit['nll']:.4f} -> {fit['nll_calibrated']:.4f}, ECE {fit['ece']:.4f} "
+              f"{counted(res['n'], 'article')}: log-loss {fit['nll']:.4f} -> {fit['nll_calibrated']:.4f}, ECE {fit['ece']:.4f} "
               f"-> {fit['ece_calibrated']:.4f}")
     else:
         print(f"calibrate: no temperature fitted ({fit['reason']}); scores are the raw softmax")
@@ -286,8 +287,8 @@ COMMANDS: tuple[Command, ...] = (
     Command("serve", _run_serve,
             "HTTP API (POST /v1/classify) and a classification page for one model.",
             "Load base + adapter (or a base model zero-shot, or a merged export) once and answer POST /v1/classify, "
-            "GET /health, GET /v1/model, with OpenAPI docs at /docs and a classification page at /. Concurrent "
-            "requests are micro-batched.",
+            "POST /v1/explain (which words moved one answer), GET /health, GET /v1/model, with OpenAPI docs at /docs "
+            "and a classification page at /. Concurrent classify requests are micro-batched.",
             (*model_flags("serve"), Flag("--head", "serve.head"), Flag("--name", "serve.name"),
              Flag("--host", "serve.host"), Flag("--port", "serve.port"),
              Flag("--max-batch", "serve.max_batch"), Flag("--max-wait-ms", "serve.max_wait_ms"))),
@@ -458,6 +459,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if getattr(args, "quiet", False):
         _quiet_libraries()
+    record_command_line(args.command, list(sys.argv[1:] if argv is None else argv))
     try:
         return int(spec.run(args, load_config(args.config, args.overrides, _flag_values(args, spec.flags))) or 0)
     except NewsbiasError as exc:

@@ -36,7 +36,7 @@ from . import LOG_FORMAT
 from .baseline import count_ngrams, fit_majority, fit_tfidf_lr_on_counts, prediction_rows
 from .config import BaselineConfig, CvConfig, PredictConfig, TrainConfig
 from .errors import NewsbiasError
-from .io import atomic_dir, check_output_dir, stage_manifest, write_json
+from .io import atomic_dir, check_output_dir, command_line, stage_manifest, write_json
 from .labels import LABELS
 from .metrics import macro_f1
 from .records import SPLITS, join_title, read_articles, read_predictions, split_file, write_predictions
@@ -355,7 +355,7 @@ def run_cv(cfg: CvConfig, baseline: BaselineConfig, train: Optional[TrainConfig]
     out = check_output_dir(cfg.out_dir, "cv", "cv.json", inputs=[cfg.data])
     frame = pooled_articles(cfg.data, prepend_title=baseline.prepend_title)
     model = _model_recipe(cfg, train, predict, progress)
-    summary: dict[str, Any] = {"stage": "cv", "command": "newsbias cv", "data": str(cfg.data), "folds": cfg.folds,
+    summary: dict[str, Any] = {"stage": "cv", "command": command_line("cv"), "data": str(cfg.data), "folds": cfg.folds,
                                "seed": cfg.seed, "n_articles": len(frame), "n_outlets": int(frame["outlet"].nunique()),
                                "test_limit": cfg.test_limit, "work_dir": str(model.work) if model else None}
     run = {"test_limit": cfg.test_limit, "seed": cfg.seed, "model": model, "progress": progress}

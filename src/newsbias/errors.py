@@ -22,5 +22,10 @@ def shorten(value: object, limit: int = 60) -> str:
     return r if len(r) <= limit else r[:limit - 1] + "…"
 
 
+def counted(n: int, noun: str) -> str:
+    """``n`` and the noun, plural unless n is 1: "1 article", "3 articles"."""
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+
+
 class ConfigError(NewsbiasError):
     """A config file or ``key=value`` override that does not validate."""

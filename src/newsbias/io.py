@@ -8,6 +8,7 @@ import hashlib
 import json
 import os
 import platform
+import shlex
 import shutil
 import subprocess
 import time
@@ -205,6 +206,19 @@ def _plain(config: Any) -> Any:
     return config.model_dump(mode="json") if hasattr(config, "model_dump") else config
 
 
+_INVOKED: dict[str, Any] = {}
+
+
+def record_command_line(command: str, argv: list[str]) -> None:
+    """Remember the command this process runs (``newsbias COMMAND ...``) for the manifests it writes."""
+    _INVOKED.update(command=command, line=shlex.join(["newsbias", *argv]))
+
+
+def command_line(stage: str) -> str:
+    """The command that ran ``stage``: the whole command line when the user typed this stage, else its name."""
+    return _INVOKED["line"] if _INVOKED.get("command") == stage else f"newsbias {stage}"
+
+
 def stage_manifest(stage: str, config: Any, started: float, **extra: Any) -> dict[str, Any]:
     """The record each stage keeps of a run: its config, package versions, git commit, start and duration.
 
@@ -212,7 +226,7 @@ def stage_manifest(stage: str, config: Any, started: float, **extra: Any) -> dic
     ``time.time()`` at its start; ``extra`` are the stage's own keys (inputs, outputs, counts ...).
     ``cwd`` is where it ran: the paths in its config are as the user typed them, often relative to it.
     """
-    return {"stage": stage, "command": f"newsbias {stage}", "config": _plain(config), "versions": package_versions(),
+    return {"stage": stage, "command": command_line(stage), "config": _plain(config), "versions": package_versions(),
             "git_commit": git_commit(), "cwd": os.getcwd(),
             "started": datetime.fromtimestamp(started, timezone.utc).isoformat(timespec="seconds"),
             "seconds": round(time.time() - started, 3), **extra}

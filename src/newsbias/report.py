@@ -43,7 +43,7 @@ import numpy as np
 import pandas as pd
 
 from .config import CompareConfig, MetricsConfig
-from .errors import NewsbiasError
+from .errors import NewsbiasError, counted
 from .io import read_json, sha256_file, writable_dir, write_json
 from .labels import LABELS
 from .metrics import (INVALID, chance_f1, mcnemar_test, metrics_for_frame, paired_macro_f1_difference,
@@ -229,7 +229,7 @@ def join_predictions(frames: dict[str, pd.DataFrame], on_mismatch: str = "error"
     bad = (golds != golds[:, :1]).any(axis=1)
     if bad.any():
         row = joined[bad].iloc[0]
-        raise NewsbiasError(f"prediction files disagree on the gold label of {int(bad.sum())} articles "
+        raise NewsbiasError(f"prediction files disagree on the gold label of {counted(int(bad.sum()), 'article')} "
                             f"(first: id {row['key']}); were they made from the same split?")
     first = next(iter(frames))
     joined["gold"] = joined[f"gold:{first}"]
@@ -927,7 +927,7 @@ def report_model(c: Comparison) -> dict[str, Any]:
         "title": "newsbias: model comparison",
         "verdict": verdict(c.paired, c.roles, c.cfg.baseline),
         "data_path": c.data["path"] if c.data else None,
-        "support": f"{c.n} articles (gold: {', '.join(f'{lab} {k}' for lab, k in gold.items())}).",
+        "support": f"{counted(c.n, 'article')} (gold: {', '.join(f'{lab} {k}' for lab, k in gold.items())}).",
         "warnings": _warnings(c),
         "notes": [] if split["warning"] else [split["text"]],
         "results": _results_table(c),
