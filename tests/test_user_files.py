@@ -120,3 +120,21 @@ def test_predict_and_evaluate_never_write_over_their_input_or_a_user_file(tmp_pa
     assert main(["evaluate", "--preds", str(preds), "--out", str(out)]) == 0
     assert main(["evaluate", "--preds", str(preds), "--out", str(out)]) == 0  # its own earlier metrics: replaced
     assert json.loads(out.read_text())["stage"] == "evaluate"
+
+
+def test_trained_and_exported_weights_are_readable_as_the_umask_says(tmp_path, planted_data_dir, tiny_qwen_dir, lm_adapter):
+    """safetensors writes 0600 whatever the umask: a serving account or a teammate could not read the model."""
+    import os
+    import stat
+
+    old = os.umask(0o027)
+    try:
+        assert main(["train", "-q", "--model", str(tiny_qwen_dir), "--data", str(planted_data_dir), "--out",
+                     str(tmp_path / "adapter"), "--max-steps", "2", "train.prompt.max_length=64",
+                     "train.prompt.chat_template=off", "train.eval.every_steps=1"]) == 0
+        assert main(["export", "--adapter", str(lm_adapter), "--out", str(tmp_path / "merged"), "--merge"]) == 0
+    finally:
+        os.umask(old)
+    weights = [*(tmp_path / "adapter").rglob("*.safetensors"), *(tmp_path / "merged").rglob("*.safetensors")]
+    assert {p.parent.name for p in weights} >= {"adapter", "merged", "checkpoint-2"}
+    assert {p.name: oct(stat.S_IMODE(p.stat().st_mode)) for p in weights} == {p.name: "0o640" for p in weights}

@@ -25,6 +25,7 @@ import numpy as np
 import torch
 
 from .errors import NewsbiasError
+from .io import honour_umask
 from .labels import LABELS, parse_generation
 from .metrics import fit_temperature
 from .modeling import (SETTINGS_FILE, ModelSettings, Pooling, is_gguf, iter_logits, join_gguf,
@@ -317,6 +318,7 @@ class Classifier:
             raise NewsbiasError(f"cannot save format={format!r} quantize={quantize!r}: formats are safetensors and "
                                 f"onnx, and only onnx is quantised")
         self.tokenizer.save_pretrained(str(out))
+        honour_umask(out)
         settings = ModelSettings.from_dict(self.settings.to_dict())
         settings.extra = {**settings.extra, **extra}
         settings.save(out)

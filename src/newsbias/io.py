@@ -148,6 +148,20 @@ def writable_dir(out_dir: str | Path, stage: str) -> Path:
     return out
 
 
+def honour_umask(directory: str | Path, recursive: bool = False, pattern: str = "*.safetensors") -> None:
+    """Give the files matching ``pattern`` in ``directory`` (and below, if ``recursive``) the permissions the
+    process's umask asks for.
+
+    safetensors writes its files 0600 whatever the umask, which leaves a trained model unreadable to a
+    serving account, a container running as another user, or a teammate on a shared machine.
+    """
+    mask = os.umask(0)
+    os.umask(mask)
+    for path in (Path(directory).rglob if recursive else Path(directory).glob)(pattern):
+        if path.is_file() and not path.is_symlink():
+            path.chmod(0o666 & ~mask)
+
+
 @contextlib.contextmanager
 def atomic_dir(out_dir: str | Path, marker: str | None = None) -> Iterator[Path]:
     """Yield a temporary directory that replaces ``out_dir`` only if the block succeeds.
@@ -173,6 +187,7 @@ def atomic_dir(out_dir: str | Path, marker: str | None = None) -> Iterator[Path]
         raise NewsbiasError(f"cannot create the output directory {out}: {exc.strerror or exc}") from None
     try:
         yield tmp
+        honour_umask(tmp, recursive=True)
         if marker and (tmp / marker).is_file():
             manifest = read_json(tmp / marker)
             write_json(tmp / marker, {**manifest, "files": sorted(p.name for p in tmp.iterdir())})

@@ -36,7 +36,7 @@ from .adversary import IGNORE, OutletAdversary, outlet_vocabulary, ramp
 from .classifier import Classifier
 from .config import DEFAULT_INSTRUCTION, TrainConfig, dump_config
 from .errors import NewsbiasError
-from .io import holds, read_json, sha256_file, stage_manifest, write_json
+from .io import holds, honour_umask, read_json, sha256_file, stage_manifest, write_json
 from .labels import LABELS
 from .metrics import fit_temperature
 from .modeling import (Dist, LabelLossModule, ModelSettings, _check_model_path, _hf_model, add_lora,
@@ -822,6 +822,7 @@ def _optimizer_from_files(opt: torch.optim.Optimizer, tensors: dict[str, torch.T
 def save_weights(model: torch.nn.Module, out: Path) -> None:
     """``save_pretrained``, without the empty model-card template peft writes (``newsbias export`` writes the card)."""
     model.save_pretrained(str(out))
+    honour_umask(out)
     card = out / "README.md"
     if card.is_file() and "[More Information Needed]" in card.read_text(encoding="utf-8", errors="replace"):
         card.unlink()
@@ -854,6 +855,7 @@ def save_checkpoint(r: Recipe) -> None:
         save_file(opt_tensors, str(tmp / "optimizer.safetensors"))
         if r.cfg.finetune == "lora":
             save_weights(r.model, tmp)
+        honour_umask(tmp)
         write_json(tmp / "trainer_state.json", {
             "fingerprint": run_fingerprint(r.identity), "run": r.identity, "state": asdict(r.state), "optimizer_param_groups": groups,
             "scheduler": r.scheduler.state_dict(), "rng": rng})
