@@ -263,3 +263,21 @@ def test_a_round_reads_its_predictions_in_test_order_and_names_a_skipped_article
     np.testing.assert_allclose(round_probs(preds, ["b", "a"], "grouped-fold0"), [[0.3, 0.1, 0.6], [0.2, 0.1, 0.7]])
     with pytest.raises(NewsbiasError, match=r"cv grouped-fold0: predict skipped 1 test article\(s\), first 'c'"):
         round_probs(preds, ["a", "c"], "grouped-fold0")
+
+
+def test_two_folds_are_refused_in_one_line(tmp_path, capsys):
+    """Each round tests on one fold and validates on the next: with two, nothing is left to train on."""
+    assert main(["cv", "--data", str(outlet_data(tmp_path)), "cv.folds=2"]) == 2
+    err = capsys.readouterr().err
+    assert "cv.folds" in err and "3" in err and len(err.strip().splitlines()) == 1
+
+
+def test_prep_lines_keeps_unicode_line_breaks_inside_a_record(tmp_path):
+    from newsbias.cv import prep_lines
+
+    d = outlet_data(tmp_path, n_outlets=3, per_outlet=2)
+    rows = [json.loads(line) for line in (d / "train.jsonl").read_text().splitlines()]
+    rows[0]["source"] = "Daily\u2028Planet\u0085News"  # prep cleans the text, not the source name
+    (d / "train.jsonl").write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+    lines = prep_lines(d)
+    assert len(lines) == 6 and json.loads(lines[rows[0]["id"]])["source"] == "Daily\u2028Planet\u0085News"

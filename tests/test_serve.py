@@ -460,8 +460,9 @@ def test_explain_refuses_bad_requests_clearly(client):
     assert "Which words decided it?" in client.get("/").text
 
 
-def test_a_title_is_read_as_the_training_texts_were_in_predict_serve_and_explain(tmp_path, tiny_qwen_dir, capsys):
-    """A model trained on prep output with titles prepended records it; predict, serve and explain then all join a
+def test_a_title_is_read_as_the_training_texts_were_in_predict_serve_and_explain(tmp_path, tiny_qwen_dir, capsys,
+                                                                                  monkeypatch):
+    """A model trained on prep output with titles prepended records it; predict, serve, explain and calibrate all join a
     given title to its text, and give the same answer for the same article."""
     from newsbias.explain import explain_article
     from newsbias.records import Article
@@ -492,6 +493,15 @@ def test_a_title_is_read_as_the_training_texts_were_in_predict_serve_and_explain
     assert explained["text"] == join_title(arts[0]["title"], arts[0]["text"])
     ref = explain_article(clf, Article(id="0", text=arts[0]["text"], title=arts[0]["title"]))
     assert explained["pred"] == ref["pred"] == served[0]["pred"]
+    # calibrate fits the temperature on the texts the model will score: titled, here
+    from newsbias.classifier import Classifier
+
+    labelled = [{**a, "label": lab} for a, lab in zip(arts, ["left", "right"])]
+    (tmp_path / "lab.jsonl").write_text("".join(json.dumps(a) + "\n" for a in labelled))
+    seen, fit = [], Classifier.calibrate
+    monkeypatch.setattr(Classifier, "calibrate", lambda self, t, *a: seen.extend(t) or fit(self, t, *a))
+    assert main(["calibrate", "--adapter", str(tmp_path / "run"), "--data", str(tmp_path / "lab.jsonl")]) == 0
+    assert seen == [join_title(arts[0]["title"], arts[0]["text"]), arts[1]["text"]]
 
 
 def test_serve_names_a_busy_port_before_loading_any_model(tmp_path, capsys):

@@ -51,7 +51,8 @@ def run_calibrate(cfg: CalibrateConfig) -> dict[str, Any]:
     clf = Classifier.from_options(cfg.model, cfg.adapter, cfg.gguf_file, device=cfg.device, dtype=cfg.dtype)
     target = settings_dir(clf)
     before = clf.settings.temperature
-    fit = clf.calibrate([a.text for a in articles], [a.label for a in articles], cfg.batch_size)
+    fit = clf.calibrate([clf.article_text(a.title, a.text) for a in articles], [a.label for a in articles],
+                        cfg.batch_size)
     clf.settings.calibration["data"] = {"path": str(path), "sha256": sha256_file(path)}
     clf.settings.save(target)
     log.info("calibrate: %d articles in %.1fs", len(articles), time.time() - t0)

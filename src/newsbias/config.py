@@ -564,7 +564,7 @@ class CvConfig(StrictModel):
 
     data: str = Field(default="runs/data", description="Prep output directory; train, val and test are pooled "
                                                        "(default: prep.out_dir of the same config).")
-    folds: int = Field(default=5, ge=2, description="Number of outlet-grouped folds.")
+    folds: int = Field(default=5, ge=3, description="Number of outlet-grouped folds (each round tests on one, validates on the next and trains on the rest, so at least 3).")
     seed: int = Field(default=0, description="Seed of the fold assignment (same seed, same folds).")
     recipes: list[Literal["majority", "tfidf-lr", "model"]] = Field(
         default_factory=lambda: ["majority", "tfidf-lr"], description="Recipes to cross-validate: the baselines "

@@ -100,7 +100,8 @@ def prep_lines(data_dir: str | Path) -> dict[str, str]:
     """Every row of a prep output's splits by id, as written (what a round's data files are cut from)."""
     lines = {}
     for split in SPLITS:
-        for line in split_file(data_dir, split).read_text(encoding="utf-8").splitlines():
+        # split on "\n" only: prep writes U+2028 and other Unicode line breaks inside strings as they are
+        for line in split_file(data_dir, split).read_text(encoding="utf-8").split("\n"):
             if line.strip():
                 lines[json.loads(line)["id"]] = line
     return lines
