@@ -544,3 +544,16 @@ def test_a_report_rewritten_in_place_drops_its_own_stale_figures_and_keeps_a_use
     (tmp_path / "file").write_text("x")
     with pytest.raises(NewsbiasError, match="is a file; give a directory path"):
         run_compare(CompareConfig(preds=[f"x={a}"], out_dir=str(tmp_path / "file"), metrics={"n_boot": 0}))
+
+
+def test_interval_headers_say_the_configured_confidence(tmp_path):
+    inp = make_inputs(tmp_path)
+    cfg = compare_cfg(inp, tmp_path / "r")
+    run_compare(cfg.model_copy(update={"metrics": cfg.metrics.model_copy(update={"confidence": 0.9,
+                                                                                   "by_outlet": True})}))
+    md = (tmp_path / "r" / "report.md").read_text()
+    assert "| model | macro-F1 | 90% CI | 90% CI (outlets) | micro-F1 |" in md and "95%" not in md
+    assert "90% CI (paired)" in md
+    by_outlet = json.loads((tmp_path / "r" / "metrics.json").read_text())["metrics"]["tuned"]["by_outlet"]
+    assert {r["outlet"]: r["accuracy"] for r in by_outlet} == {"o0": 2 / 3, "o1": 2 / 3}
+    assert all("macro_f1" not in r for r in by_outlet)  # over one gold label it would cap a perfect outlet at 1/3

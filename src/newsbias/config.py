@@ -468,7 +468,7 @@ class MetricsConfig(StrictModel):
     confidence: float = Field(default=0.95, gt=0.0, lt=1.0, description="Coverage of the bootstrap interval.")
     seed: int = Field(default=0, description="Bootstrap seed; the same seed gives the same interval.")
     ece_bins: int = Field(default=15, ge=1, description="Equal-width confidence bins for the calibration error.")
-    by_outlet: bool = Field(default=False, description="Add a per-outlet breakdown (n, accuracy, macro-F1) and the "
+    by_outlet: bool = Field(default=False, description="Add a per-outlet breakdown (n, label, accuracy, invalid answers) and the "
                                                        "macro-F1 interval that resamples whole outlets.")
     missing_gold: Literal["error", "skip"] = Field(
         default="error", description="Rows without a gold label: an error, or skipped and counted.")

@@ -806,7 +806,8 @@ def _table(header: list[str], rows: list[list[Any]]) -> dict[str, Any]:
 
 def _results_table(c: Comparison) -> dict[str, Any]:
     by_outlet = any(c.metrics[n].get("macro_f1_ci_outlets") for n in c.names)
-    header = ["model", "macro-F1", "95% CI", *(["95% CI (outlets)"] if by_outlet else []), "micro-F1", "accuracy",
+    ci = f"{c.cfg.metrics.confidence:.0%} CI"
+    header = ["model", "macro-F1", ci, *([f"{ci} (outlets)"] if by_outlet else []), "micro-F1", "accuracy",
               "invalid rate", "ordinal MAE", "ECE", "n"]
     rows = []
     fmt_ci = lambda ci: f"[{_fmt(ci['low'])}, {_fmt(ci['high'])}]" if ci else "–"  # noqa: E731
@@ -828,7 +829,7 @@ def _paired_table(c: Comparison) -> Optional[dict[str, Any]]:
         rows.append([f"{test['a']} vs {test['b']}", f"{test['diff']:+.3f}",
                      f"[{ci['low']:+.3f}, {ci['high']:+.3f}]" if ci else "–", mc["only_a_right"], mc["only_b_right"],
                      f"{mc['p_value']:.3g}", mc["method"]])
-    return _table(["A vs B", "macro-F1 A − B", "95% CI (paired)", "A right, B wrong", "B right, A wrong",
+    return _table(["A vs B", "macro-F1 A − B", f"{c.cfg.metrics.confidence:.0%} CI (paired)", "A right, B wrong", "B right, A wrong",
                    "McNemar p", "test"], rows)
 
 
