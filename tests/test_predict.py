@@ -485,3 +485,19 @@ def test_csv_records_are_named_by_the_line_they_start_on(tmp_path):
     (tmp_path / "m.csv").write_text('text,label\n"line one\nstill one",left\n"two",right\n"three\n\nstill three",center\n')
     arts = list(input_articles(str(tmp_path / "m.csv"), LABELS))
     assert [(a.id, a.label) for a in arts] == [("2", "left"), ("4", "right"), ("5", "center")]  # as prep names them
+
+
+def test_a_resume_in_another_dtype_is_refused(lm_adapter_dir, planted_data_dir, tmp_path):
+    """bf16 rows after fp32 rows in one file would mix two precisions' probabilities."""
+    from newsbias.classifier import Classifier
+    from newsbias.predict import _signature
+
+    out = tmp_path / "p.jsonl"
+    cfg = dict(adapter=str(lm_adapter_dir), input=str(planted_data_dir / "val.jsonl"), out=str(out))
+    fp32 = Classifier.from_options(None, str(lm_adapter_dir), None, device="cpu", dtype="float32")
+    (tmp_path / ".p.jsonl.parts").mkdir()
+    (tmp_path / ".p.jsonl.parts" / "run.json").write_text(json.dumps(_signature(pcfg(**cfg), cfg["input"], 1, fp32)))
+    with pytest.raises(NewsbiasError, match="unfinished run of a different dtype;"):
+        run_predict(pcfg(**cfg, dtype="bfloat16"), progress=False)
+    m = run_predict(pcfg(**cfg, dtype="float32"), progress=False)  # the same run resumes
+    assert m["counts"]["predicted"] > 0
