@@ -138,3 +138,30 @@ def test_trained_and_exported_weights_are_readable_as_the_umask_says(tmp_path, p
     weights = [*(tmp_path / "adapter").rglob("*.safetensors"), *(tmp_path / "merged").rglob("*.safetensors")]
     assert {p.parent.name for p in weights} >= {"adapter", "merged", "checkpoint-2"}
     assert {p.name: oct(stat.S_IMODE(p.stat().st_mode)) for p in weights} == {p.name: "0o640" for p in weights}
+
+
+def test_a_new_run_into_a_finished_one_needs_overwrite_and_a_killed_one_leaves_no_model(
+        tmp_path, planted_data_dir, tiny_qwen_dir, monkeypatch, capsys):
+    import newsbias.train as train_mod
+
+    run = ["train", "-q", "--model", str(tiny_qwen_dir), "--data", str(planted_data_dir), "--out", str(tmp_path / "a"),
+           "--max-steps", "2", "train.prompt.max_length=64", "train.prompt.chat_template=off"]
+    assert main(run) == 0
+    notes = _plant(tmp_path / "a")
+    import shutil
+
+    shutil.rmtree(tmp_path / "a" / "checkpoints")  # a finished run's own files, without its checkpoints
+    capsys.readouterr()
+    assert main(run) == 2
+    assert "holds a finished training run" in capsys.readouterr().err
+    assert (tmp_path / "a" / "newsbias.json").is_file()
+
+    def killed(*args, **kwargs):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(train_mod, "train_step", killed)
+    assert main([*run, "--overwrite", "train.seed=7"]) != 0
+    assert not (tmp_path / "a" / "newsbias.json").exists() and not list((tmp_path / "a").glob("*.safetensors"))
+    inp = write_jsonl(tmp_path / "in.jsonl", make_planted_rows(3, seed=4))
+    assert main(["predict", "-q", "--adapter", str(tmp_path / "a"), "--input", str(inp), "--out",
+                 str(tmp_path / "p.jsonl")]) == 2  # the earlier run's model is gone, not served as this one's
+    assert notes.read_text() == NOTE

@@ -39,7 +39,7 @@ from .errors import NewsbiasError
 from .io import holds, honour_umask, read_json, sha256_file, stage_manifest, write_json
 from .labels import LABELS
 from .metrics import fit_temperature
-from .modeling import (Dist, LabelLossModule, ModelSettings, _check_model_path, _hf_model, add_lora,
+from .modeling import (SETTINGS_FILE, Dist, LabelLossModule, ModelSettings, _check_model_path, _hf_model, add_lora,
                        count_parameters, init_distributed, join_gguf, load_model_and_tokenizer, pad_batch)
 from .prompt import Encoded, PromptBuilder
 from .records import Article, read_articles, resolve_split
@@ -351,6 +351,22 @@ def check_out_dir(cfg: TrainConfig, source: str) -> None:
                             f"write and would overwrite; choose a new or empty --out")
 
 
+def clear_finished_run(out_dir: Path, overwrite: bool) -> None:
+    """A new run into the directory of a finished one: refused without ``overwrite``; with it, that run's model
+    files go first, so a run killed before it finishes leaves no model behind to be taken for its own."""
+    finished = (out_dir / SETTINGS_FILE).is_file() or (read_json(out_dir / MANIFEST_FILE, strict=False) or {}).get(
+        "stage") == "train"
+    if not finished:
+        return
+    if not overwrite:
+        raise NewsbiasError(f"{out_dir} holds a finished training run (newsbias.json); pass --overwrite to replace it "
+                            f"or choose another train.out_dir")
+    for name in (SETTINGS_FILE, MANIFEST_FILE, LOG_FILE, "adapter_config.json", *_MODEL_FILES):
+        (out_dir / name).unlink(missing_ok=True)
+    for weights in out_dir.glob("*.safetensors"):
+        weights.unlink(missing_ok=True)
+
+
 def check_checkpoints(out_dir: Path, identity: dict[str, Any], resume: bool, overwrite: bool) -> Optional[Path]:
     """The checkpoint to resume from (or None), refusing to mix runs.
 
@@ -654,6 +670,8 @@ def setup(cfg: TrainConfig, resume: bool = False, progress: Optional[bool] = Non
     _check_model_path(source)
     identity = run_identity(cfg, hashes)
     ckpt = check_checkpoints(Path(cfg.out_dir), identity, resume, cfg.overwrite)
+    if not resume:
+        clear_finished_run(Path(cfg.out_dir), cfg.overwrite)
     d, device = _setup_device(cfg)
     model, tok, builder = _setup_model(cfg, source, device, train_ex)
     train_feats = encode_examples(builder, train_ex, cfg.model.head)
