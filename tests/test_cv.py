@@ -265,11 +265,12 @@ def test_a_round_reads_its_predictions_in_test_order_and_names_a_skipped_article
         round_probs(preds, ["a", "c"], "grouped-fold0")
 
 
-def test_two_folds_are_refused_in_one_line(tmp_path, capsys):
+@pytest.mark.parametrize("override,key", [("cv.folds=2", "cv.folds"), ("cv.recipes=[]", "cv.recipes")])
+def test_two_folds_or_no_recipe_are_refused_in_one_line(tmp_path, capsys, override, key):
     """Each round tests on one fold and validates on the next: with two, nothing is left to train on."""
-    assert main(["cv", "--data", str(outlet_data(tmp_path)), "cv.folds=2"]) == 2
+    assert main(["cv", "--data", str(outlet_data(tmp_path)), override]) == 2
     err = capsys.readouterr().err
-    assert "cv.folds" in err and "3" in err and len(err.strip().splitlines()) == 1
+    assert key in err and len(err.strip().splitlines()) == 1
 
 
 def test_prep_lines_keeps_unicode_line_breaks_inside_a_record(tmp_path):

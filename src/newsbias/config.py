@@ -564,10 +564,12 @@ class CvConfig(StrictModel):
 
     data: str = Field(default="runs/data", description="Prep output directory; train, val and test are pooled "
                                                        "(default: prep.out_dir of the same config).")
-    folds: int = Field(default=5, ge=3, description="Number of outlet-grouped folds (each round tests on one, validates on the next and trains on the rest, so at least 3).")
+    folds: int = Field(default=5, ge=3, description="Number of outlet-grouped folds (each round tests on one, "
+                       "validates on the next and trains on the rest, so at least 3).")
     seed: int = Field(default=0, description="Seed of the fold assignment (same seed, same folds).")
     recipes: list[Literal["majority", "tfidf-lr", "model"]] = Field(
-        default_factory=lambda: ["majority", "tfidf-lr"], description="Recipes to cross-validate: the baselines "
+        default_factory=lambda: ["majority", "tfidf-lr"], min_length=1, description="Recipes to cross-validate: "
+        "at least one of the baselines "
         "(settings from the baseline: section) and model (the train: section trained on each round, its test fold "
         "scored with the predict: section's settings).")
     ensembles: list[str] = Field(default_factory=list, description="Runs added as NAME=RECIPE+RECIPE[+...]: the "
