@@ -372,6 +372,20 @@ def test_learning_curve_from_the_adapter_dir_or_skipped(tmp_path, caplog):
     assert "## Training" not in (tmp_path / "r2" / "report.md").read_text()
 
 
+def test_learning_curve_of_a_full_fine_tune_predicted_with_adapter(tmp_path):
+    """``predict --adapter DIR`` on a fully fine-tuned model records no adapter (it loads as a model) but keeps
+    DIR in its config: compare finds the training log there."""
+    run = tmp_path / "enc"
+    run.mkdir()
+    (run / "train_log.jsonl").write_text(json.dumps({"type": "eval", "step": 1, "val_macro_f1": 0.4}) + "\n")
+    gold = [ORDER[i % 3] for i in range(12)]
+    d = write_run(tmp_path / "d.jsonl", gold, set(range(7)))
+    (tmp_path / "d.manifest.json").write_text(json.dumps({"stage": "predict", "adapter": None,
+                                                          "config": {"adapter": str(run), "model": None}}))
+    res = run_compare(CompareConfig(preds=[str(d)], out_dir=str(tmp_path / "r"), metrics={"n_boot": 0}))
+    assert "learning_curve_d.png" in res["files"]
+
+
 SHARED_WARNING = re.compile(r"^> \*\*Warning: selection split shares outlets\.\*\* (.+)$", flags=re.M)
 
 

@@ -241,7 +241,8 @@ def _trained_candidates(frame: pd.DataFrame, manifest: Optional[dict[str, Any]])
     """Directories that may hold the training run behind a prediction file, most specific first."""
     candidates = list(frame["adapter"].dropna().astype(str).unique()[:1]) if "adapter" in frame else []
     if manifest:
-        candidates += [manifest.get("adapter"), (manifest.get("config") or {}).get("model")]
+        config = manifest.get("config") or {}
+        candidates += [manifest.get("adapter"), config.get("adapter"), config.get("model")]
     return [c for c in candidates if isinstance(c, str) and c]
 
 
@@ -249,8 +250,8 @@ def trained_dir(frame: pd.DataFrame, manifest: Optional[dict[str, Any]], marker:
     """The directory of the training run behind a prediction file that holds the file ``marker``, or None.
 
     ``newsbias predict --adapter DIR`` writes DIR into every record and the manifest; a fully
-    fine-tuned model is predicted with ``--model DIR`` (the manifest's ``config.model``). Base
-    models and baselines have no such directory.
+    fine-tuned model is predicted with ``--model DIR`` or ``--adapter DIR`` (the manifest's
+    ``config.model`` / ``config.adapter``). Base models and baselines have no such directory.
     """
     dirs = (locate(c, manifest) for c in _trained_candidates(frame, manifest))
     return next((d for d in dirs if (d / marker).is_file()), None)
