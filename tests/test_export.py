@@ -342,3 +342,32 @@ def test_export_user_errors(adapters, tmp_path, capsys):
         run_export(ExportConfig(adapter=str(adapters["lm"]), out=str(tmp_path / "o"), metrics=str(tmp_path / "no.json")))
     assert main(["export", "--adapter", str(adapters["lm"])]) == 2
     assert "export.out: required" in capsys.readouterr().err
+
+
+def test_card_of_a_full_fine_tune_says_so_and_leakage_counts_read_plainly(tiny_bert_dir, planted_data_dir, tmp_path):
+    from newsbias.config import TrainConfig
+    from newsbias.export import _data_context
+    from newsbias.train import train
+
+    out = tmp_path / "full"
+    train(TrainConfig.model_validate({
+        "model": {"name_or_path": str(tiny_bert_dir), "head": "cls", "pooling": "mean"}, "finetune": "full",
+        "prompt": {"max_length": 64}, "data": {"path": str(planted_data_dir), "val_limit": 12},
+        "optim": {"max_steps": 2, "batch_size": 8}, "eval": {"every_steps": 2, "batch_size": 12},
+        "out_dir": str(out), "progress": False}))
+    card = model_card(out)
+    meta = front_matter(card)
+    assert "every weight (full)" in card and "LoRA r" not in card and "target modules" not in card
+    assert "lora" not in meta["tags"] and "peft" not in meta["tags"] and meta["library_name"] == "transformers"
+    leak = _data_context({"leakage": {"shared_outlets": {"count": 0},
+                                      "cross_split_duplicates_removed": {"exact": 0, "near": 2}}}, ["left"])
+    assert leak["leak_rows"] == [["shared outlets", "0"], ["cross split duplicates removed", "exact 0, near 2"]]
+
+
+def test_int8_card_names_the_measured_label_agreement_and_the_batch_dependence():
+    from newsbias.export import _int8_check
+
+    line = _int8_check({"quantize": "int8", "check": {"n": 40, "same_labels": 0.975, "max_abs_prob_diff": 0.0123}})
+    assert line.startswith("On 40 check articles its labels equal the fp32 model's for 97.5%, the largest "
+                           "probability change 0.012.") and "batched beside it" in line
+    assert _int8_check({"quantize": "none", "check": {"n": 2, "same_labels": 1.0, "max_abs_prob_diff": 0.0}}) is None

@@ -267,3 +267,4 @@ def test_export_cli_smooths_on_the_train_split(adapters, planted_data_dir, tmp_p
     card = " ".join((out / "README.md").read_text().split())
     assert ("with int8 weights (`mlp.down_proj` kept in fp32), activation outliers moved into the weights first "
             "(SmoothQuant, alpha 0.85, calibrated on 6 articles)") in card
+    assert "On 2 check articles its labels equal the fp32 model's for" in card

@@ -234,8 +234,10 @@ def _training_rows(manifest: dict[str, Any]) -> Optional[list[list[Any]]]:
         return None
     lora, optim, prm = cfg.get("lora", {}), cfg.get("optim", {}), cfg.get("prompt", {})
     summary = manifest.get("summary") or {}
-    return [["LoRA r / alpha / dropout", f"{lora.get('r')} / {lora.get('alpha')} / {lora.get('dropout')}"],
-            ["target modules", lora.get("target_modules")], ["learning rate", optim.get("lr")],
+    tuned = ([["fine-tune", "every weight (full)"]] if cfg.get("finetune") == "full" else
+             [["LoRA r / alpha / dropout", f"{lora.get('r')} / {lora.get('alpha')} / {lora.get('dropout')}"],
+              ["target modules", lora.get("target_modules")]])
+    return [*tuned, ["learning rate", optim.get("lr")],
             ["epochs / max steps", f"{optim.get('epochs')} / {optim.get('max_steps')}"],
             ["batch size x grad accum", f"{optim.get('batch_size')} x {optim.get('grad_accum')}"],
             ["class weights", optim.get("class_weights")], ["prompt max_length", prm.get("max_length")],
@@ -263,7 +265,14 @@ def _data_context(prep: Optional[dict[str, Any]], labels: list[str]) -> Optional
             "mode": split.get("mode", "?"), "seed": split.get("seed"),
             "sizes": ", ".join(f"{k} {v}" for k, v in (split.get("sizes") or {}).items()),
             "label_rows": [[k] + [v.get(lab, 0) for lab in labels] for k, v in (split.get("label_counts") or {}).items()],
-            "leak_rows": [[k.replace("_", " "), (v or {}).get("count")] for k, v in leak.items() if isinstance(v, dict)]}
+            "leak_rows": [[k.replace("_", " "), _leak_count(v)] for k, v in leak.items() if isinstance(v, dict)]}
+
+
+def _leak_count(entry: dict[str, Any]) -> str:
+    """A leakage check's count, or its parts ("exact 0, near 2") for a check that counts several kinds."""
+    if "count" in entry:
+        return str(entry["count"])
+    return ", ".join(f"{k} {v}" for k, v in entry.items() if isinstance(v, (int, float))) or "–"
 
 
 def _base_context(settings: ModelSettings, base_model_id: Optional[str]) -> dict[str, Any]:
@@ -296,6 +305,16 @@ def _onnx_kind(onnx: dict[str, Any]) -> str:
     return kind
 
 
+def _int8_check(onnx: Optional[dict[str, Any]]) -> Optional[str]:
+    """The card's sentence on how far an int8 export's answers are from the fp32 model's (export's check)."""
+    check = (onnx or {}).get("check")
+    if not check or onnx.get("quantize", "none") == "none":
+        return None
+    return (f"On {check['n']} check articles its labels equal the fp32 model's for {check['same_labels']:.1%}, the "
+            f"largest probability change {check['max_abs_prob_diff']:.3f}. int8 activations are scaled per batch, so "
+            f"an article's scores can change slightly with the articles batched beside it.")
+
+
 def _settings_context(settings: ModelSettings, merged: bool, onnx: Optional[dict[str, Any]] = None
                       ) -> dict[str, Any]:
     """What the card says about the model itself: kind, head, prompt, and how to load it without newsbias."""
@@ -320,7 +339,7 @@ def _settings_context(settings: ModelSettings, merged: bool, onnx: Optional[dict
     else:
         no_plain = ("This model's head reads the mean of the encoder's last hidden states (`pooling: mean`), a "
                     "newsbias module that transformers and peft do not know: load it with newsbias.")
-    return {"kind": kind, "head": settings.head, "labels": list(settings.labels), "chat": settings.uses_chat_template,
+    return {"kind": kind, "int8_check": _int8_check(onnx), "head": settings.head, "labels": list(settings.labels), "chat": settings.uses_chat_template,
             "head_text": "sequence-classification head" if cls_head
             else "label-token logits of the causal LM at the answer position",
             "max_length": settings.prompt.max_length, "truncation": settings.prompt.truncation,
@@ -328,7 +347,7 @@ def _settings_context(settings: ModelSettings, merged: bool, onnx: Optional[dict
 
 
 def _card_data(name: str, base_id: Optional[str], license: Optional[str], datasets: list[str], merged: bool,
-               test_metrics: Optional[dict[str, Any]], onnx: Optional[dict[str, Any]] = None) -> Any:
+               test_metrics: Optional[dict[str, Any]], onnx: Optional[dict[str, Any]] = None, full: bool = False) -> Any:
     """The validated front matter (``ModelCardData``); model-index holds test figures only."""
     from huggingface_hub import EvalResult, ModelCardData
 
@@ -337,9 +356,9 @@ def _card_data(name: str, base_id: Optional[str], license: Optional[str], datase
                           dataset_split="test", metric_type=typ, metric_name=label, metric_value=round(float(v), 4))
                for key, typ, label in (("macro_f1", "f1", "macro-F1"), ("accuracy", "accuracy", "accuracy"))
                for v in [(test_metrics or {}).get(key)] if isinstance(v, (int, float))]
-    tags = (["newsbias", "political-bias", "news", "lora", "peft"] + (["merged"] if merged else [])
+    tags = (["newsbias", "political-bias", "news"] + ([] if full else ["lora", "peft"]) + (["merged"] if merged else [])
             + (["onnx"] + (["int8"] if onnx.get("quantize", "none") != "none" else []) if onnx else []))
-    library = "onnx" if onnx else "transformers" if merged else "peft"
+    library = "onnx" if onnx else "transformers" if merged or full else "peft"
     return ModelCardData(base_model=base_id, library_name=library,
                          license=license or "other", datasets=list(datasets) or None, language=["en"],
                          metrics=["f1", "accuracy"], pipeline_tag="text-classification", tags=tags,
@@ -367,7 +386,8 @@ def model_card(adapter_dir: str | Path, merged: bool = False, base_model_id: Opt
     lic = license or (base_license(base["hub_id"]) if base["hub_id"] else None)
     ev = _evaluation_context(evaluation)
     data = _card_data(repo_id.split("/")[-1] if repo_id else adir.name, base["hub_id"], lic, list(datasets or []),
-                      merged, evaluation["metrics"] if evaluation else None, onnx)
+                      merged, evaluation["metrics"] if evaluation else None, onnx,
+                      settings.extra.get("finetune") == "full")
     info = _settings_context(settings, merged, onnx)
     best = settings.best_val or {}
     path_line = f'path = snapshot_download("{repo_id}")' if repo_id else f'path = "{CARD_PATH}"'
