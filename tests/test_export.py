@@ -371,3 +371,11 @@ def test_int8_card_names_the_measured_label_agreement_and_the_batch_dependence()
     assert line.startswith("On 40 check articles its labels equal the fp32 model's for 97.5%, the largest "
                            "probability change 0.012.") and "batched beside it" in line
     assert _int8_check({"quantize": "none", "check": {"n": 2, "same_labels": 1.0, "max_abs_prob_diff": 0.0}}) is None
+
+
+def test_card_verdict_says_worse_only_beyond_the_interval():
+    from newsbias.export import _verdict
+
+    assert "is worse than tfidf-lr (0.460)" in _verdict("tfidf-lr", 0.40, 0.46, {"low": 0.35, "high": 0.45})
+    assert "does not beat tfidf-lr (0.460)" in _verdict("tfidf-lr", 0.40, 0.46, {"low": 0.35, "high": 0.47})
+    assert "beats tfidf-lr (0.300)" in _verdict("tfidf-lr", 0.40, 0.30, {"low": 0.35, "high": 0.45})

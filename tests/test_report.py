@@ -244,7 +244,20 @@ def three_runs(d: Path, adapter: str | None = None) -> tuple[list[str], list[Pat
     return gold, [base, tuned, tfidf]
 
 
-def test_verdict_tuned_beats_base_but_not_tfidf(tmp_path):
+def test_verdict_says_beats_worse_or_neither_by_where_the_interval_lies():
+    from newsbias.report import verdict
+
+    def test(diff, low, high):
+        return {"b": "tfidf-lr", "diff": diff, "ci": {"confidence": 0.95, "low": low, "high": high},
+                "mcnemar": {"p_value": 0.5}}
+    roles = {"tuned": "t", "baseline": "tfidf-lr"}
+    said = [verdict({"x": test(d, lo, hi)}, roles, "tfidf-lr") for d, lo, hi in
+            ((0.05, 0.01, 0.09), (-0.05, -0.09, -0.01), (-0.01, -0.05, 0.03))]
+    assert [s.split(" (")[0].split(" by ")[0] for s in said] == ["t beats TF-IDF", "t is worse than TF-IDF",
+                                                                  "t does not beat TF-IDF"]
+
+
+def test_verdict_tuned_beats_base_and_is_worse_than_tfidf(tmp_path):
     from statsmodels.stats.contingency_tables import mcnemar
 
     _, (base, tuned, tfidf) = three_runs(tmp_path)
@@ -252,8 +265,8 @@ def test_verdict_tuned_beats_base_but_not_tfidf(tmp_path):
                                     out_dir=str(tmp_path / "r"), metrics={"n_boot": 300}))
     v = res["verdict"]
     assert re.fullmatch(r"tuned beats base by \+0\.\d{3} macro-F1 \[95% CI \+0\.\d{3}, \+0\.\d{3}; McNemar p < 0\.001\]; "
-                        r"does not beat TF-IDF \(tfidf-lr\) \(-0\.\d{3} macro-F1 \[95% CI -0\.\d{3}, [+-]0\.\d{3}; "
-                        r"McNemar p < 0\.001\]\)\.", v), v  # exact: 2 * 0.5 ** 11 = 0.00098
+                        r"is worse than TF-IDF \(tfidf-lr\) by -0\.\d{3} macro-F1 \[95% CI -0\.\d{3}, -0\.\d{3}; "
+                        r"McNemar p < 0\.001\]\.", v), v  # exact: 2 * 0.5 ** 11 = 0.00098
     md = (tmp_path / "r" / "report.md").read_text()
     assert md.splitlines()[2] == f"**Verdict:** {v}"  # right under the title
     assert f"<strong>Verdict:</strong> {html.escape(v)}" in (tmp_path / "r" / "report.html").read_text()

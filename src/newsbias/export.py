@@ -188,6 +188,8 @@ def _interval(ci: Optional[dict[str, Any]]) -> str:
 
 def _verdict(name: str, mine: float, other: float, ci: Optional[dict[str, Any]]) -> str:
     """One plain sentence comparing this model's macro-F1 with another run's on the same articles."""
+    if mine <= other and ci and ci.get("high") is not None and ci["high"] < other:
+        return f"This model ({mine:.3f}) is worse than {name} ({other:.3f}) on these articles, beyond its interval."
     if mine <= other:
         return f"This model ({mine:.3f}) does not beat {name} ({other:.3f}) on these articles."
     if ci and ci.get("low") is not None and ci["low"] <= other:

@@ -660,16 +660,21 @@ def _diff_ci(test: dict[str, Any]) -> str:
 
 
 def verdict(paired: dict[str, Any], roles: dict[str, Optional[str]], baseline: str) -> Optional[str]:
-    """One sentence: "T beats B by X [CI]; does / does not beat TF-IDF (tfidf-lr) ...", or None.
+    """One sentence: "T beats B by X [CI]; is worse than / does not beat TF-IDF (tfidf-lr) ...", or None.
 
-    "Beats" means the paired interval lies above zero (without an interval, a positive difference).
+    "Beats" means the paired interval lies above zero (without an interval, a positive difference), "is worse
+    than" that it lies below zero; "does not beat" is everything between.
     """
     clauses = []
     for test in paired.values():
         other = f"TF-IDF ({test['b']})" if test["b"] == "tfidf-lr" else test["b"]
         ci = test["ci"]
-        beats = ci["low"] > 0 if ci else test["diff"] > 0
-        clauses.append(f"beats {other} by {_diff_ci(test)}" if beats else f"does not beat {other} ({_diff_ci(test)})")
+        if (ci["low"] > 0) if ci else test["diff"] > 0:
+            clauses.append(f"beats {other} by {_diff_ci(test)}")
+        elif ci and ci["high"] < 0:
+            clauses.append(f"is worse than {other} by {_diff_ci(test)}")
+        else:
+            clauses.append(f"does not beat {other} ({_diff_ci(test)})")
     if not clauses:
         return None
     if roles["baseline"] is None and baseline != roles["tuned"]:
