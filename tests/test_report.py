@@ -356,7 +356,7 @@ def test_md_and_html_carry_the_same_warnings_and_numbers(tmp_path):
     # a1-a5: base is right on a4 only (right: P 1/2, R 1/2) -> macro-F1 (0 + 0 + 1/2) / 3
     assert _md_rows(md, "model")[0][:2] == ["base", "0.167"]
     for sentence in ("Invalid outputs count as wrong. The interval is a percentile bootstrap over articles (200",
-                     "5 articles (gold: left 1, center 2, right 2)."):
+                     "5 articles (gold: left 1, center 2, right 2) of the 6 in the split file."):
         assert sentence in md and sentence in page
 
 

@@ -934,7 +934,8 @@ def report_model(c: Comparison) -> dict[str, Any]:
         "title": "newsbias: model comparison",
         "verdict": verdict(c.paired, c.roles, c.cfg.baseline),
         "data_path": c.data["path"] if c.data else None,
-        "support": f"{counted(c.n, 'article')} (gold: {', '.join(f'{lab} {k}' for lab, k in gold.items())}).",
+        "support": f"{counted(c.n, 'article')} (gold: {', '.join(f'{lab} {k}' for lab, k in gold.items())})"
+                   + (f" of the {c.data['rows']} in the split file." if c.data and c.data["rows"] > c.n else "."),
         "warnings": _warnings(c),
         "notes": [] if split["warning"] else [split["text"]],
         "results": _results_table(c),
