@@ -177,6 +177,12 @@ def test_malformed_json_is_422(client):
     assert r.status_code == 422
 
 
+@pytest.mark.parametrize("bad, kind", [(1.5, "float"), (True, "bool"), ([1], "list"), ({"a": 1}, "dict")])
+def test_an_id_of_the_wrong_type_is_one_plain_message(client, bad, kind):
+    r = client.post("/v1/classify", json={"articles": [{"id": bad, "text": "x y"}]})
+    assert r.status_code == 422 and r.json()["error"] == f"articles.0.id: must be a string or an integer, got {kind}"
+
+
 def test_empty_text_message(client):
     r = client.post("/v1/classify", json={"texts": [" \n "]})
     assert r.status_code == 422 and r.json()["error"] == "texts.0: text is empty"

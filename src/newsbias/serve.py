@@ -30,7 +30,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Callable, Optional, Union
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictInt, StringConstraints, model_validator
+from pydantic import (AfterValidator, BaseModel, ConfigDict, Field, StrictInt, StringConstraints, field_validator,
+                      model_validator)
 
 from .classifier import Classifier
 from .config import ServeConfig
@@ -98,6 +99,14 @@ class ArticleIn(BaseModel):
         default=None, description="Echoed back as a string (as `newsbias predict` writes ids); defaults to the position.")
     title: Optional[Plain] = Field(default=None, description=TITLE_FIELD)
     text: Text = Field(description="Article body (not empty).")
+
+    @field_validator("id", mode="before")
+    @classmethod
+    def _id_type(cls, v: Any) -> Any:
+        # checked before the union, whose own error names each member's validator internals
+        if v is not None and (isinstance(v, bool) or not isinstance(v, (str, int))):
+            raise ValueError(f"must be a string or an integer, got {type(v).__name__}")
+        return v
 
 
 class ClassifyRequest(BaseModel):
