@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -136,3 +137,25 @@ def test_serve_help_names_every_route_of_the_api(capsys):
         main(["serve", "--help"])
     out = " ".join(capsys.readouterr().out.split())
     assert [r for r in routes if r not in out] == []
+
+
+@pytest.mark.parametrize("cmd", COMMANDS, ids=lambda c: c.name)
+def test_every_command_takes_quiet(cmd):
+    from newsbias.cli import parse_args
+
+    assert parse_args([cmd.name, "-q"]).quiet is True
+
+
+def test_quiet_silences_the_libraries_warnings_not_newsbias_own(monkeypatch):
+    import warnings
+
+    from newsbias.cli import _quiet_libraries
+
+    monkeypatch.delenv("TRANSFORMERS_VERBOSITY", raising=False)  # restored after the test
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        _quiet_libraries()
+        warnings.warn_explicit("from peft", UserWarning, "peft/x.py", 1, module="peft.tuners.lora")
+        warnings.warn_explicit("from newsbias", UserWarning, "newsbias/t.py", 1, module="newsbias.train")
+    assert [str(w.message) for w in caught] == ["from newsbias"]
+    assert os.environ["TRANSFORMERS_VERBOSITY"] == "error"

@@ -14,6 +14,7 @@ import os
 import sys
 import types
 import typing
+import warnings
 from dataclasses import dataclass
 from typing import Any, Callable, Optional
 
@@ -60,7 +61,7 @@ class Command:
     flags: tuple[Flag, ...]
 
 
-QUIET = Flag("--quiet -q", help="No progress bars.")
+QUIET = Flag("--quiet -q", help="No progress bars, and no warnings or load reports from the libraries.")
 
 
 def model_flags(section: str) -> tuple[Flag, ...]:
@@ -252,7 +253,7 @@ COMMANDS: tuple[Command, ...] = (
             "prediction format, with probabilities), a manifest beside each, and the fitted pipeline "
             "tfidf-lr.joblib.",
             (Flag("--data", "baseline.data", "DIR"), Flag("--split", "baseline.split", "NAME_OR_FILE"),
-             Flag("--out", "baseline.out_dir", "DIR"), Flag("--seed", "baseline.seed"))),
+             Flag("--out", "baseline.out_dir", "DIR"), Flag("--seed", "baseline.seed"), QUIET)),
     Command("cv", _run_cv,
             "Outlet-grouped cross-validation of the baselines and models: the yardstick for unseen outlets.",
             "Pool train/val/test of a prep output, cut it into K folds with no outlet in two folds "
@@ -272,7 +273,7 @@ COMMANDS: tuple[Command, ...] = (
             (Flag("--preds", "evaluate.preds", "FILE"), Flag("--out", "evaluate.out", "FILE"),
              Flag("--n-boot", "evaluate.n_boot"), Flag("--seed", "evaluate.seed"),
              Flag("--by-outlet", "evaluate.by_outlet", const=True),
-             Flag("--skip-missing-gold", "evaluate.missing_gold", const="skip"))),
+             Flag("--skip-missing-gold", "evaluate.missing_gold", const="skip"), QUIET)),
     Command("compare", _run_compare,
             "Several prediction files -> eval_compare.csv, metrics.json, plots, report.md/html.",
             "Join prediction files of the same split (base, tuned, baselines) on id into eval_compare.csv (article "
@@ -283,7 +284,7 @@ COMMANDS: tuple[Command, ...] = (
              Flag("--data", "compare.data", "FILE_OR_DIR"), Flag("--split", "compare.split", "NAME"),
              Flag("--out", "compare.out_dir", "DIR"), Flag("--intersect", "compare.on_mismatch", const="intersect"),
              Flag("--ensemble", "compare.ensembles", "NAME=RUN+RUN", many=True),
-             Flag("--by-outlet", "compare.metrics.by_outlet", const=True))),
+             Flag("--by-outlet", "compare.metrics.by_outlet", const=True), QUIET)),
     Command("serve", _run_serve,
             "HTTP API (POST /v1/classify) and a classification page for one model.",
             "Load base + adapter (or a base model zero-shot, or a merged export) once and answer POST /v1/classify, "
@@ -291,7 +292,7 @@ COMMANDS: tuple[Command, ...] = (
             "and a classification page at /. Concurrent classify requests are micro-batched.",
             (*model_flags("serve"), Flag("--head", "serve.head"), Flag("--name", "serve.name"),
              Flag("--host", "serve.host"), Flag("--port", "serve.port"),
-             Flag("--max-batch", "serve.max_batch"), Flag("--max-wait-ms", "serve.max_wait_ms"))),
+             Flag("--max-batch", "serve.max_batch"), Flag("--max-wait-ms", "serve.max_wait_ms"), QUIET)),
     Command("explain", _run_explain,
             "Which words moved a model's answers, and were they outlet cues (names, links, bylines)?",
             "Leave out each word the model reads, one at a time, and rescore: a word's effect on a label is the "
@@ -311,7 +312,7 @@ COMMANDS: tuple[Command, ...] = (
             "already does this on the val articles it scored; use this for more articles or an older model.",
             (*model_flags("calibrate"), Flag("--data", "calibrate.data", "DIR_OR_FILE"),
              Flag("--split", "calibrate.split", "NAME"), Flag("--limit", "calibrate.limit"),
-             Flag("--batch-size", "calibrate.batch_size"))),
+             Flag("--batch-size", "calibrate.batch_size"), QUIET)),
     Command("export", _run_export,
             "Adapter -> export dir (optionally merged into the base) with a model card; hub upload.",
             "Copy a trained adapter, or with --merge fold the LoRA weights (and the classifier head) into the base "
@@ -328,7 +329,7 @@ COMMANDS: tuple[Command, ...] = (
              Flag("--base-model-id", "export.base_model_id", "ID"), Flag("--license", "export.license"),
              Flag("--push-to-hub", "export.push_to_hub", "REPO"),
              Flag("--card-in-adapter", "export.card_in_adapter", const=True),
-             Flag("--overwrite", "export.overwrite", const=True))),
+             Flag("--overwrite", "export.overwrite", const=True), QUIET)),
 )
 
 
@@ -439,15 +440,19 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 
 def _quiet_libraries() -> None:
-    """``-q``: no progress bars or load reports from transformers / huggingface_hub either."""
+    """``-q``: no progress bars, load reports or warnings from the libraries either (newsbias's own warnings stay).
+
+    transformers and huggingface_hub read these variables when imported, so a stage that never imports them
+    does not pay for it here.
+    """
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
-    try:
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    warnings.filterwarnings("ignore", module=r"(?!newsbias)")
+    if "transformers" in sys.modules:
         from transformers.utils import logging as hf_logging
 
         hf_logging.set_verbosity_error()
         hf_logging.disable_progress_bar()
-    except ImportError:  # pragma: no cover - transformers is a dependency
-        pass
 
 
 def main(argv: list[str] | None = None) -> int:
