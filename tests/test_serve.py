@@ -97,7 +97,7 @@ def test_health_model_docs_and_page(client, lm_adapter, predictor):
     m = client.get("/v1/model").json()
     settings = predictor.settings
     assert m["adapter"] == str(lm_adapter) and m["base_model"] == settings.base_model
-    assert m["labels"] == LABELS and m["head"] == "lm" and m["max_length"] == 64 and m["reads_title"] is False
+    assert m["labels"] == LABELS and m["head"] == "lm" and m["max_length"] == 64 and m["reads_title"] is False and m["trained"] is True
     assert m["best_val"]["metric"] == "val_macro_f1" and "val_macro_f1" in m["best_val"]
     assert m["temperature"] == settings.temperature  # what its probabilities are divided by
     assert m["serving"]["max_batch"] == 8
@@ -271,6 +271,7 @@ def test_zero_shot_base_model_is_servable(tiny_qwen_dir):
         assert c.get("/health").status_code == 200, c.get("/health").json()
         m = c.get("/v1/model").json()
         assert m["adapter"] is None and m["head"] == "lm" and m["base_model"] == str(tiny_qwen_dir)
+        assert m["trained"] is False  # the page says "zero-shot"
         r = c.post("/v1/classify", json={"texts": texts(2)})
         assert r.status_code == 200 and r.json()["results"][0]["adapter"] is None
         assert r.json()["model"] == tiny_qwen_dir.name
@@ -521,3 +522,13 @@ def test_serve_names_a_busy_port_before_loading_any_model(tmp_path, capsys):
         assert main(["serve", "--adapter", str(tmp_path / "nope"), "--port", str(port)]) == 2
     err = capsys.readouterr().err
     assert f"cannot listen on 127.0.0.1:{port}" in err and "pick another with --port" in err
+
+
+def test_a_merged_export_served_as_a_model_says_it_was_trained(lm_adapter, tmp_path):
+    from newsbias.classifier import Classifier
+
+    assert main(["export", "-q", "--adapter", str(lm_adapter), "--out", str(tmp_path / "m"), "--merge"]) == 0
+    cfg = ServeConfig(model=str(tmp_path / "m"), device="cpu")
+    with TestClient(create_app(cfg, predictor=Classifier.load(str(tmp_path / "m"), device="cpu"))) as c:
+        m = c.get("/v1/model").json()
+    assert m["adapter"] is None and m["trained"] is True and m["merged"] is True

@@ -597,7 +597,7 @@ def _model_info(state: _State) -> dict[str, Any]:
             "max_article_tokens": clf.builder.article_budget,
             "truncation": s.prompt.truncation, "chat_template": s.uses_chat_template,
             "best_val": s.best_val, "temperature": s.temperature, "merged": bool(s.extra.get("merged", False)),
-            "reads_title": s.prepend_title,
+            "reads_title": s.prepend_title, "trained": bool(cfg.adapter or s.best_val),
             "device": str(clf.device), "dtype": clf.precision,
             "serving": {"max_batch": cfg.max_batch, "max_wait_ms": cfg.max_wait_ms,
                         "max_texts": cfg.max_texts, "max_article_chars": cfg.max_article_chars,
