@@ -66,14 +66,31 @@ def test_bad_files(tmp_path):
     with pytest.raises(ConfigError, match="not found"):
         load_config(tmp_path / "missing.yaml")
     bad = tmp_path / "bad.yaml"
-    bad.write_text("prep: [unclosed\n")
-    with pytest.raises(ConfigError, match="not valid YAML"):
+    bad.write_text("prep:\n  split: [unclosed\n")
+    with pytest.raises(ConfigError, match=r"not valid YAML at line 3, column 1: "):
         load_config(bad)
     bad.write_text("- a list\n")
     with pytest.raises(ConfigError, match="mapping of sections"):
         load_config(bad)
     with pytest.raises(ConfigError, match="not key=value"):
         load_config(None, ["prep.split.mode"])
+
+
+def test_a_bad_key_is_said_to_come_from_the_file_or_the_command_line(tmp_path):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("train:\n  optim:\n    lrr: 1\n")
+    with pytest.raises(ConfigError) as exc:
+        load_config(cfg, ["train.optim.lr=x", "train.optim.epochz=1"])
+    problems = str(exc.value).split(": ", 1)[1].split("; ")
+    typed = {p.split(":")[0]: p.endswith("(on the command line)") for p in problems}
+    assert typed == {"train.optim.lrr": False, "train.optim.lr": True, "train.optim.epochz": True}, problems
+    assert str(exc.value).startswith(f"invalid config {cfg}: ")
+
+
+def test_a_model_validator_message_has_no_pydantic_prefix():
+    with pytest.raises(ConfigError) as exc:
+        load_config(None, ["export.adapter=a", "export.out=b", "export.quantize=int8"])
+    assert "Value error" not in str(exc.value) and "quantize=int8 needs format=onnx" in str(exc.value)
 
 
 def test_missing_section_is_a_clear_error():

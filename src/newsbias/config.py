@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import Any, Literal, Mapping
+from typing import Any, Callable, Literal, Mapping
 
 import yaml
 from pydantic import (
@@ -828,18 +828,21 @@ def suggest_key(model: type[BaseModel] | None, loc: tuple) -> str:
 
 
 def format_validation_error(err: ValidationError, where: str = "config",
-                            model: type[BaseModel] | None = None) -> str:
+                            model: type[BaseModel] | None = None,
+                            typed: Callable[[tuple[Any, ...]], bool] | None = None) -> str:
+    """One line naming every problem; ``typed(loc)`` says which keys came from the command line (so marked)."""
     problems = []
     for e in err.errors():
         loc = ".".join(str(p) for p in e["loc"]) or "(top level)"
         if e["type"] == "extra_forbidden":
-            problems.append(f"{loc}: unknown key{suggest_key(model, tuple(e['loc']))}")
+            problem = f"{loc}: unknown key{suggest_key(model, tuple(e['loc']))}"
         elif e["type"] == "missing":
-            problems.append(f"{loc}: required but missing")
+            problem = f"{loc}: required but missing"
         else:
             got = e.get("input")
             got_s = "" if isinstance(got, dict) else f" (got {got!r})"
-            problems.append(f"{loc}: {e['msg']}{got_s}")
+            problem = f"{loc}: {e['msg'].removeprefix('Value error, ')}{got_s}"
+        problems.append(problem + (" (on the command line)" if typed and typed(tuple(e["loc"])) else ""))
     return f"invalid {where}: " + "; ".join(problems)
 
 
@@ -852,7 +855,10 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     except UnicodeDecodeError:
         raise ConfigError(f"config file {p} is not a text file (not UTF-8); pass a YAML config") from None
     except yaml.YAMLError as exc:
-        raise ConfigError(f"config file {p} is not valid YAML: {str(exc).splitlines()[0][:200]}") from None
+        mark = getattr(exc, "problem_mark", None)
+        at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        what = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ConfigError(f"config file {p} is not valid YAML{at}: {str(what)[:200]}") from None
     if data is None:
         return {}
     if not isinstance(data, dict):
@@ -868,11 +874,23 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
     flags: dict[str, Any] = {}
     for key, value in (values or {}).items():
         _set_key(flags, key, value, key)
-    data = deep_merge(deep_merge(data, flags), parse_overrides(list(overrides)))
+    typed_keys = deep_merge(flags, parse_overrides(list(overrides)))
+    data = deep_merge(data, typed_keys)
     try:
         return Config.model_validate(data)
     except ValidationError as err:
-        raise ConfigError(format_validation_error(err, f"config {path}" if path else "config", Config)) from None
+        raise ConfigError(format_validation_error(err, f"config {path}" if path else "config", Config,
+                                                  lambda loc: path is not None and _holds_key(typed_keys, loc))) from None
+
+
+def _holds_key(tree: Mapping[str, Any], loc: tuple[Any, ...]) -> bool:
+    """Whether the nested mapping ``tree`` sets the key at ``loc`` (a validation error's location)."""
+    node: Any = tree
+    for part in loc:
+        if not isinstance(node, Mapping) or part not in node:
+            return False
+        node = node[part]
+    return bool(loc)
 
 
 def dump_config(cfg: BaseModel) -> dict[str, Any]:
