@@ -501,3 +501,13 @@ def test_a_resume_in_another_dtype_is_refused(lm_adapter_dir, planted_data_dir, 
         run_predict(pcfg(**cfg, dtype="bfloat16"), progress=False)
     m = run_predict(pcfg(**cfg, dtype="float32"), progress=False)  # the same run resumes
     assert m["counts"]["predicted"] > 0
+
+
+def test_a_too_short_prompt_names_the_predict_key_to_change(tiny_qwen_dir, tmp_path):
+    inp = write_jsonl(tmp_path / "in.jsonl", make_planted_rows(2))
+    with pytest.raises(NewsbiasError) as exc:
+        run_predict(pcfg(model=str(tiny_qwen_dir), input=str(inp), out=str(tmp_path / "p.jsonl"),
+                         prompt={"max_length": 8, "instruction": "Classify " * 20}), progress=False)
+    msg = str(exc.value)
+    assert msg.startswith("predict.prompt.max_length=8 is too small") and "predict.prompt.instruction" in msg
+    assert "predict.model" not in msg and "leaving none for the article" in msg

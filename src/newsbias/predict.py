@@ -128,6 +128,8 @@ def load_classifier(cfg: InferenceConfig, instruction: Optional[str] = None, sta
     try:
         clf = Classifier.from_options(**cfg.loader_options(instruction))
     except NewsbiasError as exc:
+        if str(exc).startswith("prompt."):  # the prompt's settings, not the model, are what to change
+            raise NewsbiasError(f"{stage}.{exc}".replace(" prompt.instruction", f" {stage}.prompt.instruction")) from None
         raise NewsbiasError(f"{exc} ({stage}.model / {stage}.adapter)") from None
     if getattr(cfg, "mode", "score") == "generate" and clf.settings.head != "lm":
         raise NewsbiasError("predict.mode=generate needs a causal LM (head: lm); this adapter has a cls head — use mode=score")

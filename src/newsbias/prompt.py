@@ -75,8 +75,8 @@ class PromptBuilder:
         if self.article_budget < 1:
             raise NewsbiasError(
                 f"prompt.max_length={settings.max_length} is too small: the instruction and answer cue alone "
-                f"take {fixed - 1} tokens (+1 for the label); set max_length to at least {fixed + 32} "
-                f"or shorten prompt.instruction")
+                f"take {fixed - 1} tokens (+1 for the label), leaving none for the article; set max_length to at "
+                f"least {fixed + 32} (room for 32 article tokens) or shorten prompt.instruction")
         # The cls head predicts classes directly; verbalizers only matter to the lm head.
         self.label_token_ids = self._label_tokens() if head == "lm" else []
 
