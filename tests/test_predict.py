@@ -179,6 +179,7 @@ def test_killed_run_resumes_without_losing_or_duplicating_rows(lm_adapter_dir, t
     assert out.read_bytes() == ref.read_bytes()
     man = json.loads((tmp_path / "out.manifest.json").read_text())
     assert man["counts"]["resumed_rows"] == written and man["counts"]["predicted"] == 400
+    assert f"{written} of them kept from the interrupted run" in proc.stdout
 
 
 def test_existing_output_and_foreign_parts_are_not_clobbered(lm_adapter_dir, planted_data_dir, tmp_path):

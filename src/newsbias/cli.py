@@ -102,7 +102,9 @@ def _run_predict(args: argparse.Namespace, cfg: Config) -> int:
     if m:
         c = m["counts"]
         print(f"predict: {counted(c['predicted'], 'article')} -> {'stdout' if predict.out == '-' else predict.out} "
-              f"({c['skipped']} skipped, {c['invalid']} invalid; {m['articles_per_s_this_run'] or 0:.2f} articles/s)",
+              f"({c['skipped']} skipped, {c['invalid']} invalid"
+              + (f", {c['resumed_rows']} of them kept from the interrupted run" if c.get("resumed_rows") else "")
+              + f"; {m['articles_per_s_this_run'] or 0:.2f} articles/s)",
               file=sys.stderr if predict.out == "-" else sys.stdout)
     return 0
 
