@@ -477,6 +477,10 @@ def test_a_prompt_override_a_trained_model_does_not_use_is_named_in_a_warning(lm
                                   device="cpu", prompt=PromptConfig(max_length=length)), progress=False)
         assert (f"predict.prompt.max_length={length} not used: a trained model scores with the prompt it was "
                 f"trained with" in caplog.text) is warned
+    caplog.clear()  # the same override again in this process (cv's rounds): said once
+    run_predict(PredictConfig(adapter=str(lm_adapter_dir), input=str(inp), out=str(tmp_path / "again.jsonl"),
+                              device="cpu", prompt=PromptConfig(max_length=trained + 64)), progress=False)
+    assert "not used" not in caplog.text
     assert (tmp_path / f"{trained + 64}.jsonl").read_bytes() == (tmp_path / f"{trained}.jsonl").read_bytes()
 
 

@@ -135,10 +135,15 @@ def load_classifier(cfg: InferenceConfig, instruction: Optional[str] = None, sta
         raise NewsbiasError("predict.mode=generate needs a causal LM (head: lm); this adapter has a cls head — use mode=score")
     ignored = [f"{stage}.prompt.{k}={getattr(cfg.prompt, k)!r}" for k in sorted(cfg.prompt.model_fields_set)
                if getattr(cfg.prompt, k) != getattr(clf.settings.prompt, k, None)]
-    if ignored:
-        log.warning("%s: %s not used: a trained model scores with the prompt it was trained with (its %s)",
-                    stage, ", ".join(ignored), SETTINGS_FILE)
+    message = (f"{stage}: {', '.join(ignored)} not used: a trained model scores with the prompt it was trained with "
+               f"(its {SETTINGS_FILE})")
+    if ignored and message not in _WARNED:  # once per process: cv loads a model per round
+        _WARNED.add(message)
+        log.warning(message)
     return clf
+
+
+_WARNED: set[str] = set()
 
 
 def _parts_dir(out: Path) -> Path:
