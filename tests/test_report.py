@@ -249,12 +249,16 @@ def test_verdict_says_beats_worse_or_neither_by_where_the_interval_lies():
 
     def test(diff, low, high):
         return {"b": "tfidf-lr", "diff": diff, "ci": {"confidence": 0.95, "low": low, "high": high},
-                "mcnemar": {"p_value": 0.5}}
+                "mcnemar": {"p_value": 0.5, "only_a_right": 10, "only_b_right": 5}}
     roles = {"tuned": "t", "baseline": "tfidf-lr"}
     said = [verdict({"x": test(d, lo, hi)}, roles, "tfidf-lr") for d, lo, hi in
             ((0.05, 0.01, 0.09), (-0.05, -0.09, -0.01), (-0.01, -0.05, 0.03))]
     assert [s.split(" (")[0].split(" by ")[0] for s in said] == ["t beats TF-IDF", "t is worse than TF-IDF",
                                                                   "t does not beat TF-IDF"]
+    fewer = test(0.05, 0.01, 0.09)
+    fewer["mcnemar"].update(only_a_right=274, only_b_right=299)
+    assert verdict({"x": fewer}, roles, "tfidf-lr").endswith(
+        "], on macro-F1 only: it is right on fewer articles (274 it alone gets right, 299 tfidf-lr alone).")
 
 
 def test_verdict_tuned_beats_base_and_is_worse_than_tfidf(tmp_path):

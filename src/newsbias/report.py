@@ -670,7 +670,7 @@ def verdict(paired: dict[str, Any], roles: dict[str, Optional[str]], baseline: s
         other = f"TF-IDF ({test['b']})" if test["b"] == "tfidf-lr" else test["b"]
         ci = test["ci"]
         if (ci["low"] > 0) if ci else test["diff"] > 0:
-            clauses.append(f"beats {other} by {_diff_ci(test)}")
+            clauses.append(f"beats {other} by {_diff_ci(test)}" + _fewer_right(test))
         elif ci and ci["high"] < 0:
             clauses.append(f"is worse than {other} by {_diff_ci(test)}")
         else:
@@ -680,6 +680,16 @@ def verdict(paired: dict[str, Any], roles: dict[str, Optional[str]], baseline: s
     if roles["baseline"] is None and baseline != roles["tuned"]:
         clauses.append(f"no baseline run named {baseline} to test against")
     return f"{roles['tuned']} " + "; ".join(clauses) + "."
+
+
+def _fewer_right(test: dict[str, Any]) -> str:
+    """The caveat when a run beats another on macro-F1 while being right on fewer articles (a base that
+    answers one class everywhere is right on many articles and scores a low macro-F1)."""
+    mc = test["mcnemar"]
+    if mc["only_a_right"] >= mc["only_b_right"]:
+        return ""
+    return (f", on macro-F1 only: it is right on fewer articles ({mc['only_a_right']} it alone gets right, "
+            f"{mc['only_b_right']} {test['b']} alone)")
 
 
 @dataclass
