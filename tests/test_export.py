@@ -379,3 +379,20 @@ def test_card_verdict_says_worse_only_beyond_the_interval():
     assert "is worse than tfidf-lr (0.460)" in _verdict("tfidf-lr", 0.40, 0.46, {"low": 0.35, "high": 0.45})
     assert "does not beat tfidf-lr (0.460)" in _verdict("tfidf-lr", 0.40, 0.46, {"low": 0.35, "high": 0.47})
     assert "beats tfidf-lr (0.300)" in _verdict("tfidf-lr", 0.40, 0.30, {"low": 0.35, "high": 0.45})
+
+
+def test_classifier_api_refuses_a_bare_string_non_texts_and_saving_over_a_model(adapters, tmp_path):
+    clf = Classifier.load(str(adapters["cls"]), device="cpu")
+    for bad, said in (("one article", "not one string"), (["fine", None], r"text 1 is not a string \(NoneType\)"),
+                      (["fine", 3], r"text 1 is not a string \(int\)"), (["  "], "text 0 is empty")):
+        with pytest.raises(NewsbiasError, match=said):
+            clf.predict_proba(bad)
+    with pytest.raises(NewsbiasError, match="the directory this model was loaded from"):
+        clf.save(adapters["cls"])
+    (tmp_path / "busy").mkdir()
+    (tmp_path / "busy" / "notes.txt").write_text("mine")
+    with pytest.raises(NewsbiasError, match="is not empty"):
+        clf.save(tmp_path / "busy")
+    clf.save(tmp_path / "busy", overwrite=True)
+    assert (tmp_path / "busy" / "notes.txt").read_text() == "mine"
+    assert Classifier.load(str(tmp_path / "busy"), device="cpu").predict_proba(["fine"]).shape == (1, 3)

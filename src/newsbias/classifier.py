@@ -38,6 +38,17 @@ from .records import join_title
 log = logging.getLogger(__name__)
 
 
+def check_texts(texts: Any) -> None:
+    """A list of non-empty strings, or a one-line error naming the first item that is not one."""
+    if isinstance(texts, (str, bytes)):
+        raise NewsbiasError("pass a list of texts, not one string (a string would be scored character by character)")
+    for i, t in enumerate(texts):
+        if not isinstance(t, str):
+            raise NewsbiasError(f"text {i} is not a string ({type(t).__name__})")
+        if not t.strip():
+            raise NewsbiasError(f"text {i} is empty")
+
+
 class Classifier:
     """A loaded model with the settings it was trained with: ``predict_proba``, ``generate``, ``save``."""
 
@@ -168,6 +179,7 @@ class Classifier:
         or ``max`` (the most confident window's). Batches group prompts of similar length
         (``length_sorted=False``: input order); rows are always returned in input order.
         """
+        check_texts(texts)
         if windows <= 1:
             return score_batch(self.model, self.tokenizer, self.settings, texts, batch_size, builder=self.builder,
                                length_sorted=length_sorted)
@@ -226,6 +238,7 @@ class Classifier:
         :data:`~newsbias.modeling.SHARED_PREFIX_MIN` or more) run once, as in scoring; each row's padding then
         sits between that prefix and its own tokens, and positions follow the attention mask, so every row
         is computed as if alone."""
+        check_texts(texts)
         if self.settings.head != "lm":
             raise NewsbiasError("generation needs a causal LM (head: lm); this model has a cls head — use mode=score")
         if isinstance(self.model, OnnxScorer):
@@ -293,7 +306,7 @@ class Classifier:
     def save(self, out_dir: str | Path, extra: Optional[dict[str, Any]] = None, format: str = "safetensors",
              quantize: str = "none", keep_fp32: Sequence[str] = INT8_KEEP_FP32,
              check_texts: Optional[Sequence[str]] = None, smooth: Optional[float] = None,
-             calibration_texts: Sequence[str] = ()) -> ModelSettings:
+             calibration_texts: Sequence[str] = (), overwrite: bool = False) -> ModelSettings:
         """A self-contained model directory (weights with any adapter merged in, tokenizer, ``newsbias.json``).
 
         It loads back with ``Classifier.load(out_dir)`` and scores as this object does. Weights are
@@ -303,8 +316,14 @@ class Classifier:
         compared with this model's and recorded as ``onnx.check``. ``smooth`` (int8, int8-block) first
         migrates activation outliers into this model's weights, calibrated on ``calibration_texts``
         (:mod:`newsbias.smoothing`; the fp32 model computes the same function afterwards).
+        ``out_dir`` must be new or empty (``overwrite=True``: write into it anyway), and never the directory
+        this model was loaded from.
         """
-        out = Path(out_dir)
+        out = Path(out_dir).expanduser()
+        if any(p and Path(p).expanduser().resolve() == out.resolve() for p in (self.source, self.adapter)):
+            raise NewsbiasError(f"{out} is the directory this model was loaded from; save it to another directory")
+        if out.is_dir() and any(out.iterdir()) and not overwrite:
+            raise NewsbiasError(f"{out} is not empty; save to a new or empty directory (or pass overwrite=True)")
         out.mkdir(parents=True, exist_ok=True)
         extra = dict(extra or {})
         if format == "onnx":
