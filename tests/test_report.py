@@ -487,6 +487,20 @@ def test_outlet_disjoint_selection_is_not_flagged(tmp_path):
     assert "; checkpoint chosen on val.jsonl, which shares no outlet with the test articles\n" in md
 
 
+def test_a_run_that_kept_its_last_weights_chose_nothing_on_val(tmp_path):
+    """eval.keep: last: val fitted the temperature only, so a val split sharing outlets is no warning."""
+    inp = make_inputs(tmp_path)
+    lora = trained_on(tmp_path / "lora", selection_prep(tmp_path / "random", "random", ["o0", "o0", "o1", "o9"]))
+    manifest = json.loads((lora / "manifest.json").read_text())
+    (lora / "manifest.json").write_text(json.dumps({**manifest, "config": {"eval": {"keep": "last"}}}))
+    rows = [{**json.loads(x), "adapter": str(lora)} for x in inp["tuned"].read_text().splitlines()]
+    inp["tuned"].write_text("".join(json.dumps(r) + "\n" for r in rows))
+    run_compare(CompareConfig(preds=[f"tuned={inp['tuned']}"], out_dir=str(tmp_path / "r"), metrics={"n_boot": 0}))
+    sel = json.loads((tmp_path / "r" / "metrics.json").read_text())["selection"]["tuned"]
+    assert (sel["status"], sel["flagged"]) == ("none", False) and "eval.keep: last" in sel["note"]
+    assert not SHARED_WARNING.findall((tmp_path / "r" / "report.md").read_text())
+
+
 def test_run_without_manifest_is_unknown_without_warning(tmp_path):
     inp = make_inputs(tmp_path)
     (tmp_path / "majority.manifest.json").write_text(json.dumps({  # C chosen on a val.jsonl that is gone

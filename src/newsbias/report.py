@@ -293,6 +293,10 @@ def selection_source(frame: pd.DataFrame, manifest: Optional[dict[str, Any]]) ->
     d = trained_dir(frame, manifest, TRAIN_MANIFEST)
     if d is not None:
         trained = {**(read_json(d / TRAIN_MANIFEST, strict=False) or {}), "manifest_path": str((d / TRAIN_MANIFEST).resolve())}
+        config = trained.get("config") or {}
+        if (config.get("eval") or {}).get("keep") == "last" and not config.get("wise_alphas"):
+            return {"status": "none", "note": "nothing chosen on a split (the last step's weights were kept, "
+                                              "eval.keep: last; val fitted the temperature only)"}
         data = trained.get("data") or {}
         val = (data.get("val") or {}).get("path")
         if not val:
