@@ -602,3 +602,10 @@ def test_interval_headers_say_the_configured_confidence(tmp_path):
     by_outlet = json.loads((tmp_path / "r" / "metrics.json").read_text())["metrics"]["tuned"]["by_outlet"]
     assert {r["outlet"]: r["accuracy"] for r in by_outlet} == {"o0": 2 / 3, "o1": 2 / 3}
     assert all("macro_f1" not in r for r in by_outlet)  # over one gold label it would cap a perfect outlet at 1/3
+
+
+@pytest.mark.parametrize("name", ["my run", "a/b", "x|y", "<x>"])
+def test_an_invalid_run_name_is_named_as_such(tmp_path, name):
+    inp = make_inputs(tmp_path)
+    with pytest.raises(NewsbiasError, match=r"run name .* is not a valid name: use letters, digits"):
+        parse_pred_specs([f"{name}={inp['tuned']}"])

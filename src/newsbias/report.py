@@ -69,6 +69,9 @@ def parse_pred_specs(specs: list[str]) -> list[tuple[str, Path]]:
             name, path = Path(spec).name, spec
             name = name[:-len(".jsonl")] if name.endswith(".jsonl") else Path(name).stem
         p = Path(path)
+        if not p.is_file() and sep and Path(spec.partition("=")[2]).is_file():
+            raise NewsbiasError(f"run name {spec.partition('=')[0]!r} in {spec!r} is not a valid name: use letters, "
+                                f"digits, '.', '_' and '-' (it names files and the report's columns)")
         if not p.is_file():
             raise NewsbiasError(f"prediction file not found: {p}")
         if any(n == name for n, _ in out):
