@@ -186,6 +186,16 @@ def test_missing_columns_error_suggests_mapping(tmp_path):
         prepare(cfg_for(path, tmp_path / "o"))
 
 
+def test_a_semicolon_separated_csv_is_named_as_such(tmp_path):
+    path = tmp_path / "semi.csv"
+    path.write_text("doc_id;body;leaning\n" + "".join(f"{i};{r['text']};{r['label']}\n"
+                                                      for i, r in enumerate(make_articles(5))))
+    with pytest.raises(NewsbiasError) as err:
+        prepare(cfg_for(path, tmp_path / "o"))
+    msg = str(err.value)
+    assert "one column holding semicolons" in msg and "sep=';'" in msg and "no label column" not in msg
+
+
 def _allsides_record(i: int, r: dict) -> dict:
     domain = r["url"].split("/")[2]
     return {"ID": r["id"], "topic": "t", "source": r["source"], "source_url": domain, "url": r["url"],

@@ -250,6 +250,10 @@ def check_columns(found: Iterable[str], cols: ColumnsConfig, path: Path) -> None
         hint = (f" — the header is one column holding {sep}: the delimiter is wrong "
                 f"({'name the file .csv' if sep == 'commas' else 'name the file .tsv'})")
         found = [found[0][:80]]
+    elif len(found) == 1 and ";" in found[0]:
+        hint = (" — the header is one column holding semicolons: prep reads comma-separated .csv and tab-separated "
+                ".tsv files; convert it, e.g. pandas.read_csv(path, sep=';').to_csv('out.csv', index=False)")
+        found = [found[0][:80]]
     raise NewsbiasError(f"{path}: expected columns {expected}; found {','.join(found) or '(none)'}{hint}")
 
 
