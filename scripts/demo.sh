@@ -80,7 +80,7 @@ qualitative() {  # the original recipe's eval_small output: base and tuned answe
     --out "$OUT/preds/lm-tuned_eval.jsonl" --include-text "$@"
 }
 stage "eval_small: qualitative predictions of base and tuned" qualitative "$@"
-stage "enc-base: MiniLM with an untrained head (chance reference)" predict "$ENC" "${ENC_COMMON[@]}" \
+stage "enc-base: MiniLM with an untrained head (where the fine-tune starts)" predict "$ENC" "${ENC_COMMON[@]}" \
   --model "$ENCODER" --name enc-base --out "$OUT/preds/enc-base.jsonl" "$@"
 fresh "$OUT/encoder"
 stage "train: MiniLM, linear probe then full fine-tune" "$NB" train -c "$ENC" "${COMMON[@]}" "${ENC_COMMON[@]}" "$@" \
