@@ -103,6 +103,10 @@ def test_the_outlet_table_keeps_the_largest_outlets_and_sums_the_rest():
     assert [(r["outlet"], r["articles"], r["correct"]) for r in rows] == [("a", 3, 3), ("b", 2, 2),
                                                                           ("3 more outlets", 3, 3)]
     assert len(outlet_table(recs, top=5)) == 5 and outlet_table(recs, top=5)[-1]["outlet"] == "e"
+    # among outlets of equal size, one whose cue led an answer comes before the alphabet
+    cued = _record("left", [("Snopes", "outlet", 0.3), ("w", None, 0.1)], gold="left")
+    recs = [{**_record("left", [("w", None, 0.1)], gold="left"), "outlet": o} for o in "abcd"] + [{**cued, "outlet": "z"}]
+    assert [r["outlet"] for r in outlet_table(recs, top=3)] == ["z", "a", "3 more outlets"]
 
 
 def test_the_summary_counts_cues_and_ranks_words():

@@ -204,8 +204,9 @@ def summarize(records: Sequence[dict[str, Any]], labels: Sequence[str], min_arti
 
 
 def outlet_table(records: Sequence[dict[str, Any]], top: int = 20) -> list[dict[str, Any]]:
-    """Per outlet (most articles first; past ``top``, one row for the rest): articles, correct answers,
-    articles whose strongest word was one of its cues, and answers that change without the cues."""
+    """Per outlet (most articles first, then those whose cues led or changed an answer; past ``top``, one row for
+    the rest): articles, correct answers, articles whose strongest word was one of its cues, and answers that
+    change without the cues."""
     by: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for r in records:
         by[r["outlet"] or "(unknown)"].append(r)
@@ -214,7 +215,7 @@ def outlet_table(records: Sequence[dict[str, Any]], top: int = 20) -> list[dict[
              "top_unit_is_cue": sum(_top_is_cue(r) for r in rs),
              "flipped_without_cues": sum(1 for r in rs if r["without_cues"] and r["without_cues"]["pred"] != r["pred"])}
             for o, rs in by.items()]
-    rows.sort(key=lambda r: (-r["articles"], r["outlet"]))
+    rows.sort(key=lambda r: (-r["articles"], -(r["top_unit_is_cue"] + r["flipped_without_cues"]), r["outlet"]))
     if len(rows) <= top:
         return rows
     rest = rows[top - 1:]
