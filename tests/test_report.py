@@ -190,7 +190,7 @@ def test_cli_compare(tmp_path, capsys):
 def test_ensemble_is_the_equal_weight_mean_of_its_members(tmp_path, capsys):
     inp = make_inputs(tmp_path)
     appendix = tmp_path / "timing.md"
-    appendix.write_text("## Timing\n\n| stage | s |\n|---|---|\n| train | 12 |\n")
+    appendix.write_text("## Timing\n\n| stage | s |\n|---|---|\n| train | 12 |\n\nA <b>tag</b> and `code`.\n")
     out = tmp_path / "ens"
     rc = main(["compare", "--preds", f"tuned={inp['tuned']}", str(inp["majority"]), "--data", str(inp["data"]),
                "--out", str(out), "--ensemble", "ens=tuned+majority", "--by-outlet", "compare.metrics.n_boot=50",
@@ -211,6 +211,9 @@ def test_ensemble_is_the_equal_weight_mean_of_its_members(tmp_path, capsys):
     report = (out / "report.md").read_text()
     assert "**ens**: equal-weight mean of the probabilities of tuned + majority" in report
     assert "## Timing" in report and "| train | 12 |" in (out / "report.md").read_text()
+    page = (out / "report.html").read_text()  # the appendix's Markdown rendered, its raw HTML escaped
+    assert "<h2>Timing</h2>" in page and "<td>train</td>" in page and "<code>code</code>" in page
+    assert "&lt;b&gt;tag&lt;/b&gt;" in page and "## Timing" not in page
     with pytest.raises(NewsbiasError, match="not among the runs"):
         run_compare(compare_cfg(inp, tmp_path / "bad", ensembles=["x=tuned+nope"]))
     with pytest.raises(NewsbiasError, match="has rows without probabilities"):

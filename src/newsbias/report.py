@@ -983,6 +983,12 @@ def render_markdown(model: dict[str, Any]) -> str:
 
 def render_html(model: dict[str, Any], out: Path) -> str:
     """A self-contained report.html from the report model: the PNGs in ``out`` inlined as data URIs."""
+    from markdown_it import MarkdownIt
+    from markupsafe import Markup
+
     images = {f: "data:image/png;base64," + base64.b64encode((out / f).read_bytes()).decode("ascii")
               for f in figure_files(model["figures"])}
-    return render("report.html", images=images, **model)
+    # the appendix is Markdown (the demo's tables); raw HTML in it is escaped, not passed through
+    appendix = Markup(MarkdownIt("commonmark", {"html": False}).enable("table").render(model["appendix"])) \
+        if model["appendix"] else None
+    return render("report.html", images=images, **{**model, "appendix": appendix})
