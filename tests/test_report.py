@@ -612,3 +612,20 @@ def test_an_invalid_run_name_is_named_as_such(tmp_path, name):
     inp = make_inputs(tmp_path)
     with pytest.raises(NewsbiasError, match=r"run name .* is not a valid name: use letters, digits"):
         parse_pred_specs([f"{name}={inp['tuned']}"])
+
+
+def test_each_reliability_bar_is_labelled_with_its_article_count(tmp_path, monkeypatch):
+    import matplotlib.axes
+
+    from newsbias.report import plot_reliability
+
+    said = []
+    real = matplotlib.axes.Axes.annotate
+    monkeypatch.setattr(matplotlib.axes.Axes, "annotate", lambda self, text, *a, **k: said.append(text) or real(
+        self, text, *a, **k))
+    cal = {"ece": 0.1, "n": 8, "n_bins": 10, "bins": [{"low": 0.3, "high": 0.4, "n": 6, "accuracy": 0.5,
+                                                        "confidence": 0.35},
+                                                       {"low": 0.9, "high": 1.0, "n": 2, "accuracy": 1.0,
+                                                        "confidence": 0.95}]}
+    assert plot_reliability({"run": {"calibration": cal}}, tmp_path / "r.png")
+    assert said == ["6", "2"] and (tmp_path / "r.png").stat().st_size > 0

@@ -489,7 +489,8 @@ def plot_per_class_f1(all_metrics: dict[str, dict[str, Any]], path: Path) -> Non
 
 
 def plot_reliability(all_metrics: dict[str, dict[str, Any]], path: Path) -> bool:
-    """One reliability diagram per run with probabilities (accuracy against confidence per bin); False if none."""
+    """One reliability diagram per run with probabilities (accuracy against confidence per bin, each bar labelled
+    with its number of articles); False if none."""
     runs = [n for n, m in all_metrics.items() if m.get("calibration")]
     if not runs:
         return False
@@ -507,6 +508,9 @@ def plot_reliability(all_metrics: dict[str, dict[str, Any]], path: Path) -> bool
         ax.plot([0, 1], [0, 1], "--", color="gray", linewidth=1, label="perfect calibration")
         ax.plot([b["confidence"] for b in bins], [b["accuracy"] for b in bins], "o", color="tab:red",
                 markersize=3, label="bin mean")
+        for b in bins:  # a bar of 2 articles says little: each bar names its count
+            ax.annotate(str(b["n"]), ((b["low"] + b["high"]) / 2, min(b["accuracy"], 0.9) + 0.02), ha="center",
+                        fontsize=5, rotation=90)
         ax.set(xlim=(0, 1), ylim=(0, 1), xlabel="confidence (top probability)", ylabel="accuracy",
                title=f"{name}: ECE {cal['ece']:.3f} (n={cal['n']})")
         ax.title.set_fontsize("small")
