@@ -539,9 +539,9 @@ def test_the_calibration_section_says_whose_probabilities_were_calibrated(tmp_pa
     line = next(l for l in md.splitlines() if l.startswith("Expected calibration error:"))
     assert re.search(r"tuned [\d.]+ \(temperature 2\.50, fitted on val\)", line)
     assert re.search(r"majority [\d.]+,", line)  # its manifest does not say: no note
-    assert re.search(r"tfidf-lr [\d.]+ \(raw softmax\)", line) and re.search(r"ens [\d.]+ \(mean of its members\)", line)
+    assert re.search(r"tfidf-lr [\d.]+ \(raw softmax\)", line) and re.search(r"ens [\d.]+ \(its probabilities are the mean of its members'\)", line)
     page = html.unescape((tmp_path / "r" / "report.html").read_text())
-    assert "(temperature 2.50, fitted on val)" in page and "(mean of its members)" in page
+    assert "(temperature 2.50, fitted on val)" in page and "(its probabilities are the mean of its members')" in page
 
 
 @pytest.mark.parametrize("recorded_cwd", [True, False])
@@ -612,6 +612,14 @@ def test_an_invalid_run_name_is_named_as_such(tmp_path, name):
     inp = make_inputs(tmp_path)
     with pytest.raises(NewsbiasError, match=r"run name .* is not a valid name: use letters, digits"):
         parse_pred_specs([f"{name}={inp['tuned']}"])
+
+
+def test_the_outlet_table_says_how_many_outlets_it_shows(tmp_path):
+    inp = make_inputs(tmp_path)
+    cfg = compare_cfg(inp, tmp_path / "r")
+    run_compare(cfg.model_copy(update={"metrics": cfg.metrics.model_copy(update={"by_outlet": True})}))
+    assert "## Largest outlets\n\nAll 2 outlets of these articles.\n" in (tmp_path / "r" / "report.md").read_text()
+    assert "<p>All 2 outlets of these articles.</p>" in (tmp_path / "r" / "report.html").read_text()
 
 
 def test_each_reliability_bar_is_labelled_with_its_article_count(tmp_path, monkeypatch):

@@ -878,7 +878,9 @@ def _outlet_table(c: Comparison, top: int = 20) -> Optional[dict[str, Any]]:
     per_run = {n: {r["outlet"]: r for r in c.metrics[n]["by_outlet"]} for n in c.names}
     rows = [[r["outlet"], r["n"], *[_fmt(per_run[n].get(r["outlet"], {}).get("accuracy")) for n in c.names]]
             for r in first[:top]]
-    return _table(["outlet", "n", *[f"{n} accuracy" for n in c.names]], rows)
+    shown = (f"All {len(first)} outlets of these articles." if len(first) <= top else
+             f"The {top} largest of the {len(first)} outlets of these articles (every outlet: metrics.json, by_outlet).")
+    return {**_table(["outlet", "n", *[f"{n} accuracy" for n in c.names]], rows), "note": shown}
 
 
 def _changes(c: Comparison) -> Optional[dict[str, Any]]:
@@ -935,7 +937,7 @@ def _probabilities_note(c: Comparison, name: str) -> Optional[str]:
     """Whether run ``name``'s probabilities were calibrated, from its manifest (None when it does not say)."""
     info = c.infos.get(name) or {}
     if info.get("ensemble_of"):
-        return "mean of its members"
+        return "its probabilities are the mean of its members'"
     m = c.manifests.get(name) or {}
     if "temperature" in m:  # predict's manifest
         t = m["temperature"]
