@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -159,3 +160,12 @@ def test_quiet_silences_the_libraries_warnings_not_newsbias_own(monkeypatch):
         warnings.warn_explicit("from newsbias", UserWarning, "newsbias/t.py", 1, module="newsbias.train")
     assert [str(w.message) for w in caught] == ["from newsbias"]
     assert os.environ["TRANSFORMERS_VERBOSITY"] == "error"
+
+
+def test_quiet_prints_no_info_lines_but_keeps_warnings_and_the_summary(tmp_path):
+    rows = "".join(json.dumps({"text": f"w{i} " * 40, "label": "left", "source": f"s{i}"}) + "\n" for i in range(6))
+    (tmp_path / "in.jsonl").write_text(rows)
+    run = subprocess.run([sys.executable, "-m", "newsbias.cli", "prep", "-q", "--input", str(tmp_path / "in.jsonl"),
+                          "--out", str(tmp_path / "o"), "prep.split.mode=random"], capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    assert "INFO" not in run.stderr and "WARNING" in run.stderr and "prep: wrote" in run.stdout

@@ -61,7 +61,8 @@ class Command:
     flags: tuple[Flag, ...]
 
 
-QUIET = Flag("--quiet -q", help="No progress bars, and no warnings or load reports from the libraries.")
+QUIET = Flag("--quiet -q", help="No progress bars or INFO lines, and no warnings or load reports from the libraries "
+             "(newsbias's own warnings stay).")
 
 
 def model_flags(section: str) -> tuple[Flag, ...]:
@@ -459,12 +460,14 @@ def _quiet_libraries() -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(list(sys.argv[1:] if argv is None else argv))
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format=LOG_FORMAT)
+    quiet = getattr(args, "quiet", False)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING if quiet else logging.INFO,
+                        format=LOG_FORMAT)
     spec: Optional[Command] = getattr(args, "spec", None)
     if spec is None:
         build_parser().print_help()
         return 2
-    if getattr(args, "quiet", False):
+    if quiet:
         _quiet_libraries()
     record_command_line(args.command, list(sys.argv[1:] if argv is None else argv))
     try:
