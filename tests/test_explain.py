@@ -140,6 +140,8 @@ def test_explain_finds_the_planted_outlet_word_and_resumes(planted_adapter, tmp_
     assert s["top_unit_is_cue"] >= 11 and s["cue_share_of_support"] > 0.5, s
     assert f"the strongest word was an outlet cue in {s['top_unit_is_cue']}" in said
     md = (out / "explain.md").read_text()
+    assert len(re.findall(r"Without its outlet cues: \*\*(left|center|right)\*\* \((left|center|right) 0\.\d{3} → 0\.\d{3}\)\.",
+                          md)) == 12
     for label, word in PLANTED.items():
         first = re.search(rf"### {label}\n\n\| word .*\n\|---.*\n\| (\S+) \| 4 \|", md)
         assert first and first.group(1) == word, (label, md)
