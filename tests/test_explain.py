@@ -185,3 +185,11 @@ def test_bad_settings_are_clear(tmp_path, tiny_bert_dir):
     with pytest.raises(NewsbiasError, match="no article with text"):
         run_explain(ExplainConfig(model=str(tiny_bert_dir), head="cls", input=str(empty),
                                   out_dir=str(tmp_path / "o2")), progress=False)
+
+
+def test_an_outlet_named_by_its_url_alone_is_found_in_the_text(clf):
+    text = "Lawmakers met on Tuesday, foxnews.com reported, and agreed on the budget."
+    with_url = explain_article(clf, Article(id="1", text=text, url="https://www.foxnews.com/politics/budget"))
+    without = explain_article(clf, Article(id="1", text=text))
+    assert [u["text"] for u in with_url["units"] if u["cue"] == "name"] == ["foxnews.com"]
+    assert not [u for u in without["units"] if u["cue"] == "name"]

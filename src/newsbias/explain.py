@@ -35,6 +35,7 @@ from tqdm.auto import tqdm
 
 from .classifier import Classifier
 from .config import ExplainConfig
+from .data.clean import domain_of
 from .data.cues import cue_spans
 from .errors import NewsbiasError
 from .io import check_output_dir, dumps_line, read_json, stage_manifest, write_json
@@ -119,7 +120,8 @@ def explain_article(clf: Classifier, a: Article, span: int = 1, batch_size: int 
     text = clf.article_text(a.title, a.text)
     window = read_window(clf, text)
     units = unit_spans(window, span)
-    cues = unit_cues(units, cue_spans(text, a.source, a.outlet))
+    # a file not made by prep may name the outlet by its url alone, as prep reads it
+    cues = unit_cues(units, cue_spans(text, a.source, a.outlet or domain_of(a.url)))
     cue_units = [i for i, c in enumerate(cues) if c]
     encs = [clf.builder.wrap(window.ids, window.truncated)] + [without(clf, window, [i], span)
                                                                  for i in range(len(units))]
