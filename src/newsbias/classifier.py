@@ -38,7 +38,7 @@ from .records import join_title
 log = logging.getLogger(__name__)
 
 
-def check_texts(texts: Any) -> None:
+def require_texts(texts: Any) -> None:
     """A list of non-empty strings, or a one-line error naming the first item that is not one."""
     if isinstance(texts, (str, bytes)):
         raise NewsbiasError("pass a list of texts, not one string (a string would be scored character by character)")
@@ -179,7 +179,7 @@ class Classifier:
         or ``max`` (the most confident window's). Batches group prompts of similar length
         (``length_sorted=False``: input order); rows are always returned in input order.
         """
-        check_texts(texts)
+        require_texts(texts)
         if windows <= 1:
             return score_batch(self.model, self.tokenizer, self.settings, texts, batch_size, builder=self.builder,
                                length_sorted=length_sorted)
@@ -238,7 +238,7 @@ class Classifier:
         :data:`~newsbias.modeling.SHARED_PREFIX_MIN` or more) run once, as in scoring; each row's padding then
         sits between that prefix and its own tokens, and positions follow the attention mask, so every row
         is computed as if alone."""
-        check_texts(texts)
+        require_texts(texts)
         if self.settings.head != "lm":
             raise NewsbiasError("generation needs a causal LM (head: lm); this model has a cls head — use mode=score")
         if isinstance(self.model, OnnxScorer):
