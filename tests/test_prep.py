@@ -52,6 +52,7 @@ def articles_file(tmp_path: Path) -> Path:
 @pytest.mark.parametrize("raw, expected", [
     ("Left", "left"), (" leaning-left ", "left"), ("Leaning Left", "left"), ("lean_right", "right"),
     ("CENTER", "center"), ("centre", "center"), ("right", "right"), ("far right", "right"),
+    ("Center-Right", "right"), ("centre left", "left"),  # as the generation parser reads them
     ("banana", None), (None, None), (float("nan"), None), ("", None), ("nan", None),
 ])
 def test_label_normalisation(raw, expected):

@@ -20,6 +20,8 @@ DEFAULT_ALIASES: dict[str, str] = {
     "lean-left": "left",
     "left-leaning": "left",
     "left-center": "left",
+    "center-left": "left",
+    "centre-left": "left",
     "far-left": "left",
     "liberal": "left",
     "center": "center",
@@ -32,6 +34,8 @@ DEFAULT_ALIASES: dict[str, str] = {
     "lean-right": "right",
     "right-leaning": "right",
     "right-center": "right",
+    "center-right": "right",
+    "centre-right": "right",
     "far-right": "right",
     "conservative": "right",
 }
