@@ -202,7 +202,7 @@ def test_evaluate_with_probs(tmp_path):
 
 
 @pytest.mark.parametrize("mutate, message", [
-    (lambda rows: rows[2].update(gold="centre-left"), "line 3: gold label 'centre-left'"),
+    (lambda rows: rows[2].update(gold="purple"), "line 3: gold label 'purple'"),
     (lambda rows: rows[1].update(pred="LEFT"), "line 2: predicted label 'LEFT'"),
     (lambda rows: rows[4].update(gold=None), "line 5: no gold label"),
     (lambda rows: rows[5].update(id="a0"), "id 'a0' already seen on line 1"),
