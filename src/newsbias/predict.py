@@ -159,14 +159,9 @@ def _signature(cfg: PredictConfig, input_path: str, world: int, clf: Classifier)
             "input_sha256": sha256_file(input_path) if input_path != "-" else None,
             "model": clf.source, "adapter": clf.adapter,
             "adapter_sha256": sha256_file(weights) if clf.adapter and weights.is_file() else None,
-            "settings": clf.settings.to_dict(), "world_size": world, "dtype": _weights_dtype(clf),
+            "settings": clf.settings.to_dict(), "world_size": world, "dtype": clf.precision,
             **{k: d[k] for k in keep}}
 
-
-def _weights_dtype(clf: Classifier) -> str:
-    """The loaded weights' dtype ("onnx" for an ONNX graph): bf16 and fp32 rows must not share one file."""
-    model = clf.model
-    return str(next(model.parameters()).dtype) if isinstance(model, torch.nn.Module) else "onnx"
 
 
 def _check_out(out: Path, input_path: str) -> None:

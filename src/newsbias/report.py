@@ -64,13 +64,14 @@ def parse_pred_specs(specs: list[str]) -> list[tuple[str, Path]]:
         raise NewsbiasError("no prediction files given: pass --preds FILE [FILE ...] (NAME=FILE to name a run)")
     out: list[tuple[str, Path]] = []
     for spec in specs:
-        name, sep, path = spec.partition("=")
+        given, sep, given_path = spec.partition("=")
+        name, path = given, given_path
         if not sep or not _NAME.match(name):
             name, path = Path(spec).name, spec
             name = name[:-len(".jsonl")] if name.endswith(".jsonl") else Path(name).stem
         p = Path(path)
-        if not p.is_file() and sep and Path(spec.partition("=")[2]).is_file():
-            raise NewsbiasError(f"run name {spec.partition('=')[0]!r} in {spec!r} is not a valid name: use letters, "
+        if not p.is_file() and sep and Path(given_path).is_file():
+            raise NewsbiasError(f"run name {given!r} in {spec!r} is not a valid name: use letters, "
                                 f"digits, '.', '_' and '-' (it names files and the report's columns)")
         if not p.is_file():
             raise NewsbiasError(f"prediction file not found: {p}")
