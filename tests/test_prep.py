@@ -117,6 +117,19 @@ def test_kaggle_sample_mojibake_gone_after_prep(tmp_path):
     assert "âviability" not in text and '"viability"' in text
 
 
+def test_instruction_jsonl_keeps_its_own_instruction(tmp_path, caplog):
+    rows = [{"id": a["id"], "instruction": "Say the bias." if i % 5 else "Other words.", "input": a["text"],
+             "output": a["label"]} for i, a in enumerate(make_articles(60))]
+    path = write_jsonl(tmp_path / "inst.jsonl", rows)
+    meta = run_prep(cfg_for(path, tmp_path / "o", **{"split.mode": "random"}))
+    assert meta["instruction"] == {"text": "Say the bias.", "from": "input", "variants": 2}
+    assert {r["instruction"] for r in read_split(tmp_path / "o", "train")} == {"Say the bias."}
+    assert "2 different instructions" in caplog.text and "prep.instruction" in caplog.text
+    meta = run_prep(cfg_for(path, tmp_path / "p", **{"split.mode": "random", "instruction": "Mine."}))
+    assert meta["instruction"] == {"text": "Mine.", "from": "prep.instruction"}
+    assert {r["instruction"] for r in read_split(tmp_path / "p", "val")} == {"Mine."}
+
+
 def test_whitespace_title_and_short_texts(tmp_path):
     rows = make_articles(30)
     rows[0]["text"] = "  spaced \t out   text  " + rows[0]["text"] + "\n\n\n  second paragraph  "

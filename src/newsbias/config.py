@@ -160,7 +160,9 @@ class PrepConfig(StrictModel):
     split: SplitConfig = Field(default_factory=SplitConfig)
     downsample: DownsampleConfig = Field(default_factory=DownsampleConfig)
     eval_small: int = Field(default=15, ge=0)
-    instruction: str = DEFAULT_INSTRUCTION
+    instruction: str | None = Field(
+        default=None, description="Instruction written into the output rows; null = an instruction JSONL's own "
+                                  "(its most common), else the built-in one.")
     workers: int = Field(default=0, ge=0, description="Processes for text cleaning (0 = one per core).")
 
 

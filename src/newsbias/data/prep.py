@@ -27,8 +27,8 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from ..config import PrepConfig
-from ..errors import NewsbiasError, shorten
+from ..config import DEFAULT_INSTRUCTION, PrepConfig
+from ..errors import NewsbiasError, counted, shorten
 from ..io import (
     atomic_dir,
     check_output_dir,
@@ -434,7 +434,21 @@ def _meta(frames: dict[str, pd.DataFrame], run: _Run) -> dict[str, Any]:
         },
         "leakage": run.leakage,
         "outlet_cues": run.cues or {"mode": run.cfg.clean.outlet_cues},
+        "instruction": prep_instruction(run.cfg, res),
     }
+
+
+def prep_instruction(cfg: PrepConfig, read: ReadResult) -> dict[str, Any]:
+    """The instruction the output rows carry and where it came from: the config, the input's own, or the default."""
+    if cfg.instruction:
+        return {"text": cfg.instruction, "from": "prep.instruction"}
+    if not read.instructions:
+        return {"text": DEFAULT_INSTRUCTION, "from": "default"}
+    text, n = read.instructions.most_common(1)[0]
+    if len(read.instructions) > 1:
+        log.warning("prep: the input holds %s; every row gets the most common (%d rows): %.60r — set "
+                    "prep.instruction to choose", counted(len(read.instructions), "different instruction"), n, text)
+    return {"text": text, "from": "input", "variants": len(read.instructions)}
 
 
 def prepare(cfg: PrepConfig, progress: bool = False) -> tuple[dict[str, pd.DataFrame], dict[str, Any], list[dict]]:
@@ -468,9 +482,9 @@ def run_prep(cfg: PrepConfig, progress: bool = False) -> dict[str, Any]:
     with atomic_dir(out, "prep_meta.json") as tmp:
         outputs: dict[str, dict[str, Any]] = {}
         for name, frame in frames.items():
-            n = write_jsonl(tmp / f"{name}.jsonl", (_output_row(r, cfg.instruction) for _, r in frame.iterrows()))
+            n = write_jsonl(tmp / f"{name}.jsonl", (_output_row(r, meta["instruction"]["text"]) for _, r in frame.iterrows()))
             outputs[f"{name}.jsonl"] = {"rows": n}
-        n = write_jsonl(tmp / "eval_small.jsonl", (_output_row(r, cfg.instruction, False) for _, r in small.iterrows()))
+        n = write_jsonl(tmp / "eval_small.jsonl", (_output_row(r, meta["instruction"]["text"], False) for _, r in small.iterrows()))
         outputs["eval_small.jsonl"] = {"rows": n}
         outputs["drops.jsonl"] = {"rows": write_jsonl(tmp / "drops.jsonl", drop_rows)}
         for name, info in outputs.items():

@@ -20,6 +20,7 @@ import gzip
 import io
 import json
 import sys
+from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -53,6 +54,7 @@ class ReadResult:
     format: str
     columns: dict[str, str | None]
     bad_rows: list[dict] = field(default_factory=list)  # {"line", "reason"} for skipped rows
+    instructions: Counter = field(default_factory=Counter)  # an instruction JSONL's own, by count
 
 
 def _open_bytes(path: Path) -> bytes:
@@ -376,6 +378,7 @@ def read_input(inp: InputConfig, max_chars: int | None = None) -> ReadResult:
         raise NewsbiasError(f"input not found: {path} (prep.input.path)")
     fmt = inp.format if inp.format != "auto" else detect_format(path, inp.encoding)
     bad: list[dict] = []
+    instructions: Counter = Counter()
     if fmt == "allsides" and path.is_dir():
         df = read_allsides_release(path, inp, bad, max_chars)
         cols = ALLSIDES_COLUMNS
@@ -388,6 +391,7 @@ def read_input(inp: InputConfig, max_chars: int | None = None) -> ReadResult:
     elif fmt == "instruction":
         cols = inp.columns or INSTRUCTION_COLUMNS
         df = _read_table(path, inp, cols, bad, max_chars=max_chars)
+        instructions = _instructions(path, inp.encoding)
     else:
         cols = inp.columns or ColumnsConfig()
         df = _read_table(path, inp, cols, bad, max_chars=max_chars)
@@ -399,7 +403,17 @@ def read_input(inp: InputConfig, max_chars: int | None = None) -> ReadResult:
             raise NewsbiasError(f"{path}: every text is longer than prep.clean.max_chars={max_chars} characters; "
                                 f"raise the limit if these really are articles")
         raise NewsbiasError(f"{path}: no records read" + (f" ({len(bad)} bad rows skipped)" if bad else ""))
-    return ReadResult(frame=df.reset_index(drop=True), format=fmt, columns=cols.model_dump(), bad_rows=bad)
+    return ReadResult(frame=df.reset_index(drop=True), format=fmt, columns=cols.model_dump(), bad_rows=bad,
+                      instructions=instructions)
+
+
+def _instructions(path: Path, encoding: str) -> Counter:
+    """How often each ``instruction`` string occurs in a JSONL file (a second pass: the table keeps articles only)."""
+    if not _base_name(path).endswith((".jsonl", ".json", ".ndjson")):
+        return Counter()
+    seen: list[dict] = []  # bad lines were counted by the first pass
+    return Counter(obj["instruction"].strip() for _, obj in iter_jsonl(path, encoding, "skip", seen)
+                   if isinstance(obj.get("instruction"), str) and obj["instruction"].strip())
 
 
 def read_id_list(path: Path, id_column: str = "ID") -> list[str]:
