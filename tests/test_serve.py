@@ -433,6 +433,29 @@ def test_one_failing_request_does_not_fail_its_batch():
     assert isinstance(bad, ValueError)
 
 
+def test_stop_fails_the_requests_of_the_batch_being_scored():
+    started, release = threading.Event(), threading.Event()
+
+    def score(batch: list[str]) -> list[str]:
+        started.set()
+        release.wait(10)
+        return batch
+
+    async def scenario():
+        b = MicroBatcher(score, max_batch=4, max_wait_ms=1)
+        b.start()
+        running = asyncio.ensure_future(b.submit(["a"]))
+        await asyncio.to_thread(started.wait, 10)
+        queued = asyncio.ensure_future(b.submit(["b"]))
+        await asyncio.sleep(0.01)
+        await b.stop()
+        release.set()
+        return await asyncio.wait_for(asyncio.gather(running, queued, return_exceptions=True), 5)
+
+    outs = asyncio.run(scenario())
+    assert [str(o) for o in outs] == ["server shutting down"] * 2
+
+
 def test_explain_answers_each_words_effect_as_the_explain_stage_does(client, predictor):
     from newsbias.explain import explain_article
     from newsbias.records import Article

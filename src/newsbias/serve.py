@@ -210,6 +210,7 @@ class MicroBatcher:
     _queue: Optional[asyncio.Queue] = None
     _task: Optional[asyncio.Task] = None
     _carry: Optional[_Job] = None  # a request that did not fit the last batch: first in the next
+    _taken: list[_Job] = field(default_factory=list)  # the batch being gathered or scored: stop() fails them
 
 
     def start(self) -> None:
@@ -221,7 +222,7 @@ class MicroBatcher:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
-        left = [self._carry] if self._carry is not None else []
+        left = self._taken + ([self._carry] if self._carry is not None else [])
         while self._queue is not None and not self._queue.empty():
             left.append(self._queue.get_nowait())
         for job in left:
@@ -240,9 +241,10 @@ class MicroBatcher:
     async def _gather(self) -> list[_Job]:
         assert self._queue is not None
         if self._carry is not None:
-            jobs, self._carry = [self._carry], None
+            self._taken, self._carry = [self._carry], None
         else:
-            jobs = [await self._queue.get()]
+            self._taken = [await self._queue.get()]
+        jobs = self._taken
         n = len(jobs[0].texts)
         deadline = time.monotonic() + self.max_wait_ms / 1000
         while n < self.max_batch:
