@@ -245,6 +245,16 @@ def test_cli_evaluate(tmp_path, capsys):
     assert "--preds" in capsys.readouterr().err
 
 
+def test_one_article_gets_no_interval(tmp_path, capsys):
+    p = write_preds(tmp_path / "p.jsonl", six_rows()[:1])
+    assert main(["evaluate", "--preds", str(p), "--out", str(tmp_path / "m.json"), "--n-boot", "100"]) == 0
+    assert "(no interval for one article)" in capsys.readouterr().out
+    assert json.loads((tmp_path / "m.json").read_text())["macro_f1_ci"] is None
+    assert compute_metrics(GOLD6[:2], PRED6[:2], n_boot=50)["macro_f1_ci"] is not None
+    assert main(["compare", "--preds", f"a={p}", f"b={p}", "--out", str(tmp_path / "r"), "compare.metrics.n_boot=100"]) == 0
+    assert "interval" in (tmp_path / "r" / "report.md").read_text()
+
+
 def test_outlet_bootstrap_is_wider_when_outlets_are_uniform_blocks():
     """Each outlet all right or all wrong: resampling outlets must show far more spread than articles."""
     from newsbias.metrics import bootstrap_macro_f1_by_group, compute_metrics

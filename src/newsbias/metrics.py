@@ -124,6 +124,9 @@ def _bootstrap_class_f1(gold: np.ndarray, preds: Sequence[np.ndarray], n_labels:
     return scores
 
 
+MIN_FOR_INTERVAL = 2  # articles a bootstrap interval needs
+
+
 def _percentile_ci(scores: np.ndarray, confidence: float, seed: int) -> dict[str, Any]:
     """The percentile interval of bootstrap ``scores``, with how it was made."""
     n_boot = len(scores)
@@ -157,12 +160,12 @@ def paired_macro_f1_difference(gold: np.ndarray, pred_a: np.ndarray, pred_b: np.
     """macro-F1(a) - macro-F1(b) on the same articles, with a paired percentile bootstrap interval.
 
     Both runs are scored on the same resamples, so the interval reflects how much they disagree,
-    not how noisy each is alone; ``ci`` is None when ``n_boot`` is 0.
+    not how noisy each is alone; ``ci`` is None when ``n_boot`` is 0 or there is a single article.
     """
     gold = np.asarray(gold, dtype=np.int64)
     diff = macro_f1(gold, np.asarray(pred_a), range(n_labels)) - macro_f1(gold, np.asarray(pred_b), range(n_labels))
     ci = None
-    if n_boot:
+    if n_boot and len(gold) >= MIN_FOR_INTERVAL:
         scores = _bootstrap_class_f1(gold, [pred_a, pred_b], n_labels, n_boot, seed).mean(axis=-1)
         ci = _percentile_ci(scores[0] - scores[1], confidence, seed)
     return {"diff": float(diff), "ci": ci}
@@ -331,7 +334,8 @@ def compute_metrics(gold: Sequence[int], pred: Sequence[int], probs: Optional[np
         micro = f1_score(gold, pred, labels=ids, average="micro", zero_division=0)
         weighted = f1_score(gold, pred, labels=ids, average="weighted", zero_division=0)
     macro = float(np.mean(f1))
-    f1_ci = bootstrap_f1(gold, pred, labels, n_boot, confidence, seed) if n_boot else None
+    # resampling one article gives it back every time: a zero-width interval that would claim certainty
+    f1_ci = bootstrap_f1(gold, pred, labels, n_boot, confidence, seed) if n_boot and n >= MIN_FOR_INTERVAL else None
     cm = confusion_matrix(gold, pred, labels=ids + [INVALID])[:k]  # gold is never invalid
     out: dict[str, Any] = {
         "n": n,
@@ -433,7 +437,7 @@ def evaluate(cfg: EvaluateConfig) -> dict[str, Any]:
 def format_summary(m: dict[str, Any]) -> str:
     """One line for the terminal."""
     ci = m.get("macro_f1_ci")
-    ci_s = f" [{ci['low']:.3f}, {ci['high']:.3f}]" if ci else ""
+    ci_s = f" [{ci['low']:.3f}, {ci['high']:.3f}]" if ci else (" (no interval for one article)" if m["n"] == 1 else "")
     ece = f", ECE {m['ece']:.3f}" if m.get("ece") is not None else ""
     return (f"n {m['n']}, macro-F1 {m['macro_f1']:.3f}{ci_s}, micro-F1 {m['micro_f1']:.3f}, "
             f"accuracy {m['accuracy']:.3f}, invalid {m['n_invalid']} ({m['invalid_rate']:.1%}){ece}")
