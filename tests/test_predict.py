@@ -492,6 +492,19 @@ def test_csv_records_are_named_by_the_line_they_start_on(tmp_path):
     assert [(a.id, a.label) for a in arts] == [("2", "left"), ("4", "right"), ("5", "center")]  # as prep names them
 
 
+def test_csv_with_a_byte_order_mark_or_a_short_row(tmp_path):
+    """The one CSV reader prep uses: a BOM (Excel's "CSV UTF-8") is not part of the first column's name."""
+    from newsbias.predict import input_articles
+
+    (tmp_path / "bom.csv").write_bytes("\ufefftext,label\nan article,left\n".encode())
+    assert [(a.text, a.label) for a in input_articles(str(tmp_path / "bom.csv"), LABELS)] == [("an article", "left")]
+    (tmp_path / "short.csv").write_text("text,label,source\nfine,left,x\nno label\n")
+    with pytest.raises(NewsbiasError) as err:
+        list(input_articles(str(tmp_path / "short.csv"), LABELS))
+    assert "line 3: malformed CSV row (expected 3 fields, found 1); fix it" in str(err.value)
+    assert "prep.input" not in str(err.value)
+
+
 def test_a_resume_in_another_dtype_is_refused(lm_adapter_dir, planted_data_dir, tmp_path):
     """bf16 rows after fp32 rows in one file would mix two precisions' probabilities."""
     from newsbias.classifier import Classifier

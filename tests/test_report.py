@@ -187,6 +187,18 @@ def test_cli_compare(tmp_path, capsys):
     assert "not found" in capsys.readouterr().err
 
 
+def test_a_damaged_manifest_or_prep_meta(tmp_path, capsys, caplog):
+    inp = make_inputs(tmp_path)
+    (tmp_path / "majority.manifest.json").write_bytes(b'{"model": "maj\xff"}')
+    args = ["compare", "--preds", str(inp["majority"]), "--data", str(inp["data"]), "compare.metrics.n_boot=0"]
+    assert main(args + ["--out", str(tmp_path / "a")]) == 0
+    assert "majority.manifest.json is not a readable JSON object; left out of the report" in caplog.text
+    (inp["data"] / "prep_meta.json").write_text("{not json")
+    assert main(args + ["--out", str(tmp_path / "b")]) == 2
+    err = capsys.readouterr().err
+    assert "prep_meta.json is not valid JSON" in err and "Traceback" not in err
+
+
 def test_ensemble_is_the_equal_weight_mean_of_its_members(tmp_path, capsys):
     inp = make_inputs(tmp_path)
     appendix = tmp_path / "timing.md"

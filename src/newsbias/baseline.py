@@ -28,7 +28,8 @@ from .errors import NewsbiasError
 from .io import sha256_file, stage_manifest, writable_dir, write_json
 from .labels import LABELS
 from .metrics import apply_temperature, fit_temperature, macro_f1
-from .records import Prediction, join_title, read_articles, resolve_split, split_file, write_predictions
+from .records import (Prediction, join_title, manifest_path, read_articles, resolve_split, split_file,
+                      write_predictions)
 
 log = logging.getLogger(__name__)
 
@@ -399,7 +400,7 @@ def run_baseline(cfg: BaselineConfig) -> dict[str, Any]:
                                   counts={"rows": n, "valid": n, "invalid": 0,
                                           "pred_counts": {lab: sum(r.pred == lab for r in rows) for lab in LABELS}},
                                   output=_file_info(pred_path, n))
-        write_json(out_dir / f"{name}.manifest.json", manifest)
+        write_json(manifest_path(pred_path), manifest)
         manifests[name] = manifest
         log.info("baseline: %s -> %s (%d rows, %.1fs)", name, pred_path, n, time.time() - t1)
     log.info("baseline: done in %.1fs", time.time() - t0)

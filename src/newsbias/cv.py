@@ -39,7 +39,8 @@ from .errors import NewsbiasError
 from .io import atomic_dir, check_output_dir, command_line, stage_manifest, write_json
 from .labels import LABELS
 from .metrics import macro_f1
-from .records import SPLITS, join_title, read_articles, read_predictions, split_file, write_predictions
+from .records import (SPLITS, join_title, manifest_path, read_articles, read_predictions, split_file,
+                      write_predictions)
 
 log = logging.getLogger(__name__)
 
@@ -174,7 +175,7 @@ def model_round(m: ModelRecipe, frame: pd.DataFrame, roles: tuple[np.ndarray, np
                                          "out_dir": str(model_dir)})
         summary = train(cfg, resume=latest_checkpoint(model_dir) is not None, progress=m.progress)
         (rdir / "trained.json").write_text(json.dumps(summary, default=str), encoding="utf-8")
-    if not preds.with_name("preds.manifest.json").is_file():
+    if not manifest_path(preds).is_file():
         run_predict(m.predict.model_copy(update={"input": str(data), "split": "test", "out": str(preds),
                                                  "adapter": str(model_dir), "model": None, "gguf_file": None,
                                                  "limit": None, "name": tag}), progress=m.progress)
@@ -188,7 +189,7 @@ def round_probs(preds: Path, test_ids: list[str], tag: str) -> np.ndarray:
     missing = [i for i in test_ids if i not in by_id]
     if missing:
         raise NewsbiasError(f"cv {tag}: predict skipped {len(missing)} test article(s), first {missing[0]!r} (see "
-                            f"{preds.with_name('preds.manifest.json')}); rerun `newsbias prep` with "
+                            f"{manifest_path(preds)}); rerun `newsbias prep` with "
                             "prep.clean.min_chars of 1 or more so every article has text")
     return np.array([[by_id[i][lab] for lab in LABELS] for i in test_ids])
 

@@ -29,7 +29,7 @@ from .config import EvaluateConfig, MetricsConfig
 from .errors import NewsbiasError
 from .io import read_json, write_json
 from .labels import LABELS
-from .records import Prediction, at, read_predictions
+from .records import Prediction, at, prediction_stem, read_predictions
 
 log = logging.getLogger(__name__)
 
@@ -402,7 +402,7 @@ def metrics_for_frame(frame: pd.DataFrame, opts: MetricsConfig, labels: Sequence
 
 def default_metrics_path(preds: str | Path) -> Path:
     p = Path(preds)
-    return p.with_name(p.name[:-len(".jsonl")] + ".metrics.json" if p.name.endswith(".jsonl") else p.name + ".metrics.json")
+    return p.with_name(f"{prediction_stem(p)}.metrics.json")
 
 
 def _check_metrics_out(out: Path, preds: Path) -> None:

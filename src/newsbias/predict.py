@@ -18,7 +18,6 @@ takes every WORLD_SIZE-th article and rank 0 merges the parts into one file in i
 
 from __future__ import annotations
 
-import csv
 import json
 import logging
 import os
@@ -37,7 +36,8 @@ from .errors import NewsbiasError
 from .io import dumps_line, sha256_file, stage_manifest, write_json
 from .labels import parse_generation  # noqa: F401  (re-exported for users)
 from .modeling import SETTINGS_FILE, Dist, init_distributed, resolve_device_dtype, set_threads, tune_cpu_allocator
-from .records import Article, Prediction, at, iter_json_lines, parse_line, resolve_split
+from .data.readers import iter_csv
+from .records import Article, Prediction, iter_json_lines, manifest_path, parse_line, resolve_split
 
 log = logging.getLogger(__name__)
 
@@ -48,21 +48,10 @@ def resolve_input(inp: str, split: str) -> str:
 
 
 def _csv_rows(path: str) -> Iterator[tuple[int, dict[str, Any]]]:
-    csv.field_size_limit(sys.maxsize)
-    with open(path, encoding="utf-8", newline="") as f:
-        reader = csv.DictReader(f, delimiter="\t" if path.lower().endswith(".tsv") else ",")
-        try:
-            ended = 1  # the header's line
-            for row in reader:
-                # a record is named by the line it starts on (as prep names it), though quoted text spans lines
-                start, ended = ended + 1, reader.line_num
-                # CSV has no null: an empty cell is a missing value (an id "" would be one otherwise)
-                yield start, {k: (None if v == "" else v) for k, v in row.items()}
-        except UnicodeDecodeError as exc:
-            raise NewsbiasError(f"{path}: near line {reader.line_num + 1}: bytes that are not UTF-8 "
-                                f"({exc.object[exc.start:exc.start + 4]!r}); re-encode the file as UTF-8") from None
-        except csv.Error as exc:
-            raise NewsbiasError(f"{at(path, reader.line_num)}: malformed CSV ({exc})") from None
+    _, rows = iter_csv(Path(path), "utf-8", "error", [], setting=None)
+    for lineno, row in rows:
+        # CSV has no null: an empty cell is a missing value (an id "" would be one otherwise)
+        yield lineno, {k: (None if v == "" else v) for k, v in row.items()}
 
 
 def _line_rows(lines: Iterable[str], name: str) -> Iterator[tuple[int, dict[str, Any]]]:
@@ -368,7 +357,7 @@ def _finish(cfg: PredictConfig, clf: Classifier, parts: Path, out: Path, input_p
         allocator="tuned" if tune_cpu_allocator() else "as found", world_size=d.world, device=str(clf.device),
         dtype=clf.precision, counts=counts,
         outputs={out.name: {"sha256": sha256_file(out), "rows": counts["predicted"]}})
-    write_json(out.parent / f"{out.stem}.manifest.json", manifest)
+    write_json(manifest_path(out), manifest)
     shutil.rmtree(parts)
     log.debug("predict: %d articles -> %s (%d skipped, %d invalid)", counts["predicted"], out, counts["skipped"],
              counts["invalid"])

@@ -326,6 +326,17 @@ def read_predictions(path: str | Path, labels: Sequence[str] = LABELS) -> list[P
     return preds
 
 
+def prediction_stem(path: str | Path) -> str:
+    """A prediction file's name without ``.jsonl`` (else without its suffix): the run's default name."""
+    name = Path(path).name
+    return name[:-len(".jsonl")] if name.endswith(".jsonl") else Path(name).stem
+
+
+def manifest_path(pred_path: str | Path) -> Path:
+    """Where a prediction file's manifest lives: ``runs/preds/base.jsonl`` -> ``runs/preds/base.manifest.json``."""
+    return Path(pred_path).with_name(f"{prediction_stem(pred_path)}.manifest.json")
+
+
 def write_predictions(path: str | Path, preds: Iterable[Prediction]) -> int:
     """Write a predictions file; returns the number of rows."""
     return write_jsonl(path, (pr.to_dict() for pr in preds))

@@ -48,7 +48,7 @@ from .io import read_json, sha256_file, writable_dir, write_json
 from .labels import LABELS
 from .metrics import (INVALID, chance_f1, mcnemar_test, metrics_for_frame, paired_macro_f1_difference,
                       prediction_frame)
-from .records import iter_articles, read_articles, resolve_split, split_file
+from .records import iter_articles, manifest_path, prediction_stem, read_articles, resolve_split, split_file
 from .templates import render
 
 log = logging.getLogger(__name__)
@@ -68,7 +68,7 @@ def parse_pred_specs(specs: list[str]) -> list[tuple[str, Path]]:
         name, path = given, given_path
         if not sep or not _NAME.match(name):
             name, path = Path(spec).name, spec
-            name = name[:-len(".jsonl")] if name.endswith(".jsonl") else Path(name).stem
+            name = prediction_stem(name)
         p = Path(path)
         if not p.is_file() and sep and Path(given_path).is_file():
             raise NewsbiasError(f"run name {given!r} in {spec!r} is not a valid name: use letters, "
@@ -127,23 +127,16 @@ def read_appendix(path: Optional[str]) -> Optional[str]:
     return p.read_text(encoding="utf-8")
 
 
-def manifest_path(pred_path: Path) -> Path:
-    """``runs/preds/base.jsonl`` -> ``runs/preds/base.manifest.json``."""
-    stem = pred_path.name[:-len(".jsonl")] if pred_path.name.endswith(".jsonl") else pred_path.stem
-    return pred_path.with_name(f"{stem}.manifest.json")
-
-
 def read_manifest(pred_path: Path) -> Optional[dict[str, Any]]:
     """The prediction file's manifest, with ``manifest_path`` (where it was read) added for :func:`locate`."""
     p = manifest_path(pred_path)
     if not p.is_file():
         return None
-    try:
-        data = json.loads(p.read_text(encoding="utf-8"))
-    except json.JSONDecodeError:
-        log.warning("compare: manifest %s is not valid JSON; left out of the report", p)
+    data = read_json(p, strict=False)
+    if data is None:
+        log.warning("compare: manifest %s is not a readable JSON object; left out of the report", p)
         return None
-    return {**data, "manifest_path": str(p.resolve())} if isinstance(data, dict) else None
+    return {**data, "manifest_path": str(p.resolve())}
 
 
 def locate(recorded: str, manifest: Optional[dict[str, Any]]) -> Path:
@@ -169,7 +162,7 @@ def resolve_data(data: Optional[str], split: str) -> tuple[Optional[Path], Optio
 
 def read_meta(path: Optional[Path]) -> Optional[dict[str, Any]]:
     """prep_meta.json (for the split mode and the sha256 of the split), or None."""
-    return json.loads(path.read_text(encoding="utf-8")) if path else None
+    return read_json(path) if path else None
 
 
 def data_texts(path: Path) -> pd.DataFrame:

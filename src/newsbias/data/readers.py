@@ -72,6 +72,11 @@ def _open_bytes(path: Path) -> bytes:
     return data
 
 
+def _encoding_fix(setting: str | None) -> str:
+    """What to do about undecodable bytes; ``setting`` is the config section that has an ``encoding`` key."""
+    return "re-encode the file as UTF-8" + (f" or set {setting}.encoding (e.g. cp1252)" if setting else "")
+
+
 def read_text(path: Path, encoding: str = "utf-8") -> str:
     """Decode a (possibly gzipped) file; non-decodable bytes are an error naming the line."""
     data = _open_bytes(path)
@@ -81,7 +86,7 @@ def read_text(path: Path, encoding: str = "utf-8") -> str:
         line = data.count(b"\n", 0, exc.start) + 1
         raise NewsbiasError(
             f"{path}: line {line}: bytes that are not valid {encoding} ({data[exc.start:exc.start + 4]!r}); "
-            f"re-encode the file as UTF-8 or set prep.input.encoding (e.g. cp1252)") from None
+            f"{_encoding_fix('prep.input')}") from None
     except LookupError:
         raise NewsbiasError(f"unknown encoding {encoding!r} (prep.input.encoding)") from None
     text = text.removeprefix("\ufeff")
@@ -101,7 +106,7 @@ def _open_raw(path: Path) -> BinaryIO:
         raise NewsbiasError(f"input file not found: {path}") from None
 
 
-def _iter_lines(path: Path, encoding: str) -> Iterator[tuple[int, str]]:
+def _iter_lines(path: Path, encoding: str, setting: str | None = "prep.input") -> Iterator[tuple[int, str]]:
     """Stream decoded lines of a (possibly gzipped) file: memory stays flat in the file size."""
     with _open_raw(path) as f:
         try:
@@ -111,8 +116,7 @@ def _iter_lines(path: Path, encoding: str) -> Iterator[tuple[int, str]]:
                 except UnicodeDecodeError as exc:
                     raise NewsbiasError(
                         f"{path}: line {lineno}: bytes that are not valid {encoding} "
-                        f"({raw[exc.start:exc.start + 4]!r}); re-encode the file as UTF-8 or set "
-                        f"prep.input.encoding (e.g. cp1252)") from None
+                        f"({raw[exc.start:exc.start + 4]!r}); {_encoding_fix(setting)}") from None
                 except LookupError:
                     raise NewsbiasError(f"unknown encoding {encoding!r} (prep.input.encoding)") from None
                 if lineno == 1 and line.startswith("\ufeff"):
@@ -120,6 +124,10 @@ def _iter_lines(path: Path, encoding: str) -> Iterator[tuple[int, str]]:
                 yield lineno, line
         except (OSError, EOFError) as exc:
             raise NewsbiasError(f"{path}: cannot read ({exc})") from None
+
+
+def _row_fix(setting: str | None) -> str:
+    return "fix it" + (f" or set {setting}.on_bad_row=skip" if setting else "")
 
 
 def _bad_row(path: Path, line: int, reason: str, on_bad_row: str, bad: list[dict],
@@ -161,24 +169,25 @@ def _text_stream(path: Path, encoding: str) -> io.TextIOWrapper:
     return io.TextIOWrapper(raw, encoding=enc, newline="")
 
 
-def _stream_error(path: Path, line: int, exc: Exception, encoding: str) -> NewsbiasError:
+def _stream_error(path: Path, line: int, exc: Exception, encoding: str, setting: str | None) -> NewsbiasError:
     if isinstance(exc, UnicodeDecodeError):
         # the text stream decodes in chunks, so its error cannot name the line; a line-by-line pass can
         try:
-            for _ in _iter_lines(path, encoding):
+            for _ in _iter_lines(path, encoding, setting):
                 pass
         except NewsbiasError as named:
             return named
         return NewsbiasError(f"{path}: near line {line}: bytes that are not valid {encoding} "
-                             f"({exc.object[exc.start:exc.start + 4]!r}); re-encode the file as UTF-8 or set "
-                             f"prep.input.encoding (e.g. cp1252)")
+                             f"({exc.object[exc.start:exc.start + 4]!r}); {_encoding_fix(setting)}")
     return NewsbiasError(f"{path}: cannot read past line {line} ({exc}); is the file complete?")
 
 
-def iter_csv(path: Path, encoding: str, on_bad_row: str, bad: list[dict]) -> tuple[list[str], Iterator[tuple[int, dict]]]:
+def iter_csv(path: Path, encoding: str, on_bad_row: str, bad: list[dict],
+             setting: str | None = "prep.input") -> tuple[list[str], Iterator[tuple[int, dict]]]:
     """Header and ``(line_number, row)`` pairs of a CSV/TSV file; rows with the wrong field count are bad.
 
-    The file is read as it is parsed, so memory grows with one row, not with the file.
+    The file is read as it is parsed, so memory grows with one row, not with the file. ``setting`` is the
+    config section whose ``encoding`` / ``on_bad_row`` the errors suggest (None: a stage without them).
     """
     stream = _text_stream(path, encoding)
     delimiter = "\t" if _base_name(path).endswith(".tsv") else ","
@@ -194,7 +203,7 @@ def iter_csv(path: Path, encoding: str, on_bad_row: str, bad: list[dict]) -> tup
         raise NewsbiasError(f"{path}: line 1: unreadable CSV header ({exc})") from None
     except (UnicodeDecodeError, OSError, EOFError) as exc:
         stream.close()
-        raise _stream_error(path, 1, exc, encoding) from None
+        raise _stream_error(path, 1, exc, encoding, setting) from None
     header = [h.strip() for h in header]
     repeated = sorted({h for h in header if header.count(h) > 1})
     if repeated:
@@ -212,19 +221,16 @@ def iter_csv(path: Path, encoding: str, on_bad_row: str, bad: list[dict]) -> tup
             except StopIteration:
                 return
             except (UnicodeDecodeError, OSError, EOFError) as exc:
-                raise _stream_error(path, start, exc, encoding) from None
+                raise _stream_error(path, start, exc, encoding, setting) from None
             except csv.Error as exc:
                 reason = f"malformed CSV ({exc})"
-                _bad_row(path, start, reason, on_bad_row, bad)
+                _bad_row(path, start, reason, on_bad_row, bad, _row_fix(setting))
                 continue
             if not values or (len(values) == 1 and not values[0].strip()):
                 continue
             if len(values) != len(header):
                 reason = f"expected {len(header)} fields, found {len(values)}"
-                if on_bad_row == "error":
-                    raise NewsbiasError(f"{path}: line {start}: malformed CSV row ({reason}); fix it or set "
-                                        f"prep.input.on_bad_row=skip")
-                bad.append({"line": start, "reason": reason})
+                _bad_row(path, start, f"malformed CSV row ({reason})", on_bad_row, bad, _row_fix(setting))
                 continue
             yield start, dict(zip(header, values))
 
