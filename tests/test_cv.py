@@ -2,6 +2,7 @@
 
 import json
 import random
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -282,3 +283,17 @@ def test_prep_lines_keeps_unicode_line_breaks_inside_a_record(tmp_path):
     (d / "train.jsonl").write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
     lines = prep_lines(d)
     assert len(lines) == 6 and json.loads(lines[rows[0]["id"]])["source"] == "Daily\u2028Planet\u0085News"
+
+
+def test_a_rounds_key_ignores_what_train_ignores_in_a_run():
+    """Keeping more checkpoints must not retrain every cached round; a learning rate must."""
+    from newsbias.config import PredictConfig, TrainConfig
+    from newsbias.cv import ModelRecipe, _round_key
+
+    ids = {"train": ["a", "b"], "val": ["c"], "test": ["d"]}
+
+    def key(**train: object) -> str:
+        return _round_key(ModelRecipe(TrainConfig(**train), PredictConfig(out="p.jsonl"), Path("w"), {}), ids)
+
+    assert key() == key(checkpoint={"keep": 5}, out_dir="elsewhere", progress=False)
+    assert key() != key(optim={"lr": 1e-5})

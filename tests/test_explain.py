@@ -178,6 +178,8 @@ def test_the_page_escapes_article_text(tiny_bert_dir, tmp_path):
 def test_bad_settings_are_clear(tmp_path, tiny_bert_dir):
     with pytest.raises(ValueError, match="explain reads one window"):
         ExplainConfig(windows=3)
+    with pytest.raises(ValueError, match="nothing to pool; drop explain.pool"):
+        ExplainConfig(pool="max")
     with pytest.raises(NewsbiasError, match="nothing to explain with: set explain.model"):
         run_explain(ExplainConfig(input=str(write_jsonl(tmp_path / "a.jsonl", [{"text": "x"}])),
                                   out_dir=str(tmp_path / "o")), progress=False)

@@ -293,6 +293,10 @@ class TrainAdversaryConfig(StrictModel):
                                                         "weights: faster than a pretrained model's).")
 
 
+# train's settings that say where and how a run is saved or logged, not what it learns
+TRAIN_NOT_IN_RUN = ("progress", "out_dir", "checkpoint", "overwrite", "report_to")
+
+
 class TrainConfig(StrictModel):
     """``train:`` section: LoRA fine-tuning on prep outputs (see newsbias.train)."""
 
@@ -460,6 +464,8 @@ class ExplainConfig(InferenceConfig):
         if self.windows != 1:
             raise ValueError(f"explain reads one window per article (what predict scores with windows=1), got "
                              f"windows={self.windows}; drop the setting")
+        if "pool" in self.model_fields_set:
+            raise ValueError("explain reads one window per article, so there is nothing to pool; drop explain.pool")
         return self
 
 
@@ -903,6 +909,7 @@ def dump_config(cfg: BaseModel) -> dict[str, Any]:
 __all__ = [
     "DEFAULT_INSTRUCTION",
     "FROM_PREP",
+    "TRAIN_NOT_IN_RUN",
     "LABELS",
     "Config",
     "Dtype",

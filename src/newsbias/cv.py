@@ -34,7 +34,7 @@ import pandas as pd
 
 from . import LOG_FORMAT
 from .baseline import count_ngrams, fit_majority, fit_tfidf_lr_on_counts, prediction_rows
-from .config import BaselineConfig, CvConfig, PredictConfig, TrainConfig
+from .config import TRAIN_NOT_IN_RUN, BaselineConfig, CvConfig, PredictConfig, TrainConfig
 from .errors import NewsbiasError
 from .io import atomic_dir, check_output_dir, command_line, stage_manifest, write_json
 from .labels import LABELS
@@ -143,7 +143,7 @@ def fold_interval(scores: list[float]) -> tuple[float, float, float]:
 
 def _round_key(m: ModelRecipe, ids: dict[str, list[str]]) -> str:
     """What decides a round's result: the training and scoring settings and the round's articles."""
-    train = m.train.model_dump(mode="json", exclude={"out_dir", "progress", "overwrite", "report_to"})
+    train = m.train.model_dump(mode="json", exclude=set(TRAIN_NOT_IN_RUN))
     for where in ("path", "val_path"):  # the round's own files, named after the key
         train["data"].pop(where, None)
     score = m.predict.model_dump(mode="json", include={"mode", "windows", "pool", "prompt", "max_new_tokens",

@@ -34,7 +34,7 @@ import torch.distributed as dist
 
 from .adversary import IGNORE, OutletAdversary, outlet_vocabulary, ramp
 from .classifier import Classifier
-from .config import DEFAULT_INSTRUCTION, TrainConfig, dump_config
+from .config import DEFAULT_INSTRUCTION, TRAIN_NOT_IN_RUN, TrainConfig, dump_config
 from .errors import NewsbiasError
 from .io import holds, honour_umask, read_json, sha256_file, stage_manifest, write_json
 from .labels import LABELS
@@ -276,13 +276,10 @@ def _lr_scheduler(name: str, optimizer: torch.optim.Optimizer, warmup: int, tota
     return get_scheduler(sched, optimizer, num_warmup_steps=warmup, num_training_steps=total)
 
 
-_NOT_IN_RUN = ("progress", "out_dir", "checkpoint", "overwrite", "report_to")
-
-
 def run_identity(cfg: TrainConfig, hashes: dict[str, Any]) -> dict[str, Any]:
     """Everything that decides the trained weights: the config (less where and how the run is saved or
     logged) and the data's sha256. Checkpoints store it, so a refused ``--resume`` can name what changed."""
-    conf = {k: v for k, v in dump_config(cfg).items() if k not in _NOT_IN_RUN}
+    conf = {k: v for k, v in dump_config(cfg).items() if k not in TRAIN_NOT_IN_RUN}
     data = {k: v.get("sha256") for k, v in hashes.items() if isinstance(v, dict) and "sha256" in v}
     return {"config": conf, "data": data}
 
