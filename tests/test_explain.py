@@ -180,7 +180,7 @@ def test_bad_settings_are_clear(tmp_path, tiny_bert_dir):
         ExplainConfig(windows=3)
     with pytest.raises(ValueError, match="nothing to pool; drop explain.pool"):
         ExplainConfig(pool="max")
-    with pytest.raises(NewsbiasError, match="nothing to explain with: set explain.model"):
+    with pytest.raises(NewsbiasError, match=r"nothing to explain with: pass --adapter DIR .* \(explain\.adapter / explain\.model\)"):
         run_explain(ExplainConfig(input=str(write_jsonl(tmp_path / "a.jsonl", [{"text": "x"}])),
                                   out_dir=str(tmp_path / "o")), progress=False)
     empty = write_jsonl(tmp_path / "e.jsonl", [{"text": ""}])

@@ -112,7 +112,7 @@ def test_base_zero_shot_score_and_generate(tiny_qwen_dir, planted_data_dir, tmp_
     run_predict(pcfg(model=str(tiny_qwen_dir), input=str(planted_data_dir / "val.jsonl"), out=str(tmp_path / "b.jsonl"),
                      **{"prompt": {"max_length": 64}}), progress=False)
     rows = read(tmp_path / "b.jsonl")
-    assert all(r["model"] == "base" and r["adapter"] is None and r["pred"] in LABELS for r in rows)
+    assert all(r["model"] == tiny_qwen_dir.name and r["adapter"] is None and r["pred"] in LABELS for r in rows)
     m = run_predict(pcfg(model=str(tiny_qwen_dir), input=str(planted_data_dir / "val.jsonl"), mode="generate",
                          out=str(tmp_path / "g.jsonl"), max_new_tokens=3, **{"prompt": {"max_length": 64}}),
                     progress=False)

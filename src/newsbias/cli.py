@@ -158,8 +158,6 @@ def _run_compare(args: argparse.Namespace, cfg: Config) -> int:
 
 def _run_serve(args: argparse.Namespace, cfg: Config) -> int:
     serve = cfg.serve
-    if not serve.model and not serve.adapter:
-        raise NewsbiasError("nothing to serve: pass --adapter DIR (a `newsbias train` output) and/or --model BASE")
     from .serve import check_port, load_model, run_server
 
     # load before binding the port: a wrong path is a one-line error, not a server answering 503; but a busy

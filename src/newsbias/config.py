@@ -381,7 +381,7 @@ class InferenceConfig(ModelSourceConfig):
     prompt: PromptConfig = Field(default_factory=PromptConfig, description="Prompt of a base model used without an "
                                  "adapter (an adapter brings its own, from newsbias.json).")
     name: str | None = Field(default=None, description="Model name written in each record or answer (default: the "
-                                                        "adapter's directory name, else the base's).")
+                                                        "adapter's directory name, else the model's: its directory or file name, or a hub id's last part).")
     windows: int = Field(default=1, ge=1, le=32, description="Score up to this many stretches of an article longer "
                          "than the prompt (head, tail, evenly spaced between) and pool them; 1 = the head only.")
     pool: Literal["mean", "max"] = Field(default="mean", description="How windows are pooled: mean of the "
@@ -397,6 +397,11 @@ class InferenceConfig(ModelSourceConfig):
         return {"model": self.model, "adapter": self.adapter, "gguf_file": self.gguf_file, "head": self.head,
                 "pooling": self.pooling, "prompt": self.prompt.with_instruction(instruction), "device": self.device,
                 "dtype": self.dtype}
+
+    def run_name(self) -> str:
+        """The name each record or answer carries: ``name``, else the adapter's directory name, else the model's."""
+        source = self.adapter or self.model
+        return self.name or (Path(source).name if source else "base")
 
 
 class PredictConfig(InferenceConfig):

@@ -112,7 +112,8 @@ def load_classifier(cfg: InferenceConfig, instruction: Optional[str] = None, sta
     """The model ``cfg`` (the ``stage:`` section) names: base + adapter, a trained model directory, or a base
     model zero-shot."""
     if not cfg.model and not cfg.adapter:
-        raise NewsbiasError(f"nothing to {stage} with: set {stage}.model (a base model) and/or {stage}.adapter")
+        raise NewsbiasError(f"nothing to {stage} with: pass --adapter DIR (a `newsbias train` output) and/or --model "
+                            f"BASE ({stage}.adapter / {stage}.model)")
     set_threads(cfg.threads)
     try:
         clf = Classifier.from_options(**cfg.loader_options(instruction))
@@ -312,8 +313,7 @@ def run_predict(cfg: PredictConfig, progress: bool = True) -> dict[str, Any]:
     d = init_distributed(resolve_device_dtype(cfg.device, cfg.dtype)[0].type)
     # the model loads (and fails) before anything is written, so a bad adapter leaves no trace
     clf = load_classifier(cfg, first_instruction(input_path))
-    trained_dir = cfg.model and (Path(cfg.model) / "newsbias.json").is_file()  # merged export / full fine-tune
-    name = cfg.name or (Path(cfg.adapter).name if cfg.adapter else Path(cfg.model).name if trained_dir else "base")
+    name = cfg.run_name()
     if d.main:
         _open_parts(cfg, out, parts, _signature(cfg, input_path, d.world, clf))
     d.barrier()

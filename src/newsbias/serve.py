@@ -35,6 +35,7 @@ from pydantic import (AfterValidator, BaseModel, ConfigDict, Field, StrictInt, S
 
 from .classifier import Classifier
 from .config import ServeConfig
+from .predict import load_classifier
 from .records import Article
 from .errors import NewsbiasError
 from .modeling import set_threads
@@ -45,19 +46,7 @@ log = logging.getLogger(__name__)
 
 def load_model(cfg: ServeConfig) -> Classifier:
     """The :class:`~newsbias.classifier.Classifier` ``cfg`` names: base + adapter, a trained model dir, or a base."""
-    set_threads(cfg.threads)
-    if not cfg.adapter and not cfg.model:
-        raise NewsbiasError("nothing to serve: set serve.adapter (a `newsbias train` output) and/or serve.model")
-    return Classifier.from_options(**cfg.loader_options())
-
-
-def model_name(cfg: ServeConfig) -> str:
-    """The ``model`` field of each answer (as ``predict`` names its records)."""
-    if cfg.name:
-        return cfg.name
-    if cfg.adapter:
-        return Path(cfg.adapter).name
-    return Path(cfg.model).name if cfg.model else "base"
+    return load_classifier(cfg, stage="serve")
 
 
 _INVISIBLE = dict.fromkeys(map(ord, "\u200b\u200c\u200d\u2060\ufeff\u00ad"), None)
@@ -389,7 +378,7 @@ def create_app(cfg: Optional[ServeConfig] = None, predictor: Optional[Classifier
     """
     cfg = cfg or ServeConfig()
     set_threads(cfg.threads)
-    state = _State(cfg=cfg, name=model_name(cfg), predictor=predictor)
+    state = _State(cfg=cfg, name=cfg.run_name(), predictor=predictor)
     app = _new_app(_lifespan(state, loader or load_model))
     app.state.newsbias = state
     app.add_middleware(BodyLimitMiddleware, max_bytes=cfg.max_body_bytes)
