@@ -15,7 +15,7 @@ from newsbias.cli import main
 from newsbias.config import ExportConfig
 from newsbias.errors import NewsbiasError
 from newsbias.classifier import Classifier
-from newsbias.export import hub_model_id, is_hub_id, model_card, read_eval, run_export
+from newsbias.export import base_license, hub_model_id, is_hub_id, model_card, read_eval, run_export
 from newsbias.modeling import ModelSettings, score_batch
 
 from conftest import make_planted_rows
@@ -173,6 +173,9 @@ def test_model_card_without_eval_or_known_base(adapters, tiny_bert_dir):
     assert "No test evaluation was given to `newsbias export`" in card and "it is not a test score" in card
     assert "Best validation checkpoint" in card
     assert is_hub_id("Qwen/Qwen3-0.6B") and not is_hub_id("/tmp/x") and not is_hub_id("a/b/c")
+    for base, lic in [("FacebookAI/roberta-base", "mit"), ("distilbert/distilbert-base-uncased", "apache-2.0"),
+                      ("google-bert/bert-base-uncased", "apache-2.0"), ("someone/roberta-like", None)]:
+        assert base_license(base) == lic, base
 
 
 def compare_output(tmp_path: Path, tuned: float = 0.41) -> Path:

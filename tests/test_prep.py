@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import json
 import random
+import re
 import subprocess
 import sys
 from collections import Counter
@@ -115,6 +116,14 @@ def test_kaggle_sample_mojibake_gone_after_prep(tmp_path):
     assert meta["input"]["format"] == "instruction" and sum(meta["splits"]["sizes"].values()) == 60
     text = "".join(r["input"] for s in ("train", "val", "test") for r in read_split(tmp_path / "o", s))
     assert "âviability" not in text and '"viability"' in text
+
+
+def test_a_text_that_is_not_a_string_names_its_file_and_line(tmp_path):
+    rows = make_articles(6)
+    rows[3]["text"] = ["a", "list"]
+    path = write_jsonl(tmp_path / "bad.jsonl", rows)
+    with pytest.raises(NewsbiasError, match=rf"^{re.escape(str(path))}: line 4: the text field 'text' holds a list"):
+        run_prep(cfg_for(path, tmp_path / "o"))
 
 
 def test_instruction_jsonl_keeps_its_own_instruction(tmp_path, caplog):

@@ -2,7 +2,7 @@
 
 * ``majority``: always the most frequent train label; its probabilities are the train label
   distribution (ties go to the earlier label in :data:`LABELS`).
-* ``tfidf-lr``: TF-IDF over word 1-2 grams (sublinear tf, min_df) + logistic regression, with an
+* ``tfidf-lr``: TF-IDF (word 1-2 grams by default; ``baseline.tfidf.*``) + logistic regression, with an
   optional choice of C by macro-F1 on val.jsonl.
 
 Both train on the prep output's ``train.jsonl`` and predict one split, writing the shared

@@ -352,7 +352,7 @@ def _checked_settings(d: Path) -> ModelSettings:
 
 
 def _model_name(source: str) -> str:
-    """The comparable name of a model source (a GGUF file is named by its directory's model)."""
+    """The comparable name of a model source: its directory's name, or a GGUF file's name without ``.gguf``."""
     p = Path(source)
     return p.name if not is_gguf(source) else p.stem
 

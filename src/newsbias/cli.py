@@ -249,7 +249,7 @@ COMMANDS: tuple[Command, ...] = (
              Flag("--overwrite", "train.overwrite", const=True), QUIET)),
     Command("baseline", _run_baseline,
             "Majority-class and TF-IDF + logistic regression baselines on a prep split.",
-            "Train the majority-class and TF-IDF (word 1-2 grams) + logistic regression baselines on train.jsonl of "
+            "Train the majority-class and TF-IDF + logistic regression baselines on train.jsonl of "
             "a prep output directory, predict a split, and write majority.jsonl and tfidf-lr.jsonl (the shared "
             "prediction format, with probabilities), a manifest beside each, and the fitted pipeline "
             "tfidf-lr.joblib.",

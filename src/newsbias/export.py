@@ -41,13 +41,13 @@ MARKER_FILE = "export.json"  # {"stage": "export", ...}: marks a directory this 
 ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors", "manifest.json", "train_log.jsonl")
 TOKENIZER_PREFIXES = ("tokenizer", "special_tokens", "vocab", "merges", "chat_template")
 CARD_PATH = "path/to/this/dir"  # the export directory as the card's usage snippets name it
-# Licenses of bases people use with newsbias (model id prefix, lower case -> SPDX-like hub id).
+# Licenses of bases people use with newsbias (owner/name prefix, lower case -> SPDX-like hub id); keys carry the
+# owner because only ids that pass is_hub_id are looked up (legacy ids like "bert-base-uncased" now live under one)
 KNOWN_LICENSES = {
     "qwen/qwen3-": "apache-2.0", "qwen/qwen2.5-0.5b": "apache-2.0", "qwen/qwen2.5-1.5b": "apache-2.0",
     "qwen/qwen2.5-7b": "apache-2.0", "sentence-transformers/all-minilm": "apache-2.0",
-    "google-bert/bert-": "apache-2.0", "bert-base": "apache-2.0", "distilbert": "apache-2.0",
-    "answerdotai/modernbert": "apache-2.0", "microsoft/deberta-v3": "mit", "roberta-": "mit",
-    "facebookai/roberta-": "mit", "huggingfacetb/smollm": "apache-2.0",
+    "google-bert/bert-": "apache-2.0", "distilbert/distilbert-": "apache-2.0",
+    "answerdotai/modernbert": "apache-2.0", "microsoft/deberta-v3": "mit", "facebookai/roberta-": "mit", "huggingfacetb/smollm": "apache-2.0",
     "meta-llama/llama-3.2": "llama3.2", "google/gemma": "gemma",
 }
 # Packaged local copies of hub models (a path part or file name prefix, lower case -> hub id).

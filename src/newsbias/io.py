@@ -203,7 +203,7 @@ def atomic_dir(out_dir: str | Path, marker: str | None = None) -> Iterator[Path]
 
 
 def package_versions(names: Iterable[str] = ("newsbias", "torch", "transformers", "peft", "accelerate", "pandas",
-                                             "scikit-learn", "ftfy", "datasketch", "numpy", "pydantic", "onnxruntime"),
+                                             "scikit-learn", "ftfy", "numpy", "pydantic", "onnxruntime"),
                      ) -> dict[str, str | None]:
     out: dict[str, str | None] = {"python": platform.python_version()}
     for name in names:

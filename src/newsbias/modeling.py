@@ -461,7 +461,8 @@ def _module_names(model: nn.Module) -> set[str]:
 
 
 def resolve_target_modules(model: nn.Module, target_modules: Sequence[str] | str) -> list[str]:
-    """``auto`` -> attention projections of the architecture (q/k/v/o for LLMs, query/key/value/dense for BERT)."""
+    """``auto`` -> the attention projections of the architecture (q/k/v/o for LLMs, query/key/value for BERT,
+    q_lin/k_lin/v_lin for DistilBERT, c_attn/c_proj for GPT-2); a given list must name modules that exist."""
     names = _module_names(model)
     if isinstance(target_modules, str) and target_modules != "auto":
         target_modules = [target_modules]
@@ -474,7 +475,6 @@ def resolve_target_modules(model: nn.Module, target_modules: Sequence[str] | str
     mods = list(target_modules)
     if not any(m in names for m in mods):
         raise NewsbiasError(f"none of lora.target_modules {mods} exist in the model; e.g. {sorted(names)[:12]}")
-    # BERT-style models call q/k/v "query/key/value": map the LLM names when those are absent.
     return mods
 
 

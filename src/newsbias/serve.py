@@ -3,7 +3,7 @@
 Endpoints: ``POST /v1/classify``, ``POST /v1/explain`` (which words moved the answer:
 :func:`newsbias.explain.explain_article`), ``GET /health``, ``GET /v1/model``, OpenAPI at ``/docs``, and a
 small page at ``/``. The model is loaded once (at startup, in a thread, or injected by the
-caller, by :meth:`newsbias.classifier.Classifier.load`) and scored with
+caller, by :meth:`newsbias.classifier.Classifier.from_options`) and scored with
 :meth:`~newsbias.classifier.Classifier.classify` — the same prompt, truncation and scoring as ``newsbias predict``.
 
 Concurrent requests are micro-batched: each request puts its texts on an asyncio queue; one

@@ -3,7 +3,7 @@
 Hashing is deterministic (CRC32 of words, fixed permutation seed), so the same texts give the same
 signatures in any process and any row order. The signature computation is vectorised with numpy
 over batches of documents: 34k news articles take seconds, not minutes as a per-shingle Python
-loop would.
+loop would — which is why this is not datasketch, whose ``MinHash.update`` is one Python call per shingle.
 """
 
 from __future__ import annotations
@@ -15,7 +15,6 @@ from itertools import chain
 
 import numpy as np
 import pandas as pd
-from tqdm.auto import tqdm
 
 from .clean import dedup_key
 
@@ -58,8 +57,11 @@ def _shingle_hashes(word_hashes: np.ndarray, lengths: np.ndarray, k: int) -> tup
     return (sh ^ (sh >> np.uint64(32))) & _MASK32, offsets
 
 
-def minhash_signatures(texts: Sequence[str], num_perm: int = 64, shingle_words: int = 5,
-                       progress: bool = False, max_words: int = 100_000) -> tuple[np.ndarray, list[str]]:
+_BATCH_WORDS = 100_000  # words hashed per batch: bounds the [num_perm x shingles] temporaries
+
+
+def minhash_signatures(texts: Sequence[str], num_perm: int = 64,
+                       shingle_words: int = 5) -> tuple[np.ndarray, list[str]]:
     """MinHash signatures ``[len(texts), num_perm]`` (uint32) of word ``shingle_words``-grams,
     and the sha1 of each text's :func:`dedup_key` (for exact duplicates), in one pass."""
     rng = np.random.default_rng(_PERM_SEED)
@@ -67,12 +69,10 @@ def minhash_signatures(texts: Sequence[str], num_perm: int = 64, shingle_words: 
     b = rng.integers(0, 2**63, size=num_perm, dtype=np.uint64)[:, None]
     sigs = np.empty((len(texts), num_perm), dtype=np.uint32)
     hashes: list[str] = []
-    bar = tqdm(total=len(texts), desc="minhash", unit="doc", disable=not progress, leave=False)
     start = 0
     while start < len(texts):
-        # batches bounded by word count keep the [num_perm x shingles] temporaries small
         keys, n_words = [], 0
-        while start + len(keys) < len(texts) and (not keys or n_words < max_words):
+        while start + len(keys) < len(texts) and (not keys or n_words < _BATCH_WORDS):
             keys.append(dedup_key(texts[start + len(keys)]))
             n_words += keys[-1].count(" ") + 1
         hashes.extend(hashlib.sha1(k.encode("utf-8")).hexdigest() for k in keys)
@@ -85,9 +85,7 @@ def minhash_signatures(texts: Sequence[str], num_perm: int = 64, shingle_words: 
         # multiply-shift hashing: the high 32 bits of a*x+b (mod 2^64) are a 2-universal family
         vals = (a * sh[None, :] + b) >> np.uint64(32)
         sigs[start:start + len(keys)] = np.minimum.reduceat(vals, offsets, axis=1).T
-        bar.update(len(keys))
         start += len(keys)
-    bar.close()
     return sigs, hashes
 
 

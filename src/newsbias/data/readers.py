@@ -265,8 +265,9 @@ def check_columns(found: Iterable[str], cols: ColumnsConfig, path: Path) -> None
     raise NewsbiasError(f"{path}: expected columns {expected}; found {','.join(found) or '(none)'}{hint}")
 
 
-def _records(rows: Iterable[tuple[int, dict]], cols: ColumnsConfig, extra_source_url: str | None = None,
+def _records(where: str, rows: Iterable[tuple[int, dict]], cols: ColumnsConfig, extra_source_url: str | None = None,
              bad: list[dict] | None = None, on_bad_row: str = "error", max_chars: int | None = None) -> pd.DataFrame:
+    """The rows as one frame of :data:`FIELDS`; ``where`` (``"PATH: line"``) starts an error about a row."""
     out = {k: [] for k in (*FIELDS, "line")}
     getters = {f: getattr(cols, f, None) for f in ("id", "text", "title", "label", "source", "date", "url")}
     for lineno, row in rows:
@@ -275,7 +276,7 @@ def _records(rows: Iterable[tuple[int, dict]], cols: ColumnsConfig, extra_source
             # a list / object / number is not an article: its Python repr must not be trained on
             reason = f"the text field {getters['text']!r} holds a {type(text).__name__}, not a string"
             if on_bad_row == "error" or bad is None:
-                raise NewsbiasError(f"line {lineno}: {reason}; fix the row or set prep.input.on_bad_row=skip")
+                raise NewsbiasError(f"{where} {lineno}: {reason}; fix the row or set prep.input.on_bad_row=skip")
             bad.append({"line": lineno, "reason": reason})
             continue
         if max_chars and isinstance(text, str) and len(text) > max_chars and bad is not None:
@@ -332,11 +333,11 @@ def _read_table(path: Path, inp: InputConfig, cols: ColumnsConfig, bad: list[dic
             raise NewsbiasError(f"{path}: cannot read Parquet ({exc})") from None
         check_columns(df.columns, cols, path)
         rows = ((i + 1, r) for i, r in enumerate(df.to_dict("records")))
-        return _records(rows, cols, source_url_col, bad, inp.on_bad_row, max_chars)
+        return _records(f"{path}: row", rows, cols, source_url_col, bad, inp.on_bad_row, max_chars)
     if name.endswith((".csv", ".tsv")):
         header, rows = iter_csv(path, inp.encoding, inp.on_bad_row, bad)
         check_columns(header, cols, path)
-        return _records(rows, cols, source_url_col, bad, inp.on_bad_row, max_chars)
+        return _records(f"{path}: line", rows, cols, source_url_col, bad, inp.on_bad_row, max_chars)
     if name.endswith((".jsonl", ".json", ".ndjson")):
         it = iter_jsonl(path, inp.encoding, inp.on_bad_row, bad)
         first = next(it, None)
@@ -347,7 +348,7 @@ def _read_table(path: Path, inp: InputConfig, cols: ColumnsConfig, bad: list[dic
         def chained():
             yield first
             yield from it
-        return _records(chained(), cols, source_url_col, bad, inp.on_bad_row, max_chars)
+        return _records(f"{path}: line", chained(), cols, source_url_col, bad, inp.on_bad_row, max_chars)
     raise NewsbiasError(f"{path}: unsupported file type; use .csv, .tsv, .jsonl(.gz) or .parquet")
 
 
@@ -374,7 +375,7 @@ def read_allsides_release(root: Path, inp: InputConfig, bad: list[dict], max_cha
     if rows and "bias_text" not in rows[0][1] and "bias" in rows[0][1]:
         cols = cols.model_copy(update={"label": "bias"})
     check_columns(rows[0][1].keys() if rows else [], cols, jdir)
-    return _records(rows, cols, "source_url", bad, inp.on_bad_row, max_chars)
+    return _records(f"{jdir}: file number", rows, cols, "source_url", bad, inp.on_bad_row, max_chars)
 
 
 def read_input(inp: InputConfig, max_chars: int | None = None) -> ReadResult:
