@@ -21,6 +21,7 @@ from collections import Counter
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -38,7 +39,7 @@ from ..io import (
     write_jsonl,
 )
 from ..labels import LABELS, LabelNormalizer
-from ..records import join_title
+from ..records import Article, join_title, split_file, write_articles
 from . import dedup as dd
 from . import split as sp
 from .clean import clean_text, outlet_of, source_key
@@ -178,14 +179,15 @@ def _leakage(df: pd.DataFrame, sigs: np.ndarray, threshold: float) -> tuple[dict
     return report, near, exact_pairs
 
 
-def _output_row(row: pd.Series, instruction: str, with_label: bool = True) -> dict[str, Any]:
-    out = {"id": row["id"], "instruction": instruction, "input": row["text"]}
-    if with_label:
-        out["output"] = row["label"]
-    for f in ("title", "source", "outlet", "date", "url"):
-        v = row.get(f)
-        out[f] = None if v is None or (isinstance(v, float) and np.isnan(v)) else v
-    return out
+def _articles(frame: pd.DataFrame, instruction: str, with_label: bool = True) -> Iterator[Article]:
+    """The frame's rows as split-file records (no label for eval_small.jsonl)."""
+    def value(v: Any) -> Any:
+        return None if v is None or (isinstance(v, float) and np.isnan(v)) else v
+
+    for row in frame.to_dict("records"):
+        yield Article(id=row["id"], text=row["text"], label=row["label"] if with_label else None,
+                      instruction=instruction, **{f: value(row.get(f)) for f in ("title", "source", "outlet", "date",
+                                                                                   "url")})
 
 
 def _unique_ids(df: pd.DataFrame) -> tuple[pd.DataFrame, int]:
@@ -481,11 +483,12 @@ def run_prep(cfg: PrepConfig, progress: bool = False) -> dict[str, Any]:
     small = _eval_small(frames["test"], cfg.eval_small, cfg.split.seed)
     with atomic_dir(out, "prep_meta.json") as tmp:
         outputs: dict[str, dict[str, Any]] = {}
+        instruction = meta["instruction"]["text"]
         for name, frame in frames.items():
-            n = write_jsonl(tmp / f"{name}.jsonl", (_output_row(r, meta["instruction"]["text"]) for _, r in frame.iterrows()))
-            outputs[f"{name}.jsonl"] = {"rows": n}
-        n = write_jsonl(tmp / "eval_small.jsonl", (_output_row(r, meta["instruction"]["text"], False) for _, r in small.iterrows()))
-        outputs["eval_small.jsonl"] = {"rows": n}
+            outputs[split_file(tmp, name).name] = {"rows": write_articles(split_file(tmp, name),
+                                                                          _articles(frame, instruction))}
+        outputs["eval_small.jsonl"] = {"rows": write_articles(split_file(tmp, "eval_small"),
+                                                              _articles(small, instruction, with_label=False))}
         outputs["drops.jsonl"] = {"rows": write_jsonl(tmp / "drops.jsonl", drop_rows)}
         for name, info in outputs.items():
             info["sha256"] = sha256_file(tmp / name)
