@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import platform
 import subprocess
 import sys
@@ -286,3 +288,15 @@ def test_minilm_demo_model_cls():
     s = ModelSettings(head="cls", prompt=b.settings)
     p = score_batch(pm, tok, s, ["The senate passed the bill.", "Markets rallied today."])
     assert p.shape == (2, 3) and np.allclose(p.sum(1), 1, atol=1e-5)
+
+
+@pytest.mark.parametrize("change, message", [({"head": "regression"}, "head 'regression' is not one of lm, cls"),
+                                             ({"pooling": "max"}, "pooling 'max' is not one of cls, mean"),
+                                             ({"labels": ["left", "left"]}, "must be two or more distinct names"),
+                                             ({"label_token_ids": ["7"]}, "must be a list of token ids")])
+def test_a_hand_edited_settings_file_is_one_line_error(tmp_path, change, message):
+    ModelSettings(head="cls").save(tmp_path)
+    data = json.loads((tmp_path / "newsbias.json").read_text())
+    (tmp_path / "newsbias.json").write_text(json.dumps({**data, **change}))
+    with pytest.raises(NewsbiasError, match=f"^{re.escape(str(tmp_path))}/newsbias.json: .*{re.escape(message)}; restore"):
+        ModelSettings.load(tmp_path)

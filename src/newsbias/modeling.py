@@ -26,7 +26,7 @@ import tempfile
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Optional, Sequence
+from typing import Any, Iterator, Optional, Sequence, get_args
 
 import numpy as np
 import torch
@@ -560,8 +560,9 @@ class ModelSettings:
                 **self.extra}
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "ModelSettings":
-        """Settings from a ``newsbias.json`` of this format or of format 1."""
+    def from_dict(cls, d: dict[str, Any], where: str = SETTINGS_FILE) -> "ModelSettings":
+        """Settings from a ``newsbias.json`` (``where``, for errors) of this format or of format 1."""
+        _check_settings(d, where)
         known = {"format", "head", "pooling", "base_model", "labels", "verbalizers", "label_token_ids",
                  "uses_chat_template", "prompt", "best_val", "calibration", "prepend_title"}
         prompt = dict(d.get("prompt") or {})
@@ -592,7 +593,24 @@ class ModelSettings:
         p = Path(directory, SETTINGS_FILE)
         if not p.is_file():
             raise NewsbiasError(f"{directory} has no {SETTINGS_FILE}; it was not written by `newsbias train`")
-        return cls.from_dict(read_json(p))
+        return cls.from_dict(read_json(p), str(p))
+
+
+def _check_settings(d: dict[str, Any], where: str) -> None:
+    """A one-line error for a ``newsbias.json`` value that would otherwise fail later, far from the file."""
+    for key, allowed in (("head", get_args(Head)), ("pooling", get_args(Pooling))):
+        if key in d and d[key] not in allowed:
+            raise NewsbiasError(f"{where}: {key} {d[key]!r} is not one of {', '.join(allowed)}; restore the "
+                                f"file `newsbias train` wrote")
+    labels = d.get("labels", LABELS)
+    if (not isinstance(labels, list | tuple) or len(labels) < 2 or not all(isinstance(x, str) and x for x in labels)
+            or len(set(labels)) != len(labels)):
+        raise NewsbiasError(f"{where}: labels {labels!r} must be two or more distinct names; restore the "
+                            f"file `newsbias train` wrote")
+    ids = d.get("label_token_ids", [])
+    if not isinstance(ids, list) or not all(isinstance(x, int) and not isinstance(x, bool) for x in ids):
+        raise NewsbiasError(f"{where}: label_token_ids {ids!r} must be a list of token ids; restore the "
+                            f"file `newsbias train` wrote")
 
 
 def prompt_builder(tokenizer: Any, settings: ModelSettings) -> PromptBuilder:
