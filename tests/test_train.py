@@ -72,7 +72,7 @@ def test_errors_before_training(tmp_path, tiny_qwen_dir, planted_data_dir):
     write_jsonl(empty / "val.jsonl", make_planted_rows(3))
     with pytest.raises(NewsbiasError, match="training set .* is empty"):
         train(tiny_cfg(tiny_qwen_dir, empty, tmp_path / "o"))
-    with pytest.raises(NewsbiasError, match="model path .* does not exist"):
+    with pytest.raises(NewsbiasError, match="^train.model.name_or_path .*no_model does not exist; give an existing directory"):
         train(tiny_cfg(tmp_path / "no_model", planted_data_dir, tmp_path / "o"))
     with pytest.raises(NewsbiasError, match="max_length=12 is too small"):
         train(tiny_cfg(tiny_qwen_dir, planted_data_dir, tmp_path / "o", prompt__max_length=12))

@@ -75,7 +75,7 @@ class Classifier:
             return cls._load_adapter(p, base_model, device, dtype)
         if base_model:
             raise NewsbiasError(f"{source} is not an adapter directory, so there is no base model to replace; "
-                                f"drop predict.model or point predict.adapter at a `newsbias train` output")
+                                f"drop --model or point --adapter at a `newsbias train` output")
         if p.is_dir() and (p / SETTINGS_FILE).is_file() and (p / ONNX_FILE).is_file():
             return cls(OnnxScorer(p / ONNX_FILE), load_tokenizer(str(p)), _checked_settings(p), source=str(p))
         if p.is_dir() and (p / SETTINGS_FILE).is_file():
@@ -126,7 +126,7 @@ class Classifier:
         base = base_model or settings.base_model
         if base_model and settings.base_model and _model_name(base_model) != _model_name(settings.base_model):
             raise NewsbiasError(f"the adapter was trained on {settings.base_model!r}, not {base_model!r}; "
-                                f"drop predict.model to use the adapter's base")
+                                f"drop --model to use the adapter's base")
         recorded = settings.base_model
         if not base_model and recorded and looks_local(recorded) and not Path(recorded).expanduser().exists():
             raise NewsbiasError(f"the base model this adapter was trained on, {settings.base_model} (recorded in "

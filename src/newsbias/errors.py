@@ -27,5 +27,19 @@ def counted(n: int, noun: str) -> str:
     return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
 
 
+class SettingError(NewsbiasError):
+    """An error about one setting that several stages share (``key``: ``device``, ``dtype``, ``model``,
+    ``prompt.max_length`` ...), raised where the value is used; the stage that catches it names its own key
+    with :meth:`named` (``predict.device``, ``train.model.name_or_path``)."""
+
+    def __init__(self, key: str, rest: str):
+        super().__init__(f"{key} {rest}")
+        self.key, self.rest = key, rest
+
+    def named(self, name: str) -> NewsbiasError:
+        """The same error with the setting called ``name``."""
+        return NewsbiasError(f"{name} {self.rest}")
+
+
 class ConfigError(NewsbiasError):
     """A config file or ``key=value`` override that does not validate."""

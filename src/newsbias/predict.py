@@ -32,7 +32,7 @@ from tqdm.auto import tqdm
 
 from .classifier import Classifier
 from .config import InferenceConfig, PredictConfig, dump_config
-from .errors import NewsbiasError
+from .errors import NewsbiasError, SettingError
 from .io import dumps_line, sha256_file, stage_manifest, write_json
 from .labels import parse_generation  # noqa: F401  (re-exported for users)
 from .modeling import SETTINGS_FILE, Dist, init_distributed, resolve_device_dtype, set_threads, tune_cpu_allocator
@@ -117,6 +117,8 @@ def load_classifier(cfg: InferenceConfig, instruction: Optional[str] = None, sta
     set_threads(cfg.threads)
     try:
         clf = Classifier.from_options(**cfg.loader_options(instruction))
+    except SettingError as exc:
+        raise exc.named(f"{stage}.{exc.key}") from None
     except NewsbiasError as exc:
         if str(exc).startswith("prompt."):  # the prompt's settings, not the model, are what to change
             raise NewsbiasError(f"{stage}.{exc}".replace(" prompt.instruction", f" {stage}.prompt.instruction")) from None
@@ -310,7 +312,10 @@ def run_predict(cfg: PredictConfig, progress: bool = True) -> dict[str, Any]:
     out = Path(cfg.out)
     _check_out(out, input_path)
     parts = _parts_dir(out)
-    d = init_distributed(resolve_device_dtype(cfg.device, cfg.dtype)[0].type)
+    try:
+        d = init_distributed(resolve_device_dtype(cfg.device, cfg.dtype)[0].type)
+    except SettingError as exc:
+        raise exc.named(f"predict.{exc.key}") from None
     # the model loads (and fails) before anything is written, so a bad adapter leaves no trace
     clf = load_classifier(cfg, first_instruction(input_path))
     name = cfg.run_name()

@@ -25,7 +25,7 @@ import time
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any, Iterator, Optional, Sequence
 
 import numpy as np
 import pandas as pd
@@ -35,7 +35,7 @@ import torch.distributed as dist
 from .adversary import IGNORE, OutletAdversary, outlet_vocabulary, ramp
 from .classifier import Classifier
 from .config import DEFAULT_INSTRUCTION, TRAIN_NOT_IN_RUN, TrainConfig, dump_config
-from .errors import NewsbiasError
+from .errors import NewsbiasError, SettingError
 from .io import holds, honour_umask, read_json, sha256_file, stage_manifest, write_json
 from .labels import LABELS
 from .metrics import fit_temperature
@@ -483,11 +483,21 @@ class Recipe:
                 tracker(rec)
 
 
+@contextlib.contextmanager
+def _train_keys() -> Iterator[None]:
+    """A shared setting's error (:class:`~newsbias.errors.SettingError`) named by its key under ``train.model``."""
+    try:
+        yield
+    except SettingError as exc:
+        raise exc.named("train.model." + ("name_or_path" if exc.key == "model" else exc.key)) from None
+
+
 def _setup_device(cfg: TrainConfig) -> tuple[Dist, str]:
     """This process's place in the group and the device it trains on (on CPU, with the tuned allocator)."""
     from .modeling import resolve_device_dtype, tune_cpu_allocator
 
-    dev, _ = resolve_device_dtype(cfg.model.device, cfg.model.dtype)
+    with _train_keys():
+        dev, _ = resolve_device_dtype(cfg.model.device, cfg.model.dtype)
     if dev.type == "cpu":
         tune_cpu_allocator()
     d = init_distributed(dev.type)
@@ -505,9 +515,10 @@ def _setup_model(cfg: TrainConfig, source: str, device: str, train_ex: Sequence[
     """The base model with LoRA (or all weights) trainable, its tokenizer and the prompt builder."""
     m = cfg.model
     seed_everything(cfg.seed)
-    model, tok = load_model_and_tokenizer(
-        source, head=m.head, device=device, dtype=m.dtype, attn_implementation=m.attn_implementation,
-        gradient_checkpointing=m.gradient_checkpointing, trust_remote_code=m.trust_remote_code, pooling=m.pooling)
+    with _train_keys():
+        model, tok = load_model_and_tokenizer(
+            source, head=m.head, device=device, dtype=m.dtype, attn_implementation=m.attn_implementation,
+            gradient_checkpointing=m.gradient_checkpointing, trust_remote_code=m.trust_remote_code, pooling=m.pooling)
     builder = PromptBuilder(tok, cfg.prompt.with_instruction(pick_instruction(cfg, train_ex)), m.head)
     return model, tok, builder
 
@@ -664,7 +675,8 @@ def setup(cfg: TrainConfig, resume: bool = False, progress: Optional[bool] = Non
     source = join_gguf(cfg.model.name_or_path, cfg.model.gguf_file)
     check_out_dir(cfg, source)
     train_ex, val_ex, hashes = load_training_data(cfg)
-    _check_model_path(source)
+    with _train_keys():
+        _check_model_path(source)
     identity = run_identity(cfg, hashes)
     ckpt = check_checkpoints(Path(cfg.out_dir), identity, resume, cfg.overwrite)
     if not resume:
