@@ -5,10 +5,12 @@ from __future__ import annotations
 import json
 import shlex
 
+import pytest
+
 from newsbias import io
 from newsbias.cli import main
 from newsbias.config import BaselineConfig, CvConfig
-from newsbias.io import stage_manifest
+from newsbias.io import stage_manifest, write_json, write_jsonl
 
 
 def test_stage_manifest_keys(monkeypatch):
@@ -34,3 +36,19 @@ def test_manifest_records_the_command_line_that_ran_it(planted_data_dir, tmp_pat
     m = json.loads((tmp_path / "my preds" / "majority.manifest.json").read_text())
     assert m["command"] == shlex.join(["newsbias", *argv]) and "'" in m["command"]
     assert stage_manifest("train", {}, 0.0)["command"] == "newsbias train"  # a stage the command line did not name
+
+
+def test_a_write_that_fails_leaves_the_old_file_whole(tmp_path):
+    path = tmp_path / "p.jsonl"
+    write_jsonl(path, [{"a": 1}, {"a": 2}])
+
+    def rows():
+        yield {"a": 3}
+        raise KeyboardInterrupt  # a user's Ctrl-C half-way
+
+    with pytest.raises(KeyboardInterrupt):
+        write_jsonl(path, rows())
+    assert path.read_text() == '{"a": 1}\n{"a": 2}\n'
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["p.jsonl"]
+    write_json(tmp_path / "m.json", {"x": "é"})
+    assert (tmp_path / "m.json").read_text(encoding="utf-8") == '{\n  "x": "é"\n}\n'

@@ -44,7 +44,7 @@ def test_resolve_device_dtype_cpu():
     assert resolve_device_dtype("cpu", "float32")[1] == torch.float32
     with pytest.raises(NewsbiasError, match="dtype"):
         resolve_device_dtype("cpu", "int3")
-    with pytest.raises(NewsbiasError, match="no CUDA"):
+    with pytest.raises(NewsbiasError, match="asks for a CUDA GPU and this machine has none"):
         resolve_device_dtype("cuda", "auto")
 
 

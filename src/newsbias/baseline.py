@@ -13,7 +13,6 @@ prediction record (``<out_dir>/majority.jsonl``, ``tfidf-lr.jsonl``) with a mani
 from __future__ import annotations
 
 import logging
-import os
 import time
 from itertools import chain, groupby
 from pathlib import Path
@@ -334,13 +333,6 @@ def prediction_rows(frame: pd.DataFrame, probs: np.ndarray, model: str) -> list[
             for rid, k, p, gold, outlet in zip(frame["id"], preds, probs, frame["gold"], frame["outlet"])]
 
 
-def _atomic_write(path: Path, rows: list[Prediction]) -> int:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    n = write_predictions(tmp, rows)
-    os.replace(tmp, path)
-    return n
-
-
 def _file_info(path: Path, rows: int) -> dict[str, Any]:
     return {"path": str(path), "sha256": sha256_file(path), "rows": rows}
 
@@ -395,7 +387,7 @@ def run_baseline(cfg: BaselineConfig) -> dict[str, Any]:
         probs, extra = _fit_predict(name, cfg, train, val, target, out_dir)
         rows = prediction_rows(target, probs, name)
         pred_path = out_dir / f"{name}.jsonl"
-        n = _atomic_write(pred_path, rows)
+        n = write_predictions(pred_path, rows)
         manifest = stage_manifest("baseline", cfg, t1, **common, model=name, **extra,
                                   counts={"rows": n, "valid": n, "invalid": 0,
                                           "pred_counts": {lab: sum(r.pred == lab for r in rows) for lab in LABELS}},

@@ -31,9 +31,23 @@ def dumps_line(obj: dict[str, Any]) -> str:
     return json.dumps(obj, ensure_ascii=False, separators=(", ", ": ")) + "\n"
 
 
+@contextlib.contextmanager
+def atomic_file(path: str | Path) -> Iterator[Path]:
+    """A temporary sibling of ``path`` (``.NAME.tmp-PID``) to write; it becomes ``path`` only when the block ends
+    without an error, so a reader (or a resumed run) never sees half a file."""
+    p = Path(path)
+    tmp = p.with_name(f".{p.name}.tmp-{os.getpid()}")
+    try:
+        yield tmp
+        os.replace(tmp, p)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
 def write_jsonl(path: str | Path, rows: Iterable[dict[str, Any]]) -> int:
+    """``rows`` as JSON Lines, written whole or not at all; returns their number."""
     n = 0
-    with open(path, "w", encoding="utf-8", newline="\n") as f:
+    with atomic_file(path) as tmp, open(tmp, "w", encoding="utf-8", newline="\n") as f:
         for row in rows:
             f.write(dumps_line(row))
             n += 1
@@ -41,7 +55,8 @@ def write_jsonl(path: str | Path, rows: Iterable[dict[str, Any]]) -> int:
 
 
 def write_json(path: str | Path, obj: Any) -> None:
-    with open(path, "w", encoding="utf-8", newline="\n") as f:
+    """``obj`` as indented JSON, written whole or not at all."""
+    with atomic_file(path) as tmp, open(tmp, "w", encoding="utf-8", newline="\n") as f:
         json.dump(obj, f, ensure_ascii=False, indent=2, sort_keys=False)
         f.write("\n")
 

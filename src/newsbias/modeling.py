@@ -17,7 +17,6 @@ import contextlib
 import functools
 import hashlib
 import inspect
-import json
 import logging
 import os
 import re
@@ -37,7 +36,7 @@ from torch import nn
 
 from .config import Head, Pooling, PromptConfig, format_validation_error
 from .errors import NewsbiasError, SettingError
-from .io import read_json
+from .io import read_json, write_json
 from .labels import LABELS
 from .prompt import PromptBuilder
 
@@ -582,10 +581,7 @@ class ModelSettings:
 
     def save(self, directory: str | Path) -> None:
         """Write ``newsbias.json`` whole or not at all (``newsbias calibrate`` rewrites an existing one)."""
-        p = Path(directory, SETTINGS_FILE)
-        tmp = p.with_name(f".{p.name}.tmp-{os.getpid()}")
-        tmp.write_text(json.dumps(self.to_dict(), indent=2) + "\n", encoding="utf-8")
-        os.replace(tmp, p)
+        write_json(Path(directory, SETTINGS_FILE), self.to_dict())
 
     @classmethod
     def load(cls, directory: str | Path) -> "ModelSettings":

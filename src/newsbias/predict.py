@@ -33,7 +33,7 @@ from tqdm.auto import tqdm
 from .classifier import Classifier
 from .config import InferenceConfig, PredictConfig, dump_config
 from .errors import NewsbiasError, SettingError
-from .io import dumps_line, sha256_file, stage_manifest, write_json
+from .io import atomic_file, dumps_line, sha256_file, stage_manifest, write_json
 from .labels import parse_generation  # noqa: F401  (re-exported for users)
 from .modeling import SETTINGS_FILE, Dist, init_distributed, resolve_device_dtype, set_threads, tune_cpu_allocator
 from .data.readers import iter_csv
@@ -373,10 +373,9 @@ def _merge(parts: Path, out: Path, world: int, resumed: int) -> dict[str, Any]:
     """Interleave the ranks' part files back into input order; returns the counts (skip records become counts)."""
     files = [open(parts / f"rank{r}.jsonl", encoding="utf-8") for r in range(world)]
     skipped: dict[str, int] = {}
-    tmp = out.parent / f".{out.name}.tmp"
     n = invalid = 0
     try:
-        with open(tmp, "w", encoding="utf-8") as fo:
+        with atomic_file(out) as tmp, open(tmp, "w", encoding="utf-8") as fo:
             k = 0
             while True:
                 src = files[k % world]
@@ -395,6 +394,5 @@ def _merge(parts: Path, out: Path, world: int, resumed: int) -> dict[str, Any]:
     finally:
         for f in files:
             f.close()
-    os.replace(tmp, out)
     return {"rows": n + sum(skipped.values()), "predicted": n, "skipped": sum(skipped.values()),
             "skipped_by_reason": skipped, "invalid": invalid, "resumed_rows": resumed}
