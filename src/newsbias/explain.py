@@ -38,7 +38,7 @@ from .config import ExplainConfig
 from .data.clean import domain_of
 from .data.cues import cue_spans
 from .errors import NewsbiasError
-from .io import check_output_dir, dumps_line, read_json, stage_manifest, write_json
+from .io import check_output_dir, dumps_line, read_json, stage_manifest, trim_torn_tail, write_json
 from .predict import first_instruction, input_articles, load_classifier, resolve_input, skip_reason
 from .records import Article, iter_json_lines
 from .templates import render
@@ -237,10 +237,7 @@ def _done_records(out: Path, sig: dict[str, Any], overwrite: bool) -> list[dict[
     old = read_json(out / MANIFEST, strict=False) or {}
     path = out / RECORDS
     if old.get("signature") == sig and not old.get("complete") and path.is_file():
-        with open(path, "rb") as f:
-            whole = [line for line in f if line.endswith(b"\n")]  # a line cut by the kill is dropped
-        with open(path, "r+b") as f:
-            f.truncate(sum(map(len, whole)))
+        trim_torn_tail(path)  # a line cut by the kill is dropped
         return [obj for _, obj in iter_json_lines(path)]
     if path.exists() and not overwrite:
         _refuse_earlier(out, bool(old.get("complete")))

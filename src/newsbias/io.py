@@ -44,6 +44,19 @@ def atomic_file(path: str | Path) -> Iterator[Path]:
         tmp.unlink(missing_ok=True)
 
 
+def trim_torn_tail(path: str | Path) -> int:
+    """Cut a last line that has no newline (a write killed mid-line) off ``path``; returns the whole lines left."""
+    n = keep = 0
+    with open(path, "rb") as f:
+        for line in f:  # streamed: a resumed file may be large
+            if line.endswith(b"\n"):
+                n, keep = n + 1, keep + len(line)
+    if keep != Path(path).stat().st_size:
+        with open(path, "r+b") as f:
+            f.truncate(keep)
+    return n
+
+
 def write_jsonl(path: str | Path, rows: Iterable[dict[str, Any]]) -> int:
     """``rows`` as JSON Lines, written whole or not at all; returns their number."""
     n = 0

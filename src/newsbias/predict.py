@@ -33,7 +33,7 @@ from tqdm.auto import tqdm
 from .classifier import Classifier
 from .config import InferenceConfig, PredictConfig, dump_config
 from .errors import NewsbiasError, SettingError
-from .io import atomic_file, dumps_line, sha256_file, stage_manifest, write_json
+from .io import atomic_file, dumps_line, sha256_file, stage_manifest, trim_torn_tail, write_json
 from .labels import parse_generation  # noqa: F401  (re-exported for users)
 from .modeling import SETTINGS_FILE, Dist, init_distributed, resolve_device_dtype, set_threads, tune_cpu_allocator
 from .data.readers import iter_csv
@@ -194,15 +194,7 @@ def _rows_done(path: Path) -> int:
     A rank's part file holds one line per article it was given, in input order, so a resume
     skips exactly that many of its articles: repeated or missing ids cannot confuse it.
     """
-    if not path.exists():
-        return 0
-    data = path.read_bytes()
-    if data and not data.endswith(b"\n"):
-        cut = data.rfind(b"\n") + 1
-        with open(path, "r+b") as f:
-            f.truncate(cut)
-        data = data[:cut]
-    return data.count(b"\n")
+    return trim_torn_tail(path) if path.exists() else 0
 
 
 def _count_lines(path: str) -> Optional[int]:
