@@ -27,7 +27,7 @@ from .errors import NewsbiasError
 from .io import sha256_file, stage_manifest, writable_dir, write_json
 from .labels import LABELS
 from .metrics import apply_temperature, fit_temperature, macro_f1
-from .records import (Prediction, join_title, manifest_path, read_articles, resolve_split, split_file,
+from .records import (Prediction, join_title, manifest_path, read_articles, resolve_split, scored, split_file,
                       write_predictions)
 
 log = logging.getLogger(__name__)
@@ -327,10 +327,8 @@ def label_columns(classes: Sequence[str], raw: np.ndarray) -> np.ndarray:
 
 def prediction_rows(frame: pd.DataFrame, probs: np.ndarray, model: str) -> list[Prediction]:
     """Prediction records for ``frame`` given ``(n, 3)`` probabilities."""
-    preds = np.asarray(probs).argmax(axis=1)
-    return [Prediction(id=rid, pred=LABELS[k], probs={lab: round(float(p[j]), 6) for j, lab in enumerate(LABELS)},
-                       gold=gold, valid=True, outlet=outlet, model=model, adapter=None)
-            for rid, k, p, gold, outlet in zip(frame["id"], preds, probs, frame["gold"], frame["outlet"])]
+    return [Prediction(id=rid, **scored(LABELS, p), gold=gold, valid=True, outlet=outlet, model=model, adapter=None)
+            for rid, p, gold, outlet in zip(frame["id"], probs, frame["gold"], frame["outlet"])]
 
 
 def _file_info(path: Path, rows: int) -> dict[str, Any]:

@@ -33,7 +33,7 @@ from .modeling import (SETTINGS_FILE, ModelSettings, Pooling, is_gguf, iter_logi
                        prompt_builder, resolve_device_dtype, score_batch, score_encoded, shared_prefix_len)
 from .config import INT8_KEEP_FP32, PromptConfig
 from .onnx_model import ONNX_FILE, OnnxScorer
-from .records import join_title
+from .records import join_title, scored
 
 log = logging.getLogger(__name__)
 
@@ -283,8 +283,7 @@ class Classifier:
         labels = self.labels
         if mode == "score":
             probs = self.predict_proba(texts, batch_size, windows, pool)
-            return [{"pred": labels[int(np.argmax(p))], "probs": {l: round(float(v), 6) for l, v in zip(labels, p)},
-                     "valid": True} for p in probs]
+            return [{**scored(labels, p), "valid": True} for p in probs]
         out = []
         for raw in self.generate(texts, max_new_tokens, batch_size):
             pred = parse_generation(raw, labels)

@@ -40,7 +40,7 @@ from .data.cues import cue_spans
 from .errors import NewsbiasError
 from .io import check_output_dir, dumps_line, read_json, stage_manifest, trim_torn_tail, write_json
 from .predict import first_instruction, input_articles, load_classifier, resolve_input, skip_reason
-from .records import Article, iter_json_lines
+from .records import Article, iter_json_lines, scored
 from .templates import render
 
 RECORDS = "explanations.jsonl"
@@ -131,13 +131,10 @@ def explain_article(clf: Classifier, a: Article, span: int = 1, batch_size: int 
     full = probs[0]
     effects = full[None, :] - probs[1:len(units) + 1]
 
-    def scored(p: np.ndarray) -> dict[str, Any]:
-        return {"pred": labels[int(np.argmax(p))], "probs": {l: round(float(v), 6) for l, v in zip(labels, p)}}
-
-    return {"id": a.id, "gold": a.label, "outlet": a.outlet_or_source, **scored(full),
+    return {"id": a.id, "gold": a.label, "outlet": a.outlet_or_source, **scored(labels, full),
             "tokens_read": len(window.ids), "words_read": len(window.words), "truncated": window.truncated,
             "span": span,
-            "without_cues": scored(probs[-1]) if cue_units else None,
+            "without_cues": scored(labels, probs[-1]) if cue_units else None,
             "units": [{"start": s, "end": e, "text": text[s:e], "cue": c,
                        "effect": {l: round(float(v), 6) for l, v in zip(labels, eff)}}
                       for (s, e), c, eff in zip(units, cues, effects)]}

@@ -247,11 +247,22 @@ def _probs_of(raw: Any, labels: Sequence[str], where: str) -> Optional[dict[str,
         probs = {lab: float(raw[lab]) for lab in labels}
     except (TypeError, ValueError):
         raise NewsbiasError(problem) from None
-    # 0.01: records round each probability to 6 decimals, and half-precision scoring sums a little off 1
+    # 0.01: records round each probability to PROB_DECIMALS decimals, and half-precision scoring sums a little off 1
     if not all(0.0 <= p <= 1.0 for p in probs.values()) or abs(sum(probs.values()) - 1.0) > 0.01:
         raise NewsbiasError(f"{where}: probs {shorten(raw)} are not probabilities (each in [0, 1], summing to 1); "
                             f"write the softmax of the scores, not the scores themselves")
     return probs
+
+
+PROB_DECIMALS = 6  # records keep this many decimals of each probability
+
+
+def scored(labels: Sequence[str], probs: Sequence[float]) -> dict[str, Any]:
+    """``{"pred", "probs"}`` of one article's probabilities (in ``labels`` order): the argmax and the rounded
+    probabilities that every record carries (predict, serve, baseline, explain)."""
+    values = [float(p) for p in probs]
+    return {"pred": labels[values.index(max(values))],  # the first of tied maxima, as numpy's argmax
+            "probs": {lab: round(p, PROB_DECIMALS) for lab, p in zip(labels, values)}}
 
 
 @dataclass
