@@ -31,7 +31,7 @@ from .config import ExportConfig
 from .errors import NewsbiasError
 from .io import atomic_dir, check_output_dir, read_json, stage_manifest, write_json
 from .modeling import ModelSettings, is_gguf, join_gguf
-from .records import read_articles, resolve_split
+from .records import PREP_META, read_articles, resolve_split
 from .templates import render
 
 log = logging.getLogger(__name__)
@@ -137,7 +137,7 @@ def find_prep_meta(adapter_dir: Path, manifest: dict[str, Any]) -> Optional[dict
     candidates = [recorded.get("path")]
     train_path = (data.get("train") or {}).get("path")
     if train_path:
-        candidates.append(str(Path(train_path).parent / "prep_meta.json"))
+        candidates.append(str(Path(train_path).parent / PREP_META))
     for candidate in candidates:
         meta = _read_json(find_recorded_file(candidate, adapter_dir))
         if meta is not None and (not recorded.get("outputs") or meta.get("outputs") == recorded["outputs"]):

@@ -68,6 +68,9 @@ def join_title(title: Optional[str], text: str) -> str:
     return f"{title}{TITLE_SEPARATOR}{text}"
 
 
+PREP_META = "prep_meta.json"  # prep's report, beside its split files
+
+
 def split_file(data_dir: str | Path, split: str) -> Path:
     """Where prep writes ``split`` in ``data_dir`` (whether or not it exists)."""
     return Path(data_dir) / f"{split}.jsonl"
@@ -88,7 +91,7 @@ def resolve_split(data: str | Path, split: str, data_key: str = "data", split_ke
     f = split_file(p, split) if split in SPLIT_FILES else Path(split)
     if not f.is_file():
         have = sorted(x.name for x in p.glob("*.jsonl"))
-        if not have and not (p / "prep_meta.json").is_file():
+        if not have and not (p / PREP_META).is_file():
             raise NewsbiasError(f"{data_key} {p} is not a prep output (no prep_meta.json, no .jsonl files); point it "
                                 f"at the directory `newsbias prep` wrote, or at a split file")
         raise NewsbiasError(f"split file not found: {f} ({p} holds {', '.join(have) or 'no .jsonl files'}); set "

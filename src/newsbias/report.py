@@ -48,7 +48,8 @@ from .io import read_json, sha256_file, writable_dir, write_json
 from .labels import LABELS
 from .metrics import (INVALID, chance_f1, mcnemar_test, metrics_for_frame, paired_macro_f1_difference,
                       prediction_frame)
-from .records import iter_articles, manifest_path, prediction_stem, read_articles, resolve_split, split_file
+from .records import (PREP_META, iter_articles, manifest_path, prediction_stem, read_articles, resolve_split,
+                      split_file)
 from .templates import render
 
 log = logging.getLogger(__name__)
@@ -156,7 +157,7 @@ def resolve_data(data: Optional[str], split: str) -> tuple[Optional[Path], Optio
     if not data:
         return None, None
     f = resolve_split(data, split, "compare.data (--data)", "compare.split")
-    meta = f.parent / "prep_meta.json"
+    meta = f.parent / PREP_META
     return f, meta if meta.is_file() else None
 
 
@@ -321,7 +322,7 @@ def _baseline_source(manifest: dict[str, Any]) -> dict[str, Any]:
         return {"status": "unknown", "note": "the baseline manifest names no data directory"}
     data = locate(data, manifest)
     return {"status": "val", "what": "C", "split": str(split_file(data, "val")),
-            "prep_meta": str(data / "prep_meta.json")}
+            "prep_meta": str(data / PREP_META)}
 
 
 def outlet_overlap(selection: Sequence[Optional[str]], test: Sequence[Optional[str]]) -> Optional[dict[str, Any]]:

@@ -42,7 +42,7 @@ from .metrics import fit_temperature
 from .modeling import (SETTINGS_FILE, Dist, LabelLossModule, ModelSettings, _check_model_path, _hf_model, add_lora,
                        count_parameters, init_distributed, join_gguf, load_model_and_tokenizer, pad_batch)
 from .prompt import Encoded, PromptBuilder
-from .records import Article, read_articles, resolve_split
+from .records import PREP_META, Article, read_articles, resolve_split
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +58,7 @@ def resolve_data_paths(path: str | Path, val_path: Optional[str | Path] = None) 
     """(train file, val file, prep directory or None) from a prep directory or a train-file path."""
     train = resolve_split(path, "train", "train.data.path", "train.data.path")
     val = resolve_split(val_path or train.parent, "val", "train.data.val_path", "train.data.val_path")
-    return train, val, train.parent if (train.parent / "prep_meta.json").is_file() else None
+    return train, val, train.parent if (train.parent / PREP_META).is_file() else None
 
 
 def data_hashes(train: Path, val: Path, prep_dir: Optional[Path]) -> dict[str, Any]:
@@ -66,9 +66,9 @@ def data_hashes(train: Path, val: Path, prep_dir: Optional[Path]) -> dict[str, A
     out: dict[str, Any] = {"train": {"path": str(train), "sha256": sha256_file(train)},
                            "val": {"path": str(val), "sha256": sha256_file(val)}}
     if prep_dir is not None:
-        meta = read_json(prep_dir / "prep_meta.json", strict=False)
+        meta = read_json(prep_dir / PREP_META, strict=False)
         clean = ((meta or {}).get("config") or {}).get("clean") or {}
-        out["prep_meta"] = ({"path": str(prep_dir / "prep_meta.json"), "outputs": meta.get("outputs", {}),
+        out["prep_meta"] = ({"path": str(prep_dir / PREP_META), "outputs": meta.get("outputs", {}),
                              "prepend_title": bool(clean.get("prepend_title", False))}
                             if meta is not None else {"error": "unreadable prep_meta.json"})
     return out

@@ -39,7 +39,7 @@ from ..io import (
     write_jsonl,
 )
 from ..labels import LABELS, LabelNormalizer
-from ..records import Article, join_title, split_file, write_articles
+from ..records import PREP_META, Article, join_title, split_file, write_articles
 from . import dedup as dd
 from . import split as sp
 from .clean import clean_text, outlet_of, source_key
@@ -478,10 +478,10 @@ def run_prep(cfg: PrepConfig, progress: bool = False) -> dict[str, Any]:
     pre = cfg.split.predefined
     inputs = [cfg.input.path] + ([pre.train, pre.val] + ([pre.test] if pre.test else []) if pre else [])
     started = time.time()
-    out = check_output_dir(cfg.out_dir, "prep", "prep_meta.json", inputs)
+    out = check_output_dir(cfg.out_dir, "prep", PREP_META, inputs)
     frames, meta, drop_rows = prepare(cfg, progress)
     small = _eval_small(frames["test"], cfg.eval_small, cfg.split.seed)
-    with atomic_dir(out, "prep_meta.json") as tmp:
+    with atomic_dir(out, PREP_META) as tmp:
         outputs: dict[str, dict[str, Any]] = {}
         instruction = meta["instruction"]["text"]
         for name, frame in frames.items():
@@ -496,6 +496,6 @@ def run_prep(cfg: PrepConfig, progress: bool = False) -> dict[str, Any]:
         input_path = Path(cfg.input.path)
         meta["input"]["sha256"] = sha256_file(input_path) if input_path.is_file() else None
         meta.update(stage_manifest("prep", cfg, started))
-        write_json(tmp / "prep_meta.json", meta)
+        write_json(tmp / PREP_META, meta)
     log.info("prep: %s", ", ".join(f"{k} {v}" for k, v in meta["splits"]["sizes"].items()))
     return meta
