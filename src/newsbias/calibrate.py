@@ -46,7 +46,8 @@ def run_calibrate(cfg: CalibrateConfig) -> dict[str, Any]:
         log.warning("calibrating on the test split: its scores will no longer be held out; use val")
     articles = read_articles(path, cfg.limit, need_label=True)  # bad data fails before the model loads
     if not articles:
-        raise NewsbiasError(f"{path} has no articles to calibrate on")
+        raise NewsbiasError(f"{path} has no articles to calibrate on; point calibrate.data (--data) at a prep output "
+                            f"whose val split has articles")
     set_threads(cfg.threads)
     clf = Classifier.from_options(cfg.model, cfg.adapter, cfg.gguf_file, device=cfg.device, dtype=cfg.dtype)
     target = settings_dir(clf)

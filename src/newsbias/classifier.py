@@ -346,7 +346,8 @@ class Classifier:
 def _checked_settings(d: Path) -> ModelSettings:
     settings = ModelSettings.load(d)
     if tuple(settings.labels) != tuple(LABELS):
-        raise NewsbiasError(f"{d} was trained for labels {list(settings.labels)}, this newsbias scores {list(LABELS)}")
+        raise NewsbiasError(f"{d} was trained for labels {list(settings.labels)}, this newsbias scores {list(LABELS)}; "
+                            f"retrain it with this version (`newsbias train`)")
     return settings
 
 

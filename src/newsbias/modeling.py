@@ -343,7 +343,8 @@ def load_tokenizer(name_or_path: str, trust_remote_code: bool = False) -> Any:
     if tok.pad_token_id is None:
         fallback = tok.eos_token or tok.unk_token
         if fallback is None:
-            raise NewsbiasError(f"tokenizer of {name_or_path} has no pad, eos or unk token to pad with")
+            raise NewsbiasError(f"tokenizer of {name_or_path} has no pad, eos or unk token to pad with; add a pad token "
+                                f"to its tokenizer_config.json (pad_token) or use another model")
         tok.pad_token = fallback
     tok.padding_side = "right"
     return tok
@@ -481,7 +482,8 @@ def classifier_module_name(model: nn.Module) -> str:
     for name in ("score", "classifier", "classification_head", "cls_head"):
         if hasattr(model, name):
             return name
-    raise NewsbiasError(f"cannot find the classification head of {type(model).__name__}")
+    raise NewsbiasError(f"cannot find the classification head of {type(model).__name__} (no score / classifier "
+                        f"module); use head=lm, or a model whose sequence-classification head transformers knows")
 
 
 @contextlib.contextmanager

@@ -125,7 +125,8 @@ class PromptBuilder:
         for lab in self.labels:
             ids = self.tokenizer.encode(self.settings.verbalizers[lab], add_special_tokens=False)
             if not ids:
-                raise NewsbiasError(f"verbalizer {self.settings.verbalizers[lab]!r} for {lab!r} encodes to no tokens")
+                raise NewsbiasError(f"verbalizer {self.settings.verbalizers[lab]!r} for {lab!r} encodes to no tokens; "
+                                    f"set prompt.verbalizers to words this tokenizer knows")
             firsts.append(int(ids[0]))
         if len(set(firsts)) != len(firsts):
             shown = ", ".join(f"{lab}={self.settings.verbalizers[lab]!r}->{t}"
