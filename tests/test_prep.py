@@ -378,6 +378,21 @@ def test_by_source_split_is_outlet_disjoint_and_balanced(articles_file, tmp_path
         assert all(v > 0 for v in meta["splits"]["label_counts"][s].values())
 
 
+def test_group_by_with_outlets_keeps_both_apart(tmp_path):
+    """by_source + group_by: an author writing for two outlets joins them (it failed as an internal error)."""
+    rows = make_articles(240)
+    for i, r in enumerate(rows):
+        r["title"] = f"author-{i % 30}" if i % 7 else None  # 6 joint groups; a missing title joins nothing
+    path = write_jsonl(tmp_path / "g.jsonl", rows)
+    meta = run_prep(cfg_for(path, tmp_path / "o", **{"split.group_by": "title"}))
+    assert meta["leakage"]["shared_outlets"]["count"] == 0
+    where: dict = {}
+    for s in ("train", "val", "test"):
+        for r in read_split(tmp_path / "o", s):
+            for key in (r["outlet"], r["title"]):
+                assert key is None or where.setdefault(key, s) == s, key
+
+
 def test_group_by_keeps_groups_together(tmp_path):
     rows = make_articles(120)
     for i, r in enumerate(rows):

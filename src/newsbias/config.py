@@ -132,7 +132,8 @@ class SplitConfig(StrictModel):
     seed: int = Field(default=42, description="Split seed.")
     test_frac: float = Field(default=0.15, ge=0.0, lt=1.0)
     val_frac: float = Field(default=0.15, ge=0.0, lt=1.0, description="Fraction of what remains after test.")
-    group_by: str | None = Field(default=None, description="Keep each value of this field in one split.")
+    group_by: str | None = Field(default=None, description="Keep each value of this field in one split (with "
+                                 "by_source: outlets too; an author writing for two outlets joins them).")
     predefined: PredefinedSplitConfig | None = None
 
     @model_validator(mode="after")

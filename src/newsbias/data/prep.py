@@ -344,7 +344,7 @@ def _computed_split(df: pd.DataFrame, run: _Run) -> pd.Series:
         return (sp.grouped_split(df, df[s.group_by], s.seed, s.test_frac, s.val_frac) if s.group_by
                 else sp.random_split(df, s.seed, s.test_frac, s.val_frac))
     if s.mode == "by_source":
-        groups = df["outlet"] if not s.group_by else df["outlet"].astype(str) + "|" + df[s.group_by].astype(str)
+        groups = df["outlet"] if not s.group_by else sp.joint_groups(df["outlet"], df[s.group_by])
         split = sp.grouped_split(df, groups, s.seed, s.test_frac, s.val_frac)
         run.split_info["outlet_key"] = "registrable domain of source_url/url, else normalised source name"
         return split

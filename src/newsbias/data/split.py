@@ -85,6 +85,25 @@ def grouped_split(df: pd.DataFrame, groups: pd.Series, seed: int, test_frac: flo
     return groups.map(assign)
 
 
+def joint_groups(a: pd.Series, b: pd.Series) -> pd.Series:
+    """One group per connected set of rows that share an ``a`` value or a (non-missing) ``b`` value (e.g. an
+    outlet or an author), named by an ``a`` value: keeping these groups apart keeps both fields' values apart."""
+    parent: dict[object, object] = {}
+
+    def root(x: object) -> object:
+        while parent.setdefault(x, x) != x:
+            parent[x] = parent[parent[x]]  # path halving
+            x = parent[x]
+        return x
+
+    # a missing b value links nothing: rows without an author are not one group
+    left = [("a", v) for v in a.astype(str)]
+    right = [("b", v) if ok else ("row", i) for i, (v, ok) in enumerate(zip(b.astype(str), b.notna()))]
+    for x, y in zip(left, right):
+        parent[root(y)] = root(x)
+    return pd.Series([root(x)[1] for x in left], index=a.index)
+
+
 def time_split(df: pd.DataFrame, test_frac: float, val_frac: float) -> tuple[pd.Series, int]:
     """Newest articles to test, the next newest to val. Undated rows go to train (and are counted)."""
     dates = pd.to_datetime(df["date"], errors="coerce", format="mixed", utc=True)
