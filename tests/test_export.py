@@ -197,6 +197,21 @@ def compare_output(tmp_path: Path, tuned: float = 0.41) -> Path:
     return d
 
 
+def test_eval_of_another_models_predictions_is_refused(adapters, tmp_path, caplog):
+    report = compare_output(tmp_path)
+    for name, manifest in [("t", {"stage": "predict", "config": {"adapter": str(adapters["cls"])}}),
+                           ("b", {"stage": "baseline", "model": "tfidf-lr"}),
+                           ("m", {"stage": "predict", "config": {"adapter": str(adapters["lm"])}})]:
+        (report / f"{name}.manifest.json").write_text(json.dumps(manifest))
+        (report / f"{name}.jsonl").write_text("")
+    assert run_export(ExportConfig(adapter=str(adapters["cls"]), out=str(tmp_path / "ok"), metrics=f"tuned={report}"))
+    assert "cannot check" not in caplog.text
+    with pytest.raises(NewsbiasError, match=r"run 'tfidf-lr' of .* made by `newsbias baseline`, not by"):
+        run_export(ExportConfig(adapter=str(adapters["cls"]), out=str(tmp_path / "o1"), metrics=f"tfidf-lr={report}"))
+    with pytest.raises(NewsbiasError, match=r"made by `newsbias predict` with .*, not by .*; pass --eval the eval"):
+        run_export(ExportConfig(adapter=str(adapters["cls"]), out=str(tmp_path / "o2"), metrics=f"majority={report}"))
+
+
 def test_card_with_compare_eval_says_what_it_does_not_beat(adapters, tmp_path):
     report = compare_output(tmp_path)
     res = run_export(ExportConfig(adapter=str(adapters["cls"]), out=str(tmp_path / "o"), metrics=str(report)))

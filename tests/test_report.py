@@ -192,7 +192,7 @@ def test_a_damaged_manifest_or_prep_meta(tmp_path, capsys, caplog):
     (tmp_path / "majority.manifest.json").write_bytes(b'{"model": "maj\xff"}')
     args = ["compare", "--preds", str(inp["majority"]), "--data", str(inp["data"]), "compare.metrics.n_boot=0"]
     assert main(args + ["--out", str(tmp_path / "a")]) == 0
-    assert "majority.manifest.json is not a readable JSON object; left out of the report" in caplog.text
+    assert "majority.manifest.json is not a readable JSON object; left out" in caplog.text
     (inp["data"] / "prep_meta.json").write_text("{not json")
     assert main(args + ["--out", str(tmp_path / "b")]) == 2
     err = capsys.readouterr().err

@@ -30,8 +30,8 @@ from .classifier import Classifier
 from .config import ExportConfig
 from .errors import NewsbiasError
 from .io import atomic_dir, check_output_dir, read_json, stage_manifest, write_json
-from .modeling import ModelSettings, is_gguf, join_gguf
-from .records import PREP_META, read_articles, resolve_split
+from .modeling import SETTINGS_FILE, ModelSettings, is_gguf, join_gguf
+from .records import PREP_META, locate, read_articles, read_manifest, resolve_split
 from .templates import render
 
 log = logging.getLogger(__name__)
@@ -165,12 +165,32 @@ def read_eval(spec: str, adapter_dir: Path) -> dict[str, Any]:
         run = run or _compare_run(list(runs), (data.get("config") or {}).get("tuned"), adapter_dir)
         if run not in runs:
             raise NewsbiasError(f"{p} has no run {run!r}; its runs are {sorted(runs)}: pass --eval RUN={path}")
+        _check_eval_model(p, (data.get("runs") or {}).get(run), adapter_dir, f"run {run!r} of {p}")
         return {"file": f"{p.parent.name}/{p.name}", "run": run, "metrics": runs[run],
                 "others": {name: m for name, m in runs.items() if name != run}}
     if not isinstance(data.get("macro_f1"), (int, float)):
         raise NewsbiasError(f"{p} is neither a `newsbias evaluate` metrics JSON nor a `newsbias compare` "
                             f"metrics.json (no macro_f1); pass one of those to --eval")
+    _check_eval_model(p, (data.get("preds") or {}).get("path"), adapter_dir, str(p))
     return {"file": p.name, "run": run or None, "metrics": data, "others": {}}
+
+
+def _check_eval_model(metrics_file: Path, preds: Optional[str], adapter_dir: Path, what: str) -> None:
+    """Refuse test figures that another model's predictions made; a run whose manifest is gone is taken on trust
+    (with a warning): the card cannot check it."""
+    manifest = read_manifest(locate(preds, {"manifest_path": str(metrics_file.resolve())})) if preds else None
+    if manifest is None:
+        log.warning("export: cannot check that %s scored this model (its predictions' manifest is not found)", what)
+        return
+    config = manifest.get("config") or {}
+    scored = config.get("adapter") or config.get("model")
+    source = locate(scored, manifest).resolve() if manifest.get("stage") == "predict" and scored else None
+    merged_from = (read_json(source / SETTINGS_FILE, strict=False) or {}).get("merged_from") if source else None
+    ours = adapter_dir.resolve()
+    if source != ours and not (merged_from and locate(merged_from, manifest).resolve() == ours):
+        made_by = f"`newsbias predict` with {scored}" if source else f"`newsbias {manifest.get('stage')}`"
+        raise NewsbiasError(f"{what} was scored from predictions made by {made_by}, not by {adapter_dir}; pass "
+                            f"--eval the evaluation of this model's own predictions")
 
 
 def _compare_run(runs: list[str], tuned: Optional[str], adapter_dir: Path) -> str:

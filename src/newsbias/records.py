@@ -17,6 +17,7 @@ these rules hold everywhere:
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import dataclass, field
 from functools import lru_cache
 from itertools import islice
@@ -25,8 +26,10 @@ from typing import Any, Iterable, Iterator, Literal, Mapping, Optional, Sequence
 
 from .data.clean import drop_unsafe, normalize_whitespace
 from .errors import NewsbiasError, shorten
-from .io import dumps_line, write_jsonl
+from .io import dumps_line, read_json, write_jsonl
 from .labels import LABELS, LabelNormalizer
+
+log = logging.getLogger(__name__)
 
 SPLITS: tuple[str, ...] = ("train", "val", "test")
 EVAL_SMALL = "eval_small"  # a few unlabeled test articles for qualitative checks
@@ -349,6 +352,30 @@ def prediction_stem(path: str | Path) -> str:
 def manifest_path(pred_path: str | Path) -> Path:
     """Where a prediction file's manifest lives: ``runs/preds/base.jsonl`` -> ``runs/preds/base.manifest.json``."""
     return Path(pred_path).with_name(f"{prediction_stem(pred_path)}.manifest.json")
+
+
+def read_manifest(pred_path: str | Path) -> Optional[dict[str, Any]]:
+    """The prediction file's manifest, with ``manifest_path`` (where it was read) added for :func:`locate`."""
+    p = manifest_path(pred_path)
+    if not p.is_file():
+        return None
+    data = read_json(p, strict=False)
+    if data is None:
+        log.warning("manifest %s is not a readable JSON object; left out", p)
+        return None
+    return {**data, "manifest_path": str(p.resolve())}
+
+
+def locate(recorded: str, manifest: Optional[dict[str, Any]]) -> Path:
+    """A path a stage recorded as its user typed it: as is when absolute or found from here; else under the
+    directory the stage ran in (its manifest's ``cwd``), else under a directory above the manifest (stages run
+    from a project root that holds ``runs/``); as is when none holds it."""
+    p = Path(recorded).expanduser()
+    if p.is_absolute() or p.exists() or not manifest:
+        return p
+    roots = [Path(manifest["cwd"])] if manifest.get("cwd") else []
+    roots += list(Path(manifest["manifest_path"]).parents) if manifest.get("manifest_path") else []
+    return next((root / p for root in roots if (root / p).exists()), p)
 
 
 def write_predictions(path: str | Path, preds: Iterable[Prediction]) -> int:

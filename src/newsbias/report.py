@@ -48,7 +48,7 @@ from .io import read_json, sha256_file, writable_dir, write_json
 from .labels import LABELS
 from .metrics import (INVALID, chance_f1, mcnemar_test, metrics_for_frame, paired_macro_f1_difference,
                       prediction_frame)
-from .records import (PREP_META, iter_articles, manifest_path, prediction_stem, read_articles, resolve_split,
+from .records import (PREP_META, iter_articles, locate, prediction_stem, read_articles, read_manifest, resolve_split,
                       split_file)
 from .templates import render
 
@@ -126,30 +126,6 @@ def read_appendix(path: Optional[str]) -> Optional[str]:
     if not p.is_file():
         raise NewsbiasError(f"compare.appendix {p} not found; pass an existing Markdown file or drop it")
     return p.read_text(encoding="utf-8")
-
-
-def read_manifest(pred_path: Path) -> Optional[dict[str, Any]]:
-    """The prediction file's manifest, with ``manifest_path`` (where it was read) added for :func:`locate`."""
-    p = manifest_path(pred_path)
-    if not p.is_file():
-        return None
-    data = read_json(p, strict=False)
-    if data is None:
-        log.warning("compare: manifest %s is not a readable JSON object; left out of the report", p)
-        return None
-    return {**data, "manifest_path": str(p.resolve())}
-
-
-def locate(recorded: str, manifest: Optional[dict[str, Any]]) -> Path:
-    """A path a stage recorded as its user typed it: as is when absolute or found from here; else under the
-    directory the stage ran in (its manifest's ``cwd``), else under a directory above the manifest (stages run
-    from a project root that holds ``runs/``); as is when none holds it."""
-    p = Path(recorded).expanduser()
-    if p.is_absolute() or p.exists() or not manifest:
-        return p
-    roots = [Path(manifest["cwd"])] if manifest.get("cwd") else []
-    roots += list(Path(manifest["manifest_path"]).parents) if manifest.get("manifest_path") else []
-    return next((root / p for root in roots if (root / p).exists()), p)
 
 
 def resolve_data(data: Optional[str], split: str) -> tuple[Optional[Path], Optional[Path]]:
