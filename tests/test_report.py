@@ -440,6 +440,26 @@ def trained_on(d: Path, prep: Path) -> Path:
     return d
 
 
+def test_a_run_fitted_on_the_test_articles_or_outlets_is_flagged(tmp_path):
+    """The split may be outlet-disjoint and a run still trained on these outlets (another prep of the data)."""
+    inp = make_inputs(tmp_path)  # test articles: a0, a2, a4 from o0; a1, a3, a5 from o1
+    prep = selection_prep(tmp_path / "theirs", "by_source", ["o7"])
+    (prep / "train.jsonl").write_text("".join(json.dumps({"id": i, "input": "t", "output": "left", "outlet": o}) + "\n"
+                                              for i, o in [("a0", "o0"), ("x1", "o0"), ("x2", "o8")]))
+    lora = trained_on(tmp_path / "lora", prep)
+    (tmp_path / "qwen-tuned.manifest.json").write_text(json.dumps({"stage": "predict", "adapter": str(lora)}))
+    res = run_compare(compare_cfg(inp, tmp_path / "r"))
+    sel = res["selection"]
+    assert sel["tuned"]["status"] == "disjoint" and sel["base"]["trained_on"] is None  # val is clean; base untrained
+    t = sel["tuned"]["trained_on"]
+    assert (t["test_articles_trained_on"], t["shared_outlets"], t["test_articles_from_shared_outlets"]) == (1, 1, 3)
+    md = (tmp_path / "r" / "report.md").read_text()
+    assert "trained on the test outlets" in md and "holds 1 of these test articles and 1 of their outlets" in md
+    from newsbias.export import _evaluation_context, read_eval
+    ev = _evaluation_context(read_eval(f"tuned={tmp_path / 'r'}", lora))
+    assert ev["outlet_note"].startswith("**Not a score on unseen outlets.** tuned was fitted on")
+
+
 def test_run_selected_on_shared_outlets_is_flagged(tmp_path):
     inp = make_inputs(tmp_path)  # test articles: a0, a2, a4 from o0; a1, a3, a5 from o1
     lora = trained_on(tmp_path / "lora", selection_prep(tmp_path / "random", "random", ["o0", "o0", "o1", "o9"]))

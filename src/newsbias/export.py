@@ -167,7 +167,8 @@ def read_eval(spec: str, adapter_dir: Path) -> dict[str, Any]:
             raise NewsbiasError(f"{p} has no run {run!r}; its runs are {sorted(runs)}: pass --eval RUN={path}")
         _check_eval_model(p, (data.get("runs") or {}).get(run), adapter_dir, f"run {run!r} of {p}")
         return {"file": f"{p.parent.name}/{p.name}", "run": run, "metrics": runs[run],
-                "others": {name: m for name, m in runs.items() if name != run}}
+                "others": {name: m for name, m in runs.items() if name != run},
+                "trained_on": ((data.get("selection") or {}).get(run) or {}).get("trained_on")}
     if not isinstance(data.get("macro_f1"), (int, float)):
         raise NewsbiasError(f"{p} is neither a `newsbias evaluate` metrics JSON nor a `newsbias compare` "
                             f"metrics.json (no macro_f1); pass one of those to --eval")
@@ -183,7 +184,7 @@ def _check_eval_model(metrics_file: Path, preds: Optional[str], adapter_dir: Pat
         log.warning("export: cannot check that %s scored this model (its predictions' manifest is not found)", what)
         return
     config = manifest.get("config") or {}
-    scored = config.get("adapter") or config.get("model")
+    scored = config.get("adapter") or manifest.get("adapter") or config.get("model")
     source = locate(scored, manifest).resolve() if manifest.get("stage") == "predict" and scored else None
     merged_from = (read_json(source / SETTINGS_FILE, strict=False) or {}).get("merged_from") if source else None
     ours = adapter_dir.resolve()
@@ -235,6 +236,8 @@ def _evaluation_context(evaluation: Optional[dict[str, Any]]) -> Optional[dict[s
         note = ("The outlet-resampled interval was not computed (run `newsbias evaluate --by-outlet` or "
                 "`newsbias compare --by-outlet`). Articles of one outlet are not independent draws, so the "
                 "article-level interval is too narrow when a few outlets dominate the test set.")
+    if evaluation.get("trained_on"):
+        note = f"**Not a score on unseen outlets.** {evaluation['trained_on']['warning']} {note}"
     others = [(name, o.get("macro_f1"), _interval(o.get("macro_f1_ci"))) for name, o in evaluation["others"].items()]
     verdicts = [_verdict(name, mine, value, ci_out or ci) for name, value, _ in others
                 if isinstance(value, (int, float)) and isinstance(mine, (int, float))]

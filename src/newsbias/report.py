@@ -358,18 +358,62 @@ def run_selection(name: str, source: dict[str, Any], test: Sequence[Optional[str
                        "(prep.split.mode=by_source)."}
 
 
+def training_split(frame: pd.DataFrame, manifest: Optional[dict[str, Any]]) -> Optional[Path]:
+    """The split file a run was fitted on: a trained run's ``data.train`` (its training manifest), a baseline's
+    ``train.jsonl``; None for an untrained model or when no manifest says."""
+    if manifest and manifest.get("stage") == "baseline":
+        data = (manifest.get("config") or {}).get("data")
+        return split_file(locate(data, manifest), "train") if data else None
+    d = trained_dir(frame, manifest, TRAIN_MANIFEST)
+    trained = ({**(read_json(d / TRAIN_MANIFEST, strict=False) or {}), "manifest_path": str(d / TRAIN_MANIFEST)}
+               if d else {})
+    path = ((trained.get("data") or {}).get("train") or {}).get("path")
+    return locate(path, trained) if path else None
+
+
+def training_overlap(name: str, train: Optional[Path], test_ids: Sequence[str], test: Sequence[Optional[str]],
+                     cache: dict[Path, list[tuple[str, Optional[str]]]]) -> Optional[dict[str, Any]]:
+    """Test articles and outlets that a run's own training split holds, with the ``warning`` it earns; None when
+    they share none (or the training split is not found)."""
+    if train is None or not train.is_file():
+        return None
+    if train not in cache:
+        try:
+            cache[train] = [(a.id, a.outlet_or_source) for a in iter_articles(train, require_text=False,
+                                                                             bad_label="keep")]
+        except NewsbiasError:
+            return None
+    ids = {i for i, _ in cache[train]}
+    outlets = sorted({str(o) for _, o in cache[train] if o} & {o for o in test if o})
+    articles = sum(i in ids for i in test_ids)
+    if not articles and not outlets:
+        return None
+    on_outlets = sum(o in set(outlets) for o in test if o)
+    return {"train_split": str(train), "test_articles_trained_on": articles, "shared_outlets": len(outlets),
+            "shared_outlet_examples": outlets[:10], "test_articles_from_shared_outlets": on_outlets,
+            "warning": f"{name} was fitted on {train}, which holds {articles} of these test articles and "
+                       f"{len(outlets)} of their outlets ({on_outlets} test articles come from them"
+                       f"{': ' + ', '.join(outlets[:5]) if outlets else ''}) — its score here is not a score on "
+                       f"unseen articles and outlets; test it on data it was not trained on."}
+
+
 def selection_report(specs: list[tuple[str, Path]], frames: dict[str, pd.DataFrame],
                      manifests: dict[str, Optional[dict[str, Any]]], infos: dict[str, Any],
-                     test: Sequence[Optional[str]]) -> dict[str, dict[str, Any]]:
-    """``{run: selection record}`` (:func:`run_selection`); an ensemble is selected as its members."""
+                     test: Sequence[Optional[str]], test_ids: Sequence[str] = ()) -> dict[str, dict[str, Any]]:
+    """``{run: selection record}`` (:func:`run_selection`) with ``trained_on`` (:func:`training_overlap`); an
+    ensemble is selected, and trained, as its members."""
     cache: dict[Path, list[Optional[str]]] = {}
-    out = {name: run_selection(name, selection_source(frames[name], manifests[name]), test, cache)
+    train_cache: dict[Path, list[tuple[str, Optional[str]]]] = {}
+    out = {name: {**run_selection(name, selection_source(frames[name], manifests[name]), test, cache),
+                  "trained_on": training_overlap(name, training_split(frames[name], manifests[name]), test_ids,
+                                                 test, train_cache)}
            for name, _ in specs}
     for name, info in infos.items():
         members = info.get("ensemble_of")
         if members:
             flagged = [m for m in members if out[m]["flagged"]]
             out[name] = {"status": "ensemble", "members": members, "flagged": bool(flagged), "warning": None,
+                         "trained_on": None,
                          "note": "selected as its members" + (f" ({', '.join(flagged)} on outlets shared with the "
                                                               "test articles)" if flagged else "")}
     return out
@@ -554,8 +598,8 @@ def split_note(meta: Optional[dict[str, Any]]) -> dict[str, Optional[str]]:
                         + (f" ({shared} outlets are shared between splits)." if shared is not None else ".")}
     if mode == "by_source":
         return {"warning": None,
-                "text": "Outlet-disjoint split (by_source): no outlet appears in more than one split, so these "
-                        "numbers measure generalisation to unseen outlets — the honest yardstick."}
+                "text": "Outlet-disjoint split (by_source): no outlet appears in more than one split, so a run "
+                        "fitted on its train split is measured on outlets it has not seen — the honest yardstick."}
     if shared:
         return {"warning": f"split mode {mode}",
                 "text": f"{shared} outlets are shared between splits, so numbers may be optimistic."}
@@ -773,7 +817,8 @@ def run_compare(cfg: CompareConfig) -> dict[str, Any]:
     logs = {name: p for name, _ in specs if (p := train_log_path(frames[name], manifests[name])) is not None}
     roles = pick_roles(names, all_metrics, cfg)
     meta = read_meta(meta_path)
-    selection = selection_report(specs, frames, manifests, infos, compared_outlets(joined, texts, frames))
+    selection = selection_report(specs, frames, manifests, infos, compared_outlets(joined, texts, frames),
+                                 list(joined["key"].astype(str)))
     c = Comparison(cfg=cfg, specs=specs, infos=infos, metrics=all_metrics, join=join_info, n=len(joined), meta=meta,
                    data=data_summary(data_path, texts, meta), manifests=manifests, logs=logs, roles=roles,
                    paired=paired_tests(joined, roles, cfg.metrics),
@@ -878,6 +923,8 @@ def _warnings(c: Comparison) -> list[dict[str, str]]:
         out.append({"title": split["warning"], "text": split["text"]})
     out += [{"title": "selection split shares outlets", "text": s["warning"]}
             for s in c.selection.values() if s["warning"]]
+    out += [{"title": "trained on the test outlets", "text": s["trained_on"]["warning"]}
+            for s in c.selection.values() if s.get("trained_on")]
     if c.data and c.data.get("matches_prep_meta") is False:
         out.append({"title": "split file changed",
                     "text": "The split file's sha256 differs from the one in prep_meta.json."})
