@@ -86,6 +86,20 @@ def test_numeric_labels_without_scheme_fail_with_hint(tmp_path):
         prepare(cfg_for(path, tmp_path / "o", **{"labels.numeric": "-101"}))
 
 
+def test_ratings_one_to_five_are_sent_to_a_mapping(tmp_path):
+    rows = make_articles(30)
+    for i, r in enumerate(rows):
+        r["label"] = {"left": 1 + i % 2, "center": 3, "right": 4 + i % 2}[r["label"]]
+    path = write_jsonl(tmp_path / "num.jsonl", rows)
+    for numeric in ("none", "012"):  # neither scheme fits, so neither is suggested
+        with pytest.raises(NewsbiasError, match=r"the numbers (1, 2, 3, 4, 5|3, 4, 5) fit neither numeric scheme "
+                                                r"\(012, -101\): map each one, e.g. \"prep.labels.mapping="):
+            prepare(cfg_for(path, tmp_path / "o", **{"labels.numeric": numeric}))
+    mapping = "{1: left, 2: left, 3: center, 4: right, 5: right}"  # unquoted numbers as keys, as a user types them
+    frames, _, _ = prepare(cfg_for(path, tmp_path / "o", **{"labels.mapping": mapping}))
+    assert Counter(pd.concat(frames.values())["label"]) == Counter(r["label"] for r in make_articles(30))
+
+
 def test_unknown_and_missing_labels_error_then_drop(tmp_path):
     rows = make_articles(30)
     rows[3]["label"], rows[5]["label"], rows[6]["label"] = "purple", None, "purple"

@@ -80,6 +80,12 @@ class LabelConfig(StrictModel):
     mapping: dict[str, str] = Field(default_factory=dict, description="Extra raw-label spellings -> left/center/right.")
     on_unknown: Literal["error", "drop"] = "error"
 
+    @field_validator("mapping", mode="before")
+    @classmethod
+    def _keys_as_text(cls, v: Any) -> Any:
+        # `{1: left}` in YAML or on the command line has int keys: a raw label is text
+        return {str(k): t for k, t in v.items()} if isinstance(v, dict) else v
+
     @field_validator("mapping")
     @classmethod
     def _maps_to_labels(cls, v: dict[str, str]) -> dict[str, str]:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import time
 from collections import Counter
 from concurrent.futures import ProcessPoolExecutor
@@ -233,6 +234,25 @@ def _shown_label(v: Any) -> str:
     return "(missing)" if v is None or (isinstance(v, float) and np.isnan(v)) or str(v).strip() == "" else str(v)
 
 
+def _label_hint(unknown: pd.Series, numeric: str) -> str:
+    """What to set for labels outside the set: a numeric scheme when the numbers fit one, else a mapping."""
+    values = sorted({float(v) for v in (str(x).strip() for x in unknown) if _is_number(v)})
+    if not values:
+        return "map them with prep.labels.mapping or set prep.labels.on_unknown=drop"
+    shown = ", ".join(f"{v:g}" for v in values[:8])
+    fits = [s for s, allowed in (("012", {0, 1, 2}), ("-101", {-1, 0, 1})) if set(values) <= allowed]
+    if numeric == "none" and fits:
+        return (f"numeric labels ({shown}) need an explicit encoding: set prep.labels.numeric=012 (0=left) or -101 "
+                f"(-1=left)")
+    example = ", ".join(f"'{v:g}': LABEL" for v in values[:5])
+    return (f"the numbers {shown} fit neither numeric scheme (012, -101): map each one, e.g. "
+            f"\"prep.labels.mapping={{{example}}}\" with LABEL one of {'/'.join(LABELS)}")
+
+
+def _is_number(text: str) -> bool:
+    return re.fullmatch(r"[+-]?\d+(\.\d+)?", text) is not None
+
+
 def _labels(df: pd.DataFrame, run: _Run) -> pd.DataFrame:
     """Normalise labels to left/center/right; others are an error or dropped (prep.labels.on_unknown)."""
     cfg = run.cfg.labels
@@ -245,9 +265,7 @@ def _labels(df: pd.DataFrame, run: _Run) -> pd.DataFrame:
     if bad.any() and cfg.on_unknown == "error":
         listed = ", ".join(f"{shorten(k)} ({v})" for k, v in run.unknown_labels.most_common(8))
         lines = ", ".join(str(x) for x in df.loc[bad, "line"].head(5))
-        hint = ("numeric labels need an explicit encoding: set prep.labels.numeric=012 (0=left) or -101 (-1=left)"
-                if norm.saw_numeric and cfg.numeric == "none" else
-                "map them with prep.labels.mapping or set prep.labels.on_unknown=drop")
+        hint = _label_hint(raw, cfg.numeric)
         raise NewsbiasError(f"{int(bad.sum())} rows have labels outside {'/'.join(LABELS)}: {listed} "
                             f"(first at lines {lines}) — {hint}")
     before = len(df)

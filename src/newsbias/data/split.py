@@ -97,8 +97,8 @@ def joint_groups(a: pd.Series, b: pd.Series) -> pd.Series:
         return x
 
     # a missing b value links nothing: rows without an author are not one group
-    left = [("a", v) for v in a.astype(str)]
-    right = [("b", v) if ok else ("row", i) for i, (v, ok) in enumerate(zip(b.astype(str), b.notna()))]
+    left = [("a", str(v)) for v in a]
+    right = [("b", str(v)) if ok else ("row", i) for i, (v, ok) in enumerate(zip(b, b.notna()))]
     for x, y in zip(left, right):
         parent[root(y)] = root(x)
     return pd.Series([root(x)[1] for x in left], index=a.index)
