@@ -86,8 +86,8 @@ def test_numeric_labels_without_scheme_fail_with_hint(tmp_path):
         prepare(cfg_for(path, tmp_path / "o", **{"labels.numeric": "-101"}))
 
 
-def test_ratings_one_to_five_are_sent_to_a_mapping(tmp_path):
-    rows = make_articles(30)
+def test_ratings_one_to_five_are_sent_to_a_mapping(tmp_path, caplog):
+    rows = make_articles(90)
     for i, r in enumerate(rows):
         r["label"] = {"left": 1 + i % 2, "center": 3, "right": 4 + i % 2}[r["label"]]
     path = write_jsonl(tmp_path / "num.jsonl", rows)
@@ -95,9 +95,12 @@ def test_ratings_one_to_five_are_sent_to_a_mapping(tmp_path):
         with pytest.raises(NewsbiasError, match=r"the numbers (1, 2, 3, 4, 5|3, 4, 5) fit neither numeric scheme "
                                                 r"\(012, -101\): map each one, e.g. \"prep.labels.mapping="):
             prepare(cfg_for(path, tmp_path / "o", **{"labels.numeric": numeric}))
+    frames, _, _ = prepare(cfg_for(path, tmp_path / "o", **{"labels.numeric": "012", "labels.on_unknown": "drop",
+                                                        "split.mode": "random"}))
+    assert "the train split has no left articles, so no model can learn it" in caplog.text  # 1 -> center, 2 -> right
     mapping = "{1: left, 2: left, 3: center, 4: right, 5: right}"  # unquoted numbers as keys, as a user types them
     frames, _, _ = prepare(cfg_for(path, tmp_path / "o", **{"labels.mapping": mapping}))
-    assert Counter(pd.concat(frames.values())["label"]) == Counter(r["label"] for r in make_articles(30))
+    assert Counter(pd.concat(frames.values())["label"]) == Counter(r["label"] for r in make_articles(90))
 
 
 def test_unknown_and_missing_labels_error_then_drop(tmp_path):

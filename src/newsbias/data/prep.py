@@ -478,6 +478,11 @@ def prepare(cfg: PrepConfig, progress: bool = False) -> tuple[dict[str, pd.DataF
     for step in (_labels, _text, _canonical_order, _outlet_cues, _exact_dedup, _near_dedup, _split, _cross_split_dedup):
         df = step(df, run)
     frames = _downsample(df, run)
+    missing = [lab for lab, n in sp.label_counts(frames["train"]).items() if n == 0]
+    if missing:
+        log.warning("prep: the train split has no %s articles, so no model can learn %s; check the label column "
+                    "and prep.labels (prep_meta.json's label_counts)", "/".join(missing),
+                    "it" if len(missing) == 1 else "them")
     return frames, _meta(frames, run), run.drops
 
 
