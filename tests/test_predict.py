@@ -505,6 +505,9 @@ def test_csv_with_a_byte_order_mark_or_a_short_row(tmp_path):
 
     (tmp_path / "bom.csv").write_bytes("\ufefftext,label\nan article,left\n".encode())
     assert [(a.text, a.label) for a in input_articles(str(tmp_path / "bom.csv"), LABELS)] == [("an article", "left")]
+    (tmp_path / "excel.csv").write_text("ID,Title,Text,Outlet\nk-7,A headline,the body,Fox News\n")
+    [a] = input_articles(str(tmp_path / "excel.csv"), LABELS)
+    assert (a.id, a.title, a.text, a.outlet) == ("k-7", "A headline", "the body", "Fox News")
     (tmp_path / "short.csv").write_text("text,label,source\nfine,left,x\nno label\n")
     with pytest.raises(NewsbiasError) as err:
         list(input_articles(str(tmp_path / "short.csv"), LABELS))

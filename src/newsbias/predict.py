@@ -47,11 +47,18 @@ def resolve_input(inp: str, split: str) -> str:
     return inp if inp == "-" else str(resolve_split(inp, split, "predict.input", "predict.split"))
 
 
+_RECORD_FIELDS = ("id", "text", "input", "title", "label", "output", "gold", "source", "outlet", "date", "url")
+
+
 def _csv_rows(path: str) -> Iterator[tuple[int, dict[str, Any]]]:
-    _, rows = iter_csv(Path(path), "utf-8", "error", [], setting=None)
+    header, rows = iter_csv(Path(path), "utf-8", "error", [], setting=None)
+    # a spreadsheet's "ID" or "Title" is the record's id or title (an exact lower-case column wins)
+    renamed = {h: h.lower() for h in header if h.lower() in _RECORD_FIELDS and h.lower() not in header}
+    if not any(renamed.get(h, h) == "id" for h in header):
+        log.warning("predict: %s has no id column; each article is named by the line it starts on", path)
     for lineno, row in rows:
         # CSV has no null: an empty cell is a missing value (an id "" would be one otherwise)
-        yield lineno, {k: (None if v == "" else v) for k, v in row.items()}
+        yield lineno, {renamed.get(k, k): (None if v == "" else v) for k, v in row.items()}
 
 
 def _line_rows(lines: Iterable[str], name: str) -> Iterator[tuple[int, dict[str, Any]]]:

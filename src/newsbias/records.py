@@ -143,7 +143,8 @@ def _text_of(obj: Mapping[str, Any], text_field: Optional[str], where: str, requ
         text = ""  # null text is empty text
     if not isinstance(text, str):
         found = ", ".join(shorten(k, 40) for k in list(obj)[:12]) or "nothing"
-        raise NewsbiasError(f"{where}: missing or non-string {key!r} (the article text); found {found}")
+        raise NewsbiasError(f"{where}: missing or non-string {key!r} (the article text); found {found} — name the "
+                            f"text column with text_field (e.g. predict.text_field=body)")
     if require_text and not text.strip():
         raise NewsbiasError(f"{where}: no article text in {key!r} (it is empty); fix or drop the row")
     return drop_unsafe(text)
