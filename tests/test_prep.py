@@ -143,6 +143,16 @@ def test_a_text_that_is_not_a_string_names_its_file_and_line(tmp_path):
         run_prep(cfg_for(path, tmp_path / "o"))
 
 
+def test_an_id_reused_for_another_text_is_renamed_aloud(tmp_path, caplog):
+    rows = make_articles(60)
+    rows[7]["id"] = rows[3]["id"]
+    meta = run_prep(cfg_for(write_jsonl(tmp_path / "a.jsonl", rows), tmp_path / "o", **{"split.mode": "random"}))
+    assert meta["counts"]["ids_renamed_for_clashes"] == 2
+    assert "prep: 2 rows share an id with a different text and were renamed ('a0003' -> 'a0003~" in caplog.text
+    ids = [r["id"] for s in ("train", "val", "test") for r in read_split(tmp_path / "o", s)]
+    assert len(ids) == len(set(ids)) == 60 and sum(i.startswith("a0003~") for i in ids) == 2
+
+
 def test_instruction_jsonl_keeps_its_own_instruction(tmp_path, caplog):
     rows = [{"id": a["id"], "instruction": "Say the bias." if i % 5 else "Other words.", "input": a["text"],
              "output": a["label"]} for i, a in enumerate(make_articles(60))]

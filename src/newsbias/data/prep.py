@@ -199,7 +199,13 @@ def _unique_ids(df: pd.DataFrame) -> tuple[pd.DataFrame, int]:
     df["id"] = df["id"].astype(str).str.strip()
     clash = df.duplicated("id", keep=False) & ~df.duplicated(["id", "_hash"], keep=False)
     renamed = int(clash.sum())
+    old = df.loc[clash, "id"]
     df.loc[clash, "id"] = df.loc[clash, "id"] + "~" + df.loc[clash, "_hash"].str[:8]
+    if renamed:
+        shown = ", ".join(f"{o!r} -> {n!r}" for o, n in list(zip(old, df.loc[clash, "id"]))[:3])
+        log.warning("prep: %s share an id with a different text and were renamed (%s%s); the id column may not "
+                    "be unique (prep_meta.json: counts.ids_renamed_for_clashes)", counted(renamed, "row"), shown,
+                    ", ..." if renamed > 3 else "")
     return df, renamed
 
 
