@@ -574,6 +574,11 @@ def test_the_calibration_section_says_whose_probabilities_were_calibrated(tmp_pa
     assert re.search(r"tfidf-lr [\d.]+ \(raw softmax\)", line) and re.search(r"ens [\d.]+ \(its probabilities are the mean of its members'\)", line)
     page = html.unescape((tmp_path / "r" / "report.html").read_text())
     assert "(temperature 2.50, fitted on val)" in page and "(its probabilities are the mean of its members')" in page
+    (tmp_path / "tfidf-lr.manifest.json").write_text(json.dumps({"stage": "baseline", "calibration": {
+        "temperature": 20.0, "at_bound": True}}))
+    run_compare(cfg.model_copy(update={"preds": [*cfg.preds, str(tfidf)], "out_dir": str(tmp_path / "r2")}))
+    assert re.search(r"tfidf-lr [\d.]+ \(temperature 20\.00, fitted on val, at the bound of the fit .*nearly flat: "
+                     r"in an ensemble it barely votes", (tmp_path / "r2" / "report.md").read_text())
 
 
 @pytest.mark.parametrize("recorded_cwd", [True, False])

@@ -957,13 +957,20 @@ def _probabilities_note(c: Comparison, name: str) -> Optional[str]:
     if info.get("ensemble_of"):
         return "its probabilities are the mean of its members'"
     m = c.manifests.get(name) or {}
+    cal = m.get("calibration") or {}
     if "temperature" in m:  # predict's manifest
         t = m["temperature"]
     elif "calibration" in m:  # the TF-IDF baseline's
-        t = (m["calibration"] or {}).get("temperature", 1.0)
+        t = cal.get("temperature", 1.0)
     else:
         return None
-    return "raw softmax" if t == 1.0 else f"temperature {t:.2f}, fitted on val"
+    if t == 1.0:
+        return "raw softmax"
+    note = f"temperature {t:.2f}, fitted on val"
+    if cal.get("at_bound"):
+        shape = "nearly flat: in an ensemble it barely votes" if t > 1 else "nearly all on one label"
+        note += f", at the bound of the fit (val too small or too easy to fit it): its probabilities are {shape}"
+    return note
 
 
 def report_model(c: Comparison) -> dict[str, Any]:
