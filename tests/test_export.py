@@ -414,3 +414,13 @@ def test_classifier_api_refuses_a_bare_string_non_texts_and_saving_over_a_model(
     clf.save(tmp_path / "busy", overwrite=True)
     assert (tmp_path / "busy" / "notes.txt").read_text() == "mine"
     assert Classifier.load(str(tmp_path / "busy"), device="cpu").predict_proba(["fine"]).shape == (1, 3)
+
+
+def test_the_card_names_the_file_a_temperature_was_fitted_on():
+    from newsbias.export import _temperature_text
+
+    cal = {"method": "temperature", "temperature": 1.9, "n": 62, "nll": 1.1, "nll_calibrated": 1.0, "ece": 0.2,
+           "ece_calibrated": 0.1}
+    assert _temperature_text(cal).startswith("1.900, fitted on 62 val articles (")  # train's own fit
+    recal = {**cal, "data": {"path": "out/p1/test.jsonl", "sha256": "0" * 64}}  # `newsbias calibrate --data FILE`
+    assert _temperature_text(recal).startswith("1.900, fitted on 62 articles of test.jsonl (")

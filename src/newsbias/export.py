@@ -275,7 +275,9 @@ def _training_rows(manifest: dict[str, Any]) -> Optional[list[list[Any]]]:
 def _temperature_text(cal: dict[str, Any]) -> str:
     if cal.get("method") != "temperature":
         return f"none: the raw softmax ({cal['reason']})" if cal.get("reason") else "none: the raw softmax"
-    return (f"{cal['temperature']:.3f}, fitted on {cal['n']} val articles (log-loss {cal['nll']:.3f} -> "
+    source = (cal.get("data") or {}).get("path")  # `newsbias calibrate` records its file; train fits on val
+    where = f"articles of {Path(source).name}" if source else "val articles"
+    return (f"{cal['temperature']:.3f}, fitted on {cal['n']} {where} (log-loss {cal['nll']:.3f} -> "
             f"{cal['nll_calibrated']:.3f}, ECE {cal['ece']:.3f} -> {cal['ece_calibrated']:.3f}); scores are "
             f"softmax(logits / T)")
 
