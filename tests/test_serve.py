@@ -79,11 +79,13 @@ def test_classify_texts_equals_predict(client, predictor, lm_adapter):
 
 def test_classify_articles_ids_and_title(client, predictor):
     arts = [{"id": "a", "title": "Budget talks", "text": texts(1)[0]}, {"id": "b", "text": texts(2)[1]},
-            {"text": "no id here"}]
+            {"id": "c", "text": "no id here", "source": "Reuters", "url": "https://reuters.com/x", "date": "2020"}]
     r = client.post("/v1/classify", json={"articles": arts})
     assert r.status_code == 200, r.text
     res = r.json()["results"]
-    assert [x["id"] for x in res] == ["a", "b", "2"]
+    assert [(x["id"], x["outlet"]) for x in res] == [("a", None), ("b", None), ("c", "Reuters")]
+    r = client.post("/v1/classify", json={"articles": [{"text": "one"}, {"text": "two", "outlet": "x.com"}]})
+    assert [(x["id"], x["outlet"]) for x in r.json()["results"]] == [("0", None), ("1", "x.com")]  # positions
     r = client.post("/v1/classify", json={"articles": [{"id": 7, "text": "x"}, {"id": "7", "text": "x"}]})
     assert r.status_code == 200 and [x["id"] for x in r.json()["results"]] == ["7", "7"]  # as predict writes ids
     # the fixture's model was trained on bodies alone (no prep titles): a title is not read, as in predict
@@ -157,7 +159,8 @@ def test_docs_load_their_assets_from_this_server(client):
     ({"texts": [3]}, "texts.0"),
     ({"articles": [{"title": "no text"}]}, "articles.0.text"),
     ({"articles": [{"text": ""}]}, "articles.0.text"),
-    ({"articles": [{"text": "x", "url": "http://x"}]}, "articles.0.url"),
+    ({"articles": [{"text": "x", "uri": "http://x"}]}, "articles.0.uri"),  # a typo is not ignored
+    ({"articles": [{"id": "a", "text": "x"}, {"text": "y"}]}, "give an id to every article or to none (1 of 2"),
     ({"articles": [{"id": True, "text": "x"}]}, "articles.0.id"),
     ({"articles": [{"id": 1.5, "text": "x"}]}, "articles.0.id"),
     ({"articles": [{"id": "x" * 513, "text": "x"}]}, "articles.0.id"),

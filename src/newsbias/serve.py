@@ -80,6 +80,10 @@ TITLE_FIELD = ("Optional headline. Scored as `title\\ntext` when the model's tra
                "field; otherwise not read.")
 
 
+NOT_READ = ("Not read by the model (a prep record can be sent as it is); the outlet, else the source, is echoed "
+            "in the result's `outlet`.")
+
+
 class ArticleIn(BaseModel):
     """One article: ``text`` is required; ``title`` is read as ``newsbias predict`` reads it (see its field)."""
 
@@ -88,6 +92,10 @@ class ArticleIn(BaseModel):
         default=None, description="Echoed back as a string (as `newsbias predict` writes ids); defaults to the position.")
     title: Optional[Plain] = Field(default=None, description=TITLE_FIELD)
     text: Text = Field(description="Article body (not empty).")
+    outlet: Optional[Plain] = Field(default=None, max_length=300, description=f"The outlet's domain. {NOT_READ}")
+    source: Optional[Plain] = Field(default=None, max_length=300, description=f"The outlet's name. {NOT_READ}")
+    url: Optional[Plain] = Field(default=None, max_length=4096, description=f"The article's address. {NOT_READ}")
+    date: Optional[Plain] = Field(default=None, max_length=64, description=f"Publication date. {NOT_READ}")
 
     @field_validator("id", mode="before")
     @classmethod
@@ -111,7 +119,18 @@ class ClassifyRequest(BaseModel):
     def _one_of(self) -> "ClassifyRequest":
         if (self.texts is None) == (self.articles is None):
             raise ValueError("give exactly one of `texts` (list of strings) or `articles` (list of objects)")
+        with_id = sum(a.id is not None for a in self.articles or [])
+        if 0 < with_id < len(self.articles or []):
+            # a missing id defaults to the position, which could equal another article's own id
+            raise ValueError(f"give an id to every article or to none ({with_id} of {len(self.articles or [])} "
+                             f"have one)")
         return self
+
+    def outlets(self) -> list[Optional[str]]:
+        """The outlet (else the source) each article names, in order; None for plain texts."""
+        if self.texts is not None:
+            return [None] * len(self.texts)
+        return [a.outlet or a.source for a in self.articles or []]
 
     def items(self, text_of: Callable[[Optional[str], str], str]) -> list[tuple[str, str]]:
         """(id, text to score) per article, ``text_of(title, text)`` making the text; ids default to the position."""
@@ -127,6 +146,7 @@ class Prediction(BaseModel):
     probs: dict[str, float]
     model: str
     adapter: Optional[str] = None
+    outlet: Optional[str] = Field(default=None, description="The article's outlet (else source), as it was sent.")
     tokens_read: Optional[int] = Field(default=None, description="Tokens of the article the model read.")
     truncated: Optional[bool] = Field(default=None, description="True when the article was cut to fit max_length.")
 
@@ -541,8 +561,8 @@ def _add_classify_route(app: Any, state: _State) -> None:
             log.exception("classify failed")
             return _error(500, "inference failed; see the server log")
         out = [Prediction(id=i, pred=r["pred"], probs=r["probs"], model=state.name, adapter=state.adapter_name,
-                          tokens_read=r.get("tokens_read"), truncated=r.get("truncated"))
-               for (i, _), r in zip(items, results)]
+                          outlet=o, tokens_read=r.get("tokens_read"), truncated=r.get("truncated"))
+               for (i, _), o, r in zip(items, req.outlets(), results)]
         return ClassifyResponse(results=out, model=state.name, adapter=state.adapter_name, batch_texts=batch_texts,
                                 elapsed_ms=round((time.perf_counter() - t0) * 1000, 3))
 
