@@ -424,3 +424,16 @@ def test_the_card_names_the_file_a_temperature_was_fitted_on():
     assert _temperature_text(cal).startswith("1.900, fitted on 62 val articles (")  # train's own fit
     recal = {**cal, "data": {"path": "out/p1/test.jsonl", "sha256": "0" * 64}}  # `newsbias calibrate --data FILE`
     assert _temperature_text(recal).startswith("1.900, fitted on 62 articles of test.jsonl (")
+
+
+def test_a_run_that_kept_its_last_step_is_not_said_to_be_selected(adapters, tmp_path):
+    import shutil
+
+    adir = tmp_path / "last"
+    shutil.copytree(adapters["cls"], adir)
+    manifest = json.loads((adir / "manifest.json").read_text())
+    manifest["config"]["eval"]["keep"] = "last"
+    (adir / "manifest.json").write_text(json.dumps(manifest))
+    card = (Path(run_export(ExportConfig(adapter=str(adir), out=str(tmp_path / "o")))["out"]) / "README.md").read_text()
+    assert "Validation scores of the kept weights (the last step's: `eval.keep: last`" in card
+    assert "selected by" not in card and "/ None" not in card

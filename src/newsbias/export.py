@@ -263,7 +263,7 @@ def _training_rows(manifest: dict[str, Any]) -> Optional[list[list[Any]]]:
              [["LoRA r / alpha / dropout", f"{lora.get('r')} / {lora.get('alpha')} / {lora.get('dropout')}"],
               ["target modules", lora.get("target_modules")]])
     return [*tuned, ["learning rate", optim.get("lr")],
-            ["epochs / max steps", f"{optim.get('epochs')} / {optim.get('max_steps')}"],
+            ["epochs / max steps", f"{optim.get('epochs')} / {optim.get('max_steps') or '–'}"],
             ["batch size x grad accum", f"{optim.get('batch_size')} x {optim.get('grad_accum')}"],
             ["class weights", optim.get("class_weights")], ["prompt max_length", prm.get("max_length")],
             ["steps run", summary.get("steps")],
@@ -427,7 +427,8 @@ def model_card(adapter_dir: str | Path, merged: bool = False, base_model_id: Opt
                                             "checkpoint is known, and it is not a test score"),
         temperature_line=_temperature_text(settings.calibration),
         training_rows=_training_rows(manifest), data=_data_context(find_prep_meta(adir, manifest), info["labels"]),
-        ev=ev, best={"metric": best.get("metric", "?"), "rows": [[k, v] for k, v in best.items() if k != "metric"]}
+        ev=ev, best={"metric": best.get("metric", "?"), "rows": [[k, v] for k, v in best.items() if k != "metric"],
+                     "kept_last": ((manifest.get("config") or {}).get("eval") or {}).get("keep") == "last"}
         if best else None, **info)
     return str(ModelCard(content))
 
