@@ -297,3 +297,12 @@ def test_a_rounds_key_ignores_what_train_ignores_in_a_run():
 
     assert key() == key(checkpoint={"keep": 5}, out_dir="elsewhere", progress=False)
     assert key() != key(optim={"lr": 1e-5})
+
+
+def test_the_fold_interval_stays_within_what_the_score_can_be():
+    from newsbias.cv import fold_interval
+
+    mean, lo, hi = fold_interval([0.02, 0.5, 0.01])
+    assert lo == 0.0 and 0 < mean < hi < 1
+    _, lo, hi = fold_interval([-0.9, 0.9, 0.0], (-1.0, 1.0))
+    assert (lo, hi) == (-1.0, 1.0)

@@ -130,15 +130,16 @@ def run_recipe(recipe: str, frame: pd.DataFrame, roles: tuple[np.ndarray, np.nda
     return fit_tfidf_lr_on_counts(counts, tr, frame[tr], cfg, va, frame[va])(te)
 
 
-def fold_interval(scores: list[float]) -> tuple[float, float, float]:
-    """Mean and 95 % t-interval over folds (folds are the unit: outlets differ between them)."""
+def fold_interval(scores: list[float], bounds: tuple[float, float] = (0.0, 1.0)) -> tuple[float, float, float]:
+    """Mean and 95 % t-interval over folds (folds are the unit: outlets differ between them), cut to ``bounds``
+    (a macro-F1 lies in [0, 1]; a difference of two in [-1, 1])."""
     from scipy import stats
 
     a = np.asarray(scores, dtype=float)
     if len(a) < 2:
         return float(a.mean()), float("nan"), float("nan")
     half = stats.t.ppf(0.975, len(a) - 1) * a.std(ddof=1) / np.sqrt(len(a))
-    return float(a.mean()), float(a.mean() - half), float(a.mean() + half)
+    return float(a.mean()), float(max(a.mean() - half, bounds[0])), float(min(a.mean() + half, bounds[1]))
 
 
 def _round_key(m: ModelRecipe, ids: dict[str, list[str]]) -> str:
@@ -317,7 +318,7 @@ def paired_by_fold(results: list[dict[str, Any]]) -> None:
     of the per-fold differences: the folds' own difficulty cancels out)."""
     base = np.array([r["macro_f1"] for r in results[0]["folds"]])
     for res in results[1:]:
-        mean, lo, hi = fold_interval((np.array([r["macro_f1"] for r in res["folds"]]) - base).tolist())
+        mean, lo, hi = fold_interval((np.array([r["macro_f1"] for r in res["folds"]]) - base).tolist(), (-1.0, 1.0))
         res["vs_first"] = {"recipe": results[0]["recipe"], "mean": round(mean, 4), "ci95": [round(lo, 4), round(hi, 4)]}
 
 
