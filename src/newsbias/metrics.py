@@ -438,6 +438,9 @@ def format_summary(m: dict[str, Any]) -> str:
     """One line for the terminal."""
     ci = m.get("macro_f1_ci")
     ci_s = f" [{ci['low']:.3f}, {ci['high']:.3f}]" if ci else (" (no interval for one article)" if m["n"] == 1 else "")
+    by_outlet = m.get("macro_f1_ci_outlets")
+    if by_outlet:
+        ci_s += f", outlets resampled [{by_outlet['low']:.3f}, {by_outlet['high']:.3f}] ({by_outlet['n_groups']} outlets)"
     ece = f", ECE {m['ece']:.3f}" if m.get("ece") is not None else ""
     return (f"n {m['n']}, macro-F1 {m['macro_f1']:.3f}{ci_s}, micro-F1 {m['micro_f1']:.3f}, "
             f"accuracy {m['accuracy']:.3f}, invalid {m['n_invalid']} ({m['invalid_rate']:.1%}){ece}")
