@@ -437,3 +437,22 @@ def test_a_run_that_kept_its_last_step_is_not_said_to_be_selected(adapters, tmp_
     card = (Path(run_export(ExportConfig(adapter=str(adir), out=str(tmp_path / "o")))["out"]) / "README.md").read_text()
     assert "Validation scores of the kept weights (the last step's: `eval.keep: last`" in card
     assert "selected by" not in card and "/ None" not in card
+
+
+def test_card_verdicts_follow_the_reports_paired_tests():
+    from newsbias.export import _paired_with, _verdict_on
+
+    paired = {"baseline": {"a": "tuned", "b": "tfidf-lr", "diff": 0.099, "ci": {"low": -0.053, "high": 0.257},
+                           "mcnemar": {"only_a_right": 30, "only_b_right": 20}},
+              "base": {"a": "tuned", "b": "base", "diff": 0.2, "ci": {"low": 0.1, "high": 0.3},
+                       "mcnemar": {"only_a_right": 274, "only_b_right": 299}}}
+    ev = {"run": "tuned", "paired": _paired_with("tuned", paired), "ensembles": {"ens": ["tuned", "tfidf-lr"]}}
+    # the card once said "worse ... beyond its interval" where the report's paired test saw no difference
+    assert _verdict_on(ev, "tfidf-lr", 0.46, 0.36, {"low": 0.40, "high": 0.5}).startswith(
+        "This model (0.460) and tfidf-lr (0.360) do not differ beyond chance on these articles (paired difference "
+        "+0.099, 95% interval [-0.053, +0.257])")
+    assert "on macro-F1 only: of the articles only one of the two gets right, this model gets 274 and base 299" in \
+        _verdict_on(ev, "base", 0.46, 0.26, None)
+    assert _verdict_on(ev, "ens", 0.46, 0.39, None) == ("ens, the equal-weight mean of this model's probabilities "
+                                                        "and those of tfidf-lr, scores 0.390 against this model's 0.460.")
+    assert _paired_with("tfidf-lr", paired)["tuned"]["diff"] == -0.099  # seen from the other side

@@ -168,7 +168,10 @@ def read_eval(spec: str, adapter_dir: Path) -> dict[str, Any]:
         _check_eval_model(p, (data.get("runs") or {}).get(run), adapter_dir, f"run {run!r} of {p}")
         return {"file": f"{p.parent.name}/{p.name}", "run": run, "metrics": runs[run],
                 "others": {name: m for name, m in runs.items() if name != run},
-                "trained_on": ((data.get("selection") or {}).get(run) or {}).get("trained_on")}
+                "trained_on": ((data.get("selection") or {}).get(run) or {}).get("trained_on"),
+                "paired": _paired_with(run, data.get("paired") or {}),
+                "ensembles": {name: s["members"] for name, s in (data.get("selection") or {}).items()
+                              if isinstance(s, dict) and s.get("members") and run in s["members"]}}
     if not isinstance(data.get("macro_f1"), (int, float)):
         raise NewsbiasError(f"{p} is neither a `newsbias evaluate` metrics JSON nor a `newsbias compare` "
                             f"metrics.json (no macro_f1); pass one of those to --eval")
@@ -192,6 +195,23 @@ def _check_eval_model(metrics_file: Path, preds: Optional[str], adapter_dir: Pat
         made_by = f"`newsbias predict` with {scored}" if source else f"`newsbias {manifest.get('stage')}`"
         raise NewsbiasError(f"{what} was scored from predictions made by {made_by}, not by {adapter_dir}; pass "
                             f"--eval the evaluation of this model's own predictions")
+
+
+def _paired_with(run: str, paired: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """compare's paired tests that involve ``run``, by the other run, as ``run`` minus the other."""
+    out = {}
+    for test in paired.values():
+        if not isinstance(test, dict) or run not in (test.get("a"), test.get("b")) or not test.get("ci"):
+            continue
+        sign = 1 if test["a"] == run else -1
+        lo, hi = sorted((sign * test["ci"]["low"], sign * test["ci"]["high"]))
+        right = test.get("mcnemar") or {}
+        mine, theirs = right.get("only_a_right"), right.get("only_b_right")
+        out[test["b"] if sign == 1 else test["a"]] = {"diff": sign * test["diff"], "low": lo, "high": hi,
+                                                      "confidence": test["ci"].get("confidence", 0.95),
+                                                      "only_mine_right": mine if sign == 1 else theirs,
+                                                      "only_theirs_right": theirs if sign == 1 else mine}
+    return out
 
 
 def _compare_run(runs: list[str], tuned: Optional[str], adapter_dir: Path) -> str:
@@ -219,6 +239,32 @@ def _verdict(name: str, mine: float, other: float, ci: Optional[dict[str, Any]])
     return f"This model ({mine:.3f}) beats {name} ({other:.3f}) on these articles, beyond its interval."
 
 
+def _verdict_on(evaluation: dict[str, Any], name: str, mine: float, other: float,
+                ci: Optional[dict[str, Any]]) -> str:
+    """The sentence for one other run: compare's paired test when it ran one (the report's own verdict), a
+    description for an ensemble that includes this model, else :func:`_verdict` on this model's interval."""
+    members = (evaluation.get("ensembles") or {}).get(name)
+    if members:
+        rest = [m for m in members if m != evaluation["run"]]
+        return (f"{name}, the equal-weight mean of this model's probabilities and those of {' and '.join(rest)}, "
+                f"scores {other:.3f} against this model's {mine:.3f}.")
+    test = (evaluation.get("paired") or {}).get(name)
+    if not test:
+        return _verdict(name, mine, other, ci)
+    paired = (f"paired difference {test['diff']:+.3f}, {round(100 * test['confidence'])}% interval "
+              f"[{test['low']:+.3f}, {test['high']:+.3f}]")
+    if test["high"] < 0:
+        return f"This model ({mine:.3f}) is worse than {name} ({other:.3f}) on these articles ({paired})."
+    if test["low"] > 0:
+        fewer = (isinstance(test.get("only_mine_right"), int) and isinstance(test.get("only_theirs_right"), int)
+                 and test["only_mine_right"] < test["only_theirs_right"])
+        return (f"This model ({mine:.3f}) beats {name} ({other:.3f}) on these articles ({paired})"
+                + (f", on macro-F1 only: of the articles only one of the two gets right, this model gets "
+                   f"{test['only_mine_right']} and {name} {test['only_theirs_right']}." if fewer else "."))
+    return (f"This model ({mine:.3f}) and {name} ({other:.3f}) do not differ beyond chance on these articles "
+            f"({paired}).")
+
+
 def _evaluation_context(evaluation: Optional[dict[str, Any]]) -> Optional[dict[str, Any]]:
     """The card's test-evaluation block: both macro-F1 intervals, per class, the other runs and verdicts."""
     if not evaluation:
@@ -239,7 +285,7 @@ def _evaluation_context(evaluation: Optional[dict[str, Any]]) -> Optional[dict[s
     if evaluation.get("trained_on"):
         note = f"**Not a score on unseen outlets.** {evaluation['trained_on']['warning']} {note}"
     others = [(name, o.get("macro_f1"), _interval(o.get("macro_f1_ci"))) for name, o in evaluation["others"].items()]
-    verdicts = [_verdict(name, mine, value, ci_out or ci) for name, value, _ in others
+    verdicts = [_verdict_on(evaluation, name, mine, value, ci_out or ci) for name, value, _ in others
                 if isinstance(value, (int, float)) and isinstance(mine, (int, float))]
     if others:
         others.insert(0, (f"**this model** (`{evaluation['run']}`)", mine, _interval(ci)))
