@@ -456,3 +456,16 @@ def test_card_verdicts_follow_the_reports_paired_tests():
     assert _verdict_on(ev, "ens", 0.46, 0.39, None) == ("ens, the equal-weight mean of this model's probabilities "
                                                         "and those of tfidf-lr, scores 0.390 against this model's 0.460.")
     assert _paired_with("tfidf-lr", paired)["tuned"]["diff"] == -0.099  # seen from the other side
+
+
+def test_an_int8_card_says_its_test_figures_are_the_models_before_export(adapters, tmp_path):
+    from newsbias.export import model_card, read_eval
+
+    report = compare_output(tmp_path)
+    (report / "t.manifest.json").write_text(json.dumps({"stage": "predict", "adapter": str(adapters["cls"])}))
+    (report / "t.jsonl").write_text("")
+    evaluation = read_eval(f"tuned={report}", adapters["cls"])
+    onnx = {"quantize": "int8", "check": {"n": 40, "same_labels": 0.975, "max_abs_prob_diff": 0.01}}
+    card = model_card(adapters["cls"], merged=True, evaluation=evaluation, onnx=onnx)
+    assert "These test figures were measured on the model before its int8 export" in card
+    assert "before its int8 export" not in model_card(adapters["cls"], merged=True, evaluation=evaluation)

@@ -165,8 +165,8 @@ def read_eval(spec: str, adapter_dir: Path) -> dict[str, Any]:
         run = run or _compare_run(list(runs), (data.get("config") or {}).get("tuned"), adapter_dir)
         if run not in runs:
             raise NewsbiasError(f"{p} has no run {run!r}; its runs are {sorted(runs)}: pass --eval RUN={path}")
-        _check_eval_model(p, (data.get("runs") or {}).get(run), adapter_dir, f"run {run!r} of {p}")
-        return {"file": f"{p.parent.name}/{p.name}", "run": run, "metrics": runs[run],
+        scored_by = _check_eval_model(p, (data.get("runs") or {}).get(run), adapter_dir, f"run {run!r} of {p}")
+        return {"scored_by": scored_by, "file": f"{p.parent.name}/{p.name}", "run": run, "metrics": runs[run],
                 "others": {name: m for name, m in runs.items() if name != run},
                 "trained_on": ((data.get("selection") or {}).get(run) or {}).get("trained_on"),
                 "paired": _paired_with(run, data.get("paired") or {}),
@@ -175,17 +175,17 @@ def read_eval(spec: str, adapter_dir: Path) -> dict[str, Any]:
     if not isinstance(data.get("macro_f1"), (int, float)):
         raise NewsbiasError(f"{p} is neither a `newsbias evaluate` metrics JSON nor a `newsbias compare` "
                             f"metrics.json (no macro_f1); pass one of those to --eval")
-    _check_eval_model(p, (data.get("preds") or {}).get("path"), adapter_dir, str(p))
-    return {"file": p.name, "run": run or None, "metrics": data, "others": {}}
+    scored_by = _check_eval_model(p, (data.get("preds") or {}).get("path"), adapter_dir, str(p))
+    return {"scored_by": scored_by, "file": p.name, "run": run or None, "metrics": data, "others": {}}
 
 
-def _check_eval_model(metrics_file: Path, preds: Optional[str], adapter_dir: Path, what: str) -> None:
-    """Refuse test figures that another model's predictions made; a run whose manifest is gone is taken on trust
-    (with a warning): the card cannot check it."""
+def _check_eval_model(metrics_file: Path, preds: Optional[str], adapter_dir: Path, what: str) -> Optional[str]:
+    """The model directory whose predictions made the test figures (``adapter_dir`` or an export of it); refuses
+    another model's. A run whose manifest is gone is taken on trust (with a warning, None): the card cannot check."""
     manifest = read_manifest(locate(preds, {"manifest_path": str(metrics_file.resolve())})) if preds else None
     if manifest is None:
         log.warning("export: cannot check that %s scored this model (its predictions' manifest is not found)", what)
-        return
+        return None
     config = manifest.get("config") or {}
     scored = config.get("adapter") or manifest.get("adapter") or config.get("model")
     source = locate(scored, manifest).resolve() if manifest.get("stage") == "predict" and scored else None
@@ -195,6 +195,7 @@ def _check_eval_model(metrics_file: Path, preds: Optional[str], adapter_dir: Pat
         made_by = f"`newsbias predict` with {scored}" if source else f"`newsbias {manifest.get('stage')}`"
         raise NewsbiasError(f"{what} was scored from predictions made by {made_by}, not by {adapter_dir}; pass "
                             f"--eval the evaluation of this model's own predictions")
+    return str(source)
 
 
 def _paired_with(run: str, paired: dict[str, Any]) -> dict[str, dict[str, Any]]:
@@ -458,6 +459,10 @@ def model_card(adapter_dir: str | Path, merged: bool = False, base_model_id: Opt
     base = _base_context(settings, base_model_id)
     lic = license or (base_license(base["hub_id"]) if base["hub_id"] else None)
     ev = _evaluation_context(evaluation)
+    if ev and onnx and onnx.get("quantize", "none") != "none" and evaluation.get("scored_by") == str(adir.resolve()):
+        ev["outlet_note"] += (" These test figures were measured on the model before its int8 export; the int8 graph "
+                              "gives other labels on some articles (its check, at the top of this card), so its own "
+                              "score may differ: predict with this directory and evaluate to measure it.")
     data = _card_data(repo_id.split("/")[-1] if repo_id else adir.name, base["hub_id"], lic, list(datasets or []),
                       merged, evaluation["metrics"] if evaluation else None, onnx,
                       settings.extra.get("finetune") == "full")
