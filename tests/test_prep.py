@@ -186,6 +186,10 @@ def test_outlet_keys():
     assert domain_of("http://edition.cnn.com/2016/x.html") == "cnn.com"
     assert domain_of("www.nytimes.com") == "nytimes.com"
     assert domain_of("https://www.bbc.co.uk/news") == "bbc.co.uk"
+    # an archived copy is judged by the page it archived, not by the archive
+    assert domain_of("https://web.archive.org/web/20200101000000/https://www.foxnews.com/x") == "foxnews.com"
+    assert domain_of("web.archive.org/web/2019id_/http://edition.cnn.com/a") == "cnn.com"
+    assert domain_of("https://archive.org/details/x") == "archive.org"
     assert domain_of("") is None and domain_of(None) is None
     # the Public Suffix List (tldextract, offline): blogs on one host are separate outlets
     assert domain_of("https://foo.blogspot.com/2016/x") == "foo.blogspot.com" != domain_of("bar.blogspot.com")

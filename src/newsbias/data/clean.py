@@ -76,10 +76,18 @@ def _extractor():
     return tldextract.TLDExtract(suffix_list_urls=(), cache_dir=None, include_psl_private_domains=True)
 
 
+# an archived copy names the archive, not the outlet: web.archive.org/web/<timestamp>/<original address>
+_ARCHIVED = re.compile(r"^(?:https?://)?(?:web\.)?archive\.org/web/[^/]+/(.+)$", re.I)
+
+
 def domain_of(url: str | None) -> str | None:
-    """Registrable domain of a URL or bare host (Public Suffix List): 'http://edition.cnn.com/x' -> 'cnn.com'."""
+    """Registrable domain of a URL or bare host (Public Suffix List): 'http://edition.cnn.com/x' -> 'cnn.com'; an
+    Internet Archive copy is the domain of the page it archived."""
     if not url or not isinstance(url, str) or not url.strip():
         return None
+    archived = _ARCHIVED.match(url.strip())
+    if archived:
+        return domain_of(archived.group(1))
     host = urlsplit(url.strip().lower() if "//" in url else "//" + url.strip().lower()).hostname
     if not host or "." not in host:
         return None
