@@ -153,6 +153,19 @@ def test_an_id_reused_for_another_text_is_renamed_aloud(tmp_path, caplog):
     assert len(ids) == len(set(ids)) == 60 and sum(i.startswith("a0003~") for i in ids) == 2
 
 
+def test_too_few_outlets_names_them_and_does_not_push_a_random_split(tmp_path):
+    rows = make_articles(60)
+    for r in rows:
+        r["url"] = f"https://web.archive.org/web/2020/https://www.{r['url'].split('www.')[1]}"  # still 24 outlets
+    meta = run_prep(cfg_for(write_jsonl(tmp_path / "ok.jsonl", rows), tmp_path / "ok"))
+    assert meta["splits"]["outlets"]["train"] > 1
+    for r in rows:
+        r["url"], r["source"] = "https://archive.example.com/x", None  # every article under one host
+    with pytest.raises(NewsbiasError, match=r"found 1 outlet \(example\.com\): check that the url / source columns "
+                                            r"name each article's outlet .* an upper bound, not a test\)"):
+        run_prep(cfg_for(write_jsonl(tmp_path / "one.jsonl", rows), tmp_path / "o"))
+
+
 def test_instruction_jsonl_keeps_its_own_instruction(tmp_path, caplog):
     rows = [{"id": a["id"], "instruction": "Say the bias." if i % 5 else "Other words.", "input": a["text"],
              "output": a["label"]} for i, a in enumerate(make_articles(60))]

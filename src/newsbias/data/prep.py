@@ -215,9 +215,16 @@ def _check_splits(frames: dict[str, pd.DataFrame], s: Any) -> None:
              and not (name == "test" and s.test_frac == 0)]
     if empty:
         sizes = ", ".join(f"{k} {len(v)}" for k, v in frames.items())
-        hint = (f"by_source keeps each outlet in one split and found {sum(f['outlet'].nunique() for f in frames.values())} "
-                f"outlet(s): use more data or prep.split.mode=random" if s.mode == "by_source"
-                else "use more data or other prep.split fractions")
+        outlets = sorted({str(o) for f in frames.values() for o in f["outlet"].dropna()})
+        if s.mode == "by_source":
+            shown = ", ".join(outlets[:3]) + (", ..." if len(outlets) > 3 else "")
+            hint = (f"by_source keeps each outlet in one split and found {counted(len(outlets), 'outlet')} ({shown}): "
+                    f"check that the url / source columns name each article's outlet (prep.input.columns.*), or "
+                    f"use more data (prep.split.mode=random shares outlets: an upper bound, not a test)")
+        elif s.mode == "predefined":
+            hint = "the split files list no article of that split that prep kept (drops.jsonl says why rows went)"
+        else:
+            hint = "use more data or other prep.split fractions"
         raise NewsbiasError(f"the {' and '.join(empty)} split{'s are' if len(empty) > 1 else ' is'} empty ({sizes}); {hint}")
     for name, f in frames.items():
         if len(f) and f["label"].nunique() < 2:
