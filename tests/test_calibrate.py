@@ -26,7 +26,8 @@ def uncalibrated(tmp_path, tmp_path_factory, tiny_qwen_dir, planted_data_dir):
     return d
 
 
-def test_calibrate_writes_the_temperature_that_scoring_then_applies(uncalibrated, planted_data_dir, tmp_path, capsys):
+def test_calibrate_writes_the_temperature_that_scoring_then_applies(uncalibrated, planted_data_dir, tmp_path, capsys,
+                                                                   caplog):
     texts = [r["input"] for r in make_planted_rows(9, seed=5)]
     raw = Classifier.load(str(uncalibrated)).predict_proba(texts)
     assert main(["calibrate", "--adapter", str(uncalibrated), "--data", str(planted_data_dir)]) == 0
@@ -35,6 +36,7 @@ def test_calibrate_writes_the_temperature_that_scoring_then_applies(uncalibrated
     cal = settings["calibration"]
     assert cal["method"] == "temperature" and cal["n"] == 30 and cal["data"]["path"].endswith("val.jsonl")
     assert f"calibrate: temperature {cal['temperature']:.3f} (was 1.000) from 30 articles" in said
+    assert "calibrating on 30 articles: a temperature fitted on so few is noisy" in caplog.text
     assert not list(uncalibrated.glob(".newsbias.json.tmp-*"))
     scaled = Classifier.load(str(uncalibrated)).predict_proba(texts)
     expected = np.exp(np.log(raw) / cal["temperature"])

@@ -16,7 +16,7 @@ from typing import Any
 
 from .classifier import Classifier
 from .config import CalibrateConfig
-from .errors import NewsbiasError
+from .errors import NewsbiasError, SettingError
 from .io import sha256_file
 from .modeling import SETTINGS_FILE, set_threads
 from .records import read_articles, resolve_split
@@ -34,6 +34,9 @@ def settings_dir(clf: Classifier) -> Path:
     return d
 
 
+FEW_ARTICLES = 100  # below this, a fitted temperature moves a lot from one sample to the next
+
+
 def run_calibrate(cfg: CalibrateConfig) -> dict[str, Any]:
     """Fit the temperature of the model ``cfg`` names on ``cfg.data`` and write it; returns the fit,
     the temperature it replaced, and where it was written."""
@@ -48,8 +51,14 @@ def run_calibrate(cfg: CalibrateConfig) -> dict[str, Any]:
     if not articles:
         raise NewsbiasError(f"{path} has no articles to calibrate on; point calibrate.data (--data) at a prep output "
                             f"whose val split has articles")
+    if len(articles) < FEW_ARTICLES:
+        log.warning("calibrating on %d articles: a temperature fitted on so few is noisy (a few hundred held-out "
+                    "articles give a stable one)", len(articles))
     set_threads(cfg.threads)
-    clf = Classifier.from_options(cfg.model, cfg.adapter, cfg.gguf_file, device=cfg.device, dtype=cfg.dtype)
+    try:
+        clf = Classifier.from_options(cfg.model, cfg.adapter, cfg.gguf_file, device=cfg.device, dtype=cfg.dtype)
+    except SettingError as exc:
+        raise exc.named(f"calibrate.{exc.key}") from None
     target = settings_dir(clf)
     before = clf.settings.temperature
     fit = clf.calibrate([clf.article_text(a.title, a.text) for a in articles], [a.label for a in articles],
