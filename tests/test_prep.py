@@ -166,6 +166,15 @@ def test_too_few_outlets_names_them_and_does_not_push_a_random_split(tmp_path):
         run_prep(cfg_for(write_jsonl(tmp_path / "one.jsonl", rows), tmp_path / "o"))
 
 
+def test_utf16_tables_excel_writes_are_read(tmp_path):
+    rows = make_articles(60)
+    body = "id\ttext\tlabel\turl\n" + "".join(f"{r['id']}\t{r['text']} café\t{r['label']}\t{r['url']}\n" for r in rows)
+    (tmp_path / "u.tsv").write_bytes(body.encode("utf-16"))  # Excel's "Unicode Text": UTF-16 with a BOM
+    meta = run_prep(cfg_for(tmp_path / "u.tsv", tmp_path / "o", **{"input.encoding": "utf-16"}))
+    assert meta["counts"]["read"] == 60
+    assert all(r["input"].endswith("café") for r in read_split(tmp_path / "o", "train"))
+
+
 def test_instruction_jsonl_keeps_its_own_instruction(tmp_path, caplog):
     rows = [{"id": a["id"], "instruction": "Say the bias." if i % 5 else "Other words.", "input": a["text"],
              "output": a["label"]} for i, a in enumerate(make_articles(60))]

@@ -108,6 +108,18 @@ def _open_raw(path: Path) -> BinaryIO:
 
 def _iter_lines(path: Path, encoding: str, setting: str | None = "prep.input") -> Iterator[tuple[int, str]]:
     """Stream decoded lines of a (possibly gzipped) file: memory stays flat in the file size."""
+    try:
+        wide = "\n".encode(encoding) != b"\n"
+    except LookupError:
+        raise NewsbiasError(f"unknown encoding {encoding!r} (prep.input.encoding)") from None
+    if wide:  # UTF-16/32 (Excel's "Unicode Text"): a newline is not the byte 0x0A, so decode before splitting
+        with _text_stream(path, encoding) as text:
+            try:
+                yield from enumerate((ln.removeprefix("\ufeff") if i == 0 else ln for i, ln in enumerate(text)), 1)
+            except UnicodeDecodeError as exc:
+                raise NewsbiasError(f"{path}: bytes that are not valid {encoding} "
+                                    f"({exc.object[exc.start:exc.start + 4]!r}); {_encoding_fix(setting)}") from None
+        return
     with _open_raw(path) as f:
         try:
             for lineno, raw in enumerate(f, start=1):
