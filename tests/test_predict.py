@@ -515,6 +515,26 @@ def test_csv_with_a_byte_order_mark_or_a_short_row(tmp_path):
     assert "prep.input" not in str(err.value)
 
 
+def test_a_second_predict_into_the_same_out_is_refused_while_the_first_runs(lm_adapter_dir, planted_data_dir, tmp_path):
+    import subprocess
+
+    out = tmp_path / "p.jsonl"
+    parts = tmp_path / ".p.jsonl.parts"
+    parts.mkdir()
+    other = subprocess.Popen(["sleep", "60"])  # stands for a predict that is writing these parts now
+    try:
+        (parts / ".owner").write_text(str(other.pid))
+        cfg = pcfg(adapter=str(lm_adapter_dir), input=str(planted_data_dir / "val.jsonl"), out=str(out))
+        with pytest.raises(NewsbiasError, match=rf"p\.jsonl is being written by another newsbias process \(pid "
+                                                rf"{other.pid}\); wait for it"):
+            run_predict(cfg, progress=False)
+    finally:
+        other.kill()
+        other.wait()
+    run_predict(cfg.model_copy(update={"overwrite": True}), progress=False)  # its owner gone: taken over
+    assert out.is_file() and not parts.exists()
+
+
 def test_a_resume_in_another_dtype_is_refused(lm_adapter_dir, planted_data_dir, tmp_path):
     """bf16 rows after fp32 rows in one file would mix two precisions' probabilities."""
     from newsbias.classifier import Classifier

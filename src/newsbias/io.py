@@ -84,6 +84,31 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
+OWNER_FILE = ".owner"  # the pid of the process writing a work directory
+
+
+def claim(directory: Path, what: str) -> None:
+    """Mark ``directory`` (which exists) as this process's work, in ``OWNER_FILE``; a claim by another live process is
+    a one-line error naming ``what`` and the pid, a dead one's (a killed run) is taken over."""
+    from .errors import NewsbiasError
+
+    lock = directory / OWNER_FILE
+    try:
+        fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+    except FileExistsError:
+        try:
+            pid = int(lock.read_text(encoding="utf-8").strip() or 0)
+        except (OSError, ValueError):
+            pid = 0
+        if pid and pid != os.getpid() and _pid_alive(pid):
+            raise NewsbiasError(f"{what} is being written by another newsbias process (pid {pid}); wait for it to "
+                                f"finish or write somewhere else") from None
+        lock.write_text(str(os.getpid()), encoding="utf-8")
+        return
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(str(os.getpid()))
+
+
 def remove_dead_leftovers(out: Path) -> list[Path]:
     """Remove ``.NAME.tmp-PID`` / ``.NAME.old-PID`` siblings of ``out`` whose process is gone (a killed run)."""
     removed = []

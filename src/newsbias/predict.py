@@ -33,7 +33,7 @@ from tqdm.auto import tqdm
 from .classifier import Classifier
 from .config import InferenceConfig, PredictConfig, dump_config
 from .errors import NewsbiasError, SettingError
-from .io import atomic_file, dumps_line, sha256_file, stage_manifest, trim_torn_tail, write_json
+from .io import atomic_file, claim, dumps_line, sha256_file, stage_manifest, trim_torn_tail, write_json
 from .labels import parse_generation  # noqa: F401  (re-exported for users)
 from .modeling import SETTINGS_FILE, Dist, init_distributed, resolve_device_dtype, set_threads, tune_cpu_allocator
 from .data.readers import iter_csv
@@ -178,6 +178,7 @@ def _open_parts(cfg: PredictConfig, out: Path, parts: Path, sig: dict[str, Any])
     if out.exists() and not parts.exists() and not cfg.overwrite:
         raise NewsbiasError(f"{out} already exists; pass --overwrite (predict.overwrite=true) to replace it")
     if parts.exists():
+        claim(parts, str(out))  # two runs into one --out would otherwise resume into each other's rows
         try:
             old = json.loads((parts / "run.json").read_text(encoding="utf-8"))
         except (OSError, ValueError):
@@ -192,6 +193,7 @@ def _open_parts(cfg: PredictConfig, out: Path, parts: Path, sig: dict[str, Any])
         parts.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise NewsbiasError(f"cannot write next to {out}: {exc.strerror or exc}") from None
+    claim(parts, str(out))
     write_json(parts / "run.json", sig)
 
 
