@@ -426,6 +426,16 @@ def test_mean_pooling_needs_the_cls_head(tiny_bert_dir, planted_data_dir, tmp_pa
         tiny_cfg(tiny_bert_dir, planted_data_dir, tmp_path, head="lm", model__pooling="mean")
 
 
+def test_a_run_killed_in_its_first_checkpoint_starts_again_without_overwrite(tiny_qwen_dir, planted_data_dir, tmp_path):
+    """Only a half-written checkpoint: --resume said there was none, a plain run that there was one."""
+    out = tmp_path / "run"
+    (out / "checkpoints" / ".checkpoint-2.tmp").mkdir(parents=True)
+    (out / "checkpoints" / ".checkpoint-2.tmp" / "optimizer.safetensors").write_bytes(b"torn")
+    summary = train(tiny_cfg(tiny_qwen_dir, planted_data_dir, out, optim__max_steps=2, optim__batch_size=4,
+                             data__train_limit=8))
+    assert summary["steps"] == 2 and not (out / "checkpoints" / ".checkpoint-2.tmp").exists()
+
+
 @pytest.mark.slow
 def test_checkpoints_of_another_run_are_never_resumed_or_mixed(tiny_qwen_dir, planted_data_dir, tmp_path):
     kw = dict(optim__max_steps=6, optim__batch_size=4, eval__every_steps=3, checkpoint__every_steps=2,

@@ -148,6 +148,8 @@ def test_a_new_run_into_a_finished_one_needs_overwrite_and_a_killed_one_leaves_n
            "--max-steps", "2", "train.prompt.max_length=64", "train.prompt.chat_template=off"]
     assert main(run) == 0
     notes = _plant(tmp_path / "a")
+    mine = tmp_path / "a" / "my_probe_backup.safetensors"  # the user's own weights beside the run's
+    mine.write_bytes(b"user weights")
     import shutil
 
     shutil.rmtree(tmp_path / "a" / "checkpoints")  # a finished run's own files, without its checkpoints
@@ -160,7 +162,8 @@ def test_a_new_run_into_a_finished_one_needs_overwrite_and_a_killed_one_leaves_n
         raise KeyboardInterrupt
     monkeypatch.setattr(train_mod, "train_step", killed)
     assert main([*run, "--overwrite", "train.seed=7"]) != 0
-    assert not (tmp_path / "a" / "newsbias.json").exists() and not list((tmp_path / "a").glob("*.safetensors"))
+    assert not (tmp_path / "a" / "newsbias.json").exists() and not (tmp_path / "a" / "adapter_model.safetensors").exists()
+    assert mine.read_bytes() == b"user weights"
     inp = write_jsonl(tmp_path / "in.jsonl", make_planted_rows(3, seed=4))
     assert main(["predict", "-q", "--adapter", str(tmp_path / "a"), "--input", str(inp), "--out",
                  str(tmp_path / "p.jsonl")]) == 2  # the earlier run's model is gone, not served as this one's

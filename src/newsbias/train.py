@@ -360,8 +360,8 @@ def clear_finished_run(out_dir: Path, overwrite: bool) -> None:
                             f"or choose another train.out_dir")
     for name in (SETTINGS_FILE, MANIFEST_FILE, LOG_FILE, "adapter_config.json", *_MODEL_FILES):
         (out_dir / name).unlink(missing_ok=True)
-    for weights in out_dir.glob("*.safetensors"):
-        weights.unlink(missing_ok=True)
+    for shard in (*out_dir.glob("model-*-of-*.safetensors"), out_dir / "model.safetensors.index.json"):
+        shard.unlink(missing_ok=True)  # a sharded full fine-tune; any other file there is the user's
 
 
 def check_checkpoints(out_dir: Path, identity: dict[str, Any], resume: bool, overwrite: bool) -> Optional[Path]:
@@ -372,6 +372,8 @@ def check_checkpoints(out_dir: Path, identity: dict[str, Any], resume: bool, ove
     checkpoints is refused unless ``overwrite`` (which removes them).
     """
     ckpt_root = out_dir / CHECKPOINT_DIR
+    for unfinished in ckpt_root.glob(".checkpoint-*.tmp"):  # a save the run was killed in: never a checkpoint
+        shutil.rmtree(unfinished, ignore_errors=True)
     latest = latest_checkpoint(out_dir)
     if resume:
         if latest is None:
