@@ -163,6 +163,13 @@ def test_explain_finds_the_planted_outlet_word_and_resumes(planted_adapter, tmp_
     assert again["resumed"] == 4 and again["summary"] == s
     assert [json.loads(l)["id"] for l in (out / RECORDS).read_text().splitlines()] == \
         [json.loads(l)["id"] for l in records]
+    # the same path with other articles in it (prep rerun): a killed run's records are not resumed onto them
+    (out / "manifest.json").write_text(manifest_text)
+    (out / RECORDS).write_text("\n".join(records[:4]) + "\n")
+    data.write_text(data.read_text().replace('"id": "', '"id": "new-'))
+    with pytest.raises(NewsbiasError, match="pass --overwrite"):
+        run_explain(ExplainConfig(adapter=str(planted_adapter), input=str(data), out_dir=str(out), limit=12),
+                    progress=False)
 
 
 def test_the_page_escapes_article_text(tiny_bert_dir, tmp_path):

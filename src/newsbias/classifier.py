@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from .errors import NewsbiasError
-from .io import honour_umask
+from .io import honour_umask, sha256_file
 from .labels import LABELS, parse_generation
 from .metrics import fit_temperature
 from .modeling import (SETTINGS_FILE, ModelSettings, Pooling, is_gguf, iter_logits, join_gguf,
@@ -169,6 +169,16 @@ class Classifier:
         if isinstance(self.model, torch.nn.Module):
             return str(next(self.model.parameters()).dtype).removeprefix("torch.")
         return "onnx"
+
+    def identity(self) -> dict[str, Any]:
+        """What decides this model's scores, for a resumed run to compare: where it was loaded from, the sha256 of
+        its trained weights (an adapter's, a trained directory's or an ONNX graph's; None for a hub base), its
+        settings and precision."""
+        where = Path(self.adapter or self.source)
+        weights = next((where / name for name in ("adapter_model.safetensors", "model.safetensors", ONNX_FILE)
+                        if (where / name).is_file()), None) if where.is_dir() else None
+        return {"model": self.source, "adapter": self.adapter, "weights_sha256": sha256_file(weights) if weights else None,
+                "settings": self.settings.to_dict(), "dtype": self.precision}
 
     def predict_proba(self, texts: Sequence[str], batch_size: int = 8, windows: int = 1,
                       pool: str = "mean", length_sorted: bool = True) -> np.ndarray:

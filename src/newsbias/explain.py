@@ -38,7 +38,7 @@ from .config import ExplainConfig
 from .data.clean import domain_of
 from .data.cues import cue_spans
 from .errors import NewsbiasError
-from .io import check_output_dir, dumps_line, read_json, stage_manifest, trim_torn_tail, write_json
+from .io import check_output_dir, dumps_line, read_json, sha256_file, stage_manifest, trim_torn_tail, write_json
 from .predict import first_instruction, input_articles, load_classifier, resolve_input, skip_reason
 from .records import Article, iter_json_lines, scored
 from .templates import render
@@ -224,9 +224,9 @@ def outlet_table(records: Sequence[dict[str, Any]], top: int = 20) -> list[dict[
 
 def _signature(cfg: ExplainConfig, input_path: str, clf: Classifier) -> dict[str, Any]:
     """What decides the records: a resumed run must match it."""
-    return {"input": str(Path(input_path).resolve()), "model": clf.source, "adapter": clf.adapter,
-            "span": cfg.span, "limit": cfg.limit, "sample": cfg.sample, "text_field": cfg.text_field,
-            "precision": clf.precision}
+    path = Path(input_path)
+    return {"input": str(path.resolve()), "input_sha256": sha256_file(path) if path.is_file() else None,
+            **clf.identity(), "span": cfg.span, "limit": cfg.limit, "sample": cfg.sample, "text_field": cfg.text_field}
 
 
 def _done_records(out: Path, sig: dict[str, Any], overwrite: bool) -> list[dict[str, Any]]:

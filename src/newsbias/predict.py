@@ -153,13 +153,9 @@ def _signature(cfg: PredictConfig, input_path: str, world: int, clf: Classifier)
     """What must match for a run to resume another's part files: the input's content, the model, the settings."""
     keep = ("mode", "max_new_tokens", "include_text", "limit", "text_field", "name", "on_bad_gold", "windows", "pool")
     d = dump_config(cfg)
-    weights = Path(clf.adapter or clf.source) / "adapter_model.safetensors"
     return {"input": os.path.abspath(input_path) if input_path != "-" else "-",
             "input_sha256": sha256_file(input_path) if input_path != "-" else None,
-            "model": clf.source, "adapter": clf.adapter,
-            "adapter_sha256": sha256_file(weights) if clf.adapter and weights.is_file() else None,
-            "settings": clf.settings.to_dict(), "world_size": world, "dtype": clf.precision,
-            **{k: d[k] for k in keep}}
+            **clf.identity(), "world_size": world, **{k: d[k] for k in keep}}
 
 
 
