@@ -52,3 +52,13 @@ def test_a_write_that_fails_leaves_the_old_file_whole(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["p.jsonl"]
     write_json(tmp_path / "m.json", {"x": "é"})
     assert (tmp_path / "m.json").read_text(encoding="utf-8") == '{\n  "x": "é"\n}\n'
+
+
+def test_a_symlinked_output_is_written_through(tmp_path):
+    (tmp_path / "real").mkdir()
+    target = tmp_path / "real" / "preds.jsonl"
+    write_jsonl(target, [{"a": 1}] * 3)
+    link = tmp_path / "link.jsonl"
+    link.symlink_to(target)
+    write_jsonl(link, [{"a": 2}])
+    assert link.is_symlink() and target.read_text() == '{"a": 2}\n'

@@ -36,6 +36,8 @@ def atomic_file(path: str | Path) -> Iterator[Path]:
     """A temporary sibling of ``path`` (``.NAME.tmp-PID``) to write; it becomes ``path`` only when the block ends
     without an error, so a reader (or a resumed run) never sees half a file."""
     p = Path(path)
+    if p.is_symlink():  # write through the link, as a plain open() would: replacing the link leaves its target stale
+        p = p.resolve()
     tmp = p.with_name(f".{p.name}.tmp-{os.getpid()}")
     try:
         yield tmp
