@@ -226,11 +226,26 @@ def test_one_label_and_c_grid_without_val(tmp_path):
         run_baseline(BaselineConfig(data=str(d2), out_dir=str(tmp_path / "p"), lr={"C_grid": [1.0, 2.0]}))
 
 
-def test_cli_baseline(planted_dir, tmp_path, capsys):
+def test_cli_baseline(planted_dir, tmp_path, capsys, monkeypatch):
     out = tmp_path / "cli"
     assert main(["baseline", "--data", str(planted_dir), "--out", str(out), "baseline.tfidf.min_df=1"]) == 0
     assert "majority.jsonl, tfidf-lr.jsonl" in capsys.readouterr().out
     assert (out / "majority.manifest.json").is_file() and (out / "tfidf-lr.manifest.json").is_file()
+    # a rerun killed after majority: no tfidf-lr of the earlier run is left beside the new majority
+    import newsbias.baseline as baseline_mod
+
+    fit = baseline_mod._fit_predict
+
+    def killed_at_tfidf(name, *args):
+        if name == "tfidf-lr":
+            raise KeyboardInterrupt
+        return fit(name, *args)
+
+    monkeypatch.setattr(baseline_mod, "_fit_predict", killed_at_tfidf)
+    assert main(["baseline", "--data", str(planted_dir), "--out", str(out), "baseline.tfidf.min_df=1"]) == 130
+    monkeypatch.undo()
+    assert (out / "majority.jsonl").is_file() and not (out / "tfidf-lr.jsonl").exists()
+    assert not (out / "tfidf-lr.manifest.json").exists() and not (out / "tfidf-lr.joblib").exists()
     assert main(["baseline", "--data", str(planted_dir), "baseline.lr.C=-1"]) == 2
     assert "baseline.lr.C" in capsys.readouterr().err
 

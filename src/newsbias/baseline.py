@@ -379,6 +379,9 @@ def run_baseline(cfg: BaselineConfig) -> dict[str, Any]:
         "data": {"train": _file_info(paths["train"], len(train)), "eval": _file_info(paths["eval"], len(target))},
         "train_label_counts": {lab: int((train["gold"] == lab).sum()) for lab in LABELS},
     }
+    for name in cfg.models:  # an earlier run's outputs go first: a run killed half-way leaves no stale sibling
+        for stale in (out_dir / f"{name}.jsonl", manifest_path(out_dir / f"{name}.jsonl"), out_dir / f"{name}.joblib"):
+            stale.unlink(missing_ok=True)
     manifests: dict[str, Any] = {}
     for name in cfg.models:
         t1 = time.time()
