@@ -62,3 +62,44 @@ def test_a_symlinked_output_is_written_through(tmp_path):
     link.symlink_to(target)
     write_jsonl(link, [{"a": 2}])
     assert link.is_symlink() and target.read_text() == '{"a": 2}\n'
+
+
+def test_pool_workers_die_with_a_killed_parent(tmp_path):
+    """prep's workers outlived a `kill -9` of prep, blocked on a pipe nobody read, holding their memory."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    if sys.platform != "linux":
+        pytest.skip("PR_SET_PDEATHSIG is Linux's")
+    script = tmp_path / "parent.py"
+    script.write_text(
+        "import os, time\n"
+        "from concurrent.futures import ProcessPoolExecutor\n"
+        "from newsbias.io import die_with_parent\n"
+        "def pid(_):\n"
+        "    time.sleep(0.2)\n"
+        "    return os.getpid()\n"
+        "if __name__ == '__main__':\n"
+        "    pool = ProcessPoolExecutor(2, initializer=die_with_parent, initargs=(os.getpid(),))\n"
+        "    print(' '.join(map(str, sorted(set(pool.map(pid, range(8)))))), flush=True)\n"
+        "    pool.submit(time.sleep, 60)\n"
+        "    time.sleep(60)\n")
+    parent = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True)
+    workers = [int(p) for p in parent.stdout.readline().split()]
+    assert workers
+    parent.send_signal(signal.SIGKILL)
+    parent.wait()
+
+    def running(pid: int) -> bool:
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                return f.read().rsplit(") ", 1)[1][0] != "Z"  # a zombie has exited
+        except FileNotFoundError:
+            return False
+
+    deadline = time.time() + 10
+    while time.time() < deadline and any(running(p) for p in workers):
+        time.sleep(0.1)
+    assert not [p for p in workers if running(p)]

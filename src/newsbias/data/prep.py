@@ -34,6 +34,7 @@ from ..errors import NewsbiasError, counted, shorten
 from ..io import (
     atomic_dir,
     check_output_dir,
+    die_with_parent,
     sha256_file,
     stage_manifest,
     write_json,
@@ -123,7 +124,7 @@ def _process_all(df: pd.DataFrame, cfg: PrepConfig, progress: bool) -> tuple[np.
             results.append(process_texts(t, ti, *args))
             bar.update(len(t))
     else:
-        with ProcessPoolExecutor(max_workers=workers) as pool:
+        with ProcessPoolExecutor(max_workers=workers, initializer=die_with_parent, initargs=(os.getpid(),)) as pool:
             for res in pool.map(process_texts, *zip(*chunks), *[[a] * len(chunks) for a in args]):
                 results.append(res)
                 bar.update(len(res[0]))
