@@ -169,3 +169,33 @@ def test_quiet_prints_no_info_lines_but_keeps_warnings_and_the_summary(tmp_path)
                           "--out", str(tmp_path / "o"), "prep.split.mode=random"], capture_output=True, text=True)
     assert run.returncode == 0, run.stderr
     assert "INFO" not in run.stderr and "WARNING" in run.stderr and "prep: wrote" in run.stdout
+
+
+def test_os_errors_say_what_to_do():
+    import errno
+
+    from newsbias.cli import os_error_message
+
+    full = os_error_message(OSError(errno.ENOSPC, "No space left on device"))
+    assert full.startswith("no space left on the device: free some space or write the output elsewhere")
+    assert "(writing /d/x.jsonl)" in os_error_message(OSError(errno.ENOSPC, "No space left on device", "/d/x.jsonl"))
+    assert os_error_message(FileExistsError(errno.EEXIST, "File exists", "/tmp/afile")) == (
+        "/tmp/afile exists and is not a directory: give a directory path (new or empty)")
+    assert os_error_message(PermissionError(errno.EACCES, "Permission denied", "/x")) == (
+        "cannot access /x: Permission denied")
+
+
+def test_a_failed_weights_write_is_one_line(monkeypatch, capsys):
+    import newsbias.metrics as metrics
+
+    class SafetensorError(Exception):  # safetensors' own class name: what the CLI recognises
+        pass
+
+    def full_disk(cfg):
+        raise SafetensorError("Error while serializing: IoError(Os { code: 28, kind: StorageFull })")
+
+    monkeypatch.setattr(metrics, "evaluate", full_disk)
+    assert main(["evaluate", "--preds", "x.jsonl"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("newsbias evaluate: error: cannot write the weights: Error while serializing") and \
+        "Traceback" not in err

@@ -9,6 +9,7 @@ type and choices come from that key's pydantic field. Stage modules are imported
 from __future__ import annotations
 
 import argparse
+import errno
 import logging
 import os
 import sys
@@ -456,6 +457,19 @@ def _quiet_libraries() -> None:
         hf_logging.disable_progress_bar()
 
 
+def os_error_message(exc: OSError) -> str:
+    """One line for an error the OS raised, with what to do for the common ones."""
+    where = f" {exc.filename}" if exc.filename else ""
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return (f"no space left on the device{' (writing' + where + ')' if where else ''}: free some space or write "
+                f"the output elsewhere, then run the command again")
+    if exc.errno == errno.EEXIST:
+        return f"{where.strip() or 'the output'} exists and is not a directory: give a directory path (new or empty)"
+    if exc.errno == errno.EROFS:
+        return f"cannot write{where}: the file system is read-only; write the output elsewhere"
+    return f"cannot access{where}: {exc.strerror or exc}"
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(list(sys.argv[1:] if argv is None else argv))
     quiet = getattr(args, "quiet", False)
@@ -478,8 +492,14 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as exc:  # permissions, a full disk, a path that vanished: the OS said it in one line
         if args.verbose:
             raise
-        where = f" {exc.filename}" if exc.filename else ""
-        print(f"newsbias {args.command}: error: cannot access{where}: {exc.strerror or exc}", file=sys.stderr)
+        print(f"newsbias {args.command}: error: {os_error_message(exc)}", file=sys.stderr)
+        return 2
+    except Exception as exc:
+        # safetensors reports a failed write (a full disk) as its own exception, not as an OSError
+        if args.verbose or type(exc).__name__ != "SafetensorError":
+            raise
+        print(f"newsbias {args.command}: error: cannot write the weights: {one_line(str(exc), 300)}; free some space "
+              f"or write elsewhere", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"newsbias {args.command}: interrupted", file=sys.stderr)
