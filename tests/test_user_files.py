@@ -168,3 +168,17 @@ def test_a_new_run_into_a_finished_one_needs_overwrite_and_a_killed_one_leaves_n
     assert main(["predict", "-q", "--adapter", str(tmp_path / "a"), "--input", str(inp), "--out",
                  str(tmp_path / "p.jsonl")]) == 2  # the earlier run's model is gone, not served as this one's
     assert notes.read_text() == NOTE
+
+
+def test_a_training_run_that_has_not_finished_is_not_loaded_as_a_model(tmp_path):
+    from newsbias.classifier import Classifier
+    from newsbias.errors import NewsbiasError
+
+    run = tmp_path / "t5"
+    (run / "checkpoints" / "checkpoint-10").mkdir(parents=True)
+    (run / "checkpoints" / "checkpoint-10" / "trainer_state.json").write_text("{}")
+    (run / "adapter_model.safetensors").write_bytes(b"weights written, newsbias.json not yet")
+    for load in (lambda: Classifier.from_options(adapter=str(run)), lambda: Classifier.load(str(run))):
+        with pytest.raises(NewsbiasError, match=r"t5 holds a training run that has not finished \(no newsbias.json "
+                                                r"yet\); finish it with `newsbias train \.\.\. --resume`"):
+            load()

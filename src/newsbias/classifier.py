@@ -71,6 +71,8 @@ class Classifier:
         location); ``head``, ``pooling`` and ``prompt`` only apply to a base model used zero-shot.
         """
         p = Path(source)
+        if p.is_dir():
+            _refuse_unfinished_training(p)
         if p.is_dir() and (p / "adapter_config.json").is_file():
             return cls._load_adapter(p, base_model, device, dtype)
         if base_model:
@@ -106,6 +108,7 @@ class Classifier:
             a = Path(adapter)
             if not a.is_dir():
                 raise NewsbiasError(f"adapter not found: {a}; pass a `newsbias train` output directory")
+            _refuse_unfinished_training(a)
             if not (a / "adapter_config.json").is_file():
                 if (a / SETTINGS_FILE).is_file() and not model:  # a full fine-tune's out_dir, or an export
                     return cls.load(str(a), **kwargs)
@@ -351,6 +354,16 @@ class Classifier:
         settings.extra = {**settings.extra, **extra}
         settings.save(out)
         return settings
+
+
+def _refuse_unfinished_training(d: Path) -> None:
+    """A training run's directory without its ``newsbias.json`` is a run that has not finished (killed, or still
+    running): its files are no model yet."""
+    # train's LOG_FILE and CHECKPOINT_DIR layout (named here: importing train would load the training stack)
+    started = (d / "train_log.jsonl").is_file() or any(d.glob("checkpoints/checkpoint-*/trainer_state.json"))
+    if started and not (d / SETTINGS_FILE).is_file():
+        raise NewsbiasError(f"{d} holds a training run that has not finished (no {SETTINGS_FILE} yet); finish it with "
+                            f"`newsbias train ... --resume` (the same command and --resume), or wait for it")
 
 
 def _checked_settings(d: Path) -> ModelSettings:
