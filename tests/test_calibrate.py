@@ -48,10 +48,17 @@ def test_calibrate_writes_the_temperature_that_scoring_then_applies(uncalibrated
     assert again["temperature"] == pytest.approx(cal["temperature"], rel=1e-6)
 
 
-def test_calibrate_refuses_what_it_cannot_calibrate(uncalibrated, tiny_qwen_dir, planted_data_dir, tmp_path, capsys):
+def test_calibrate_refuses_what_it_cannot_calibrate(uncalibrated, tiny_qwen_dir, planted_data_dir, tmp_path, capsys,
+                                                    monkeypatch):
     assert main(["calibrate", "--model", str(tiny_qwen_dir), "--data", str(planted_data_dir)]) == 2
     assert "nowhere to keep a temperature" in capsys.readouterr().err
     unlabelled = write_jsonl(tmp_path / "u.jsonl", [{"input": "some article text"}])
     assert main(["calibrate", "--adapter", str(uncalibrated), "--data", str(unlabelled)]) == 2
     assert "u.jsonl" in capsys.readouterr().err
     assert json.loads((uncalibrated / SETTINGS_FILE).read_text())["calibration"] == {}  # nothing written
+    import newsbias.calibrate as calibrate_mod
+
+    monkeypatch.setattr(calibrate_mod.os, "access", lambda path, mode: False)  # a read-only model directory
+    monkeypatch.setattr(calibrate_mod.Classifier, "calibrate", lambda *a: pytest.fail("scored before refusing"))
+    assert main(["calibrate", "--adapter", str(uncalibrated), "--data", str(planted_data_dir)]) == 2
+    assert "the directory is not writable; copy the model somewhere writable" in capsys.readouterr().err

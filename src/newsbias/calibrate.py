@@ -10,6 +10,7 @@ writes it into the model's ``newsbias.json``, where every scoring path reads it.
 from __future__ import annotations
 
 import logging
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -31,6 +32,9 @@ def settings_dir(clf: Classifier) -> Path:
         raise NewsbiasError(f"{clf.source} is a base model without {SETTINGS_FILE}, so there is nowhere to keep a "
                             f"temperature; calibrate a `newsbias train` output (--adapter) or a trained model "
                             f"directory (--model)")
+    if not os.access(d, os.W_OK):  # found before every article is scored, not after
+        raise NewsbiasError(f"cannot write {d / SETTINGS_FILE}: the directory is not writable; copy the model "
+                            f"somewhere writable and calibrate the copy")
     return d
 
 
