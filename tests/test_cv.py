@@ -306,3 +306,10 @@ def test_the_fold_interval_stays_within_what_the_score_can_be():
     assert lo == 0.0 and 0 < mean < hi < 1
     _, lo, hi = fold_interval([-0.9, 0.9, 0.0], (-1.0, 1.0))
     assert (lo, hi) == (-1.0, 1.0)
+
+
+def test_a_cv_config_needs_no_predict_out():
+    from newsbias.config import load_config
+
+    cfg = load_config(None, ["cv.data=d", "predict.batch_size=4"])
+    assert cfg.predict is not None and cfg.predict.out is None

@@ -216,6 +216,8 @@ def test_bad_inputs(lm_adapter_dir, tiny_qwen_dir, tmp_path):
                     progress=False)
     with pytest.raises(NewsbiasError, match="nothing to predict with"):
         run_predict(pcfg(input=str(good), out=str(tmp_path / "e.jsonl")), progress=False)
+    with pytest.raises(NewsbiasError, match=r"no output given: pass --out FILE \(predict.out\)"):
+        run_predict(pcfg(adapter=str(lm_adapter_dir), input=str(good)), progress=False)
     # a setting shared by every stage that loads a model is named by this stage's key
     with pytest.raises(NewsbiasError, match=r"^predict\.device 'tpu7' is not a torch device; use auto, cpu"):
         run_predict(pcfg(adapter=str(lm_adapter_dir), input=str(good), out=str(tmp_path / "e.jsonl"), device="tpu7"),

@@ -417,7 +417,8 @@ class PredictConfig(InferenceConfig):
     input: str | None = Field(default=None, description="JSONL/CSV file, prep output directory (with `split`), or - "
                                                          "for stdin; default: prep.out_dir of the same config.")
     split: str = Field(default="test", description="Split file to read when `input` is a prep directory.")
-    out: str = Field(description="Predictions JSONL, or - for stdout (written once every article is scored).")
+    out: str | None = Field(default=None, description="Predictions JSONL, or - for stdout (written once every "
+                                                      "article is scored); required by `newsbias predict`, not by cv.")
     mode: Literal["score", "generate"] = Field(
         default="score", description="score: label probabilities from one forward pass; generate: a few greedily "
                                      "decoded tokens, parsed (unparseable = invalid).")

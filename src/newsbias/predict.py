@@ -297,6 +297,8 @@ def run_predict(cfg: PredictConfig, progress: bool = True) -> dict[str, Any]:
     A killed run resumes from its part files; a run that stops on bad input removes them, so the
     corrected input starts clean (a changed input never reuses rows: its sha256 is checked).
     """
+    if not cfg.out:
+        raise NewsbiasError("no output given: pass --out FILE (predict.out), or --out - for stdout")
     if cfg.out == "-":
         if int(os.environ.get("WORLD_SIZE", "1")) > 1:
             raise NewsbiasError("predict.out=- (stdout) cannot be split between torchrun processes; give a file")
