@@ -150,3 +150,21 @@ def test_real_smollm2_gguf_scores_zero_shot():
     p = clf.predict_proba(texts)
     assert p.shape == (2, 3) and np.allclose(p.sum(1), 1.0, atol=1e-5)
     assert all(r["valid"] in (True, False) for r in clf.classify(texts, mode="generate", max_new_tokens=4))
+
+
+def test_a_killed_conversions_leftover_is_removed(tiny_llama_gguf, tmp_path, monkeypatch):
+    """A conversion killed mid-way left a randomly named directory in the cache that nothing ever removed."""
+    import shutil
+    import subprocess
+
+    gguf_path, _ = tiny_llama_gguf
+    monkeypatch.setenv("NEWSBIAS_GGUF_CACHE", str(tmp_path / "cache"))
+    load_model_and_tokenizer(str(gguf_path), device="cpu")
+    [entry] = list((tmp_path / "cache").iterdir())
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    leftover = tmp_path / "cache" / f".{entry.name}.tmp-{gone.pid}"  # its process is gone: a killed conversion
+    (leftover / "partial").mkdir(parents=True)
+    shutil.rmtree(entry)
+    load_model_and_tokenizer(str(gguf_path), device="cpu")
+    assert [p.name for p in (tmp_path / "cache").iterdir()] == [entry.name]

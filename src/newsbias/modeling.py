@@ -21,7 +21,6 @@ import logging
 import os
 import re
 import shutil
-import tempfile
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,7 +35,7 @@ from torch import nn
 
 from .config import Head, Pooling, PromptConfig, format_validation_error
 from .errors import NewsbiasError, SettingError
-from .io import read_json, write_json
+from .io import read_json, remove_dead_leftovers, write_json
 from .labels import LABELS
 from .prompt import PromptBuilder
 
@@ -280,9 +279,12 @@ def dequantised_gguf(name_or_path: str) -> Optional[Path]:
     out = root / f"{path.stem}-{_gguf_cache_key(path)}"
     if (out / "config.json").is_file():
         return out
+    tmp = root / f".{out.name}.tmp-{os.getpid()}"  # named by its pid: a killed conversion's is removed next time
     try:
         root.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=root))
+        remove_dead_leftovers(out)
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir()
     except OSError as exc:
         log.warning("GGUF cache %s is not writable (%s); reading %s directly", root, exc, path)
         return None
