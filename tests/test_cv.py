@@ -230,6 +230,7 @@ def test_the_model_recipe_trains_each_round_on_other_outlets_and_resumes(tmp_pat
         outlets = {role: {json.loads(l)["outlet"] for l in (r / "data" / f"{role}.jsonl").read_text().splitlines()}
                    for role in ("train", "val", "test")}
         assert not outlets["test"] & (outlets["train"] | outlets["val"]) and outlets["train"]
+        assert (r / "model" / "newsbias.json").is_file() and not (r / "model" / "checkpoints").exists()  # disk
     saved = [p.id for p in read_predictions(tmp_path / "cv" / "preds" / "model-fold0.jsonl")]
     assert saved == [p.id for p in read_predictions(tmp_path / "cv" / "preds" / "majority-fold0.jsonl")]
 

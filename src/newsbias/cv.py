@@ -24,6 +24,7 @@ import hashlib
 import json
 import logging
 import os
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -158,7 +159,7 @@ def model_round(m: ModelRecipe, frame: pd.DataFrame, roles: tuple[np.ndarray, np
     """Train on one round (``newsbias train``: val picks the checkpoint) and score its test rows (``newsbias
     predict``); ``(n_test, 3)`` probabilities in the test rows' order. Each finished step is reused on a rerun.
     """
-    from .train import latest_checkpoint, train
+    from .train import CHECKPOINT_DIR, latest_checkpoint, train
     from .predict import run_predict
 
     tr, va, te = roles
@@ -176,6 +177,7 @@ def model_round(m: ModelRecipe, frame: pd.DataFrame, roles: tuple[np.ndarray, np
                                          "out_dir": str(model_dir)})
         summary = train(cfg, resume=latest_checkpoint(model_dir) is not None, progress=m.progress)
         (rdir / "trained.json").write_text(json.dumps(summary, default=str), encoding="utf-8")
+        shutil.rmtree(model_dir / CHECKPOINT_DIR, ignore_errors=True)  # only a resume needs them: hundreds of MB
     if not manifest_path(preds).is_file():
         run_predict(m.predict.model_copy(update={"input": str(data), "split": "test", "out": str(preds),
                                                  "adapter": str(model_dir), "model": None, "gguf_file": None,
