@@ -152,8 +152,16 @@ def test_int8_block_export_uses_matmulnbits_and_keeps_the_matched_layers(adapter
     assert {a.name: a.i for a in blocks[0].attribute if a.name in ("bits", "block_size", "accuracy_level")} == \
         {"bits": 8, "block_size": 128, "accuracy_level": 4}
     assert info["check"]["n"] == len(texts) and info["check"]["max_abs_prob_diff"] < 0.02
-    probs = Classifier.load(str(tmp_path / "b")).predict_proba(texts)
+    int8 = Classifier.load(str(tmp_path / "b"))
+    probs = int8.predict_proba(texts)
     assert np.abs(probs - ref).max() < 0.02 and (probs != ref).any()  # rounded, so close but not identical
+    from fastapi.testclient import TestClient
+
+    from newsbias.config import ServeConfig
+    from newsbias.serve import create_app
+
+    with TestClient(create_app(ServeConfig(model=str(tmp_path / "b")), predictor=int8)) as c:
+        assert c.get("/v1/model").json()["quantized"] == "int8-block"  # "dtype" alone said onnx
 
 
 def test_served_onnx_export_equals_the_adapter(adapters, exports, texts):
@@ -167,6 +175,8 @@ def test_served_onnx_export_equals_the_adapter(adapters, exports, texts):
     for cfg in (ServeConfig(adapter=str(adapters["cls"]), device="cpu"), ServeConfig(model=str(exports["cls"]))):
         with TestClient(create_app(cfg, predictor=load_model(cfg))) as c:
             answers.append(c.post("/v1/classify", json={"texts": texts[:4]}).json()["results"])
+            info = c.get("/v1/model").json()
+            assert (info["dtype"], info["quantized"]) == (("onnx", "none") if cfg.model else ("float32", "none"))
     for a, b in zip(*answers):
         assert a["pred"] == b["pred"]
         np.testing.assert_allclose(list(a["probs"].values()), list(b["probs"].values()), atol=1e-5)

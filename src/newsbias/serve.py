@@ -610,6 +610,7 @@ def _model_info(state: _State) -> dict[str, Any]:
             "best_val": s.best_val, "temperature": s.temperature, "merged": bool(s.extra.get("merged", False)),
             "reads_title": s.prepend_title, "trained": bool(cfg.adapter or s.best_val),
             "device": str(clf.device), "dtype": clf.precision,
+            "quantized": (s.extra.get("onnx") or {}).get("quantize", "none"),
             "serving": {"max_batch": cfg.max_batch, "max_wait_ms": cfg.max_wait_ms,
                         "max_texts": cfg.max_texts, "max_article_chars": cfg.max_article_chars,
                         "max_body_bytes": cfg.max_body_bytes}}
