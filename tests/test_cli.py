@@ -199,3 +199,14 @@ def test_a_failed_weights_write_is_one_line(monkeypatch, capsys):
     err = capsys.readouterr().err
     assert err.startswith("newsbias evaluate: error: cannot write the weights: Error while serializing") and \
         "Traceback" not in err
+
+
+def test_predict_names_the_articles_it_skipped():
+    from newsbias.cli import _skipped_lines
+
+    first = [{"id": f"a{i}", "line": i + 2, "skipped": "empty text"} for i in range(5)]
+    text = _skipped_lines({"skipped": 7, "skipped_first": first})
+    assert text.splitlines()[1:] == ["predict: skipped a0 (line 2): empty text", "predict: skipped a1 (line 3): empty text",
+                                     "predict: skipped a2 (line 4): empty text",
+                                     "predict: and 4 more (the manifest's counts.skipped_first lists up to 5)"]
+    assert _skipped_lines({"skipped": 0, "skipped_first": []}) == ""

@@ -86,7 +86,7 @@ def test_tuned_scoring_records_are_complete_and_learned(lm_adapter_dir, planted_
     assert np.allclose(got, probs, atol=1e-5)
     met = compute_metrics([LABELS.index(r["gold"]) for r in rows], [LABELS.index(r["pred"]) for r in rows])
     assert met["macro_f1"] >= 0.9
-    assert m["counts"] == {"rows": len(src), "predicted": len(src), "skipped": 0, "skipped_by_reason": {},
+    assert m["counts"] == {"rows": len(src), "predicted": len(src), "skipped": 0, "skipped_by_reason": {}, "skipped_first": [],
                            "invalid": 0, "resumed_rows": 0}
     man = json.loads((tmp_path / "tuned.manifest.json").read_text())
     assert man["head"] == "lm" and man["adapter"] == str(lm_adapter_dir) and man["input"]["sha256"]
@@ -237,6 +237,9 @@ def test_empty_texts_and_bad_gold_are_counted_skips(lm_adapter_dir, tmp_path):
     m = run_predict(pcfg(adapter=str(lm_adapter_dir), input=str(inp), out=str(tmp_path / "a.jsonl"),
                          on_bad_gold="skip"), progress=False)
     assert m["counts"]["skipped_by_reason"] == {"empty text": 1, "gold label": 1}
+    assert m["counts"]["skipped_first"] == [  # which ones, so they can be fixed
+        {"id": rows[1]["id"], "line": 2, "skipped": "empty text"},
+        {"id": rows[3]["id"], "line": 4, "skipped": "gold label 'purple' not in the label set"}]
     assert [r["id"] for r in read(tmp_path / "a.jsonl")] == [rows[i]["id"] for i in (0, 2, 4, 5)]
 
 

@@ -106,9 +106,19 @@ def _run_predict(args: argparse.Namespace, cfg: Config) -> int:
         print(f"predict: {counted(c['predicted'], 'article')} -> {'stdout' if predict.out == '-' else predict.out} "
               f"({c['skipped']} skipped, {c['invalid']} invalid"
               + (f", {c['resumed_rows']} of them kept from the interrupted run" if c.get("resumed_rows") else "")
-              + f"; {m['articles_per_s_this_run'] or 0:.2f} articles/s)",
+              + f"; {m['articles_per_s_this_run'] or 0:.2f} articles/s)" + _skipped_lines(c),
               file=sys.stderr if predict.out == "-" else sys.stdout)
     return 0
+
+
+def _skipped_lines(counts: dict[str, Any], shown: int = 3) -> str:
+    """The first skipped articles, one line each (the manifest lists more), so they can be found and fixed."""
+    first = counts.get("skipped_first") or []
+    lines = [f"\npredict: skipped {s['id']} (line {s['line']}): {s['skipped']}" for s in first[:shown]]
+    if counts["skipped"] > shown:
+        lines.append(f"\npredict: and {counts['skipped'] - shown} more (the manifest's counts.skipped_first lists "
+                     f"up to {len(first)})")
+    return "".join(lines)
 
 
 def _run_baseline(args: argparse.Namespace, cfg: Config) -> int:

@@ -108,11 +108,17 @@ def input_articles(path: str, labels: Sequence[str], text_field: Optional[str] =
 
 def skip_reason(a: Article) -> Optional[str]:
     """Why an article is not predicted (empty text, a gold label outside the set), or None."""
+    kind = _skip_kind(a)
+    return f"gold label {a.bad_label!r} not in the label set" if kind == "gold label" else kind
+
+
+def _skip_kind(a: Article) -> Optional[str]:
     if not a.text.strip():
         return "empty text"
-    if a.bad_label is not None:
-        return f"gold label {a.bad_label!r} not in the label set"
-    return None
+    return "gold label" if a.bad_label is not None else None
+
+
+MAX_LISTED_SKIPS = 20  # skipped articles the manifest names (the rest are counted)
 
 
 def load_classifier(cfg: InferenceConfig, instruction: Optional[str] = None, stage: str = "predict") -> Classifier:
@@ -226,7 +232,7 @@ def _records(chunk: list[Article], results: list[dict[str, Any]], cfg: PredictCo
     for a in chunk:
         reason = skip_reason(a)
         if reason:
-            lines.append(dumps_line({"id": a.id, "skipped": reason, "line": a.line}))
+            lines.append(dumps_line({"id": a.id, "skipped": reason, "kind": _skip_kind(a), "line": a.line}))
             continue
         r = next(it)
         lines.append(Prediction(id=a.id, pred=r["pred"], probs=r["probs"], gold=a.label, valid=r["valid"],
@@ -372,6 +378,7 @@ def _merge(parts: Path, out: Path, world: int, resumed: int) -> dict[str, Any]:
     """Interleave the ranks' part files back into input order; returns the counts (skip records become counts)."""
     files = [open(parts / f"rank{r}.jsonl", encoding="utf-8") for r in range(world)]
     skipped: dict[str, int] = {}
+    listed: list[dict[str, Any]] = []
     n = invalid = 0
     try:
         with atomic_file(out) as tmp, open(tmp, "w", encoding="utf-8") as fo:
@@ -384,8 +391,9 @@ def _merge(parts: Path, out: Path, world: int, resumed: int) -> dict[str, Any]:
                 rec = parse_line(line, src.name, k // world + 1)
                 k += 1
                 if "skipped" in rec:
-                    reason = rec["skipped"].split(" '")[0]
-                    skipped[reason] = skipped.get(reason, 0) + 1
+                    skipped[rec["kind"]] = skipped.get(rec["kind"], 0) + 1
+                    if len(listed) < MAX_LISTED_SKIPS:
+                        listed.append({k: rec[k] for k in ("id", "line", "skipped")})
                     continue
                 n += 1
                 invalid += 0 if rec["valid"] else 1
@@ -394,4 +402,4 @@ def _merge(parts: Path, out: Path, world: int, resumed: int) -> dict[str, Any]:
         for f in files:
             f.close()
     return {"rows": n + sum(skipped.values()), "predicted": n, "skipped": sum(skipped.values()),
-            "skipped_by_reason": skipped, "invalid": invalid, "resumed_rows": resumed}
+            "skipped_by_reason": skipped, "skipped_first": listed, "invalid": invalid, "resumed_rows": resumed}
