@@ -51,6 +51,11 @@ _SEP = re.compile(r"[\s_\-]+")
 _NUMERIC = re.compile(r"^[+-]?\d+(\.0+)?$")
 
 
+def is_numeric_label(text: str) -> bool:
+    """A raw label that only a numeric scheme or an explicit mapping can give a meaning ("2", "-1", "3.0")."""
+    return bool(_NUMERIC.match(text.strip()))
+
+
 def _norm(raw: str) -> str:
     return _SEP.sub("-", raw.strip().lower()).strip("-")
 
@@ -86,9 +91,9 @@ class LabelNormalizer:
         if not text or text.lower() in {"nan", "none", "null", "na", "n/a"}:
             return None
         key = _norm(text)
-        if key in self.aliases and not _NUMERIC.match(text):
+        if key in self.aliases and not is_numeric_label(text):
             return self.aliases[key]
-        if _NUMERIC.match(text):
+        if is_numeric_label(text):
             self.saw_numeric = True
             if self.numeric == "none":
                 return self.aliases.get(key)  # only an explicit mapping can give a number meaning

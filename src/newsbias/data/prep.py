@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 import time
 from collections import Counter
 from concurrent.futures import ProcessPoolExecutor
@@ -40,7 +39,7 @@ from ..io import (
     write_json,
     write_jsonl,
 )
-from ..labels import LABELS, LabelNormalizer
+from ..labels import LABELS, LabelNormalizer, is_numeric_label
 from ..records import PREP_META, Article, join_title, split_file, write_articles
 from . import dedup as dd
 from . import split as sp
@@ -250,7 +249,7 @@ def _shown_label(v: Any) -> str:
 
 def _label_hint(unknown: pd.Series, numeric: str) -> str:
     """What to set for labels outside the set: a numeric scheme when the numbers fit one, else a mapping."""
-    values = sorted({float(v) for v in (str(x).strip() for x in unknown) if _is_number(v)})
+    values = sorted({float(v) for v in (str(x).strip() for x in unknown) if is_numeric_label(v)})
     if not values:
         return "map them with prep.labels.mapping or set prep.labels.on_unknown=drop"
     shown = ", ".join(f"{v:g}" for v in values[:8])
@@ -261,10 +260,6 @@ def _label_hint(unknown: pd.Series, numeric: str) -> str:
     example = ", ".join(f"'{v:g}': LABEL" for v in values[:5])
     return (f"the numbers {shown} fit neither numeric scheme (012, -101): map each one, e.g. "
             f"\"prep.labels.mapping={{{example}}}\" with LABEL one of {'/'.join(LABELS)}")
-
-
-def _is_number(text: str) -> bool:
-    return re.fullmatch(r"[+-]?\d+(\.\d+)?", text) is not None
 
 
 def _labels(df: pd.DataFrame, run: _Run) -> pd.DataFrame:
