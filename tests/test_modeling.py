@@ -290,13 +290,14 @@ def test_minilm_demo_model_cls():
     assert p.shape == (2, 3) and np.allclose(p.sum(1), 1, atol=1e-5)
 
 
-@pytest.mark.parametrize("change, message", [({"head": "regression"}, "head 'regression' is not one of lm, cls"),
-                                             ({"pooling": "max"}, "pooling 'max' is not one of cls, mean"),
-                                             ({"labels": ["left", "left"]}, "must be two or more distinct names"),
-                                             ({"label_token_ids": ["7"]}, "must be a list of token ids")])
+@pytest.mark.parametrize("change, message", [({"head": "regression"}, "head: Input should be 'lm' or 'cls' (got 'regression')"),
+                                             ({"pooling": "max"}, "pooling: Input should be 'cls' or 'mean' (got 'max')"),
+                                             ({"labels": ["left", "left"]}, "labels: must be two or more distinct names"),
+                                             ({"label_token_ids": ["7"]}, "label_token_ids.0: Input should be a valid integer"),
+                                             ({"prompt": {"max_length": 2}}, "prompt.max_length: Input should be greater")])
 def test_a_hand_edited_settings_file_is_one_line_error(tmp_path, change, message):
     ModelSettings(head="cls").save(tmp_path)
     data = json.loads((tmp_path / "newsbias.json").read_text())
     (tmp_path / "newsbias.json").write_text(json.dumps({**data, **change}))
-    with pytest.raises(NewsbiasError, match=f"^{re.escape(str(tmp_path))}/newsbias.json: .*{re.escape(message)}; restore"):
+    with pytest.raises(NewsbiasError, match=f"^{re.escape(str(tmp_path))}/newsbias.json: .*{re.escape(message)}.*; restore the file"):
         ModelSettings.load(tmp_path)

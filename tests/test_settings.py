@@ -64,7 +64,7 @@ def test_a_bad_prompt_in_the_settings_names_the_key(tmp_path):
     from newsbias.errors import NewsbiasError
 
     (tmp_path / SETTINGS_FILE).write_text(json.dumps({"head": "lm", "prompt": {"max_length": 2}}))
-    with pytest.raises(NewsbiasError, match="prompt in newsbias.json.*max_length"):
+    with pytest.raises(NewsbiasError, match="newsbias.json: prompt.max_length: .*restore"):
         ModelSettings.load(tmp_path)
 
 

@@ -22,15 +22,15 @@ import os
 import re
 import shutil
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Optional, Sequence, get_args
+from typing import Any, Iterator, Optional, Sequence
 
 import numpy as np
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
-from pydantic import ValidationError
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError, field_validator
 from torch import nn
 
 from .config import Head, Pooling, PromptConfig, format_validation_error
@@ -528,26 +528,35 @@ def load_adapter(base_model: nn.Module, adapter_dir: str | Path, trainable: bool
         return PeftModel.from_pretrained(base_model, str(d), is_trainable=trainable)
 
 
-@dataclass
-class ModelSettings:
+class ModelSettings(BaseModel):
     """What inference needs to score exactly as trained (``newsbias.json`` next to the weights).
 
-    ``prompt`` is the :class:`~newsbias.config.PromptConfig` training used, written as it is.
+    ``prompt`` is the :class:`~newsbias.config.PromptConfig` training used, written as it is; ``extra`` holds the
+    file's other keys (``finetune``, ``merged``, ``onnx``, ...), written back at the top level.
     """
+
+    model_config = ConfigDict(extra="forbid")
 
     head: Head = "lm"
     base_model: str = ""
-    prompt: PromptConfig = field(default_factory=PromptConfig)
+    prompt: PromptConfig = Field(default_factory=PromptConfig)
     pooling: Pooling = "cls"
     labels: tuple[str, ...] = LABELS
-    label_token_ids: list[int] = field(default_factory=list)
+    label_token_ids: list[StrictInt] = []
     uses_chat_template: bool = False
-    best_val: dict[str, Any] = field(default_factory=dict)
-    calibration: dict[str, Any] = field(default_factory=dict)
+    best_val: dict[str, Any] = {}
+    calibration: dict[str, Any] = {}
     prepend_title: bool = False
     """The training texts began with their article's title (``prep.clean.prepend_title``): inference joins a
     given title to its text the same way (:meth:`newsbias.classifier.Classifier.article_text`)."""
-    extra: dict[str, Any] = field(default_factory=dict)
+    extra: dict[str, Any] = {}
+
+    @field_validator("labels")
+    @classmethod
+    def _distinct_labels(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        if len(v) < 2 or not all(v) or len(set(v)) != len(v):
+            raise ValueError("must be two or more distinct names")
+        return v
 
     @property
     def temperature(self) -> float:
@@ -555,33 +564,27 @@ class ModelSettings:
         return float(self.calibration.get("temperature", 1.0))
 
     def to_dict(self) -> dict[str, Any]:
-        return {"format": SETTINGS_FORMAT, "head": self.head, "pooling": self.pooling, "base_model": self.base_model,
-                "labels": list(self.labels), "label_token_ids": list(self.label_token_ids),
-                "uses_chat_template": self.uses_chat_template, "prompt": self.prompt.model_dump(mode="json"),
-                "best_val": self.best_val, "calibration": self.calibration, "prepend_title": self.prepend_title,
-                **self.extra}
+        d = self.model_dump(mode="json", exclude={"extra"})
+        return {"format": SETTINGS_FORMAT, **d, **self.extra}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any], where: str = SETTINGS_FILE) -> "ModelSettings":
         """Settings from a ``newsbias.json`` (``where``, for errors) of this format or of format 1."""
-        _check_settings(d, where)
-        known = {"format", "head", "pooling", "base_model", "labels", "verbalizers", "label_token_ids",
-                 "uses_chat_template", "prompt", "best_val", "calibration", "prepend_title"}
+        d = dict(d)
+        d.pop("format", None)
         prompt = dict(d.get("prompt") or {})
         chat = prompt.pop("uses_chat_template", False)  # format 1 kept these three inside "prompt"
         prompt.pop("labels", None)
         if "verbalizers" in d:
-            prompt.setdefault("verbalizers", d["verbalizers"])
+            prompt.setdefault("verbalizers", d.pop("verbalizers"))
+        d.setdefault("uses_chat_template", chat)
+        d["calibration"] = d.get("calibration") or {}
+        own = {k: d.pop(k) for k in list(d) if k in cls.model_fields and k != "extra"}
         try:
-            prompt_cfg = PromptConfig.model_validate(prompt)
+            return cls.model_validate({**own, "prompt": prompt, "extra": d})
         except ValidationError as err:
-            raise NewsbiasError(format_validation_error(err, f"prompt in {SETTINGS_FILE}", PromptConfig)) from None
-        return cls(head=d.get("head", "lm"), base_model=d.get("base_model", ""), prompt=prompt_cfg,
-                   pooling=d.get("pooling", "cls"),
-                   labels=tuple(d.get("labels", LABELS)), label_token_ids=list(d.get("label_token_ids", [])),
-                   uses_chat_template=bool(d.get("uses_chat_template", chat)),
-                   best_val=d.get("best_val", {}), calibration=d.get("calibration") or {},
-                   prepend_title=bool(d.get("prepend_title", False)), extra={k: v for k, v in d.items() if k not in known})
+            raise NewsbiasError(format_validation_error(err, where, cls).removeprefix("invalid ")
+                                + "; restore the file `newsbias train` wrote") from None
 
     def save(self, directory: str | Path) -> None:
         """Write ``newsbias.json`` whole or not at all (``newsbias calibrate`` rewrites an existing one)."""
@@ -593,23 +596,6 @@ class ModelSettings:
         if not p.is_file():
             raise NewsbiasError(f"{directory} has no {SETTINGS_FILE}; it was not written by `newsbias train`")
         return cls.from_dict(read_json(p), str(p))
-
-
-def _check_settings(d: dict[str, Any], where: str) -> None:
-    """A one-line error for a ``newsbias.json`` value that would otherwise fail later, far from the file."""
-    for key, allowed in (("head", get_args(Head)), ("pooling", get_args(Pooling))):
-        if key in d and d[key] not in allowed:
-            raise NewsbiasError(f"{where}: {key} {d[key]!r} is not one of {', '.join(allowed)}; restore the "
-                                f"file `newsbias train` wrote")
-    labels = d.get("labels", LABELS)
-    if (not isinstance(labels, list | tuple) or len(labels) < 2 or not all(isinstance(x, str) and x for x in labels)
-            or len(set(labels)) != len(labels)):
-        raise NewsbiasError(f"{where}: labels {labels!r} must be two or more distinct names; restore the "
-                            f"file `newsbias train` wrote")
-    ids = d.get("label_token_ids", [])
-    if not isinstance(ids, list) or not all(isinstance(x, int) and not isinstance(x, bool) for x in ids):
-        raise NewsbiasError(f"{where}: label_token_ids {ids!r} must be a list of token ids; restore the "
-                            f"file `newsbias train` wrote")
 
 
 def prompt_builder(tokenizer: Any, settings: ModelSettings) -> PromptBuilder:
