@@ -115,18 +115,6 @@ def hub_model_id(source: str) -> Optional[str]:
     return None
 
 
-def find_recorded_file(recorded: Optional[str], adapter_dir: Path) -> Optional[Path]:
-    """A file path recorded at training time: as written when absolute, else relative to the adapter
-    directory or one of its parents (never the current directory, so any working directory finds it)."""
-    if not recorded:
-        return None
-    p = Path(recorded)
-    if p.is_absolute():
-        return p if p.is_file() else None
-    root = adapter_dir.resolve()
-    return next((d / p for d in (root, *root.parents) if (d / p).is_file()), None)
-
-
 def find_prep_meta(adapter_dir: Path, manifest: dict[str, Any]) -> Optional[dict[str, Any]]:
     """prep's report (``prep_meta.json``) of the data the adapter was trained on, from its manifest's paths.
 
@@ -138,8 +126,10 @@ def find_prep_meta(adapter_dir: Path, manifest: dict[str, Any]) -> Optional[dict
     train_path = (data.get("train") or {}).get("path")
     if train_path:
         candidates.append(str(Path(train_path).parent / PREP_META))
-    for candidate in candidates:
-        meta = _read_json(find_recorded_file(candidate, adapter_dir))
+    where = {**manifest, "manifest_path": str((adapter_dir / "manifest.json").resolve())}
+    for candidate in filter(None, candidates):
+        found = locate(candidate, where)
+        meta = _read_json(found) if found.is_file() else None
         if meta is not None and (not recorded.get("outputs") or meta.get("outputs") == recorded["outputs"]):
             return meta
     return None
