@@ -27,7 +27,7 @@ from .errors import NewsbiasError
 from .io import sha256_file, stage_manifest, writable_dir, write_json
 from .labels import LABELS
 from .metrics import apply_temperature, fit_temperature, macro_f1
-from .records import (Prediction, join_title, manifest_path, read_articles, resolve_split, scored, split_file,
+from .records import (Prediction, manifest_path, read_articles, resolve_split, scored, split_file,
                       write_predictions)
 
 log = logging.getLogger(__name__)
@@ -38,8 +38,7 @@ def split_frame(path: str | Path, need_label: bool = True, prepend_title: bool =
     articles = read_articles(path, need_label=need_label)
     if not articles:
         raise NewsbiasError(f"split file {path} is empty; run `newsbias prep` again or choose another split")
-    return pd.DataFrame([{"id": a.id, "text": join_title(a.title, a.text) if prepend_title else a.text,
-                          "gold": a.label, "outlet": a.outlet_or_source} for a in articles])
+    return pd.DataFrame([a.row(prepend_title) for a in articles])
 
 
 def fit_majority(labels: Sequence[str]) -> dict[str, float]:

@@ -40,7 +40,7 @@ from .errors import NewsbiasError
 from .io import atomic_dir, check_output_dir, command_line, stage_manifest, write_json
 from .labels import LABELS
 from .metrics import macro_f1
-from .records import (SPLITS, join_title, manifest_path, read_articles, read_predictions, split_file,
+from .records import (SPLITS, manifest_path, read_articles, read_predictions, split_file,
                       write_predictions)
 
 log = logging.getLogger(__name__)
@@ -56,8 +56,8 @@ def pooled_articles(data_dir: str | Path, prepend_title: bool = False) -> pd.Dat
         path = split_file(data_dir, split)
         if not path.is_file():
             raise NewsbiasError(f"cv.data: {path} not found; point cv.data at a `newsbias prep` output directory")
-        rows += [{"id": a.id, "text": join_title(a.title, a.text) if prepend_title else a.text, "gold": a.label,
-                  "outlet": a.outlet_or_source or f"?{a.id}", "split": split} for a in read_articles(path)]
+        rows += [{**a.row(prepend_title), "outlet": a.outlet_or_source or f"?{a.id}", "split": split}
+                 for a in read_articles(path)]
     frame = pd.DataFrame(rows)
     if frame["id"].duplicated().any():
         dup = frame.loc[frame["id"].duplicated(), "id"].iloc[0]

@@ -188,6 +188,12 @@ class Article:
         """The outlet that prediction records carry: ``outlet``, else ``source`` (files not made by prep)."""
         return self.outlet if self.outlet is not None else self.source
 
+    def row(self, prepend_title: bool = False) -> dict[str, Any]:
+        """``id, text, gold, outlet``: the article as the baselines, cv and reports tabulate it (``text`` begins
+        with the title when ``prepend_title``, as :func:`join_title` joins them)."""
+        return {"id": self.id, "text": join_title(self.title, self.text) if prepend_title else self.text,
+                "gold": self.label, "outlet": self.outlet_or_source}
+
     @classmethod
     def from_dict(cls, obj: Mapping[str, Any], line: int, path: str | Path = "<input>", *,
                   labels: Sequence[str] = LABELS, text_field: Optional[str] = None, need_label: bool = False,

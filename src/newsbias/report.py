@@ -144,9 +144,8 @@ def read_meta(path: Optional[Path]) -> Optional[dict[str, Any]]:
 
 def data_texts(path: Path) -> pd.DataFrame:
     """``key`` (the article id), ``text``, ``gold_data`` and ``outlet`` of a split file, indexed by ``key``."""
-    frame = pd.DataFrame([{"key": a.id, "text": a.text, "gold_data": a.label, "outlet": a.outlet_or_source}
-                          for a in read_articles(path, require_text=False)],
-                         columns=["key", "text", "gold_data", "outlet"])
+    frame = pd.DataFrame([a.row() for a in read_articles(path, require_text=False)],
+                         columns=["id", "text", "gold", "outlet"]).rename(columns={"id": "key", "gold": "gold_data"})
     if frame.empty:
         raise NewsbiasError(f"split file {path} is empty")
     dup = frame["key"].duplicated()
