@@ -216,7 +216,12 @@ def test_outlet_keys():
     # the Public Suffix List (tldextract, offline): blogs on one host are separate outlets
     assert domain_of("https://foo.blogspot.com/2016/x") == "foo.blogspot.com" != domain_of("bar.blogspot.com")
     assert domain_of("https://news.example.com.au/a") == "example.com.au" and domain_of("localhost") is None
-    assert outlet_of(None, None, "CNN (Web News)") == "cnn web news"
+    # without a URL the source name is the outlet; an edition or section of it is the same outlet
+    assert outlet_of(None, None, "CNN (Web News)") == "cnn" == outlet_of(None, None, "CNN Opinion")
+    assert outlet_of(None, None, "Fox News (Online)") == "fox news" == outlet_of(None, None, "fox news  online")
+    assert outlet_of(None, None, "Cato Institute (blog)") == "cato institute"
+    assert outlet_of(None, None, "PRI (Public Radio International)") == "pri public radio international"
+    assert outlet_of(None, None, "The Blog") == "the blog" and outlet_of(None, None, "Opinion") == "opinion"
     assert outlet_of("www.npr.org", "http://other.com/x", "Ezra Klein") == "npr.org"
 
 
@@ -429,6 +434,20 @@ def test_by_source_split_is_outlet_disjoint_and_balanced(articles_file, tmp_path
     assert all(meta["splits"]["sizes"][s] > 0 for s in ("train", "val", "test"))
     for s in ("train", "test"):  # every label present where outlet counts allow
         assert all(v > 0 for v in meta["splits"]["label_counts"][s].values())
+
+
+def test_by_source_without_urls_keeps_an_outlets_editions_in_one_split(tmp_path):
+    rows = make_articles(240)
+    for i, r in enumerate(rows):
+        del r["url"]
+        if i % 2:  # every outlet under two spellings, as AllSides writes "Fox News" and "Fox News (Online)"
+            r["source"] += " (Online News)" if i % 4 == 1 else " Opinion"
+    meta = run_prep(cfg_for(write_jsonl(tmp_path / "s.jsonl", rows), tmp_path / "o", **{"split.mode": "by_source"}))
+    where: dict = {}
+    for s in ("train", "val", "test"):
+        for r in read_split(tmp_path / "o", s):
+            assert where.setdefault(r["outlet"], s) == s, r["outlet"]
+    assert len(where) == len(LABEL_OF_OUTLET) and meta["leakage"]["shared_source_names"]["count"] == 0
 
 
 def test_group_by_with_outlets_keeps_both_apart(tmp_path):

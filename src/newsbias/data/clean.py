@@ -94,12 +94,24 @@ def domain_of(url: str | None) -> str | None:
     return _extractor()(host).top_domain_under_public_suffix or None
 
 
+# words that name an outlet's edition or section, not another outlet: 'Fox News (Online)' and 'Fox News' are one
+_EDITION_IN_PARENS = re.compile(r"\s*\(\s*(?:(?:online|web|news|opinions?|blogs?|editorials?|commentary|digital|print)"
+                                r"\s*)+\)\s*$", re.I)
+_EDITION_WORD = {"online", "opinion", "opinions", "blog", "blogs", "editorial", "editorials", "commentary"}
+
+
 def source_key(name: str | None) -> str | None:
-    """Normalised outlet name: 'CNN (Web News)' and 'cnn  (web news)' are one outlet."""
+    """Normalised outlet name: 'CNN (Web News)', 'cnn  (web news)' and 'CNN Opinion' are the outlet 'cnn'.
+
+    Case, spacing and punctuation are ignored, and so is a trailing edition or section ("(Online News)",
+    "Opinion", "Blog"): without URLs an outlet's editions would otherwise be split as different outlets.
+    """
     if not name or not isinstance(name, str):
         return None
-    key = " ".join(_WORD.findall(name.lower()))
-    return key or None
+    words = _WORD.findall(_EDITION_IN_PARENS.sub("", name).lower())
+    while len(words) > 1 and words[-1] in _EDITION_WORD and words[:-1] != ["the"]:
+        words.pop()
+    return " ".join(words) or " ".join(_WORD.findall(name.lower())) or None
 
 
 def outlet_of(source_url: str | None, url: str | None, source: str | None) -> str | None:
