@@ -56,8 +56,9 @@ def test_an_adapter_trained_with_the_first_format_loads_and_scores_alike(adapter
     texts = [r["input"] for r in make_planted_rows(5, seed=3)]
     np.testing.assert_allclose(Classifier.load(str(old)).predict_proba(texts),
                                Classifier.load(str(raw)).predict_proba(texts), atol=1e-6)
-    settings.save(old)  # written back in today's format
-    assert json.loads((old / SETTINGS_FILE).read_text()) == {**today, "calibration": {}}
+    settings.save(old)  # written back in today's format; a file that predates text_cleaning was trained on prep's
+    assert today["text_cleaning"] == "none"  # the planted data has no prep_meta.json
+    assert json.loads((old / SETTINGS_FILE).read_text()) == {**today, "calibration": {}, "text_cleaning": "prep"}
 
 
 def test_a_bad_prompt_in_the_settings_names_the_key(tmp_path):
@@ -81,3 +82,23 @@ def test_scores_divide_the_label_logits_by_the_recorded_temperature(adapter, tmp
     expected = np.exp(np.log(p1) / temperature)
     np.testing.assert_allclose(pt, expected / expected.sum(1, keepdims=True), atol=1e-5)
     assert (pt.argmax(1) == p1.argmax(1)).all()
+
+
+def test_a_raw_article_scores_as_its_prep_output_does(adapter, tmp_path):
+    """Inference cleans an article as prep cleaned the training texts; a model trained on raw texts reads raw."""
+    from newsbias.data.clean import clean_text
+
+    raw = ["w1  w2\r\n\r\n  w3 &amp; w4\u00a0w5 \n", "  w7\tw8\n\n\nw9  "]
+    prepped = [clean_text(t) for t in raw]
+    assert prepped != raw
+    today = json.loads((adapter / SETTINGS_FILE).read_text())
+    scored = {}
+    for mode in ("prep", "none"):
+        d = tmp_path / mode
+        shutil.copytree(adapter, d)
+        (d / SETTINGS_FILE).write_text(json.dumps({**today, "text_cleaning": mode}))
+        clf = Classifier.load(str(d))
+        scored[mode] = clf.predict_proba(raw), clf.predict_proba(prepped)
+        assert clf.article_text(None, raw[0]) == (prepped[0] if mode == "prep" else raw[0])
+    np.testing.assert_array_equal(*scored["prep"])
+    assert not np.allclose(*scored["none"], atol=1e-4)  # the tokenizer reads the difference

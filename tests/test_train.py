@@ -222,6 +222,7 @@ def test_quick_check_end_to_end(kaggle_sample_dir, tiny_qwen_dir, tmp_path):
     assert "train.jsonl" in manifest["data"]["prep_meta"]["outputs"]
     clf = Classifier.load(str(out))
     assert clf.settings.prompt.max_length == 160 and clf.settings.head == "lm"
+    assert clf.settings.text_cleaning == "prep"  # trained on prep's output: inference cleans raw articles alike
     test_rows = [json.loads(l) for l in (kaggle_sample_dir / "test.jsonl").read_text().splitlines()[:4]]
     p = clf.predict_proba([r["input"] for r in test_rows])
     assert p.shape == (4, 3) and np.allclose(p.sum(1), 1, atol=1e-5)

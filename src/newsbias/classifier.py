@@ -24,6 +24,7 @@ from typing import Any, Iterator, Optional, Sequence
 import numpy as np
 import torch
 
+from .data.clean import clean_text
 from .errors import NewsbiasError
 from .io import honour_umask, sha256_file
 from .labels import LABELS, parse_generation
@@ -193,6 +194,7 @@ class Classifier:
         (``length_sorted=False``: input order); rows are always returned in input order.
         """
         require_texts(texts)
+        texts = self.cleaned(texts)
         if windows <= 1:
             return score_batch(self.model, self.tokenizer, self.settings, texts, batch_size, builder=self.builder,
                                length_sorted=length_sorted)
@@ -237,7 +239,7 @@ class Classifier:
         unknown = sorted(set(labels) - set(self.labels))
         if unknown:
             raise NewsbiasError(f"calibration labels {unknown} are not this model's labels {self.labels}")
-        logits = self.label_logits([self.builder.encode(t) for t in texts], batch_size)
+        logits = self.label_logits([self.builder.encode(t) for t in self.cleaned(texts)], batch_size)
         fit = fit_temperature(logits, [self.labels.index(l) for l in labels])
         self.settings.calibration = fit
         return fit
@@ -258,7 +260,7 @@ class Classifier:
             raise NewsbiasError(f"{self.source} is an ONNX export, which scores labels only; use mode=score, or "
                                 f"generate with the training output (--adapter)")
         tok = self.tokenizer
-        encs = [self.builder.encode(t) for t in texts]
+        encs = [self.builder.encode(t) for t in self.cleaned(texts)]
         pad_id = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
         order = sorted(range(len(encs)), key=lambda i: -len(encs[i].input_ids))
         out = [""] * len(texts)
@@ -303,10 +305,20 @@ class Classifier:
             out.append({"pred": pred, "probs": None, "valid": pred is not None, "raw": raw})
         return out
 
+    def cleaned(self, texts: Sequence[str]) -> list[str]:
+        """``texts`` cleaned as this model's training texts were (``settings.text_cleaning``): what every scoring
+        call reads, so a raw article and its prep output score alike (prep's texts are left as they are)."""
+        mode = self.settings.text_cleaning
+        return list(texts) if mode == "none" else [clean_text(t, fix=mode == "prep") for t in texts]
+
     def article_text(self, title: Optional[str], text: str) -> str:
         """What this model scores for an article: ``title`` joined to ``text`` as its training texts were
-        (``settings.prepend_title``, from the prep that made them), else ``text`` alone — in predict and serve alike."""
-        return join_title(title, text) if self.settings.prepend_title else text
+        (``settings.prepend_title``, from the prep that made them), else ``text`` alone — in predict and serve
+        alike; both cleaned first, as prep cleans them (:meth:`cleaned`)."""
+        if not self.settings.prepend_title:
+            return self.cleaned([text])[0]
+        title = self.cleaned([title])[0] if isinstance(title, str) and title.strip() else None
+        return join_title(title, self.cleaned([text])[0])
 
     def reading(self, texts: Sequence[str]) -> list[dict[str, Any]]:
         """``{"tokens_read", "truncated"}`` per text: the article tokens the prompt keeps, and whether it was cut."""

@@ -24,7 +24,7 @@ import shutil
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Optional, Sequence
+from typing import Any, Iterator, Literal, Optional, Sequence
 
 import numpy as np
 import torch
@@ -549,6 +549,10 @@ class ModelSettings(BaseModel):
     prepend_title: bool = False
     """The training texts began with their article's title (``prep.clean.prepend_title``): inference joins a
     given title to its text the same way (:meth:`newsbias.classifier.Classifier.article_text`)."""
+    text_cleaning: Literal["prep", "prep-without-repair", "none"] = "prep"
+    """How the training texts were cleaned, so that inference reads a raw article the same way: ``prep`` (by
+    ``newsbias prep``: whitespace normalised, mojibake repaired), ``prep-without-repair`` (``prep.clean.fix_text:
+    false``) or ``none`` (training data not written by prep, read as it was)."""
     extra: dict[str, Any] = {}
 
     @field_validator("labels")

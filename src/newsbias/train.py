@@ -69,7 +69,8 @@ def data_hashes(train: Path, val: Path, prep_dir: Optional[Path]) -> dict[str, A
         meta = read_json(prep_dir / PREP_META, strict=False)
         clean = ((meta or {}).get("config") or {}).get("clean") or {}
         out["prep_meta"] = ({"path": str(prep_dir / PREP_META), "outputs": meta.get("outputs", {}),
-                             "prepend_title": bool(clean.get("prepend_title", False))}
+                             "prepend_title": bool(clean.get("prepend_title", False)),
+                             "fix_text": bool(clean.get("fix_text", True))}
                             if meta is not None else {"error": "unreadable prep_meta.json"})
     return out
 
@@ -951,13 +952,20 @@ def run_epoch(r: Recipe, interrupt_after: Optional[int] = None) -> bool:
 
 def model_settings(r: Recipe, best_val: Optional[dict[str, Any]] = None) -> ModelSettings:
     """What ``newsbias.json`` records about the model being trained (validation scores with the same)."""
-    cfg = r.cfg
+    cfg, prep = r.cfg, r.hashes.get("prep_meta") or {}
     return ModelSettings(head=cfg.model.head, base_model=r.source, prompt=r.builder.settings,
                          pooling=cfg.model.pooling, labels=LABELS, label_token_ids=list(r.builder.label_token_ids),
                          uses_chat_template=r.builder.uses_chat_template, best_val=best_val or {},
                          calibration=dict(r.calibration),
-                         prepend_title=bool(r.hashes.get("prep_meta", {}).get("prepend_title", False)),
+                         prepend_title=bool(prep.get("prepend_title", False)), text_cleaning=text_cleaning(prep),
                          extra={"finetune": cfg.finetune})
+
+
+def text_cleaning(prep_meta: dict[str, Any]) -> str:
+    """How the training texts were cleaned, from :func:`data_hashes`' record of their prep (none without one)."""
+    if "outputs" not in prep_meta:
+        return "none"
+    return "prep" if prep_meta.get("fix_text", True) else "prep-without-repair"
 
 
 def finish(r: Recipe, t_start: float) -> dict[str, Any]:
