@@ -203,3 +203,11 @@ def test_an_article_file_given_as_predictions_is_named_as_such(prep_dir):
     with pytest.raises(NewsbiasError, match=r"line 1: not a prediction record .*looks like an article file: score it "
                                             r"with `newsbias predict`"):
         read_predictions(prep_dir / "test.jsonl")
+
+
+def test_non_finite_probabilities_are_an_error_not_a_label():
+    from newsbias.records import scored
+
+    with pytest.raises(NewsbiasError, match="non-finite probabilities.*diverged"):
+        scored(("left", "center", "right"), [float("nan")] * 3)
+    assert scored(("left", "center", "right"), [0.2, 0.5, 0.3])["pred"] == "center"

@@ -631,3 +631,22 @@ def test_a_run_resumed_after_its_last_evaluation_scores_val_for_the_temperature(
     resumed = train(cfg, resume=True)
     assert resumed["best_step"] == whole["best_step"]
     assert resumed["calibration"]["temperature"] == pytest.approx(whole["calibration"]["temperature"], rel=1e-4)
+
+
+def test_a_diverging_run_stops_with_advice_and_writes_no_model(tiny_bert_dir, planted_data_dir, tmp_path):
+    cfg = tiny_cfg(tiny_bert_dir, planted_data_dir, tmp_path / "nan", head="cls", finetune="full",
+                   optim__lr=1e8, optim__max_grad_norm=None, optim__max_steps=6, eval__every_steps=2,
+                   calibrate="none")
+    with pytest.raises(NewsbiasError, match=r"training diverged at step \d: loss nan.*--overwrite and a lower "
+                                            r"train.optim.lr \(now [0-9.e+]+\) or train.optim.max_grad_norm=1.0"):
+        train(cfg)
+    assert not (tmp_path / "nan" / "newsbias.json").exists()
+
+
+def test_the_log_holds_the_rate_each_step_was_taken_at(tiny_qwen_dir, planted_data_dir, tmp_path):
+    cfg = tiny_cfg(tiny_qwen_dir, planted_data_dir, tmp_path / "lr", optim__max_steps=4, optim__scheduler="linear",
+                   eval__every_steps=4)
+    train(cfg)
+    steps = [json.loads(l) for l in (tmp_path / "lr" / "train_log.jsonl").read_text().splitlines()]
+    lrs = [s["lr"] for s in steps if s.get("type") == "train"]
+    assert lrs == pytest.approx([5e-3, 3.75e-3, 2.5e-3, 1.25e-3])  # linear from the full rate, none at 0

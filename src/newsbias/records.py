@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 from dataclasses import dataclass, field
 from functools import lru_cache
 from itertools import islice
@@ -274,6 +275,9 @@ def scored(labels: Sequence[str], probs: Sequence[float]) -> dict[str, Any]:
     """``{"pred", "probs"}`` of one article's probabilities (in ``labels`` order): the argmax and the rounded
     probabilities that every record carries (predict, serve, baseline, explain)."""
     values = [float(p) for p in probs]
+    if not all(math.isfinite(v) for v in values):
+        raise NewsbiasError(f"the model gave non-finite probabilities {values}: its weights are broken (a training "
+                            f"run that diverged?); retrain it with a lower learning rate")
     return {"pred": labels[values.index(max(values))],  # the first of tied maxima, as numpy's argmax
             "probs": {lab: round(p, PROB_DECIMALS) for lab, p in zip(labels, values)}}
 

@@ -747,13 +747,29 @@ def train_step(r: Recipe, group: Sequence[Sequence[int]]) -> dict[str, Any]:
     if r.cfg.optim.max_grad_norm:
         params = [p for p in r.model.parameters() if p.requires_grad]
         gnorm = float(torch.nn.utils.clip_grad_norm_(params, r.cfg.optim.max_grad_norm))
+    lr = r.scheduler.get_last_lr()[0]  # the rate this step is taken at: the scheduler moves on below
+    check_finite(r, loss_sum / len(group), gnorm, lr)
     r.optimizer.step()
     r.scheduler.step()
     r.optimizer.zero_grad(set_to_none=True)
-    out = {"loss": loss_sum / len(group), "lr": r.scheduler.get_last_lr()[0], "grad_norm": gnorm}
+    out = {"loss": loss_sum / len(group), "lr": lr, "grad_norm": gnorm}
     if r.adversary is not None:
         out.update({k: sum(v) / len(v) for k, v in parts.items()}, adversary_scale=r.adversary.scale)
     return out
+
+
+def check_finite(r: Recipe, loss: float, gnorm: Optional[float], lr: float) -> None:
+    """Stop before a non-finite loss or gradient reaches the weights (a diverged run would otherwise be saved as a
+    model that answers NaN); the error says what to change."""
+    if math.isfinite(loss) and (gnorm is None or math.isfinite(gnorm)):
+        return
+    fixes = [f"a lower train.optim.lr (now {lr:g})"]
+    if not r.cfg.optim.max_grad_norm:
+        fixes.append("train.optim.max_grad_norm=1.0")
+    if r.half is not None:
+        fixes.append("train.model.dtype=float32")
+    raise NewsbiasError(f"training diverged at step {r.state.step + 1}: loss {loss:.4g}, gradient norm {gnorm}; no "
+                        f"model was written — rerun with --overwrite and {' or '.join(fixes)}")
 
 
 def _loss_module(runner: torch.nn.Module) -> LabelLossModule:
