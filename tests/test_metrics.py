@@ -350,7 +350,7 @@ def test_no_temperature_is_fitted_on_a_val_set_the_model_gets_all_right(caplog):
     z = np.array([[3.0, 0.0, 0.0], [0.0, 2.0, 0.0], [0.0, 0.0, 4.0]] * 5)
     with caplog.at_level("WARNING"):
         fit = fit_temperature(z, [0, 1, 2] * 5)
-    assert fit["method"] == "none" and fit["temperature"] == 1.0 and "classified right" in caplog.text
+    assert fit["method"] == "none" and fit["temperature"] == 1.0 and "classified correctly" in caplog.text
     wrong = fit_temperature(z, [0, 1, 2] * 4 + [1, 2, 0])  # one row in five wrong, confidently: a finite, softer fit
     assert wrong["method"] == "temperature" and not wrong["at_bound"] and wrong["temperature"] > 1.0
     hopeless = fit_temperature(z, [1, 2, 0] * 5)  # every row wrong: as flat as the bound allows

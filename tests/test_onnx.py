@@ -198,8 +198,10 @@ def test_threads_and_user_errors(adapters, exports, tmp_path, monkeypatch):
         ExportConfig(adapter=str(adapters["cls"]), out=str(tmp_path / "o"), check_data=str(tmp_path))
     with pytest.raises(ValueError, match="format=onnx traces the fp32 model"):
         ExportConfig(adapter=str(adapters["cls"]), out=str(tmp_path / "o"), format="onnx", dtype="bfloat16")
-    with pytest.raises(NewsbiasError, match="already an ONNX export"):
-        Classifier.load(str(out)).save(tmp_path / "again", format="onnx")
+    for fmt in ("onnx", "safetensors"):
+        with pytest.raises(NewsbiasError, match="is an ONNX export, which cannot be saved again"):
+            Classifier.load(str(out)).save(tmp_path / "again", format=fmt)
+    assert not (tmp_path / "again").exists()
     (tmp_path / "bad").mkdir()
     for f in out.iterdir():
         (tmp_path / "bad" / f.name).write_bytes(f.read_bytes()[:100] if f.name == ONNX_FILE else f.read_bytes())

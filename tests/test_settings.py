@@ -10,6 +10,7 @@ import pytest
 
 from newsbias.classifier import Classifier
 from newsbias.config import PromptConfig
+from newsbias.errors import NewsbiasError
 from newsbias.modeling import SETTINGS_FILE, ModelSettings
 
 from conftest import make_planted_rows
@@ -102,3 +103,17 @@ def test_a_raw_article_scores_as_its_prep_output_does(adapter, tmp_path):
         assert clf.article_text(None, raw[0]) == (prepped[0] if mode == "prep" else raw[0])
     np.testing.assert_array_equal(*scored["prep"])
     assert not np.allclose(*scored["none"], atol=1e-4)  # the tokenizer reads the difference
+
+
+def test_the_api_refuses_what_it_cannot_score(adapter, tmp_path):
+    clf = Classifier.load(str(adapter))
+    texts = [r["input"] for r in make_planted_rows(3, seed=5)]
+    assert clf.predict_proba(t for t in texts).shape == (3, 3)  # a generator is read once, not used up
+    np.testing.assert_array_equal(clf.predict_proba(t for t in texts), clf.predict_proba(texts))
+    for bad in (0, -1, 2.5):
+        with pytest.raises(NewsbiasError, match="batch_size must be a whole number of at least 1"):
+            clf.predict_proba(texts, batch_size=bad)
+    with pytest.raises(NewsbiasError, match="one label per text: got 3 texts and 1 labels"):
+        clf.calibrate(texts, ["left"])
+    with pytest.raises(NewsbiasError, match="pass a list of texts, not NoneType"):
+        clf.predict_proba(None)

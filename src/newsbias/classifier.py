@@ -39,15 +39,27 @@ from .records import join_title, scored
 log = logging.getLogger(__name__)
 
 
-def require_texts(texts: Any) -> None:
-    """A list of non-empty strings, or a one-line error naming the first item that is not one."""
+def require_texts(texts: Any) -> list[str]:
+    """``texts`` as a list of non-empty strings (a generator is read once), or a one-line error naming the first
+    item that is not one."""
     if isinstance(texts, (str, bytes)):
         raise NewsbiasError("pass a list of texts, not one string (a string would be scored character by character)")
+    try:
+        texts = list(texts)
+    except TypeError:
+        raise NewsbiasError(f"pass a list of texts, not {type(texts).__name__}") from None
     for i, t in enumerate(texts):
         if not isinstance(t, str):
             raise NewsbiasError(f"text {i} is not a string ({type(t).__name__})")
         if not t.strip():
             raise NewsbiasError(f"text {i} is empty")
+    return texts
+
+
+def require_batch_size(batch_size: Any) -> int:
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise NewsbiasError(f"batch_size must be a whole number of at least 1, got {batch_size!r}")
+    return batch_size
 
 
 class Classifier:
@@ -193,8 +205,8 @@ class Classifier:
         or ``max`` (the most confident window's). Batches group prompts of similar length
         (``length_sorted=False``: input order); rows are always returned in input order.
         """
-        require_texts(texts)
-        texts = self.cleaned(texts)
+        texts = self.cleaned(require_texts(texts))
+        require_batch_size(batch_size)
         if windows <= 1:
             return score_batch(self.model, self.tokenizer, self.settings, texts, batch_size, builder=self.builder,
                                length_sorted=length_sorted)
@@ -236,10 +248,13 @@ class Classifier:
     def calibrate(self, texts: Sequence[str], labels: Sequence[str], batch_size: int = 8) -> dict[str, Any]:
         """Fit the temperature on labelled held-out ``texts`` (:func:`newsbias.metrics.fit_temperature`)
         and score with it from now on (``settings.calibration``; :meth:`save` writes it). Returns the fit."""
+        texts, labels = require_texts(texts), list(labels)
+        if len(texts) != len(labels):
+            raise NewsbiasError(f"calibration needs one label per text: got {len(texts)} texts and {len(labels)} labels")
         unknown = sorted(set(labels) - set(self.labels))
         if unknown:
             raise NewsbiasError(f"calibration labels {unknown} are not this model's labels {self.labels}")
-        logits = self.label_logits([self.builder.encode(t) for t in self.cleaned(texts)], batch_size)
+        logits = self.label_logits([self.builder.encode(t) for t in self.cleaned(texts)], require_batch_size(batch_size))
         fit = fit_temperature(logits, [self.labels.index(l) for l in labels])
         self.settings.calibration = fit
         return fit
@@ -253,7 +268,8 @@ class Classifier:
         :data:`~newsbias.modeling.SHARED_PREFIX_MIN` or more) run once, as in scoring; each row's padding then
         sits between that prefix and its own tokens, and positions follow the attention mask, so every row
         is computed as if alone."""
-        require_texts(texts)
+        texts = require_texts(texts)
+        require_batch_size(batch_size)
         if self.settings.head != "lm":
             raise NewsbiasError("generation needs a causal LM (head: lm); this model has a cls head — use mode=score")
         if isinstance(self.model, OnnxScorer):
@@ -344,6 +360,13 @@ class Classifier:
         this model was loaded from.
         """
         out = Path(out_dir).expanduser()
+        if isinstance(self.model, OnnxScorer):
+            raise NewsbiasError(f"{self.source} is an ONNX export, which cannot be saved again: copy its directory "
+                                f"(settings.save(copy) writes a refitted temperature there) or export the training "
+                                f"output")
+        if format not in ("safetensors", "onnx") or (format == "safetensors" and quantize != "none"):
+            raise NewsbiasError(f"cannot save format={format!r} quantize={quantize!r}: formats are safetensors and "
+                                f"onnx, and only onnx is quantised")
         if any(p and Path(p).expanduser().resolve() == out.resolve() for p in (self.source, self.adapter)):
             raise NewsbiasError(f"{out} is the directory this model was loaded from; save it to another directory")
         if out.is_dir() and any(out.iterdir()) and not overwrite:
@@ -354,12 +377,9 @@ class Classifier:
             from .onnx_model import export_onnx
 
             extra["onnx"] = export_onnx(self, out, quantize, keep_fp32, check_texts, smooth, calibration_texts)
-        elif format == "safetensors" and quantize == "none":
+        else:
             model = self.model.merge_and_unload() if hasattr(self.model, "merge_and_unload") else self.model
             model.save_pretrained(str(out), safe_serialization=True)
-        else:
-            raise NewsbiasError(f"cannot save format={format!r} quantize={quantize!r}: formats are safetensors and "
-                                f"onnx, and only onnx is quantised")
         self.tokenizer.save_pretrained(str(out))
         honour_umask(out)
         settings = ModelSettings.from_dict(self.settings.to_dict())

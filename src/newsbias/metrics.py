@@ -253,7 +253,7 @@ def fit_temperature(logits: np.ndarray, gold: Sequence[int], n_bins: int = 15) -
     argmax, so every label and macro-F1, unchanged. Written here rather than taken from scikit-learn's
     ``CalibratedClassifierCV(method="temperature")`` because that wraps scikit-learn estimators, and
     the torch models' logits are not one: every run's temperature is fitted by this one function.
-    When every row is classified right, no temperature minimises the log-loss (it falls as T -> 0):
+    When every row is classified correctly, no temperature minimises the log-loss (it falls as T -> 0):
     the record then says ``method: none`` and ``temperature`` is 1.
     """
     from scipy.optimize import minimize_scalar
@@ -263,8 +263,12 @@ def fit_temperature(logits: np.ndarray, gold: Sequence[int], n_bins: int = 15) -
     gold = np.asarray(gold, dtype=np.int64)
     if len(z) == 0:
         raise NewsbiasError("temperature scaling needs at least one scored row with a gold label")
+    if z.ndim != 2 or gold.shape != (len(z),):
+        raise NewsbiasError(f"temperature scaling needs one gold label per row of scores: got {z.shape[0]} rows "
+                            f"and {gold.size} labels")
     if not np.isfinite(z).all():
-        raise NewsbiasError("temperature scaling got non-finite scores; pass log-probabilities clipped above 0")
+        raise NewsbiasError("temperature scaling got non-finite scores: the model's weights are broken (a training "
+                            "run that diverged?), or log-probabilities of 0 were passed (clip them above 0)")
     rows = np.arange(len(z))
 
     def nll(log_t: float) -> float:
@@ -277,9 +281,9 @@ def fit_temperature(logits: np.ndarray, gold: Sequence[int], n_bins: int = 15) -
     if (z.argmax(1) == gold).all():
         # log-loss then falls without end as T -> 0: no temperature fits, and sharpening until every
         # probability is 1 would promise test articles a certainty that val cannot back
-        log.warning("every one of the %d val rows is classified right: no temperature can be fitted on them; "
+        log.warning("every one of the %d val rows is classified correctly: no temperature can be fitted on them; "
                     "probabilities stay as the model gives them", len(z))
-        return {"method": "none", "temperature": 1.0, **base, "reason": "every val row right"}
+        return {"method": "none", "temperature": 1.0, **base, "reason": "every val row classified correctly"}
     lo, hi = TEMPERATURE_BOUNDS
     log_t = float(minimize_scalar(nll, bounds=(np.log(lo), np.log(hi)), method="bounded").x)
     t = float(np.exp(log_t))
