@@ -21,7 +21,7 @@ from newsbias.cli import main  # noqa: E402
 from newsbias.config import ServeConfig  # noqa: E402
 from newsbias.errors import NewsbiasError  # noqa: E402
 from newsbias.records import join_title  # noqa: E402
-from newsbias.serve import MicroBatcher, create_app, load_model  # noqa: E402
+from newsbias.serve import MicroBatcher, ShuttingDown, create_app, load_model, run_server  # noqa: E402
 
 from conftest import make_planted_rows  # noqa: E402
 from serve_fixtures import RunningServer, adapter_for  # noqa: E402
@@ -226,6 +226,38 @@ def test_inference_failure_is_500_without_traceback(cfg, predictor, monkeypatch)
         assert "secret" not in r.text and "Traceback" not in r.text and r.json()["error"]
         monkeypatch.undo()
         assert c.post("/v1/classify", json={"texts": ["a b c"]}).status_code == 200  # the worker survived
+
+
+def test_a_request_cut_off_by_shutdown_is_503_json(cfg, predictor, monkeypatch):
+    def stopping(*a, **k):
+        raise ShuttingDown("server shutting down; retry on another instance")
+
+    monkeypatch.setattr(predictor, "classify", stopping)
+    with TestClient(create_app(cfg, predictor=predictor), raise_server_exceptions=False) as c:
+        r = c.post("/v1/classify", json={"texts": ["a b c"]})
+    assert r.status_code == 503 and r.json()["error"].startswith("server shutting down")
+
+
+def test_shutdown_lets_requests_received_finish(cfg, monkeypatch):
+    import uvicorn
+
+    seen = {}
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kw: seen.update(kw))
+    monkeypatch.setattr("newsbias.serve.check_port", lambda *a: None)
+    run_server(cfg.model_copy(update={"shutdown_timeout_s": 42.0}), predictor=object())
+    assert seen["timeout_graceful_shutdown"] == 42.0
+    assert ServeConfig(adapter="x").shutdown_timeout_s == 60.0
+
+
+def test_a_prep_record_is_scored_as_it_is(client, predictor, planted_data_dir):
+    record = json.loads((planted_data_dir / "test.jsonl").read_text().splitlines()[0])
+    record.update(instruction="Classify.", outlet="vox.com", source="Vox", url="https://vox.com/a", date="2020-01-01")
+    r = client.post("/v1/classify", json={"articles": [record]})
+    assert r.status_code == 200, r.text
+    got = r.json()["results"][0]
+    assert got["id"] == str(record["id"]) and got["outlet"] == "vox.com"
+    assert got["probs"] == pytest.approx(dict(zip(predictor.labels, predictor.predict_proba([record["input"]])[0])),
+                                         abs=1e-6)
 
 
 def test_model_that_failed_to_load_is_503(cfg):
@@ -456,7 +488,7 @@ def test_stop_fails_the_requests_of_the_batch_being_scored():
         return await asyncio.wait_for(asyncio.gather(running, queued, return_exceptions=True), 5)
 
     outs = asyncio.run(scenario())
-    assert [str(o) for o in outs] == ["server shutting down"] * 2
+    assert all(isinstance(o, ShuttingDown) for o in outs) and str(outs[0]).startswith("server shutting down")
 
 
 def test_explain_answers_each_words_effect_as_the_explain_stage_does(client, predictor):

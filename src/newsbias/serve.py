@@ -13,7 +13,9 @@ loop never blocks on inference.
 
 Errors are JSON ``{"error": "...", "detail": ...}``: 413 for a body or article over the limits,
 422 for malformed JSON, schema errors (the field is named) and empty texts, 503 while the model
-is loading or when it failed to load, and a bare 500 without a traceback for anything else.
+is loading, when it failed to load or while the server shuts down, and a bare 500 without a traceback for
+anything else. On SIGTERM or Ctrl-C the requests already received are scored and answered (for up to
+``serve.shutdown_timeout_s``) before the server stops; new connections are refused meanwhile.
 
 The page is the Jinja2 template ``templates/page.html``. ``/docs`` and ``/redoc`` serve Swagger UI
 and ReDoc from this server (no CDN) when the ``fastapi-offline`` package is installed.
@@ -30,7 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Callable, Optional, Union
 
-from pydantic import (AfterValidator, BaseModel, ConfigDict, Field, StrictInt, StringConstraints, field_validator,
+from pydantic import (AfterValidator, AliasChoices, BaseModel, ConfigDict, Field, StrictInt, StringConstraints, field_validator,
                       model_validator)
 
 from .classifier import Classifier
@@ -84,6 +86,10 @@ NOT_READ = ("Not read by the model (a prep record can be sent as it is); the out
             "in the result's `outlet`.")
 
 
+class ShuttingDown(RuntimeError):
+    """A request still waiting for the model when the server stops: answered 503."""
+
+
 class ArticleIn(BaseModel):
     """One article: ``text`` is required; ``title`` is read as ``newsbias predict`` reads it (see its field)."""
 
@@ -91,7 +97,11 @@ class ArticleIn(BaseModel):
     id: Optional[Union[StrictInt, Annotated[Plain, StringConstraints(max_length=512)]]] = Field(
         default=None, description="Echoed back as a string (as `newsbias predict` writes ids); defaults to the position.")
     title: Optional[Plain] = Field(default=None, description=TITLE_FIELD)
-    text: Text = Field(description="Article body (not empty).")
+    text: Text = Field(validation_alias=AliasChoices("text", "input"),
+                       description="Article body (not empty); a prep record's `input` is read as it.")
+    instruction: Optional[Plain] = Field(default=None, max_length=4096, description="A prep record's instruction: "
+                                         "not read (the model scores with the prompt it was trained with).")
+    output: Optional[Plain] = Field(default=None, max_length=300, description="A prep record's gold label: not read.")
     outlet: Optional[Plain] = Field(default=None, max_length=300, description=f"The outlet's domain. {NOT_READ}")
     source: Optional[Plain] = Field(default=None, max_length=300, description=f"The outlet's name. {NOT_READ}")
     url: Optional[Plain] = Field(default=None, max_length=4096, description=f"The article's address. {NOT_READ}")
@@ -166,7 +176,11 @@ class ExplainRequest(BaseModel):
         "examples": [{"title": "Budget deal", "text": "WASHINGTON (Reuters) - Lawmakers agreed ...",
                       "source": "Reuters", "outlet": "reuters.com"}]})
     title: Optional[Plain] = Field(default=None, description=TITLE_FIELD)
-    text: Text = Field(description="Article body (not empty).")
+    text: Text = Field(validation_alias=AliasChoices("text", "input"),
+                       description="Article body (not empty); a prep record's `input` is read as it.")
+    instruction: Optional[Plain] = Field(default=None, max_length=4096, description="A prep record's instruction: "
+                                         "not read (the model scores with the prompt it was trained with).")
+    output: Optional[Plain] = Field(default=None, max_length=300, description="A prep record's gold label: not read.")
     source: Optional[Plain] = Field(default=None, max_length=300, description="The outlet's name (e.g. Reuters).")
     outlet: Optional[Plain] = Field(default=None, max_length=300, description="The outlet's domain (e.g. reuters.com).")
     span: int = Field(default=1, ge=1, le=64, description="Words left out at a time.")
@@ -236,7 +250,7 @@ class MicroBatcher:
             left.append(self._queue.get_nowait())
         for job in left:
             if not job.future.done():
-                job.future.set_exception(RuntimeError("server shutting down"))
+                job.future.set_exception(ShuttingDown("server shutting down; retry on another instance"))
 
     async def submit(self, texts: list[str]) -> tuple[list[Any], int]:
         """Results for ``texts`` (in order) and the size of the batch they were scored in."""
@@ -557,6 +571,8 @@ def _add_classify_route(app: Any, state: _State) -> None:
             results, batch_texts = await state.batcher.submit([t for _, t in items])
         except NewsbiasError as exc:
             return _error(422, str(exc))
+        except ShuttingDown as exc:
+            return _error(503, str(exc))
         except Exception:
             log.exception("classify failed")
             return _error(500, "inference failed; see the server log")
@@ -665,4 +681,5 @@ def run_server(cfg: ServeConfig, predictor: Optional[Classifier] = None) -> None
 
     check_port(cfg.host, cfg.port)
     app = create_app(cfg, predictor=predictor)
-    uvicorn.run(app, host=cfg.host, port=cfg.port, log_level=cfg.log_level, timeout_graceful_shutdown=5)
+    uvicorn.run(app, host=cfg.host, port=cfg.port, log_level=cfg.log_level,
+                timeout_graceful_shutdown=cfg.shutdown_timeout_s)
