@@ -314,3 +314,21 @@ def test_a_cv_config_needs_no_predict_out():
 
     cfg = load_config(None, ["cv.data=d", "predict.batch_size=4"])
     assert cfg.predict is not None and cfg.predict.out is None
+
+
+def test_data_without_outlets_cannot_be_outlet_grouped(tmp_path, caplog):
+    d = outlet_data(tmp_path, n_outlets=6, per_outlet=10)
+    for split in ("train", "val", "test"):
+        p = d / f"{split}.jsonl"
+        rows = [json.loads(l) for l in p.read_text().splitlines()]
+        for i, r in enumerate(rows):
+            if split != "train" or i % 2:
+                r.pop("outlet")
+        p.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    with pytest.raises(NewsbiasError, match=r"articles name no outlet .*folds cannot keep outlets apart"):
+        pooled_articles(d)
+    few = outlet_data(tmp_path / "few", n_outlets=6, per_outlet=10)
+    rows = [json.loads(l) for l in (few / "test.jsonl").read_text().splitlines()]
+    rows[0].pop("outlet")
+    (few / "test.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert len(pooled_articles(few)) == 60 and "1 of 60 articles name no outlet" in caplog.text

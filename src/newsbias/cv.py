@@ -62,7 +62,20 @@ def pooled_articles(data_dir: str | Path, prepend_title: bool = False) -> pd.Dat
     if frame["id"].duplicated().any():
         dup = frame.loc[frame["id"].duplicated(), "id"].iloc[0]
         raise NewsbiasError(f"cv.data: id {dup!r} appears in two splits; rerun `newsbias prep` on the raw data")
+    check_outlets_named(frame)
     return frame
+
+
+def check_outlets_named(frame: pd.DataFrame) -> None:
+    """Folds can keep outlets apart only where articles name theirs; an article without one is a group alone."""
+    unnamed = int(frame["outlet"].str.startswith("?").sum())
+    if unnamed * 2 > len(frame):
+        raise NewsbiasError(f"cv.data: {unnamed} of {len(frame)} articles name no outlet (no url, source or outlet "
+                            f"field), so folds cannot keep outlets apart and would measure seen outlets; prep data "
+                            f"with a url or source column (prep.input.columns.url / .source)")
+    if unnamed:
+        log.warning("cv: %d of %d articles name no outlet; each is a group of its own, which may share an outlet "
+                    "with another fold", unnamed, len(frame))
 
 
 def make_folds(frame: pd.DataFrame, k: int, seed: int, grouped: bool = True) -> np.ndarray:
