@@ -184,10 +184,34 @@ def test_resuming_restores_the_adversary_exactly(tiny_bert_dir, outlet_data_dir,
 
 def test_the_adversary_needs_outlets_and_a_head_over_one_vector(tiny_bert_dir, tiny_qwen_dir, planted_data_dir,
                                                                 outlet_data_dir, tmp_path):
-    with pytest.raises(NewsbiasError, match="needs each training article's outlet"):
+    with pytest.raises(NewsbiasError, match="needs the training articles' outlets .* found 0: set its weight to 0"):
         train(tiny_cfg(tiny_bert_dir, planted_data_dir, tmp_path / "a", head="cls", model__pooling="mean",
                        outlet_adversary__weight=1.0))
     assert not (tmp_path / "a").exists()
     with pytest.raises(NewsbiasError, match="reads one vector per article"):
         train(tiny_cfg(tiny_qwen_dir, outlet_data_dir, tmp_path / "b", head="cls", optim__max_steps=1,
                        outlet_adversary__weight=1.0, outlet_adversary__min_articles=5))
+
+
+def test_outlets_the_adversary_cannot_tell_apart_are_named_before_the_model_loads(caplog):
+    from newsbias.config import TrainConfig
+    from newsbias.records import Article
+    from newsbias.train import check_adversary_data
+
+    def cfg(**adv):
+        return TrainConfig.model_validate({"model": {"name_or_path": "m"}, "data": {"path": "d"},
+                                           "outlet_adversary": {"weight": 1.0, "min_articles": 2, **adv}})
+
+    def arts(outlets_by_label):
+        return [Article(id=f"{o}{i}", text="t", label=lab, outlet=o)
+                for lab, outlets in outlets_by_label.items() for o in outlets for i in range(3)]
+
+    with pytest.raises(NewsbiasError, match="found 1: set its weight to 0"):
+        check_adversary_data(cfg(), arts({"left": ["a"]}))
+    with pytest.raises(NewsbiasError, match="0 of the 3 training outlets have 5 or more articles"):
+        check_adversary_data(cfg(min_articles=5), arts({"left": ["a"], "center": ["b"], "right": ["c"]}))
+    with pytest.raises(NewsbiasError, match="every label has one: use train.outlet_adversary.scope=all"):
+        check_adversary_data(cfg(), arts({"left": ["a"], "center": ["b"], "right": ["c"]}))
+    check_adversary_data(cfg(scope="all"), arts({"left": ["a"], "center": ["b"], "right": ["c"]}))
+    check_adversary_data(cfg(), arts({"left": ["a", "b"], "center": ["c"], "right": ["d"]}))
+    assert "center, right each have one outlet with 2 or more articles" in caplog.text

@@ -624,9 +624,6 @@ def setup_adversary(cfg: TrainConfig, model: torch.nn.Module, train_ex: Sequence
     if a.weight == 0:
         return None, None
     outlets = [e.outlet_or_source for e in train_ex]
-    if not any(outlets):
-        raise NewsbiasError("train.outlet_adversary needs each training article's outlet (the outlet or source "
-                            "field, as newsbias prep writes it); the training set has none: set its weight to 0")
     names, labels = outlet_vocabulary(outlets, [f["class_id"] for f in feats], a.min_articles)
     index = {n: k for k, n in enumerate(names)}
     for f, o in zip(feats, outlets):
@@ -636,6 +633,36 @@ def setup_adversary(cfg: TrainConfig, model: torch.nn.Module, train_ex: Sequence
     covered = sum(f["outlet_id"] != IGNORE for f in feats)
     return adversary, {"type": "adversary", "outlets": len(names), "articles": covered, "scope": a.scope, "method": a.method,
                        "weight": a.weight, "min_articles": a.min_articles}
+
+
+def check_adversary_data(cfg: TrainConfig, train_ex: Sequence[Example]) -> None:
+    """``train.outlet_adversary`` needs outlets to tell apart (within a label, for scope within_label): a one-line
+    error before any model is loaded, and a warning for each label whose articles it cannot push."""
+    a = cfg.outlet_adversary
+    if a.weight == 0:
+        return
+    outlets = [e.outlet_or_source for e in train_ex]
+    distinct = len({o for o in outlets if o})
+    if distinct < 2:
+        raise NewsbiasError(f"train.outlet_adversary needs the training articles' outlets (the outlet or source field, "
+                            f"as newsbias prep writes it) and two or more of them; found {distinct}: set its weight "
+                            f"to 0")
+    names, labels = outlet_vocabulary(outlets, [LABELS.index(e.label) for e in train_ex], a.min_articles)
+    if len(names) < 2:
+        raise NewsbiasError(f"train.outlet_adversary: {len(names)} of the {distinct} training outlets have "
+                            f"{a.min_articles} or more articles (train.outlet_adversary.min_articles); lower it or "
+                            f"set the weight to 0")
+    if a.scope != "within_label":
+        return
+    per_label = Counter(labels)
+    alone = [LABELS[k] for k in sorted(set(labels)) if per_label[k] == 1]
+    if len(alone) == len(per_label):
+        raise NewsbiasError("train.outlet_adversary (scope within_label) needs two outlets of one label to tell "
+                            "apart; every label has one: use train.outlet_adversary.scope=all or set its weight to 0")
+    if alone:
+        log.warning("train.outlet_adversary: %s %s one outlet with %d or more articles, so the adversary leaves "
+                    "its articles alone (within_label)", ", ".join(alone), "has" if len(alone) == 1 else "each have",
+                    a.min_articles)
 
 
 def _setup_loss(cfg: TrainConfig, model: torch.nn.Module, builder: PromptBuilder, class_ids: Sequence[int],
@@ -678,6 +705,7 @@ def setup(cfg: TrainConfig, resume: bool = False, progress: Optional[bool] = Non
     source = join_gguf(cfg.model.name_or_path, cfg.model.gguf_file)
     check_out_dir(cfg, source)
     train_ex, val_ex, hashes = load_training_data(cfg)
+    check_adversary_data(cfg, train_ex)
     with _train_keys():
         _check_model_path(source)
     identity = run_identity(cfg, hashes)
