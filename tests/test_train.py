@@ -650,3 +650,19 @@ def test_the_log_holds_the_rate_each_step_was_taken_at(tiny_qwen_dir, planted_da
     steps = [json.loads(l) for l in (tmp_path / "lr" / "train_log.jsonl").read_text().splitlines()]
     lrs = [s["lr"] for s in steps if s.get("type") == "train"]
     assert lrs == pytest.approx([5e-3, 3.75e-3, 2.5e-3, 1.25e-3])  # linear from the full rate, none at 0
+
+
+def test_val_path_may_name_a_split_and_val_in_train_is_warned(tmp_path, caplog):
+    from newsbias.records import Article
+    from newsbias.train import warn_about_data
+
+    rows = make_planted_rows(9, seed=3)
+    for split in ("train", "val", "test"):
+        write_jsonl(tmp_path / f"{split}.jsonl", rows)
+    assert resolve_data_paths(tmp_path, "test")[1] == tmp_path / "test.jsonl"
+    assert resolve_data_paths(tmp_path / "train.jsonl", "train")[1] == tmp_path / "train.jsonl"
+    train_ex = [Article(id=r["id"], text=r["input"], label=r["output"]) for r in rows if r["output"] != "right"]
+    val_ex = [Article(id="v1", text=train_ex[0].text, label="left"), Article(id="v2", text="other", label="left")]
+    warn_about_data(train_ex, val_ex)
+    assert "no 'right' article: the model cannot learn to answer it" in caplog.text
+    assert "1 of the 2 val articles are also in the training set" in caplog.text

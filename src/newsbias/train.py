@@ -42,7 +42,7 @@ from .metrics import fit_temperature
 from .modeling import (SETTINGS_FILE, Dist, LabelLossModule, ModelSettings, _check_model_path, _hf_model, add_lora,
                        count_parameters, init_distributed, join_gguf, load_model_and_tokenizer, pad_batch)
 from .prompt import Encoded, PromptBuilder
-from .records import PREP_META, Article, read_articles, resolve_split
+from .records import PREP_META, SPLIT_FILES, Article, read_articles, resolve_split
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +57,10 @@ Example = Article  # a training example is a prep article with its label
 def resolve_data_paths(path: str | Path, val_path: Optional[str | Path] = None) -> tuple[Path, Path, Optional[Path]]:
     """(train file, val file, prep directory or None) from a prep directory or a train-file path."""
     train = resolve_split(path, "train", "train.data.path", "train.data.path")
-    val = resolve_split(val_path or train.parent, "val", "train.data.val_path", "train.data.val_path")
+    if val_path is not None and str(val_path) in SPLIT_FILES and not Path(val_path).exists():
+        val = resolve_split(train.parent, str(val_path), "train.data.path", "train.data.val_path")  # a split's name
+    else:
+        val = resolve_split(val_path or train.parent, "val", "train.data.val_path", "train.data.val_path")
     return train, val, train.parent if (train.parent / PREP_META).is_file() else None
 
 
@@ -86,7 +89,22 @@ def load_training_data(cfg: TrainConfig) -> tuple[list[Example], list[Example], 
         raise NewsbiasError(f"the training set {train_p} is empty; check the prep output or train.data.train_limit")
     if not val:
         raise NewsbiasError(f"the validation set {val_p} is empty; evaluation and early stopping need val rows")
+    warn_about_data(train, val)
     return train, val, data_hashes(train_p, val_p, prep_dir)
+
+
+def warn_about_data(train: Sequence[Example], val: Sequence[Example]) -> None:
+    """What trains without error but not as meant: a label no training article has, val articles also in train."""
+    missing = [lab for lab in LABELS if lab not in {e.label for e in train}]
+    if missing:
+        log.warning("the training set has no %s article: the model cannot learn to answer %s",
+                    " or ".join(repr(m) for m in missing), "them" if len(missing) > 1 else "it")
+    ids, texts = {e.id for e in train}, {e.text for e in train}
+    shared = sum(e.id in ids or e.text in texts for e in val)
+    if shared:
+        log.warning("%d of the %d val articles are also in the training set (same id or text): checkpoint choice and "
+                    "the temperature are then fitted on training articles; use a val split of other articles",
+                    shared, len(val))
 
 
 def pick_instruction(cfg: TrainConfig, train: Sequence[Example]) -> str:
