@@ -177,3 +177,9 @@ def test_predict_serve_and_export_share_the_model_source():
     assert export.model == "b.gguf" and export.device == "cpu"
     with pytest.raises(ConfigError, match="predict.dtype"):
         load_config(None, ["predict.out=o", "predict.dtype=fp16"])
+
+
+def test_a_bootstrap_of_a_handful_of_resamples_is_refused():
+    with pytest.raises(ConfigError, match=r"evaluate.n_boot: must be 0 \(no interval\) or at least 20"):
+        load_config(None, ["evaluate.n_boot=1"])
+    assert load_config(None, ["evaluate.n_boot=0", "compare.metrics.n_boot=20"]).compare.metrics.n_boot == 20

@@ -482,6 +482,9 @@ class ExplainConfig(InferenceConfig):
         return self
 
 
+MIN_BOOT = 20  # fewer bootstrap resamples than this give no usable interval
+
+
 class MetricsConfig(StrictModel):
     """How metrics are computed (shared by ``evaluate:`` and ``compare.metrics``)."""
 
@@ -493,6 +496,14 @@ class MetricsConfig(StrictModel):
                                                        "macro-F1 interval that resamples whole outlets.")
     missing_gold: Literal["error", "skip"] = Field(
         default="error", description="Rows without a gold label: an error, or skipped and counted.")
+
+    @field_validator("n_boot")
+    @classmethod
+    def _enough_resamples(cls, v: int) -> int:
+        # a percentile interval of a handful of resamples can miss the point estimate it is drawn around
+        if 0 < v < MIN_BOOT:
+            raise ValueError(f"must be 0 (no interval) or at least {MIN_BOOT}")
+        return v
 
 
 class EvaluateConfig(MetricsConfig):
