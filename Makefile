@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml scripts/setup.sh
 
 setup: $(STAMP)
 
-# the everyday suite (tiny models, small slices; about 3 minutes on 2 cores)
+# the everyday suite (tiny models, small slices; 49-141 s on 2 cores by host, docs/benchmarks.md)
 test: $(STAMP)
 	$(PY) -m pytest -q -n auto --dist worksteal
 
