@@ -62,3 +62,16 @@ def test_calibrate_refuses_what_it_cannot_calibrate(uncalibrated, tiny_qwen_dir,
     monkeypatch.setattr(calibrate_mod.Classifier, "calibrate", lambda *a: pytest.fail("scored before refusing"))
     assert main(["calibrate", "--adapter", str(uncalibrated), "--data", str(planted_data_dir)]) == 2
     assert "the directory is not writable; copy the model somewhere writable" in capsys.readouterr().err
+
+
+def test_calibrating_an_export_updates_its_model_card(uncalibrated, planted_data_dir, tmp_path):
+    out = tmp_path / "merged"
+    assert main(["export", "--adapter", str(uncalibrated), "--out", str(out), "--merge"]) == 0
+    card = (out / "README.md").read_text()
+    assert "| probability temperature | none: the raw softmax |" in card
+    assert main(["calibrate", "--model", str(out), "--data", str(planted_data_dir)]) == 0
+    cal = json.loads((out / SETTINGS_FILE).read_text())["calibration"]
+    new = (out / "README.md").read_text()
+    assert f"| probability temperature | {cal['temperature']:.3f}, fitted on 30 articles of val.jsonl" in new
+    assert new.replace(next(l for l in new.splitlines() if l.startswith("| probability temperature |")), "") == \
+        card.replace("| probability temperature | none: the raw softmax |", "")  # nothing else changed

@@ -469,3 +469,14 @@ def test_an_int8_card_says_its_test_figures_are_the_models_before_export(adapter
     card = model_card(adapters["cls"], merged=True, evaluation=evaluation, onnx=onnx)
     assert "These test figures were measured on the model before its int8 export" in card
     assert "before its int8 export" not in model_card(adapters["cls"], merged=True, evaluation=evaluation)
+
+
+def test_the_card_of_an_lm_onnx_graph_names_its_inputs_and_an_export_is_not_tagged_an_adapter(adapters):
+    onnx = {"quantize": "none", "file": "model.onnx"}
+    lm = model_card(adapters["lm"], merged=True, onnx=onnx)
+    assert "`prefix_ids` (`[1, p]`" in lm and "counted after the prefix" in lm
+    cls = model_card(adapters["cls"], merged=True, onnx=onnx)
+    assert "`prefix_ids`" not in cls and "inputs `input_ids`, `attention_mask` and `answer_pos`" in cls
+    for card in (lm, cls, model_card(adapters["lm"], merged=True)):
+        assert not {"lora", "peft"} & set(front_matter(card)["tags"])
+    assert {"lora", "peft"} <= set(front_matter(model_card(adapters["lm"]))["tags"])

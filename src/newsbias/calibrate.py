@@ -18,6 +18,7 @@ from typing import Any
 from .classifier import Classifier
 from .config import CalibrateConfig
 from .errors import NewsbiasError, SettingError
+from .export import refresh_card_temperature
 from .io import sha256_file
 from .modeling import SETTINGS_FILE, set_threads
 from .records import read_articles, resolve_split
@@ -69,6 +70,8 @@ def run_calibrate(cfg: CalibrateConfig) -> dict[str, Any]:
                         cfg.batch_size)
     clf.settings.calibration["data"] = {"path": str(path), "sha256": sha256_file(path)}
     clf.settings.save(target)
+    if refresh_card_temperature(target, clf.settings.calibration):
+        log.info("calibrate: the model card (README.md) gives the new temperature")
     log.info("calibrate: %d articles in %.1fs", len(articles), time.time() - t0)
     return {"fit": fit, "previous_temperature": before, "written": str(target / SETTINGS_FILE), "n": len(articles)}
 

@@ -29,7 +29,7 @@ from typing import Any, Optional
 from .classifier import Classifier
 from .config import ExportConfig
 from .errors import NewsbiasError
-from .io import atomic_dir, check_output_dir, read_json, stage_manifest, write_json
+from .io import atomic_dir, atomic_file, check_output_dir, read_json, stage_manifest, write_json
 from .modeling import SETTINGS_FILE, ModelSettings, is_gguf, join_gguf
 from .records import PREP_META, locate, read_articles, read_manifest, resolve_split
 from .templates import render
@@ -319,6 +319,26 @@ def _temperature_text(cal: dict[str, Any]) -> str:
             f"softmax(logits / T)")
 
 
+TEMPERATURE_ROW = "| probability temperature |"  # the card's row that templates/model_card.md writes
+
+
+def refresh_card_temperature(model_dir: str | Path, calibration: dict[str, Any]) -> bool:
+    """Rewrite the temperature row of an export's model card (``README.md``) after ``newsbias calibrate``
+    refitted it; True when a card was updated."""
+    card = Path(model_dir) / "README.md"
+    if not card.is_file():
+        return False
+    lines = card.read_text(encoding="utf-8").splitlines(keepends=True)
+    rows = [i for i, line in enumerate(lines) if line.startswith(TEMPERATURE_ROW)]
+    if not rows:
+        return False
+    for i in rows:
+        lines[i] = f"{TEMPERATURE_ROW} {_temperature_text(calibration)} |\n"
+    with atomic_file(card) as tmp:
+        tmp.write_text("".join(lines), encoding="utf-8")
+    return True
+
+
 def _data_context(prep: Optional[dict[str, Any]], labels: list[str]) -> Optional[dict[str, Any]]:
     if not prep:
         return None
@@ -393,9 +413,13 @@ def _settings_context(settings: ModelSettings, merged: bool, onnx: Optional[dict
     else:
         kind = "a LoRA adapter"
     if onnx:
-        no_plain = ("Without newsbias, run `model.onnx` with ONNX Runtime: inputs `input_ids`, `attention_mask` "
-                    "and `answer_pos` (the index of the prompt's last token), output the label logits in "
-                    "`newsbias.json`'s label order; the prompt has to be rebuilt exactly, so load it with newsbias.")
+        inputs = ("`prefix_ids` (`[1, p]`: the first p ≥ 1 prompt tokens, which every row of the batch shares), "
+                  "`input_ids` and `attention_mask` (each row's tokens after that prefix) and `answer_pos` (the "
+                  "index of each row's last prompt token, counted after the prefix)" if not cls_head else
+                  "`input_ids`, `attention_mask` and `answer_pos` (the index of the prompt's last token)")
+        no_plain = (f"Without newsbias, run `model.onnx` with ONNX Runtime: inputs {inputs}, output the label logits "
+                    f"in `newsbias.json`'s label order; the prompt has to be rebuilt exactly, so load it with "
+                    f"newsbias.")
     elif not cls_head:
         no_plain = ("Without newsbias, the score is the next-token probability of each label's first token "
                     "(`label_token_ids` in `newsbias.json`) right after the prompt that newsbias builds; the "
@@ -420,7 +444,8 @@ def _card_data(name: str, base_id: Optional[str], license: Optional[str], datase
                           dataset_split="test", metric_type=typ, metric_name=label, metric_value=round(float(v), 4))
                for key, typ, label in (("macro_f1", "f1", "macro-F1"), ("accuracy", "accuracy", "accuracy"))
                for v in [(test_metrics or {}).get(key)] if isinstance(v, (int, float))]
-    tags = (["newsbias", "political-bias", "news"] + ([] if full else ["lora", "peft"]) + (["merged"] if merged else [])
+    adapter = not (full or merged or onnx)
+    tags = (["newsbias", "political-bias", "news"] + (["lora", "peft"] if adapter else []) + (["merged"] if merged else [])
             + (["onnx"] + (["int8"] if onnx.get("quantize", "none") != "none" else []) if onnx else []))
     library = "onnx" if onnx else "transformers" if merged or full else "peft"
     return ModelCardData(base_model=base_id, library_name=library,
