@@ -518,6 +518,19 @@ def test_a_refused_resume_names_what_changed(tiny_qwen_dir, planted_data_dir, tm
         check_checkpoints(tmp_path, run_identity(cfg, hashes), True, False)
 
 
+def test_resume_accepts_settings_that_do_not_change_the_weights(tiny_qwen_dir, planted_data_dir, tmp_path):
+    from newsbias.train import check_checkpoints, run_identity
+
+    cfg = tiny_cfg(tiny_qwen_dir, planted_data_dir, tmp_path, model__dtype="auto", model__device="auto")
+    ckpt = _fake_checkpoint(tmp_path, run_identity(cfg, {}))
+    same = tiny_cfg(tiny_qwen_dir, planted_data_dir, tmp_path, model__dtype="float32", model__device="cpu",
+                    eval__batch_size=4)  # auto is fp32 on a CPU
+    assert check_checkpoints(tmp_path, run_identity(same, {}), True, False) == ckpt
+    half = tiny_cfg(tiny_qwen_dir, planted_data_dir, tmp_path, model__dtype="bfloat16", model__device="cpu")
+    with pytest.raises(NewsbiasError, match=r'train\.model\.dtype \("auto" in the checkpoint, "bfloat16" now\)'):
+        check_checkpoints(tmp_path, run_identity(half, {}), True, False)
+
+
 def test_resume_accepts_a_checkpoint_older_than_a_setting_left_at_its_default(tiny_qwen_dir, planted_data_dir,
                                                                              tmp_path):
     from newsbias.train import check_checkpoints, run_identity

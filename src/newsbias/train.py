@@ -40,7 +40,8 @@ from .io import holds, honour_umask, read_json, sha256_file, stage_manifest, wri
 from .labels import LABELS
 from .metrics import fit_temperature
 from .modeling import (SETTINGS_FILE, Dist, LabelLossModule, ModelSettings, _check_model_path, _hf_model, add_lora,
-                       count_parameters, init_distributed, join_gguf, load_model_and_tokenizer, pad_batch)
+                       count_parameters, init_distributed, join_gguf, load_model_and_tokenizer, pad_batch,
+                       resolve_device_dtype)
 from .prompt import Encoded, PromptBuilder
 from .records import PREP_META, SPLIT_FILES, Article, read_articles, resolve_split
 
@@ -325,6 +326,19 @@ def _shown(value: Any, digest: bool = False) -> str:
     return f"sha256 {str(value)[:8]}" if digest else json.dumps(value)
 
 
+# settings that do not change the weights a run reaches: a crashed run may resume on another device or scoring
+# val in other batches
+RESUMES_ANYWHERE = ("config.model.device", "config.eval.batch_size")
+
+
+def _same_dtype(old: Any, new: Any, device: str) -> bool:
+    """Whether two dtype settings resolve to the same dtype on ``device`` (``auto`` is fp32 on a CPU)."""
+    try:
+        return resolve_device_dtype(device, old)[1] == resolve_device_dtype(device, new)[1]
+    except (SettingError, TypeError, ValueError):
+        return False
+
+
 def run_differences(theirs: dict[str, Any], ours: dict[str, Any]) -> list[str]:
     """What differs between a checkpoint's :func:`run_identity` and this run's, one phrase per setting.
 
@@ -337,6 +351,9 @@ def run_differences(theirs: dict[str, Any], ours: dict[str, Any]) -> list[str]:
     for key in sorted(a.keys() | b.keys()):
         old, new = a.get(key, _MISSING), b.get(key, _MISSING)
         if old == new or (old is _MISSING and key.startswith("config.") and defaults.get(key, _MISSING) == new):
+            continue
+        if key in RESUMES_ANYWHERE or (key == "config.model.dtype" and
+                                       _same_dtype(old, new, b.get("config.model.device", "auto"))):
             continue
         kind, name = key.split(".", 1)
         what = f"the {name} data" if kind == "data" else f"train.{name}"
