@@ -210,6 +210,18 @@ def test_eval_of_another_models_predictions_is_refused(adapters, tmp_path, caplo
         run_export(ExportConfig(adapter=str(adapters["cls"]), out=str(tmp_path / "o1"), metrics=f"tfidf-lr={report}"))
     with pytest.raises(NewsbiasError, match=r"made by `newsbias predict` with .*, not by .*; pass --eval the eval"):
         run_export(ExportConfig(adapter=str(adapters["cls"]), out=str(tmp_path / "o2"), metrics=f"majority={report}"))
+    # a copy of the model elsewhere (another machine's path): the predictions recorded the same weights
+    copy = tmp_path / "moved" / "cls"
+    shutil.copytree(adapters["cls"], copy)
+    from newsbias.classifier import weights_sha256
+
+    (report / "t.manifest.json").write_text(json.dumps({"stage": "predict", "config": {"adapter": "/elsewhere/cls"},
+                                                        "weights_sha256": weights_sha256(adapters["cls"])}))
+    assert run_export(ExportConfig(adapter=str(copy), out=str(tmp_path / "o3"), metrics=f"tuned={report}"))
+    (report / "t.manifest.json").write_text(json.dumps({"stage": "predict", "config": {"adapter": "/elsewhere/cls"},
+                                                        "weights_sha256": "0" * 64}))
+    with pytest.raises(NewsbiasError, match="made by `newsbias predict` with /elsewhere/cls, not by"):
+        run_export(ExportConfig(adapter=str(copy), out=str(tmp_path / "o4"), metrics=f"tuned={report}"))
 
 
 def test_card_with_compare_eval_says_what_it_does_not_beat(adapters, tmp_path):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import signal
@@ -90,6 +91,7 @@ def test_tuned_scoring_records_are_complete_and_learned(lm_adapter_dir, planted_
                            "invalid": 0, "resumed_rows": 0}
     man = json.loads((tmp_path / "tuned.manifest.json").read_text())
     assert man["head"] == "lm" and man["adapter"] == str(lm_adapter_dir) and man["input"]["sha256"]
+    assert man["weights_sha256"] == hashlib.sha256((lm_adapter_dir / "adapter_model.safetensors").read_bytes()).hexdigest()
     assert man["device"] == "cpu" and man["dtype"] == "float32"  # what auto resolved to
     adapter_cal = json.loads((lm_adapter_dir / "newsbias.json").read_text())["calibration"]
     assert man["temperature"] == adapter_cal.get("temperature", 1.0)

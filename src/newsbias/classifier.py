@@ -62,6 +62,15 @@ def require_batch_size(batch_size: Any) -> int:
     return batch_size
 
 
+def weights_sha256(model_dir: str | Path) -> Optional[str]:
+    """The sha256 of a model directory's trained weights (an adapter's, a trained directory's or an ONNX graph's);
+    None for anything else (a hub id, a GGUF file): what tells two copies of one model from two models."""
+    where = Path(model_dir)
+    weights = next((where / name for name in ("adapter_model.safetensors", "model.safetensors", ONNX_FILE)
+                    if (where / name).is_file()), None) if where.is_dir() else None
+    return sha256_file(weights) if weights else None
+
+
 class Classifier:
     """A loaded model with the settings it was trained with: ``predict_proba``, ``generate``, ``save``."""
 
@@ -190,10 +199,8 @@ class Classifier:
         """What decides this model's scores, for a resumed run to compare: where it was loaded from, the sha256 of
         its trained weights (an adapter's, a trained directory's or an ONNX graph's; None for a hub base), its
         settings and precision."""
-        where = Path(self.adapter or self.source)
-        weights = next((where / name for name in ("adapter_model.safetensors", "model.safetensors", ONNX_FILE)
-                        if (where / name).is_file()), None) if where.is_dir() else None
-        return {"model": self.source, "adapter": self.adapter, "weights_sha256": sha256_file(weights) if weights else None,
+        return {"model": self.source, "adapter": self.adapter,
+                "weights_sha256": weights_sha256(self.adapter or self.source),
                 "settings": self.settings.to_dict(), "dtype": self.precision}
 
     def predict_proba(self, texts: Sequence[str], batch_size: int = 8, windows: int = 1,

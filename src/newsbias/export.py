@@ -26,7 +26,7 @@ import time
 from pathlib import Path
 from typing import Any, Optional
 
-from .classifier import Classifier
+from .classifier import Classifier, weights_sha256
 from .config import ExportConfig
 from .errors import NewsbiasError
 from .io import atomic_dir, atomic_file, check_output_dir, read_json, stage_manifest, write_json
@@ -181,6 +181,9 @@ def _check_eval_model(metrics_file: Path, preds: Optional[str], adapter_dir: Pat
     source = locate(scored, manifest).resolve() if manifest.get("stage") == "predict" and scored else None
     merged_from = (read_json(source / SETTINGS_FILE, strict=False) or {}).get("merged_from") if source else None
     ours = adapter_dir.resolve()
+    recorded = manifest.get("weights_sha256")
+    if source != ours and recorded and recorded == weights_sha256(ours):
+        return str(source)  # a copy of this model (moved, or another machine's): the same weights scored them
     if source != ours and not (merged_from and locate(merged_from, manifest).resolve() == ours):
         made_by = f"`newsbias predict` with {scored}" if source else f"`newsbias {manifest.get('stage')}`"
         raise NewsbiasError(f"{what} was scored from predictions made by {made_by}, not by {adapter_dir}; pass "

@@ -359,7 +359,7 @@ def _finish(cfg: PredictConfig, clf: Classifier, parts: Path, out: Path, input_p
     counts = _merge(parts, out, d.world, resumed)
     manifest = stage_manifest(
         "predict", cfg, started, model=name, base_model=settings.base_model or cfg.model, adapter=clf.adapter,
-        head=settings.head, mode=cfg.mode,
+        weights_sha256=clf.identity()["weights_sha256"], head=settings.head, mode=cfg.mode,
         input={"path": input_path, "sha256": sha256_file(input_path) if input_path != "-" else None},
         prompt=settings.prompt.model_dump(mode="json"), adapter_best_val=settings.best_val,
         temperature=settings.temperature,
