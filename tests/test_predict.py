@@ -232,17 +232,19 @@ def test_bad_inputs(lm_adapter_dir, tiny_qwen_dir, tmp_path):
 def test_empty_texts_and_bad_gold_are_counted_skips(lm_adapter_dir, tmp_path):
     rows = make_planted_rows(6)
     rows[1]["input"] = "   "
+    rows[2]["input"] = "\ufffd\ufffd \u0001 -- \u200e"  # what a failed decode leaves: nothing to read
     rows[3]["output"] = "purple"
     inp = write_jsonl(tmp_path / "in.jsonl", rows)
     with pytest.raises(NewsbiasError, match=r"in.jsonl: line 4: label 'purple' is not in the label set"):
         run_predict(pcfg(adapter=str(lm_adapter_dir), input=str(inp), out=str(tmp_path / "a.jsonl")), progress=False)
     m = run_predict(pcfg(adapter=str(lm_adapter_dir), input=str(inp), out=str(tmp_path / "a.jsonl"),
                          on_bad_gold="skip"), progress=False)
-    assert m["counts"]["skipped_by_reason"] == {"empty text": 1, "gold label": 1}
+    assert m["counts"]["skipped_by_reason"] == {"empty text": 2, "gold label": 1}
     assert m["counts"]["skipped_first"] == [  # which ones, so they can be fixed
         {"id": rows[1]["id"], "line": 2, "skipped": "empty text"},
+        {"id": rows[2]["id"], "line": 3, "skipped": "empty text"},
         {"id": rows[3]["id"], "line": 4, "skipped": "gold label 'purple' not in the label set"}]
-    assert [r["id"] for r in read(tmp_path / "a.jsonl")] == [rows[i]["id"] for i in (0, 2, 4, 5)]
+    assert [r["id"] for r in read(tmp_path / "a.jsonl")] == [rows[i]["id"] for i in (0, 4, 5)]
 
 
 @pytest.mark.slow  # two CLI processes of their own

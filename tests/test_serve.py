@@ -423,6 +423,7 @@ def test_example_config_validates():
     (b'{"texts": ["ok", "\\ud83d"]}', "texts.1"),                      # a lone surrogate
     (b'{"texts": ["a\\u0000b"]}', "texts.0"),                           # NUL
     (b'{"texts": ["\\u200b\\u200d \\ufeff"]}', "texts.0"),              # only invisible characters
+    (b'{"texts": ["ok", "\\ufffd\\ufffd \\u0001"]}', "texts.1"),          # only what a failed decode leaves
     (b'{"articles": [{"id": "\\udc00", "text": "fine"}]}', "articles.0.id"),
     (b'{"articles": [{"title": "\\ud800", "text": "fine"}]}', "articles.0.title"),
 ])

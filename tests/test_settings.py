@@ -117,3 +117,5 @@ def test_the_api_refuses_what_it_cannot_score(adapter, tmp_path):
         clf.calibrate(texts, ["left"])
     with pytest.raises(NewsbiasError, match="pass a list of texts, not NoneType"):
         clf.predict_proba(None)
+    with pytest.raises(NewsbiasError, match="text 1 has no letter or digit to read"):
+        clf.predict_proba(["a real text", "\ufffd\ufffd -- \u200e"])

@@ -34,7 +34,7 @@ from .modeling import (SETTINGS_FILE, ModelSettings, Pooling, is_gguf, iter_logi
                        prompt_builder, resolve_device_dtype, score_batch, score_encoded, shared_prefix_len)
 from .config import INT8_KEEP_FP32, PromptConfig
 from .onnx_model import ONNX_FILE, OnnxScorer
-from .records import join_title, scored
+from .records import has_words, join_title, scored
 
 log = logging.getLogger(__name__)
 
@@ -51,8 +51,8 @@ def require_texts(texts: Any) -> list[str]:
     for i, t in enumerate(texts):
         if not isinstance(t, str):
             raise NewsbiasError(f"text {i} is not a string ({type(t).__name__})")
-        if not t.strip():
-            raise NewsbiasError(f"text {i} is empty")
+        if not has_words(t):
+            raise NewsbiasError(f"text {i} is empty" if not t.strip() else f"text {i} has no letter or digit to read")
     return texts
 
 

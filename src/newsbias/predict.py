@@ -37,7 +37,7 @@ from .io import atomic_file, claim, dumps_line, sha256_file, stage_manifest, tri
 from .labels import parse_generation  # noqa: F401  (re-exported for users)
 from .modeling import SETTINGS_FILE, Dist, init_distributed, resolve_device_dtype, set_threads, tune_cpu_allocator
 from .data.readers import iter_csv
-from .records import Article, Prediction, iter_json_lines, manifest_path, parse_line, resolve_split
+from .records import Article, Prediction, has_words, iter_json_lines, manifest_path, parse_line, resolve_split
 
 log = logging.getLogger(__name__)
 
@@ -113,8 +113,8 @@ def skip_reason(a: Article) -> Optional[str]:
 
 
 def _skip_kind(a: Article) -> Optional[str]:
-    if not a.text.strip():
-        return "empty text"
+    if not has_words(a.text):
+        return "empty text"  # or only punctuation, symbols, invisible or replacement characters
     return "gold label" if a.bad_label is not None else None
 
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import re
 from dataclasses import dataclass, field
 from functools import lru_cache
 from itertools import islice
@@ -57,6 +58,15 @@ def _normalizer(labels: tuple[str, ...]) -> LabelNormalizer:
 def normalize_label(raw: Any, labels: Sequence[str] = LABELS) -> Optional[str]:
     """The label ``raw`` names ("Lean Left" -> "left"), or None when it is missing or unknown."""
     return _normalizer(tuple(labels))(raw)
+
+
+_ALNUM = re.compile(r"[^\W_]")
+
+
+def has_words(text: str) -> bool:
+    """Whether ``text`` holds a letter or a digit: whitespace, zero-width characters, punctuation, symbols and
+    replacement characters (what a failed decode leaves) alone give a model nothing to read."""
+    return _ALNUM.search(text) is not None
 
 
 def join_title(title: Optional[str], text: str) -> str:

@@ -38,7 +38,7 @@ from pydantic import (AfterValidator, AliasChoices, BaseModel, ConfigDict, Field
 from .classifier import Classifier
 from .config import ServeConfig
 from .predict import load_classifier
-from .records import Article
+from .records import Article, has_words
 from .errors import NewsbiasError
 from .modeling import set_threads
 from .templates import render
@@ -68,8 +68,8 @@ def _valid_unicode(v: str) -> str:
 
 def _not_empty(v: str) -> str:
     v = _valid_unicode(v)
-    if not v.translate(_INVISIBLE).strip():
-        raise ValueError("text is empty")  # whitespace and zero-width characters count as nothing
+    if not has_words(v):
+        raise ValueError("text is empty" if not v.translate(_INVISIBLE).strip() else "text has no letter or digit to read")
     return v
 
 
