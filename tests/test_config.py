@@ -183,3 +183,12 @@ def test_a_bootstrap_of_a_handful_of_resamples_is_refused():
     with pytest.raises(ConfigError, match=r"evaluate.n_boot: must be 0 \(no interval\) or at least 20"):
         load_config(None, ["evaluate.n_boot=1"])
     assert load_config(None, ["evaluate.n_boot=0", "compare.metrics.n_boot=20"]).compare.metrics.n_boot == 20
+
+
+def test_command_line_lists_and_learning_rate_spellings():
+    assert load_config(None, ["train.lora.target_modules=q_proj, v_proj"]).train.lora.target_modules == ["q_proj", "v_proj"]
+    assert load_config(None, ["train.lora.target_modules=auto"]).train.lora.target_modules == "auto"
+    with pytest.raises(ConfigError, match=r"train.report_to: .*write a list: train.report_to=\[tensorboard\]"):
+        load_config(None, ["train.report_to=tensorboard"])
+    with pytest.raises(ConfigError, match=r"train.optim.lrate: unknown key — did you mean `train.optim.lr`"):
+        load_config(None, ["train.optim.lrate=1e-4"])

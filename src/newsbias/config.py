@@ -198,6 +198,14 @@ class TrainLoraConfig(StrictModel):
         default="auto", description="Module names, or auto (q/k/v/o_proj for LLMs, query/key/value for BERT).")
     bias: Literal["none", "all", "lora_only"] = "none"
 
+    @field_validator("target_modules", mode="before")
+    @classmethod
+    def _names_from_a_string(cls, v: Any) -> Any:
+        # target_modules=q_proj,v_proj on the command line: a list, not a union error about list and 'auto'
+        if isinstance(v, str) and v != "auto":
+            return [name.strip() for name in v.split(",") if name.strip()]
+        return v
+
 
 class PromptConfig(StrictModel):
     """Everything that decides the token ids of a prompt (see newsbias.prompt); saved as-is in ``newsbias.json``.
@@ -819,6 +827,7 @@ KNOWN_SYNONYMS = {
     "model_name_or_path": "name_or_path", "model_name": "name_or_path", "output_dir": "out_dir",
     "max_seq_length": "max_length", "max_len": "max_length", "eval_steps": "every_steps",
     "early_stopping_patience": "patience", "per_device_eval_batch_size": "batch_size",
+    "lrate": "lr", "learningrate": "lr", "lr_rate": "lr", "rate": "lr",
 }
 
 
@@ -876,6 +885,8 @@ def format_validation_error(err: ValidationError, where: str = "config",
             got = e.get("input")
             got_s = "" if isinstance(got, dict) else f" (got {got!r})"
             problem = f"{loc}: {e['msg'].removeprefix('Value error, ')}{got_s}"
+            if e["type"] == "list_type" and isinstance(got, str):
+                problem += f"; write a list: {loc}=[{got}]"
         problems.append(problem + (" (on the command line)" if typed and typed(tuple(e["loc"])) else ""))
     return f"invalid {where}: " + "; ".join(problems)
 
