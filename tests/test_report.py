@@ -274,6 +274,12 @@ def test_verdict_says_beats_worse_or_neither_by_where_the_interval_lies():
     fewer["mcnemar"].update(only_a_right=274, only_b_right=299)
     assert verdict({"x": fewer}, roles, "tfidf-lr").endswith(
         "], on macro-F1 only: it is right on fewer articles (274 it alone gets right, 299 tfidf-lr alone).")
+    more = test(-0.05, -0.09, -0.01)
+    more["mcnemar"].update(only_a_right=299, only_b_right=274)
+    assert verdict({"x": more}, roles, "tfidf-lr").endswith(
+        "], on macro-F1 only: it is right on more articles (299 it alone gets right, 274 tfidf-lr alone).")
+    assert verdict({"x": test(0.05, 0.01, 0.09)}, {**roles, "tuned_named": False, "tuned_name": "tuned"},
+                   "tfidf-lr").startswith("No run is named tuned (compare.tuned), so the best run stands in: t beats")
 
 
 def test_verdict_tuned_beats_base_and_is_worse_than_tfidf(tmp_path):
@@ -308,7 +314,7 @@ def test_verdict_falls_back_to_first_and_best_run(tmp_path):
     _, (base, tuned, _) = three_runs(tmp_path)
     res = run_compare(CompareConfig(preds=[f"zero={base}", f"lora={tuned}"], out_dir=str(tmp_path / "r"),
                                     metrics={"n_boot": 0}))
-    assert res["verdict"].startswith("lora beats zero by +")
+    assert res["verdict"].startswith("No run is named tuned (compare.tuned), so the best run stands in: lora beats zero by +")
     assert "no interval" in res["verdict"] and res["verdict"].endswith("no baseline run named tfidf-lr to test against.")
     assert res["changes"] is None
 

@@ -645,16 +645,22 @@ def base_tuned_changes(joined: pd.DataFrame, csv: pd.DataFrame, names: Sequence[
 
 
 def pick_roles(names: Sequence[str], all_metrics: dict[str, dict[str, Any]],
-               cfg: CompareConfig) -> dict[str, Optional[str]]:
+               cfg: CompareConfig) -> dict[str, Any]:
     """The runs the verdict compares: ``tuned`` (``cfg.tuned``, else the best macro-F1), ``base``
-    (``cfg.base``, else the first run) and ``baseline`` (``cfg.baseline``); None when absent or the same run."""
-    tuned = cfg.tuned if cfg.tuned in names else max(names, key=lambda n: all_metrics[n]["macro_f1"])
+    (``cfg.base``, else the first run) and ``baseline`` (``cfg.baseline``); None when absent or the same run;
+    ``tuned_named`` says whether a run carries ``cfg.tuned``'s name (else the best run stands in)."""
+    named = cfg.tuned in names
+    tuned = cfg.tuned if named else max(names, key=lambda n: all_metrics[n]["macro_f1"])
+    if not named:
+        log.warning("compare: no run is named %r (compare.tuned); the verdict takes the best run, %s, as the tuned "
+                    "one: name your model's run %s=PREDS or set compare.tuned", cfg.tuned, tuned, cfg.tuned)
     baseline = cfg.baseline if cfg.baseline in names and cfg.baseline != tuned else None
     base = cfg.base if cfg.base in names else names[0]
-    return {"tuned": tuned, "base": None if base in (tuned, baseline) else base, "baseline": baseline}
+    return {"tuned": tuned, "base": None if base in (tuned, baseline) else base, "baseline": baseline,
+            "tuned_named": named, "tuned_name": cfg.tuned}
 
 
-def paired_tests(joined: pd.DataFrame, roles: dict[str, Optional[str]], opts: MetricsConfig) -> dict[str, Any]:
+def paired_tests(joined: pd.DataFrame, roles: dict[str, Any], opts: MetricsConfig) -> dict[str, Any]:
     """Tuned against base and against the baseline, on the joined articles: the macro-F1 difference with
     a paired bootstrap interval, and McNemar's test on per-article correctness."""
     gold = joined["gold"].to_numpy()
@@ -684,7 +690,7 @@ def _diff_ci(test: dict[str, Any]) -> str:
     return f"{test['diff']:+.3f} macro-F1 [{interval}McNemar {_p(test['mcnemar']['p_value'])}]"
 
 
-def verdict(paired: dict[str, Any], roles: dict[str, Optional[str]], baseline: str) -> Optional[str]:
+def verdict(paired: dict[str, Any], roles: dict[str, Any], baseline: str) -> Optional[str]:
     """One sentence: "T beats B by X [CI]; is worse than / does not beat TF-IDF (tfidf-lr) ...", or None.
 
     "Beats" means the paired interval lies above zero (without an interval, a positive difference), "is worse
@@ -695,26 +701,29 @@ def verdict(paired: dict[str, Any], roles: dict[str, Optional[str]], baseline: s
         other = f"TF-IDF ({test['b']})" if test["b"] == "tfidf-lr" else test["b"]
         ci = test["ci"]
         if (ci["low"] > 0) if ci else test["diff"] > 0:
-            clauses.append(f"beats {other} by {_diff_ci(test)}" + _fewer_right(test))
+            clauses.append(f"beats {other} by {_diff_ci(test)}" + _right_caveat(test, better=True))
         elif ci and ci["high"] < 0:
-            clauses.append(f"is worse than {other} by {_diff_ci(test)}")
+            clauses.append(f"is worse than {other} by {_diff_ci(test)}" + _right_caveat(test, better=False))
         else:
             clauses.append(f"does not beat {other} ({_diff_ci(test)})")
     if not clauses:
         return None
     if roles["baseline"] is None and baseline != roles["tuned"]:
         clauses.append(f"no baseline run named {baseline} to test against")
-    return f"{roles['tuned']} " + "; ".join(clauses) + "."
+    who = roles["tuned"] if roles.get("tuned_named", True) else \
+        f"No run is named {roles.get('tuned_name') or 'tuned'} (compare.tuned), so the best run stands in: {roles['tuned']}"
+    return f"{who} " + "; ".join(clauses) + "."
 
 
-def _fewer_right(test: dict[str, Any]) -> str:
-    """The caveat when a run beats another on macro-F1 while being right on fewer articles (a base that
-    answers one class everywhere is right on many articles and scores a low macro-F1)."""
+def _right_caveat(test: dict[str, Any], better: bool) -> str:
+    """The caveat when a run beats another on macro-F1 while being right on fewer articles (a base that answers one
+    class everywhere is right on many articles and scores a low macro-F1), or loses while being right on more."""
     mc = test["mcnemar"]
-    if mc["only_a_right"] >= mc["only_b_right"]:
+    mine, theirs = mc["only_a_right"], mc["only_b_right"]
+    if (mine >= theirs) if better else (mine <= theirs):
         return ""
-    return (f", on macro-F1 only: it is right on fewer articles ({mc['only_a_right']} it alone gets right, "
-            f"{mc['only_b_right']} {test['b']} alone)")
+    return (f", on macro-F1 only: it is right on {'fewer' if better else 'more'} articles ({mine} it alone gets "
+            f"right, {theirs} {test['b']} alone)")
 
 
 @dataclass
@@ -731,7 +740,7 @@ class Comparison:
     data: Optional[dict[str, Any]]
     manifests: dict[str, Optional[dict[str, Any]]]
     logs: dict[str, Path]
-    roles: dict[str, Optional[str]]
+    roles: dict[str, Any]
     paired: dict[str, Any]
     changes: Optional[dict[str, Any]]
     appendix: Optional[str]
