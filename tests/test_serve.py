@@ -425,6 +425,7 @@ def test_example_config_validates():
     (b'{"texts": ["\\u200b\\u200d \\ufeff"]}', "texts.0"),              # only invisible characters
     (b'{"texts": ["ok", "\\ufffd\\ufffd \\u0001"]}', "texts.1"),          # only what a failed decode leaves
     (b'{"articles": [{"id": "\\udc00", "text": "fine"}]}', "articles.0.id"),
+    (b'{"articles": [{"id": 1' + b'0' * 600 + b', "text": "fine"}]}', "articles.0.id"),
     (b'{"articles": [{"title": "\\ud800", "text": "fine"}]}', "articles.0.title"),
 ])
 def test_invalid_text_is_422_naming_the_field(client, raw, field):

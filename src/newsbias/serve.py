@@ -113,6 +113,8 @@ class ArticleIn(BaseModel):
         # checked before the union, whose own error names each member's validator internals
         if v is not None and (isinstance(v, bool) or not isinstance(v, (str, int))):
             raise ValueError(f"must be a string or an integer, got {type(v).__name__}")
+        if isinstance(v, int) and len(str(abs(v))) > 512:  # as long as the longest string id
+            raise ValueError("must be an integer of at most 512 digits")
         return v
 
 
@@ -392,7 +394,10 @@ class _State:
 
     @property
     def adapter_name(self) -> Optional[str]:
-        return Path(self.cfg.adapter).name if self.cfg.adapter else None
+        """The LoRA adapter's directory name, as predict's records name its path (None for a trained model
+        directory, even when it was passed as the adapter)."""
+        adapter = self.predictor.adapter if self.predictor is not None else None
+        return Path(adapter).name if adapter else None
 
     def score(self, texts: list[str]) -> list[dict[str, Any]]:
         """Label, probabilities and the article tokens read, per text (runs in the batcher's worker thread)."""
