@@ -1,6 +1,6 @@
 """Benchmark `newsbias prep` on the whole AllSides corpus: wall time and peak memory.
 
-    .venv/bin/python benchmarks/prep_speed.py [--data ../shared/data/allsides/articles.jsonl.gz] [--repeat 1]
+    .venv/bin/python benchmarks/prep_speed.py [--data data/allsides] [--repeat 1]
 
 Runs prep in a subprocess (near-duplicate detection on, outlet-disjoint split) and samples the
 resident memory of the whole process tree (prep and its worker processes) every 0.1 s. Prints a
@@ -71,12 +71,14 @@ def run_once(data: Path, out: Path, extra: list[str]) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--data", type=Path, default=ROOT / ".." / "shared" / "data" / "allsides" / "articles.jsonl.gz")
+    ap.add_argument("--data", type=Path, default=ROOT / "data" / "allsides",
+                    help="the AllSides corpus: a clone of its repository, or its articles as one .jsonl.gz")
     ap.add_argument("--repeat", type=int, default=1)
     ap.add_argument("overrides", nargs="*", help="extra prep overrides, e.g. prep.workers=1")
     args = ap.parse_args()
     if not args.data.exists():
-        raise SystemExit(f"data not found: {args.data} (see ../shared/data/README.md)")
+        raise SystemExit(f"data not found: {args.data}; pass --data (a clone of the AllSides repository, or its "
+                         f"articles as one .jsonl.gz)")
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for i in range(args.repeat):

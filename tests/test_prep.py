@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from conftest import ALLSIDES_JSONL, KAGGLE_SAMPLE, NO_DATA
 from datagen import (
     LABEL_OF_OUTLET,
     article_text,
@@ -30,9 +31,7 @@ from newsbias.errors import NewsbiasError
 from newsbias.labels import LabelNormalizer
 from newsbias.records import join_title
 
-SHARED = (Path(__file__).resolve().parents[1] / ".." / "shared" / "data").resolve()
-ALLSIDES = SHARED / "allsides" / "articles.jsonl.gz"
-KAGGLE_SAMPLE = SHARED / "kaggle_sample"
+ALLSIDES = ALLSIDES_JSONL
 
 
 def cfg_for(path: Path, out: Path, **over) -> PrepConfig:
@@ -127,7 +126,7 @@ def test_mojibake_is_repaired():
     assert repair_text("un château à Paris") == "un château à Paris"  # real accents untouched
 
 
-@pytest.mark.skipif(not KAGGLE_SAMPLE.exists(), reason="../shared/data/kaggle_sample not present")
+@pytest.mark.skipif(not KAGGLE_SAMPLE.exists(), reason=NO_DATA.format(KAGGLE_SAMPLE))
 def test_kaggle_sample_mojibake_gone_after_prep(tmp_path):
     meta = run_prep(cfg_for(KAGGLE_SAMPLE / "train.jsonl", tmp_path / "o", **{"split.mode": "random"}))
     assert meta["input"]["format"] == "instruction" and sum(meta["splits"]["sizes"].values()) == 60
@@ -335,7 +334,7 @@ def test_filters_are_the_steps_in_order_and_chain(tmp_path):
                                                        ("a0009", "exact_duplicate")]
 
 
-@pytest.mark.skipif(not ALLSIDES.exists(), reason="../shared/data/allsides not present")
+@pytest.mark.skipif(not ALLSIDES.exists(), reason=NO_DATA.format(ALLSIDES))
 def test_allsides_release_layout_from_real_records_with_predefined_split(tmp_path):
     """A small release directory built from real AllSides records, split by its own TSVs."""
     wanted = {}
