@@ -17,7 +17,7 @@ BASE = {"prep": {"prep.input.path": "x.csv"}, "predict": {"predict.out": "p.json
 NEEDS = {"export.quantize": {"export.format": "onnx"}, "export.check_data": {"export.format": "onnx"},  # flags whose
          "export.smooth": {"export.format": "onnx", "export.quantize": "int8",  # non-default value needs other keys
                            "export.calibration_data": "c"}}
-NUMBERS = {"export.smooth": 0.5}  # numeric flags whose range excludes 7
+NUMBERS = {"export.smooth": 0.5, "evaluate.n_boot": 70}  # numeric flags whose range excludes 7
 FLAGS = [(cmd, flag) for cmd in COMMANDS for flag in cmd.flags if flag.key]
 
 
