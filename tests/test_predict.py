@@ -568,3 +568,18 @@ def test_a_too_short_prompt_names_the_predict_key_to_change(tiny_qwen_dir, tmp_p
     msg = str(exc.value)
     assert msg.startswith("predict.prompt.max_length=8 is too small") and "predict.prompt.instruction" in msg
     assert "predict.model" not in msg and "leaving none for the article" in msg
+
+
+def test_lines_are_all_text_or_all_records(tmp_path):
+    from newsbias.predict import _line_rows, _raw_records
+
+    text = ["Senate passes the bill\n", "{Breaking} Markets fall\n", "\n", "A third article\n"]
+    assert [r for _, r in _line_rows(text, "<stdin>")] == [
+        {"text": "Senate passes the bill"}, {"text": "{Breaking} Markets fall"}, {"text": "A third article"}]
+    records = ['{"id": "a", "text": "one"}\n', '{"id": "b", "text": "two"}\n']
+    assert [r["id"] for _, r in _line_rows(records, "<stdin>")] == ["a", "b"]
+    with pytest.raises(NewsbiasError, match="line 2"):  # a broken record in JSONL is an error, not an article
+        list(_line_rows([records[0], "{oops\n"], "<stdin>"))
+    (tmp_path / "a.txt").write_text('{"id": "x", "text": "looks like a record"}\nplain\n')
+    assert [r for _, r in _raw_records(str(tmp_path / "a.txt"))] == [
+        {"text": '{"id": "x", "text": "looks like a record"}'}, {"text": "plain"}]

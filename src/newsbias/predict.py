@@ -61,21 +61,28 @@ def _csv_rows(path: str) -> Iterator[tuple[int, dict[str, Any]]]:
         yield lineno, {renamed.get(k, k): (None if v == "" else v) for k, v in row.items()}
 
 
-def _line_rows(lines: Iterable[str], name: str) -> Iterator[tuple[int, dict[str, Any]]]:
-    """Stdin or a .txt file: a line that starts with ``{`` is a JSON record, any other one article's text."""
+def _line_rows(lines: Iterable[str], name: str, json_lines: Optional[bool] = None) -> Iterator[tuple[int, dict[str, Any]]]:
+    """One article per non-blank line: a JSON record (``json_lines``) or its text. ``None`` (stdin) decides by the
+    first line, once for all: JSONL when it is a JSON object, else text (so "{Breaking} ..." is a headline)."""
     for lineno, line in enumerate(lines, start=1):
         if not line.strip():
             continue
-        if line.lstrip().startswith("{"):
-            yield lineno, parse_line(line, name, lineno)
-        else:
-            yield lineno, {"text": line.rstrip("\n")}
+        if json_lines is None:
+            json_lines = _is_json_object(line)
+        yield (lineno, parse_line(line, name, lineno)) if json_lines else (lineno, {"text": line.rstrip("\n")})
+
+
+def _is_json_object(line: str) -> bool:
+    try:
+        return isinstance(json.loads(line), dict)
+    except ValueError:
+        return False
 
 
 def _text_file_rows(path: str) -> Iterator[tuple[int, dict[str, Any]]]:
     with open(path, encoding="utf-8") as f:
         try:
-            yield from _line_rows(f, path)
+            yield from _line_rows(f, path, json_lines=False)
         except UnicodeDecodeError as exc:
             raise NewsbiasError(f"{path}: bytes that are not UTF-8 ({exc.object[exc.start:exc.start + 4]!r}); "
                                 f"re-encode the file as UTF-8") from None
