@@ -231,13 +231,13 @@ def test_card_with_compare_eval_says_what_it_does_not_beat(adapters, tmp_path):
     assert "| macro-F1 | 0.410 | 0.380 – 0.440 | 0.300 – 0.520 |" in card
     assert "outlet-resampled interval (12 outlets)" in card
     assert "| **this model** (`tuned`) | 0.410 | 0.380 – 0.440 |" in card and "| tfidf-lr | 0.463 | 0.431 – 0.496 |" in card
-    assert "- This model (0.410) does not beat tfidf-lr (0.463) on these articles." in card
-    assert "- This model (0.410) beats majority (0.172) on these articles, beyond its interval." in card
-    assert "does not beat tfidf-lr (0.463)" in card.split("## Use")[0]  # said in the summary table too
+    assert "- This model (0.410) scores below tfidf-lr (0.463) on these articles; no paired test" in card
+    assert "- This model (0.410) scores above majority (0.172) on these articles; no paired test" in card
+    assert "scores below tfidf-lr (0.463)" in card.split("## Use")[0]  # said in the summary table too
     assert front_matter(card)["model-index"][0]["results"][0]["metrics"][0]["value"] == 0.41
     # the run is named explicitly, or found by the compare's `tuned` name; an unknown one is an error
     card2 = model_card(adapters["cls"], evaluation=read_eval(f"tfidf-lr={report / 'metrics.json'}", adapters["cls"]))
-    assert "This model (0.463) beats majority" in card2 and "does not beat tuned" not in card2
+    assert "This model (0.463) scores above majority" in card2 and "does not beat tuned" not in card2
     assert "scores above tuned (0.410), but tuned's score lies inside" not in card2
     with pytest.raises(NewsbiasError, match=r"no run 'lm'.*--eval RUN="):
         read_eval(f"lm={report}", adapters["cls"])
@@ -403,12 +403,14 @@ def test_int8_card_names_the_measured_label_agreement_and_the_batch_dependence()
     assert _int8_check({"quantize": "none", "check": {"n": 2, "same_labels": 1.0, "max_abs_prob_diff": 0.0}}) is None
 
 
-def test_card_verdict_says_worse_only_beyond_the_interval():
+def test_card_claims_no_difference_without_a_paired_test():
     from newsbias.export import _verdict
 
-    assert "is worse than tfidf-lr (0.460)" in _verdict("tfidf-lr", 0.40, 0.46, {"low": 0.35, "high": 0.45})
-    assert "does not beat tfidf-lr (0.460)" in _verdict("tfidf-lr", 0.40, 0.46, {"low": 0.35, "high": 0.47})
-    assert "beats tfidf-lr (0.300)" in _verdict("tfidf-lr", 0.40, 0.30, {"low": 0.35, "high": 0.45})
+    # one run's own interval says nothing about the difference of two runs on the same articles
+    for mine, other, side in ((0.40, 0.46, "below"), (0.40, 0.30, "above"), (0.40, 0.40, "level with")):
+        said = _verdict("tfidf-lr", mine, other, {"low": 0.35, "high": 0.45})
+        assert said.startswith(f"This model ({mine:.3f}) scores {side} tfidf-lr ({other:.3f}) on these articles; "
+                               f"no paired test") and "beats" not in said and "worse" not in said
 
 
 def test_classifier_api_refuses_a_bare_string_non_texts_and_saving_over_a_model(adapters, tmp_path):
@@ -462,7 +464,12 @@ def test_card_verdicts_follow_the_reports_paired_tests():
     # the card once said "worse ... beyond its interval" where the report's paired test saw no difference
     assert _verdict_on(ev, "tfidf-lr", 0.46, 0.36, {"low": 0.40, "high": 0.5}).startswith(
         "This model (0.460) and tfidf-lr (0.360) do not differ beyond chance on these articles (paired difference "
-        "+0.099, 95% interval [-0.053, +0.257])")
+        "+0.099, 95% interval over articles [-0.053, +0.257])")
+    # the interval over outlets, when compare had one, is the one a verdict goes by
+    by_outlet = {**paired["baseline"], "ci": {"low": 0.01, "high": 0.2}, "ci_outlets": {"low": -0.1, "high": 0.3}}
+    assert "do not differ beyond chance on these articles (paired difference +0.099, 95% interval over outlets " \
+        "[-0.100, +0.300])" in _verdict_on({**ev, "paired": _paired_with("tuned", {"baseline": by_outlet})},
+                                           "tfidf-lr", 0.46, 0.36, None)
     assert "on macro-F1 only: of the articles only one of the two gets right, this model gets 274 and base 299" in \
         _verdict_on(ev, "base", 0.46, 0.26, None)
     assert _verdict_on(ev, "ens", 0.46, 0.39, None) == ("ens, the equal-weight mean of this model's probabilities "

@@ -289,9 +289,10 @@ def test_verdict_tuned_beats_base_and_is_worse_than_tfidf(tmp_path):
     res = run_compare(CompareConfig(preds=[f"base={base}", f"tuned={tuned}", f"tfidf-lr={tfidf}"],
                                     out_dir=str(tmp_path / "r"), metrics={"n_boot": 300}))
     v = res["verdict"]
-    assert re.fullmatch(r"tuned beats base by \+0\.\d{3} macro-F1 \[95% CI \+0\.\d{3}, \+0\.\d{3}; McNemar p < 0\.001\]; "
-                        r"is worse than TF-IDF \(tfidf-lr\) by -0\.\d{3} macro-F1 \[95% CI -0\.\d{3}, -0\.\d{3}; "
-                        r"McNemar p < 0\.001\]\.", v), v  # exact: 2 * 0.5 ** 11 = 0.00098
+    assert re.fullmatch(r"tuned beats base by \+0\.\d{3} macro-F1 \[95% CI over outlets \+0\.\d{3}, \+0\.\d{3}; over "
+                        r"articles \+0\.\d{3}, \+0\.\d{3}; McNemar p < 0\.001\]; is worse than TF-IDF \(tfidf-lr\) by "
+                        r"-0\.\d{3} macro-F1 \[95% CI over outlets -0\.\d{3}, -0\.\d{3}; over articles -0\.\d{3}, "
+                        r"-0\.\d{3}; McNemar p < 0\.001\]\.", v), v  # exact: 2 * 0.5 ** 11 = 0.00098
     md = (tmp_path / "r" / "report.md").read_text()
     assert md.splitlines()[2] == f"**Verdict:** {v}"  # right under the title
     assert f"<strong>Verdict:</strong> {html.escape(v)}" in (tmp_path / "r" / "report.html").read_text()
@@ -307,6 +308,20 @@ def test_verdict_tuned_beats_base_and_is_worse_than_tfidf(tmp_path):
         assert test["mcnemar"]["method"].startswith("exact" if exact else "chi-square")
         assert test["ci"]["low"] <= test["diff"] <= test["ci"]["high"]
     assert paired["base"]["ci"]["low"] > 0 and paired["baseline"]["diff"] < 0
+    # the outlet interval, recomputed: the same 300 resamples of the 4 outlets, macro-F1 by scikit-learn
+    from sklearn.metrics import f1_score
+
+    runs = {n: [json.loads(l) for l in p.read_text().splitlines()] for n, p in (("tuned", tuned), ("base", base))}
+    outlet = np.array([int(r["outlet"][1:]) for r in runs["tuned"]])
+    diffs = []
+    for pick in np.random.default_rng(0).integers(0, 4, size=(300, 4)):
+        rows = np.concatenate([np.flatnonzero(outlet == o) for o in pick])
+        f1 = {n: f1_score([runs[n][i]["gold"] for i in rows], [runs[n][i]["pred"] for i in rows], labels=ORDER,
+                          average="macro", zero_division=0) for n in runs}
+        diffs.append(f1["tuned"] - f1["base"])
+    by_outlet = paired["base"]["ci_outlets"]
+    assert by_outlet["n_groups"] == 4 and [by_outlet["low"], by_outlet["high"]] == pytest.approx(
+        np.quantile(diffs, [0.025, 0.975]), abs=1e-9)
     assert "| tuned vs base | +" in md and "| 25 | 1 |" in md
 
 
@@ -644,7 +659,7 @@ def test_interval_headers_say_the_configured_confidence(tmp_path):
                                                                                    "by_outlet": True})}))
     md = (tmp_path / "r" / "report.md").read_text()
     assert "| model | macro-F1 | 90% CI | 90% CI (outlets) | micro-F1 |" in md and "95%" not in md
-    assert "90% CI (paired)" in md
+    assert "90% CI, outlets resampled (paired)" in md and "90% CI, articles resampled (paired)" in md
     by_outlet = json.loads((tmp_path / "r" / "metrics.json").read_text())["metrics"]["tuned"]["by_outlet"]
     assert {r["outlet"]: r["accuracy"] for r in by_outlet} == {"o0": 2 / 3, "o1": 2 / 3}
     assert all("macro_f1" not in r for r in by_outlet)  # over one gold label it would cap a perfect outlet at 1/3
@@ -680,3 +695,19 @@ def test_each_reliability_bar_is_labelled_with_its_article_count(tmp_path, monke
                                                         "confidence": 0.95}]}
     assert plot_reliability({"run": {"calibration": cal}}, tmp_path / "r.png")
     assert said == ["6", "2"] and (tmp_path / "r.png").stat().st_size > 0
+
+
+def test_every_pair_of_runs_is_tested_for_the_cards(tmp_path):
+    from newsbias.export import _verdict_on, read_eval
+
+    _, (base, tuned, tfidf) = three_runs(tmp_path)
+    run_compare(CompareConfig(preds=[f"base={base}", f"tuned={tuned}", f"tfidf-lr={tfidf}"],
+                              out_dir=str(tmp_path / "r"), metrics={"n_boot": 200}))
+    pairs = json.loads((tmp_path / "r" / "metrics.json").read_text())["pairs"]
+    assert sorted(pairs) == ["base vs tfidf-lr", "base vs tuned", "tuned vs tfidf-lr"]
+    assert all(t["ci_outlets"]["n_groups"] == 4 and t["ci"] for t in pairs.values())
+    # base is no role of the verdict's pair with tfidf-lr, yet its card reads a paired test of the two
+    ev = read_eval(f"base={tmp_path / 'r' / 'metrics.json'}", tmp_path)
+    test = pairs["base vs tfidf-lr"]
+    said = _verdict_on(ev, "tfidf-lr", 0.2, 0.5, None)
+    assert f"paired difference {test['diff']:+.3f}, 95% interval over outlets [{test['ci_outlets']['low']:+.3f}" in said

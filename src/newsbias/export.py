@@ -159,7 +159,7 @@ def read_eval(spec: str, adapter_dir: Path) -> dict[str, Any]:
         return {"scored_by": scored_by, "file": f"{p.parent.name}/{p.name}", "run": run, "metrics": runs[run],
                 "others": {name: m for name, m in runs.items() if name != run},
                 "trained_on": ((data.get("selection") or {}).get(run) or {}).get("trained_on"),
-                "paired": _paired_with(run, data.get("paired") or {}),
+                "paired": _paired_with(run, {**(data.get("pairs") or {}), **(data.get("paired") or {})}),
                 "ensembles": {name: s["members"] for name, s in (data.get("selection") or {}).items()
                               if isinstance(s, dict) and s.get("members") and run in s["members"]}}
     if not isinstance(data.get("macro_f1"), (int, float)):
@@ -195,14 +195,16 @@ def _paired_with(run: str, paired: dict[str, Any]) -> dict[str, dict[str, Any]]:
     """compare's paired tests that involve ``run``, by the other run, as ``run`` minus the other."""
     out = {}
     for test in paired.values():
-        if not isinstance(test, dict) or run not in (test.get("a"), test.get("b")) or not test.get("ci"):
+        ci = test.get("ci_outlets") or test.get("ci") if isinstance(test, dict) else None  # outlets when known
+        if not ci or run not in (test.get("a"), test.get("b")):
             continue
         sign = 1 if test["a"] == run else -1
-        lo, hi = sorted((sign * test["ci"]["low"], sign * test["ci"]["high"]))
+        lo, hi = sorted((sign * ci["low"], sign * ci["high"]))
         right = test.get("mcnemar") or {}
         mine, theirs = right.get("only_a_right"), right.get("only_b_right")
         out[test["b"] if sign == 1 else test["a"]] = {"diff": sign * test["diff"], "low": lo, "high": hi,
-                                                      "confidence": test["ci"].get("confidence", 0.95),
+                                                      "confidence": ci.get("confidence", 0.95),
+                                                      "over": "outlets" if test.get("ci_outlets") else "articles",
                                                       "only_mine_right": mine if sign == 1 else theirs,
                                                       "only_theirs_right": theirs if sign == 1 else mine}
     return out
@@ -222,15 +224,12 @@ def _interval(ci: Optional[dict[str, Any]]) -> str:
 
 
 def _verdict(name: str, mine: float, other: float, ci: Optional[dict[str, Any]]) -> str:
-    """One plain sentence comparing this model's macro-F1 with another run's on the same articles."""
-    if mine <= other and ci and ci.get("high") is not None and ci["high"] < other:
-        return f"This model ({mine:.3f}) is worse than {name} ({other:.3f}) on these articles, beyond its interval."
-    if mine <= other:
-        return f"This model ({mine:.3f}) does not beat {name} ({other:.3f}) on these articles."
-    if ci and ci.get("low") is not None and ci["low"] <= other:
-        return (f"This model ({mine:.3f}) scores above {name} ({other:.3f}), but {name}'s score lies inside "
-                f"this model's interval ({_interval(ci)}), so the difference may be chance.")
-    return f"This model ({mine:.3f}) beats {name} ({other:.3f}) on these articles, beyond its interval."
+    """One plain sentence comparing this model's macro-F1 with another run's on the same articles, when no paired
+    test of the two was run: their scores only, since one run's interval says nothing about the difference."""
+    side = "above" if mine > other else "below" if mine < other else "level with"
+    return (f"This model ({mine:.3f}) scores {side} {name} ({other:.3f}) on these articles; no paired test of the "
+            f"two was run (compare them in one `newsbias compare`), so whether the difference is more than chance "
+            f"is not known.")
 
 
 def _verdict_on(evaluation: dict[str, Any], name: str, mine: float, other: float,
@@ -245,8 +244,8 @@ def _verdict_on(evaluation: dict[str, Any], name: str, mine: float, other: float
     test = (evaluation.get("paired") or {}).get(name)
     if not test:
         return _verdict(name, mine, other, ci)
-    paired = (f"paired difference {test['diff']:+.3f}, {round(100 * test['confidence'])}% interval "
-              f"[{test['low']:+.3f}, {test['high']:+.3f}]")
+    paired = (f"paired difference {test['diff']:+.3f}, {round(100 * test['confidence'])}% interval over "
+              f"{test.get('over', 'articles')} [{test['low']:+.3f}, {test['high']:+.3f}]")
     if test["high"] < 0:
         return f"This model ({mine:.3f}) is worse than {name} ({other:.3f}) on these articles ({paired})."
     if test["low"] > 0:

@@ -205,24 +205,49 @@ def bootstrap_macro_f1_by_group(gold: np.ndarray, pred: np.ndarray, groups: Sequ
     Articles of one outlet share its label and style, so they are not independent draws; when a
     few outlets dominate a test set, the article-level interval is too narrow. None with < 2 groups.
     """
+    found = _group_macro_f1(gold, [pred], groups, n_labels, n_boot, seed)
+    return None if found is None else _group_ci(found[0][0], confidence, n_boot, seed, found[1])
+
+
+def _group_ci(scores: np.ndarray, confidence: float, n_boot: int, seed: int, n_groups: int) -> dict[str, Any]:
+    alpha = (1.0 - confidence) / 2.0
+    lo, hi = np.quantile(scores, [alpha, 1.0 - alpha])
+    return {"low": float(lo), "high": float(hi), "confidence": confidence, "n_boot": n_boot, "seed": seed,
+            "method": "percentile, outlets resampled", "n_groups": int(n_groups)}
+
+
+def _group_macro_f1(gold: np.ndarray, preds: Sequence[np.ndarray], groups: Sequence[Any], n_labels: int,
+                    n_boot: int, seed: int) -> Optional[tuple[np.ndarray, int]]:
+    """Macro-F1 of each prediction array on the same resamples of whole groups, ``(len(preds), n_boot)``, and the
+    number of groups; None with fewer than 2 groups."""
     gold = np.asarray(gold, dtype=np.int64)
-    pred = np.asarray(pred, dtype=np.int64)
     codes, uniq = pd.factorize(pd.Series(list(groups), dtype=object).fillna("(none)"))
     g = len(uniq)
     if g < 2 or n_boot == 0:
         return None
     width = n_labels + 1
-    cells = gold * width + np.where(pred < 0, n_labels, pred)
-    per_group = np.zeros((g, n_labels * width), dtype=np.int64)
-    np.add.at(per_group, (codes, cells), 1)
-    rng = np.random.default_rng(seed)
-    idx = rng.integers(0, g, size=(n_boot, g))
-    cm = per_group[idx].sum(axis=1).reshape(n_boot, n_labels, width)
-    scores = _f1_from_counts(cm).mean(axis=-1)
-    alpha = (1.0 - confidence) / 2.0
-    lo, hi = np.quantile(scores, [alpha, 1.0 - alpha])
-    return {"low": float(lo), "high": float(hi), "confidence": confidence, "n_boot": n_boot, "seed": seed,
-            "method": "percentile, outlets resampled", "n_groups": int(g)}
+    idx = np.random.default_rng(seed).integers(0, g, size=(n_boot, g))
+    out = np.empty((len(preds), n_boot))
+    for j, pred in enumerate(preds):
+        pred = np.asarray(pred, dtype=np.int64)
+        cells = gold * width + np.where(pred < 0, n_labels, pred)
+        per_group = np.zeros((g, n_labels * width), dtype=np.int64)
+        np.add.at(per_group, (codes, cells), 1)
+        cm = per_group[idx].sum(axis=1).reshape(n_boot, n_labels, width)
+        out[j] = _f1_from_counts(cm).mean(axis=-1)
+    return out, g
+
+
+def paired_macro_f1_difference_by_group(gold: np.ndarray, pred_a: np.ndarray, pred_b: np.ndarray,
+                                        groups: Sequence[Any], n_labels: int = len(LABELS), n_boot: int = 1000,
+                                        confidence: float = 0.95, seed: int = 0) -> Optional[dict[str, Any]]:
+    """The interval of macro-F1(a) - macro-F1(b) when whole outlets are resampled, both runs on the same
+    resamples: the paired test that holds when a few outlets make most of the articles (None with < 2)."""
+    found = _group_macro_f1(gold, [pred_a, pred_b], groups, n_labels, n_boot, seed)
+    if found is None:
+        return None
+    scores, g = found
+    return _group_ci(scores[0] - scores[1], confidence, n_boot, seed, g)
 
 
 def expected_calibration_error(probs: np.ndarray, gold: np.ndarray, n_bins: int = 15) -> dict[str, Any]:

@@ -47,7 +47,7 @@ from .errors import NewsbiasError, counted
 from .io import read_json, sha256_file, writable_dir, write_json
 from .labels import LABELS
 from .metrics import (INVALID, chance_f1, mcnemar_test, metrics_for_frame, paired_macro_f1_difference,
-                      prediction_frame)
+                      paired_macro_f1_difference_by_group, prediction_frame)
 from .records import (PREP_META, iter_articles, locate, prediction_stem, read_articles, read_manifest, resolve_split,
                       split_file)
 from .templates import render
@@ -660,20 +660,32 @@ def pick_roles(names: Sequence[str], all_metrics: dict[str, dict[str, Any]],
             "tuned_named": named, "tuned_name": cfg.tuned}
 
 
-def paired_tests(joined: pd.DataFrame, roles: dict[str, Any], opts: MetricsConfig) -> dict[str, Any]:
-    """Tuned against base and against the baseline, on the joined articles: the macro-F1 difference with
-    a paired bootstrap interval, and McNemar's test on per-article correctness."""
-    gold = joined["gold"].to_numpy()
-    tuned = roles["tuned"]
-    out: dict[str, Any] = {}
-    for role in ("base", "baseline"):
-        other = roles[role]
-        if other and tuned:
-            a, b = joined[tuned].to_numpy(), joined[other].to_numpy()
-            out[role] = {"a": tuned, "b": other,
-                         **paired_macro_f1_difference(gold, a, b, len(LABELS), opts.n_boot, opts.confidence, opts.seed),
-                         "mcnemar": mcnemar_test(gold, a, b)}
-    return out
+def paired_test(joined: pd.DataFrame, a: str, b: str, opts: MetricsConfig,
+                outlets: Sequence[Optional[str]] = ()) -> dict[str, Any]:
+    """Run ``a`` against run ``b`` on the joined articles: the macro-F1 difference with a paired bootstrap interval
+    over articles and, when the articles' outlets are known, over outlets (``ci_outlets``: the one verdicts go
+    by), and McNemar's test on per-article correctness."""
+    gold, pa, pb = joined["gold"].to_numpy(), joined[a].to_numpy(), joined[b].to_numpy()
+    known = len(outlets) == len(joined) and any(o is not None for o in outlets)
+    args = (len(LABELS), opts.n_boot, opts.confidence, opts.seed)
+    return {"a": a, "b": b, **paired_macro_f1_difference(gold, pa, pb, *args),
+            "ci_outlets": paired_macro_f1_difference_by_group(gold, pa, pb, outlets, *args) if known else None,
+            "mcnemar": mcnemar_test(gold, pa, pb)}
+
+
+def paired_tests(joined: pd.DataFrame, roles: dict[str, Any], opts: MetricsConfig,
+                 outlets: Sequence[Optional[str]] = ()) -> dict[str, Any]:
+    """Tuned against base and against the baseline (:func:`paired_test`): what the verdict says."""
+    return {role: paired_test(joined, roles["tuned"], roles[role], opts, outlets)
+            for role in ("base", "baseline") if roles[role] and roles["tuned"]}
+
+
+def all_pairs(joined: pd.DataFrame, names: Sequence[str], opts: MetricsConfig,
+              outlets: Sequence[Optional[str]] = ()) -> dict[str, Any]:
+    """Every run against every later one (:func:`paired_test`), keyed ``"A vs B"``: what a model card of any of
+    the runs reads, so none of its comparisons rests on one run's own interval."""
+    return {f"{a} vs {b}": paired_test(joined, a, b, opts, outlets)
+            for i, a in enumerate(names) for b in names[i + 1:]}
 
 
 def _fmt(x: Any, digits: int = 3) -> str:
@@ -685,9 +697,15 @@ def _p(p: float) -> str:
 
 
 def _diff_ci(test: dict[str, Any]) -> str:
-    ci = test["ci"]
-    interval = (f"{ci['confidence']:.0%} CI {ci['low']:+.3f}, {ci['high']:+.3f}; " if ci else "no interval; ")
-    return f"{test['diff']:+.3f} macro-F1 [{interval}McNemar {_p(test['mcnemar']['p_value'])}]"
+    ci, by_outlet = test["ci"], test.get("ci_outlets")
+    parts = []
+    if by_outlet:
+        parts.append(f"{by_outlet['confidence']:.0%} CI over outlets {by_outlet['low']:+.3f}, {by_outlet['high']:+.3f}")
+    if ci:
+        over = "over articles" if by_outlet else f"{ci['confidence']:.0%} CI"
+        parts.append(f"{over} {ci['low']:+.3f}, {ci['high']:+.3f}")
+    interval = "; ".join(parts) if parts else "no interval"
+    return f"{test['diff']:+.3f} macro-F1 [{interval}; McNemar {_p(test['mcnemar']['p_value'])}]"
 
 
 def verdict(paired: dict[str, Any], roles: dict[str, Any], baseline: str) -> Optional[str]:
@@ -699,7 +717,7 @@ def verdict(paired: dict[str, Any], roles: dict[str, Any], baseline: str) -> Opt
     clauses = []
     for test in paired.values():
         other = f"TF-IDF ({test['b']})" if test["b"] == "tfidf-lr" else test["b"]
-        ci = test["ci"]
+        ci = test.get("ci_outlets") or test["ci"]  # articles of one outlet are not independent draws
         if (ci["low"] > 0) if ci else test["diff"] > 0:
             clauses.append(f"beats {other} by {_diff_ci(test)}" + _right_caveat(test, better=True))
         elif ci and ci["high"] < 0:
@@ -825,11 +843,11 @@ def run_compare(cfg: CompareConfig) -> dict[str, Any]:
     logs = {name: p for name, _ in specs if (p := train_log_path(frames[name], manifests[name])) is not None}
     roles = pick_roles(names, all_metrics, cfg)
     meta = read_meta(meta_path)
-    selection = selection_report(specs, frames, manifests, infos, compared_outlets(joined, texts, frames),
-                                 list(joined["key"].astype(str)))
+    outlets = compared_outlets(joined, texts, frames)
+    selection = selection_report(specs, frames, manifests, infos, outlets, list(joined["key"].astype(str)))
     c = Comparison(cfg=cfg, specs=specs, infos=infos, metrics=all_metrics, join=join_info, n=len(joined), meta=meta,
                    data=data_summary(data_path, texts, meta), manifests=manifests, logs=logs, roles=roles,
-                   paired=paired_tests(joined, roles, cfg.metrics),
+                   paired=paired_tests(joined, roles, cfg.metrics, outlets),
                    changes=base_tuned_changes(joined, csv, names, cfg), appendix=appendix, selection=selection)
     c.figures = write_figures(c, out)
     model = report_model(c)
@@ -841,6 +859,7 @@ def run_compare(cfg: CompareConfig) -> dict[str, Any]:
     write_json(out / "metrics.json", {"stage": "compare", "runs": {n: str(p) for n, p in specs},
                                       "join": join_info, "skipped": {n: infos[n]["skipped_no_gold"] for n in names},
                                       "metrics": all_metrics, "roles": roles, "paired": c.paired,
+                                      "pairs": all_pairs(joined, names, cfg.metrics, outlets),
                                       "train_logs": {n: str(p) for n, p in logs.items()}, "selection": selection,
                                       "config": cfg.model_dump(mode="json"), "files": written})
     for stale in set(earlier) - set(written):  # an earlier report's figures of runs not compared now
@@ -876,12 +895,15 @@ def _paired_table(c: Comparison) -> Optional[dict[str, Any]]:
         return None
     rows = []
     for test in c.paired.values():
-        ci, mc = test["ci"], test["mcnemar"]
+        ci, by_outlet, mc = test["ci"], test.get("ci_outlets"), test["mcnemar"]
         rows.append([f"{test['a']} vs {test['b']}", f"{test['diff']:+.3f}",
+                     f"[{by_outlet['low']:+.3f}, {by_outlet['high']:+.3f}]" if by_outlet else "–",
                      f"[{ci['low']:+.3f}, {ci['high']:+.3f}]" if ci else "–", mc["only_a_right"], mc["only_b_right"],
                      f"{mc['p_value']:.3g}", mc["method"]])
-    return _table(["A vs B", "macro-F1 A − B", f"{c.cfg.metrics.confidence:.0%} CI (paired)", "A right, B wrong", "B right, A wrong",
-                   "McNemar p", "test"], rows)
+    conf = f"{c.cfg.metrics.confidence:.0%}"
+    return _table(["A vs B", "macro-F1 A − B", f"{conf} CI, outlets resampled (paired)",
+                   f"{conf} CI, articles resampled (paired)", "A right, B wrong", "B right, A wrong",
+                   "McNemar p (articles)", "test"], rows)
 
 
 def _per_class_table(c: Comparison) -> dict[str, Any]:
