@@ -359,3 +359,15 @@ def test_no_temperature_is_fitted_on_a_val_set_the_model_gets_all_right(caplog):
         fit_temperature(np.log(np.array([[1.0, 0.0, 0.0]])), [0])
     with pytest.raises(NewsbiasError, match="at least one"):
         fit_temperature(np.zeros((0, 3)), [])
+
+
+def test_log_loss_is_scikit_learns_and_a_uniform_guess_scores_ln3():
+    from sklearn.metrics import log_loss
+
+    rng = np.random.default_rng(3)
+    probs = rng.dirichlet([1, 1, 1], size=40)
+    gold = rng.integers(0, 3, size=40)
+    m = compute_metrics(gold, probs.argmax(1), probs=probs, n_boot=0)
+    assert m["log_loss"] == pytest.approx(log_loss(gold, probs, labels=[0, 1, 2]), rel=1e-9)
+    flat = compute_metrics(gold, np.zeros(40, dtype=int), probs=np.full((40, 3), 1 / 3), n_boot=0)
+    assert flat["log_loss"] == pytest.approx(np.log(3)) and compute_metrics(gold, gold, n_boot=0)["log_loss"] is None

@@ -711,3 +711,12 @@ def test_every_pair_of_runs_is_tested_for_the_cards(tmp_path):
     test = pairs["base vs tfidf-lr"]
     said = _verdict_on(ev, "tfidf-lr", 0.2, 0.5, None)
     assert f"paired difference {test['diff']:+.3f}, 95% interval over outlets [{test['ci_outlets']['low']:+.3f}" in said
+
+
+def test_the_results_say_which_runs_are_no_better_than_a_uniform_guess(tmp_path):
+    _, (base, tuned, tfidf) = three_runs(tmp_path)
+    run_compare(CompareConfig(preds=[f"base={base}", f"tuned={tuned}", f"tfidf-lr={tfidf}"],
+                              out_dir=str(tmp_path / "r"), metrics={"n_boot": 0}))
+    md = (tmp_path / "r" / "report.md").read_text()
+    assert "| *uniform guess (expected)* | 0.333 |" in md and "| 1.099 |" in md
+    assert "base scores no better than a uniform random guess (0.333 macro-F1 in expectation" in md

@@ -301,7 +301,12 @@ def _training_rows(manifest: dict[str, Any]) -> Optional[list[list[Any]]]:
     tuned = ([["fine-tune", "every weight (full)"]] if cfg.get("finetune") == "full" else
              [["LoRA r / alpha / dropout", f"{lora.get('r')} / {lora.get('alpha')} / {lora.get('dropout')}"],
               ["target modules", lora.get("target_modules")]])
-    return [*tuned, ["learning rate", optim.get("lr")],
+    data = cfg.get("data", {})
+    articles = [["training articles", summary.get("train_articles") or (f"≤ {data['train_limit']} (train_limit)"
+                                                                        if data.get("train_limit") else "the whole split")],
+                ["val articles (checkpoint, temperature)", summary.get("val_articles") or (
+                    f"≤ {data['val_limit']} (val_limit)" if data.get("val_limit") else "the whole split")]]
+    return [*tuned, *articles, ["learning rate", optim.get("lr")],
             ["epochs / max steps", f"{optim.get('epochs')} / {optim.get('max_steps') or '–'}"],
             ["batch size x grad accum", f"{optim.get('batch_size')} x {optim.get('grad_accum')}"],
             ["class weights", optim.get("class_weights")], ["prompt max_length", prm.get("max_length")],

@@ -45,7 +45,20 @@ NOTES = {
            "guess), over rows with probabilities.",
     "confusion_matrix": "Rows are gold labels, columns predicted labels, in the order of `labels`, plus a "
                         "last column for invalid predictions.",
+    "log_loss": "Mean -ln p(gold label) over rows with probabilities (p clipped at 1e-12); a uniform guess scores "
+                "ln(number of labels), 1.099 for three. Unlike ECE it rewards probabilities that tell right "
+                "answers from wrong ones.",
 }
+
+
+def log_loss(probs: np.ndarray, gold: np.ndarray) -> Optional[float]:
+    """Mean negative log-probability of the gold label over the rows that have probabilities, or None."""
+    probs = np.asarray(probs, dtype=float)
+    has = ~np.isnan(probs).any(axis=1)
+    if not has.any():
+        return None
+    p = probs[has][np.arange(int(has.sum())), np.asarray(gold)[has]]
+    return float(-np.log(np.clip(p, 1e-12, None)).mean())
 
 
 def _scored(preds: list[Prediction], path: Path, missing_gold: str) -> tuple[list[Prediction], list[str]]:
@@ -393,6 +406,7 @@ def compute_metrics(gold: Sequence[int], pred: Sequence[int], probs: Optional[np
             ece = expected_calibration_error(probs[has], gold[has], ece_bins)
     out["calibration"] = ece
     out["ece"] = ece["ece"] if ece else None
+    out["log_loss"] = log_loss(probs, gold) if probs is not None else None
     if outlets is not None:
         out["by_outlet"] = per_outlet(gold, pred, outlets, labels)
         out["macro_f1_ci_outlets"] = bootstrap_macro_f1_by_group(gold, pred, outlets, k, n_boot, confidence, seed)

@@ -230,6 +230,25 @@ def trained_dir(frame: pd.DataFrame, manifest: Optional[dict[str, Any]], marker:
     return next((d for d in dirs if (d / marker).is_file()), None)
 
 
+def training_size(frame: pd.DataFrame, manifest: Optional[dict[str, Any]]) -> Optional[str]:
+    """How many articles a run was fitted on, from its training manifest (a baseline's own), or None (a base
+    model used zero-shot, an ensemble, a run without manifests)."""
+    if manifest and manifest.get("stage") == "baseline":
+        rows = ((manifest.get("data") or {}).get("train") or {}).get("rows")
+        return f"fitted on {rows} articles" if rows else None
+    d = trained_dir(frame, manifest, "manifest.json")
+    trained = read_json(d / "manifest.json", strict=False) if d else None
+    if not trained:
+        return None
+    summary, data = trained.get("summary") or {}, (trained.get("config") or {}).get("data") or {}
+    if summary.get("train_articles"):
+        return f"trained on {summary['train_articles']} articles, checkpoint and temperature on {summary['val_articles']} val"
+    if data.get("train_limit"):
+        val = f", val at most {data['val_limit']}" if data.get("val_limit") else ""
+        return f"trained on at most {data['train_limit']} articles (train_limit){val}"
+    return "trained on its whole training split"
+
+
 def train_log_path(frame: pd.DataFrame, manifest: Optional[dict[str, Any]]) -> Optional[Path]:
     """``DIR/train_log.jsonl`` of the training run behind a prediction file (:func:`trained_dir`), or None."""
     d = trained_dir(frame, manifest, TRAIN_LOG)
@@ -763,6 +782,7 @@ class Comparison:
     changes: Optional[dict[str, Any]]
     appendix: Optional[str]
     selection: dict[str, dict[str, Any]]
+    sizes: dict[str, Optional[str]] = field(default_factory=dict)
     figures: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -848,7 +868,8 @@ def run_compare(cfg: CompareConfig) -> dict[str, Any]:
     c = Comparison(cfg=cfg, specs=specs, infos=infos, metrics=all_metrics, join=join_info, n=len(joined), meta=meta,
                    data=data_summary(data_path, texts, meta), manifests=manifests, logs=logs, roles=roles,
                    paired=paired_tests(joined, roles, cfg.metrics, outlets),
-                   changes=base_tuned_changes(joined, csv, names, cfg), appendix=appendix, selection=selection)
+                   changes=base_tuned_changes(joined, csv, names, cfg), appendix=appendix, selection=selection,
+                   sizes={n: training_size(frames[n], manifests[n]) for n, _ in specs})
     c.figures = write_figures(c, out)
     model = report_model(c)
     (out / "report.md").write_text(render_markdown(model), encoding="utf-8")
@@ -878,7 +899,7 @@ def _results_table(c: Comparison) -> dict[str, Any]:
     by_outlet = any(c.metrics[n].get("macro_f1_ci_outlets") for n in c.names)
     ci = f"{c.cfg.metrics.confidence:.0%} CI"
     header = ["model", "macro-F1", ci, *([f"{ci} (outlets)"] if by_outlet else []), "micro-F1", "accuracy",
-              "invalid rate", "ordinal MAE", "ECE", "n"]
+              "invalid rate", "ordinal MAE", "log-loss", "ECE", "n"]
     rows = []
     fmt_ci = lambda ci: f"[{_fmt(ci['low'])}, {_fmt(ci['high'])}]" if ci else "–"  # noqa: E731
     for name in c.names:
@@ -886,8 +907,23 @@ def _results_table(c: Comparison) -> dict[str, Any]:
         rows.append([name, _fmt(m["macro_f1"]), fmt_ci(m.get("macro_f1_ci")),
                      *([fmt_ci(m.get("macro_f1_ci_outlets"))] if by_outlet else []),
                      _fmt(m["micro_f1"]), _fmt(m["accuracy"]), f"{m['invalid_rate']:.1%}", _fmt(m["ordinal_mae"]),
-                     _fmt(m["ece"]), m["n"]])
+                     _fmt(m.get("log_loss")), _fmt(m["ece"]), m["n"]])
+    first = c.metrics[c.names[0]]
+    chance = chance_f1(first["gold_counts"])["macro"]
+    rows.append(["*uniform guess (expected)*", _fmt(chance), "–", *(["–"] if by_outlet else []), "–",
+                 _fmt(1 / len(LABELS)), "–", "–", _fmt(float(np.log(len(LABELS)))), "–", first["n"]])
     return _table(header, rows)
+
+
+def chance_note(c: Comparison) -> str:
+    """Which runs score no better than a uniform random guess on these articles (the table's last row)."""
+    chance = chance_f1(c.metrics[c.names[0]]["gold_counts"])["macro"]
+    below = [n for n in c.names if c.metrics[n]["macro_f1"] <= chance]
+    if not below:
+        return f"Every run scores above a uniform random guess ({chance:.3f} macro-F1 in expectation on this label mix)."
+    return (f"{', '.join(below)} {'scores' if len(below) == 1 else 'score'} no better than a uniform random guess "
+            f"({chance:.3f} macro-F1 in expectation on this label mix; log-loss {np.log(len(LABELS)):.3f}): "
+            f"{'it tells' if len(below) == 1 else 'they tell'} these articles' leanings apart no better than chance.")
 
 
 def _paired_table(c: Comparison) -> Optional[dict[str, Any]]:
@@ -975,7 +1011,8 @@ def _warnings(c: Comparison) -> list[dict[str, str]]:
 def _runs(c: Comparison) -> list[dict[str, Any]]:
     runs = [{"name": n, "path": str(p), "manifest": c.manifests[n] is not None,
              "train_log": str(c.logs[n]) if n in c.logs else None, "ensemble_of": None,
-             "selection": c.selection[n]["note"]} for n, p in c.specs]
+             "size": c.sizes.get(n), "selection": c.selection[n]["note"]}
+            for n, p in c.specs]
     return runs + [{"name": n, "path": None, "manifest": False, "train_log": None,
                     "ensemble_of": " + ".join(i["ensemble_of"]), "selection": c.selection[n]["note"]}
                    for n, i in c.infos.items() if i.get("ensemble_of")]
@@ -1021,7 +1058,9 @@ def report_model(c: Comparison) -> dict[str, Any]:
                           f"({m.n_boot} resamples, seed {m.seed})"
                           + ("; \"CI (outlets)\" resamples whole outlets, the honest interval when a few outlets "
                              "dominate the test set (articles of one outlet are not independent)." if m.by_outlet
-                             else ".")),
+                             else ".")
+                          + " Log-loss is the mean -ln p(gold label): lower is better, and unlike ECE it rewards "
+                            "probabilities that tell right answers from wrong ones. " + chance_note(c)),
         "paired": _paired_table(c),
         "per_class": _per_class_table(c),
         "ece": [{"name": n, "ece": _fmt(c.metrics[n]["ece"]), "how": _probabilities_note(c, n)}

@@ -1054,7 +1054,8 @@ def finish(r: Recipe, t_start: float) -> dict[str, Any]:
     n_train, _ = count_parameters(r.model)
     summary = {"out_dir": str(r.out_dir), "steps": st.step, "total_steps": r.total_steps,
                "stopped_early": st.stopped_early, "best_step": st.best_step, "best_val": st.best_metrics,
-               "calibration": r.calibration or None, "trainable_params": n_train, "world_size": r.d.world}
+               "calibration": r.calibration or None, "trainable_params": n_train, "world_size": r.d.world,
+               "train_articles": len(r.train_feats), "val_articles": len(r.val_feats)}
     if r.d.main:
         settings = model_settings(r, best_val={"metric": cfg.eval.metric, "step": st.best_step, **st.best_metrics})
         save_weights(r.model, r.out_dir)
