@@ -208,8 +208,13 @@ def test_set_threads_defaults_to_physical_cores_shared_by_local_processes(monkey
     before = torch.get_num_threads()
     try:
         assert set_threads(1) == 1 and torch.get_num_threads() == 1
-        monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
+        for var in ("LOCAL_WORLD_SIZE", "OMP_NUM_THREADS", "WORLD_SIZE"):
+            monkeypatch.delenv(var, raising=False)
         assert set_threads() == physical_cores() == torch.get_num_threads()
+        monkeypatch.setenv("OMP_NUM_THREADS", "1")  # a user sharing the machine on purpose
+        assert set_threads() == 1
+        monkeypatch.setenv("WORLD_SIZE", "2")  # torchrun's own OMP_NUM_THREADS=1: the cores are shared out instead
+        assert set_threads() == physical_cores()
         monkeypatch.setenv("LOCAL_WORLD_SIZE", str(physical_cores() * 2))
         assert set_threads() == 1
     finally:
@@ -301,3 +306,24 @@ def test_a_hand_edited_settings_file_is_one_line_error(tmp_path, change, message
     (tmp_path / "newsbias.json").write_text(json.dumps({**data, **change}))
     with pytest.raises(NewsbiasError, match=f"^{re.escape(str(tmp_path))}/newsbias.json: .*{re.escape(message)}.*; restore the file"):
         ModelSettings.load(tmp_path)
+
+
+def test_every_trainable_weight_of_a_mean_pooled_encoder_gets_a_gradient(tiny_bert_dir):
+    """DDP stops at the second step when a trainable parameter never gets a gradient (BERT's unread pooler did)."""
+    from newsbias.modeling import MeanPoolingClassifier
+
+    model = MeanPoolingClassifier.from_pretrained(str(tiny_bert_dir))
+    ids = torch.randint(5, 100, (2, 12))
+    model(input_ids=ids, attention_mask=torch.ones_like(ids)).logits.sum().backward()
+    idle = [n for n, p in model.named_parameters() if p.requires_grad and p.grad is None]
+    assert not idle and any(n.startswith("encoder.pooler") for n, _ in model.named_parameters())
+
+
+def test_each_gpu_process_of_a_group_works_on_its_own_gpu(monkeypatch):
+    from newsbias.modeling import Dist, rank_device
+
+    made_current = []
+    monkeypatch.setattr(torch.cuda, "set_device", made_current.append)
+    assert rank_device("auto", "cuda", Dist(rank=3, world=4, local_rank=1)) == "cuda:1" and made_current == [1]
+    assert rank_device("auto", "cpu", Dist(rank=1, world=2, local_rank=1)) == "auto"
+    assert rank_device("cuda:2", "cuda", Dist()) == "cuda:2" and made_current == [1]

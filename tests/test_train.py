@@ -407,7 +407,7 @@ def test_keep_last_writes_the_last_steps_weights(tiny_bert_dir, planted_data_dir
     assert summary["best_step"] == last["step"] == 4
     assert summary["best_val"]["val_macro_f1"] == last["val_macro_f1"]
     model = Classifier.load(str(out)).model
-    written = {n: p.detach().clone() for n, p in model.named_parameters()}
+    written = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}  # the pooler is unread
     final = load_file(str(out / "checkpoints" / "checkpoint-4" / "trainable.safetensors"))
     assert final.keys() == written.keys() and all(torch.equal(written[k], final[k]) for k in final)
 
@@ -679,3 +679,27 @@ def test_val_path_may_name_a_split_and_val_in_train_is_warned(tmp_path, caplog):
     warn_about_data(train_ex, val_ex)
     assert "no 'right' article: the model cannot learn to answer it" in caplog.text
     assert "1 of the 2 val articles are also in the training set" in caplog.text
+
+
+def test_a_second_run_into_a_live_runs_directory_is_refused_and_a_resume_needs_its_process_count(
+        tiny_qwen_dir, planted_data_dir, tmp_path, monkeypatch):
+    import subprocess as sp
+
+    from newsbias.train import check_checkpoints, run_identity
+
+    out = tmp_path / "run"
+    out.mkdir()
+    live = sp.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        (out / ".owner").write_text(str(live.pid))
+        with pytest.raises(NewsbiasError, match=f"being written by another newsbias process \\(pid {live.pid}\\)"):
+            train(tiny_cfg(tiny_qwen_dir, planted_data_dir, out, optim__max_steps=1))
+    finally:
+        live.kill()
+        live.wait()
+    cfg = tiny_cfg(tiny_qwen_dir, planted_data_dir, tmp_path / "c")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    _fake_checkpoint(tmp_path / "c", run_identity(cfg, {}))
+    monkeypatch.setenv("WORLD_SIZE", "1")
+    with pytest.raises(NewsbiasError, match=r"the number of processes \(WORLD_SIZE\) \(2 in the checkpoint, 1 now\)"):
+        check_checkpoints(tmp_path / "c", run_identity(cfg, {}), True, False)

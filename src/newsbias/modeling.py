@@ -78,7 +78,9 @@ def resolve_device_dtype(device: str = "auto", dtype: str = "auto") -> tuple[tor
         if dev.type == "cuda" and not torch.cuda.is_available():
             raise SettingError("device", f"{device!r} asks for a CUDA GPU and this machine has none; use auto or cpu")
     if dtype == "auto":
-        if dev.type == "cuda" and torch.cuda.is_bf16_supported():
+        # bf16 units from compute capability 8 (Ampere) on; is_bf16_supported() also says yes to emulated bf16,
+        # which is far slower than fp32, and asks about the current GPU rather than this one
+        if dev.type == "cuda" and torch.cuda.get_device_capability(dev)[0] >= 8:
             dt = torch.bfloat16
         else:
             dt = torch.float32
@@ -104,9 +106,14 @@ def physical_cores() -> int:
 def set_threads(threads: Optional[int] = None) -> int:
     """Set torch's intra-op threads (process-wide) to ``threads``, and :func:`tune_cpu_allocator`; returns the count.
 
-    The default is :func:`physical_cores`, shared out among the processes ``torchrun`` started on this machine.
+    The default is the user's ``OMP_NUM_THREADS`` for a single process (a machine shared on purpose), else
+    :func:`physical_cores` shared out among the processes ``torchrun`` started on this machine (torchrun sets
+    ``OMP_NUM_THREADS=1`` for them itself).
     """
-    n = threads or max(1, physical_cores() // int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
+    omp = os.environ.get("OMP_NUM_THREADS", "")
+    single = int(os.environ.get("WORLD_SIZE", "1")) <= 1
+    n = threads or (int(omp) if single and omp.isdigit() and int(omp) > 0 else
+                    max(1, physical_cores() // int(os.environ.get("LOCAL_WORLD_SIZE", "1"))))
     torch.set_num_threads(n)
     tune_cpu_allocator()
     return n
@@ -177,6 +184,15 @@ def init_distributed(device_type: str) -> Dist:
     if owns:
         dist.init_process_group(backend="nccl" if device_type == "cuda" else "gloo")
     return Dist(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")), owns)
+
+
+def rank_device(device: str, device_type: str, d: Dist) -> str:
+    """The device this process works on: its own GPU (``cuda:LOCAL_RANK``, made current) when several processes
+    share a machine's GPUs, else ``device`` as set."""
+    if d.world > 1 and device_type == "cuda":
+        torch.cuda.set_device(d.local_rank)
+        return f"cuda:{d.local_rank}"
+    return device
 
 
 def looks_local(name_or_path: str) -> bool:
@@ -413,6 +429,9 @@ class MeanPoolingClassifier(nn.Module):
         self.config = encoder.config
         self.dropout = nn.Dropout(getattr(encoder.config, "hidden_dropout_prob", 0.1))
         self.classifier = nn.Linear(encoder.config.hidden_size, num_labels)
+        pooler = getattr(encoder, "pooler", None)
+        if isinstance(pooler, nn.Module):  # never read by mean pooling: trainable, it would stall DDP with no gradient
+            pooler.requires_grad_(False)
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, **_: Any) -> Any:
         from transformers.modeling_outputs import SequenceClassifierOutput

@@ -35,7 +35,8 @@ from .config import InferenceConfig, PredictConfig, dump_config
 from .errors import NewsbiasError, SettingError
 from .io import atomic_file, claim, dumps_line, sha256_file, stage_manifest, trim_torn_tail, write_json
 from .labels import parse_generation  # noqa: F401  (re-exported for users)
-from .modeling import SETTINGS_FILE, Dist, init_distributed, resolve_device_dtype, set_threads, tune_cpu_allocator
+from .modeling import (SETTINGS_FILE, Dist, init_distributed, rank_device, resolve_device_dtype, set_threads,
+                       tune_cpu_allocator)
 from .data.readers import iter_csv
 from .records import Article, Prediction, has_words, iter_json_lines, manifest_path, parse_line, resolve_split
 
@@ -325,9 +326,11 @@ def run_predict(cfg: PredictConfig, progress: bool = True) -> dict[str, Any]:
     _check_out(out, input_path)
     parts = _parts_dir(out)
     try:
-        d = init_distributed(resolve_device_dtype(cfg.device, cfg.dtype)[0].type)
+        device_type = resolve_device_dtype(cfg.device, cfg.dtype)[0].type
     except SettingError as exc:
         raise exc.named(f"predict.{exc.key}") from None
+    d = init_distributed(device_type)
+    cfg = cfg.model_copy(update={"device": rank_device(cfg.device, device_type, d)})  # each GPU process its own
     # the model loads (and fails) before anything is written, so a bad adapter leaves no trace
     clf = load_classifier(cfg, first_instruction(input_path))
     name = cfg.run_name()

@@ -36,7 +36,7 @@ from .adversary import IGNORE, OutletAdversary, outlet_vocabulary, ramp
 from .classifier import Classifier
 from .config import DEFAULT_INSTRUCTION, TRAIN_NOT_IN_RUN, TrainConfig, dump_config
 from .errors import NewsbiasError, SettingError
-from .io import holds, honour_umask, read_json, sha256_file, stage_manifest, write_json
+from .io import OWNER_FILE, claim, holds, honour_umask, read_json, sha256_file, stage_manifest, write_json
 from .labels import LABELS
 from .metrics import fit_temperature
 from .modeling import (SETTINGS_FILE, Dist, LabelLossModule, ModelSettings, _check_model_path, _hf_model, add_lora,
@@ -265,8 +265,9 @@ def _set_rng_state(st: dict[str, Any]) -> None:
     name, keys, pos, has_gauss, gauss = st["numpy"]
     np.random.set_state((name, np.asarray(keys, dtype=np.uint32), pos, has_gauss, gauss))
     torch.set_rng_state(torch.tensor(st["torch"], dtype=torch.uint8))
-    if "cuda" in st and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all([torch.tensor(s, dtype=torch.uint8) for s in st["cuda"]])
+    if "cuda" in st and torch.cuda.is_available():  # as many GPUs as both machines have (a resume may see fewer)
+        for i, state in enumerate(st["cuda"][:torch.cuda.device_count()]):
+            torch.cuda.set_rng_state(torch.tensor(state, dtype=torch.uint8), i)
 
 
 def _checkpoints(out_dir: str | Path) -> list[Path]:
@@ -301,7 +302,8 @@ def run_identity(cfg: TrainConfig, hashes: dict[str, Any]) -> dict[str, Any]:
     logged) and the data's sha256. Checkpoints store it, so a refused ``--resume`` can name what changed."""
     conf = {k: v for k, v in dump_config(cfg).items() if k not in TRAIN_NOT_IN_RUN}
     data = {k: v.get("sha256") for k, v in hashes.items() if isinstance(v, dict) and "sha256" in v}
-    return {"config": conf, "data": data}
+    # each process's place in the data is its own: a run resumes with as many processes as it had
+    return {"config": conf, "data": data, "world_size": int(os.environ.get("WORLD_SIZE", "1"))}
 
 
 def run_fingerprint(identity: dict[str, Any]) -> str:
@@ -352,11 +354,14 @@ def run_differences(theirs: dict[str, Any], ours: dict[str, Any]) -> list[str]:
         old, new = a.get(key, _MISSING), b.get(key, _MISSING)
         if old == new or (old is _MISSING and key.startswith("config.") and defaults.get(key, _MISSING) == new):
             continue
+        if old is _MISSING and key == "world_size" and new == 1:  # recorded since 2026-12-07; one process before
+            continue
         if key in RESUMES_ANYWHERE or (key == "config.model.dtype" and
                                        _same_dtype(old, new, b.get("config.model.device", "auto"))):
             continue
-        kind, name = key.split(".", 1)
-        what = f"the {name} data" if kind == "data" else f"train.{name}"
+        kind, name = key.split(".", 1) if "." in key else (key, key)
+        what = (f"the {name} data" if kind == "data" else "the number of processes (WORLD_SIZE)" if kind == "world_size"
+                else f"train.{name}")
         digest = kind == "data"
         out.append(f"{what} ({_shown(old, digest)} in the checkpoint, {_shown(new, digest)} now)")
     return out
@@ -400,15 +405,16 @@ def clear_finished_run(out_dir: Path, overwrite: bool) -> None:
         shard.unlink(missing_ok=True)  # a sharded full fine-tune; any other file there is the user's
 
 
-def check_checkpoints(out_dir: Path, identity: dict[str, Any], resume: bool, overwrite: bool) -> Optional[Path]:
+def check_checkpoints(out_dir: Path, identity: dict[str, Any], resume: bool, overwrite: bool,
+                      remove: bool = True) -> Optional[Path]:
     """The checkpoint to resume from (or None), refusing to mix runs.
 
     ``resume`` needs the latest checkpoint to belong to this run (same fingerprint, or a recorded
     identity with no :func:`run_differences`); a new run into a directory holding another run's
-    checkpoints is refused unless ``overwrite`` (which removes them).
+    checkpoints is refused unless ``overwrite`` (which removes them, when ``remove``: one process of a group).
     """
     ckpt_root = out_dir / CHECKPOINT_DIR
-    for unfinished in ckpt_root.glob(".checkpoint-*.tmp"):  # a save the run was killed in: never a checkpoint
+    for unfinished in ckpt_root.glob(".checkpoint-*.tmp") if remove else ():  # a killed save: never a checkpoint
         shutil.rmtree(unfinished, ignore_errors=True)
     latest = latest_checkpoint(out_dir)
     if resume:
@@ -420,7 +426,8 @@ def check_checkpoints(out_dir: Path, identity: dict[str, Any], resume: bool, ove
         if not overwrite:
             raise NewsbiasError(f"{ckpt_root} holds checkpoints of an earlier run; pass --resume to continue it or "
                                 f"--overwrite to start over (or choose another train.out_dir)")
-        shutil.rmtree(ckpt_root)
+        if remove:
+            shutil.rmtree(ckpt_root)
     return None
 
 
@@ -532,17 +539,14 @@ def _train_keys() -> Iterator[None]:
 
 def _setup_device(cfg: TrainConfig) -> tuple[Dist, str]:
     """This process's place in the group and the device it trains on (on CPU, with the tuned allocator)."""
-    from .modeling import resolve_device_dtype, tune_cpu_allocator
+    from .modeling import rank_device, resolve_device_dtype, tune_cpu_allocator
 
     with _train_keys():
         dev, _ = resolve_device_dtype(cfg.model.device, cfg.model.dtype)
     if dev.type == "cpu":
         tune_cpu_allocator()
     d = init_distributed(dev.type)
-    device = cfg.model.device
-    if d.world > 1 and dev.type == "cuda":
-        device = f"cuda:{d.local_rank}"
-        torch.cuda.set_device(d.local_rank)
+    device = rank_device(cfg.model.device, dev.type, d)
     if not d.main:
         logging.getLogger("transformers").setLevel(logging.ERROR)
     return d, device
@@ -744,10 +748,15 @@ def setup(cfg: TrainConfig, resume: bool = False, progress: Optional[bool] = Non
     with _train_keys():
         _check_model_path(source)
     identity = run_identity(cfg, hashes)
-    ckpt = check_checkpoints(Path(cfg.out_dir), identity, resume, cfg.overwrite)
-    if not resume:
-        clear_finished_run(Path(cfg.out_dir), cfg.overwrite)
+    out, main = Path(cfg.out_dir), int(os.environ.get("RANK", "0")) == 0
+    if main:  # one process of a group claims the directory and clears what --overwrite replaces
+        out.mkdir(parents=True, exist_ok=True)
+        claim(out, f"train.out_dir {out}")
+    ckpt = check_checkpoints(out, identity, resume, cfg.overwrite, remove=main)
+    if not resume and main:
+        clear_finished_run(out, cfg.overwrite)
     d, device = _setup_device(cfg)
+    d.barrier()  # the others start once rank 0 has cleared the run --overwrite replaces
     model, tok, builder = _setup_model(cfg, source, device, train_ex)
     train_feats = encode_examples(builder, train_ex, cfg.model.head)
     show = bool(cfg.progress if progress is None else progress) and d.main
@@ -1065,6 +1074,7 @@ def finish(r: Recipe, t_start: float) -> dict[str, Any]:
                                   dtype=str(r.half or next(r.model.parameters()).dtype),
                                   resumed_from=str(r.resumed_from) if r.resumed_from else None)
         (r.out_dir / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2, default=str) + "\n", encoding="utf-8")
+        (r.out_dir / OWNER_FILE).unlink(missing_ok=True)  # the run is done: its directory is free
     r.d.barrier()
     if r.d.world > 1 and r.d.owns_group:
         dist.destroy_process_group()
