@@ -81,3 +81,21 @@ def test_prep_masks_cues_without_touching_ids_or_gold(tmp_path):
     assert cues["mode"] == "mask" and cues["removed"]["names"] >= 48 and cues["boilerplate_examples"]
     assert json.dumps(cues)  # goes into prep_meta.json as is
     assert [f for f in meta["filters"] if f["step"] == "outlet_cues"][0]["mode"] == "mask"
+
+
+def test_each_article_loses_only_its_own_outlets_cues():
+    topics = ["taxes", "trade", "courts", "schools", "roads", "energy"]
+    rows = [{"text": f"A story on {t} by the desk. Sign up for our newsletter today.", "source": "Vox",
+             "outlet": "vox.com"} for t in topics]
+    rows += [{"text": "Barack Obama spoke with the Vice President. POLITICO has learned more; CNN and Vox reported it. "
+                      "Sign up for our newsletter today.", "source": "Politico", "outlet": "politico.com"},
+             {"text": "My plan for the economy, by Barack Obama.", "source": "Barack Obama", "outlet": "barackobama"},
+             {"text": "The Vice magazine piece.", "source": "Vice", "outlet": "vice.com"}]
+    frame = pd.DataFrame(rows)
+    remover = CueRemover.learn(frame, "mask")
+    politico = remover.apply(rows[6]["text"], "politico.com")
+    assert politico == ("Barack Obama spoke with the Vice President. [outlet] has learned more; CNN and Vox reported it. "
+                        "Sign up for our newsletter today.")  # Vox's boilerplate and name are Vox's own cues only
+    assert remover.apply(rows[0]["text"], "vox.com") == "A story on taxes by the desk."
+    assert remover.apply(rows[7]["text"], "barackobama") == "My plan for the economy, by [outlet]."
+    assert remover.apply(rows[8]["text"], "vice.com") == "The [outlet] magazine piece."

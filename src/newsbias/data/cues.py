@@ -5,14 +5,17 @@ datelines, its links and handles, and its boilerplate ("Sign up for our newslett
 label without saying anything about the article's leaning. ``prep.clean.outlet_cues``:
 
 * ``keep``: the text as published.
-* ``mask``: outlet names, URLs and handles become :data:`MASK`; bylines, datelines and boilerplate
-  sentences are removed.
+* ``mask``: the article's own outlet's names, and URLs and handles, become :data:`MASK`; bylines,
+  datelines and its outlet's boilerplate sentences are removed.
 * ``drop``: all of them are removed.
 
 Names come from the data's own ``source`` values and outlet domains, with their common variants
-("New York Times - News" -> "New York Times", "The New York Times", "nytimes.com"). Boilerplate
-is learned from the corpus: a sentence found in at least ``MIN_ARTICLES`` articles of one outlet,
-with that outlet holding at least ``OUTLET_SHARE`` of its occurrences. Written by hand because no
+("New York Times - News" -> "New York Times", "The New York Times", "NEW YORK TIMES", "nytimes.com"),
+and each article loses only its own outlet's: AllSides lists people ("Barack Obama"), agencies ("NASA")
+and common words ("Vice", "Reason") among its sources, and another outlet named in an article is part of
+what it says. Boilerplate is learned from the corpus: a sentence found in at least ``MIN_ARTICLES``
+articles of one outlet, with that outlet holding at least ``OUTLET_SHARE`` of its occurrences; it is
+removed from that outlet's articles. Written by hand because no
 library knows this corpus's outlets; every choice is reported in ``prep_meta.json``.
 """
 
@@ -58,6 +61,7 @@ def name_variants(source: str | None, outlet: str | None) -> set[str]:
             cands |= {core, f"The {core}"}
         cands |= {"the " + v[4:] for v in cands if v.startswith("The ")}
         cands |= {" ".join(w.title() if w.isupper() and len(w) > 3 else w for w in v.split()) for v in cands}
+        cands |= {v.upper() for v in cands if not v.startswith("the ")}  # "POLITICO has learned", "via REUTERS"
         out |= {v for v in cands if len(v) >= 3}
     if isinstance(outlet, str) and "." in outlet:
         out.add(outlet)
@@ -135,22 +139,29 @@ class CueRemover:
     """Learned from one corpus; :meth:`apply` rewrites a text and counts what it removed."""
 
     mode: str
-    names_ci: re.Pattern | None
-    names_cs: re.Pattern | None
+    names: dict[str, set[str]]
     boilerplate: dict[str, str]
     counts: dict[str, Counter] = field(default_factory=lambda: defaultdict(Counter))
+    _patterns: dict[str, tuple[re.Pattern | None, re.Pattern | None, frozenset[str]]] = field(default_factory=dict)
 
     @classmethod
     def learn(cls, frame: pd.DataFrame, mode: str) -> CueRemover:
-        """Names from ``source``/``outlet`` columns, boilerplate from ``text`` grouped by ``outlet``."""
-        names: set[str] = set()
+        """Each outlet's names from the ``source``/``outlet`` columns, boilerplate from ``text`` grouped by ``outlet``."""
+        names: dict[str, set[str]] = defaultdict(set)
         for source, outlet in set(zip(frame["source"], frame["outlet"])):
-            names |= name_variants(source, outlet)
-        # names are matched as written ("Salon", "the Hill" are ordinary words in lower case); domains in any case
-        domains = {n for n in names if "." in n and " " not in n}
+            names[outlet] |= name_variants(source, outlet)
         texts = (strip_fixed(t) for t in frame["text"])
-        return cls(mode, _pattern(domains, True), _pattern(names - domains, False),
-                   learn_boilerplate(texts, frame["outlet"]))
+        return cls(mode, dict(names), learn_boilerplate(texts, frame["outlet"]))
+
+    def _own(self, outlet: str) -> tuple[re.Pattern | None, re.Pattern | None, frozenset[str]]:
+        """The outlet's name patterns (domains in any case; names as written: "Salon", "the Hill" are ordinary
+        words in lower case) and its boilerplate sentences, built once per outlet."""
+        if outlet not in self._patterns:
+            names = self.names.get(outlet, set())
+            domains = {n for n in names if "." in n and " " not in n}
+            self._patterns[outlet] = (_pattern(domains, True), _pattern(names - domains, False),
+                                      frozenset(s for s, o in self.boilerplate.items() if o == outlet))
+        return self._patterns[outlet]
 
     def _sub(self, pattern: re.Pattern | None, text: str, outlet: str, kind: str, repl: str) -> str:
         if pattern is None:
@@ -160,16 +171,17 @@ class CueRemover:
         return new
 
     def apply(self, text: str, outlet: str) -> str:
-        """``text`` with this corpus's outlet cues masked or removed (see the module doc)."""
+        """``text`` with the cues of its outlet (``outlet``) masked or removed (see the module doc)."""
         repl = MASK if self.mode == "mask" else ""
+        names_ci, names_cs, boilerplate = self._own(outlet)
         text = self._sub(_LINKS, text, outlet, "links", repl)
         text = self._sub(_DATELINE, text, outlet, "datelines", "")
         text = self._sub(_BYLINE, text, outlet, "bylines", "")
-        text, n = drop_sentences(text, self.boilerplate)
+        text, n = drop_sentences(text, boilerplate)
         if n:
             self.counts[outlet]["boilerplate"] += n
-        text = self._sub(self.names_ci, text, outlet, "names", repl)
-        text = self._sub(self.names_cs, text, outlet, "names", repl)
+        text = self._sub(names_ci, text, outlet, "names", repl)
+        text = self._sub(names_cs, text, outlet, "names", repl)
         return re.sub(r"[ \t]{2,}", " ", text).strip()
 
     def report(self) -> dict[str, Any]:
