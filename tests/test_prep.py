@@ -362,7 +362,9 @@ def test_allsides_release_layout_from_real_records_with_predefined_split(tmp_pat
     assert meta["input"]["format"] == "allsides"
     val_ids = {r["id"] for r in read_split(tmp_path / "o", "val")}
     assert val_ids and val_ids <= {i for i, s in wanted.items() if s == "valid"}
-    assert meta["splits"].get("test_carved_from_train") is True
+    assert meta["splits"].get("test_carved_from_train") == "by outlet"
+    train_outlets = {r["outlet"] for r in read_split(tmp_path / "o", "train")}
+    assert not train_outlets & {r["outlet"] for r in read_split(tmp_path / "o", "test")}  # carved outlets apart
     assert sum(meta["splits"]["sizes"].values()) + sum(meta["counts"]["dropped_by_reason"].values()) == n_files
 
 
