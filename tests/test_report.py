@@ -469,13 +469,16 @@ def test_a_run_fitted_on_the_test_articles_or_outlets_is_flagged(tmp_path):
                                               for i, o in [("a0", "o0"), ("x1", "o0"), ("x2", "o8")]))
     lora = trained_on(tmp_path / "lora", prep)
     (tmp_path / "qwen-tuned.manifest.json").write_text(json.dumps({"stage": "predict", "adapter": str(lora)}))
-    res = run_compare(compare_cfg(inp, tmp_path / "r"))
+    res = run_compare(compare_cfg(inp, tmp_path / "r", ensembles=["ens=tuned+base"]))
     sel = res["selection"]
     assert sel["tuned"]["status"] == "disjoint" and sel["base"]["trained_on"] is None  # val is clean; base untrained
     t = sel["tuned"]["trained_on"]
     assert (t["test_articles_trained_on"], t["shared_outlets"], t["test_articles_from_shared_outlets"]) == (1, 1, 3)
     md = (tmp_path / "r" / "report.md").read_text()
     assert "trained on the test outlets" in md and "holds 1 of these test articles and 1 of their outlets" in md
+    # the results name it, and an ensemble built on it inherits the flag
+    assert "| tuned (trained on the test outlets) |" in md and "| ens (trained on the test outlets) |" in md
+    assert sel["ens"]["trained_on"]["members"] == ["tuned"] and "ens averages tuned, fitted on these test" in md
     from newsbias.export import _evaluation_context, read_eval
     ev = _evaluation_context(read_eval(f"tuned={tmp_path / 'r'}", lora))
     assert ev["outlet_note"].startswith("**Not a score on unseen outlets.** tuned was fitted on")

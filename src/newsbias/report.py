@@ -430,8 +430,12 @@ def selection_report(specs: list[tuple[str, Path]], frames: dict[str, pd.DataFra
         members = info.get("ensemble_of")
         if members:
             flagged = [m for m in members if out[m]["flagged"]]
+            trained = [m for m in members if out[m].get("trained_on")]
             out[name] = {"status": "ensemble", "members": members, "flagged": bool(flagged), "warning": None,
-                         "trained_on": None,
+                         "trained_on": {"members": trained, "warning": (
+                             f"{name} averages {' and '.join(trained)}, fitted on these test articles or their "
+                             f"outlets (above): its score is not a score on unseen outlets either.")}
+                         if trained else None,
                          "note": "selected as its members" + (f" ({', '.join(flagged)} on outlets shared with the "
                                                               "test articles)" if flagged else "")}
     return out
@@ -904,7 +908,9 @@ def _results_table(c: Comparison) -> dict[str, Any]:
     fmt_ci = lambda ci: f"[{_fmt(ci['low'])}, {_fmt(ci['high'])}]" if ci else "–"  # noqa: E731
     for name in c.names:
         m = c.metrics[name]
-        rows.append([name, _fmt(m["macro_f1"]), fmt_ci(m.get("macro_f1_ci")),
+        seen = (c.selection.get(name) or {}).get("trained_on")
+        rows.append([f"{name} (trained on the test outlets)" if seen else name, _fmt(m["macro_f1"]),
+                     fmt_ci(m.get("macro_f1_ci")),
                      *([fmt_ci(m.get("macro_f1_ci_outlets"))] if by_outlet else []),
                      _fmt(m["micro_f1"]), _fmt(m["accuracy"]), f"{m['invalid_rate']:.1%}", _fmt(m["ordinal_mae"]),
                      _fmt(m.get("log_loss")), _fmt(m["ece"]), m["n"]])
