@@ -469,7 +469,7 @@ def test_a_run_fitted_on_the_test_articles_or_outlets_is_flagged(tmp_path):
                                               for i, o in [("a0", "o0"), ("x1", "o0"), ("x2", "o8")]))
     lora = trained_on(tmp_path / "lora", prep)
     (tmp_path / "qwen-tuned.manifest.json").write_text(json.dumps({"stage": "predict", "adapter": str(lora)}))
-    res = run_compare(compare_cfg(inp, tmp_path / "r", ensembles=["ens=tuned+base"]))
+    res = run_compare(compare_cfg(inp, tmp_path / "r", ensembles=["ens=tuned+majority"]))
     sel = res["selection"]
     assert sel["tuned"]["status"] == "disjoint" and sel["base"]["trained_on"] is None  # val is clean; base untrained
     t = sel["tuned"]["trained_on"]
