@@ -964,11 +964,13 @@ def _outlet_table(c: Comparison, top: int = 20) -> Optional[dict[str, Any]]:
     if not first:
         return None
     per_run = {n: {r["outlet"]: r for r in c.metrics[n]["by_outlet"]} for n in c.names}
-    rows = [[r["outlet"], r["n"], *[_fmt(per_run[n].get(r["outlet"], {}).get("accuracy")) for n in c.names]]
+    rows = [[r["outlet"], r["label"], r["n"], *[_fmt(per_run[n].get(r["outlet"], {}).get("accuracy")) for n in c.names]]
             for r in first[:top]]
     shown = (f"All {len(first)} outlets of these articles." if len(first) <= top else
              f"The {top} largest of the {len(first)} outlets of these articles (every outlet: metrics.json, by_outlet).")
-    return {**_table(["outlet", "n", *[f"{n} accuracy" for n in c.names]], rows), "note": shown}
+    shown += (" Each outlet's articles carry its rating (the label column, the most common where a few differ), so "
+              "a run's accuracy on an outlet is how often it answers that label.")
+    return {**_table(["outlet", "label", "n", *[f"{n} accuracy" for n in c.names]], rows), "note": shown}
 
 
 def _changes(c: Comparison) -> Optional[dict[str, Any]]:
