@@ -187,7 +187,8 @@ def _check_eval_model(metrics_file: Path, preds: Optional[str], adapter_dir: Pat
     if source != ours and not (merged_from and locate(merged_from, manifest).resolve() == ours):
         made_by = f"`newsbias predict` with {scored}" if source else f"`newsbias {manifest.get('stage')}`"
         raise NewsbiasError(f"{what} was scored from predictions made by {made_by}, not by {adapter_dir}; pass "
-                            f"--eval the evaluation of this model's own predictions")
+                            f"--eval the evaluation of this model's own predictions (for a compare output, name "
+                            f"this model's run: --eval RUN=PATH)")
     return str(source)
 
 

@@ -1067,8 +1067,12 @@ def report_model(c: Comparison) -> dict[str, Any]:
                           + ("; \"CI (outlets)\" resamples whole outlets, the honest interval when a few outlets "
                              "dominate the test set (articles of one outlet are not independent)." if m.by_outlet
                              else ".")
-                          + " Log-loss is the mean -ln p(gold label): lower is better, and unlike ECE it rewards "
-                            "probabilities that tell right answers from wrong ones. " + chance_note(c)),
+                          + " Micro-F1 is F1 over all answers (an invalid answer is no label's false positive, so "
+                            "it exceeds accuracy when answers are invalid); ordinal MAE is the mean distance between "
+                            "gold and answer on left = 0, center = 1, right = 2, over valid answers; ECE (expected "
+                            "calibration error) is the gap between confidence and accuracy over bins of the highest "
+                            "probability; log-loss is the mean -ln p(gold label): lower is better, and unlike ECE "
+                            "it rewards probabilities that tell right answers from wrong ones. " + chance_note(c)),
         "paired": _paired_table(c),
         "per_class": _per_class_table(c),
         "ece": [{"name": n, "ece": _fmt(c.metrics[n]["ece"]), "how": _probabilities_note(c, n)}
