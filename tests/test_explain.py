@@ -181,6 +181,9 @@ def test_the_page_escapes_article_text(tiny_bert_dir, tmp_path):
                               prompt=PromptConfig(max_length=64, chat_template="off")), progress=False)
     page = (out / "explain.html").read_text()
     assert "<script>" not in page and "&lt;script&gt;alert(1)&lt;/script&gt;" in page and "&lt;b&gt;1" in page
+    md = (out / "explain.md").read_text()
+    for caveat in ("positive effects support the label", "names the outlet, not the article's leaning"):
+        assert caveat in page and caveat in md  # the page says what the markdown says
 
 
 def test_bad_settings_are_clear(tmp_path, tiny_bert_dir):

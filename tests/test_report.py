@@ -724,3 +724,13 @@ def test_the_results_say_which_runs_are_no_better_than_a_uniform_guess(tmp_path)
     md = (tmp_path / "r" / "report.md").read_text()
     assert "| *uniform guess (expected)* | 0.333 |" in md and "| 1.099 |" in md
     assert "base scores no better than a uniform random guess (0.333 macro-F1 in expectation" in md
+
+
+def test_the_report_says_the_articles_are_the_split_files_first(tmp_path):
+    inp = make_inputs(tmp_path)
+    for key in ("base", "tuned", "majority"):
+        lines = Path(inp[key]).read_text().splitlines()
+        Path(inp[key]).write_text("\n".join(lines[:4]) + "\n")
+    run_compare(compare_cfg(inp, tmp_path / "r", html=False))
+    assert "4 articles (gold: " in (md := (tmp_path / "r" / "report.md").read_text())
+    assert "of the 6 in the split file (its first 4, in file order)." in md

@@ -833,12 +833,14 @@ def figure_files(figs: dict[str, Any]) -> list[str]:
     return out
 
 
-def data_summary(path: Optional[Path], texts: Optional[pd.DataFrame],
-                 meta: Optional[dict[str, Any]]) -> Optional[dict[str, Any]]:
-    """Path, sha256 and rows of the split file, and whether prep_meta.json records that sha256."""
+def data_summary(path: Optional[Path], texts: Optional[pd.DataFrame], meta: Optional[dict[str, Any]],
+                 keys: Sequence[str] = ()) -> Optional[dict[str, Any]]:
+    """Path, sha256 and rows of the split file, whether prep_meta.json records that sha256, and whether the compared
+    articles (``keys``) are the file's first ones (``first_rows``: how predict's and baseline's limits take them)."""
     if path is None or texts is None:
         return None
-    info: dict[str, Any] = {"path": str(path), "sha256": sha256_file(path), "rows": len(texts)}
+    info: dict[str, Any] = {"path": str(path), "sha256": sha256_file(path), "rows": len(texts),
+                            "first_rows": set(map(str, texts["key"][:len(keys)])) == set(map(str, keys))}
     if meta:
         expected = (meta.get("outputs") or {}).get(path.name, {}).get("sha256")
         info["matches_prep_meta"] = None if expected is None else expected == info["sha256"]
@@ -870,7 +872,7 @@ def run_compare(cfg: CompareConfig) -> dict[str, Any]:
     outlets = compared_outlets(joined, texts, frames)
     selection = selection_report(specs, frames, manifests, infos, outlets, list(joined["key"].astype(str)))
     c = Comparison(cfg=cfg, specs=specs, infos=infos, metrics=all_metrics, join=join_info, n=len(joined), meta=meta,
-                   data=data_summary(data_path, texts, meta), manifests=manifests, logs=logs, roles=roles,
+                   data=data_summary(data_path, texts, meta, list(joined["key"])), manifests=manifests, logs=logs, roles=roles,
                    paired=paired_tests(joined, roles, cfg.metrics, outlets),
                    changes=base_tuned_changes(joined, csv, names, cfg), appendix=appendix, selection=selection,
                    sizes={n: training_size(frames[n], manifests[n]) for n, _ in specs})
@@ -1058,7 +1060,9 @@ def report_model(c: Comparison) -> dict[str, Any]:
         "verdict": verdict(c.paired, c.roles, c.cfg.baseline),
         "data_path": c.data["path"] if c.data else None,
         "support": f"{counted(c.n, 'article')} (gold: {', '.join(f'{lab} {k}' for lab, k in gold.items())})"
-                   + (f" of the {c.data['rows']} in the split file." if c.data and c.data["rows"] > c.n else "."),
+                   + (f" of the {c.data['rows']} in the split file"
+                      + (f" (its first {c.n}, in file order)." if c.data.get("first_rows") else ".")
+                      if c.data and c.data["rows"] > c.n else "."),
         "warnings": _warnings(c),
         "notes": [] if split["warning"] else [split["text"]],
         "results": _results_table(c),

@@ -539,12 +539,14 @@ def _train_keys() -> Iterator[None]:
 
 def _setup_device(cfg: TrainConfig) -> tuple[Dist, str]:
     """This process's place in the group and the device it trains on (on CPU, with the tuned allocator)."""
-    from .modeling import rank_device, resolve_device_dtype, tune_cpu_allocator
+    from .modeling import rank_device, resolve_device_dtype, set_threads, tune_cpu_allocator
 
     with _train_keys():
         dev, _ = resolve_device_dtype(cfg.model.device, cfg.model.dtype)
     if dev.type == "cpu":
         tune_cpu_allocator()
+        if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # torchrun leaves each process one thread (OMP_NUM_THREADS=1)
+            set_threads()
     d = init_distributed(dev.type)
     device = rank_device(cfg.model.device, dev.type, d)
     if not d.main:
