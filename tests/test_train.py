@@ -200,6 +200,13 @@ def test_torchrun_two_processes_gloo(tiny_qwen_dir, planted_data_dir, tmp_path):
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["summary"]["world_size"] == 2
     assert Classifier.load(str(out)).predict_proba(["some text"]).shape == (1, 3)
+    # the log holds the whole batch's loss, as one process with the same effective batch logs it
+    one = tmp_path / "one"
+    train(tiny_cfg(tiny_qwen_dir, planted_data_dir, one, optim__max_steps=4, optim__batch_size=4, optim__grad_accum=2,
+                   eval__every_steps=2, lora__r=4, lora__dropout=0.05, model__device="cpu", prompt__max_length=64))
+    losses = [[r["loss"] for r in map(json.loads, (d / "train_log.jsonl").read_text().splitlines())
+               if r["type"] == "train"] for d in (out, one)]
+    assert losses[0][0] == pytest.approx(losses[1][0], rel=1e-4)
 
 
 def test_quick_check_end_to_end(kaggle_sample_dir, tiny_qwen_dir, tmp_path):

@@ -822,14 +822,25 @@ def train_step(r: Recipe, group: Sequence[Sequence[int]]) -> dict[str, Any]:
         params = [p for p in r.model.parameters() if p.requires_grad]
         gnorm = float(torch.nn.utils.clip_grad_norm_(params, r.cfg.optim.max_grad_norm))
     lr = r.scheduler.get_last_lr()[0]  # the rate this step is taken at: the scheduler moves on below
-    check_finite(r, loss_sum / len(group), gnorm, lr)
+    stats = _across_ranks(r, {"loss": loss_sum / len(group), **{k: sum(v) / len(v) for k, v in parts.items()}})
+    check_finite(r, stats["loss"], gnorm, lr)
     r.optimizer.step()
     r.scheduler.step()
     r.optimizer.zero_grad(set_to_none=True)
-    out = {"loss": loss_sum / len(group), "lr": lr, "grad_norm": gnorm}
+    out = {"loss": stats.pop("loss"), "lr": lr, "grad_norm": gnorm}
     if r.adversary is not None:
-        out.update({k: sum(v) / len(v) for k, v in parts.items()}, adversary_scale=r.adversary.scale)
+        out.update(stats, adversary_scale=r.adversary.scale)
     return out
+
+
+def _across_ranks(r: Recipe, stats: dict[str, float]) -> dict[str, float]:
+    """The step's logged figures averaged over the processes of a group (each saw its own share of the batch), so
+    the log holds the whole batch's and every process stops alike on a non-finite loss."""
+    if r.d.world == 1:
+        return stats
+    t = torch.tensor(list(stats.values()), dtype=torch.float64, device=r.device)
+    dist.all_reduce(t)
+    return dict(zip(stats, (t / r.d.world).tolist()))
 
 
 def check_finite(r: Recipe, loss: float, gnorm: Optional[float], lr: float) -> None:
