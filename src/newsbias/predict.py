@@ -353,13 +353,26 @@ def run_predict(cfg: PredictConfig, progress: bool = True) -> dict[str, Any]:
     finally:
         bar.close()
     scoring = time.perf_counter() - t0
-    d.barrier()
+    resumed, n_new = _summed(d, resumed, n_new)  # every process's rows, not rank 0's
     manifest: dict[str, Any] = {}
     if d.main:
-        rate = round(n_new * d.world / scoring, 3) if scoring else None
+        rate = round(n_new / scoring, 3) if scoring else None
         manifest = _finish(cfg, clf, parts, out, input_path, name, d, resumed, started, rate)
     d.barrier()
     return manifest
+
+
+def _summed(d: Dist, *counts: int) -> tuple[int, ...]:
+    """``counts`` summed over the processes of a group (a barrier too: every process has finished its part)."""
+    if d.world == 1:
+        return counts
+    import torch.distributed as dist
+
+    t = torch.tensor(counts, dtype=torch.long)  # predict's group may be gloo or nccl: gloo reduces CPU tensors
+    if dist.get_backend() == "nccl":
+        t = t.cuda()
+    dist.all_reduce(t)
+    return tuple(int(x) for x in t.tolist())
 
 
 def _finish(cfg: PredictConfig, clf: Classifier, parts: Path, out: Path, input_path: str, name: str, d: Dist,
