@@ -734,3 +734,13 @@ def test_the_report_says_the_articles_are_the_split_files_first(tmp_path):
     run_compare(compare_cfg(inp, tmp_path / "r", html=False))
     assert "4 articles (gold: " in (md := (tmp_path / "r" / "report.md").read_text())
     assert "of the 6 in the split file (its first 4, in file order)." in md
+
+
+def test_an_outlet_disjoint_split_says_what_outlet_means_and_what_spans_splits():
+    from newsbias.report import split_note
+
+    meta = {"config": {"split": {"mode": "by_source"}}, "splits": {"mode": "by_source"},
+            "leakage": {"shared_outlets": {"count": 0}, "shared_source_names": {"count": 58}}}
+    text = split_note(meta)["text"]
+    assert "no outlet (registrable domain) appears in more than one split" in text
+    assert "58 source names span splits (one organisation under several domains" in text

@@ -619,9 +619,13 @@ def split_note(meta: Optional[dict[str, Any]]) -> dict[str, Optional[str]]:
                         "score by recognising the outlet: treat these numbers as an upper bound"
                         + (f" ({shared} outlets are shared between splits)." if shared is not None else ".")}
     if mode == "by_source":
+        names = ((meta.get("leakage") or {}).get("shared_source_names") or {}).get("count")
         return {"warning": None,
-                "text": "Outlet-disjoint split (by_source): no outlet appears in more than one split, so a run "
-                        "fitted on its train split is measured on outlets it has not seen — the honest yardstick."}
+                "text": "Outlet-disjoint split (by_source): no outlet (registrable domain) appears in more than one "
+                        "split, so a run fitted on its train split is measured on outlets it has not seen — the "
+                        "honest yardstick"
+                        + (f"; {names} source names span splits (one organisation under several domains, or a "
+                           f"name shared by different outlets: prep_meta.json, leakage)." if names else ".")}
     if shared:
         return {"warning": f"split mode {mode}",
                 "text": f"{shared} outlets are shared between splits, so numbers may be optimistic."}
