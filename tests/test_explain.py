@@ -11,7 +11,7 @@ from newsbias.cli import main
 from newsbias.config import ExplainConfig, PromptConfig
 from newsbias.errors import NewsbiasError
 from newsbias.explain import (RECORDS, explain_article, outlet_table, read_window, round_robin, run_explain,
-                              summarize, word_table)
+                              summarize, top_units, word_table)
 from newsbias.records import Article
 from newsbias.train import train
 
@@ -141,6 +141,7 @@ def test_explain_finds_the_planted_outlet_word_and_resumes(planted_adapter, tmp_
     assert s["top_unit_is_cue"] >= 11 and s["cue_share_of_support"] > 0.5, s
     assert f"the strongest word was an outlet cue in {s['top_unit_is_cue']}" in said
     md = (out / "explain.md").read_text()
+    assert "\nAgainst it: " in md  # what spoke against each answer is listed under its supporting words
     assert len(re.findall(r"Without its outlet cues: \*\*(left|center|right)\*\* \((left|center|right) 0\.\d{3} → 0\.\d{3}\)\.",
                           md)) == 12
     for label, word in PLANTED.items():
@@ -206,3 +207,13 @@ def test_an_outlet_named_by_its_url_alone_is_found_in_the_text(clf):
     without = explain_article(clf, Article(id="1", text=text))
     assert [u["text"] for u in with_url["units"] if u["cue"] == "name"] == ["foxnews.com"]
     assert not [u for u in without["units"] if u["cue"] == "name"]
+
+
+def test_the_words_against_an_answer_are_listed_too():
+    rec = {"pred": "left", "units": [{"text": "a", "cue": None, "effect": {"left": 0.3}},
+                                     {"text": "(Reuters)", "cue": "name", "effect": {"left": -0.4}},
+                                     {"text": "b", "cue": None, "effect": {"left": -0.1}},
+                                     {"text": "c", "cue": None, "effect": {"left": 0.0}}]}
+    assert [u["text"] for u in top_units(rec, 5)] == ["a"]
+    assert [u["text"] for u in top_units(rec, 5, against=True)] == ["(Reuters)", "b"]
+    assert [u["text"] for u in top_units(rec, 1, against=True)] == ["(Reuters)"]

@@ -145,11 +145,14 @@ def normalize_word(text: str) -> str:
     return _EDGE.sub("", text).lower()
 
 
-def top_units(record: dict[str, Any], k: int, label: Optional[str] = None) -> list[dict[str, Any]]:
-    """The ``k`` units that pushed hardest towards ``label`` (default: the predicted one)."""
+def top_units(record: dict[str, Any], k: int, label: Optional[str] = None, against: bool = False
+              ) -> list[dict[str, Any]]:
+    """The ``k`` units that pushed hardest towards ``label`` (default: the predicted one), or with ``against``
+    the ``k`` that pushed hardest away from it."""
     label = label or record["pred"]
-    ranked = sorted(record["units"], key=lambda u: -u["effect"][label])
-    return [u for u in ranked[:k] if u["effect"][label] > 0]
+    sign = -1 if against else 1
+    ranked = sorted(record["units"], key=lambda u: -sign * u["effect"][label])
+    return [u for u in ranked[:k] if sign * u["effect"][label] > 0]
 
 
 def _top_is_cue(record: dict[str, Any]) -> bool:
