@@ -744,3 +744,12 @@ def test_an_outlet_disjoint_split_says_what_outlet_means_and_what_spans_splits()
     text = split_note(meta)["text"]
     assert "no outlet (registrable domain) appears in more than one split" in text
     assert "58 source names span splits (one organisation under several domains" in text
+
+
+def test_each_model_run_says_how_much_of_an_article_it_read():
+    from newsbias.report import _reads
+
+    assert _reads({"stage": "predict", "prompt": {"max_length": 128, "truncation": "head"}}) == \
+        "reads the start of each article, within 128 prompt tokens"
+    assert "the start and end" in _reads({"prompt": {"max_length": 512, "truncation": "head_tail"}})
+    assert _reads({"stage": "baseline"}) is None and _reads(None) is None

@@ -1025,11 +1025,20 @@ def _warnings(c: Comparison) -> list[dict[str, str]]:
 def _runs(c: Comparison) -> list[dict[str, Any]]:
     runs = [{"name": n, "path": str(p), "manifest": c.manifests[n] is not None,
              "train_log": str(c.logs[n]) if n in c.logs else None, "ensemble_of": None,
-             "size": c.sizes.get(n), "selection": c.selection[n]["note"]}
+             "size": c.sizes.get(n), "reads": _reads(c.manifests[n]), "selection": c.selection[n]["note"]}
             for n, p in c.specs]
     return runs + [{"name": n, "path": None, "manifest": False, "train_log": None,
                     "ensemble_of": " + ".join(i["ensemble_of"]), "selection": c.selection[n]["note"]}
                    for n, i in c.infos.items() if i.get("ensemble_of")]
+
+
+def _reads(manifest: Optional[dict[str, Any]]) -> Optional[str]:
+    """How much of each article a model run read: its prompt's token budget (predict's manifest), or None."""
+    prompt = (manifest or {}).get("prompt") or {}
+    if not prompt.get("max_length"):
+        return None
+    how = "the start and end" if prompt.get("truncation") == "head_tail" else "the start"
+    return f"reads {how} of each article, within {prompt['max_length']} prompt tokens"
 
 
 def _probabilities_note(c: Comparison, name: str) -> Optional[str]:
