@@ -450,6 +450,8 @@ def test_undecodable_bodies_are_422_not_400(client):
         assert r.json()["detail"][0]["field"] == "body" and "not valid JSON" in r.json()["error"]
     r = client.post("/v1/classify", content=b"texts=a", headers={"content-type": "application/x-www-form-urlencoded"})
     assert r.status_code == 422 and "content-type application/json" in r.json()["error"]
+    r = client.post("/v1/classify", content=b'{"texts": ["a b c"]}', headers={"content-type": ""})
+    assert r.status_code == 422 and r.json()["error"].endswith("(the request had none)")
 
 
 def test_one_failing_request_does_not_fail_its_batch():

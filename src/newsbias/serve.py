@@ -510,8 +510,9 @@ def _add_error_handlers(app: Any) -> None:
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> Any:
         ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
-        if ctype and ctype != "application/json" and not ctype.endswith("+json"):
-            return _body_error(f"send JSON with content-type application/json (got {ctype[:60]})", "content_type")
+        if ctype != "application/json" and not ctype.endswith("+json"):  # none at all: FastAPI reads no JSON either
+            got = f"got {ctype[:60]}" if ctype else "the request had none"
+            return _body_error(f"send JSON with content-type application/json ({got})", "content_type")
         problems = _validation_problems(list(exc.errors()))
         text = "; ".join(f"{p['field']}: {p['msg']}" for p in problems)
         return _error(422, text[:500] or "invalid request", jsonable_encoder(problems))
