@@ -643,4 +643,4 @@ def test_texts_over_max_chars_are_dropped_at_read_and_counted(tmp_path, suffix):
     meta = run_prep(cfg_for(path, tmp_path / "o", **{"clean.max_chars": 20_000}))
     assert meta["counts"]["dropped_by_reason"].get("too_long") == 1
     drops = [json.loads(l) for l in (tmp_path / "o" / "drops.jsonl").read_text().splitlines()]
-    assert [d["detail"] for d in drops if d["reason"] == "too_long"] == ["25000 chars"]
+    assert [(d["id"], d["detail"]) for d in drops if d["reason"] == "too_long"] == [(rows[7]["id"], "25000 chars")]

@@ -238,7 +238,7 @@ def _read(run: _Run) -> pd.DataFrame:
     res = run.read = read_input(cfg.input, cfg.clean.max_chars)
     run.n_read = len(res.frame) + len(res.bad_rows)
     for b in res.bad_rows:
-        run.drops.append({"id": None, "line": b["line"], "reason": b.get("kind", "bad_row"), "detail": b["reason"]})
+        run.drops.append({"id": b.get("id"), "line": b["line"], "reason": b.get("kind", "bad_row"), "detail": b["reason"]})
     run.step("read", run.n_read, len(res.frame), format=res.format, max_chars=cfg.clean.max_chars)
     return res.frame
 

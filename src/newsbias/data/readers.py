@@ -277,6 +277,13 @@ def check_columns(found: Iterable[str], cols: ColumnsConfig, path: Path) -> None
     raise NewsbiasError(f"{path}: expected columns {expected}; found {','.join(found) or '(none)'}{hint}")
 
 
+def _id_of(row: dict, column: str | None) -> str | None:
+    """A dropped row's id as the written rows carry it (a string), so drops.jsonl names it; None without one."""
+    value = row.get(column) if column else None
+    return None if value is None or (isinstance(value, float) and pd.isna(value)) or str(value).strip() == "" \
+        else str(value).strip()
+
+
 def _records(where: str, rows: Iterable[tuple[int, dict]], cols: ColumnsConfig, extra_source_url: str | None = None,
              bad: list[dict] | None = None, on_bad_row: str = "error", max_chars: int | None = None) -> pd.DataFrame:
     """The rows as one frame of :data:`FIELDS`; ``where`` (``"PATH: line"``) starts an error about a row."""
@@ -289,11 +296,12 @@ def _records(where: str, rows: Iterable[tuple[int, dict]], cols: ColumnsConfig, 
             reason = f"the text field {getters['text']!r} holds a {type(text).__name__}, not a string"
             if on_bad_row == "error" or bad is None:
                 raise NewsbiasError(f"{where} {lineno}: {reason}; fix the row or set prep.input.on_bad_row=skip")
-            bad.append({"line": lineno, "reason": reason})
+            bad.append({"line": lineno, "id": _id_of(row, getters["id"]), "reason": reason})
             continue
         if max_chars and isinstance(text, str) and len(text) > max_chars and bad is not None:
             # dropped here, before any copy of it is made: one giant record cannot exhaust memory
-            bad.append({"line": lineno, "kind": "too_long", "reason": f"{len(text)} chars"})
+            bad.append({"line": lineno, "id": _id_of(row, getters["id"]), "kind": "too_long",
+                        "reason": f"{len(text)} chars"})
             continue
         for f, col in getters.items():
             value = row.get(col) if col else None
