@@ -90,18 +90,23 @@ class ShuttingDown(RuntimeError):
     """A request still waiting for the model when the server stops: answered 503."""
 
 
-class ArticleIn(BaseModel):
-    """One article: ``text`` is required; ``title`` is read as ``newsbias predict`` reads it (see its field)."""
+class ArticleBody(BaseModel):
+    """An article's title and text as both endpoints take them: a prep record's fields are accepted as they are."""
 
-    model_config = ConfigDict(extra="forbid")
-    id: Optional[Union[StrictInt, Annotated[Plain, StringConstraints(max_length=512)]]] = Field(
-        default=None, description="Echoed back as a string (as `newsbias predict` writes ids); defaults to the position.")
     title: Optional[Plain] = Field(default=None, description=TITLE_FIELD)
     text: Text = Field(validation_alias=AliasChoices("text", "input"),
                        description="Article body (not empty); a prep record's `input` is read as it.")
     instruction: Optional[Plain] = Field(default=None, max_length=4096, description="A prep record's instruction: "
                                          "not read (the model scores with the prompt it was trained with).")
     output: Optional[Plain] = Field(default=None, max_length=300, description="A prep record's gold label: not read.")
+
+
+class ArticleIn(ArticleBody):
+    """One article: ``text`` is required; ``title`` is read as ``newsbias predict`` reads it (see its field)."""
+
+    model_config = ConfigDict(extra="forbid")
+    id: Optional[Union[StrictInt, Annotated[Plain, StringConstraints(max_length=512)]]] = Field(
+        default=None, description="Echoed back as a string (as `newsbias predict` writes ids); defaults to the position.")
     outlet: Optional[Plain] = Field(default=None, max_length=300, description=f"The outlet's domain. {NOT_READ}")
     source: Optional[Plain] = Field(default=None, max_length=300, description=f"The outlet's name. {NOT_READ}")
     url: Optional[Plain] = Field(default=None, max_length=4096, description=f"The article's address. {NOT_READ}")
@@ -171,18 +176,12 @@ class ClassifyResponse(BaseModel):
     elapsed_ms: float
 
 
-class ExplainRequest(BaseModel):
+class ExplainRequest(ArticleBody):
     """One article to explain; ``source`` / ``outlet`` name its outlet, whose mentions are flagged as cues."""
 
     model_config = ConfigDict(extra="forbid", json_schema_extra={
         "examples": [{"title": "Budget deal", "text": "WASHINGTON (Reuters) - Lawmakers agreed ...",
                       "source": "Reuters", "outlet": "reuters.com"}]})
-    title: Optional[Plain] = Field(default=None, description=TITLE_FIELD)
-    text: Text = Field(validation_alias=AliasChoices("text", "input"),
-                       description="Article body (not empty); a prep record's `input` is read as it.")
-    instruction: Optional[Plain] = Field(default=None, max_length=4096, description="A prep record's instruction: "
-                                         "not read (the model scores with the prompt it was trained with).")
-    output: Optional[Plain] = Field(default=None, max_length=300, description="A prep record's gold label: not read.")
     source: Optional[Plain] = Field(default=None, max_length=300, description="The outlet's name (e.g. Reuters).")
     outlet: Optional[Plain] = Field(default=None, max_length=300, description="The outlet's domain (e.g. reuters.com).")
     span: int = Field(default=1, ge=1, le=64, description="Words left out at a time.")
