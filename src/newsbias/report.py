@@ -567,10 +567,12 @@ def plot_outlets(all_metrics: dict[str, dict[str, Any]], path: Path, top: int = 
     per_run = {n: {r["outlet"]: r["accuracy"] for r in all_metrics[n].get("by_outlet") or []} for n in names}
     acc = np.array([[per_run[n].get(r["outlet"], np.nan) for n in names] for r in rows], dtype=float)
     fig, ax = plt.subplots(figsize=(2.2 + 0.9 * len(names), 1.2 + 0.32 * len(rows)), dpi=110)
-    im = ax.imshow(acc, cmap="RdYlGn", vmin=0.0, vmax=1.0, aspect="auto")
+    # a one-hue scale, as the confusion matrices use: red-to-green is unreadable with red-green colour blindness
+    im = ax.imshow(acc, cmap="Blues", vmin=0.0, vmax=1.0, aspect="auto")
     for i, j in np.ndindex(acc.shape):
         if not np.isnan(acc[i, j]):
-            ax.text(j, i, f"{acc[i, j]:.2f}", ha="center", va="center", fontsize="x-small")
+            ax.text(j, i, f"{acc[i, j]:.2f}", ha="center", va="center", fontsize="x-small",
+                    color="white" if acc[i, j] > 0.6 else "black")
     ax.set_xticks(range(len(names)), names, rotation=30, ha="right")
     ax.set_yticks(range(len(rows)), [f"{r['outlet']} ({r.get('label', '?')}, n={r['n']})" for r in rows],
                   fontsize="small")
