@@ -128,6 +128,15 @@ def test_the_summary_counts_cues_and_ranks_words():
     assert [r["word"] for r in word_table(recs, "right", 2, 5)] == ["the"]  # only positive mean effects
 
 
+def test_a_word_repeated_in_an_article_counts_at_its_mean_not_its_luckiest_occurrence():
+    # "the" occurs five times per article with effects around 0: the largest of five would rank it first
+    noisy = [("the", None, e) for e in (0.09, -0.08, 0.01, -0.03, 0.01)]
+    recs = [_record("left", noisy + [("tax", None, 0.05)]) for _ in range(3)]
+    rows = word_table(recs, "left", 2, 5)
+    assert [r["word"] for r in rows] == ["tax"]
+    assert rows[0]["mean_effect"] == pytest.approx(0.05)
+
+
 def test_explain_finds_the_planted_outlet_word_and_resumes(planted_adapter, tmp_path, capsys):
     data = write_jsonl(tmp_path / "test.jsonl", _cue_rows(12, seed=3))
     out = tmp_path / "ex"

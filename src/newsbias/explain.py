@@ -170,10 +170,11 @@ def word_table(records: Sequence[dict[str, Any]], label: str, min_articles: int,
             w = normalize_word(u["text"])
             if w:
                 per[w].append((u["effect"][label], bool(u["cue"])))
-        for w, hits in per.items():  # a word counts once per article: its strongest occurrence
-            eff, cue = max(hits)
-            seen[w].append(eff)
-            as_cue[w] += cue
+        # a word counts once per article, at the mean of its occurrences: their maximum would rank a word
+        # by how often it occurs (the largest of many noisy effects is large), not by what it does
+        for w, hits in per.items():
+            seen[w].append(float(np.mean([eff for eff, _ in hits])))
+            as_cue[w] += any(cue for _, cue in hits)
     rows = [{"word": w, "articles": len(v), "mean_effect": float(np.mean(v)), "as_cue": as_cue[w]}
             for w, v in seen.items() if len(v) >= min_articles and np.mean(v) > 0]
     return sorted(rows, key=lambda r: (-r["mean_effect"], r["word"]))[:k]
