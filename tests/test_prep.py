@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import gc
 import gzip
 import json
 import random
 import re
 import subprocess
 import sys
+import warnings
 from collections import Counter
 from itertools import pairwise
 from pathlib import Path
@@ -27,6 +29,7 @@ from datagen import (
 from newsbias.config import PrepConfig, load_config
 from newsbias.data.clean import domain_of, outlet_of, repair_text
 from newsbias.data.prep import prepare, run_prep
+from newsbias.data.readers import iter_csv
 from newsbias.errors import NewsbiasError
 from newsbias.labels import LabelNormalizer
 from newsbias.records import join_title
@@ -644,3 +647,15 @@ def test_texts_over_max_chars_are_dropped_at_read_and_counted(tmp_path, suffix):
     assert meta["counts"]["dropped_by_reason"].get("too_long") == 1
     drops = [json.loads(l) for l in (tmp_path / "o" / "drops.jsonl").read_text().splitlines()]
     assert [(d["id"], d["detail"]) for d in drops if d["reason"] == "too_long"] == [(rows[7]["id"], "25000 chars")]
+
+
+@pytest.mark.parametrize("content", ["a,b,a\n1,2,3\n", ""], ids=["repeated column", "empty"])
+def test_a_refused_csv_header_closes_the_file(tmp_path, content):
+    path = tmp_path / "in.csv"
+    path.write_text(content, encoding="utf-8")
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        with pytest.raises(NewsbiasError, match="repeats column 'a'|empty"):
+            iter_csv(path, "utf-8", "skip", [])
+        gc.collect()
+    assert not [w for w in seen if issubclass(w.category, ResourceWarning)]

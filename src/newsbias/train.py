@@ -36,7 +36,8 @@ from .adversary import IGNORE, OutletAdversary, outlet_vocabulary, ramp
 from .classifier import Classifier
 from .config import DEFAULT_INSTRUCTION, TRAIN_NOT_IN_RUN, TrainConfig, dump_config
 from .errors import NewsbiasError, SettingError
-from .io import OWNER_FILE, claim, holds, honour_umask, read_json, sha256_file, stage_manifest, write_json
+from .io import (OWNER_FILE, claim, holds, honour_umask, read_json, sha256_file, stage_manifest, write_json,
+                 write_jsonl)
 from .labels import LABELS
 from .metrics import fit_temperature
 from .modeling import (SETTINGS_FILE, Dist, LabelLossModule, ModelSettings, _check_model_path, _hf_model, add_lora,
@@ -794,7 +795,7 @@ def setup(cfg: TrainConfig, resume: bool = False, progress: Optional[bool] = Non
             r.state.history.append(rec)
     if d.main:
         r.out_dir.mkdir(parents=True, exist_ok=True)
-        (r.out_dir / LOG_FILE).write_text("".join(json.dumps(rec) + "\n" for rec in r.state.history), encoding="utf-8")
+        write_jsonl(r.out_dir / LOG_FILE, r.state.history)
     return r
 
 
@@ -1086,7 +1087,7 @@ def finish(r: Recipe, t_start: float) -> dict[str, Any]:
         manifest = stage_manifest("train", cfg, t_start, data=r.hashes, summary=summary, device=str(r.device),
                                   dtype=str(r.half or next(r.model.parameters()).dtype),
                                   resumed_from=str(r.resumed_from) if r.resumed_from else None)
-        (r.out_dir / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2, default=str) + "\n", encoding="utf-8")
+        write_json(r.out_dir / MANIFEST_FILE, manifest)
         (r.out_dir / OWNER_FILE).unlink(missing_ok=True)  # the run is done: its directory is free
     r.d.barrier()
     if r.d.world > 1 and r.d.owns_group:

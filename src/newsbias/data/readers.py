@@ -24,7 +24,7 @@ from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 import pandas as pd
 import pyarrow as pa
@@ -206,20 +206,10 @@ def iter_csv(path: Path, encoding: str, on_bad_row: str, bad: list[dict],
     csv.field_size_limit(sys.maxsize)
     reader = csv.reader(stream, delimiter=delimiter)
     try:
-        header = next(reader)
-    except StopIteration:
+        header = _csv_header(path, reader, encoding, setting)
+    except BaseException:
         stream.close()
-        raise NewsbiasError(f"{path}: the file is empty (no header row)") from None
-    except csv.Error as exc:
-        stream.close()
-        raise NewsbiasError(f"{path}: line 1: unreadable CSV header ({exc})") from None
-    except (UnicodeDecodeError, OSError, EOFError) as exc:
-        stream.close()
-        raise _stream_error(path, 1, exc, encoding, setting) from None
-    header = [h.strip() for h in header]
-    repeated = sorted({h for h in header if header.count(h) > 1})
-    if repeated:
-        raise NewsbiasError(f"{path}: the header repeats column {repeated[0]!r}; give every column a distinct name")
+        raise
 
     def rows() -> Iterator[tuple[int, dict]]:
         with stream:
@@ -247,6 +237,22 @@ def iter_csv(path: Path, encoding: str, on_bad_row: str, bad: list[dict],
             yield start, dict(zip(header, values))
 
     return header, rows()
+
+
+def _csv_header(path: Path, reader: Any, encoding: str, setting: str | None) -> list[str]:
+    """The first row of ``reader``, stripped; an error names what is wrong with it."""
+    try:
+        header = [h.strip() for h in next(reader)]
+    except StopIteration:
+        raise NewsbiasError(f"{path}: the file is empty (no header row)") from None
+    except csv.Error as exc:
+        raise NewsbiasError(f"{path}: line 1: unreadable CSV header ({exc})") from None
+    except (UnicodeDecodeError, OSError, EOFError) as exc:
+        raise _stream_error(path, 1, exc, encoding, setting) from None
+    repeated = sorted({h for h in header if header.count(h) > 1})
+    if repeated:
+        raise NewsbiasError(f"{path}: the header repeats column {repeated[0]!r}; give every column a distinct name")
+    return header
 
 
 def check_columns(found: Iterable[str], cols: ColumnsConfig, path: Path) -> None:
