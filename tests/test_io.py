@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shlex
 
 import pytest
@@ -10,7 +11,7 @@ import pytest
 from newsbias import io
 from newsbias.cli import main
 from newsbias.config import BaselineConfig, CvConfig
-from newsbias.io import stage_manifest, write_json, write_jsonl
+from newsbias.io import stage_manifest, usable_cpus, write_json, write_jsonl
 
 
 def test_stage_manifest_keys(monkeypatch):
@@ -103,3 +104,12 @@ def test_pool_workers_die_with_a_killed_parent(tmp_path):
     while time.time() < deadline and any(running(p) for p in workers):
         time.sleep(0.1)
     assert not [p for p in workers if running(p)]
+
+
+def test_usable_cpus_follows_the_affinity_mask(monkeypatch):
+    if not hasattr(os, "sched_getaffinity"):
+        pytest.skip("no CPU affinity on this platform")
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0})
+    monkeypatch.setattr(os, "cpu_count", lambda: 64)
+    assert usable_cpus() == 1
+    assert BaselineConfig().jobs == 1  # the default number of worker processes follows it

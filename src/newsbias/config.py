@@ -9,7 +9,6 @@ config file plus its overrides.
 
 from __future__ import annotations
 
-import os
 import re
 from pathlib import Path
 from typing import Any, Callable, Literal, Mapping
@@ -522,8 +521,10 @@ class EvaluateConfig(MetricsConfig):
 
 
 def _cores() -> int:
-    """The machine's cores (logical), the default number of worker processes."""
-    return max(1, os.cpu_count() or 2)
+    """The logical CPUs this process may use, the default number of worker processes."""
+    from .io import usable_cpus
+
+    return usable_cpus()
 
 
 class BaselineTfidfConfig(StrictModel):

@@ -59,6 +59,13 @@ def trim_torn_tail(path: str | Path) -> int:
     return n
 
 
+def usable_cpus() -> int:
+    """Logical CPUs this process may run on: a container or ``taskset`` may allow fewer than the machine has."""
+    if hasattr(os, "sched_getaffinity"):
+        return max(1, len(os.sched_getaffinity(0)))
+    return max(1, os.cpu_count() or 1)
+
+
 def write_jsonl(path: str | Path, rows: Iterable[dict[str, Any]]) -> int:
     """``rows`` as JSON Lines, written whole or not at all; returns their number."""
     n = 0

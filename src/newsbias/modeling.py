@@ -35,7 +35,7 @@ from torch import nn
 
 from .config import Head, Pooling, PromptConfig, format_validation_error
 from .errors import NewsbiasError, SettingError
-from .io import read_json, remove_dead_leftovers, write_json
+from .io import read_json, remove_dead_leftovers, usable_cpus, write_json
 from .labels import LABELS
 from .prompt import PromptBuilder
 
@@ -97,10 +97,7 @@ def physical_cores() -> int:
     """Physical CPU cores this process may run on (hyper-threads share a core's matmul units)."""
     import psutil
 
-    cores = psutil.cpu_count(logical=False) or os.cpu_count() or 1
-    if hasattr(os, "sched_getaffinity"):  # a container or taskset may allow fewer
-        cores = min(cores, len(os.sched_getaffinity(0)))
-    return max(1, cores)
+    return max(1, min(psutil.cpu_count(logical=False) or os.cpu_count() or 1, usable_cpus()))
 
 
 def set_threads(threads: Optional[int] = None) -> int:

@@ -36,6 +36,7 @@ from ..io import (
     die_with_parent,
     sha256_file,
     stage_manifest,
+    usable_cpus,
     write_json,
     write_jsonl,
 )
@@ -113,7 +114,7 @@ def _process_all(df: pd.DataFrame, cfg: PrepConfig, progress: bool) -> tuple[np.
     texts = df["text"].map(lambda t: t if isinstance(t, str) else "" if t is None or pd.isna(t) else str(t)).tolist()
     titles = df["title"].tolist()
     args = (cfg.clean.fix_text, cfg.clean.prepend_title, cfg.dedup.num_perm, cfg.dedup.shingle_words)
-    workers = cfg.workers or (os.cpu_count() or 1)
+    workers = cfg.workers or usable_cpus()
     size = max(250, len(texts) // (workers * 16))
     chunks = [(texts[i:i + size], titles[i:i + size]) for i in range(0, len(texts), size)]
     bar = tqdm(total=len(texts), desc="clean+minhash", unit="doc", disable=not progress, leave=False)
