@@ -499,3 +499,15 @@ def test_the_card_of_an_lm_onnx_graph_names_its_inputs_and_an_export_is_not_tagg
     for card in (lm, cls, model_card(adapters["lm"], merged=True)):
         assert not {"lora", "peft"} & set(front_matter(card)["tags"])
     assert {"lora", "peft"} <= set(front_matter(model_card(adapters["lm"]))["tags"])
+
+
+def test_a_card_gives_the_reports_caveat_when_its_model_loses_while_right_on_more_articles():
+    from newsbias.export import _paired_with, _verdict_on
+
+    paired = {"t": {"a": "tfidf-lr", "b": "tuned", "diff": 0.1, "ci": {"low": 0.02, "high": 0.2},
+                    "mcnemar": {"only_a_right": 20, "only_b_right": 35}}}
+    ev = {"run": "tuned", "paired": _paired_with("tuned", paired)}
+    assert _verdict_on(ev, "tfidf-lr", 0.36, 0.46, None) == (
+        "This model (0.360) is worse than tfidf-lr (0.460) on these articles (paired difference -0.100, 95% interval "
+        "over articles [-0.200, -0.020]), on macro-F1 only: of the articles only one of the two gets right, this "
+        "model gets 35 and tfidf-lr 20.")

@@ -371,3 +371,23 @@ def test_log_loss_is_scikit_learns_and_a_uniform_guess_scores_ln3():
     assert m["log_loss"] == pytest.approx(log_loss(gold, probs, labels=[0, 1, 2]), rel=1e-9)
     flat = compute_metrics(gold, np.zeros(40, dtype=int), probs=np.full((40, 3), 1 / 3), n_boot=0)
     assert flat["log_loss"] == pytest.approx(np.log(3)) and compute_metrics(gold, gold, n_boot=0)["log_loss"] is None
+
+
+def test_a_paired_outcome_reads_the_same_test_from_either_side():
+    from newsbias.metrics import paired_outcome
+
+    test = {"a": "tuned", "b": "base", "diff": 0.2, "ci": {"low": 0.1, "high": 0.3},
+            "ci_outlets": {"low": 0.05, "high": 0.4, "confidence": 0.9}, "mcnemar": {"only_a_right": 40, "only_b_right": 50}}
+    mine = paired_outcome(test)
+    assert (mine["other"], mine["outcome"], mine["over"], mine["confidence"]) == ("base", "better", "outlets", 0.9)
+    assert mine["macro_f1_only"]  # better on macro-F1 while right on fewer articles
+    theirs = paired_outcome(test, "base")
+    assert (theirs["other"], theirs["outcome"], theirs["diff"]) == ("tuned", "worse", -0.2)
+    assert (theirs["low"], theirs["high"]) == (-0.4, -0.05)
+    assert theirs["macro_f1_only"] and theirs["only_mine_right"] == 50  # worse while right on more
+    # the interval over outlets decides; without it the one over articles; without any, the sign of the difference
+    assert paired_outcome({**test, "ci_outlets": {"low": -0.1, "high": 0.4}})["outcome"] == "tie"
+    assert paired_outcome({**test, "ci_outlets": None})["outcome"] == "better"
+    assert paired_outcome({**test, "ci_outlets": None, "ci": None, "diff": -0.1})["outcome"] == "tie"
+    with pytest.raises(ValueError, match="not in the paired test"):
+        paired_outcome(test, "other")

@@ -263,7 +263,7 @@ def test_verdict_says_beats_worse_or_neither_by_where_the_interval_lies():
     from newsbias.report import verdict
 
     def test(diff, low, high):
-        return {"b": "tfidf-lr", "diff": diff, "ci": {"confidence": 0.95, "low": low, "high": high},
+        return {"a": "t", "b": "tfidf-lr", "diff": diff, "ci": {"confidence": 0.95, "low": low, "high": high},
                 "mcnemar": {"p_value": 0.5, "only_a_right": 10, "only_b_right": 5}}
     roles = {"tuned": "t", "baseline": "tfidf-lr"}
     said = [verdict({"x": test(d, lo, hi)}, roles, "tfidf-lr") for d, lo, hi in

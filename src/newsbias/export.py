@@ -30,6 +30,7 @@ from .classifier import Classifier, weights_sha256
 from .config import ExportConfig
 from .errors import NewsbiasError
 from .io import atomic_dir, atomic_file, check_output_dir, read_json, stage_manifest, write_json
+from .metrics import paired_outcome
 from .modeling import SETTINGS_FILE, ModelSettings, is_gguf, join_gguf
 from .records import PREP_META, locate, read_articles, read_manifest, resolve_split
 from .templates import render
@@ -193,21 +194,13 @@ def _check_eval_model(metrics_file: Path, preds: Optional[str], adapter_dir: Pat
 
 
 def _paired_with(run: str, paired: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    """compare's paired tests that involve ``run``, by the other run, as ``run`` minus the other."""
+    """compare's paired tests with an interval that involve ``run``, by the other run, read from ``run``'s side
+    (:func:`metrics.paired_outcome`)."""
     out = {}
     for test in paired.values():
-        ci = test.get("ci_outlets") or test.get("ci") if isinstance(test, dict) else None  # outlets when known
-        if not ci or run not in (test.get("a"), test.get("b")):
-            continue
-        sign = 1 if test["a"] == run else -1
-        lo, hi = sorted((sign * ci["low"], sign * ci["high"]))
-        right = test.get("mcnemar") or {}
-        mine, theirs = right.get("only_a_right"), right.get("only_b_right")
-        out[test["b"] if sign == 1 else test["a"]] = {"diff": sign * test["diff"], "low": lo, "high": hi,
-                                                      "confidence": ci.get("confidence", 0.95),
-                                                      "over": "outlets" if test.get("ci_outlets") else "articles",
-                                                      "only_mine_right": mine if sign == 1 else theirs,
-                                                      "only_theirs_right": theirs if sign == 1 else mine}
+        if isinstance(test, dict) and (test.get("ci_outlets") or test.get("ci")) and run in (test.get("a"), test.get("b")):
+            outcome = paired_outcome(test, run)
+            out[outcome["other"]] = outcome
     return out
 
 
@@ -246,17 +239,14 @@ def _verdict_on(evaluation: dict[str, Any], name: str, mine: float, other: float
     if not test:
         return _verdict(name, mine, other, ci)
     paired = (f"paired difference {test['diff']:+.3f}, {round(100 * test['confidence'])}% interval over "
-              f"{test.get('over', 'articles')} [{test['low']:+.3f}, {test['high']:+.3f}]")
-    if test["high"] < 0:
-        return f"This model ({mine:.3f}) is worse than {name} ({other:.3f}) on these articles ({paired})."
-    if test["low"] > 0:
-        fewer = (isinstance(test.get("only_mine_right"), int) and isinstance(test.get("only_theirs_right"), int)
-                 and test["only_mine_right"] < test["only_theirs_right"])
-        return (f"This model ({mine:.3f}) beats {name} ({other:.3f}) on these articles ({paired})"
-                + (f", on macro-F1 only: of the articles only one of the two gets right, this model gets "
-                   f"{test['only_mine_right']} and {name} {test['only_theirs_right']}." if fewer else "."))
-    return (f"This model ({mine:.3f}) and {name} ({other:.3f}) do not differ beyond chance on these articles "
-            f"({paired}).")
+              f"{test['over']} [{test['low']:+.3f}, {test['high']:+.3f}]")
+    if test["outcome"] == "tie":
+        return (f"This model ({mine:.3f}) and {name} ({other:.3f}) do not differ beyond chance on these articles "
+                f"({paired}).")
+    said = "beats" if test["outcome"] == "better" else "is worse than"
+    caveat = (f", on macro-F1 only: of the articles only one of the two gets right, this model gets "
+              f"{test['only_mine_right']} and {name} {test['only_theirs_right']}" if test["macro_f1_only"] else "")
+    return f"This model ({mine:.3f}) {said} {name} ({other:.3f}) on these articles ({paired}){caveat}."
 
 
 def _evaluation_context(evaluation: Optional[dict[str, Any]]) -> Optional[dict[str, Any]]:

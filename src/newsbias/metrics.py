@@ -19,7 +19,7 @@ from __future__ import annotations
 import logging
 import warnings
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any, Mapping, Optional, Sequence
 
 import numpy as np
 import pandas as pd
@@ -182,6 +182,36 @@ def paired_macro_f1_difference(gold: np.ndarray, pred_a: np.ndarray, pred_b: np.
         scores = _bootstrap_class_f1(gold, [pred_a, pred_b], n_labels, n_boot, seed).mean(axis=-1)
         ci = _percentile_ci(scores[0] - scores[1], confidence, seed)
     return {"diff": float(diff), "ci": ci}
+
+
+def paired_outcome(test: Mapping[str, Any], run: Optional[str] = None) -> dict[str, Any]:
+    """compare's paired test of runs ``a`` and ``b`` read from ``run``'s side (default ``a``): the one rule by which
+    the report and the model cards say "beats", "is worse than" or neither.
+
+    The interval over outlets is the one that counts when there is one (articles of one outlet are not independent
+    draws), else the one over articles; ``outcome`` is "better" when it lies above zero (with no interval at all, a
+    positive difference), "worse" when below, else "tie". ``macro_f1_only`` flags a win (loss) while being right on
+    fewer (more) of the articles only one of the two gets right.
+    """
+    if run not in (None, test["a"], test["b"]):
+        raise ValueError(f"run {run!r} is not in the paired test of {test['a']} and {test['b']}")
+    sign = -1 if run == test["b"] and run != test["a"] else 1
+    ci = test.get("ci_outlets") or test.get("ci")
+    diff = sign * test["diff"]
+    low, high = sorted((sign * ci["low"], sign * ci["high"])) if ci else (None, None)
+    if ci:
+        outcome = "better" if low > 0 else "worse" if high < 0 else "tie"
+    else:
+        outcome = "better" if diff > 0 else "tie"
+    mc = test.get("mcnemar") or {}
+    mine, theirs = mc.get("only_a_right"), mc.get("only_b_right")
+    if sign < 0:
+        mine, theirs = theirs, mine
+    counted = isinstance(mine, int) and isinstance(theirs, int)
+    caveat = counted and ((outcome == "better" and mine < theirs) or (outcome == "worse" and mine > theirs))
+    return {"other": test["b"] if sign > 0 else test["a"], "outcome": outcome, "diff": diff, "low": low, "high": high,
+            "confidence": (ci or {}).get("confidence", 0.95), "over": "outlets" if test.get("ci_outlets") else "articles",
+            "only_mine_right": mine, "only_theirs_right": theirs, "macro_f1_only": caveat}
 
 
 def mcnemar_test(gold: np.ndarray, pred_a: np.ndarray, pred_b: np.ndarray) -> dict[str, Any]:

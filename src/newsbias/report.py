@@ -47,7 +47,7 @@ from .errors import NewsbiasError, counted
 from .io import read_json, sha256_file, writable_dir, write_json
 from .labels import LABELS
 from .metrics import (INVALID, chance_f1, mcnemar_test, metrics_for_frame, paired_macro_f1_difference,
-                      paired_macro_f1_difference_by_group, prediction_frame)
+                      paired_macro_f1_difference_by_group, paired_outcome, prediction_frame)
 from .records import (PREP_META, iter_articles, locate, prediction_stem, read_articles, read_manifest, resolve_split,
                       split_file)
 from .templates import render
@@ -746,11 +746,11 @@ def verdict(paired: dict[str, Any], roles: dict[str, Any], baseline: str) -> Opt
     clauses = []
     for test in paired.values():
         other = f"TF-IDF ({test['b']})" if test["b"] == "tfidf-lr" else test["b"]
-        ci = test.get("ci_outlets") or test["ci"]  # articles of one outlet are not independent draws
-        if (ci["low"] > 0) if ci else test["diff"] > 0:
-            clauses.append(f"beats {other} by {_diff_ci(test)}" + _right_caveat(test, better=True))
-        elif ci and ci["high"] < 0:
-            clauses.append(f"is worse than {other} by {_diff_ci(test)}" + _right_caveat(test, better=False))
+        outcome = paired_outcome(test)
+        if outcome["outcome"] == "better":
+            clauses.append(f"beats {other} by {_diff_ci(test)}" + _right_caveat(outcome))
+        elif outcome["outcome"] == "worse":
+            clauses.append(f"is worse than {other} by {_diff_ci(test)}" + _right_caveat(outcome))
         else:
             clauses.append(f"does not beat {other} ({_diff_ci(test)})")
     if not clauses:
@@ -762,15 +762,14 @@ def verdict(paired: dict[str, Any], roles: dict[str, Any], baseline: str) -> Opt
     return f"{who} " + "; ".join(clauses) + "."
 
 
-def _right_caveat(test: dict[str, Any], better: bool) -> str:
+def _right_caveat(outcome: dict[str, Any]) -> str:
     """The caveat when a run beats another on macro-F1 while being right on fewer articles (a base that answers one
     class everywhere is right on many articles and scores a low macro-F1), or loses while being right on more."""
-    mc = test["mcnemar"]
-    mine, theirs = mc["only_a_right"], mc["only_b_right"]
-    if (mine >= theirs) if better else (mine <= theirs):
+    if not outcome["macro_f1_only"]:
         return ""
-    return (f", on macro-F1 only: it is right on {'fewer' if better else 'more'} articles ({mine} it alone gets "
-            f"right, {theirs} {test['b']} alone)")
+    fewer = "fewer" if outcome["outcome"] == "better" else "more"
+    return (f", on macro-F1 only: it is right on {fewer} articles ({outcome['only_mine_right']} it alone gets "
+            f"right, {outcome['only_theirs_right']} {outcome['other']} alone)")
 
 
 @dataclass
