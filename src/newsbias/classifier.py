@@ -34,7 +34,7 @@ from .modeling import (SETTINGS_FILE, ModelSettings, Pooling, is_gguf, iter_logi
                        prompt_builder, resolve_device_dtype, score_batch, score_encoded, shared_prefix_len)
 from .config import INT8_KEEP_FP32, PromptConfig
 from .onnx_model import ONNX_FILE, OnnxScorer
-from .records import has_words, join_title, scored
+from .records import CHECKPOINTS, TRAIN_LOG, has_words, join_title, scored
 
 log = logging.getLogger(__name__)
 
@@ -398,8 +398,7 @@ class Classifier:
 def _refuse_unfinished_training(d: Path) -> None:
     """A training run's directory without its ``newsbias.json`` is a run that has not finished (killed, or still
     running): its files are no model yet."""
-    # train's LOG_FILE and CHECKPOINT_DIR layout (named here: importing train would load the training stack)
-    started = (d / "train_log.jsonl").is_file() or any(d.glob("checkpoints/checkpoint-*/trainer_state.json"))
+    started = (d / TRAIN_LOG).is_file() or any(d.glob(f"{CHECKPOINTS}/checkpoint-*/trainer_state.json"))
     if started and not (d / SETTINGS_FILE).is_file():
         raise NewsbiasError(f"{d} holds a training run that has not finished (no {SETTINGS_FILE} yet); finish it with "
                             f"`newsbias train ... --resume` (the same command and --resume), or wait for it")

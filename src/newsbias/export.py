@@ -32,14 +32,14 @@ from .errors import NewsbiasError
 from .io import atomic_dir, atomic_file, check_output_dir, read_json, stage_manifest, write_json
 from .metrics import paired_outcome
 from .modeling import SETTINGS_FILE, ModelSettings, is_gguf, join_gguf
-from .records import PREP_META, locate, read_articles, read_manifest, resolve_split
+from .records import PREP_META, TRAIN_LOG, TRAIN_MANIFEST, locate, read_articles, read_manifest, resolve_split
 from .templates import render
 
 log = logging.getLogger(__name__)
 
 CARD_FILE = "README.md"
 MARKER_FILE = "export.json"  # {"stage": "export", ...}: marks a directory this stage may replace
-ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors", "manifest.json", "train_log.jsonl")
+ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors", TRAIN_MANIFEST, TRAIN_LOG)
 TOKENIZER_PREFIXES = ("tokenizer", "special_tokens", "vocab", "merges", "chat_template")
 CARD_PATH = "path/to/this/dir"  # the export directory as the card's usage snippets name it
 # Licenses of bases people use with newsbias (owner/name prefix, lower case -> SPDX-like hub id); keys carry the
@@ -127,7 +127,7 @@ def find_prep_meta(adapter_dir: Path, manifest: dict[str, Any]) -> Optional[dict
     train_path = (data.get("train") or {}).get("path")
     if train_path:
         candidates.append(str(Path(train_path).parent / PREP_META))
-    where = {**manifest, "manifest_path": str((adapter_dir / "manifest.json").resolve())}
+    where = {**manifest, "manifest_path": str((adapter_dir / TRAIN_MANIFEST).resolve())}
     for candidate in filter(None, candidates):
         found = locate(candidate, where)
         meta = _read_json(found) if found.is_file() else None
@@ -468,7 +468,7 @@ def model_card(adapter_dir: str | Path, merged: bool = False, base_model_id: Opt
 
     adir = Path(adapter_dir)
     settings = ModelSettings.load(adir)
-    manifest = _read_json(adir / "manifest.json") or {}
+    manifest = _read_json(adir / TRAIN_MANIFEST) or {}
     base = _base_context(settings, base_model_id)
     lic = license or (base_license(base["hub_id"]) if base["hub_id"] else None)
     ev = _evaluation_context(evaluation)
@@ -580,8 +580,8 @@ def run_export(cfg: ExportConfig) -> dict[str, Any]:
             written = merge_adapter(adir, tmp, join_gguf(cfg.model, cfg.gguf_file) if cfg.model else None, cfg.dtype,
                                     cfg.device, **save)
             recorded = written.extra.get("onnx")
-            if (adir / "manifest.json").is_file():
-                shutil.copy2(adir / "manifest.json", tmp / "manifest.json")
+            if (adir / TRAIN_MANIFEST).is_file():
+                shutil.copy2(adir / TRAIN_MANIFEST, tmp / TRAIN_MANIFEST)
         else:
             copy_adapter(adir, tmp, cfg.base_model_id or hub_model_id(ModelSettings.load(adir).base_model))
         (tmp / CARD_FILE).write_text(card(merged, recorded), encoding="utf-8")

@@ -83,6 +83,9 @@ def join_title(title: Optional[str], text: str) -> str:
 
 
 PREP_META = "prep_meta.json"  # prep's report, beside its split files
+TRAIN_MANIFEST = "manifest.json"  # a training run's manifest, in its output (adapter) directory
+TRAIN_LOG = "train_log.jsonl"  # its per-step log, beside it
+CHECKPOINTS = "checkpoints"  # its resumable checkpoints, under it
 
 
 def split_file(data_dir: str | Path, split: str) -> Path:

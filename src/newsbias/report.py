@@ -48,15 +48,13 @@ from .io import read_json, sha256_file, writable_dir, write_json
 from .labels import LABELS
 from .metrics import (INVALID, chance_f1, mcnemar_test, metrics_for_frame, paired_macro_f1_difference,
                       paired_macro_f1_difference_by_group, paired_outcome, prediction_frame)
-from .records import (PREP_META, iter_articles, locate, prediction_stem, read_articles, read_manifest, resolve_split,
-                      split_file)
+from .records import (PREP_META, TRAIN_LOG, TRAIN_MANIFEST, iter_articles, locate, prediction_stem, read_articles,
+                      read_manifest, resolve_split, split_file)
 from .templates import render
 
 log = logging.getLogger(__name__)
 
 _NAME = re.compile(r"^[A-Za-z0-9_.\-]+$")
-TRAIN_LOG = "train_log.jsonl"  # newsbias.train.LOG_FILE, named here so compare does not import torch
-TRAIN_MANIFEST = "manifest.json"  # newsbias.train.MANIFEST_FILE, likewise
 
 
 def parse_pred_specs(specs: list[str]) -> list[tuple[str, Path]]:
@@ -236,8 +234,8 @@ def training_size(frame: pd.DataFrame, manifest: Optional[dict[str, Any]]) -> Op
     if manifest and manifest.get("stage") == "baseline":
         rows = ((manifest.get("data") or {}).get("train") or {}).get("rows")
         return f"fitted on {rows} articles" if rows else None
-    d = trained_dir(frame, manifest, "manifest.json")
-    trained = read_json(d / "manifest.json", strict=False) if d else None
+    d = trained_dir(frame, manifest, TRAIN_MANIFEST)
+    trained = read_json(d / TRAIN_MANIFEST, strict=False) if d else None
     if not trained:
         return None
     summary, data = trained.get("summary") or {}, (trained.get("config") or {}).get("data") or {}

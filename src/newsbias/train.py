@@ -44,13 +44,11 @@ from .modeling import (SETTINGS_FILE, Dist, LabelLossModule, ModelSettings, _che
                        count_parameters, init_distributed, join_gguf, load_model_and_tokenizer, pad_batch,
                        resolve_device_dtype)
 from .prompt import Encoded, PromptBuilder
-from .records import PREP_META, SPLIT_FILES, Article, read_articles, resolve_split
+from .records import (CHECKPOINTS, PREP_META, SPLIT_FILES, TRAIN_LOG, TRAIN_MANIFEST, Article, read_articles,
+                      resolve_split)
 
 log = logging.getLogger(__name__)
 
-LOG_FILE = "train_log.jsonl"
-MANIFEST_FILE = "manifest.json"
-CHECKPOINT_DIR = "checkpoints"
 ADVERSARY_FILE = "adversary.safetensors"
 
 Example = Article  # a training example is a prep article with its label
@@ -273,7 +271,7 @@ def _set_rng_state(st: dict[str, Any]) -> None:
 
 def _checkpoints(out_dir: str | Path) -> list[Path]:
     """Complete checkpoints, oldest first (``trainer_state.json`` is written last, so a torn one is skipped)."""
-    d = Path(out_dir) / CHECKPOINT_DIR
+    d = Path(out_dir) / CHECKPOINTS
     found = [p.parent for p in d.glob("checkpoint-*/trainer_state.json")] if d.is_dir() else []
     return sorted(found, key=lambda p: int(p.name.split("-")[1]))
 
@@ -382,8 +380,8 @@ def check_out_dir(cfg: TrainConfig, source: str) -> None:
         if ip is not None and holds(out, ip):
             raise NewsbiasError(f"train.out_dir {out} is, or holds, the run's {what} ({inp}), which training would "
                                 f"overwrite; choose another --out")
-    manifest = read_json(out / MANIFEST_FILE, strict=False) or {}
-    ours = manifest.get("stage") == "train" or (out / CHECKPOINT_DIR).is_dir() or (out / LOG_FILE).is_file()
+    manifest = read_json(out / TRAIN_MANIFEST, strict=False) or {}
+    ours = manifest.get("stage") == "train" or (out / CHECKPOINTS).is_dir() or (out / TRAIN_LOG).is_file()
     clash = [] if ours or not out.is_dir() else [n for n in _MODEL_FILES if (out / n).exists()]
     if clash:
         raise NewsbiasError(f"{out} holds another model's files ({', '.join(clash[:3])}) that newsbias train did not "
@@ -393,14 +391,14 @@ def check_out_dir(cfg: TrainConfig, source: str) -> None:
 def clear_finished_run(out_dir: Path, overwrite: bool) -> None:
     """A new run into the directory of a finished one: refused without ``overwrite``; with it, that run's model
     files go first, so a run killed before it finishes leaves no model behind to be taken for its own."""
-    finished = (out_dir / SETTINGS_FILE).is_file() or (read_json(out_dir / MANIFEST_FILE, strict=False) or {}).get(
+    finished = (out_dir / SETTINGS_FILE).is_file() or (read_json(out_dir / TRAIN_MANIFEST, strict=False) or {}).get(
         "stage") == "train"
     if not finished:
         return
     if not overwrite:
         raise NewsbiasError(f"{out_dir} holds a finished training run (newsbias.json); pass --overwrite to replace it "
                             f"or choose another train.out_dir")
-    for name in (SETTINGS_FILE, MANIFEST_FILE, LOG_FILE, "adapter_config.json", *_MODEL_FILES):
+    for name in (SETTINGS_FILE, TRAIN_MANIFEST, TRAIN_LOG, "adapter_config.json", *_MODEL_FILES):
         (out_dir / name).unlink(missing_ok=True)
     for shard in (*out_dir.glob("model-*-of-*.safetensors"), out_dir / "model.safetensors.index.json"):
         shard.unlink(missing_ok=True)  # a sharded full fine-tune; any other file there is the user's
@@ -414,7 +412,7 @@ def check_checkpoints(out_dir: Path, identity: dict[str, Any], resume: bool, ove
     identity with no :func:`run_differences`); a new run into a directory holding another run's
     checkpoints is refused unless ``overwrite`` (which removes them, when ``remove``: one process of a group).
     """
-    ckpt_root = out_dir / CHECKPOINT_DIR
+    ckpt_root = out_dir / CHECKPOINTS
     for unfinished in ckpt_root.glob(".checkpoint-*.tmp") if remove else ():  # a killed save: never a checkpoint
         shutil.rmtree(unfinished, ignore_errors=True)
     latest = latest_checkpoint(out_dir)
@@ -523,7 +521,7 @@ class Recipe:
         """Append a record to the history (kept in checkpoints), ``train_log.jsonl`` and any tracker."""
         self.state.history.append(rec)
         if self.d.main:
-            with (self.out_dir / LOG_FILE).open("a", encoding="utf-8") as f:
+            with (self.out_dir / TRAIN_LOG).open("a", encoding="utf-8") as f:
                 f.write(json.dumps(rec) + "\n")
             for tracker in self.trackers:
                 tracker(rec)
@@ -795,7 +793,7 @@ def setup(cfg: TrainConfig, resume: bool = False, progress: Optional[bool] = Non
             r.state.history.append(rec)
     if d.main:
         r.out_dir.mkdir(parents=True, exist_ok=True)
-        write_jsonl(r.out_dir / LOG_FILE, r.state.history)
+        write_jsonl(r.out_dir / TRAIN_LOG, r.state.history)
     return r
 
 
@@ -972,7 +970,7 @@ def save_checkpoint(r: Recipe) -> None:
         rng = [None] * r.d.world
         dist.all_gather_object(rng, _rng_state())
     if r.d.main:
-        root = r.out_dir / CHECKPOINT_DIR
+        root = r.out_dir / CHECKPOINTS
         final, tmp = root / f"checkpoint-{r.state.step}", root / f".checkpoint-{r.state.step}.tmp"
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
@@ -1087,7 +1085,7 @@ def finish(r: Recipe, t_start: float) -> dict[str, Any]:
         manifest = stage_manifest("train", cfg, t_start, data=r.hashes, summary=summary, device=str(r.device),
                                   dtype=str(r.half or next(r.model.parameters()).dtype),
                                   resumed_from=str(r.resumed_from) if r.resumed_from else None)
-        write_json(r.out_dir / MANIFEST_FILE, manifest)
+        write_json(r.out_dir / TRAIN_MANIFEST, manifest)
         (r.out_dir / OWNER_FILE).unlink(missing_ok=True)  # the run is done: its directory is free
     r.d.barrier()
     if r.d.world > 1 and r.d.owns_group:
