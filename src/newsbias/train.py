@@ -34,7 +34,7 @@ import torch.distributed as dist
 
 from .adversary import IGNORE, OutletAdversary, outlet_vocabulary, ramp
 from .classifier import Classifier
-from .config import DEFAULT_INSTRUCTION, TRAIN_NOT_IN_RUN, TrainConfig, dump_config
+from .config import DEFAULT_INSTRUCTION, TRAIN_NOT_IN_RUN, CleanConfig, TrainConfig, dump_config
 from .errors import NewsbiasError, SettingError
 from .io import (OWNER_FILE, claim, holds, honour_umask, read_json, sha256_file, stage_manifest, write_json,
                  write_jsonl)
@@ -72,8 +72,8 @@ def data_hashes(train: Path, val: Path, prep_dir: Optional[Path]) -> dict[str, A
         meta = read_json(prep_dir / PREP_META, strict=False)
         clean = ((meta or {}).get("config") or {}).get("clean") or {}
         out["prep_meta"] = ({"path": str(prep_dir / PREP_META), "outputs": meta.get("outputs", {}),
-                             "prepend_title": bool(clean.get("prepend_title", False)),
-                             "fix_text": bool(clean.get("fix_text", True))}
+                             "prepend_title": bool(clean.get("prepend_title", CleanConfig().prepend_title)),
+                             "fix_text": bool(clean.get("fix_text", CleanConfig().fix_text))}
                             if meta is not None else {"error": "unreadable prep_meta.json"})
     return out
 
