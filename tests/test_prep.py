@@ -597,6 +597,12 @@ def test_malformed_json_line_error_or_skip(tmp_path):
         prepare(cfg_for(path, tmp_path / "o"))
     _, _, drops = prepare(cfg_for(path, tmp_path / "o", **{"input.on_bad_row": "skip"}))
     assert [d["line"] for d in drops if d["reason"] == "bad_row"] == [4]
+    lines[3] = "[" * 100_000 + "]" * 100_000  # deeper than Python's JSON parser can go
+    path.write_text("\n".join(lines) + "\n")
+    with pytest.raises(NewsbiasError, match="line 4: JSON nested too deeply"):
+        prepare(cfg_for(path, tmp_path / "o"))
+    _, _, drops = prepare(cfg_for(path, tmp_path / "o", **{"input.on_bad_row": "skip"}))
+    assert [d["line"] for d in drops if d["reason"] == "bad_row"] == [4]
 
 
 def test_non_utf8_bytes_name_the_line(tmp_path):

@@ -161,6 +161,10 @@ def iter_jsonl(path: Path, encoding: str, on_bad_row: str, bad: list[dict]) -> I
             reason = f"malformed JSON ({exc.msg} at column {exc.colno})"
             _bad_row(path, lineno, reason, on_bad_row, bad, "fix the line or set prep.input.on_bad_row=skip")
             continue
+        except RecursionError:
+            _bad_row(path, lineno, "JSON nested too deeply to be one record", on_bad_row, bad,
+                     "fix the line or set prep.input.on_bad_row=skip")
+            continue
         if not isinstance(obj, dict):
             reason = f"expected a JSON object, found {type(obj).__name__}"
             _bad_row(path, lineno, reason, on_bad_row, bad)
@@ -336,7 +340,7 @@ def detect_format(path: Path, encoding: str = "utf-8") -> str:
             raise NewsbiasError(f"{path}: the file is empty (no JSON record on any line)")
         try:
             keys = set(json.loads(first))
-        except (json.JSONDecodeError, TypeError):
+        except (json.JSONDecodeError, TypeError, RecursionError):
             raise NewsbiasError(f"{path}: line {lineno}: not a JSON object; expected JSON Lines") from None
         if {"instruction", "input", "output"} <= keys:
             return "instruction"
