@@ -224,7 +224,7 @@ class PromptConfig(StrictModel):
         default="auto", description="Wrap the prompt in the tokenizer's chat template (auto: when it has one).")
     answer_cue: str = Field(default="Answer:", description="Text after the article; the label token follows it.")
     verbalizers: dict[str, str] = Field(
-        default_factory=lambda: {"left": " left", "center": " center", "right": " right"},
+        default_factory=lambda: {label: f" {label}" for label in LABELS},
         description="Label -> text whose first token is the label's token (head lm).")
 
     @field_validator("chat_template", mode="before")
