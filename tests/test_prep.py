@@ -127,6 +127,10 @@ def test_mojibake_is_repaired():
     assert repair_text("before âviabilityâ - the point") == 'before "viability" - the point'
     assert repair_text("Womenâs Health") == "Women\u2019s Health"
     assert repair_text("un château à Paris") == "un château à Paris"  # real accents untouched
+    # "â" in real words is not the stripped-C1 damage, even glued to letters
+    for clean in ("Premier Lâm said les personnes âgées et l’âme; o âmbito", "Tâm met Lâm", "un âge d'or"):
+        assert repair_text(clean) == clean
+    assert repair_text("Iâm sure donât go â now") == "I’m sure don’t go — now"
 
 
 @pytest.mark.skipif(not KAGGLE_SAMPLE.exists(), reason=NO_DATA.format(KAGGLE_SAMPLE))

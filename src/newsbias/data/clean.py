@@ -17,8 +17,12 @@ _FTFY = ftfy.TextFixerConfig(uncurl_quotes=False, fix_line_breaks=True)
 
 # UTF-8 punctuation decoded as Latin-1 with the C1 bytes then stripped leaves a lone "â"
 # ("âviabilityâ", "Womenâs"): the bytes are gone, so ftfy cannot undo it. These patterns
-# restore the most likely character; they only fire on "â" glued to ASCII text.
-_LOST_APOS = re.compile(r"(?<=[A-Za-z])â(?=(?:s|t|re|ve|ll|d|m)\b)")
+# restore the most likely character. They run only on a text that shows the damage in a form
+# no real word has (an English contraction, a quoted phrase, a spaced dash), so "â" in âge,
+# l'âme or Lâm stays.
+_LOST_MARK = re.compile(r"[A-Za-z]â(?:s|t|re|ve|ll|d)\b|\bIâm\b|(?<= )â(?= )"
+                        r"|(?<![A-Za-z\u00c0-\u024f])â[A-Za-z][^â\n]{0,80}?[A-Za-z0-9.,!?]â(?![A-Za-z\u00c0-\u024f])")
+_LOST_APOS = re.compile(r"(?<=[A-Za-z])â(?=(?:s|t|re|ve|ll|d)\b)|(?<=\bI)â(?=m\b)")
 _LOST_DASH = re.compile(r"(?<= )â(?= )")
 _LOST_QUOTE = re.compile(r"(?<![A-Za-z\u00c0-\u024f])â(?=[A-Za-z0-9])|(?<=[A-Za-z0-9.,!?])â(?![A-Za-z\u00c0-\u024f])")
 
@@ -31,7 +35,7 @@ def repair_text(text: str) -> str:
     """Repair mojibake (ftfy plus the stripped-C1 pattern) without touching clean text."""
     if _SUSPECT.search(text):
         text = ftfy.fix_text(text, _FTFY)
-        if "â" in text:
+        if "â" in text and _LOST_MARK.search(text):
             text = _LOST_APOS.sub("\u2019", text)
             text = _LOST_DASH.sub("\u2014", text)
             text = _LOST_QUOTE.sub('"', text)
