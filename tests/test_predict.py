@@ -578,6 +578,10 @@ def test_lines_are_all_text_or_all_records(tmp_path):
         {"text": "Senate passes the bill"}, {"text": "{Breaking} Markets fall"}, {"text": "A third article"}]
     records = ['{"id": "a", "text": "one"}\n', '{"id": "b", "text": "two"}\n']
     assert [r["id"] for _, r in _line_rows(records, "<stdin>")] == ["a", "b"]
+    # a byte-order mark before the first record (Windows editors write one) does not make the lines text
+    assert [r for _, r in _line_rows(["\ufeff" + records[0], records[1]], "<stdin>")] == [
+        {"id": "a", "text": "one"}, {"id": "b", "text": "two"}]
+    assert [r for _, r in _line_rows(["\ufeffSenate passes\n"], "<stdin>")] == [{"text": "Senate passes"}]
     with pytest.raises(NewsbiasError, match="line 2"):  # a broken record in JSONL is an error, not an article
         list(_line_rows([records[0], "{oops\n"], "<stdin>"))
     (tmp_path / "a.txt").write_text('{"id": "x", "text": "looks like a record"}\nplain\n')

@@ -66,6 +66,8 @@ def _line_rows(lines: Iterable[str], name: str, json_lines: Optional[bool] = Non
     """One article per non-blank line: a JSON record (``json_lines``) or its text. ``None`` (stdin) decides by the
     first line, once for all: JSONL when it is a JSON object, else text (so "{Breaking} ..." is a headline)."""
     for lineno, line in enumerate(lines, start=1):
+        if lineno == 1:
+            line = line.removeprefix("\ufeff")  # a byte-order mark, as editors on Windows write one
         if not line.strip():
             continue
         if json_lines is None:
