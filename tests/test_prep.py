@@ -669,3 +669,17 @@ def test_a_refused_csv_header_closes_the_file(tmp_path, content):
             iter_csv(path, "utf-8", "skip", [])
         gc.collect()
     assert not [w for w in seen if issubclass(w.category, ResourceWarning)]
+
+
+def test_invisible_characters_leave_the_text_and_do_not_hide_a_copy(tmp_path):
+    rows = make_articles(60)
+    rows[5]["text"] = ("The legislature debated the appropriations measure for several hours before the "
+                       "committee chairman announced that negotiations would continue next week. ") * 3
+    copy = dict(rows[5], id="shy-copy", source="Another Outlet")
+    # a soft hyphen inside long words and a zero-width space after every "e": the same article to a reader
+    copy["text"] = re.sub(r"(\w{4})(\w{4,})", "\\1\u00ad\\2", rows[5]["text"]).replace("e", "e\u200b")
+    path = write_jsonl(tmp_path / "in.jsonl", rows + [copy])
+    meta = run_prep(cfg_for(path, tmp_path / "o"))
+    assert meta["counts"]["dropped_by_reason"].get("exact_duplicate") == 1
+    texts = [r["input"] for s in ("train", "val", "test") for r in read_split(tmp_path / "o", s)]
+    assert not any(ch in t for t in texts for ch in "\u00ad\u200b")

@@ -26,6 +26,12 @@ _LOST_APOS = re.compile(r"(?<=[A-Za-z])â(?=(?:s|t|re|ve|ll|d)\b)|(?<=\bI)â(?=m
 _LOST_DASH = re.compile(r"(?<= )â(?= )")
 _LOST_QUOTE = re.compile(r"(?<![A-Za-z\u00c0-\u024f])â(?=[A-Za-z0-9])|(?<=[A-Za-z0-9.,!?])â(?![A-Za-z\u00c0-\u024f])")
 
+# Format characters with no visible form and no meaning in news text: soft hyphens (which split
+# "elec\u00adtion" in two for every tokenizer), zero-width spaces, word joiners, byte-order marks and
+# bidirectional marks. Zero-width (non-)joiners stay in the text (emoji sequences, Persian spelling)
+# and go only from the dedup key.
+_INVISIBLE = re.compile("[\u00ad\u061c\u200b\u200e\u200f\u202a-\u202e\u2060-\u2064\u2066-\u206f\ufeff]")
+_INVISIBLE_KEY = re.compile("[\u00ad\u061c\u200b-\u200f\u202a-\u202e\u2060-\u2064\u2066-\u206f\ufeff]")
 _SPACES = re.compile(r"[^\S\n]{2,}|[^\S\n ]")  # only runs and odd spaces: most single spaces stay untouched
 _NEWLINES = re.compile(r" ?\n[ \n]*")
 _WORD = re.compile(r"\w+", re.UNICODE)
@@ -51,8 +57,9 @@ def drop_unsafe(text: str) -> str:
 
 
 def normalize_whitespace(text: str) -> str:
-    """Collapse runs of spaces, keep single paragraph breaks, strip the ends (NULs and lone surrogates go too)."""
-    text = drop_unsafe(text)
+    """Collapse runs of spaces, keep single paragraph breaks, strip the ends (NULs, lone surrogates and invisible
+    format characters go too)."""
+    text = _INVISIBLE.sub("", drop_unsafe(text))
     if "\r" in text:
         text = text.replace("\r\n", "\n").replace("\r", "\n")
     text = _SPACES.sub(" ", text)
@@ -67,8 +74,9 @@ def clean_text(text: str, fix: bool = True) -> str:
 
 
 def dedup_key(text: str) -> str:
-    """Lower-cased word sequence: two texts differing only in case, spacing or punctuation collide."""
-    return " ".join(_WORD.findall(text.lower()))
+    """Lower-cased word sequence: two texts differing only in case, spacing, punctuation or invisible characters
+    collide."""
+    return " ".join(_WORD.findall(_INVISIBLE_KEY.sub("", text).lower()))
 
 
 @lru_cache(maxsize=1)
