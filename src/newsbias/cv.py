@@ -40,7 +40,7 @@ from .errors import NewsbiasError
 from .io import atomic_dir, check_output_dir, command_line, stage_manifest, write_json
 from .labels import LABELS
 from .metrics import macro_f1
-from .records import (SPLITS, manifest_path, read_articles, read_predictions, split_file,
+from .records import (CHECKPOINTS, SPLITS, manifest_path, read_articles, read_predictions, split_file,
                       write_predictions)
 
 log = logging.getLogger(__name__)
@@ -172,7 +172,7 @@ def model_round(m: ModelRecipe, frame: pd.DataFrame, roles: tuple[np.ndarray, np
     """Train on one round (``newsbias train``: val picks the checkpoint) and score its test rows (``newsbias
     predict``); ``(n_test, 3)`` probabilities in the test rows' order. Each finished step is reused on a rerun.
     """
-    from .train import CHECKPOINT_DIR, latest_checkpoint, train
+    from .train import latest_checkpoint, train
     from .predict import run_predict
 
     tr, va, te = roles
@@ -190,7 +190,7 @@ def model_round(m: ModelRecipe, frame: pd.DataFrame, roles: tuple[np.ndarray, np
                                          "out_dir": str(model_dir)})
         summary = train(cfg, resume=latest_checkpoint(model_dir) is not None, progress=m.progress)
         (rdir / "trained.json").write_text(json.dumps(summary, default=str), encoding="utf-8")
-        shutil.rmtree(model_dir / CHECKPOINT_DIR, ignore_errors=True)  # only a resume needs them: hundreds of MB
+        shutil.rmtree(model_dir / CHECKPOINTS, ignore_errors=True)  # only a resume needs them: hundreds of MB
     if not manifest_path(preds).is_file():
         run_predict(m.predict.model_copy(update={"input": str(data), "split": "test", "out": str(preds),
                                                  "adapter": str(model_dir), "model": None, "gguf_file": None,
