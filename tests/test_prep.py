@@ -227,7 +227,12 @@ def test_outlet_keys():
     assert outlet_of(None, None, "Fox News (Online)") == "fox news" == outlet_of(None, None, "fox news  online")
     assert outlet_of(None, None, "Cato Institute (blog)") == "cato institute"
     assert outlet_of(None, None, "PRI (Public Radio International)") == "pri public radio international"
-    assert outlet_of(None, None, "The Blog") == "the blog" and outlet_of(None, None, "Opinion") == "opinion"
+    assert outlet_of(None, None, "The Blog") == "blog" and outlet_of(None, None, "Opinion") == "opinion"
+    assert outlet_of(None, None, "The New York Times") == "new york times" == outlet_of(None, None, "New York Times")
+    # a source column that holds an address is read as one, as a url column would be
+    assert outlet_of(None, None, "cnn.com") == "cnn.com" == outlet_of(None, None, "https://www.CNN.com/")
+    assert outlet_of(None, "https://edition.cnn.com/x", None) == outlet_of(None, None, "www.cnn.com")
+    assert outlet_of(None, None, "U.S. News") == "u s news"
     assert outlet_of("www.npr.org", "http://other.com/x", "Ezra Klein") == "npr.org"
 
 

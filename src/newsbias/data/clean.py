@@ -123,9 +123,17 @@ def source_key(name: str | None) -> str | None:
     words = _WORD.findall(_EDITION_IN_PARENS.sub("", name).lower())
     while len(words) > 1 and words[-1] in _EDITION_WORD and words[:-1] != ["the"]:
         words.pop()
+    if len(words) > 1 and words[0] == "the":  # 'The New York Times' and 'New York Times' are one outlet
+        words.pop(0)
     return " ".join(words) or " ".join(_WORD.findall(name.lower())) or None
 
 
+# a source column that holds an address ('cnn.com', 'https://www.cnn.com/') rather than a name
+_ADDRESS = re.compile(r"^(?:https?://)?[\w-]+(?:\.[\w-]+)*\.[a-z]{2,}(?:[/:?#]\S*)?$", re.I)
+
+
 def outlet_of(source_url: str | None, url: str | None, source: str | None) -> str | None:
-    """The outlet an article is judged by: its domain (source_url, then url), else its source name."""
-    return domain_of(source_url) or domain_of(url) or source_key(source)
+    """The outlet an article is judged by: its domain (source_url, then url, then a source given as an address),
+    else its source name."""
+    address = domain_of(source) if isinstance(source, str) and _ADDRESS.match(source.strip()) else None
+    return domain_of(source_url) or domain_of(url) or address or source_key(source)
