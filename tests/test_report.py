@@ -753,3 +753,6 @@ def test_each_model_run_says_how_much_of_an_article_it_read():
         "reads the start of each article, within 128 prompt tokens"
     assert "the start and end" in _reads({"prompt": {"max_length": 512, "truncation": "head_tail"}})
     assert _reads({"stage": "baseline"}) is None and _reads(None) is None
+    assert _reads({"prompt": {"max_length": 128}, "config": {"windows": 3, "pool": "max"}}) == (
+        "reads up to 3 stretches of each article (start, end and evenly between), each within 128 prompt tokens, "
+        "and takes the most confident one's answer")

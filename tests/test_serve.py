@@ -529,6 +529,22 @@ def test_explain_refuses_bad_requests_clearly(client):
     assert "Which words decided it?" in client.get("/").text
 
 
+def test_a_server_scoring_several_windows_says_so_and_refuses_a_one_window_explanation(cfg, predictor):
+    wide = cfg.model_copy(update={"windows": 3, "pool": "max", "max_article_chars": 10_000})
+    text = " ".join(f"word{i}" for i in range(400))
+    with TestClient(create_app(wide, predictor=predictor), raise_server_exceptions=False) as c:
+        assert c.get("/v1/model").json()["serving"]["windows"] == 3
+        r = c.post("/v1/classify", json={"texts": [text]})
+        assert r.status_code == 200, r.text
+        got = r.json()["results"][0]
+        assert got["probs"] == pytest.approx(dict(zip(predictor.labels, predictor.predict_proba(
+            [text], windows=3, pool="max")[0].tolist())), abs=1e-5)
+        assert got["tokens_read"] == predictor.reading([text], windows=3)[0]["tokens_read"] > \
+            predictor.reading([text])[0]["tokens_read"]
+        r = c.post("/v1/explain", json={"text": text})
+        assert r.status_code == 409 and "serve.windows=1" in r.json()["error"]
+
+
 def test_a_title_is_read_as_the_training_texts_were_in_predict_serve_and_explain(tmp_path, tiny_qwen_dir, capsys,
                                                                                   monkeypatch):
     """A model trained on prep output with titles prepended records it; predict, serve, explain and calibrate all join a

@@ -69,3 +69,14 @@ def test_predict_and_serve_settings_reach_the_classifier(tiny_qwen_dir, tmp_path
     expect = clf.predict_proba([LONG, "short one."], windows=3, pool="max")
     assert win[0]["left"] == pytest.approx(float(expect[0][0]), abs=1e-5) and one[0] != win[0]
     assert one[1] == win[1]  # a short article has one window
+
+
+def test_reading_counts_the_tokens_the_windows_cover(clf):
+    b = clf.builder
+    n = len(clf.tokenizer.encode(LONG, add_special_tokens=False))
+    assert clf.reading([LONG])[0] == {"tokens_read": b.article_budget, "truncated": True}
+    two = clf.reading([LONG], windows=2)[0]  # head and tail
+    assert two == {"tokens_read": min(n, 2 * b.article_budget), "truncated": n > 2 * b.article_budget}
+    # windows that overlap count each token once: many windows read the whole article
+    assert clf.reading([LONG, "a short one."], windows=1000) == [
+        {"tokens_read": n, "truncated": False}, clf.reading(["a short one."])[0]]

@@ -343,12 +343,24 @@ class Classifier:
         title = self.cleaned([title])[0] if isinstance(title, str) and title.strip() else None
         return join_title(title, self.cleaned([text])[0])
 
-    def reading(self, texts: Sequence[str]) -> list[dict[str, Any]]:
-        """``{"tokens_read", "truncated"}`` per text: the article tokens the prompt keeps, and whether it was cut."""
+    def reading(self, texts: Sequence[str], windows: int = 1) -> list[dict[str, Any]]:
+        """``{"tokens_read", "truncated"}`` per text: the article tokens the prompt keeps (with ``windows > 1``, those
+        its windows cover together, as :meth:`predict_proba` reads them), and whether any were left unread."""
         b = self.builder
-        fixed = len(b.lead_ids) + len(b.prefix_ids) + len(b.suffix_ids) + len(b.trail_ids)
-        return [{"tokens_read": len(enc.input_ids) - fixed, "truncated": enc.truncated}
-                for enc in map(b.encode, texts)]
+        if windows <= 1:
+            fixed = len(b.lead_ids) + len(b.prefix_ids) + len(b.suffix_ids) + len(b.trail_ids)
+            return [{"tokens_read": len(enc.input_ids) - fixed, "truncated": enc.truncated}
+                    for enc in map(b.encode, texts)]
+        out = []
+        for text in self.cleaned(texts):
+            n = len(self.tokenizer.encode(text, add_special_tokens=False)) if text else 0
+            read = reached = 0
+            for start in b.window_starts(n, windows):  # windows may overlap: count each token once
+                end = min(start + b.article_budget, n)
+                read += max(0, end - max(start, reached))
+                reached = max(reached, end)
+            out.append({"tokens_read": read, "truncated": read < n})
+        return out
 
     def save(self, out_dir: str | Path, extra: Optional[dict[str, Any]] = None, format: str = "safetensors",
              quantize: str = "none", keep_fp32: Sequence[str] = INT8_KEEP_FP32,

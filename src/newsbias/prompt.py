@@ -174,12 +174,17 @@ class PromptBuilder:
         if windows <= 1:
             return [self.encode(article)]
         art = list(self.tokenizer.encode(article, add_special_tokens=False)) if article else []
-        budget = self.article_budget
-        if len(art) <= budget:
+        if len(art) <= self.article_budget:
             return [self.encode(article)]
-        last = len(art) - budget
-        starts = sorted({round(i * last / (windows - 1)) for i in range(windows)})
-        return [self.wrap(art[s:s + budget], True) for s in starts]
+        return [self.wrap(art[s:s + self.article_budget], True) for s in self.window_starts(len(art), windows)]
+
+    def window_starts(self, n_tokens: int, windows: int) -> list[int]:
+        """Where each of up to ``windows`` stretches of an article of ``n_tokens`` tokens starts: head, tail, evenly
+        spaced between, never the same start twice; ``[0]`` when the article fits the budget."""
+        last = n_tokens - self.article_budget
+        if windows <= 1 or last <= 0:
+            return [0]
+        return sorted({round(i * last / (windows - 1)) for i in range(windows)})
 
     def encode_for_training(self, article: str, label: str) -> tuple[list[int], list[int], int]:
         """(input_ids, labels, answer_pos) for the lm head: labels are -100 except the label token."""

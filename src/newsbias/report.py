@@ -1036,6 +1036,12 @@ def _reads(manifest: Optional[dict[str, Any]]) -> Optional[str]:
     prompt = (manifest or {}).get("prompt") or {}
     if not prompt.get("max_length"):
         return None
+    cfg = (manifest or {}).get("config") or {}
+    windows = cfg.get("windows") or 1
+    if windows > 1:
+        pooled = "the most confident one's answer" if cfg.get("pool") == "max" else "their mean probabilities"
+        return (f"reads up to {windows} stretches of each article (start, end and evenly between), each within "
+                f"{prompt['max_length']} prompt tokens, and takes {pooled}")
     how = "the start and end" if prompt.get("truncation") == "head_tail" else "the start"
     return f"reads {how} of each article, within {prompt['max_length']} prompt tokens"
 

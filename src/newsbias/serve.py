@@ -403,7 +403,7 @@ class _State:
         assert self.predictor is not None
         results = self.predictor.classify(texts, mode="score", batch_size=self.cfg.max_batch,
                                               windows=self.cfg.windows, pool=self.cfg.pool)
-        return [{**r, **read} for r, read in zip(results, self.predictor.reading(texts))]
+        return [{**r, **read} for r, read in zip(results, self.predictor.reading(texts, self.cfg.windows))]
 
 
 def create_app(cfg: Optional[ServeConfig] = None, predictor: Optional[Classifier] = None,
@@ -594,12 +594,17 @@ def _add_explain_route(app: Any, state: _State) -> None:
     one_at_a_time = asyncio.Lock()  # an explanation is a forward pass per word: they queue, classify goes on
 
     @app.post("/v1/explain", response_model=ExplainResponse,
-              responses={413: {"description": "Article over serve.max_article_chars"},
+              responses={409: {"description": "The server scores several windows (serve.windows > 1)"},
+                         413: {"description": "Article over serve.max_article_chars"},
                          422: {"description": "Malformed JSON, schema error or empty text (the field is named)"},
                          503: {"description": "Model loading or failed to load"}})
     async def explain(req: ExplainRequest) -> Any:
         """Each word's effect on the answer (the probability lost without it) and the outlet cues among them."""
         t0 = time.perf_counter()
+        if state.cfg.windows > 1:  # an explanation reads one window: its answer would not be /v1/classify's
+            return _error(409, f"explanations read one window of the article, and this server scores "
+                               f"{state.cfg.windows} (serve.windows) pooled by {state.cfg.pool}; serve with "
+                               f"serve.windows=1 to explain its answers")
         text = _text_of(state)(req.title, req.text)
         if len(text) > state.cfg.max_article_chars:
             return _error(413, f"the article has {len(text)} characters; at most {state.cfg.max_article_chars} "
@@ -632,7 +637,8 @@ def _model_info(state: _State) -> dict[str, Any]:
             "reads_title": s.prepend_title, "trained": bool(cfg.adapter or s.best_val),
             "device": str(clf.device), "dtype": clf.precision,
             "quantized": (s.extra.get("onnx") or {}).get("quantize", "none"),
-            "serving": {"max_batch": cfg.max_batch, "max_wait_ms": cfg.max_wait_ms,
+            "serving": {"windows": cfg.windows, "pool": cfg.pool, "max_batch": cfg.max_batch,
+                        "max_wait_ms": cfg.max_wait_ms,
                         "max_texts": cfg.max_texts, "max_article_chars": cfg.max_article_chars,
                         "max_body_bytes": cfg.max_body_bytes}}
 
