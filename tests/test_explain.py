@@ -1,6 +1,8 @@
 """newsbias explain: occlusion effects are the model's own scores, outlet cues are found, runs resume."""
 
+import io
 import json
+import os
 import re
 
 import numpy as np
@@ -181,6 +183,26 @@ def test_explain_finds_the_planted_outlet_word_and_resumes(planted_adapter, tmp_
     with pytest.raises(NewsbiasError, match="pass --overwrite"):
         run_explain(ExplainConfig(adapter=str(planted_adapter), input=str(data), out_dir=str(out), limit=12),
                     progress=False)
+
+
+def test_explain_reading_stdin_never_resumes_and_one_directory_takes_one_run(planted_adapter, tmp_path, monkeypatch):
+    out = tmp_path / "ex"
+    out.mkdir()
+    sig = {"input": "-", "input_sha256": None}
+    (out / "manifest.json").write_text(json.dumps({"stage": "explain", "signature": sig, "complete": False}))
+    (out / RECORDS).write_text('{"id": "from another stdin"}\n')
+    monkeypatch.setattr("sys.stdin", io.StringIO("Senate passes the bill\n"))
+    cfg = ExplainConfig(adapter=str(planted_adapter), input="-", out_dir=str(out), limit=1)
+    with pytest.raises(NewsbiasError, match="reads stdin cannot resume it"):
+        run_explain(cfg, progress=False)
+    (out / ".owner").write_text(str(os.getppid()))  # a live process (pytest's parent) is writing there
+    with pytest.raises(NewsbiasError, match="being written by another newsbias process"):
+        run_explain(cfg.model_copy(update={"overwrite": True}), progress=False)
+    (out / ".owner").unlink()
+    monkeypatch.setattr("sys.stdin", io.StringIO("Senate passes the bill\n"))
+    done = run_explain(cfg.model_copy(update={"overwrite": True}), progress=False)
+    assert done["resumed"] == 0 and not (out / ".owner").exists()
+    assert [json.loads(line)["id"] for line in (out / RECORDS).read_text().splitlines()] == ["1"]
 
 
 def test_the_page_escapes_article_text(tiny_bert_dir, tmp_path):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import signal
@@ -19,7 +20,7 @@ from newsbias.config import PredictConfig, PromptConfig, TrainConfig
 from newsbias.errors import NewsbiasError
 from newsbias.metrics import compute_metrics
 from newsbias.classifier import Classifier
-from newsbias.predict import parse_generation, run_predict
+from newsbias.predict import _signature, parse_generation, run_predict
 from newsbias.modeling import prefix_cache, tune_cpu_allocator
 from newsbias.train import train
 
@@ -196,6 +197,24 @@ def test_existing_output_and_foreign_parts_are_not_clobbered(lm_adapter_dir, pla
     (parts / "run.json").write_text('{"other": 1}')
     with pytest.raises(NewsbiasError, match="unfinished run of a different .*pass --overwrite"):
         run_predict(pcfg(**cfg), progress=False)
+
+
+def test_a_run_reading_stdin_never_resumes_an_unfinished_one(lm_adapter_dir, tmp_path, monkeypatch):
+    out = tmp_path / "p.jsonl"
+    cfg = dict(adapter=str(lm_adapter_dir), input="-", out=str(out))
+    monkeypatch.setattr("sys.stdin", io.StringIO("Senate passes the bill\nMarkets fall\n"))
+    run_predict(pcfg(**cfg, overwrite=True), progress=False)
+    parts = tmp_path / ".p.jsonl.parts"
+    parts.mkdir()  # a killed run that read other articles from stdin, with every setting the same
+    sig = _signature(pcfg(**cfg), "-", 1, Classifier.load(str(lm_adapter_dir), device="cpu"))
+    (parts / "run.json").write_text(json.dumps(sig))
+    (parts / "rank0.jsonl").write_text('{"id": "1", "pred": "left"}\n')
+    monkeypatch.setattr("sys.stdin", io.StringIO("Another article\nAnd another\n"))
+    with pytest.raises(NewsbiasError, match="reads stdin cannot resume it"):
+        run_predict(pcfg(**cfg, overwrite=False), progress=False)
+    run_predict(pcfg(**cfg, overwrite=True), progress=False)
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [r["id"] for r in rows] == ["1", "2"] and all("probs" in r for r in rows)  # scored anew, none kept
 
 
 def test_bad_inputs(lm_adapter_dir, tiny_qwen_dir, tmp_path):

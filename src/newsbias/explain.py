@@ -38,7 +38,7 @@ from .config import ExplainConfig
 from .data.clean import domain_of
 from .data.cues import cue_spans
 from .errors import NewsbiasError
-from .io import check_output_dir, dumps_line, read_json, sha256_file, stage_manifest, trim_torn_tail, write_json
+from .io import OWNER_FILE, check_output_dir, claim, dumps_line, read_json, sha256_file, stage_manifest, trim_torn_tail, write_json
 from .predict import first_instruction, input_articles, load_classifier, resolve_input, skip_reason
 from .records import Article, iter_json_lines, scored
 from .templates import render
@@ -229,7 +229,8 @@ def outlet_table(records: Sequence[dict[str, Any]], top: int = 20) -> list[dict[
 def _signature(cfg: ExplainConfig, input_path: str, clf: Classifier) -> dict[str, Any]:
     """What decides the records: a resumed run must match it."""
     path = Path(input_path)
-    return {"input": str(path.resolve()), "input_sha256": sha256_file(path) if path.is_file() else None,
+    return {"input": "-" if input_path == "-" else str(path.resolve()),
+            "input_sha256": sha256_file(path) if input_path != "-" and path.is_file() else None,
             **clf.identity(), "span": cfg.span, "limit": cfg.limit, "sample": cfg.sample, "text_field": cfg.text_field}
 
 
@@ -237,10 +238,15 @@ def _done_records(out: Path, sig: dict[str, Any], overwrite: bool) -> list[dict[
     """Records of an earlier run into ``out`` with the same signature (a killed run resumes), else none."""
     old = read_json(out / MANIFEST, strict=False) or {}
     path = out / RECORDS
-    if old.get("signature") == sig and not old.get("complete") and path.is_file():
+    stdin = sig["input"] == "-"  # no way to tell that stdin brings the same articles again
+    if old.get("signature") == sig and not old.get("complete") and path.is_file() and not stdin:
         trim_torn_tail(path)  # a line cut by the kill is dropped
         return [obj for _, obj in iter_json_lines(path)]
     if path.exists() and not overwrite:
+        if stdin and not old.get("complete"):
+            raise NewsbiasError(f"{out} holds an unfinished run, and a run that reads stdin cannot resume it (stdin "
+                                f"cannot be checked to be the same input); pass --overwrite to start over, or save "
+                                f"the input to a file and resume from that")
         _refuse_earlier(out, bool(old.get("complete")))
     for name in OUTPUTS:
         (out / name).unlink(missing_ok=True)
@@ -282,6 +288,7 @@ def run_explain(cfg: ExplainConfig, progress: bool = True) -> dict[str, Any]:
     input_path = resolve_input(cfg.input, cfg.split)
     out = check_output_dir(cfg.out_dir, "explain", MANIFEST, inputs=[input_path])
     out.mkdir(parents=True, exist_ok=True)
+    claim(out, f"explain output {out}")  # two runs appending to one records file would interleave their rows
     if (read_json(out / MANIFEST, strict=False) or {}).get("complete") and not cfg.overwrite:
         _refuse_earlier(out, complete=True)  # found before the model loads: a finished run is never resumed
     clf = load_classifier(cfg, first_instruction(input_path), stage="explain")
@@ -303,6 +310,7 @@ def run_explain(cfg: ExplainConfig, progress: bool = True) -> dict[str, Any]:
                               out_dir=str(out), resumed=resumed, summary={k: v for k, v in summary.items()
                                                                             if k != "words"})
     write_json(out / MANIFEST, manifest)
+    (out / OWNER_FILE).unlink(missing_ok=True)  # the run is done: its directory is free
     return manifest
 
 

@@ -195,8 +195,13 @@ def _open_parts(cfg: PredictConfig, out: Path, parts: Path, sig: dict[str, Any])
             old = json.loads((parts / "run.json").read_text(encoding="utf-8"))
         except (OSError, ValueError):
             old = {}
-        if old != sig:
+        stdin = sig["input"] == "-"  # no way to tell that stdin brings the same articles again
+        if old != sig or stdin:
             changed = sorted(k for k in set(sig) | set(old) if sig.get(k) != old.get(k))
+            if stdin and not cfg.overwrite:
+                raise NewsbiasError(f"{out} has an unfinished run, and a run that reads stdin cannot resume it (stdin "
+                                    f"cannot be checked to be the same input); pass --overwrite to start over, or "
+                                    f"save the input to a file and resume from that")
             if not cfg.overwrite:
                 raise NewsbiasError(f"{out} has an unfinished run of a different {', '.join(changed)}; its rows cannot "
                                     f"be reused — pass --overwrite to start over")
