@@ -192,3 +192,14 @@ def test_command_line_lists_and_learning_rate_spellings():
         load_config(None, ["train.report_to=tensorboard"])
     with pytest.raises(ConfigError, match=r"train.optim.lrate: unknown key — did you mean `train.optim.lr`"):
         load_config(None, ["train.optim.lrate=1e-4"])
+
+
+def test_a_leading_tilde_in_any_path_setting_is_the_home_directory(monkeypatch, tmp_path):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    cfg = load_config(overrides=["train.out_dir=~/tr", "train.model.name_or_path=~/base"])
+    assert (cfg.train.out_dir, cfg.train.model.name_or_path) == (str(tmp_path / "tr"), str(tmp_path / "base"))
+    for stage, key in (("predict", "out"), ("baseline", "out_dir"), ("evaluate", "out"), ("compare", "out_dir"),
+                       ("explain", "out_dir")):
+        assert getattr(getattr(load_config(overrides=[f"{stage}.{key}=~/x"]), stage), key) == str(tmp_path / "x")
+    # a text setting keeps its tilde
+    assert load_config(overrides=["train.prompt.instruction=~ leaning?"]).train.prompt.instruction == "~ leaning?"

@@ -9,6 +9,7 @@ config file plus its overrides.
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 from typing import Any, Callable, Literal, Mapping
@@ -20,6 +21,7 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -43,10 +45,23 @@ POOLING_HELP = ("cls head only: cls = transformers' classifier ([CLS] / last tok
                 "mean of the last hidden states (sentence encoders).")
 
 
+# settings that name a file or directory: "~/runs/x" means the home directory's, in every stage alike (a literal
+# "./~" directory would be one "rm -rf ~" away from disaster)
+_PATH_KEYS = frozenset({"adapter", "appendix", "calibration_data", "check_data", "data", "input", "model",
+                        "name_or_path", "out", "out_dir", "path", "preds", "val_path", "work_dir"})
+
+
 class StrictModel(BaseModel):
-    """Base for every config section: unknown keys are errors."""
+    """Base for every config section: unknown keys are errors; a path setting's leading ``~`` is the home directory."""
 
     model_config = ConfigDict(extra="forbid", validate_default=True)
+
+    @field_validator("*", mode="after")
+    @classmethod
+    def _home(cls, v: Any, info: ValidationInfo) -> Any:
+        if info.field_name in _PATH_KEYS and isinstance(v, str) and v.startswith("~"):
+            return os.path.expanduser(v)
+        return v
 
 
 class ColumnsConfig(StrictModel):
