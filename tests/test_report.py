@@ -655,6 +655,28 @@ def test_a_report_rewritten_in_place_drops_its_own_stale_figures_and_keeps_a_use
         run_compare(CompareConfig(preds=[f"x={a}"], out_dir=str(tmp_path / "file"), metrics={"n_boot": 0}))
 
 
+def test_compare_never_overwrites_a_users_report_and_a_failed_run_leaves_the_last_one(tmp_path, monkeypatch):
+    gold = [ORDER[i % 3] for i in range(12)]
+    a, b = write_run(tmp_path / "a.jsonl", gold, set(range(6))), write_run(tmp_path / "b.jsonl", gold, set(range(9)))
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "report.md").write_text("my notes")
+    with pytest.raises(NewsbiasError, match="holds report.md not written by newsbias compare"):
+        run_compare(CompareConfig(preds=[f"x={a}"], out_dir=str(mine), metrics={"n_boot": 0}))
+    assert (mine / "report.md").read_text() == "my notes"
+    out = tmp_path / "r"
+    run_compare(CompareConfig(preds=[f"base={a}", f"tuned={b}"], out_dir=str(out), metrics={"n_boot": 0}))
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+
+    def crash(model):
+        raise KeyboardInterrupt  # killed after the CSV and figures of the new report were written
+
+    monkeypatch.setattr("newsbias.report.render_markdown", crash)
+    with pytest.raises(KeyboardInterrupt):
+        run_compare(CompareConfig(preds=[f"x={a}", f"y={b}"], out_dir=str(out), metrics={"n_boot": 0}))
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before  # nothing half-new, no staging left
+
+
 def test_interval_headers_say_the_configured_confidence(tmp_path):
     inp = make_inputs(tmp_path)
     cfg = compare_cfg(inp, tmp_path / "r")

@@ -215,6 +215,28 @@ def check_output_dir(out_dir: str | Path, stage: str, marker: str, inputs: Itera
     return out
 
 
+@contextlib.contextmanager
+def staged_files(out: Path, last: Iterable[str] = ()) -> Iterator[Path]:
+    """A hidden directory inside ``out`` for a stage's files, moved into ``out`` (each replaced atomically, the
+    ``last`` ones after the rest) only when the block succeeds: a failed or killed run leaves the earlier files as
+    they were, never half of a new set beside half of an old one. Files of ``out`` not written in the block stay."""
+    for old in out.glob(".staged-*"):  # a killed run's
+        pid = old.name.rsplit("-", 1)[-1]
+        if pid.isdigit() and not _pid_alive(int(pid)):
+            shutil.rmtree(old, ignore_errors=True)
+    tmp = out / f".staged-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    try:
+        yield tmp
+        names = sorted(p.name for p in tmp.iterdir())
+        last = [n for n in last if n in names]
+        for name in [n for n in names if n not in last] + last:
+            os.replace(tmp / name, out / name)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 def writable_dir(out_dir: str | Path, stage: str) -> Path:
     """``out_dir``, created if needed, for a stage that writes its files beside any others there; a one-line
     error when it or a directory above it is a file."""

@@ -44,7 +44,7 @@ import pandas as pd
 
 from .config import CompareConfig, MetricsConfig
 from .errors import NewsbiasError, counted
-from .io import read_json, sha256_file, writable_dir, write_json
+from .io import read_json, sha256_file, staged_files, writable_dir, write_json
 from .labels import LABELS
 from .metrics import (INVALID, chance_f1, mcnemar_test, metrics_for_frame, paired_macro_f1_difference,
                       paired_macro_f1_difference_by_group, paired_outcome, prediction_frame)
@@ -862,10 +862,8 @@ def run_compare(cfg: CompareConfig) -> dict[str, Any]:
     if texts is not None:
         check_data(texts, joined, data_path)
     out = writable_dir(cfg.out_dir, "compare")
-    previous = read_json(out / "metrics.json", strict=False) or {}
-    earlier = (previous.get("files") or []) if previous.get("stage") == "compare" else []
+    earlier = _earlier_report(out)
     csv = compare_csv(joined, texts, names, cfg.preview_words)
-    csv.to_csv(out / "eval_compare.csv", index=False)
     keys = set(joined["key"])  # metrics on the joined rows, so every run is scored on the same articles
     all_metrics = {name: metrics_for_frame(f[f["id"].astype(str).isin(keys)], cfg.metrics) for name, f in frames.items()}
     manifests = {name: read_manifest(path) for name, path in specs}
@@ -879,25 +877,43 @@ def run_compare(cfg: CompareConfig) -> dict[str, Any]:
                    paired=paired_tests(joined, roles, cfg.metrics, outlets),
                    changes=base_tuned_changes(joined, csv, names, cfg), appendix=appendix, selection=selection,
                    sizes={n: training_size(frames[n], manifests[n]) for n, _ in specs})
-    c.figures = write_figures(c, out)
-    model = report_model(c)
-    (out / "report.md").write_text(render_markdown(model), encoding="utf-8")
-    written = ["eval_compare.csv", "metrics.json", *figure_files(c.figures), "report.md"]
-    if cfg.html:
-        (out / "report.html").write_text(render_html(model, out), encoding="utf-8")
-        written.append("report.html")
-    write_json(out / "metrics.json", {"stage": "compare", "runs": {n: str(p) for n, p in specs},
-                                      "join": join_info, "skipped": {n: infos[n]["skipped_no_gold"] for n in names},
-                                      "metrics": all_metrics, "roles": roles, "paired": c.paired,
-                                      "pairs": all_pairs(joined, names, cfg.metrics, outlets),
-                                      "train_logs": {n: str(p) for n, p in logs.items()}, "selection": selection,
-                                      "config": cfg.model_dump(mode="json"), "files": written})
+    with staged_files(out, last=["metrics.json"]) as tmp:
+        csv.to_csv(tmp / "eval_compare.csv", index=False)
+        c.figures = write_figures(c, tmp)
+        model = report_model(c)
+        (tmp / "report.md").write_text(render_markdown(model), encoding="utf-8")
+        written = ["eval_compare.csv", "metrics.json", *figure_files(c.figures), "report.md"]
+        if cfg.html:
+            (tmp / "report.html").write_text(render_html(model, tmp), encoding="utf-8")
+            written.append("report.html")
+        write_json(tmp / "metrics.json", {"stage": "compare", "runs": {n: str(p) for n, p in specs},
+                                          "join": join_info, "skipped": {n: infos[n]["skipped_no_gold"] for n in names},
+                                          "metrics": all_metrics, "roles": roles, "paired": c.paired,
+                                          "pairs": all_pairs(joined, names, cfg.metrics, outlets),
+                                          "train_logs": {n: str(p) for n, p in logs.items()}, "selection": selection,
+                                          "config": cfg.model_dump(mode="json"), "files": written})
     for stale in set(earlier) - set(written):  # an earlier report's figures of runs not compared now
         if isinstance(stale, str) and Path(stale).name == stale:
             (out / stale).unlink(missing_ok=True)
     return {"out_dir": str(out), "files": written, "n": len(joined), "join": join_info, "metrics": all_metrics,
             "verdict": model["verdict"], "paired": c.paired, "selection": selection,
             "changes": {k: v for k, v in c.changes.items() if not k.endswith("examples")} if c.changes else None}
+
+
+_REPORT_FILES = ("eval_compare.csv", "metrics.json", "report.md", "report.html")
+
+
+def _earlier_report(out: Path) -> list[str]:
+    """The files an earlier compare wrote into ``out`` (from its metrics.json); a file of the report's names that
+    compare did not write (a user's own report.md) is an error, never overwritten."""
+    previous = read_json(out / "metrics.json", strict=False) or {}
+    if previous.get("stage") == "compare":
+        return previous.get("files") or []
+    theirs = [name for name in _REPORT_FILES if (out / name).exists()]
+    if theirs:
+        raise NewsbiasError(f"{out} holds {', '.join(theirs)} not written by newsbias compare, which the report would "
+                            f"overwrite; move them out or choose another compare.out_dir")
+    return []
 
 
 def _table(header: list[str], rows: list[list[Any]]) -> dict[str, Any]:
