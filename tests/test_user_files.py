@@ -161,8 +161,10 @@ def test_a_new_run_into_a_finished_one_needs_overwrite_and_a_killed_one_leaves_n
     def killed(*args, **kwargs):
         raise KeyboardInterrupt
     monkeypatch.setattr(train_mod, "train_step", killed)
+    (tmp_path / "a" / "chat_template.jinja").write_text("{{ old run's template }}")  # the tokenizer's, as saved
     assert main([*run, "--overwrite", "train.seed=7"]) != 0
     assert not (tmp_path / "a" / "newsbias.json").exists() and not (tmp_path / "a" / "adapter_model.safetensors").exists()
+    assert not (tmp_path / "a" / "chat_template.jinja").exists()  # a new run without one would have inherited it
     assert mine.read_bytes() == b"user weights"
     inp = write_jsonl(tmp_path / "in.jsonl", make_planted_rows(3, seed=4))
     assert main(["predict", "-q", "--adapter", str(tmp_path / "a"), "--input", str(inp), "--out",

@@ -40,7 +40,8 @@ from .io import (OWNER_FILE, claim, holds, honour_umask, read_json, sha256_file,
                  write_jsonl)
 from .labels import LABELS
 from .metrics import fit_temperature
-from .modeling import (SETTINGS_FILE, Dist, LabelLossModule, ModelSettings, _check_model_path, _hf_model, add_lora,
+from .modeling import (SETTINGS_FILE, Dist, LabelLossModule, MeanPoolingClassifier,
+                       ModelSettings, _check_model_path, _hf_model, add_lora,
                        count_parameters, init_distributed, join_gguf, load_model_and_tokenizer, pad_batch,
                        resolve_device_dtype)
 from .prompt import Encoded, PromptBuilder
@@ -398,7 +399,9 @@ def clear_finished_run(out_dir: Path, overwrite: bool) -> None:
     if not overwrite:
         raise NewsbiasError(f"{out_dir} holds a finished training run (newsbias.json); pass --overwrite to replace it "
                             f"or choose another train.out_dir")
-    for name in (SETTINGS_FILE, TRAIN_MANIFEST, TRAIN_LOG, "adapter_config.json", *_MODEL_FILES):
+    # the tokenizer's chat template and a mean-pooling head too: a new run that writes neither would inherit them
+    for name in (SETTINGS_FILE, TRAIN_MANIFEST, TRAIN_LOG, "adapter_config.json", "chat_template.jinja",
+                 MeanPoolingClassifier.HEAD_FILE, *_MODEL_FILES):
         (out_dir / name).unlink(missing_ok=True)
     for shard in (*out_dir.glob("model-*-of-*.safetensors"), out_dir / "model.safetensors.index.json"):
         shard.unlink(missing_ok=True)  # a sharded full fine-tune; any other file there is the user's
