@@ -199,6 +199,17 @@ def test_existing_output_and_foreign_parts_are_not_clobbered(lm_adapter_dir, pla
         run_predict(pcfg(**cfg), progress=False)
 
 
+def test_a_resume_knows_one_adapter_by_any_spelling_and_a_base_by_its_weights(lm_adapter_dir, tiny_qwen_dir,
+                                                                              tmp_path, monkeypatch):
+    from newsbias.classifier import weights_sha256
+
+    plain = Classifier.load(str(lm_adapter_dir), device="cpu").identity()
+    monkeypatch.chdir(lm_adapter_dir.parent)
+    spelled = Classifier.load(f"./{lm_adapter_dir.name}/../{lm_adapter_dir.name}/", device="cpu").identity()
+    assert spelled == plain  # a resume from another working directory or spelling is the same run
+    assert plain["base_weights_sha256"] == weights_sha256(tiny_qwen_dir) is not None  # new base weights: other run
+
+
 def test_a_run_reading_stdin_never_resumes_an_unfinished_one(lm_adapter_dir, tmp_path, monkeypatch):
     out = tmp_path / "p.jsonl"
     cfg = dict(adapter=str(lm_adapter_dir), input="-", out=str(out))

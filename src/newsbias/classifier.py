@@ -71,6 +71,14 @@ def weights_sha256(model_dir: str | Path) -> Optional[str]:
     return sha256_file(weights) if weights else None
 
 
+def _resolved(where: Optional[str]) -> Optional[str]:
+    """A local path made absolute (symlinks and ``..`` resolved); a hub id, or nothing, as it is."""
+    if not where:
+        return where
+    path = Path(where).expanduser()
+    return str(path.resolve()) if path.exists() else where
+
+
 class Classifier:
     """A loaded model with the settings it was trained with: ``predict_proba``, ``generate``, ``save``."""
 
@@ -196,11 +204,13 @@ class Classifier:
         return "onnx"
 
     def identity(self) -> dict[str, Any]:
-        """What decides this model's scores, for a resumed run to compare: where it was loaded from, the sha256 of
-        its trained weights (an adapter's, a trained directory's or an ONNX graph's; None for a hub base), its
-        settings and precision."""
-        return {"model": self.source, "adapter": self.adapter,
+        """What decides this model's scores, for a resumed run to compare: where it was loaded from (a local path
+        resolved, so two spellings of one directory are one model), the sha256 of its trained weights (an adapter's,
+        a trained directory's or an ONNX graph's; None for a hub base) and, under an adapter, of a local base
+        directory's (same path, other weights: other scores), its settings and precision."""
+        return {"model": _resolved(self.source), "adapter": _resolved(self.adapter),
                 "weights_sha256": weights_sha256(self.adapter or self.source),
+                "base_weights_sha256": weights_sha256(self.source) if self.adapter else None,
                 "settings": self.settings.to_dict(), "dtype": self.precision}
 
     def predict_proba(self, texts: Sequence[str], batch_size: int = 8, windows: int = 1,
