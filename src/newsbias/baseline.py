@@ -24,7 +24,7 @@ from sklearn.base import BaseEstimator, ClassifierMixin
 
 from .config import BaselineConfig
 from .errors import NewsbiasError
-from .io import sha256_file, stage_manifest, writable_dir, write_json
+from .io import atomic_file, sha256_file, stage_manifest, writable_dir, write_json
 from .labels import LABELS
 from .metrics import apply_temperature, fit_temperature, macro_f1
 from .records import (Prediction, manifest_path, read_articles, resolve_split, scored, split_file,
@@ -361,7 +361,8 @@ def _fit_predict(name: str, cfg: BaselineConfig, train: pd.DataFrame, val: Optio
     import joblib
 
     model_path = out_dir / "tfidf-lr.joblib"
-    joblib.dump(pipe, model_path)
+    with atomic_file(model_path) as tmp:  # a kill mid-dump must not leave a truncated model to load
+        joblib.dump(pipe, tmp)
     calibration = selection.pop("calibration")
     return predict_proba_labels(pipe, target["text"]), {
         "C": selection, "calibration": calibration, "vocabulary_size": len(pipe.named_steps["tfidf"].vocabulary_),
