@@ -113,3 +113,16 @@ def test_usable_cpus_follows_the_affinity_mask(monkeypatch):
     monkeypatch.setattr(os, "cpu_count", lambda: 64)
     assert usable_cpus() == 1
     assert BaselineConfig().jobs == 1  # the default number of worker processes follows it
+
+
+def test_a_run_killed_between_the_two_moves_of_atomic_dir_gets_its_earlier_output_back(tmp_path):
+    out = tmp_path / "prep"
+    dead = 2 ** 22 + 12345  # above Linux's default pid_max: no process has it
+    old = tmp_path / f".prep.old-{dead}"
+    old.mkdir()
+    (old / "train.jsonl").write_text("earlier output")
+    (tmp_path / f".prep.tmp-{dead}").mkdir()
+    assert io.remove_dead_leftovers(out) == [tmp_path / f".prep.tmp-{dead}"]
+    assert (out / "train.jsonl").read_text() == "earlier output" and not old.exists()
+    old.mkdir()  # with an output in place, a dead run's .old copy is a leftover
+    assert io.remove_dead_leftovers(out) == [old] and not old.exists()

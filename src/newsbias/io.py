@@ -137,11 +137,17 @@ def claim(directory: Path, what: str) -> None:
 
 
 def remove_dead_leftovers(out: Path) -> list[Path]:
-    """Remove ``.NAME.tmp-PID`` / ``.NAME.old-PID`` siblings of ``out`` whose process is gone (a killed run)."""
+    """Remove ``.NAME.tmp-PID`` / ``.NAME.old-PID`` siblings of ``out`` whose process is gone (a killed run).
+
+    An ``.old`` copy with no ``out`` beside it is a run killed between moving the earlier output aside and moving
+    its own in (:func:`atomic_dir`): it is the only copy, and is put back as ``out`` instead."""
     removed = []
-    for p in out.parent.glob(f".{out.name}.*-*"):
+    for p in sorted(out.parent.glob(f".{out.name}.*-*")):
         kind, _, pid = p.name[len(out.name) + 2:].partition("-")
         if kind in ("tmp", "old") and pid.isdigit() and not _pid_alive(int(pid)):
+            if kind == "old" and not out.exists() and not out.is_symlink():
+                os.replace(p, out)
+                continue
             shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
             removed.append(p)
     return removed
