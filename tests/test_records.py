@@ -211,3 +211,23 @@ def test_non_finite_probabilities_are_an_error_not_a_label():
     with pytest.raises(NewsbiasError, match="non-finite probabilities.*diverged"):
         scored(("left", "center", "right"), [float("nan")] * 3)
     assert scored(("left", "center", "right"), [0.2, 0.5, 0.3])["pred"] == "center"
+
+
+def test_a_manifest_that_describes_another_version_of_its_predictions_is_flagged(tmp_path, caplog):
+    import hashlib
+    import json
+
+    from newsbias.records import read_manifest
+
+    preds = tmp_path / "run.jsonl"
+    preds.write_text('{"id": "1", "pred": "left"}\n{"id": "2", "pred": "right"}\n')
+    sha = hashlib.sha256(preds.read_bytes()).hexdigest()
+    (tmp_path / "run.manifest.json").write_text(json.dumps({"stage": "predict",
+                                                            "outputs": {"run.jsonl": {"sha256": sha, "rows": 2}}}))
+    with caplog.at_level("WARNING"):
+        assert read_manifest(preds)["stage"] == "predict"
+    assert not caplog.records
+    preds.write_text('{"id": "1", "pred": "left"}\n')  # cut short after the manifest was written
+    with caplog.at_level("WARNING"):
+        read_manifest(preds)
+    assert "run.jsonl was changed after run.manifest.json was written" in caplog.text

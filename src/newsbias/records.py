@@ -28,7 +28,7 @@ from typing import Any, Iterable, Iterator, Literal, Mapping, Optional, Sequence
 
 from .data.clean import drop_unsafe, normalize_whitespace
 from .errors import NewsbiasError, shorten
-from .io import dumps_line, read_json, write_jsonl
+from .io import dumps_line, read_json, sha256_file, write_jsonl
 from .labels import LABELS, LabelNormalizer
 
 log = logging.getLogger(__name__)
@@ -387,6 +387,10 @@ def read_manifest(pred_path: str | Path) -> Optional[dict[str, Any]]:
     if data is None:
         log.warning("manifest %s is not a readable JSON object; left out", p)
         return None
+    recorded = ((data.get("outputs") or {}).get(Path(pred_path).name) or {}).get("sha256")
+    if recorded and Path(pred_path).is_file() and sha256_file(pred_path) != recorded:
+        log.warning("%s was changed after %s was written (its sha256 differs): the settings that manifest records "
+                    "may not be this file's; rerun the stage that wrote it", pred_path, p.name)
     return {**data, "manifest_path": str(p.resolve())}
 
 
