@@ -103,6 +103,9 @@ def test_missing_section_is_a_clear_error():
     ("train.lora.lora_alpha", "train.lora.alpha"),                # a peft LoraConfig name
     ("prep.split.mdoe", "prep.split.mode"),                       # a typo
     ("predict.batchsize", "predict.batch_size"),
+    ("train.epochs", "train.optim.epochs"),                       # a right key at the wrong level
+    ("train.max_length", "train.prompt.max_length"),
+    ("train.learning_rate", "train.optim.lr"),                    # both at once
 ])
 def test_unknown_keys_suggest_the_nearest_valid_key(key, suggested):
     with pytest.raises(ConfigError, match=f"{key}: unknown key — did you mean `{suggested}`"):

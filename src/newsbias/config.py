@@ -879,11 +879,29 @@ def suggest_key(model: type[BaseModel] | None, loc: tuple) -> str:
     """`` — did you mean `train.optim.lr`?`` for an unknown key, or "" when nothing is close."""
     import difflib
 
-    fields = _fields_at(model, tuple(loc[:-1]))
+    parent = tuple(loc[:-1])
+    fields = _fields_at(model, parent)
     key = str(loc[-1])
-    guess = KNOWN_SYNONYMS.get(key.lower()) if KNOWN_SYNONYMS.get(key.lower()) in fields else None
-    guess = guess or next(iter(difflib.get_close_matches(key, fields, n=1, cutoff=0.6)), None)
-    return f" — did you mean `{'.'.join(str(p) for p in (*loc[:-1], guess))}`?" if guess else ""
+    name = KNOWN_SYNONYMS.get(key.lower(), key)
+    if name in fields:
+        return f" — did you mean `{'.'.join(str(p) for p in (*parent, name))}`?"
+    # the commonest slip: a right key at the wrong level (train.lr for train.optim.lr)
+    deeper = _paths_named(_model_at(model, parent), name)
+    if deeper:
+        said = " or ".join(f"`{'.'.join(str(p) for p in (*parent, *path))}`" for path in deeper[:3])
+        return f" — did you mean {said}?"
+    guess = next(iter(difflib.get_close_matches(key, fields, n=1, cutoff=0.6)), None)
+    return f" — did you mean `{'.'.join(str(p) for p in (*parent, guess))}`?" if guess else ""
+
+
+def _paths_named(model: type[BaseModel] | None, name: str, depth: int = 3) -> list[tuple[str, ...]]:
+    """Paths below ``model`` (shallowest first) that end in a field called ``name``."""
+    if model is None or depth == 0:
+        return []
+    found = [(name,)] if name in model.model_fields else []
+    for field in model.model_fields:
+        found += [(field, *path) for path in _paths_named(_model_at(model, (field,)), name, depth - 1)]
+    return sorted(found, key=len)
 
 
 def format_validation_error(err: ValidationError, where: str = "config",
