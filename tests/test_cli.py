@@ -210,3 +210,15 @@ def test_predict_names_the_articles_it_skipped():
                                      "predict: skipped a2 (line 4): empty text",
                                      "predict: and 4 more (the manifest's counts.skipped_first lists up to 5)"]
     assert _skipped_lines({"skipped": 0, "skipped_first": []}) == ""
+
+
+@pytest.mark.parametrize("quiet,level", [(True, "warning"), (False, "info")])
+def test_serve_quiet_silences_the_web_servers_own_info_lines(monkeypatch, quiet, level):
+    import newsbias.serve as serve_mod
+
+    started = {}
+    monkeypatch.setattr(serve_mod, "check_port", lambda host, port: None)
+    monkeypatch.setattr(serve_mod, "load_model", lambda cfg: object())
+    monkeypatch.setattr(serve_mod, "run_server", lambda cfg, predictor: started.update(level=cfg.log_level))
+    assert main(["serve", "--model", "some/model", *(["-q"] if quiet else [])]) == 0
+    assert started["level"] == level

@@ -174,6 +174,8 @@ def _run_serve(args: argparse.Namespace, cfg: Config) -> int:
     # load before binding the port: a wrong path is a one-line error, not a server answering 503; but a busy
     # port is found before the load (seconds to minutes)
     check_port(serve.host, serve.port)
+    if args.quiet and serve.log_level in ("info", "debug"):  # uvicorn's start-up lines and one per request
+        serve = serve.model_copy(update={"log_level": "warning"})
     predictor = load_model(serve)
     print(f"serve: {serve.adapter or serve.model} loaded; http://{serve.host}:{serve.port}/ (API docs at /docs)",
           flush=True)
