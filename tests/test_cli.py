@@ -222,3 +222,12 @@ def test_serve_quiet_silences_the_web_servers_own_info_lines(monkeypatch, quiet,
     monkeypatch.setattr(serve_mod, "run_server", lambda cfg, predictor: started.update(level=cfg.log_level))
     assert main(["serve", "--model", "some/model", *(["-q"] if quiet else [])]) == 0
     assert started["level"] == level
+
+
+def test_evaluate_refuses_dash_for_its_files(tmp_path, capsys):
+    preds = tmp_path / "p.jsonl"
+    preds.write_text('{"id": "1", "pred": "left", "gold": "left"}\n')
+    for args in (["--preds", "-"], ["--preds", str(preds), "--out", "-"]):
+        assert main(["evaluate", *args]) == 2
+        assert "not stdin/stdout" in capsys.readouterr().err
+    assert not (tmp_path / "-").exists() and not os.path.exists("-")

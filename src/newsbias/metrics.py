@@ -492,6 +492,10 @@ def evaluate(cfg: EvaluateConfig) -> dict[str, Any]:
     """Read ``cfg.preds``, compute metrics, write them to ``cfg.out``; returns the metrics dict."""
     if not cfg.preds:
         raise NewsbiasError("no predictions file given: pass --preds FILE (= evaluate.preds)")
+    if "-" in (cfg.preds, cfg.out):  # predict's stdin/stdout name: here it would be a file called "-"
+        raise NewsbiasError("evaluate reads a predictions file and writes a metrics file, not stdin/stdout: save "
+                            "predict's output with --out FILE, pass it as --preds FILE, and leave out --out or give "
+                            "a path (the summary line is printed either way)")
     out = Path(cfg.out) if cfg.out else default_metrics_path(cfg.preds)
     _check_metrics_out(out, Path(cfg.preds))
     frame, info = prediction_frame(cfg.preds, missing_gold=cfg.missing_gold)
