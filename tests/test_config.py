@@ -206,3 +206,9 @@ def test_a_leading_tilde_in_any_path_setting_is_the_home_directory(monkeypatch, 
         assert getattr(getattr(load_config(overrides=[f"{stage}.{key}=~/x"]), stage), key) == str(tmp_path / "x")
     # a text setting keeps its tilde
     assert load_config(overrides=["train.prompt.instruction=~ leaning?"]).train.prompt.instruction == "~ leaning?"
+
+
+def test_a_key_given_both_as_a_flag_and_as_an_override_must_agree():
+    with pytest.raises(ConfigError, match=r"predict.limit is given twice, as a flag \(2\) and as predict.limit=3"):
+        load_config(None, ["predict.limit=3"], {"predict.limit": 2})
+    assert load_config(None, ["predict.limit=3"], {"predict.limit": 3}).predict.limit == 3

@@ -799,6 +799,19 @@ def _set_key(out: dict[str, Any], key: str, value: Any, item: str) -> None:
     node[parts[-1]] = value
 
 
+_UNSET = object()
+
+
+def _get_key(tree: Mapping[str, Any], key: str) -> Any:
+    """The value at the dotted ``key`` of a nested mapping, or ``_UNSET``."""
+    node: Any = tree
+    for part in key.split("."):
+        if not isinstance(node, Mapping) or part not in node:
+            return _UNSET
+        node = node[part]
+    return node
+
+
 def parse_overrides(items: list[str] | tuple[str, ...]) -> dict[str, Any]:
     """Turn ``["prep.split.mode=random", "train.lr=2e-4"]`` into a nested dict.
 
@@ -953,7 +966,12 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
     flags: dict[str, Any] = {}
     for key, value in (values or {}).items():
         _set_key(flags, key, value, key)
-    typed_keys = deep_merge(flags, parse_overrides(list(overrides)))
+    typed = parse_overrides(list(overrides))
+    for key, value in (values or {}).items():
+        again = _get_key(typed, key)
+        if again is not _UNSET and again != value:  # which one wins would be a guess: refuse
+            raise ConfigError(f"{key} is given twice, as a flag ({value!r}) and as {key}={again!r}; give it once")
+    typed_keys = deep_merge(flags, typed)
     data = deep_merge(data, typed_keys)
     try:
         return Config.model_validate(data)
