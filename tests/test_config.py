@@ -212,3 +212,11 @@ def test_a_key_given_both_as_a_flag_and_as_an_override_must_agree():
     with pytest.raises(ConfigError, match=r"predict.limit is given twice, as a flag \(2\) and as predict.limit=3"):
         load_config(None, ["predict.limit=3"], {"predict.limit": 2})
     assert load_config(None, ["predict.limit=3"], {"predict.limit": 3}).predict.limit == 3
+
+
+def test_a_text_setting_takes_the_text_typed_even_when_it_reads_as_yaml_bool_or_number():
+    cfg = load_config(None, ["predict.name=yes", "predict.split=2020", "baseline.out_dir=2024"])
+    assert (cfg.predict.name, cfg.predict.split, cfg.baseline.out_dir) == ("yes", "2020", "2024")
+    assert load_config(None, ["predict.name=1e5"]).predict.name == "1e5"  # not "100000.0"
+    with pytest.raises(ConfigError, match="predict.batch_size"):  # a number setting still checks its value
+        load_config(None, ["predict.batch_size=many"])

@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import Any, Callable, Literal, Mapping
+from typing import Any, Callable, Literal, Mapping, Sequence
 
 import yaml
 from pydantic import (
@@ -976,8 +976,24 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
     try:
         return Config.model_validate(data)
     except ValidationError as err:
-        raise ConfigError(format_validation_error(err, f"config {path}" if path else "config", Config,
-                                                  lambda loc: path is not None and _holds_key(typed_keys, loc))) from None
+        error = err
+    text = _text_where_typed(error, overrides)
+    if text:  # `predict.name=yes` or `=2024` read as YAML is a bool or a number; a text setting means the text
+        for key, raw in text.items():
+            _set_key(data, key, raw, key)
+        try:
+            return Config.model_validate(data)
+        except ValidationError as err:
+            error = err
+    raise ConfigError(format_validation_error(error, f"config {path}" if path else "config", Config,
+                                              lambda loc: path is not None and _holds_key(typed_keys, loc))) from None
+
+
+def _text_where_typed(err: ValidationError, overrides: Sequence[str]) -> dict[str, str]:
+    """The overrides' raw text for each key where a text setting was given a YAML bool or number."""
+    raw = {item.split("=", 1)[0].strip(): item.split("=", 1)[1] for item in overrides if "=" in item}
+    keys = {".".join(str(p) for p in e["loc"]) for e in err.errors() if e["type"] == "string_type"}
+    return {k: raw[k] for k in keys if k in raw}
 
 
 def _holds_key(tree: Mapping[str, Any], loc: tuple[Any, ...]) -> bool:
