@@ -617,3 +617,21 @@ def test_lines_are_all_text_or_all_records(tmp_path):
     (tmp_path / "a.txt").write_text('{"id": "x", "text": "looks like a record"}\nplain\n')
     assert [r for _, r in _raw_records(str(tmp_path / "a.txt"))] == [
         {"text": '{"id": "x", "text": "looks like a record"}'}, {"text": "plain"}]
+
+
+def test_gzipped_inputs_read_as_their_plain_copies(tmp_path):
+    import gzip
+
+    from newsbias.predict import _count_lines, _raw_records
+
+    plain = {"in.jsonl": '{"id": "a", "text": "one"}\n{"id": "b", "text": "two"}\n',
+             "in.csv": "id,text\na,one\nb,two\n", "in.txt": "one\ntwo\n"}
+    for name, content in plain.items():
+        (tmp_path / name).write_text(content)
+        with gzip.open(tmp_path / f"{name}.gz", "wt") as f:
+            f.write(content)
+        assert list(_raw_records(str(tmp_path / f"{name}.gz"))) == list(_raw_records(str(tmp_path / name)))
+        assert _count_lines(str(tmp_path / f"{name}.gz")) == _count_lines(str(tmp_path / name)) == 2
+    (tmp_path / "bad.jsonl.gz").write_bytes(gzip.compress(b'{"id": "a", "text": "one"}\n')[:-12])  # cut short
+    with pytest.raises(NewsbiasError, match="cannot read .*bad.jsonl.gz"):
+        list(_raw_records(str(tmp_path / "bad.jsonl.gz")))

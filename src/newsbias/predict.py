@@ -18,6 +18,7 @@ takes every WORLD_SIZE-th article and rank 0 merges the parts into one file in i
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import os
@@ -33,7 +34,7 @@ from tqdm.auto import tqdm
 from .classifier import Classifier
 from .config import InferenceConfig, PredictConfig, dump_config
 from .errors import NewsbiasError, SettingError
-from .io import atomic_file, claim, dumps_line, sha256_file, stage_manifest, trim_torn_tail, write_json
+from .io import atomic_file, claim, dumps_line, open_bytes, sha256_file, stage_manifest, trim_torn_tail, write_json
 from .labels import parse_generation  # noqa: F401  (re-exported for users)
 from .modeling import (SETTINGS_FILE, Dist, init_distributed, rank_device, resolve_device_dtype, set_threads,
                        tune_cpu_allocator)
@@ -83,7 +84,7 @@ def _is_json_object(line: str) -> bool:
 
 
 def _text_file_rows(path: str) -> Iterator[tuple[int, dict[str, Any]]]:
-    with open(path, encoding="utf-8") as f:
+    with io.TextIOWrapper(open_bytes(path), encoding="utf-8") as f:
         try:
             yield from _line_rows(f, path, json_lines=False)
         except UnicodeDecodeError as exc:
@@ -94,9 +95,10 @@ def _text_file_rows(path: str) -> Iterator[tuple[int, dict[str, Any]]]:
 def _raw_records(path: str) -> Iterator[tuple[int, dict[str, Any]]]:
     if path == "-":
         return _line_rows(sys.stdin, "<stdin>")
-    if path.lower().endswith((".csv", ".tsv")):
+    kind = path.lower().removesuffix(".gz")  # each kind may come gzipped, as prep reads it
+    if kind.endswith((".csv", ".tsv")):
         return _csv_rows(path)
-    if path.lower().endswith(".txt"):
+    if kind.endswith(".txt"):
         return _text_file_rows(path)
     return iter_json_lines(path)
 
@@ -226,8 +228,9 @@ def _rows_done(path: Path) -> int:
 def _count_lines(path: str) -> Optional[int]:
     if path == "-":
         return None
-    with open(path, "rb") as f:
-        return sum(1 for line in f if line.strip()) - (1 if path.lower().endswith((".csv", ".tsv")) else 0)
+    with open_bytes(path) as f:
+        return sum(1 for line in f if line.strip()) - (1 if path.lower().removesuffix(".gz").endswith((".csv", ".tsv"))
+                                                       else 0)
 
 
 def first_instruction(input_path: str) -> Optional[str]:

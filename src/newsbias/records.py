@@ -28,7 +28,7 @@ from typing import Any, Iterable, Iterator, Literal, Mapping, Optional, Sequence
 
 from .data.clean import drop_unsafe, normalize_whitespace
 from .errors import NewsbiasError, shorten
-from .io import dumps_line, read_json, sha256_file, write_jsonl
+from .io import dumps_line, open_bytes, read_json, sha256_file, write_jsonl
 from .labels import LABELS, LabelNormalizer
 
 log = logging.getLogger(__name__)
@@ -131,14 +131,22 @@ def parse_line(line: str, path: str | Path, lineno: int) -> dict[str, Any]:
     return obj
 
 
+def _read_lines(f: Any, path: str | Path) -> Iterator[tuple[int, bytes]]:
+    """Numbered lines of an open file; a damaged gzip stream is a one-line error."""
+    try:
+        yield from enumerate(f, start=1)
+    except (OSError, EOFError) as exc:  # gzip.BadGzipFile is an OSError
+        raise NewsbiasError(f"cannot read {path}: {exc}") from None
+
+
 def iter_json_lines(path: str | Path) -> Iterator[tuple[int, dict[str, Any]]]:
     """``(line number, object)`` for each non-blank line of a UTF-8 JSONL file (a leading BOM is ignored)."""
     try:
-        f = open(path, "rb")
+        f = open_bytes(path)
     except OSError as exc:
         raise NewsbiasError(f"cannot read {path}: {exc.strerror or exc}") from None
     with f:
-        for lineno, raw in enumerate(f, start=1):
+        for lineno, raw in _read_lines(f, path):
             try:
                 line = raw.decode("utf-8")
             except UnicodeDecodeError as exc:

@@ -31,6 +31,7 @@ import pyarrow as pa
 
 from ..config import ColumnsConfig, InputConfig
 from ..errors import NewsbiasError
+from ..io import open_bytes
 from .clean import drop_unsafe
 
 FIELDS = ("id", "text", "title", "label", "source", "source_url", "date", "url")
@@ -101,7 +102,7 @@ def _base_name(path: Path) -> str:
 def _open_raw(path: Path) -> BinaryIO:
     """The file's bytes, un-gzipped as they are read; the caller closes it."""
     try:
-        return gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")
+        return open_bytes(path)
     except FileNotFoundError:
         raise NewsbiasError(f"input file not found: {path}") from None
 
