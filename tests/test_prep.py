@@ -688,3 +688,27 @@ def test_invisible_characters_leave_the_text_and_do_not_hide_a_copy(tmp_path):
     assert meta["counts"]["dropped_by_reason"].get("exact_duplicate") == 1
     texts = [r["input"] for s in ("train", "val", "test") for r in read_split(tmp_path / "o", s)]
     assert not any(ch in t for t in texts for ch in "\u00ad\u200b")
+
+
+def test_columns_in_another_case_are_found_and_a_partial_mapping_keeps_the_formats_others(tmp_path, caplog):
+    rows = make_articles(60)
+    header = "ID,Title,Text,Bias,Source\n"
+    body = "".join(f'{r["id"]},{r["title"]},"{r["text"]}",{r["label"]},{r["source"]}\n' for r in rows)
+    (tmp_path / "caps.csv").write_text(header + body)
+    frames, meta, _ = prepare(cfg_for(tmp_path / "caps.csv", tmp_path / "o", **{"input.columns": {
+        "text": "Text", "label": "Bias", "source": "Source"}}))
+    ids = {r for f in frames.values() for r in f["id"]}
+    assert ids == {r["id"] for r in rows}  # the file's "ID" column, not content hashes
+    assert meta["columns"]["id"] == "ID" and meta["columns"]["title"] == "Title"
+    # an AllSides record with numbered labels: naming the label column keeps AllSides' other columns
+    allsides = [{"ID": r["id"], "content_original": r["text"], "bias": {"left": 0, "center": 1, "right": 2}[r["label"]],
+                 "source": r["source"], "title": r["title"]} for r in rows]
+    path = write_jsonl(tmp_path / "allsides.jsonl", allsides)
+    frames, _, _ = prepare(cfg_for(path, tmp_path / "o2", **{"input.format": "allsides",
+                                                              "input.columns": {"label": "bias"},
+                                                              "labels": {"numeric": "012"}}))
+    assert {r for f in frames.values() for r in f["id"]} == {r["id"] for r in rows}
+    (tmp_path / "noid.csv").write_text("text,label\n" + "".join(f'"{r["text"]}",{r["label"]}\n' for r in rows))
+    with caplog.at_level("WARNING"):
+        prepare(cfg_for(tmp_path / "noid.csv", tmp_path / "o3", **{"split.mode": "random"}))
+    assert "has no 'id' column, so each article's id is made from its text" in caplog.text

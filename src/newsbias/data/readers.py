@@ -19,6 +19,7 @@ import csv
 import gzip
 import io
 import json
+import logging
 import sys
 from collections import Counter
 from collections.abc import Iterable, Iterator
@@ -35,6 +36,8 @@ from ..io import open_bytes
 from .clean import drop_unsafe
 
 FIELDS = ("id", "text", "title", "label", "source", "source_url", "date", "url")
+
+log = logging.getLogger(__name__)
 
 KAGGLE_COLUMNS = ColumnsConfig(text="page_text", label="bias", title="title", source="site", date="date", url="url")
 ALLSIDES_COLUMNS = ColumnsConfig(text="content_original", label="bias_text", id="ID", title="title", source="source",
@@ -260,12 +263,17 @@ def _csv_header(path: Path, reader: Any, encoding: str, setting: str | None) -> 
     return header
 
 
-def check_columns(found: Iterable[str], cols: ColumnsConfig, path: Path) -> None:
-    """Fail with a message that names the missing columns and the override that fixes it."""
+def check_columns(found: Iterable[str], cols: ColumnsConfig, path: Path) -> ColumnsConfig:
+    """``cols`` with each column the file names in another case taken as it is spelt there ("ID" for "id"); missing
+    text or label columns fail with a message that names them and the override that fixes it."""
     found = list(found)
+    cols = _as_spelt(cols, found)
+    if cols.id and cols.id not in found:
+        log.warning("prep: %s has no %r column, so each article's id is made from its text; set "
+                    "prep.input.columns.id to the column that holds your ids", path, cols.id)
     missing = [(f, getattr(cols, f)) for f in ("text", "label") if getattr(cols, f) not in found]
     if not missing:
-        return
+        return cols
     hints = []
     for fld, _ in missing:
         guess = next((c for c in found if c.lower() in _LIKELY[fld]), None)
@@ -286,6 +294,23 @@ def check_columns(found: Iterable[str], cols: ColumnsConfig, path: Path) -> None
                 ".tsv files; convert it, e.g. pandas.read_csv(path, sep=';').to_csv('out.csv', index=False)")
         found = [found[0][:80]]
     raise NewsbiasError(f"{path}: expected columns {expected}; found {','.join(found) or '(none)'}{hint}")
+
+
+def _as_spelt(cols: ColumnsConfig, found: list[str]) -> ColumnsConfig:
+    """``cols`` with a column missing as named but present in one other case renamed to the file's spelling."""
+    lower: dict[str, list[str]] = {}
+    for name in found:
+        lower.setdefault(str(name).lower(), []).append(name)
+    update = {}
+    for fld, name in cols.model_dump().items():
+        if name and name not in found and len(lower.get(name.lower(), [])) == 1:
+            update[fld] = lower[name.lower()][0]
+    return cols.model_copy(update=update) if update else cols
+
+
+def with_defaults(columns: ColumnsConfig | None, defaults: ColumnsConfig) -> ColumnsConfig:
+    """A format's column names with the ones the user set (``prep.input.columns.*``) put in their place."""
+    return defaults if columns is None else defaults.model_copy(update=columns.model_dump(exclude_unset=True))
 
 
 def _id_of(row: dict, column: str | None) -> str | None:
@@ -353,7 +378,8 @@ def detect_format(path: Path, encoding: str = "utf-8") -> str:
 
 
 def _read_table(path: Path, inp: InputConfig, cols: ColumnsConfig, bad: list[dict],
-                source_url_col: str | None = None, max_chars: int | None = None) -> pd.DataFrame:
+                source_url_col: str | None = None, max_chars: int | None = None) -> tuple[pd.DataFrame, ColumnsConfig]:
+    """The file's records as one frame, and the columns they were read from (as the file spells them)."""
     name = _base_name(path)
     if name.endswith(".parquet"):
         try:
@@ -362,24 +388,24 @@ def _read_table(path: Path, inp: InputConfig, cols: ColumnsConfig, bad: list[dic
             raise NewsbiasError(f"input file not found: {path}") from None
         except (OSError, ValueError, pa.ArrowException) as exc:  # pyarrow's errors for corrupt files vary
             raise NewsbiasError(f"{path}: cannot read Parquet ({exc})") from None
-        check_columns(df.columns, cols, path)
+        cols = check_columns(df.columns, cols, path)
         rows = ((i + 1, r) for i, r in enumerate(df.to_dict("records")))
-        return _records(f"{path}: row", rows, cols, source_url_col, bad, inp.on_bad_row, max_chars)
+        return _records(f"{path}: row", rows, cols, source_url_col, bad, inp.on_bad_row, max_chars), cols
     if name.endswith((".csv", ".tsv")):
         header, rows = iter_csv(path, inp.encoding, inp.on_bad_row, bad)
-        check_columns(header, cols, path)
-        return _records(f"{path}: line", rows, cols, source_url_col, bad, inp.on_bad_row, max_chars)
+        cols = check_columns(header, cols, path)
+        return _records(f"{path}: line", rows, cols, source_url_col, bad, inp.on_bad_row, max_chars), cols
     if name.endswith((".jsonl", ".json", ".ndjson")):
         it = iter_jsonl(path, inp.encoding, inp.on_bad_row, bad)
         first = next(it, None)
         if first is None:
             raise NewsbiasError(f"{path}: empty file (no records)" + (f"; {len(bad)} bad lines" if bad else ""))
-        check_columns(first[1].keys(), cols, path)
+        cols = check_columns(first[1].keys(), cols, path)
 
         def chained():
             yield first
             yield from it
-        return _records(f"{path}: line", chained(), cols, source_url_col, bad, inp.on_bad_row, max_chars)
+        return _records(f"{path}: line", chained(), cols, source_url_col, bad, inp.on_bad_row, max_chars), cols
     raise NewsbiasError(f"{path}: unsupported file type; use .csv, .tsv, .jsonl(.gz) or .parquet")
 
 
@@ -405,7 +431,7 @@ def read_allsides_release(root: Path, inp: InputConfig, bad: list[dict], max_cha
     cols = ALLSIDES_COLUMNS
     if rows and "bias_text" not in rows[0][1] and "bias" in rows[0][1]:
         cols = cols.model_copy(update={"label": "bias"})
-    check_columns(rows[0][1].keys() if rows else [], cols, jdir)
+    cols = check_columns(rows[0][1].keys() if rows else [], cols, jdir)
     return _records(f"{jdir}: file number", rows, cols, "source_url", bad, inp.on_bad_row, max_chars)
 
 
@@ -421,18 +447,13 @@ def read_input(inp: InputConfig, max_chars: int | None = None) -> ReadResult:
         df = read_allsides_release(path, inp, bad, max_chars)
         cols = ALLSIDES_COLUMNS
     elif fmt == "allsides":
-        cols = inp.columns or ALLSIDES_COLUMNS
-        df = _read_table(path, inp, cols, bad, source_url_col="source_url", max_chars=max_chars)
-    elif fmt == "kaggle":
-        cols = inp.columns or KAGGLE_COLUMNS
-        df = _read_table(path, inp, cols, bad, max_chars=max_chars)
-    elif fmt == "instruction":
-        cols = inp.columns or INSTRUCTION_COLUMNS
-        df = _read_table(path, inp, cols, bad, max_chars=max_chars)
-        instructions = _instructions(path, inp.encoding)
+        df, cols = _read_table(path, inp, with_defaults(inp.columns, ALLSIDES_COLUMNS), bad, source_url_col="source_url",
+                               max_chars=max_chars)
     else:
-        cols = inp.columns or ColumnsConfig()
-        df = _read_table(path, inp, cols, bad, max_chars=max_chars)
+        defaults = {"kaggle": KAGGLE_COLUMNS, "instruction": INSTRUCTION_COLUMNS}.get(fmt, ColumnsConfig())
+        df, cols = _read_table(path, inp, with_defaults(inp.columns, defaults), bad, max_chars=max_chars)
+        if fmt == "instruction":
+            instructions = _instructions(path, inp.encoding)
     if inp.limit:
         df = df.head(inp.limit)
     if df.empty:
