@@ -260,6 +260,15 @@ def test_tabular_csv_parquet_jsonl_with_column_mapping(tmp_path):
     outs.append(sorted(pd.concat(frames.values())["id"]))
     assert outs[0] == outs[1] == outs[2] and len(outs[0]) == 45 and outs[0][0] == "a0000"
     assert meta["input"]["format"] == "tabular"
+    # integer ids with a gap: Parquet's nullable integers stay integers ("1000", not "1000.0")
+    numbered = [{**r, "uid": None if i == 3 else 1000 + i} for i, r in enumerate(rows)]
+    import pyarrow as pa
+    import pyarrow.parquet as pap
+
+    pap.write_table(pa.Table.from_pylist(numbered), pq)  # written by another tool: no pandas dtypes recorded
+    frames, _, _ = prepare(cfg_for(pq, tmp_path / "o", **mapping))
+    ids = set(pd.concat(frames.values())["id"])
+    assert "1000" in ids and "1044" in ids and not any(i.endswith(".0") for i in ids)
 
 
 def test_missing_columns_error_suggests_mapping(tmp_path):

@@ -383,7 +383,9 @@ def _read_table(path: Path, inp: InputConfig, cols: ColumnsConfig, bad: list[dic
     name = _base_name(path)
     if name.endswith(".parquet"):
         try:
-            df = pd.read_parquet(path)
+            # nullable types: an integer id column with a gap stays integers (1000, not 1000.0), a gap is None
+            df = pd.read_parquet(path, dtype_backend="numpy_nullable")
+            df = df.astype(object).where(df.notna(), None)
         except FileNotFoundError:
             raise NewsbiasError(f"input file not found: {path}") from None
         except (OSError, ValueError, pa.ArrowException) as exc:  # pyarrow's errors for corrupt files vary
