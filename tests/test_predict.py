@@ -635,3 +635,13 @@ def test_gzipped_inputs_read_as_their_plain_copies(tmp_path):
     (tmp_path / "bad.jsonl.gz").write_bytes(gzip.compress(b'{"id": "a", "text": "one"}\n')[:-12])  # cut short
     with pytest.raises(NewsbiasError, match="cannot read .*bad.jsonl.gz"):
         list(_raw_records(str(tmp_path / "bad.jsonl.gz")))
+
+
+def test_repeated_ids_in_the_output_are_counted_and_said(lm_adapter_dir, tmp_path, caplog):
+    inp = write_jsonl(tmp_path / "in.jsonl", [{"id": "2", "text": "one story"}, {"text": "a story without an id"},
+                                              {"id": "x", "text": "another"}])
+    with caplog.at_level("WARNING"):
+        m = run_predict(pcfg(adapter=str(lm_adapter_dir), input=str(inp), out=str(tmp_path / "p.jsonl")),
+                        progress=False)
+    assert m["counts"]["repeated_ids"] == 1
+    assert "1 id repeated in" in caplog.text and "(first '2')" in caplog.text

@@ -33,7 +33,7 @@ from tqdm.auto import tqdm
 
 from .classifier import Classifier
 from .config import InferenceConfig, PredictConfig, dump_config
-from .errors import NewsbiasError, SettingError
+from .errors import NewsbiasError, SettingError, counted
 from .io import atomic_file, claim, dumps_line, open_bytes, sha256_file, stage_manifest, trim_torn_tail, write_json
 from .labels import parse_generation  # noqa: F401  (re-exported for users)
 from .modeling import (SETTINGS_FILE, Dist, init_distributed, rank_device, resolve_device_dtype, set_threads,
@@ -412,6 +412,8 @@ def _merge(parts: Path, out: Path, world: int, resumed: int) -> dict[str, Any]:
     files = [open(parts / f"rank{r}.jsonl", encoding="utf-8") for r in range(world)]
     skipped: dict[str, int] = {}
     listed: list[dict[str, Any]] = []
+    seen: set[str] = set()
+    repeated: list[str] = []
     n = invalid = 0
     try:
         with atomic_file(out) as tmp, open(tmp, "w", encoding="utf-8") as fo:
@@ -430,9 +432,16 @@ def _merge(parts: Path, out: Path, world: int, resumed: int) -> dict[str, Any]:
                     continue
                 n += 1
                 invalid += 0 if rec["valid"] else 1
+                if rec["id"] in seen:
+                    repeated.append(rec["id"])
+                seen.add(rec["id"])
                 fo.write(line)
     finally:
         for f in files:
             f.close()
-    return {"rows": n + sum(skipped.values()), "predicted": n, "skipped": sum(skipped.values()),
+    if repeated:  # evaluate and compare join runs by id, and refuse a file where one id means two articles
+        log.warning("predict: %s repeated in %s (first %r): evaluate and compare will refuse it; give every article "
+                    "an id of its own (an article without one is named by its line number)",
+                    counted(len(repeated), "id"), out, repeated[0])
+    return {"rows": n + sum(skipped.values()), "repeated_ids": len(repeated), "predicted": n, "skipped": sum(skipped.values()),
             "skipped_by_reason": skipped, "skipped_first": listed, "invalid": invalid, "resumed_rows": resumed}
