@@ -721,3 +721,12 @@ def test_columns_in_another_case_are_found_and_a_partial_mapping_keeps_the_forma
     with caplog.at_level("WARNING"):
         prepare(cfg_for(tmp_path / "noid.csv", tmp_path / "o3", **{"split.mode": "random"}))
     assert "has no 'id' column, so each article's id is made from its text" in caplog.text
+
+
+def test_a_text_with_no_letter_or_digit_is_dropped_as_no_words(tmp_path):
+    rows = make_articles(60)
+    rows += [{**rows[0], "id": "dots", "text": ". . . " * 80, "label": "left"},
+             {**rows[1], "id": "emoji", "text": "\U0001F600 " * 120, "label": "right"}]
+    _, meta, drops = prepare(cfg_for(write_jsonl(tmp_path / "in.jsonl", rows), tmp_path / "o"))
+    assert meta["counts"]["dropped_by_reason"]["no_words"] == 2
+    assert {d["id"] for d in drops if d["reason"] == "no_words"} == {"dots", "emoji"}

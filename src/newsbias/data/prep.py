@@ -41,7 +41,7 @@ from ..io import (
     write_jsonl,
 )
 from ..labels import LABELS, LabelNormalizer, is_numeric_label
-from ..records import PREP_META, Article, join_title, split_file, write_articles
+from ..records import PREP_META, Article, has_words, join_title, split_file, write_articles
 from . import dedup as dd
 from . import split as sp
 from .clean import clean_text, outlet_of, source_key
@@ -292,6 +292,8 @@ def _text(df: pd.DataFrame, run: _Run) -> pd.DataFrame:
     df["_hash"] = hashes
     df["_sig"] = np.arange(len(df))
     df = run.drop(df, df["text"].str.len() == 0, "empty_text")
+    # "... ... ..." or emoji alone: no model reads anything there (predict skips such a text, serve refuses it)
+    df = run.drop(df, ~df["text"].map(has_words), "no_words")
     short = df["text"].str.len() < c.min_chars
     if c.min_words:
         short |= df["text"].map(lambda t: len(t.split())) < c.min_words
