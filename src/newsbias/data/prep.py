@@ -293,7 +293,7 @@ def _text(df: pd.DataFrame, run: _Run) -> pd.DataFrame:
     df["_sig"] = np.arange(len(df))
     df = run.drop(df, df["text"].str.len() == 0, "empty_text")
     # "... ... ..." or emoji alone: no model reads anything there (predict skips such a text, serve refuses it)
-    df = run.drop(df, ~df["text"].map(has_words), "no_words")
+    df = run.drop(df, ~df["text"].map(has_words).astype(bool), "no_words")
     short = df["text"].str.len() < c.min_chars
     if c.min_words:
         short |= df["text"].map(lambda t: len(t.split())) < c.min_words
