@@ -730,3 +730,13 @@ def test_a_text_with_no_letter_or_digit_is_dropped_as_no_words(tmp_path):
     _, meta, drops = prepare(cfg_for(write_jsonl(tmp_path / "in.jsonl", rows), tmp_path / "o"))
     assert meta["counts"]["dropped_by_reason"]["no_words"] == 2
     assert {d["id"] for d in drops if d["reason"] == "no_words"} == {"dots", "emoji"}
+
+
+def test_a_jsonl_record_without_a_label_key_is_a_missing_label_not_a_missing_column(tmp_path):
+    rows = make_articles(60)
+    first = {k: v for k, v in rows[0].items() if k != "label"}
+    path = write_jsonl(tmp_path / "in.jsonl", [first, *rows[1:]])
+    with pytest.raises(NewsbiasError, match=r"'\(missing\)' \(1\) \(first at lines 1\)"):
+        prepare(cfg_for(path, tmp_path / "o"))
+    _, _, drops = prepare(cfg_for(path, tmp_path / "o", **{"labels.on_unknown": "drop"}))
+    assert [d["id"] for d in drops if d["id"] == rows[0]["id"]] == [rows[0]["id"]]

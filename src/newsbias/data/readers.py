@@ -18,6 +18,7 @@ import codecs
 import csv
 import gzip
 import io
+import itertools
 import json
 import logging
 import sys
@@ -399,15 +400,12 @@ def _read_table(path: Path, inp: InputConfig, cols: ColumnsConfig, bad: list[dic
         return _records(f"{path}: line", rows, cols, source_url_col, bad, inp.on_bad_row, max_chars), cols
     if name.endswith((".jsonl", ".json", ".ndjson")):
         it = iter_jsonl(path, inp.encoding, inp.on_bad_row, bad)
-        first = next(it, None)
-        if first is None:
+        head = list(itertools.islice(it, 50))  # JSONL has no header: the columns are the keys its records use
+        if not head:
             raise NewsbiasError(f"{path}: empty file (no records)" + (f"; {len(bad)} bad lines" if bad else ""))
-        cols = check_columns(first[1].keys(), cols, path)
-
-        def chained():
-            yield first
-            yield from it
-        return _records(f"{path}: line", chained(), cols, source_url_col, bad, inp.on_bad_row, max_chars), cols
+        cols = check_columns(dict.fromkeys(k for _, obj in head for k in obj), cols, path)
+        return _records(f"{path}: line", itertools.chain(head, it), cols, source_url_col, bad, inp.on_bad_row,
+                        max_chars), cols
     raise NewsbiasError(f"{path}: unsupported file type; use .csv, .tsv, .jsonl(.gz) or .parquet")
 
 
