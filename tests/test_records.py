@@ -231,3 +231,9 @@ def test_a_manifest_that_describes_another_version_of_its_predictions_is_flagged
     with caplog.at_level("WARNING"):
         read_manifest(preds)
     assert "run.jsonl was changed after run.manifest.json was written" in caplog.text
+
+
+def test_a_prediction_whose_valid_is_not_a_boolean_is_refused():
+    with pytest.raises(NewsbiasError, match="`valid` is 'false'; write true or false"):
+        Prediction.from_dict({"id": "1", "pred": "right", "valid": "false"}, 1)
+    assert Prediction.from_dict({"id": "1", "pred": None, "valid": False}, 1).valid is False

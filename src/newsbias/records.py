@@ -332,7 +332,9 @@ class Prediction:
                                    "; pass a file written by `newsbias predict` or `newsbias baseline`"))
         gold = _gold_of(obj.get("gold"), labels, where)
         pred = obj.get("pred")
-        valid = bool(obj.get("valid", pred is not None))
+        valid = obj.get("valid", pred is not None)
+        if not isinstance(valid, bool):  # the string "false" would be read as true
+            raise NewsbiasError(f"{where}: `valid` is {shorten(valid)}; write true or false (JSON booleans)")
         if valid and pred not in labels:
             raise NewsbiasError(f"{where}: predicted label {shorten(pred)} is not in the label set {list(labels)} "
                                 "(mark unparseable outputs valid=false, pred=null)")
