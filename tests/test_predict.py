@@ -645,3 +645,11 @@ def test_repeated_ids_in_the_output_are_counted_and_said(lm_adapter_dir, tmp_pat
                         progress=False)
     assert m["counts"]["repeated_ids"] == 1
     assert "1 id repeated in" in caplog.text and "(first '2')" in caplog.text
+
+
+def test_a_csv_with_another_delimiter_is_named_as_such(tmp_path):
+    from newsbias.predict import _raw_records
+
+    (tmp_path / "semi.csv").write_text("id;text\n1;one story\n")
+    with pytest.raises(NewsbiasError, match="one column holding semicolons: the delimiter is wrong"):
+        list(_raw_records(str(tmp_path / "semi.csv")))

@@ -54,6 +54,10 @@ _RECORD_FIELDS = ("id", "text", "input", "title", "label", "output", "gold", "so
 
 def _csv_rows(path: str) -> Iterator[tuple[int, dict[str, Any]]]:
     header, rows = iter_csv(Path(path), "utf-8", "error", [], setting=None)
+    if len(header) == 1 and any(sep in header[0] for sep in ";\t,"):
+        sep = next(name for ch, name in ((";", "semicolons"), ("\t", "tabs"), (",", "commas")) if ch in header[0])
+        raise NewsbiasError(f"{path}: the header is one column holding {sep}: the delimiter is wrong; predict reads "
+                            f"comma-separated .csv and tab-separated .tsv files (rename or convert the file)")
     # a spreadsheet's "ID" or "Title" is the record's id or title (an exact lower-case column wins)
     renamed = {h: h.lower() for h in header if h.lower() in _RECORD_FIELDS and h.lower() not in header}
     if not any(renamed.get(h, h) == "id" for h in header):
