@@ -327,3 +327,13 @@ def test_each_gpu_process_of_a_group_works_on_its_own_gpu(monkeypatch):
     assert rank_device("auto", "cuda", Dist(rank=3, world=4, local_rank=1)) == "cuda:1" and made_current == [1]
     assert rank_device("auto", "cpu", Dist(rank=1, world=2, local_rank=1)) == "auto"
     assert rank_device("cuda:2", "cuda", Dist()) == "cuda:2" and made_current == [1]
+
+
+def test_every_lora_target_must_name_a_module(tiny_qwen_dir):
+    from newsbias.modeling import resolve_target_modules
+
+    model, _ = load_model_and_tokenizer(str(tiny_qwen_dir), head="lm", device="cpu")
+    assert resolve_target_modules(model, ["q_proj", "v_proj"]) == ["q_proj", "v_proj"]
+    with pytest.raises(NewsbiasError, match=r"lora.target_modules \['v_prj'\] name no module of this model; its "
+                                            r"linear layers are \[.*'q_proj'"):
+        resolve_target_modules(model, ["q_proj", "v_prj"])

@@ -490,8 +490,11 @@ def resolve_target_modules(model: nn.Module, target_modules: Sequence[str] | str
                 return cand
         raise NewsbiasError("cannot guess lora.target_modules for this architecture; list them explicitly")
     mods = list(target_modules)
-    if not any(m in names for m in mods):
-        raise NewsbiasError(f"none of lora.target_modules {mods} exist in the model; e.g. {sorted(names)[:12]}")
+    missing = [m for m in mods if m not in names]
+    if missing:  # a misspelt one beside right ones would otherwise train without it, silently
+        linear = sorted({n.split(".")[-1] for n, m in model.named_modules() if isinstance(m, nn.Linear)})
+        raise NewsbiasError(f"lora.target_modules {missing} name no module of this model; its linear layers are "
+                            f"{linear[:16]}")
     return mods
 
 
