@@ -740,3 +740,10 @@ def test_a_jsonl_record_without_a_label_key_is_a_missing_label_not_a_missing_col
         prepare(cfg_for(path, tmp_path / "o"))
     _, _, drops = prepare(cfg_for(path, tmp_path / "o", **{"labels.on_unknown": "drop"}))
     assert [d["id"] for d in drops if d["id"] == rows[0]["id"]] == [rows[0]["id"]]
+
+
+def test_prep_refuses_its_own_output_or_a_model_as_input(tmp_path):
+    (tmp_path / "p").mkdir()
+    (tmp_path / "p" / "prep_meta.json").write_text("{}")
+    with pytest.raises(NewsbiasError, match="is a prep output, not raw data"):
+        prepare(cfg_for(tmp_path / "p", tmp_path / "o"))

@@ -351,7 +351,14 @@ def _records(where: str, rows: Iterable[tuple[int, dict]], cols: ColumnsConfig, 
 
 
 def detect_format(path: Path, encoding: str = "utf-8") -> str:
+    """The input format of ``path``, from its extension and first record (a directory: the AllSides release)."""
     if path.is_dir():
+        made_by = next((what for marker, what in (("prep_meta.json", "a prep output"), ("newsbias.json", "a model"),
+                                                  ("adapter_config.json", "a LoRA adapter"))
+                        if (path / marker).is_file()), None)
+        if made_by:
+            raise NewsbiasError(f"{path} is {made_by}, not raw data: prep reads an AllSides release directory or a "
+                                f"CSV / JSONL / Parquet file of articles")
         return "allsides"
     name = _base_name(path)
     if name.endswith(".parquet"):
