@@ -89,7 +89,7 @@ def test_tuned_scoring_records_are_complete_and_learned(lm_adapter_dir, planted_
     met = compute_metrics([LABELS.index(r["gold"]) for r in rows], [LABELS.index(r["pred"]) for r in rows])
     assert met["macro_f1"] >= 0.9
     assert m["counts"] == {"rows": len(src), "predicted": len(src), "skipped": 0, "skipped_by_reason": {}, "skipped_first": [],
-                           "invalid": 0, "resumed_rows": 0}
+                           "invalid": 0, "resumed_rows": 0, "repeated_ids": 0}
     man = json.loads((tmp_path / "tuned.manifest.json").read_text())
     assert man["head"] == "lm" and man["adapter"] == str(lm_adapter_dir) and man["input"]["sha256"]
     assert man["weights_sha256"] == hashlib.sha256((lm_adapter_dir / "adapter_model.safetensors").read_bytes()).hexdigest()
