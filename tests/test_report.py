@@ -709,7 +709,7 @@ def test_the_outlet_table_says_how_many_outlets_it_shows(tmp_path):
 def test_each_reliability_bar_is_labelled_with_its_article_count(tmp_path, monkeypatch):
     import matplotlib.axes
 
-    from newsbias.report import plot_reliability
+    from newsbias.figures import plot_reliability
 
     said = []
     real = matplotlib.axes.Axes.annotate
