@@ -51,7 +51,7 @@ from .metrics import (INVALID, chance_f1, mcnemar_test, metrics_for_frame, paire
                       paired_macro_f1_difference_by_group, paired_outcome, prediction_frame)
 from .records import (PREP_META, TRAIN_LOG, TRAIN_MANIFEST, iter_articles, locate, prediction_stem, read_articles,
                       read_manifest, resolve_split, split_file)
-from .templates import render
+from .templates import num, render
 
 log = logging.getLogger(__name__)
 
@@ -565,10 +565,6 @@ def all_pairs(joined: pd.DataFrame, names: Sequence[str], opts: MetricsConfig,
             for i, a in enumerate(names) for b in names[i + 1:]}
 
 
-def _fmt(x: Any, digits: int = 3) -> str:
-    return "–" if x is None else f"{x:.{digits}f}"
-
-
 def _p(p: float) -> str:
     return "p < 0.001" if p < 0.001 else f"p = {p:.3f}"
 
@@ -776,19 +772,19 @@ def _results_table(c: Comparison) -> dict[str, Any]:
     header = ["model", "macro-F1", ci, *([f"{ci} (outlets)"] if by_outlet else []), "micro-F1", "accuracy",
               "invalid rate", "ordinal MAE", "log-loss", "ECE", "n"]
     rows = []
-    fmt_ci = lambda ci: f"[{_fmt(ci['low'])}, {_fmt(ci['high'])}]" if ci else "–"  # noqa: E731
+    fmt_ci = lambda ci: f"[{num(ci['low'])}, {num(ci['high'])}]" if ci else "–"  # noqa: E731
     for name in c.names:
         m = c.metrics[name]
         seen = (c.selection.get(name) or {}).get("trained_on")
-        rows.append([f"{name} (trained on the test outlets)" if seen else name, _fmt(m["macro_f1"]),
+        rows.append([f"{name} (trained on the test outlets)" if seen else name, num(m["macro_f1"]),
                      fmt_ci(m.get("macro_f1_ci")),
                      *([fmt_ci(m.get("macro_f1_ci_outlets"))] if by_outlet else []),
-                     _fmt(m["micro_f1"]), _fmt(m["accuracy"]), f"{m['invalid_rate']:.1%}", _fmt(m["ordinal_mae"]),
-                     _fmt(m.get("log_loss")), _fmt(m["ece"]), m["n"]])
+                     num(m["micro_f1"]), num(m["accuracy"]), f"{m['invalid_rate']:.1%}", num(m["ordinal_mae"]),
+                     num(m.get("log_loss")), num(m["ece"]), m["n"]])
     first = c.metrics[c.names[0]]
     chance = chance_f1(first["gold_counts"])["macro"]
-    rows.append(["*uniform guess (expected)*", _fmt(chance), "–", *(["–"] if by_outlet else []), "–",
-                 _fmt(1 / len(LABELS)), "–", "–", _fmt(float(np.log(len(LABELS)))), "–", first["n"]])
+    rows.append(["*uniform guess (expected)*", num(chance), "–", *(["–"] if by_outlet else []), "–",
+                 num(1 / len(LABELS)), "–", "–", num(float(np.log(len(LABELS)))), "–", first["n"]])
     return _table(header, rows)
 
 
@@ -824,8 +820,8 @@ def _per_class_table(c: Comparison) -> dict[str, Any]:
     rows = []
     for name in c.names:
         pc = c.metrics[name]["per_class"]
-        rows.append([name, *[_fmt(pc[lab]["f1"]) for lab in LABELS],
-                     *[f"{_fmt(pc[lab]['precision'])} / {_fmt(pc[lab]['recall'])}" for lab in LABELS]])
+        rows.append([name, *[num(pc[lab]["f1"]) for lab in LABELS],
+                     *[f"{num(pc[lab]['precision'])} / {num(pc[lab]['recall'])}" for lab in LABELS]])
     return _table(header, rows)
 
 
@@ -835,7 +831,7 @@ def _outlet_table(c: Comparison, top: int = 20) -> Optional[dict[str, Any]]:
     if not first:
         return None
     per_run = {n: {r["outlet"]: r for r in c.metrics[n]["by_outlet"]} for n in c.names}
-    rows = [[r["outlet"], r["label"], r["n"], *[_fmt(per_run[n].get(r["outlet"], {}).get("accuracy")) for n in c.names]]
+    rows = [[r["outlet"], r["label"], r["n"], *[num(per_run[n].get(r["outlet"], {}).get("accuracy")) for n in c.names]]
             for r in first[:top]]
     shown = (f"All {len(first)} outlets of these articles." if len(first) <= top else
              f"The {top} largest of the {len(first)} outlets of these articles (every outlet: metrics.json, by_outlet).")
@@ -963,7 +959,7 @@ def report_model(c: Comparison) -> dict[str, Any]:
                             "it rewards probabilities that tell right answers from wrong ones. " + chance_note(c)),
         "paired": _paired_table(c),
         "per_class": _per_class_table(c),
-        "ece": [{"name": n, "ece": _fmt(c.metrics[n]["ece"]), "how": _probabilities_note(c, n)}
+        "ece": [{"name": n, "ece": num(c.metrics[n]["ece"]), "how": _probabilities_note(c, n)}
                 for n in c.names if c.metrics[n]["ece"] is not None],
         "figures": c.figures,
         "changes": _changes(c),
