@@ -57,8 +57,9 @@ def log_loss(probs: np.ndarray, gold: np.ndarray) -> Optional[float]:
     has = ~np.isnan(probs).any(axis=1)
     if not has.any():
         return None
-    p = probs[has][np.arange(int(has.sum())), np.asarray(gold)[has]]
-    return float(-np.log(np.clip(p, 1e-12, None)).mean())
+    from sklearn.metrics import log_loss as sklearn_log_loss
+
+    return float(sklearn_log_loss(np.asarray(gold)[has], probs[has], labels=list(range(probs.shape[1]))))
 
 
 def _scored(preds: list[Prediction], path: Path, missing_gold: str) -> tuple[list[Prediction], list[str]]:
