@@ -42,6 +42,7 @@ from .labels import LABELS
 from .metrics import macro_f1
 from .records import (CHECKPOINTS, SPLITS, manifest_path, read_articles, read_predictions, split_file,
                       write_predictions)
+from .templates import render
 
 log = logging.getLogger(__name__)
 
@@ -305,27 +306,9 @@ def ensemble_folds(spec: str, results: list[dict[str, Any]], kept: dict[str, lis
 
 
 def render_markdown(summary: dict[str, Any]) -> str:
-    """The cv report: one table per recipe (folds), then the summary with the random-fold reference."""
-    lines = [f"# Outlet-grouped cross-validation ({summary['folds']} folds, seed {summary['seed']})", "",
-             f"Data: `{summary['data']}` ({summary['n_articles']:,} articles, {summary['n_outlets']} outlets). "
-             "Each fold's outlets appear in no other fold.", ""]
-    for res in summary["grouped"]:
-        lines += [f"## {res['recipe']}", "", "| fold | test articles | test outlets | largest outlet | macro-F1 |",
-                  "|---:|---:|---:|---:|---:|"]
-        lines += [f"| {r['fold']} | {r['n_test']:,} | {r['test_outlets']} | {r['top_outlet_share']:.0%} | "
-                  f"{r['macro_f1']:.3f} |" for r in res["folds"]]
-        lines.append("")
-    first = summary["grouped"][0]["recipe"]
-    lines += ["## Summary", "", f"| recipe | grouped folds: mean macro-F1 | 95% CI over folds | change vs {first}, "
-              "paired by fold [95% CI] | random folds (outlets shared) |", "|---|---:|---|---|---:|"]
-    reference = {r["recipe"]: r for r in summary.get("random", [])}
-    for res in summary["grouped"]:
-        ref, vs = reference.get(res["recipe"]), res.get("vs_first")
-        change = f"{vs['mean']:+.3f} [{vs['ci95'][0]:+.3f}, {vs['ci95'][1]:+.3f}]" if vs else "–"
-        shared = f"{ref['mean']:.3f}" if ref else "–"
-        lines.append(f"| {res['recipe']} | {res['mean']:.3f} | [{res['ci95'][0]:.3f}, {res['ci95'][1]:.3f}] | "
-                     f"{change} | {shared} |")
-    return "\n".join(lines) + "\n"
+    """The cv report (``templates/cv.md``): one table per recipe (folds), then the summary with the random-fold
+    reference."""
+    return render("cv.md", **summary, reference={r["recipe"]: r for r in summary.get("random", [])})
 
 
 def paired_by_fold(results: list[dict[str, Any]]) -> None:

@@ -1,6 +1,6 @@
 """The Jinja2 templates shipped with newsbias: the classification page of ``serve`` (``page.html``), the
-model card of ``export`` (``model_card.md``), compare's report (``report.md``, ``report.html``) and explain's
-(``explain.md``, ``explain.html``).
+model card of ``export`` (``model_card.md``), compare's report (``report.md``, ``report.html``), explain's
+(``explain.md``, ``explain.html``) and cv's (``cv.md``).
 
 :func:`render` fills one by name; HTML templates are autoescaped, Markdown ones are not. The
 ``num`` filter writes a score with three decimals and a missing one as a dash.
