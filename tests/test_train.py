@@ -710,3 +710,22 @@ def test_a_second_run_into_a_live_runs_directory_is_refused_and_a_resume_needs_i
     monkeypatch.setenv("WORLD_SIZE", "1")
     with pytest.raises(NewsbiasError, match=r"the number of processes \(WORLD_SIZE\) \(2 in the checkpoint, 1 now\)"):
         check_checkpoints(tmp_path / "c", run_identity(cfg, {}), True, False)
+
+
+def test_accumulated_micro_batches_take_the_step_one_batch_of_their_rows_would(tiny_qwen_dir, tmp_path):
+    from safetensors.torch import load_file
+
+    rows = make_planted_rows(96, seed=1)
+    rows = [r for r in rows if r["output"] == "left"] + [r for r in rows if r["output"] != "left"][:20]
+    data = tmp_path / "d"
+    write_jsonl(data / "train.jsonl", rows[:46])  # 32 left, 14 others: balanced weights differ by class
+    write_jsonl(data / "val.jsonl", make_planted_rows(12, seed=2))
+    weights = {}
+    for batch, accum in ((8, 1), (4, 2)):
+        out = tmp_path / f"b{batch}x{accum}"
+        train(tiny_cfg(tiny_qwen_dir, data, out, optim__batch_size=batch, optim__grad_accum=accum,
+                       optim__epochs=1, optim__class_weights="balanced", optim__group_by_length=False,
+                       optim__max_grad_norm=None, eval__every_steps=None, eval__keep="last", calibrate="none"))
+        weights[batch] = load_file(str(out / "adapter_model.safetensors"))
+    for name, w in weights[8].items():
+        assert torch.allclose(w, weights[4][name], rtol=1e-4, atol=1e-6), name

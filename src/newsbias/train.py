@@ -807,6 +807,9 @@ def train_step(r: Recipe, group: Sequence[Sequence[int]]) -> dict[str, Any]:
     parts: dict[str, list[float]] = {}
     if r.adversary is not None:
         r.adversary.scale = r.cfg.outlet_adversary.weight * ramp(r.state.step / max(1, r.total_steps))
+    # each micro-batch's loss is a (class-weighted) mean over its own rows; scaled by its share of the window's
+    # weight, the step is the mean over the whole window, as one batch of all its rows would take it
+    mass = [_weight_of(r, idx) for idx in group]
     for k, idx in enumerate(group):
         b = {kk: v.to(r.device) for kk, v in collate([r.train_feats[i] for i in idx]).items()}
         # DDP syncs gradients only on the last micro-batch of the accumulation group
@@ -814,8 +817,8 @@ def train_step(r: Recipe, group: Sequence[Sequence[int]]) -> dict[str, Any]:
         with (r.runner.no_sync() if not last and hasattr(r.runner, "no_sync") else contextlib.nullcontext()):
             with r.amp():
                 loss, _ = r.runner(**b)
-            (loss / len(group)).backward()
-        loss_sum += float(loss.detach())
+            (loss * (mass[k] / sum(mass))).backward()
+        loss_sum += float(loss.detach()) * mass[k] / sum(mass)
         if r.adversary is not None:
             for k, v in _loss_module(r.runner).parts.items():
                 parts.setdefault(k, []).append(v)
@@ -824,7 +827,7 @@ def train_step(r: Recipe, group: Sequence[Sequence[int]]) -> dict[str, Any]:
         params = [p for p in r.model.parameters() if p.requires_grad]
         gnorm = float(torch.nn.utils.clip_grad_norm_(params, r.cfg.optim.max_grad_norm))
     lr = r.scheduler.get_last_lr()[0]  # the rate this step is taken at: the scheduler moves on below
-    stats = _across_ranks(r, {"loss": loss_sum / len(group), **{k: sum(v) / len(v) for k, v in parts.items()}})
+    stats = _across_ranks(r, {"loss": loss_sum, **{k: sum(v) / len(v) for k, v in parts.items()}})
     check_finite(r, stats["loss"], gnorm, lr)
     r.optimizer.step()
     r.scheduler.step()
@@ -857,6 +860,14 @@ def check_finite(r: Recipe, loss: float, gnorm: Optional[float], lr: float) -> N
         fixes.append("train.model.dtype=float32")
     raise NewsbiasError(f"training diverged at step {r.state.step + 1}: loss {loss:.4g}, gradient norm {gnorm}; no "
                         f"model was written — rerun with --overwrite and {' or '.join(fixes)}")
+
+
+def _weight_of(r: Recipe, idx: Sequence[int]) -> float:
+    """The rows' total weight in the loss: their class weights' sum, or their number without class weights."""
+    weights = _loss_module(r.runner).class_weights
+    if weights is None:
+        return float(len(idx))
+    return float(sum(float(weights[r.train_feats[i]["class_id"]]) for i in idx))
 
 
 def _loss_module(runner: torch.nn.Module) -> LabelLossModule:
