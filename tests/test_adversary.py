@@ -153,7 +153,7 @@ def test_training_with_the_adversary_logs_its_outlets_and_losses(request, head, 
                    outlet_adversary__weight=1.0, outlet_adversary__min_articles=5, outlet_adversary__method=method,
                    **over)
     groups = setup(cfg).optimizer.param_groups
-    assert groups[1]["lr"] == cfg.outlet_adversary.lr != groups[0]["lr"] and len(groups[1]["params"]) == 2
+    assert groups[-1]["lr"] == cfg.outlet_adversary.lr != groups[0]["lr"] and len(groups[-1]["params"]) == 2
     summary = train(cfg.model_copy(update={"overwrite": True}))
     log = _log(out)
     adv = next(r for r in log if r["type"] == "adversary")

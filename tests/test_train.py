@@ -729,3 +729,25 @@ def test_accumulated_micro_batches_take_the_step_one_batch_of_their_rows_would(t
         weights[batch] = load_file(str(out / "adapter_model.safetensors"))
     for name, w in weights[8].items():
         assert torch.allclose(w, weights[4][name], rtol=1e-4, atol=1e-6), name
+
+
+def test_weight_decay_skips_biases_and_norms_and_any_warmup_ratio_warms_up(tiny_bert_dir, planted_data_dir, tmp_path):
+    from newsbias.train import setup
+
+    cfg = tiny_cfg(tiny_bert_dir, planted_data_dir, tmp_path / "o", head="cls", finetune="full",
+                   optim__weight_decay=0.1, optim__max_steps=10, optim__warmup_ratio=0.05)
+    r = setup(cfg)
+    decayed, plain = r.optimizer.param_groups
+    assert decayed["weight_decay"] == 0.1 and all(p.ndim >= 2 for p in decayed["params"])
+    assert plain["weight_decay"] == 0.0 and plain["params"] and all(p.ndim == 1 for p in plain["params"])
+    assert r.scheduler.get_last_lr()[0] == 0.0  # 0.05 x 10 steps is one warmup step, not none
+
+
+def test_a_small_or_incomplete_val_set_is_said(tiny_qwen_dir, tmp_path, caplog):
+    data = tmp_path / "d"
+    write_jsonl(data / "train.jsonl", make_planted_rows(24, seed=1))
+    write_jsonl(data / "val.jsonl", [r for r in make_planted_rows(12, seed=2) if r["output"] != "center"])
+    with caplog.at_level("WARNING"):
+        train(tiny_cfg(tiny_qwen_dir, data, tmp_path / "o", optim__max_steps=2))
+    assert "the val set has no 'center' article" in caplog.text
+    assert "the temperature is fitted on 8 val articles" in caplog.text

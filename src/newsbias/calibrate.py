@@ -20,6 +20,7 @@ from .config import CalibrateConfig
 from .errors import NewsbiasError, SettingError
 from .export import refresh_card_temperature
 from .io import sha256_file
+from .metrics import FEW_FOR_TEMPERATURE
 from .modeling import SETTINGS_FILE, set_threads
 from .records import read_articles, resolve_split
 
@@ -39,9 +40,6 @@ def settings_dir(clf: Classifier) -> Path:
     return d
 
 
-FEW_ARTICLES = 100  # below this, a fitted temperature moves a lot from one sample to the next
-
-
 def run_calibrate(cfg: CalibrateConfig) -> dict[str, Any]:
     """Fit the temperature of the model ``cfg`` names on ``cfg.data`` and write it; returns the fit,
     the temperature it replaced, and where it was written."""
@@ -56,7 +54,7 @@ def run_calibrate(cfg: CalibrateConfig) -> dict[str, Any]:
     if not articles:
         raise NewsbiasError(f"{path} has no articles to calibrate on; point calibrate.data (--data) at a prep output "
                             f"whose val split has articles")
-    if len(articles) < FEW_ARTICLES:
+    if len(articles) < FEW_FOR_TEMPERATURE:
         log.warning("calibrating on %d articles: a temperature fitted on so few is noisy (a few hundred held-out "
                     "articles give a stable one)", len(articles))
     set_threads(cfg.threads)

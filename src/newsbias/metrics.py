@@ -51,6 +51,9 @@ NOTES = {
 }
 
 
+FEW_FOR_TEMPERATURE = 100  # held-out articles below which a fitted temperature moves a lot between samples
+
+
 def log_loss(probs: np.ndarray, gold: np.ndarray) -> Optional[float]:
     """Mean negative log-probability of the gold label over the rows that have probabilities, or None."""
     probs = np.asarray(probs, dtype=float)

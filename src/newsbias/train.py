@@ -39,7 +39,7 @@ from .errors import NewsbiasError, SettingError
 from .io import (OWNER_FILE, claim, holds, honour_umask, read_json, sha256_file, stage_manifest, write_json,
                  write_jsonl)
 from .labels import LABELS
-from .metrics import fit_temperature
+from .metrics import FEW_FOR_TEMPERATURE, fit_temperature
 from .modeling import (SETTINGS_FILE, Dist, LabelLossModule, MeanPoolingClassifier,
                        ModelSettings, _check_model_path, _hf_model, add_lora,
                        count_parameters, init_distributed, join_gguf, load_model_and_tokenizer, pad_batch,
@@ -100,6 +100,10 @@ def warn_about_data(train: Sequence[Example], val: Sequence[Example]) -> None:
     if missing:
         log.warning("the training set has no %s article: the model cannot learn to answer %s",
                     " or ".join(repr(m) for m in missing), "them" if len(missing) > 1 else "it")
+    absent = [lab for lab in LABELS if lab not in {e.label for e in val}]
+    if absent and val:
+        log.warning("the val set has no %s article: its macro-F1, which picks the checkpoint, counts that class as 0",
+                    " or ".join(repr(m) for m in absent))
     ids, texts = {e.id for e in train}, {e.text for e in train}
     shared = sum(e.id in ids or e.text in texts for e in val)
     if shared:
@@ -730,11 +734,15 @@ def _setup_optimizer(cfg: TrainConfig, model: torch.nn.Module, lengths: Sequence
     n_batches = len(epoch_batches(lengths, o.batch_size, cfg.seed, 0, o.group_by_length, d.world)) // d.world
     steps_per_epoch = max(1, math.ceil(n_batches / o.grad_accum))
     total_steps = o.max_steps or max(1, math.ceil(o.epochs * steps_per_epoch))
-    groups = [{"params": [p for p in model.parameters() if p.requires_grad]}]
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    # no decay on biases and norm scales (the vectors), as transformers' Trainer and nanoGPT leave them
+    groups = [g for g in ({"params": [p for p in trainable if p.ndim >= 2]},
+                          {"params": [p for p in trainable if p.ndim < 2], "weight_decay": 0.0}) if g["params"]]
     if adversary is not None:
         groups.append({"params": list(adversary.parameters()), "lr": cfg.outlet_adversary.lr, "weight_decay": 0.0})
     optimizer = torch.optim.AdamW(groups, lr=o.lr, weight_decay=o.weight_decay)
-    scheduler = _lr_scheduler(o.scheduler, optimizer, int(round(o.warmup_ratio * total_steps)), total_steps)
+    # rounded up, as transformers does: a warmup_ratio above 0 always warms up for at least one step
+    scheduler = _lr_scheduler(o.scheduler, optimizer, math.ceil(o.warmup_ratio * total_steps), total_steps)
     return optimizer, scheduler, total_steps, n_batches
 
 
@@ -941,6 +949,9 @@ def calibrate(r: Recipe) -> None:
     if logits is None:  # a resumed run: checkpoints do not keep the val scores of the kept weights
         with r.amp():
             logits = evaluate(r.classifier, r.val_feats, r.cfg.eval.batch_size, r.d)[1]
+    if len(r.val_feats) < FEW_FOR_TEMPERATURE:
+        log.warning("the temperature is fitted on %d val articles: so few give a noisy one, which can make the "
+                    "probabilities worse on other articles (a few hundred give a stable one)", len(r.val_feats))
     r.calibration = fit_temperature(logits, np.array([f["class_id"] for f in r.val_feats]))
     r.log({"type": "calibration", "step": r.state.best_step, **r.calibration})
     c = r.calibration
