@@ -126,3 +126,12 @@ def test_a_run_killed_between_the_two_moves_of_atomic_dir_gets_its_earlier_outpu
     assert (out / "train.jsonl").read_text() == "earlier output" and not old.exists()
     old.mkdir()  # with an output in place, a dead run's .old copy is a leftover
     assert io.remove_dead_leftovers(out) == [old] and not old.exists()
+
+
+def test_a_link_planted_at_the_temporary_name_is_not_written_through(tmp_path):
+    victim = tmp_path / "victim.txt"
+    victim.write_text("keep me")
+    (tmp_path / f".out.jsonl.tmp-{os.getpid()}").symlink_to(victim)
+    write_jsonl(tmp_path / "out.jsonl", [{"id": "x"}])
+    assert victim.read_text() == "keep me"
+    assert not (tmp_path / "out.jsonl").is_symlink() and (tmp_path / "out.jsonl").read_text() == '{"id": "x"}\n'

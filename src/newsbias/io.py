@@ -40,6 +40,11 @@ def atomic_file(path: str | Path) -> Iterator[Path]:
     if p.is_symlink():  # write through the link, as a plain open() would: replacing the link leaves its target stale
         p = p.resolve()
     tmp = p.with_name(f".{p.name}.tmp-{os.getpid()}")
+    # created here, exclusively and without following links: a link planted at this predictable name (in a
+    # directory others can write) is removed, never written through
+    if tmp.is_symlink() or tmp.exists():
+        tmp.unlink()
+    os.close(os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY | getattr(os, "O_NOFOLLOW", 0), 0o666))
     try:
         yield tmp
         os.replace(tmp, p)
