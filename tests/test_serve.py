@@ -610,3 +610,17 @@ def test_a_merged_export_served_as_a_model_says_it_was_trained(lm_adapter, tmp_p
     with TestClient(create_app(cfg, predictor=Classifier.load(str(tmp_path / "m"), device="cpu"))) as c:
         m = c.get("/v1/model").json()
     assert m["adapter"] is None and m["trained"] is True and m["merged"] is True
+
+
+def test_a_server_on_a_loopback_address_answers_only_requests_naming_this_machine(cfg, predictor):
+    from newsbias.serve import local_only
+
+    app = create_app(cfg, predictor=predictor)
+    local_only(app, "127.0.0.1")
+    with TestClient(app, base_url="http://localhost") as c:
+        assert c.get("/health").status_code == 200
+        assert c.get("/health", headers={"host": "attacker.example:8000"}).status_code == 400
+    open_app = create_app(cfg, predictor=predictor)
+    local_only(open_app, "0.0.0.0")  # served to the network on purpose: any name reaches it
+    with TestClient(open_app, base_url="http://server.example") as c:
+        assert c.get("/health").status_code == 200

@@ -692,5 +692,18 @@ def run_server(cfg: ServeConfig, predictor: Optional[Classifier] = None) -> None
 
     check_port(cfg.host, cfg.port)
     app = create_app(cfg, predictor=predictor)
+    local_only(app, cfg.host)
     uvicorn.run(app, host=cfg.host, port=cfg.port, log_level=cfg.log_level,
                 timeout_graceful_shutdown=cfg.shutdown_timeout_s)
+
+
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+
+def local_only(app: Any, host: str) -> None:
+    """On a loopback address, answer only requests that name this machine in their Host header: a web page the
+    user visits could otherwise reach the server through a DNS name it re-points at 127.0.0.1 (DNS rebinding)."""
+    if host in LOOPBACK:
+        from starlette.middleware.trustedhost import TrustedHostMiddleware
+
+        app.add_middleware(TrustedHostMiddleware, allowed_hosts=["127.0.0.1", "localhost", "[::1]", "::1"])
