@@ -624,3 +624,32 @@ def test_a_server_on_a_loopback_address_answers_only_requests_naming_this_machin
     local_only(open_app, "0.0.0.0")  # served to the network on purpose: any name reaches it
     with TestClient(open_app, base_url="http://server.example") as c:
         assert c.get("/health").status_code == 200
+
+
+def test_explanations_queue_only_so_deep(cfg, predictor, monkeypatch):
+    import threading
+    import time
+
+    import newsbias.explain as explain_mod
+
+    release, real = threading.Event(), explain_mod.explain_article
+
+    def slow(*args, **kwargs):
+        release.wait(30)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(explain_mod, "explain_article", slow)
+    app = create_app(cfg.model_copy(update={"max_explain_waiting": 1}), predictor=predictor)
+    with TestClient(app, raise_server_exceptions=False) as c:
+        answers: list[int] = []
+        workers = [threading.Thread(target=lambda: answers.append(c.post("/v1/explain", json={"text": "a b c"})
+                                                                  .status_code)) for _ in range(2)]
+        for w in workers:  # one running, one waiting
+            w.start()
+            time.sleep(0.3)
+        r = c.post("/v1/explain", json={"text": "a b c"})
+        assert r.status_code == 503 and "serve.max_explain_waiting" in r.json()["error"]
+        release.set()
+        for w in workers:
+            w.join(30)
+        assert answers == [200, 200]

@@ -592,12 +592,14 @@ def _add_explain_route(app: Any, state: _State) -> None:
     from .explain import explain_article, top_units
 
     one_at_a_time = asyncio.Lock()  # an explanation is a forward pass per word: they queue, classify goes on
+    queued = [0]
 
     @app.post("/v1/explain", response_model=ExplainResponse,
               responses={409: {"description": "The server scores several windows (serve.windows > 1)"},
                          413: {"description": "Article over serve.max_article_chars"},
                          422: {"description": "Malformed JSON, schema error or empty text (the field is named)"},
-                         503: {"description": "Model loading or failed to load"}})
+                         503: {"description": "Model loading or failed to load, or serve.max_explain_waiting "
+                                               "explanations already queued"}})
     async def explain(req: ExplainRequest) -> Any:
         """Each word's effect on the answer (the probability lost without it) and the outlet cues among them."""
         t0 = time.perf_counter()
@@ -612,12 +614,17 @@ def _add_explain_route(app: Any, state: _State) -> None:
         busy = _unavailable(state)
         if busy is not None:
             return busy
+        if queued[0] > state.cfg.max_explain_waiting:  # one running plus the waiting ones
+            return _error(503, f"{queued[0]} explanations are queued (serve.max_explain_waiting); retry later")
         article = Article(id="0", text=req.text, title=req.title, source=req.source, outlet=req.outlet)
+        queued[0] += 1
         try:
             async with one_at_a_time:
                 r = await asyncio.to_thread(explain_article, state.predictor, article, req.span, state.cfg.max_batch)
         except NewsbiasError as exc:
             return _error(422, str(exc))
+        finally:
+            queued[0] -= 1
         return ExplainResponse(pred=r["pred"], probs=r["probs"], model=state.name, adapter=state.adapter_name,
                                text=text, words=r["units"], top=top_units(r, req.top_k),
                                without_cues=r["without_cues"], tokens_read=r["tokens_read"],
