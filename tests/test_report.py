@@ -778,3 +778,12 @@ def test_each_model_run_says_how_much_of_an_article_it_read():
     assert _reads({"prompt": {"max_length": 128}, "config": {"windows": 3, "pool": "max"}}) == (
         "reads up to 3 stretches of each article (start, end and evenly between), each within 128 prompt tokens, "
         "and takes the most confident one's answer")
+
+
+def test_the_csv_never_hands_a_spreadsheet_a_formula():
+    from newsbias.report import spreadsheet_safe
+
+    frame = pd.DataFrame({"id": ['=HYPERLINK("http://x")', "a1"], "preview": ["+cmd|' /C calc'!A0", "plain text"]})
+    safe = spreadsheet_safe(frame)
+    assert list(safe["id"]) == ['\'=HYPERLINK("http://x")', "a1"]
+    assert list(safe["preview"]) == ["'+cmd|' /C calc'!A0", "plain text"]

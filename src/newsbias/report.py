@@ -507,6 +507,13 @@ def compare_csv(joined: pd.DataFrame, texts: Optional[pd.DataFrame], names: Sequ
     return csv
 
 
+def spreadsheet_safe(frame: pd.DataFrame) -> pd.DataFrame:
+    """``frame`` with a quote before every text cell that a spreadsheet would run as a formula (one starting with
+    ``= + - @``, a tab or a carriage return): an article or id can start with anything."""
+    return frame.map(lambda v: "'" + v if isinstance(v, str) and v.startswith(("=", "+", "-", "@", "\t", "\r"))
+                     else v)
+
+
 def base_tuned_changes(joined: pd.DataFrame, csv: pd.DataFrame, names: Sequence[str],
                        cfg: CompareConfig) -> Optional[dict[str, Any]]:
     """Where ``cfg.tuned`` fixes or breaks ``cfg.base`` (counts and first examples), when both are runs."""
@@ -724,7 +731,7 @@ def run_compare(cfg: CompareConfig) -> dict[str, Any]:
                    changes=base_tuned_changes(joined, csv, names, cfg), appendix=appendix, selection=selection,
                    sizes={n: training_size(frames[n], manifests[n]) for n, _ in specs})
     with staged_files(out, last=["metrics.json"]) as tmp:
-        csv.to_csv(tmp / "eval_compare.csv", index=False)
+        spreadsheet_safe(csv).to_csv(tmp / "eval_compare.csv", index=False)
         c.figures = write_figures(c, tmp)
         model = report_model(c)
         (tmp / "report.md").write_text(render_markdown(model), encoding="utf-8")
