@@ -511,3 +511,11 @@ def test_a_card_gives_the_reports_caveat_when_its_model_loses_while_right_on_mor
         "This model (0.360) is worse than tfidf-lr (0.460) on these articles (paired difference -0.100, 95% interval "
         "over articles [-0.200, -0.020]), on macro-F1 only: of the articles only one of the two gets right, this "
         "model gets 35 and tfidf-lr 20.")
+
+
+@pytest.mark.parametrize("key", ["push_to_hub", "base_model_id"])
+def test_a_repo_id_that_is_not_one_is_refused_before_anything_is_written(adapters, tmp_path, key):
+    bad = 'o/x")\nimport os; os.system("touch /tmp/pwned")  #'
+    with pytest.raises(NewsbiasError, match=f"export.{key} .* is not a hub repo id; give it as owner/name"):
+        run_export(ExportConfig(adapter=str(adapters["lm"]), out=str(tmp_path / "o"), **{key: bad}))
+    assert not (tmp_path / "o").exists()

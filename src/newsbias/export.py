@@ -83,6 +83,21 @@ def is_hub_id(name: str) -> bool:
             and all(part.strip() for part in name.split("/")))
 
 
+def _check_repo_id(key: str, repo: str) -> None:
+    """A one-line error unless ``repo`` is a hub repo id, ``owner/name``, by the hub's own rules."""
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+    try:
+        validate_repo_id(repo)
+    except HFValidationError:
+        ok = False
+    else:
+        ok = is_hub_id(repo)
+    if not ok:
+        raise NewsbiasError(f"{key} {repo!r} is not a hub repo id; give it as owner/name (letters, digits, '-', '_', "
+                            f"'.')")
+
+
 def base_license(base_id: str) -> Optional[str]:
     """The license of a known base model id, else None."""
     low = base_id.lower()
@@ -561,8 +576,9 @@ def run_export(cfg: ExportConfig) -> dict[str, Any]:
     out = check_output_dir(cfg.out, "export", MARKER_FILE, inputs=[adir])
     if out.is_dir() and any(out.iterdir()) and not cfg.overwrite:
         raise NewsbiasError(f"{out} holds an earlier export; pass --overwrite to replace it or pick another --out")
-    if cfg.base_model_id and not is_hub_id(cfg.base_model_id):
-        raise NewsbiasError(f"export.base_model_id {cfg.base_model_id!r} is not a hub id; give it as owner/name")
+    for key, repo in (("export.base_model_id", cfg.base_model_id), ("export.push_to_hub", cfg.push_to_hub)):
+        if repo:  # checked before anything is written: both reach the model card's text and code
+            _check_repo_id(key, repo)
     evaluation = read_eval(cfg.metrics, adir) if cfg.metrics else None
     merged = cfg.merge or full or cfg.format == "onnx"
     onnx = cfg.format == "onnx"
