@@ -214,6 +214,7 @@ def test_the_page_escapes_article_text(tiny_bert_dir, tmp_path):
     page = (out / "explain.html").read_text()
     assert "<script>" not in page and "&lt;script&gt;alert(1)&lt;/script&gt;" in page and "&lt;b&gt;1" in page
     md = (out / "explain.md").read_text()
+    assert "<script>" not in md and "<b>" not in md and "### &lt;b>1&lt;/b>" in md  # Markdown renderers pass HTML
     for caveat in ("positive effects support the label", "names the outlet, not the article's leaning"):
         assert caveat in page and caveat in md  # the page says what the markdown says
 

@@ -21,6 +21,7 @@ def environment() -> jinja2.Environment:
                              autoescape=jinja2.select_autoescape(["html"]), trim_blocks=True,
                              lstrip_blocks=True, keep_trailing_newline=True, undefined=jinja2.StrictUndefined)
     env.filters["num"] = num
+    env.filters["md"] = md
     return env
 
 
@@ -31,6 +32,12 @@ def num(value: Any, digits: int = 3) -> str:
     if isinstance(value, float):
         return f"{value:.{digits}f}"
     return str(value)
+
+
+def md(value: Any) -> str:
+    """Text from the data (an id, an outlet, a word, an article) made safe in a Markdown table cell or line: ``|``
+    escaped, newlines joined, and ``<`` written as ``&lt;`` so that no renderer that passes HTML through runs it."""
+    return str(value).replace("|", "\\|").replace("\n", " ").replace("<", "&lt;")
 
 
 def render(name: str, **context: Any) -> str:
