@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Create the virtual environment and install newsbias into it.
-# torch comes first and only when missing: `pip install torch==2.13.0` takes the CPU build that
-# lies on these machines' disk, while an unpinned torch would pull a multi-GB CUDA build. A torch
-# that is already importable (a GPU user's own CUDA build) is left alone.
+# torch comes first and only when missing: `pip install torch==2.13.0` takes that version from pip's
+# configured index (a local wheel cache or mirror may hold its CPU build; PyPI's Linux wheel is the
+# multi-GB CUDA build). When it cannot be installed, the newest torch on PyTorch's CPU wheel index is
+# tried instead. A torch that is already importable (a GPU user's own CUDA build) is left alone.
 set -euo pipefail
 VENV="${1:-.venv}"
 PYTHON="${PYTHON:-python3}"
