@@ -62,7 +62,8 @@ def log_loss(probs: np.ndarray, gold: np.ndarray) -> Optional[float]:
         return None
     from sklearn.metrics import log_loss as sklearn_log_loss
 
-    return float(sklearn_log_loss(np.asarray(gold)[has], probs[has], labels=list(range(probs.shape[1]))))
+    rows = probs[has] / probs[has].sum(axis=1, keepdims=True)  # float32 rows sum to 1 within 1e-7: not for sklearn
+    return float(sklearn_log_loss(np.asarray(gold)[has], rows, labels=list(range(probs.shape[1]))))
 
 
 def _scored(preds: list[Prediction], path: Path, missing_gold: str) -> tuple[list[Prediction], list[str]]:
