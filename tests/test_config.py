@@ -220,3 +220,13 @@ def test_a_text_setting_takes_the_text_typed_even_when_it_reads_as_yaml_bool_or_
     assert load_config(None, ["predict.name=1e5"]).predict.name == "1e5"  # not "100000.0"
     with pytest.raises(ConfigError, match="predict.batch_size"):  # a number setting still checks its value
         load_config(None, ["predict.batch_size=many"])
+
+
+def test_errors_name_keys_not_pydantics_union_branches():
+    with pytest.raises(ConfigError) as err:
+        load_config(None, ["train.lora.target_modules=[q_proj,3]"])
+    assert "train.lora.target_modules.1: Input should be a valid string (got 3)" in str(err.value)
+    assert "list[str]" not in str(err.value) and "literal[" not in str(err.value)
+    with pytest.raises(ConfigError) as err:
+        load_config(None, ["train.wise_alphas=[0.5,1.5]"])
+    assert str(err.value).count("got [0.5, 1.5]") == 1

@@ -919,20 +919,30 @@ def _paths_named(model: type[BaseModel] | None, name: str, depth: int = 3) -> li
     return sorted(found, key=len)
 
 
+_TYPE_TAG = re.compile(r"(?:str|int|float|bool|none|list\[.*\]|dict\[.*\]|literal\[.*\]|function-\w+\[.*\])",
+                       re.IGNORECASE)
+
+
 def format_validation_error(err: ValidationError, where: str = "config",
                             model: type[BaseModel] | None = None,
                             typed: Callable[[tuple[Any, ...]], bool] | None = None) -> str:
     """One line naming every problem; ``typed(loc)`` says which keys came from the command line (so marked)."""
-    problems = []
+    problems, seen = [], set()
     for e in err.errors():
+        # a union's branches add their type to the location (target_modules.list[str].1): keep the keys only,
+        # and one problem per key (the first branch's)
+        e = {**e, "loc": tuple(p for p in e["loc"] if not _TYPE_TAG.fullmatch(str(p)))}
         loc = ".".join(str(p) for p in e["loc"]) or "(top level)"
+        if loc in seen:
+            continue
+        seen.add(loc)
         if e["type"] == "extra_forbidden":
             problem = f"{loc}: unknown key{suggest_key(model, tuple(e['loc']))}"
         elif e["type"] == "missing":
             problem = f"{loc}: required but missing"
         else:
             got = e.get("input")
-            got_s = "" if isinstance(got, dict) else f" (got {got!r})"
+            got_s = "" if isinstance(got, dict) or "got " in e["msg"] else f" (got {got!r})"
             problem = f"{loc}: {e['msg'].removeprefix('Value error, ')}{got_s}"
             if e["type"] == "list_type" and isinstance(got, str):
                 problem += f"; write a list: {loc}=[{got}]"
