@@ -653,3 +653,12 @@ def test_a_csv_with_another_delimiter_is_named_as_such(tmp_path):
     (tmp_path / "semi.csv").write_text("id;text\n1;one story\n")
     with pytest.raises(NewsbiasError, match="one column holding semicolons: the delimiter is wrong"):
         list(_raw_records(str(tmp_path / "semi.csv")))
+
+
+def test_json_record_fields_in_another_case_are_read(tmp_path):
+    from newsbias.predict import _raw_records
+
+    path = write_jsonl(tmp_path / "in.jsonl", [{"ID": "a1", "Title": "T", "text": "one"},
+                                               {"ID": "x", "id": "b2", "text": "two"}])
+    assert [r for _, r in _raw_records(str(path))] == [{"id": "a1", "title": "T", "text": "one"},
+                                                        {"ID": "x", "id": "b2", "text": "two"}]

@@ -52,14 +52,26 @@ def resolve_input(inp: str, split: str) -> str:
 _RECORD_FIELDS = ("id", "text", "input", "title", "label", "output", "gold", "source", "outlet", "date", "url")
 
 
+def _record_names(keys: Iterable[str]) -> dict[str, str]:
+    """A record's field names in another case ("ID", "Title") renamed to the ones predict reads, unless the
+    exact lower-case name is there too."""
+    keys = list(keys)
+    return {k: k.lower() for k in keys if k.lower() in _RECORD_FIELDS and k.lower() not in keys}
+
+
+def _json_rows(path: str) -> Iterator[tuple[int, dict[str, Any]]]:
+    for lineno, obj in iter_json_lines(path):
+        renamed = _record_names(obj)
+        yield lineno, {renamed.get(k, k): v for k, v in obj.items()} if renamed else obj
+
+
 def _csv_rows(path: str) -> Iterator[tuple[int, dict[str, Any]]]:
     header, rows = iter_csv(Path(path), "utf-8", "error", [], setting=None)
     if len(header) == 1 and any(sep in header[0] for sep in ";\t,"):
         sep = next(name for ch, name in ((";", "semicolons"), ("\t", "tabs"), (",", "commas")) if ch in header[0])
         raise NewsbiasError(f"{path}: the header is one column holding {sep}: the delimiter is wrong; predict reads "
                             f"comma-separated .csv and tab-separated .tsv files (rename or convert the file)")
-    # a spreadsheet's "ID" or "Title" is the record's id or title (an exact lower-case column wins)
-    renamed = {h: h.lower() for h in header if h.lower() in _RECORD_FIELDS and h.lower() not in header}
+    renamed = _record_names(header)  # a spreadsheet's "ID" or "Title" is the record's id or title
     if not any(renamed.get(h, h) == "id" for h in header):
         log.warning("predict: %s has no id column; each article is named by the line it starts on", path)
     for lineno, row in rows:
@@ -104,7 +116,7 @@ def _raw_records(path: str) -> Iterator[tuple[int, dict[str, Any]]]:
         return _csv_rows(path)
     if kind.endswith(".txt"):
         return _text_file_rows(path)
-    return iter_json_lines(path)
+    return _json_rows(path)
 
 
 def input_articles(path: str, labels: Sequence[str], text_field: Optional[str] = None,
