@@ -230,3 +230,11 @@ def test_errors_name_keys_not_pydantics_union_branches():
     with pytest.raises(ConfigError) as err:
         load_config(None, ["train.wise_alphas=[0.5,1.5]"])
     assert str(err.value).count("got [0.5, 1.5]") == 1
+
+
+def test_a_config_file_with_a_key_twice_or_a_directory_is_refused(tmp_path):
+    (tmp_path / "dup.yaml").write_text("train:\n  optim:\n    lr: 1.0e-4\n    lr: 2.0e-4\n")
+    with pytest.raises(ConfigError, match="line 3, column 5: the key 'lr' is given twice in one section"):
+        load_config(tmp_path / "dup.yaml")
+    with pytest.raises(ConfigError, match="is a directory; pass a YAML file"):
+        load_config(tmp_path)
