@@ -747,3 +747,9 @@ def test_prep_refuses_its_own_output_or_a_model_as_input(tmp_path):
     (tmp_path / "p" / "prep_meta.json").write_text("{}")
     with pytest.raises(NewsbiasError, match="is a prep output, not raw data"):
         prepare(cfg_for(tmp_path / "p", tmp_path / "o"))
+
+
+def test_a_spreadsheet_is_told_which_files_prep_reads(tmp_path):
+    (tmp_path / "articles.xlsx").write_bytes(b"PK\x03\x04")
+    with pytest.raises(NewsbiasError, match=r"prep reads \.csv, \.tsv, .*a spreadsheet: as CSV"):
+        prepare(cfg_for(tmp_path / "articles.xlsx", tmp_path / "o"))

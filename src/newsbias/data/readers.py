@@ -381,8 +381,9 @@ def detect_format(path: Path, encoding: str = "utf-8") -> str:
         if {"content_original", "bias_text"} & keys:
             return "allsides"
         return "tabular"
-    raise NewsbiasError(f"{path}: cannot tell the format from the extension; set prep.input.format "
-                        f"(kaggle, allsides, tabular, instruction)")
+    raise NewsbiasError(f"{path}: prep reads .csv, .tsv, .jsonl, .json, .ndjson or .parquet files (any of the text "
+                        f"ones gzipped as .gz) and AllSides release directories; save the data in one of them (a "
+                        f"spreadsheet: as CSV)")
 
 
 def _read_table(path: Path, inp: InputConfig, cols: ColumnsConfig, bad: list[dict],
@@ -413,7 +414,8 @@ def _read_table(path: Path, inp: InputConfig, cols: ColumnsConfig, bad: list[dic
         cols = check_columns(dict.fromkeys(k for _, obj in head for k in obj), cols, path)
         return _records(f"{path}: line", itertools.chain(head, it), cols, source_url_col, bad, inp.on_bad_row,
                         max_chars), cols
-    raise NewsbiasError(f"{path}: unsupported file type; use .csv, .tsv, .jsonl(.gz) or .parquet")
+    raise NewsbiasError(f"{path}: unsupported file type; prep reads .csv, .tsv, .jsonl, .json, .ndjson or .parquet "
+                        f"(the text ones optionally gzipped: .csv.gz, .jsonl.gz ...)")
 
 
 def read_allsides_release(root: Path, inp: InputConfig, bad: list[dict], max_chars: int | None = None) -> pd.DataFrame:
