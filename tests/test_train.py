@@ -663,6 +663,35 @@ def test_a_diverging_run_stops_with_advice_and_writes_no_model(tiny_bert_dir, pl
     assert not (tmp_path / "nan" / "newsbias.json").exists()
 
 
+class _NanGradient(torch.autograd.Function):
+    """The identity forward; a NaN gradient backward: a finite loss whose gradient is not."""
+
+    @staticmethod
+    def forward(ctx, x):
+        return x.clone()
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad * float("nan")
+
+
+def test_a_non_finite_gradient_stops_the_run_without_clipping_too(tiny_bert_dir, planted_data_dir, tmp_path,
+                                                                  monkeypatch):
+    import newsbias.train as train_mod
+
+    real = train_mod.LabelLossModule.forward
+
+    def poisoned(self, *args, **kwargs):
+        loss, logits = real(self, *args, **kwargs)
+        return _NanGradient.apply(loss), logits
+
+    monkeypatch.setattr(train_mod.LabelLossModule, "forward", poisoned)
+    cfg = tiny_cfg(tiny_bert_dir, planted_data_dir, tmp_path / "g", head="cls", optim__max_grad_norm=None,
+                   optim__max_steps=2, calibrate="none")
+    with pytest.raises(NewsbiasError, match=r"training diverged at step 1: loss [0-9.]+, gradient norm nan"):
+        train(cfg)
+
+
 def test_the_log_holds_the_rate_each_step_was_taken_at(tiny_qwen_dir, planted_data_dir, tmp_path):
     cfg = tiny_cfg(tiny_qwen_dir, planted_data_dir, tmp_path / "lr", optim__max_steps=4, optim__scheduler="linear",
                    eval__every_steps=4)

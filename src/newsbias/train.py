@@ -830,10 +830,9 @@ def train_step(r: Recipe, group: Sequence[Sequence[int]]) -> dict[str, Any]:
         if r.adversary is not None:
             for k, v in _loss_module(r.runner).parts.items():
                 parts.setdefault(k, []).append(v)
-    gnorm = None
-    if r.cfg.optim.max_grad_norm:
-        params = [p for p in r.model.parameters() if p.requires_grad]
-        gnorm = float(torch.nn.utils.clip_grad_norm_(params, r.cfg.optim.max_grad_norm))
+    # the norm is taken without clipping too: a non-finite gradient must stop the run before it reaches the weights
+    params = [p for p in r.model.parameters() if p.requires_grad]
+    gnorm = float(torch.nn.utils.clip_grad_norm_(params, r.cfg.optim.max_grad_norm or float("inf")))
     lr = r.scheduler.get_last_lr()[0]  # the rate this step is taken at: the scheduler moves on below
     stats = _across_ranks(r, {"loss": loss_sum, **{k: sum(v) / len(v) for k, v in parts.items()}})
     check_finite(r, stats["loss"], gnorm, lr)
