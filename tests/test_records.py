@@ -237,3 +237,12 @@ def test_a_prediction_whose_valid_is_not_a_boolean_is_refused():
     with pytest.raises(NewsbiasError, match="`valid` is 'false'; write true or false"):
         Prediction.from_dict({"id": "1", "pred": "right", "valid": "false"}, 1)
     assert Prediction.from_dict({"id": "1", "pred": None, "valid": False}, 1).valid is False
+
+
+def test_a_prediction_record_given_as_an_article_is_named_as_such():
+    from newsbias.records import Article
+
+    with pytest.raises(NewsbiasError, match="a prediction record \\(it has `pred`\\), not an article"):
+        Article.from_dict({"id": "1", "pred": "left", "probs": None}, 1)
+    with pytest.raises(NewsbiasError, match="missing or non-string 'input'.*predict.text_field / explain.text_field"):
+        Article.from_dict({"id": "1", "body": "words"}, 1)

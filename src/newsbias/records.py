@@ -165,8 +165,12 @@ def _text_of(obj: Mapping[str, Any], text_field: Optional[str], where: str, requ
         text = ""  # null text is empty text
     if not isinstance(text, str):
         found = ", ".join(shorten(k, 40) for k in list(obj)[:12]) or "nothing"
-        raise NewsbiasError(f"{where}: missing or non-string {key!r} (the article text); found {found} — name the "
-                            f"text column with text_field (e.g. predict.text_field=body)")
+        if "pred" in obj:  # a predictions file given where articles belong
+            raise NewsbiasError(f"{where}: a prediction record (it has `pred`), not an article; pass the articles "
+                                f"(a prep output or its split file), and predictions only to evaluate / compare --preds")
+        raise NewsbiasError(f"{where}: missing or non-string {key!r} (the article text); found {found} — run the file "
+                            f"through `newsbias prep`, or name its text column where the stage offers it "
+                            f"(predict.text_field / explain.text_field, e.g. predict.text_field=body)")
     if require_text and not text.strip():
         raise NewsbiasError(f"{where}: no article text in {key!r} (it is empty); fix or drop the row")
     return drop_unsafe(text)
