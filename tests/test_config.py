@@ -238,3 +238,9 @@ def test_a_config_file_with_a_key_twice_or_a_directory_is_refused(tmp_path):
         load_config(tmp_path / "dup.yaml")
     with pytest.raises(ConfigError, match="is a directory; pass a YAML file"):
         load_config(tmp_path)
+
+
+def test_verbalizers_are_checked_against_the_labels_when_the_config_loads():
+    with pytest.raises(ConfigError, match=r"train.prompt.verbalizers: give exactly one verbalizer per label .*"
+                                          r"missing \['left'\]; not a label: \['lft'\]"):
+        load_config(None, ['train.prompt.verbalizers={lft: " left", center: " center", right: " right"}'])

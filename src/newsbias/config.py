@@ -242,6 +242,15 @@ class PromptConfig(StrictModel):
         default_factory=lambda: {label: f" {label}" for label in LABELS},
         description="Label -> text whose first token is the label's token (head lm).")
 
+    @field_validator("verbalizers")
+    @classmethod
+    def _one_per_label(cls, v: dict[str, str]) -> dict[str, str]:
+        missing, extra = sorted(set(LABELS) - set(v)), sorted(set(v) - set(LABELS))
+        if missing or extra:
+            raise ValueError(f"give exactly one verbalizer per label {list(LABELS)}"
+                             + (f"; missing {missing}" if missing else "") + (f"; not a label: {extra}" if extra else ""))
+        return v
+
     @field_validator("chat_template", mode="before")
     @classmethod
     def _yaml_bool(cls, v: Any) -> Any:
