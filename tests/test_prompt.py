@@ -105,8 +105,8 @@ def test_training_encoding_masks_all_but_label(tok):
 def test_label_first_tokens_must_be_distinct(tok):
     with pytest.raises(NewsbiasError, match="not distinct"):
         PromptBuilder(tok, PromptConfig(verbalizers={"left": " left", "center": " left wing", "right": " right"}))
-    with pytest.raises(NewsbiasError, match="one entry per label"):
-        PromptBuilder(tok, PromptConfig(verbalizers={"left": " left", "right": " right"}))
+    with pytest.raises(ValueError, match="one verbalizer per label"):  # refused as the settings are read
+        PromptConfig(verbalizers={"left": " left", "right": " right"})
 
 
 def test_max_length_too_small(tok):
