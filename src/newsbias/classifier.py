@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from .data.clean import clean_text
-from .errors import NewsbiasError
+from .errors import NewsbiasError, SettingError
 from .io import honour_umask, sha256_file
 from .labels import LABELS, parse_generation
 from .metrics import fit_temperature
@@ -148,8 +148,8 @@ class Classifier:
                 raise NewsbiasError(f"{a} is not an adapter directory (no adapter_config.json); pass a "
                                     f"`newsbias train` output as the adapter, or a trained model directory as the model")
         elif not model:
-            raise NewsbiasError("no model given: set the model (a base model or a trained model directory) "
-                                "and/or the adapter")
+            raise SettingError("model", "is not set: pass --model (a base model or a trained model directory) "
+                                        "and/or --adapter (a `newsbias train` output)")
         source = join_gguf(model, gguf_file) if model else None
         return cls.load(adapter or source, base_model=source if adapter else None, **kwargs)  # type: ignore[arg-type]
 
