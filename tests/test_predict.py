@@ -632,6 +632,8 @@ def test_gzipped_inputs_read_as_their_plain_copies(tmp_path):
             f.write(content)
         assert list(_raw_records(str(tmp_path / f"{name}.gz"))) == list(_raw_records(str(tmp_path / name)))
         assert _count_lines(str(tmp_path / f"{name}.gz")) == _count_lines(str(tmp_path / name)) == 2
+    (tmp_path / "cells.csv").write_text('id,text\na,"one\nstory over\nthree lines"\nb,two\n')
+    assert _count_lines(str(tmp_path / "cells.csv")) == 2  # records, not physical lines
     (tmp_path / "bad.jsonl.gz").write_bytes(gzip.compress(b'{"id": "a", "text": "one"}\n')[:-12])  # cut short
     with pytest.raises(NewsbiasError, match="cannot read .*bad.jsonl.gz"):
         list(_raw_records(str(tmp_path / "bad.jsonl.gz")))

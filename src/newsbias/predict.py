@@ -242,11 +242,14 @@ def _rows_done(path: Path) -> int:
 
 
 def _count_lines(path: str) -> Optional[int]:
+    """The records in ``path`` (the progress bar's total): its non-blank lines, or a CSV's parsed rows (a quoted
+    cell may hold line breaks); None for stdin."""
     if path == "-":
         return None
+    if path.lower().removesuffix(".gz").endswith((".csv", ".tsv")):
+        return sum(1 for _ in iter_csv(Path(path), "utf-8", "error", [], setting=None)[1])
     with open_bytes(path) as f:
-        return sum(1 for line in f if line.strip()) - (1 if path.lower().removesuffix(".gz").endswith((".csv", ".tsv"))
-                                                       else 0)
+        return sum(1 for line in f if line.strip())
 
 
 def first_instruction(input_path: str) -> Optional[str]:
