@@ -208,10 +208,15 @@ def test_a_leading_tilde_in_any_path_setting_is_the_home_directory(monkeypatch, 
     assert load_config(overrides=["train.prompt.instruction=~ leaning?"]).train.prompt.instruction == "~ leaning?"
 
 
-def test_a_key_given_both_as_a_flag_and_as_an_override_must_agree():
-    with pytest.raises(ConfigError, match=r"predict.limit is given twice, as a flag \(2\) and as predict.limit=3"):
-        load_config(None, ["predict.limit=3"], {"predict.limit": 2})
-    assert load_config(None, ["predict.limit=3"], {"predict.limit": 3}).predict.limit == 3
+def test_a_key_given_both_as_a_flag_and_as_an_override_is_said_and_the_override_wins(caplog):
+    # a script passes its defaults as flags and the user's key=value overrides after them (scripts/demo.sh)
+    with caplog.at_level("WARNING"):
+        assert load_config(None, ["predict.limit=3"], {"predict.limit": 2}).predict.limit == 3
+    assert "predict.limit is given twice, as a flag (2) and as predict.limit=3: the override wins" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        assert load_config(None, ["predict.limit=3"], {"predict.limit": 3}).predict.limit == 3
+    assert not caplog.text
 
 
 def test_a_text_setting_takes_the_text_typed_even_when_it_reads_as_yaml_bool_or_number():

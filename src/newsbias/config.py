@@ -9,6 +9,7 @@ config file plus its overrides.
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 from pathlib import Path
@@ -29,6 +30,8 @@ from pydantic.fields import FieldInfo
 
 from .errors import ConfigError
 from .labels import LABELS, NumericScheme
+
+log = logging.getLogger(__name__)
 
 DEFAULT_INSTRUCTION = (
     "Classify the political leaning of this news article as one of {left|center|right}. "
@@ -1004,8 +1007,8 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
     typed = parse_overrides(list(overrides))
     for key, value in (values or {}).items():
         again = _get_key(typed, key)
-        if again is not _UNSET and again != value:  # which one wins would be a guess: refuse
-            raise ConfigError(f"{key} is given twice, as a flag ({value!r}) and as {key}={again!r}; give it once")
+        if again is not _UNSET and again != value:  # a script's flag as a default, the user's override on top
+            log.warning("%s is given twice, as a flag (%r) and as %s=%r: the override wins", key, value, key, again)
     typed_keys = deep_merge(flags, typed)
     data = deep_merge(data, typed_keys)
     try:
