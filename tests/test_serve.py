@@ -653,3 +653,15 @@ def test_explanations_queue_only_so_deep(cfg, predictor, monkeypatch):
         for w in workers:
             w.join(30)
         assert answers == [200, 200]
+
+
+def test_the_server_limits_its_open_connections(monkeypatch, cfg, predictor):
+    import uvicorn
+
+    from newsbias import serve as serve_mod
+
+    seen = {}
+    monkeypatch.setattr(serve_mod, "check_port", lambda host, port: None)
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kw: seen.update(kw))
+    serve_mod.run_server(cfg.model_copy(update={"max_connections": 7}), predictor=predictor)
+    assert seen["limit_concurrency"] == 7

@@ -691,6 +691,8 @@ class ServeConfig(InferenceConfig):
     max_body_bytes: int = Field(default=1_000_000, ge=1024, description="Larger request bodies get 413.")
     max_article_chars: int = Field(default=100_000, ge=1, description="Longer articles (title + text) get 413.")
     max_texts: int = Field(default=64, ge=1, description="Most articles in one request (more get 413).")
+    max_connections: int = Field(default=100, ge=1, description="Open connections at once; more get 503 at once "
+                                 "(a client that sends its body slowly holds one connection, not the server).")
     max_explain_waiting: int = Field(default=4, ge=1, description="Most /v1/explain requests queued behind the one "
                                      "running (one forward pass per word each); more get 503.")
     shutdown_timeout_s: float = Field(default=60.0, ge=0.0, description="On SIGTERM / Ctrl-C, how long requests "

@@ -701,7 +701,7 @@ def run_server(cfg: ServeConfig, predictor: Optional[Classifier] = None) -> None
     app = create_app(cfg, predictor=predictor)
     local_only(app, cfg.host)
     uvicorn.run(app, host=cfg.host, port=cfg.port, log_level=cfg.log_level,
-                timeout_graceful_shutdown=cfg.shutdown_timeout_s)
+                timeout_graceful_shutdown=cfg.shutdown_timeout_s, limit_concurrency=cfg.max_connections)
 
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
