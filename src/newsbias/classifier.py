@@ -17,6 +17,7 @@ forward pass per article (:func:`newsbias.modeling.score_batch`).
 
 from __future__ import annotations
 
+import functools
 import logging
 from pathlib import Path
 from typing import Any, Iterator, Optional, Sequence
@@ -208,10 +209,15 @@ class Classifier:
         resolved, so two spellings of one directory are one model), the sha256 of its trained weights (an adapter's,
         a trained directory's or an ONNX graph's; None for a hub base) and, under an adapter, of a local base
         directory's (same path, other weights: other scores), its settings and precision."""
-        return {"model": _resolved(self.source), "adapter": _resolved(self.adapter),
-                "weights_sha256": weights_sha256(self.adapter or self.source),
-                "base_weights_sha256": weights_sha256(self.source) if self.adapter else None,
-                "settings": self.settings.to_dict(), "dtype": self.precision}
+        trained, base = self._weight_hashes
+        return {"model": _resolved(self.source), "adapter": _resolved(self.adapter), "weights_sha256": trained,
+                "base_weights_sha256": base, "settings": self.settings.to_dict(), "dtype": self.precision}
+
+    @functools.cached_property
+    def _weight_hashes(self) -> tuple[Optional[str], Optional[str]]:
+        # hashed once per loaded model: a base can be gigabytes, and a run asks for its identity more than once
+        return (weights_sha256(self.adapter or self.source),
+                weights_sha256(self.source) if self.adapter else None)
 
     def predict_proba(self, texts: Sequence[str], batch_size: int = 8, windows: int = 1,
                       pool: str = "mean", length_sorted: bool = True) -> np.ndarray:

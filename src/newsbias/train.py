@@ -72,9 +72,10 @@ def data_hashes(train: Path, val: Path, prep_dir: Optional[Path]) -> dict[str, A
     if prep_dir is not None:
         meta = read_json(prep_dir / PREP_META, strict=False)
         clean = ((meta or {}).get("config") or {}).get("clean") or {}
+        defaults = CleanConfig()
         out["prep_meta"] = ({"path": str(prep_dir / PREP_META), "outputs": meta.get("outputs", {}),
-                             "prepend_title": bool(clean.get("prepend_title", CleanConfig().prepend_title)),
-                             "fix_text": bool(clean.get("fix_text", CleanConfig().fix_text))}
+                             "prepend_title": bool(clean.get("prepend_title", defaults.prepend_title)),
+                             "fix_text": bool(clean.get("fix_text", defaults.fix_text))}
                             if meta is not None else {"error": "unreadable prep_meta.json"})
     return out
 
@@ -818,6 +819,7 @@ def train_step(r: Recipe, group: Sequence[Sequence[int]]) -> dict[str, Any]:
     # each micro-batch's loss is a (class-weighted) mean over its own rows; scaled by its share of the window's
     # weight, the step is the mean over the whole window, as one batch of all its rows would take it
     mass = [_weight_of(r, idx) for idx in group]
+    total = sum(mass)
     for k, idx in enumerate(group):
         b = {kk: v.to(r.device) for kk, v in collate([r.train_feats[i] for i in idx]).items()}
         # DDP syncs gradients only on the last micro-batch of the accumulation group
@@ -825,8 +827,8 @@ def train_step(r: Recipe, group: Sequence[Sequence[int]]) -> dict[str, Any]:
         with (r.runner.no_sync() if not last and hasattr(r.runner, "no_sync") else contextlib.nullcontext()):
             with r.amp():
                 loss, _ = r.runner(**b)
-            (loss * (mass[k] / sum(mass))).backward()
-        loss_sum += float(loss.detach()) * mass[k] / sum(mass)
+            (loss * (mass[k] / total)).backward()
+        loss_sum += float(loss.detach()) * mass[k] / total
         if r.adversary is not None:
             for k, v in _loss_module(r.runner).parts.items():
                 parts.setdefault(k, []).append(v)
@@ -874,7 +876,8 @@ def _weight_of(r: Recipe, idx: Sequence[int]) -> float:
     weights = _loss_module(r.runner).class_weights
     if weights is None:
         return float(len(idx))
-    return float(sum(float(weights[r.train_feats[i]["class_id"]]) for i in idx))
+    per_class = weights.tolist()  # one copy off the device per micro-batch, not one per row
+    return float(sum(per_class[r.train_feats[i]["class_id"]] for i in idx))
 
 
 def _loss_module(runner: torch.nn.Module) -> LabelLossModule:
