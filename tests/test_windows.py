@@ -78,5 +78,5 @@ def test_reading_counts_the_tokens_the_windows_cover(clf):
     two = clf.reading([LONG], windows=2)[0]  # head and tail
     assert two == {"tokens_read": min(n, 2 * b.article_budget), "truncated": n > 2 * b.article_budget}
     # windows that overlap count each token once: many windows read the whole article
-    assert clf.reading([LONG, "a short one."], windows=1000) == [
+    assert clf.reading([LONG, "a short one."], windows=32) == [
         {"tokens_read": n, "truncated": False}, clf.reading(["a short one."])[0]]

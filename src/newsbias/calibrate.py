@@ -21,7 +21,7 @@ from .errors import NewsbiasError, SettingError
 from .export import refresh_card_temperature
 from .io import sha256_file
 from .metrics import FEW_FOR_TEMPERATURE
-from .modeling import SETTINGS_FILE, set_threads
+from .modeling import SETTINGS_FILE, keeps_threads, set_threads
 from .records import read_articles, resolve_split
 
 log = logging.getLogger(__name__)
@@ -40,6 +40,7 @@ def settings_dir(clf: Classifier) -> Path:
     return d
 
 
+@keeps_threads
 def run_calibrate(cfg: CalibrateConfig) -> dict[str, Any]:
     """Fit the temperature of the model ``cfg`` names on ``cfg.data`` and write it; returns the fit,
     the temperature it replaced, and where it was written."""

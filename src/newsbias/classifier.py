@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import operator
 from pathlib import Path
 from typing import Any, Iterator, Optional, Sequence
 
@@ -33,7 +34,7 @@ from .metrics import fit_temperature
 from .modeling import (SETTINGS_FILE, ModelSettings, Pooling, is_gguf, iter_logits, join_gguf,
                        load_adapter, load_model_and_tokenizer, looks_local, load_tokenizer, model_device, pad_batch, prefix_cache,
                        prompt_builder, resolve_device_dtype, score_batch, score_encoded, shared_prefix_len)
-from .config import INT8_KEEP_FP32, PromptConfig
+from .config import INT8_KEEP_FP32, MAX_WINDOWS, PromptConfig
 from .onnx_model import ONNX_FILE, OnnxScorer
 from .records import CHECKPOINTS, TRAIN_LOG, has_words, join_title, scored
 
@@ -58,9 +59,29 @@ def require_texts(texts: Any) -> list[str]:
 
 
 def require_batch_size(batch_size: Any) -> int:
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise NewsbiasError(f"batch_size must be a whole number of at least 1, got {batch_size!r}")
-    return batch_size
+    """``batch_size`` as an int (numpy integers too), or a one-line error."""
+    return _whole("batch_size", batch_size, 1)
+
+
+def require_windows(windows: Any, pool: Any) -> int:
+    """``windows`` (1 to :data:`~newsbias.config.MAX_WINDOWS`) as an int and ``pool`` one of mean / max, or a
+    one-line error: the limits ``predict.windows`` and ``predict.pool`` have in a config."""
+    if pool not in ("mean", "max"):
+        raise NewsbiasError(f"pool must be 'mean' or 'max', got {pool!r}")
+    n = _whole("windows", windows, 1)
+    if n > MAX_WINDOWS:
+        raise NewsbiasError(f"windows must be at most {MAX_WINDOWS}, got {n}")
+    return n
+
+
+def _whole(name: str, value: Any, least: int) -> int:
+    try:
+        n = operator.index(value) if not isinstance(value, bool) else None
+    except TypeError:
+        n = None
+    if n is None or n < least:
+        raise NewsbiasError(f"{name} must be a whole number of at least {least}, got {value!r}")
+    return int(n)
 
 
 def weights_sha256(model_dir: str | Path) -> Optional[str]:
@@ -101,29 +122,45 @@ class Classifier:
         ``base_model`` replaces the base recorded with an adapter (same architecture, other
         location); ``head``, ``pooling`` and ``prompt`` only apply to a base model used zero-shot.
         """
-        p = Path(source)
+        if not isinstance(source, (str, Path)) or not str(source):
+            raise NewsbiasError(f"pass a model to load (a path, a hub id or a .gguf file), not {source!r}")
+        if head not in ("lm", "cls") or pooling not in ("cls", "mean"):
+            raise NewsbiasError(f"head must be 'lm' or 'cls' and pooling 'cls' or 'mean', got head={head!r}, "
+                                f"pooling={pooling!r}")
+        source = str(source)
+        p = Path(source).expanduser()
+        if p.is_file() and not is_gguf(source):
+            raise NewsbiasError(f"{source} is a file, not a model: pass a model directory, a hub id or a .gguf file")
         if p.is_dir():
             _refuse_unfinished_training(p)
         if p.is_dir() and (p / "adapter_config.json").is_file():
             return cls._load_adapter(p, base_model, device, dtype)
         if base_model:
             raise NewsbiasError(f"{source} is not an adapter directory, so there is no base model to replace; "
-                                f"drop --model or point --adapter at a `newsbias train` output")
+                                f"drop the base model (base_model=, --model) or load a `newsbias train` output")
         if p.is_dir() and (p / SETTINGS_FILE).is_file() and (p / ONNX_FILE).is_file():
+            _onnx_runs_on_cpu(device, dtype)
             return cls(OnnxScorer(p / ONNX_FILE), load_tokenizer(str(p)), _checked_settings(p), source=str(p))
         if p.is_dir() and (p / SETTINGS_FILE).is_file():
             settings = _checked_settings(p)
-            model, tok = load_model_and_tokenizer(str(p), head=settings.head, device=device, dtype=dtype,
-                                                  pooling=settings.pooling)
+            try:
+                model, tok = load_model_and_tokenizer(str(p), head=settings.head, device=device, dtype=dtype,
+                                                      pooling=settings.pooling)
+            except NewsbiasError:
+                raise
+            except Exception as exc:  # truncated or corrupt weights: safetensors / torch raise many types
+                raise _damaged(p, exc) from None
             return cls(model, tok, settings, source=str(p))
         if p.is_dir() and any(p.glob("adapter_model.*")):
             raise NewsbiasError(f"{p} holds adapter weights but no adapter_config.json; it is not a complete adapter")
         settings = ModelSettings(head=head, base_model=source,  # type: ignore[arg-type]
                                  prompt=(prompt or PromptConfig()).with_instruction(), pooling=pooling)
-        # an encoder has no zero-shot answer: its untrained head is seeded so the reference is reproducible
-        torch.manual_seed(0)
-        model, tok = load_model_and_tokenizer(source, head=head, device=device, dtype=dtype,  # type: ignore[arg-type]
-                                              pooling=pooling)
+        # an encoder has no zero-shot answer: its untrained head is seeded so the reference is reproducible,
+        # in a forked generator so the caller's random stream is left as it was
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(0)
+            model, tok = load_model_and_tokenizer(source, head=head, device=device, dtype=dtype,  # type: ignore[arg-type]
+                                                  pooling=pooling)
         return cls(model, tok, settings, source=source)
 
     @classmethod
@@ -145,7 +182,7 @@ class Classifier:
                     return cls.load(str(a), **kwargs)
                 if (a / SETTINGS_FILE).is_file():
                     raise NewsbiasError(f"{a} is a trained model (a full fine-tune or an export), not an adapter: "
-                                        f"it has no base model to replace; drop the model option")
+                                        f"it has no base model to replace; drop the base model (--model)")
                 raise NewsbiasError(f"{a} is not an adapter directory (no adapter_config.json); pass a "
                                     f"`newsbias train` output as the adapter, or a trained model directory as the model")
         elif not model:
@@ -160,12 +197,12 @@ class Classifier:
         base = base_model or settings.base_model
         if base_model and settings.base_model and _model_name(base_model) != _model_name(settings.base_model):
             raise NewsbiasError(f"the adapter was trained on {settings.base_model!r}, not {base_model!r}; "
-                                f"drop --model to use the adapter's base")
+                                f"drop the base model (base_model=, --model) to use the adapter's own")
         recorded = settings.base_model
         if not base_model and recorded and looks_local(recorded) and not Path(recorded).expanduser().exists():
             raise NewsbiasError(f"the base model this adapter was trained on, {settings.base_model} (recorded in "
-                                f"{adir / SETTINGS_FILE}), is not on this machine; pass the same model with --model "
-                                f"PATH (predict, serve, explain, calibrate; export: --model)")
+                                f"{adir / SETTINGS_FILE}), is not on this machine; pass the same model where it is now "
+                                f"(--model PATH on the command line, base_model= in Python)")
         dev, dt = resolve_device_dtype(device, dtype)
         # the LoRA weights are folded in before any cast to bf16/fp16: one rounding of the merged
         # weights, and no extra matmuls per adapted layer (the demo's LM in bf16: 2.55x fp32 merged
@@ -181,13 +218,16 @@ class Classifier:
         except NewsbiasError:
             raise
         except Exception as exc:  # truncated or corrupt weights: safetensors / peft raise many types
-            raise NewsbiasError(f"cannot load the adapter weights in {adir} ({type(exc).__name__}: "
-                                f"{str(exc).splitlines()[0][:160] if str(exc) else 'unreadable'}); the files are "
-                                f"damaged or from another model: copy them again or retrain") from None
+            raise _damaged(adir, exc, "adapter weights") from None
         model = model.merge_and_unload()
         if half:
             model = model.to(device=dev, dtype=dt)
         return cls(model, tok, settings, source=base, adapter=str(adir))
+
+    def __repr__(self) -> str:
+        where = f"adapter={self.adapter!r}, base={self.source!r}" if self.adapter else f"source={self.source!r}"
+        return (f"Classifier({where}, head={self.settings.head!r}, labels={self.labels}, device={str(self.device)!r}, "
+                f"dtype={self.precision!r})")
 
     @property
     def labels(self) -> list[str]:
@@ -229,12 +269,10 @@ class Classifier:
         (``length_sorted=False``: input order); rows are always returned in input order.
         """
         texts = self.cleaned(require_texts(texts))
-        require_batch_size(batch_size)
-        if windows <= 1:
+        batch_size, windows = require_batch_size(batch_size), require_windows(windows, pool)
+        if windows == 1:
             return score_batch(self.model, self.tokenizer, self.settings, texts, batch_size, builder=self.builder,
                                length_sorted=length_sorted)
-        if pool not in ("mean", "max"):
-            raise NewsbiasError(f"pool must be 'mean' or 'max', got {pool!r}")
         groups = [self.builder.encode_windows(t, windows) for t in texts]
         probs = self.score_encoded([e for g in groups for e in g], batch_size, length_sorted)
         out = np.zeros((len(texts), len(self.labels)), dtype=np.float32)
@@ -334,6 +372,8 @@ class Classifier:
     def classify(self, texts: Sequence[str], mode: str = "score", batch_size: int = 8,
                  max_new_tokens: int = 6, windows: int = 1, pool: str = "mean") -> list[dict[str, Any]]:
         """``{"pred", "probs", "valid", "raw"?}`` per text: the record core that predict and serve share."""
+        if mode not in ("score", "generate"):
+            raise NewsbiasError(f"mode must be 'score' or 'generate', got {mode!r}")
         labels = self.labels
         if mode == "score":
             probs = self.predict_proba(texts, batch_size, windows, pool)
@@ -362,14 +402,14 @@ class Classifier:
     def reading(self, texts: Sequence[str], windows: int = 1) -> list[dict[str, Any]]:
         """``{"tokens_read", "truncated"}`` per text: the article tokens the prompt keeps (with ``windows > 1``, those
         its windows cover together, as :meth:`predict_proba` reads them), and whether any were left unread."""
-        b = self.builder
-        if windows <= 1:
+        b, texts = self.builder, self.cleaned(require_texts(texts))
+        if require_windows(windows, "mean") == 1:
             fixed = len(b.lead_ids) + len(b.prefix_ids) + len(b.suffix_ids) + len(b.trail_ids)
             return [{"tokens_read": len(enc.input_ids) - fixed, "truncated": enc.truncated}
                     for enc in map(b.encode, texts)]
         out = []
-        for text in self.cleaned(texts):
-            n = len(self.tokenizer.encode(text, add_special_tokens=False)) if text else 0
+        for text in texts:
+            n = len(b.ids(text))
             read = reached = 0
             for start in b.window_starts(n, windows):  # windows may overlap: count each token once
                 end = min(start + b.article_budget, n)
@@ -404,6 +444,8 @@ class Classifier:
                                 f"onnx, and only onnx is quantised")
         if any(p and Path(p).expanduser().resolve() == out.resolve() for p in (self.source, self.adapter)):
             raise NewsbiasError(f"{out} is the directory this model was loaded from; save it to another directory")
+        if out.exists() and not out.is_dir():
+            raise NewsbiasError(f"{out} is a file; save to a new or empty directory")
         if out.is_dir() and any(out.iterdir()) and not overwrite:
             raise NewsbiasError(f"{out} is not empty; save to a new or empty directory (or pass overwrite=True)")
         out.mkdir(parents=True, exist_ok=True)
@@ -430,6 +472,23 @@ def _refuse_unfinished_training(d: Path) -> None:
     if started and not (d / SETTINGS_FILE).is_file():
         raise NewsbiasError(f"{d} holds a training run that has not finished (no {SETTINGS_FILE} yet); finish it with "
                             f"`newsbias train ... --resume` (the same command and --resume), or wait for it")
+
+
+def _damaged(where: Path, exc: Exception, what: str = "model weights") -> NewsbiasError:
+    first = str(exc).splitlines()[0][:160] if str(exc) else "unreadable"
+    return NewsbiasError(f"cannot load the {what} in {where} ({type(exc).__name__}: {first}); the files are damaged "
+                         f"or from another model: copy them again or retrain")
+
+
+def _onnx_runs_on_cpu(device: str, dtype: str) -> None:
+    """An ONNX export runs where and in what it was exported for; a request for anything else is refused, not
+    ignored."""
+    if device not in ("auto", "cpu"):
+        raise SettingError("device", f"{device!r}: an ONNX export runs on the CPU (ONNX Runtime); use auto or cpu, or "
+                                     f"score the training output on the GPU")
+    if dtype not in ("auto", "float32"):
+        raise SettingError("dtype", f"{dtype!r}: an ONNX export computes in the precision it was exported in; use "
+                                    f"auto")
 
 
 def _checked_settings(d: Path) -> ModelSettings:

@@ -43,6 +43,7 @@ Dtype = Literal["auto", "float32", "bfloat16", "float16"]
 # after GELU/SiLU gating, carry the outliers int8 rounds worst (docs/benchmarks.md)
 INT8_KEEP_FP32 = (r"layer\.\d+\.output\.dense$", r"mlp\.down_proj$")
 Head = Literal["lm", "cls"]
+MAX_WINDOWS = 32  # windows scored per article (predict.windows, serve.windows)
 Pooling = Literal["cls", "mean"]
 POOLING_HELP = ("cls head only: cls = transformers' classifier ([CLS] / last token); mean = a linear head over the "
                 "mean of the last hidden states (sentence encoders).")
@@ -423,7 +424,7 @@ class InferenceConfig(ModelSourceConfig):
                                  "adapter (an adapter brings its own, from newsbias.json).")
     name: str | None = Field(default=None, description="Model name written in each record or answer (default: the "
                                                         "adapter's directory name, else the model's: its directory or file name, or a hub id's last part).")
-    windows: int = Field(default=1, ge=1, le=32, description="Score up to this many stretches of an article longer "
+    windows: int = Field(default=1, ge=1, le=MAX_WINDOWS, description="Score up to this many stretches of an article longer "
                          "than the prompt (head, tail, evenly spaced between) and pool them; 1 = the head only.")
     pool: Literal["mean", "max"] = Field(default="mean", description="How windows are pooled: mean of the "
                                          "probabilities, or max (the most confident window's).")

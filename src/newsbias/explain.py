@@ -38,6 +38,7 @@ from .config import ExplainConfig
 from .data.clean import domain_of
 from .data.cues import cue_spans
 from .errors import NewsbiasError
+from .modeling import keeps_threads
 from .io import OWNER_FILE, check_output_dir, claim, dumps_line, read_json, sha256_file, stage_manifest, trim_torn_tail, write_json
 from .predict import first_instruction, input_articles, load_classifier, resolve_input, skip_reason
 from .records import Article, iter_json_lines, scored
@@ -280,6 +281,7 @@ def _articles(cfg: ExplainConfig, input_path: str, labels: Sequence[str]) -> lis
     return out
 
 
+@keeps_threads
 def run_explain(cfg: ExplainConfig, progress: bool = True) -> dict[str, Any]:
     """Explain the first ``cfg.limit`` articles of ``cfg.input`` into ``cfg.out_dir``; returns the manifest."""
     started = time.time()

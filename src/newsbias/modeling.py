@@ -24,7 +24,7 @@ import shutil
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Literal, Optional, Sequence
+from typing import Any, Callable, Iterator, Literal, Optional, Sequence, TypeVar
 
 import numpy as np
 import torch
@@ -38,6 +38,8 @@ from .errors import NewsbiasError, SettingError
 from .io import read_json, remove_dead_leftovers, usable_cpus, write_json
 from .labels import LABELS
 from .prompt import PromptBuilder
+
+_Fn = TypeVar("_Fn", bound=Callable[..., Any])
 
 log = logging.getLogger(__name__)
 
@@ -114,6 +116,19 @@ def set_threads(threads: Optional[int] = None) -> int:
     torch.set_num_threads(n)
     tune_cpu_allocator()
     return n
+
+
+def keeps_threads(fn: _Fn) -> _Fn:
+    """Decorate a stage function that calls :func:`set_threads`: torch's thread count is put back when it returns,
+    so a notebook that runs a stage keeps its own (the allocator tuning stays: it is once per process)."""
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        before = torch.get_num_threads()
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            torch.set_num_threads(before)
+    return wrapper  # type: ignore[return-value]
 
 
 _M_TRIM_THRESHOLD, _M_TOP_PAD, _M_MMAP_THRESHOLD = -1, -2, -3  # glibc's <malloc.h>
@@ -345,11 +360,20 @@ def _drop_gguf_marks(model: nn.Module) -> None:
             setattr(model, attr, value)
 
 
+_VOCAB_FILES = ("tokenizer.json", "vocab.txt", "vocab.json", "tokenizer.model", "spiece.model",
+                "sentencepiece.bpe.model")
+
+
 def load_tokenizer(name_or_path: str, trust_remote_code: bool = False) -> Any:
     """Tokenizer with an explicit pad token and right padding."""
     from transformers import AutoTokenizer
 
     _check_model_path(name_or_path, need_config=False)
+    local = Path(os.path.expanduser(name_or_path))
+    if local.is_dir() and not any((local / f).is_file() for f in _VOCAB_FILES):
+        # transformers would build a tokenizer with no vocabulary (every word [UNK]) and say nothing
+        raise SettingError("model", f"{name_or_path} has no tokenizer files ({', '.join(_VOCAB_FILES[:3])} ...); "
+                                    f"copy the model directory again, with its tokenizer")
     where, extra = _pretrained_args(name_or_path)
     try:
         tok = AutoTokenizer.from_pretrained(where, trust_remote_code=trust_remote_code, **extra)

@@ -37,7 +37,7 @@ from .errors import NewsbiasError, SettingError, counted
 from .io import atomic_file, claim, dumps_line, open_bytes, sha256_file, stage_manifest, trim_torn_tail, write_json
 from .labels import parse_generation  # noqa: F401  (re-exported for users)
 from .modeling import (SETTINGS_FILE, Dist, init_distributed, rank_device, resolve_device_dtype, set_threads,
-                       tune_cpu_allocator)
+                       keeps_threads, tune_cpu_allocator)
 from .data.readers import iter_csv
 from .records import Article, Prediction, has_words, iter_json_lines, manifest_path, parse_line, resolve_split
 
@@ -333,6 +333,7 @@ def _predict_to_stdout(cfg: PredictConfig, progress: bool) -> dict[str, Any]:
     return manifest
 
 
+@keeps_threads
 def run_predict(cfg: PredictConfig, progress: bool = True) -> dict[str, Any]:
     """Predict every article of ``cfg.input`` into ``cfg.out`` (resumable; ``-`` writes the records to
     stdout instead); returns the manifest.

@@ -62,8 +62,8 @@ class PromptBuilder:
                 f"mismatched: {sorted(unknown)}")
         self.uses_chat_template = self._decide_chat()
         prefix_text, suffix_text = self._render()
-        self.prefix_ids = self._ids(prefix_text)
-        self.suffix_ids = self._ids(suffix_text)
+        self.prefix_ids = self.ids(prefix_text)
+        self.suffix_ids = self.ids(suffix_text)
         self.lead_ids: list[int] = []
         self.trail_ids: list[int] = []
         if not self.uses_chat_template:
@@ -80,8 +80,10 @@ class PromptBuilder:
         # The cls head predicts classes directly; verbalizers only matter to the lm head.
         self.label_token_ids = self._label_tokens() if head == "lm" else []
 
-    def _ids(self, text: str) -> list[int]:
-        return list(self.tokenizer.encode(text, add_special_tokens=False)) if text else []
+    def ids(self, text: str) -> list[int]:
+        """``text``'s token ids, without special tokens. Articles longer than the model's window are expected here
+        (they are cut or windowed next), so transformers' warning about over-long sequences is not raised."""
+        return list(self.tokenizer.encode(text, add_special_tokens=False, verbose=False)) if text else []
 
     def _decide_chat(self) -> bool:
         has = bool(getattr(self.tokenizer, "chat_template", None))
@@ -157,7 +159,7 @@ class PromptBuilder:
             text = article[:cap]
         else:
             text = article if len(article) <= 2 * cap else article[:cap] + article[-cap:]
-        art = list(self.tokenizer.encode(text, add_special_tokens=False)) if text else []
+        art = self.ids(text)
         art, cut = self.truncate_article(art)
         return self.wrap(art, cut or len(text) < len(article))
 
@@ -173,7 +175,7 @@ class PromptBuilder:
         """
         if windows <= 1:
             return [self.encode(article)]
-        art = list(self.tokenizer.encode(article, add_special_tokens=False)) if article else []
+        art = self.ids(article)
         if len(art) <= self.article_budget:
             return [self.encode(article)]
         return [self.wrap(art[s:s + self.article_budget], True) for s in self.window_starts(len(art), windows)]

@@ -43,7 +43,7 @@ from .metrics import FEW_FOR_TEMPERATURE, fit_temperature
 from .modeling import (SETTINGS_FILE, Dist, LabelLossModule, MeanPoolingClassifier,
                        ModelSettings, _check_model_path, _hf_model, add_lora,
                        count_parameters, init_distributed, join_gguf, load_model_and_tokenizer, pad_batch,
-                       resolve_device_dtype)
+                       keeps_threads, resolve_device_dtype)
 from .prompt import Encoded, PromptBuilder
 from .records import (CHECKPOINTS, PREP_META, SPLIT_FILES, TRAIN_LOG, TRAIN_MANIFEST, Article, read_articles,
                       resolve_split)
@@ -1150,6 +1150,7 @@ def open_trackers(cfg: TrainConfig) -> tuple[list[Any], list[Any]]:
     return log_fns, closers
 
 
+@keeps_threads
 def train(cfg: TrainConfig, resume: bool = False, progress: Optional[bool] = None,
           _interrupt_after_step: Optional[int] = None) -> dict[str, Any]:
     """Run LoRA training as configured; returns a summary (out_dir, steps, best val metrics).
