@@ -391,3 +391,19 @@ def test_a_paired_outcome_reads_the_same_test_from_either_side():
     assert paired_outcome({**test, "ci_outlets": None, "ci": None, "diff": -0.1})["outcome"] == "tie"
     with pytest.raises(ValueError, match="not in the paired test"):
         paired_outcome(test, "other")
+
+
+def test_confidence_auroc_says_whether_confidence_ranks_right_answers_above_wrong_ones():
+    from sklearn.metrics import roc_auc_score
+
+    from newsbias.metrics import confidence_auroc
+
+    probs = np.array([[0.9, 0.05, 0.05], [0.5, 0.3, 0.2], [0.4, 0.35, 0.25], [0.34, 0.33, 0.33]])
+    right = np.array([True, True, False, False])
+    assert confidence_auroc(probs, right) == 1.0
+    assert confidence_auroc(probs, ~right) == 0.0
+    mixed = np.array([True, False, True, False])
+    assert confidence_auroc(probs, mixed) == roc_auc_score(mixed, probs.max(axis=1)) == 0.75
+    assert confidence_auroc(probs, np.ones(4, bool)) is None
+    with_nan = np.vstack([probs, [np.nan] * 3])
+    assert confidence_auroc(with_nan, np.append(mixed, True)) == 0.75  # rows without probabilities are left out

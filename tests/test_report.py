@@ -290,9 +290,10 @@ def test_verdict_tuned_beats_base_and_is_worse_than_tfidf(tmp_path):
                                     out_dir=str(tmp_path / "r"), metrics={"n_boot": 300}))
     v = res["verdict"]
     assert re.fullmatch(r"tuned beats base by \+0\.\d{3} macro-F1 \[95% CI over outlets \+0\.\d{3}, \+0\.\d{3}; over "
-                        r"articles \+0\.\d{3}, \+0\.\d{3}; McNemar p < 0\.001\]; is worse than TF-IDF \(tfidf-lr\) by "
-                        r"-0\.\d{3} macro-F1 \[95% CI over outlets -0\.\d{3}, -0\.\d{3}; over articles -0\.\d{3}, "
-                        r"-0\.\d{3}; McNemar p < 0\.001\]\.", v), v  # exact: 2 * 0.5 ** 11 = 0.00098
+                        r"articles \+0\.\d{3}, \+0\.\d{3}; accuracy 0\.733 against 0\.333, McNemar p < 0\.001\]; is "
+                        r"worse than TF-IDF \(tfidf-lr\) by -0\.\d{3} macro-F1 \[95% CI over outlets -0\.\d{3}, -0\.\d{3}; "
+                        r"over articles -0\.\d{3}, -0\.\d{3}; accuracy 0\.733 against 0\.\d{3}, McNemar p < 0\.001\]\.",
+                        v), v  # exact: 2 * 0.5 ** 11 = 0.00098
     md = (tmp_path / "r" / "report.md").read_text()
     assert md.splitlines()[2] == f"**Verdict:** {v}"  # right under the title
     assert f"<strong>Verdict:</strong> {html.escape(v)}" in (tmp_path / "r" / "report.html").read_text()
@@ -745,7 +746,8 @@ def test_the_results_say_which_runs_are_no_better_than_a_uniform_guess(tmp_path)
                               out_dir=str(tmp_path / "r"), metrics={"n_boot": 0}))
     md = (tmp_path / "r" / "report.md").read_text()
     assert "| *uniform guess (expected)* | 0.333 |" in md and "| 1.099 |" in md
-    assert "base scores no better than a uniform random guess (0.333 macro-F1 in expectation" in md
+    assert "A uniform random guess scores 0.333 macro-F1 in expectation on this label mix" in md
+    assert "base scores no better than that" in md
 
 
 def test_the_report_says_the_articles_are_the_split_files_first(tmp_path):
@@ -787,3 +789,24 @@ def test_the_csv_never_hands_a_spreadsheet_a_formula():
     safe = spreadsheet_safe(frame)
     assert list(safe["id"]) == ['\'=HYPERLINK("http://x")', "a1"]
     assert list(safe["preview"]) == ["'+cmd|' /C calc'!A0", "plain text"]
+
+
+def test_a_run_is_clear_of_chance_only_when_its_interval_is():
+    from types import SimpleNamespace
+
+    from newsbias.report import chance_note
+
+    gold = {"left": 10, "center": 10, "right": 10}  # chance 1/3
+
+    def run(f1, low, outlets=True):
+        ci = {"low": low, "high": f1 + 0.1}
+        return {"gold_counts": gold, "macro_f1": f1, "macro_f1_ci": {"low": f1 - 0.01, "high": f1 + 0.01},
+                **({"macro_f1_ci_outlets": ci} if outlets else {})}
+
+    c = SimpleNamespace(names=["flat", "lucky", "sure", "articles-only"],
+                        metrics={"flat": run(0.30, 0.2), "lucky": run(0.40, 0.30), "sure": run(0.50, 0.40),
+                                 "articles-only": run(0.45, 0.2, outlets=False)})
+    note = chance_note(c)
+    assert "flat scores no better than that" in note
+    assert "lucky scores above it on these articles, but its interval includes it" in note
+    assert "sure and articles-only score above it with their whole interval" in note

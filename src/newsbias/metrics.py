@@ -233,8 +233,24 @@ def mcnemar_test(gold: np.ndarray, pred_a: np.ndarray, pred_b: np.ndarray) -> di
     exact = table[0][1] + table[1][0] < 25
     res = mcnemar(np.array(table), exact=exact, correction=True)
     return {"table": table, "only_a_right": table[0][1], "only_b_right": table[1][0],
+            "accuracy_a": float(a.mean()) if len(a) else None, "accuracy_b": float(b.mean()) if len(b) else None,
             "statistic": float(res.statistic), "p_value": float(res.pvalue),
             "method": "exact binomial" if exact else "chi-square, continuity-corrected"}
+
+
+def confidence_auroc(probs: np.ndarray, right: np.ndarray) -> Optional[float]:
+    """How well a run's confidence (its highest probability) tells its ``right`` answers from its wrong ones: the area
+    under the ROC curve (scikit-learn), 0.5 for confidence that carries no information. A low ECE can come from
+    probabilities near uniform on every article; this says whether they rank answers. None without probabilities,
+    or when every answer is right or every one wrong."""
+    from sklearn.metrics import roc_auc_score
+
+    probs = np.asarray(probs, dtype=float)
+    has = ~np.isnan(probs).any(axis=1)
+    right = np.asarray(right, dtype=bool)[has]
+    if not has.any() or right.all() or not right.any():
+        return None
+    return float(roc_auc_score(right, probs[has].max(axis=1)))
 
 
 def chance_f1(gold_counts: dict[str, int]) -> dict[str, Any]:
@@ -441,6 +457,7 @@ def compute_metrics(gold: Sequence[int], pred: Sequence[int], probs: Optional[np
             ece = expected_calibration_error(probs[has], gold[has], ece_bins)
     out["calibration"] = ece
     out["ece"] = ece["ece"] if ece else None
+    out["confidence_auroc"] = confidence_auroc(probs, pred == gold) if probs is not None else None
     out["log_loss"] = log_loss(probs, gold) if probs is not None else None
     if outlets is not None:
         out["by_outlet"] = per_outlet(gold, pred, outlets, labels)

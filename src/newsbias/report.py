@@ -585,7 +585,10 @@ def _diff_ci(test: dict[str, Any]) -> str:
         over = "over articles" if by_outlet else f"{ci['confidence']:.0%} CI"
         parts.append(f"{over} {ci['low']:+.3f}, {ci['high']:+.3f}")
     interval = "; ".join(parts) if parts else "no interval"
-    return f"{test['diff']:+.3f} macro-F1 [{interval}; McNemar {_p(test['mcnemar']['p_value'])}]"
+    mc = test["mcnemar"]
+    acc = (f"accuracy {mc['accuracy_a']:.3f} against {mc['accuracy_b']:.3f}, "
+           if mc.get("accuracy_a") is not None and mc.get("accuracy_b") is not None else "")
+    return f"{test['diff']:+.3f} macro-F1 [{interval}; {acc}McNemar {_p(mc['p_value'])}]"
 
 
 def verdict(paired: dict[str, Any], roles: dict[str, Any], baseline: str) -> Optional[str]:
@@ -796,14 +799,38 @@ def _results_table(c: Comparison) -> dict[str, Any]:
 
 
 def chance_note(c: Comparison) -> str:
-    """Which runs score no better than a uniform random guess on these articles (the table's last row)."""
+    """Each run against a uniform random guess on these articles (the table's last row): clear of it only when the
+    run's interval (over outlets when known, else over articles) lies above it, not when its point estimate does."""
     chance = chance_f1(c.metrics[c.names[0]]["gold_counts"])["macro"]
-    below = [n for n in c.names if c.metrics[n]["macro_f1"] <= chance]
-    if not below:
-        return f"Every run scores above a uniform random guess ({chance:.3f} macro-F1 in expectation on this label mix)."
-    return (f"{', '.join(below)} {'scores' if len(below) == 1 else 'score'} no better than a uniform random guess "
-            f"({chance:.3f} macro-F1 in expectation on this label mix; log-loss {np.log(len(LABELS)):.3f}): "
-            f"{'it tells' if len(below) == 1 else 'they tell'} these articles' leanings apart no better than chance.")
+    groups: dict[str, list[str]] = {"below": [], "unclear": [], "clear": []}
+    for n in c.names:
+        m = c.metrics[n]
+        ci = m.get("macro_f1_ci_outlets") or m.get("macro_f1_ci")
+        key = "below" if m["macro_f1"] <= chance else "clear" if ci and ci["low"] > chance else "unclear"
+        groups[key].append(n)
+    said = [f"A uniform random guess scores {chance:.3f} macro-F1 in expectation on this label mix (log-loss "
+            f"{np.log(len(LABELS)):.3f})."]
+    if groups["below"]:
+        said.append(f"{_names(groups['below'])} {_verb(groups['below'], 'scores', 'score')} no better than that: "
+                    f"{_verb(groups['below'], 'it tells', 'they tell')} these articles' leanings apart no better "
+                    f"than chance.")
+    if groups["unclear"]:
+        said.append(f"{_names(groups['unclear'])} {_verb(groups['unclear'], 'scores', 'score')} above it on these "
+                    f"articles, but {_verb(groups['unclear'], 'its', 'their')} interval"
+                    f"{'' if len(groups['unclear']) == 1 else 's'} include{'s' if len(groups['unclear']) == 1 else ''}"
+                    f" it: on other outlets {_verb(groups['unclear'], 'it', 'they')} may do no better than chance.")
+    if groups["clear"]:
+        said.append(f"{_names(groups['clear'])} {_verb(groups['clear'], 'scores', 'score')} above it with "
+                    f"{_verb(groups['clear'], 'its', 'their')} whole interval.")
+    return " ".join(said)
+
+
+def _names(names: Sequence[str]) -> str:
+    return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
+
+
+def _verb(names: Sequence[str], one: str, many: str) -> str:
+    return one if len(names) == 1 else many
 
 
 def _paired_table(c: Comparison) -> Optional[dict[str, Any]]:
@@ -968,6 +995,8 @@ def report_model(c: Comparison) -> dict[str, Any]:
         "per_class": _per_class_table(c),
         "ece": [{"name": n, "ece": num(c.metrics[n]["ece"]), "how": _probabilities_note(c, n)}
                 for n in c.names if c.metrics[n]["ece"] is not None],
+        "auroc": [{"name": n, "auroc": num(c.metrics[n]["confidence_auroc"])}
+                  for n in c.names if c.metrics[n].get("confidence_auroc") is not None],
         "figures": c.figures,
         "changes": _changes(c),
         "outlets": _outlet_table(c),
