@@ -75,3 +75,29 @@ def test_calibrating_an_export_updates_its_model_card(uncalibrated, planted_data
     assert f"| probability temperature | {cal['temperature']:.3f}, fitted on 30 articles of val.jsonl" in new
     assert new.replace(next(l for l in new.splitlines() if l.startswith("| probability temperature |")), "") == \
         card.replace("| probability temperature | none: the raw softmax |", "")  # nothing else changed
+
+
+def test_a_temperature_fitted_on_the_test_file_is_said_wherever_it_shows(uncalibrated, planted_data_dir, tmp_path,
+                                                                          caplog):
+    from newsbias.config import CompareConfig, PredictConfig
+    from newsbias.predict import run_predict
+    from newsbias.report import run_compare
+
+    from newsbias.io import sha256_file
+
+    # the model's training manifest records its prep's outputs, as `newsbias train` on a prep directory writes them
+    manifest = json.loads((uncalibrated / "manifest.json").read_text())
+    manifest["data"]["prep_meta"] = {"path": str(planted_data_dir / "prep_meta.json"), "outputs": {
+        name: {"sha256": sha256_file(planted_data_dir / name)} for name in ("train.jsonl", "val.jsonl", "test.jsonl")}}
+    (uncalibrated / "manifest.json").write_text(json.dumps(manifest))
+    renamed = tmp_path / "held_out.jsonl"  # the test split under another name: found by its content
+    shutil.copy(planted_data_dir / "test.jsonl", renamed)
+    assert main(["calibrate", "--adapter", str(uncalibrated), "--data", str(renamed)]) == 0
+    assert f"calibrating on {renamed}, a prep output's test split" in caplog.text
+    preds = tmp_path / "tuned.jsonl"
+    run_predict(PredictConfig(adapter=str(uncalibrated), input=str(planted_data_dir), split="test", out=str(preds),
+                              name="tuned", device="cpu"), progress=False)
+    run_compare(CompareConfig(data=str(planted_data_dir), preds=[f"tuned={preds}"], out_dir=str(tmp_path / "r"),
+                              html=False, metrics={"n_boot": 0}))
+    assert "fitted on the compared articles' own file: its calibration is not held out" in (
+        tmp_path / "r" / "report.md").read_text()

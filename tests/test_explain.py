@@ -153,6 +153,8 @@ def test_explain_finds_the_planted_outlet_word_and_resumes(planted_adapter, tmp_
     assert f"the strongest word was an outlet cue in {s['top_unit_is_cue']}" in said
     md = (out / "explain.md").read_text()
     assert "\nAgainst it: " in md  # what spoke against each answer is listed under its supporting words
+    assert s["n_outlets"] == 3 and "12 articles from 3 outlets of `" in md
+    assert "These counts are a lower bound" in md
     assert len(re.findall(r"Without its outlet cues: \*\*(left|center|right)\*\* \((left|center|right) 0\.\d{3} → 0\.\d{3}\)\.",
                           md)) == 12
     for label, word in PLANTED.items():

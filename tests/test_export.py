@@ -519,3 +519,24 @@ def test_a_repo_id_that_is_not_one_is_refused_before_anything_is_written(adapter
     with pytest.raises(NewsbiasError, match=f"export.{key} .* is not a hub repo id; give it as owner/name"):
         run_export(ExportConfig(adapter=str(adapters["lm"]), out=str(tmp_path / "o"), **{key: bad}))
     assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize("split", ["train", "val"])
+def test_a_card_never_calls_a_score_on_the_models_own_training_or_val_file_a_test_figure(
+        adapters, planted_data_dir, tmp_path, split):
+    from newsbias.config import EvaluateConfig, PredictConfig
+    from newsbias.metrics import evaluate
+    from newsbias.predict import run_predict
+
+    preds = tmp_path / f"{split}.jsonl"
+    run_predict(PredictConfig(adapter=str(adapters["cls"]), input=str(planted_data_dir), split=split, limit=12,
+                              out=str(preds), device="cpu"), progress=False)
+    metrics = evaluate(EvaluateConfig(preds=str(preds), n_boot=0))["out"]
+    with pytest.raises(NewsbiasError, match=rf"scored .*{split}.jsonl, the {split} file this model "):
+        run_export(ExportConfig(adapter=str(adapters["cls"]), out=str(tmp_path / "card"), metrics=metrics))
+    assert not (tmp_path / "card").exists()
+    test = tmp_path / "test.jsonl"
+    run_predict(PredictConfig(adapter=str(adapters["cls"]), input=str(planted_data_dir), split="test", limit=12,
+                              out=str(test), device="cpu"), progress=False)
+    ok = evaluate(EvaluateConfig(preds=str(test), n_boot=0))["out"]
+    assert run_export(ExportConfig(adapter=str(adapters["cls"]), out=str(tmp_path / "card"), metrics=ok))

@@ -544,7 +544,7 @@ def test_outlet_disjoint_selection_is_not_flagged(tmp_path):
     assert sel["warning"] is None
     md = (tmp_path / "r" / "report.md").read_text()
     assert not SHARED_WARNING.findall(md)
-    assert "; checkpoint chosen on val.jsonl, which shares no outlet with the test articles\n" in md
+    assert "; checkpoint chosen on val.jsonl, which shares no outlet (web domain) with the test articles\n" in md
 
 
 def test_a_run_that_kept_its_last_weights_chose_nothing_on_val(tmp_path):

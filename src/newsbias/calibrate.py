@@ -19,10 +19,10 @@ from .classifier import Classifier
 from .config import CalibrateConfig
 from .errors import NewsbiasError, SettingError
 from .export import refresh_card_temperature
-from .io import sha256_file
+from .io import read_json, sha256_file
 from .metrics import FEW_FOR_TEMPERATURE
 from .modeling import SETTINGS_FILE, keeps_threads, set_threads
-from .records import read_articles, resolve_split
+from .records import PREP_META, TRAIN_MANIFEST, read_articles, resolve_split
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +40,15 @@ def settings_dir(clf: Classifier) -> Path:
     return d
 
 
+def _is_test_split(path: Path, model_dir: Path) -> bool:
+    """Whether ``path`` is a prep output's test split: by name, or by content against the prep_meta.json beside it
+    and the one the model was trained from (its training manifest records that prep's outputs)."""
+    trained = ((read_json(model_dir / TRAIN_MANIFEST, strict=False) or {}).get("data") or {}).get("prep_meta") or {}
+    metas = [read_json(path.parent / PREP_META, strict=False) or {}, trained]
+    tests = {((m.get("outputs") or {}).get("test.jsonl") or {}).get("sha256") for m in metas} - {None}
+    return path.name == "test.jsonl" or (bool(tests) and sha256_file(path) in tests)
+
+
 @keeps_threads
 def run_calibrate(cfg: CalibrateConfig) -> dict[str, Any]:
     """Fit the temperature of the model ``cfg`` names on ``cfg.data`` and write it; returns the fit,
@@ -49,8 +58,6 @@ def run_calibrate(cfg: CalibrateConfig) -> dict[str, Any]:
         raise NewsbiasError("no articles to calibrate on: set calibrate.data (--data) to a prep output directory "
                             "or a labelled JSONL file")
     path = resolve_split(cfg.data, cfg.split, "calibrate.data", "calibrate.split")
-    if cfg.split == "test" and not Path(cfg.data).is_file():
-        log.warning("calibrating on the test split: its scores will no longer be held out; use val")
     articles = read_articles(path, cfg.limit, need_label=True)  # bad data fails before the model loads
     if not articles:
         raise NewsbiasError(f"{path} has no articles to calibrate on; point calibrate.data (--data) at a prep output "
@@ -64,6 +71,9 @@ def run_calibrate(cfg: CalibrateConfig) -> dict[str, Any]:
     except SettingError as exc:
         raise exc.named(f"calibrate.{exc.key}") from None
     target = settings_dir(clf)
+    if _is_test_split(path, target):
+        log.warning("calibrating on %s, a prep output's test split: its scores will no longer be held out; use val",
+                    path)
     before = clf.settings.temperature
     fit = clf.calibrate([clf.article_text(a.title, a.text) for a in articles], [a.label for a in articles],
                         cfg.batch_size)

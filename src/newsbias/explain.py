@@ -196,7 +196,8 @@ def summarize(records: Sequence[dict[str, Any]], labels: Sequence[str], min_arti
             if u["cue"]:
                 kinds[u["cue"]] += 1
     gold = [r for r in records if r["gold"]]
-    return {"articles": n, "words_read_mean": float(np.mean([r["words_read"] for r in records])) if n else 0.0,
+    return {"articles": n, "n_outlets": len({r["outlet"] for r in records if r["outlet"]}),
+            "words_read_mean": float(np.mean([r["words_read"] for r in records])) if n else 0.0,
             "articles_with_cues": len(with_cues),
             "top_unit_is_cue": top_is_cue,
             "cue_share_of_support": (sum(e for e, c in pushed if c) / total) if total else 0.0,

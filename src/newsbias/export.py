@@ -192,6 +192,7 @@ def _check_eval_model(metrics_file: Path, preds: Optional[str], adapter_dir: Pat
     if manifest is None:
         log.warning("export: cannot check that %s scored this model (its predictions' manifest is not found)", what)
         return None
+    _refuse_training_articles(manifest, adapter_dir, what)
     config = manifest.get("config") or {}
     scored = config.get("adapter") or manifest.get("adapter") or config.get("model")
     source = locate(scored, manifest).resolve() if manifest.get("stage") == "predict" and scored else None
@@ -206,6 +207,18 @@ def _check_eval_model(metrics_file: Path, preds: Optional[str], adapter_dir: Pat
                             f"--eval the evaluation of this model's own predictions (for a compare output, name "
                             f"this model's run: --eval RUN=PATH)")
     return str(source)
+
+
+def _refuse_training_articles(preds_manifest: dict[str, Any], adapter_dir: Path, what: str) -> None:
+    """A card's figures are test figures: predictions of the file the model trained on, or chose its checkpoint and
+    temperature on (its training manifest's ``data.train`` / ``data.val``), are refused, whatever the file is called."""
+    scored = (preds_manifest.get("input") or {}).get("sha256")
+    data = (_read_json(adapter_dir / TRAIN_MANIFEST) or {}).get("data") or {}
+    for split, why in (("train", "trained on"), ("val", "chose its checkpoint and temperature on")):
+        if scored and scored == (data.get(split) or {}).get("sha256"):
+            raise NewsbiasError(f"{what} scored {preds_manifest['input'].get('path')}, the {split} file this model "
+                                f"{why}: a model card's figures must come from articles it never saw; predict and "
+                                f"evaluate the test split (--split test) and pass that to --eval")
 
 
 def _paired_with(run: str, paired: dict[str, Any]) -> dict[str, dict[str, Any]]:

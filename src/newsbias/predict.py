@@ -415,7 +415,7 @@ def _finish(cfg: PredictConfig, clf: Classifier, parts: Path, out: Path, input_p
         weights_sha256=clf.identity()["weights_sha256"], head=settings.head, mode=cfg.mode,
         input={"path": input_path, "sha256": sha256_file(input_path) if input_path != "-" else None},
         prompt=settings.prompt.model_dump(mode="json"), adapter_best_val=settings.best_val,
-        temperature=settings.temperature,
+        temperature=settings.temperature, calibration_data=(settings.calibration or {}).get("data"),
         articles_per_s_this_run=rate, threads=torch.get_num_threads(),
         allocator="tuned" if tune_cpu_allocator() else "as found", world_size=d.world, device=str(clf.device),
         dtype=clf.precision, counts=counts,

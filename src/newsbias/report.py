@@ -365,7 +365,7 @@ def run_selection(name: str, source: dict[str, Any], test: Sequence[Optional[str
         return {**rec, "status": "no_outlets",
                 "note": f"{chose}; outlets not recorded, so its overlap with the test articles is unknown"}
     if not rec["flagged"]:
-        return {**rec, "status": "disjoint", "note": f"{chose}, which shares no outlet with the test articles"}
+        return {**rec, "status": "disjoint", "note": f"{chose}, which shares no outlet (web domain) with the test articles"}
     k = overlap["shared_outlets"]
     shares = f"shares {k} outlet{'s' if k != 1 else ''}"
     pct = round(100 * overlap["split_articles_shared"] / overlap["split_articles"])
@@ -957,7 +957,11 @@ def _probabilities_note(c: Comparison, name: str) -> Optional[str]:
         return None
     if t == 1.0:
         return "raw softmax"
-    note = f"temperature {t:.2f}, fitted on val"
+    fitted = m.get("calibration_data") or {}
+    on_test = bool(fitted.get("sha256")) and fitted["sha256"] == (c.data or {}).get("sha256")
+    where = ("the compared articles' own file: its calibration is not held out" if on_test else
+             Path(fitted["path"]).name if fitted.get("path") else "val")
+    note = f"temperature {t:.2f}, fitted on {where}"
     if cal.get("at_bound"):
         shape = "nearly flat: in an ensemble it barely votes" if t > 1 else "nearly all on one label"
         note += f", at the bound of the fit (val too small or too easy to fit it): its probabilities are {shape}"
