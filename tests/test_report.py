@@ -810,3 +810,14 @@ def test_a_run_is_clear_of_chance_only_when_its_interval_is():
     assert "flat scores no better than that" in note
     assert "lucky scores above it on these articles, but its interval includes it" in note
     assert "sure and articles-only score above it with their whole interval" in note
+
+
+def test_the_outlet_table_says_how_much_the_largest_outlets_hold(tmp_path):
+    _, (base, tuned, tfidf) = three_runs(tmp_path)
+    run_compare(CompareConfig(preds=[f"base={base}", f"tuned={tuned}", f"tfidf-lr={tfidf}"],
+                              out_dir=str(tmp_path / "r"), metrics={"n_boot": 0, "by_outlet": True}))
+    sizes = sorted((r["n"] for r in json.loads((tmp_path / "r" / "metrics.json").read_text())
+                    ["metrics"]["tuned"]["by_outlet"]), reverse=True)
+    assert len(sizes) == 4
+    assert f"The 3 largest hold {sum(sizes[:3]) / sum(sizes):.0%} of the articles" in (
+        tmp_path / "r" / "report.md").read_text()

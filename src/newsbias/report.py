@@ -869,8 +869,12 @@ def _outlet_table(c: Comparison, top: int = 20) -> Optional[dict[str, Any]]:
             for r in first[:top]]
     shown = (f"All {len(first)} outlets of these articles." if len(first) <= top else
              f"The {top} largest of the {len(first)} outlets of these articles (every outlet: metrics.json, by_outlet).")
-    shown += (" Each outlet's articles carry its rating (the label column, the most common where a few differ), so "
-              "a run's accuracy on an outlet is how often it answers that label.")
+    sizes = sorted((r["n"] for r in first), reverse=True)
+    if len(sizes) > 3:
+        shown += (f" The 3 largest hold {sum(sizes[:3]) / sum(sizes):.0%} of the articles: a run's score leans on how "
+                  f"it does on them, which is why the outlet-resampled interval is wide.")
+    shown += (" Each outlet's articles carry its rating (the label column, the most common where a few differ); a "
+              "run's accuracy on an outlet is the share of its articles whose own label the run answers.")
     return {**_table(["outlet", "label", "n", *[f"{n} accuracy" for n in c.names]], rows), "note": shown}
 
 
