@@ -8,6 +8,7 @@ import random
 from pathlib import Path
 
 import joblib
+import pandas as pd
 import pytest
 
 from newsbias.baseline import fit_tfidf_lr, run_baseline, split_frame
@@ -60,7 +61,10 @@ def test_tfidf_lr_learns_planted_word(planted_dir, tmp_path):
     m = compute_metrics(frame["gold"], frame["pred"], n_boot=0)
     assert m["macro_f1"] > 0.95
     man = manifests["tfidf-lr"]
-    assert man["C"]["C"] in (0.1, 1.0, 10.0) and len(man["C"]["grid"]) == 3
+    grid = {g["C"]: g["val_macro_f1"] for g in man["C"]["grid"]}
+    assert sorted(grid) == [0.1, 1.0, 10.0]
+    best = max(grid.values())
+    assert man["C"]["C"] == min(c for c, f1 in grid.items() if f1 == best)  # val's best; ties: stronger penalty
     assert man["counts"]["rows"] == 60
     assert man["data"]["eval"]["rows"] == 60 and len(man["data"]["eval"]["sha256"]) == 64
     saved = json.loads((out / "tfidf-lr.manifest.json").read_text())
@@ -68,6 +72,28 @@ def test_tfidf_lr_learns_planted_word(planted_dir, tmp_path):
     # the saved pipeline is reusable as it is
     pipe = joblib.load(out / "tfidf-lr.joblib")
     assert list(pipe.predict(["moderate moderate the state of the city moderate"])) == ["center"]
+
+
+def test_c_is_the_one_val_scores_best_not_the_first_or_the_smallest(planted_dir, monkeypatch):
+    import newsbias.baseline as baseline
+
+    train, val = split_frame(planted_dir / "train.jsonl"), split_frame(planted_dir / "val.jsonl")
+    scores = iter([0.4, 0.9, 0.6])  # val macro-F1 of C = 0.1, 1, 10 in turn
+    monkeypatch.setattr(baseline, "macro_f1", lambda gold, pred: next(scores))
+    _, selection = fit_tfidf_lr(train, BaselineConfig(lr={"C_grid": [0.1, 1.0, 10.0]}, calibrate="none"), val)
+    assert selection["C"] == 1.0
+
+
+def test_balanced_class_weights_reach_the_classifier(planted_dir):
+    train, val = split_frame(planted_dir / "train.jsonl"), split_frame(planted_dir / "val.jsonl")
+    skewed = pd.concat([train[train["gold"] == "left"], train[train["gold"] != "left"].head(6)])
+    fits = {w: fit_tfidf_lr(skewed, BaselineConfig(lr={"C": 1.0, "class_weight": w}, calibrate="none"), val)[0]
+            for w in ("balanced", "none")}
+    assert fits["balanced"].named_steps["lr"].class_weight == "balanced"
+    assert fits["none"].named_steps["lr"].class_weight is None
+    probs = {w: f.predict_proba(val["text"]) for w, f in fits.items()}
+    left = list(fits["none"].classes_).index("left")
+    assert probs["none"][:, left].mean() > probs["balanced"][:, left].mean() + 0.01  # the majority counts less
 
 
 def test_lr_tolerance_decides_where_the_solver_stops(planted_dir):

@@ -101,3 +101,9 @@ def test_a_temperature_fitted_on_the_test_file_is_said_wherever_it_shows(uncalib
                               html=False, metrics={"n_boot": 0}))
     assert "fitted on the compared articles' own file: its calibration is not held out" in (
         tmp_path / "r" / "report.md").read_text()
+
+
+def test_calibrate_limit_fits_on_the_first_articles_only(uncalibrated, planted_data_dir):
+    assert main(["calibrate", "--adapter", str(uncalibrated), "--data", str(planted_data_dir),
+                 "calibrate.limit=7"]) == 0
+    assert json.loads((uncalibrated / SETTINGS_FILE).read_text())["calibration"]["n"] == 7

@@ -251,3 +251,12 @@ def test_the_words_against_an_answer_are_listed_too():
     assert [u["text"] for u in top_units(rec, 5)] == ["a"]
     assert [u["text"] for u in top_units(rec, 5, against=True)] == ["(Reuters)", "b"]
     assert [u["text"] for u in top_units(rec, 1, against=True)] == ["(Reuters)"]
+
+
+@pytest.mark.parametrize("sample", ["first", "by_outlet"])
+def test_explain_reads_no_more_than_its_limit(planted_adapter, tmp_path, sample):
+    data = write_jsonl(tmp_path / "test.jsonl", _cue_rows(9, seed=4))
+    m = run_explain(ExplainConfig(adapter=str(planted_adapter), input=str(data), out_dir=str(tmp_path / "ex"),
+                                  limit=4, sample=sample), progress=False)
+    assert m["summary"]["articles"] == 4
+    assert len((tmp_path / "ex" / RECORDS).read_text().splitlines()) == 4

@@ -136,6 +136,11 @@ def test_bootstrap_deterministic_and_contains_point():
     point = compute_metrics(gold, pred, n_boot=0)["macro_f1"]
     assert a["low"] < point < a["high"]
     assert 0 < a["high"] - a["low"] < 0.2
+    from newsbias.metrics import _percentile_ci
+
+    scores = np.random.default_rng(2).normal(0.5, 0.05, 1000)
+    ci = _percentile_ci(scores, 0.95, seed=0)  # 2.5 % in each tail, not 5 %
+    assert (ci["low"], ci["high"]) == tuple(np.quantile(scores, [0.025, 0.975]))
 
 
 def test_bootstrap_resample_matches_sklearn():
@@ -170,6 +175,8 @@ def test_per_outlet():
     assert x["n"] == 4 and x["accuracy"] == pytest.approx(0.5) and x["invalid"] == 1
     assert y["n"] == 2 and y["accuracy"] == pytest.approx(0.5)
     assert y["label"] == "right" and set(y) == {"outlet", "n", "label", "accuracy", "invalid"}
+    mixed = per_outlet(np.array([0, 2, 2, 1]), np.array([0, 2, 2, 1]), ["z"] * 4)
+    assert mixed[0]["label"] == "right"  # the outlet's most common gold label
 
 
 def test_read_predictions(tmp_path):

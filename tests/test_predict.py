@@ -662,3 +662,12 @@ def test_json_record_fields_in_another_case_are_read(tmp_path):
                                                {"ID": "x", "id": "b2", "text": "two"}])
     assert [r for _, r in _raw_records(str(path))] == [{"id": "a1", "title": "T", "text": "one"},
                                                         {"ID": "x", "id": "b2", "text": "two"}]
+
+
+def test_limit_scores_the_first_articles_only(lm_adapter_dir, planted_data_dir, tmp_path):
+    out = tmp_path / "five.jsonl"
+    m = run_predict(pcfg(adapter=str(lm_adapter_dir), input=str(planted_data_dir), split="val", out=str(out),
+                         limit=5), progress=False)
+    src = read(planted_data_dir / "val.jsonl")
+    assert len(src) > 5
+    assert [r["id"] for r in read(out)] == [s["id"] for s in src[:5]] and m["counts"]["rows"] == 5

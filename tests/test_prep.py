@@ -399,7 +399,10 @@ def _with_planted_duplicates(tmp_path: Path) -> Path:
     words[40] = "changed"
     near["text"] = " ".join(words)
     conflict = dict(rows[30], id="dup-conflict", label="left" if rows[30]["label"] != "left" else "right")
-    rows += [dup, near, conflict, dict(rows[0], id="z-unrelated", text=article_text(rng))]
+    shared = rows[40]["text"].split()  # 60 % of its words, then another article's: a Jaccard near 0.4, no copy
+    cut = len(shared) * 3 // 5
+    half = dict(rows[40], id="half-shared", text=" ".join(shared[:cut] + article_text(rng).split()[:len(shared) - cut]))
+    rows += [dup, near, conflict, half, dict(rows[0], id="z-unrelated", text=article_text(rng))]
     return write_jsonl(tmp_path / "dups.jsonl", rows)
 
 
@@ -414,6 +417,7 @@ def test_exact_near_and_conflicting_duplicates_are_dropped(tmp_path):
     assert "a0010" in kept and "dup-exact" not in kept      # the first in id order survives
     assert "a0020" in kept and "dup-near" not in kept
     assert "a0030" not in kept and "dup-conflict" not in kept and "z-unrelated" in kept
+    assert "a0040" in kept and "half-shared" in kept  # sharing part of a text is no near duplicate at 0.8
     leak = meta["leakage"]
     assert leak["exact_duplicate_pairs_across_splits"]["count"] == 0
     assert leak["near_duplicate_pairs_across_splits"]["count"] == 0
@@ -429,6 +433,11 @@ def test_leakage_report_finds_planted_cross_split_duplicates_when_dedup_is_off(t
     pair_ids = [("a0010", "dup-exact"), ("a0020", "dup-near"), ("a0030", "dup-conflict")]
     dropped = {d["id"] for d in drops if d["reason"] == "cross_split_duplicate"}
     assert removed["exact"] + removed["near"] >= len(dropped) > 0
+    kept_ids = {s: set(f["id"]) for s, f in frames.items()}
+    for d in drops:
+        if d["reason"] == "cross_split_duplicate":  # the held-out copy goes; the copy it duplicates stays
+            partner, partner_split = re.fullmatch(r"duplicate of (\S+) in (train|val|test)", d["detail"]).groups()
+            assert partner_split != "test" and partner in kept_ids[partner_split], d
     for a, b in pair_ids:
         present = [x for x in (a, b) if x in set(pd.concat(frames.values())["id"])]
         splits = {x: s for s, f in frames.items() for x in f["id"] if x in (a, b)}

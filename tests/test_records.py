@@ -177,6 +177,7 @@ def test_bad_labels_kept_when_asked(tmp_path):
     ([{"id": "a", "pred": "left", "probs": {"left": 5, "center": 1, "right": 1}}],
      r"line 1: probs .* are not probabilities \(each in \[0, 1\], summing to 1\)"),
     ([{"id": "a", "pred": "left", "probs": {"left": 0.2, "center": 0.9, "right": -0.1}}], "line 1: probs .* not probab"),
+    ([{"id": "a", "pred": "left", "probs": {"left": 0.5, "center": 0.5, "right": 0.5}}], "line 1: probs .* not probab"),
     ([{"id": "a", "pred": "left", "probs": {"left": 0.5, "center": 0.5, "right": 0}},
       {"id": "b", "pred": "left", "probs": {"left": float("nan"), "center": 0.5, "right": 0.5}}],
      "line 2: probs .* not probabilities"),

@@ -821,3 +821,21 @@ def test_the_outlet_table_says_how_much_the_largest_outlets_hold(tmp_path):
     assert len(sizes) == 4
     assert f"The 3 largest hold {sum(sizes[:3]) / sum(sizes):.0%} of the articles" in (
         tmp_path / "r" / "report.md").read_text()
+
+
+def test_markdown_cells_from_the_data_cannot_break_a_table_or_run_html():
+    from newsbias.templates import md
+
+    assert md("fox|news\nweb <b>") == "fox\\|news web &lt;b>"
+
+
+def test_the_accuracy_column_is_accuracy_not_micro_f1(tmp_path):
+    inp = make_inputs(tmp_path)
+    run_compare(compare_cfg(inp, tmp_path / "r", html=False))
+    m = json.loads((tmp_path / "r" / "metrics.json").read_text())["metrics"]["base"]
+    assert m["n_invalid"] > 0 and f"{m['accuracy']:.3f}" != f"{m['micro_f1']:.3f}"  # invalid answers tell them apart
+    lines = (tmp_path / "r" / "report.md").read_text().splitlines()
+    header = next(line for line in lines if line.startswith("| model | macro-F1 |"))
+    row = next(line for line in lines if line.startswith("| base |"))
+    cells = dict(zip([c.strip() for c in header.split("|")], [c.strip() for c in row.split("|")]))
+    assert cells["accuracy"] == f"{m['accuracy']:.3f}" and cells["micro-F1"] == f"{m['micro_f1']:.3f}"

@@ -205,6 +205,9 @@ def test_size_limits_are_413(client):
     assert r.status_code == 413
     r = client.post("/v1/classify", json={"articles": [{"title": "t", "text": "y" * 2500}]})
     assert r.status_code == 413 and "articles.0" in r.json()["error"] and "max_article_chars" in r.json()["error"]
+    words = ("news " * 400)[:2_000]  # exactly serve.max_article_chars: allowed
+    assert len(words) == 2_000 and client.post("/v1/classify", json={"texts": [words]}).status_code == 200
+    assert client.post("/v1/classify", json={"texts": [words + "s"]}).status_code == 413
     r = client.post("/v1/classify", json={"texts": ["a"] * 11})
     assert r.status_code == 413 and "max_texts" in r.json()["error"]
 
@@ -531,7 +534,10 @@ def test_explain_refuses_bad_requests_clearly(client):
 
 def test_a_server_scoring_several_windows_says_so_and_refuses_a_one_window_explanation(cfg, predictor):
     wide = cfg.model_copy(update={"windows": 3, "pool": "max", "max_article_chars": 10_000})
-    text = " ".join(f"word{i}" for i in range(400))
+    # the planted words of each label sit in different stretches: each window reads another article
+    text = " ".join(["progressive"] * 120 + ["moderate"] * 120 + ["traditional"] * 120)
+    assert not np.allclose(predictor.predict_proba([text], windows=3, pool="max"), predictor.predict_proba([text]),
+                           atol=1e-4)  # so a server that read one window would answer otherwise
     with TestClient(create_app(wide, predictor=predictor), raise_server_exceptions=False) as c:
         assert c.get("/v1/model").json()["serving"]["windows"] == 3
         r = c.post("/v1/classify", json={"texts": [text]})

@@ -760,6 +760,23 @@ def test_accumulated_micro_batches_take_the_step_one_batch_of_their_rows_would(t
         assert torch.allclose(w, weights[4][name], rtol=1e-4, atol=1e-6), name
 
 
+def test_balanced_class_weights_reach_the_loss_and_natural_ones_leave_it_unweighted(tiny_qwen_dir, tmp_path):
+    from newsbias.labels import LABELS
+    from newsbias.train import _loss_module, setup
+
+    rows = make_planted_rows(96, seed=1)
+    rows = [r for r in rows if r["output"] == "left"] + [r for r in rows if r["output"] != "left"][:14]
+    data = tmp_path / "d"
+    write_jsonl(data / "train.jsonl", rows)
+    write_jsonl(data / "val.jsonl", make_planted_rows(12, seed=2))
+    expected = balanced_class_weights([LABELS.index(r["output"]) for r in rows], len(LABELS))
+    assert expected[0] < 1 < expected[1]  # left is the majority here
+    for weights, want in (("balanced", expected), ("none", None)):
+        r = setup(tiny_cfg(tiny_qwen_dir, data, tmp_path / weights, optim__class_weights=weights, optim__max_steps=1))
+        got = _loss_module(r.runner).class_weights
+        assert (got is None) if want is None else torch.allclose(got.cpu(), want)
+
+
 def test_weight_decay_skips_biases_and_norms_and_any_warmup_ratio_warms_up(tiny_bert_dir, planted_data_dir, tmp_path):
     from newsbias.train import setup
 
