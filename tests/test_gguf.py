@@ -130,7 +130,7 @@ def test_gguf_errors_are_one_line(tiny_llama_gguf, tmp_path, monkeypatch):
     with pytest.raises(NewsbiasError, match="^model .*missing.gguf: no such GGUF file; give the path of an existing .gguf file$"):
         load_model_and_tokenizer(str(tmp_path / "missing.gguf"), device="cpu")
     monkeypatch.setitem(sys.modules, "gguf", None)  # as if the package were not installed
-    with pytest.raises(NewsbiasError, match="needs the gguf package: pip install gguf"):
+    with pytest.raises(NewsbiasError, match="needs the gguf package: pip install 'newsbias\[gguf\]'"):
         load_model_and_tokenizer(str(gguf_path), device="cpu")
 
 

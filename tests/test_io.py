@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import shlex
+from pathlib import Path
 
 import pytest
 
@@ -135,3 +136,26 @@ def test_a_link_planted_at_the_temporary_name_is_not_written_through(tmp_path):
     write_jsonl(tmp_path / "out.jsonl", [{"id": "x"}])
     assert victim.read_text() == "keep me"
     assert not (tmp_path / "out.jsonl").is_symlink() and (tmp_path / "out.jsonl").read_text() == '{"id": "x"}\n'
+
+
+def test_the_commit_recorded_is_newsbias_own_never_a_surrounding_projects(tmp_path):
+    import importlib.util
+    import shutil
+    import subprocess
+
+    from newsbias import io as nbio
+
+    here = nbio.git_commit()
+    if shutil.which("git") and (Path(nbio.__file__).resolve().parents[2] / ".git").exists():
+        assert here and len(here.split("-")[0]) == 40
+    project = tmp_path / "project"  # a user's project with newsbias installed in its own .venv
+    installed = project / ".venv" / "lib" / "site-packages" / "newsbias"
+    installed.mkdir(parents=True)
+    shutil.copy(nbio.__file__, installed / "io.py")
+    subprocess.run(["git", "init", "-q", str(project)], check=True)
+    subprocess.run(["git", "-C", str(project), "-c", "user.email=a@b", "-c", "user.name=a", "commit", "-q",
+                    "--allow-empty", "-m", "theirs"], check=True)
+    spec = importlib.util.spec_from_file_location("installed_io", installed / "io.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert module.git_commit() is None

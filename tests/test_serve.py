@@ -671,3 +671,12 @@ def test_the_server_limits_its_open_connections(monkeypatch, cfg, predictor):
     monkeypatch.setattr(uvicorn, "run", lambda app, **kw: seen.update(kw))
     serve_mod.run_server(cfg.model_copy(update={"max_connections": 7}), predictor=predictor)
     assert seen["limit_concurrency"] == 7
+
+
+def test_serve_without_its_packages_names_the_extra_before_loading_a_model(monkeypatch, capsys, tmp_path):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "uvicorn" else real(name, *a))
+    assert main(["serve", "--model", str(tmp_path / "no-model-needed")]) == 2
+    assert "newsbias serve needs uvicorn: pip install 'newsbias[serve]'" in capsys.readouterr().err

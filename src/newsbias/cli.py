@@ -169,10 +169,11 @@ def _run_compare(args: argparse.Namespace, cfg: Config) -> int:
 
 def _run_serve(args: argparse.Namespace, cfg: Config) -> int:
     serve = cfg.serve
-    from .serve import check_port, load_model, run_server
+    from .serve import check_port, load_model, require_server_packages, run_server
 
     # load before binding the port: a wrong path is a one-line error, not a server answering 503; but a busy
     # port is found before the load (seconds to minutes)
+    require_server_packages()
     check_port(serve.host, serve.port)
     if args.quiet and serve.log_level in ("info", "debug"):  # uvicorn's start-up lines and one per request
         serve = serve.model_copy(update={"log_level": "warning"})

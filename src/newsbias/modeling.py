@@ -338,7 +338,7 @@ def _pretrained_args(name_or_path: str) -> tuple[str, dict[str, Any]]:
         import gguf  # noqa: F401  (transformers needs it to read the file)
     except ImportError:
         raise NewsbiasError(f"{name_or_path} is a GGUF file and reading it needs the gguf package: "
-                            f"pip install gguf") from None
+                            f"pip install 'newsbias[gguf]'") from None
     cached = dequantised_gguf(name_or_path)
     if cached is not None:
         return str(cached), {}

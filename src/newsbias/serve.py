@@ -675,6 +675,15 @@ def _add_info_routes(app: Any, state: _State) -> None:
         return page
 
 
+def require_server_packages() -> None:
+    """A one-line error naming the extra to install when the server's packages are missing, before any model loads."""
+    import importlib.util
+
+    missing = [m for m in ("fastapi", "uvicorn") if importlib.util.find_spec(m) is None]
+    if missing:
+        raise NewsbiasError(f"newsbias serve needs {' and '.join(missing)}: pip install 'newsbias[serve]'")
+
+
 def check_port(host: str, port: int) -> None:
     """A one-line error before any model loads when ``host:port`` cannot be bound (in use, or not this machine's)."""
     import socket

@@ -1146,7 +1146,7 @@ def open_trackers(cfg: TrainConfig) -> tuple[list[Any], list[Any]]:
                                                          if k != "type"}, step=rec["step"]))
                 closers.append(run.finish)
         except ImportError:
-            raise NewsbiasError(f"train.report_to={name} needs the {name} package: pip install {name}") from None
+            raise NewsbiasError(f"train.report_to={name} needs the {name} package: pip install 'newsbias[{name}]'") from None
     return log_fns, closers
 
 
