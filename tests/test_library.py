@@ -141,3 +141,10 @@ def test_a_long_article_raises_no_warning_about_the_models_window(enc, caplog, c
     assert "Token indices sequence length" not in caplog.text + capfd.readouterr().err
     enc.tokenizer.encode(long)  # what transformers says without newsbias's care, so the test can fail
     assert "Token indices sequence length" in caplog.text + capfd.readouterr().err
+
+
+def test_predict_gives_the_most_probable_label_of_each_text(enc):
+    texts = ["the court said the plan was new", "voters in the county", "traditional values"]
+    probs = enc.predict_proba(texts)
+    assert enc.predict(texts) == [enc.labels[i] for i in probs.argmax(axis=1)]
+

@@ -1,6 +1,6 @@
 """newsbias: LoRA fine-tuning and honest evaluation of small LLMs for news political-leaning classification.
 
-In Python: ``Classifier.load(path)`` for a trained model (``predict_proba``, ``classify``, ``save``), ``load_config``
+In Python: ``Classifier.load(path)`` for a trained model (``predict``, ``predict_proba``, ``classify``, ``save``), ``load_config``
 for a stage's typed settings (the YAML files and ``key=value`` overrides of the command line), ``NewsbiasError`` for
 every error meant for a user.
 """

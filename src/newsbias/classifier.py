@@ -102,7 +102,7 @@ def _resolved(where: Optional[str]) -> Optional[str]:
 
 
 class Classifier:
-    """A loaded model with the settings it was trained with: ``predict_proba``, ``generate``, ``save``."""
+    """A loaded model with the settings it was trained with: ``predict``, ``predict_proba``, ``generate``, ``save``."""
 
     def __init__(self, model: torch.nn.Module | OnnxScorer, tokenizer: Any, settings: ModelSettings, source: str = "",
                  adapter: Optional[str] = None, eval_mode: bool = True):
@@ -282,6 +282,11 @@ class Classifier:
             start += len(g)
             out[k] = p.mean(0) if pool == "mean" else p[p.max(1).argmax()]
         return out
+
+    def predict(self, texts: Sequence[str], batch_size: int = 8, windows: int = 1, pool: str = "mean") -> list[str]:
+        """The label of each text (the most probable in :meth:`predict_proba`; ties go to the first label)."""
+        probs = self.predict_proba(texts, batch_size, windows, pool)
+        return [self.labels[i] for i in probs.argmax(axis=1)]
 
     def score_encoded(self, encs: Sequence[Any], batch_size: int = 8, length_sorted: bool = True) -> np.ndarray:
         """Label probabilities for prompts already encoded by :attr:`builder` (e.g. with words left out)."""
