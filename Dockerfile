@@ -21,7 +21,7 @@ RUN apt-get update \
     && python3 -m venv /opt/venv
 RUN pip install --no-cache-dir "torch==${TORCH_VERSION}" --index-url "${TORCH_INDEX}"
 WORKDIR /opt/newsbias
-COPY pyproject.toml README.md ./
+COPY pyproject.toml README.md LICENSE ./
 COPY src ./src
 # the project itself; its dependencies are bounded in pyproject.toml
 # hadolint ignore=DL3013
@@ -45,7 +45,7 @@ ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1 PIP_DISABLE_
     HF_HOME=/cache/hf
 RUN pip install --no-cache-dir "torch==${TORCH_VERSION}" --index-url "${TORCH_INDEX}"
 WORKDIR /opt/newsbias
-COPY pyproject.toml README.md ./
+COPY pyproject.toml README.md LICENSE ./
 COPY src ./src
 # the project itself; its dependencies are bounded in pyproject.toml
 # hadolint ignore=DL3013

@@ -93,7 +93,7 @@ def test_a_temperature_fitted_on_the_test_file_is_said_wherever_it_shows(uncalib
     renamed = tmp_path / "held_out.jsonl"  # the test split under another name: found by its content
     shutil.copy(planted_data_dir / "test.jsonl", renamed)
     assert main(["calibrate", "--adapter", str(uncalibrated), "--data", str(renamed)]) == 0
-    assert f"calibrating on {renamed}, a prep output's test split" in caplog.text
+    assert f"calibrating on {renamed}, a test split (by its name or its content)" in caplog.text
     preds = tmp_path / "tuned.jsonl"
     run_predict(PredictConfig(adapter=str(uncalibrated), input=str(planted_data_dir), split="test", out=str(preds),
                               name="tuned", device="cpu"), progress=False)

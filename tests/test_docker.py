@@ -40,3 +40,17 @@ def test_dockerfile_has_gpu_and_cpu_targets():
     assert text.count('ENTRYPOINT ["newsbias"]') == 2
     ignored = (ROOT / ".dockerignore").read_text().split()
     assert ".venv" in ignored and ".git" in ignored
+
+
+def test_each_image_copies_every_file_the_package_build_reads():
+    """pyproject's readme and license-files must be in the build context each stage copies, or pip's build fails
+    (or ships no licence)."""
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    needed = {"pyproject.toml", project["readme"], *project["license-files"]}
+    stages = re.split(r"^FROM ", DOCKERFILE.read_text(), flags=re.M)[1:]
+    assert len(stages) == 2
+    for stage in stages:
+        copied = set().union(*[set(line.split()[1:-1]) for line in stage.splitlines() if line.startswith("COPY ")])
+        assert needed <= copied, needed - copied

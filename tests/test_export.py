@@ -182,7 +182,8 @@ def compare_output(tmp_path: Path, tuned: float = 0.41) -> Path:
     """A `newsbias compare` output dir: tuned below tfidf-lr, above majority."""
     def run(f1, low, high, outlets=None):
         m = {"macro_f1": f1, "accuracy": f1 + 0.05, "micro_f1": f1 + 0.05, "invalid_rate": 0.0, "n": 500,
-             "macro_f1_ci": {"low": low, "high": high, "confidence": 0.95}}
+             "macro_f1_ci": {"low": low, "high": high, "confidence": 0.95},
+             "gold_counts": {"left": 200, "center": 150, "right": 150}, "ece": 0.05, "confidence_auroc": 0.47}
         if outlets:
             m["macro_f1_ci_outlets"] = {"low": outlets[0], "high": outlets[1], "confidence": 0.95, "n_groups": 12}
         return m
@@ -235,6 +236,14 @@ def test_card_with_compare_eval_says_what_it_does_not_beat(adapters, tmp_path):
     assert "- This model (0.410) scores above majority (0.172) on these articles; no paired test" in card
     assert "scores below tfidf-lr (0.463)" in card.split("## Use")[0]  # said in the summary table too
     assert front_matter(card)["model-index"][0]["results"][0]["metrics"][0]["value"] == 0.41
+    from newsbias.metrics import chance_f1
+
+    chance = chance_f1({"left": 200, "center": 150, "right": 150})["macro"]
+    said = (f"A uniform random guess scores {chance:.3f} on this label mix; this model scores above it on these "
+            f"articles, but its interval includes it: on outlets it has not seen it may do no better than chance.")
+    assert said in card.split("## Use")[0] and f"- **Against chance:** {said}" in card
+    assert "| confidence AUROC (0.5: confidence tells right from wrong no better than chance) | 0.470 |" in card
+    assert "- **Its confidence carries little:** on the test articles" in card
     # the run is named explicitly, or found by the compare's `tuned` name; an unknown one is an error
     card2 = model_card(adapters["cls"], evaluation=read_eval(f"tfidf-lr={report / 'metrics.json'}", adapters["cls"]))
     assert "This model (0.463) scores above majority" in card2 and "does not beat tuned" not in card2
@@ -262,6 +271,9 @@ def test_data_section_is_found_from_any_working_directory(adapters, tmp_path, mo
     card = model_card(adir)
     assert "Split: **by_source** (seed 13)" in card and "evaluated on a random split" not in card
     assert "Source: `articles.jsonl.gz` (format allsides)" in card and "/data/allsides" not in card
+    seen = man["summary"]
+    assert (f"This model was\ntrained on {seen['train_articles']} of the train articles and validated on "
+            f"{seen['val_articles']} of\nthe val articles.") in card  # not only the split's sizes
 
 
 def test_hub_model_id_of_local_copies(tmp_path):
@@ -463,11 +475,11 @@ def test_card_verdicts_follow_the_reports_paired_tests():
     ev = {"run": "tuned", "paired": _paired_with("tuned", paired), "ensembles": {"ens": ["tuned", "tfidf-lr"]}}
     # the card once said "worse ... beyond its interval" where the report's paired test saw no difference
     assert _verdict_on(ev, "tfidf-lr", 0.46, 0.36, {"low": 0.40, "high": 0.5}).startswith(
-        "This model (0.460) and tfidf-lr (0.360) do not differ beyond chance on these articles (paired difference "
+        "This model (0.460) and tfidf-lr (0.360) may not differ on new articles (paired difference "
         "+0.099, 95% interval over articles [-0.053, +0.257])")
     # the interval over outlets, when compare had one, is the one a verdict goes by
     by_outlet = {**paired["baseline"], "ci": {"low": 0.01, "high": 0.2}, "ci_outlets": {"low": -0.1, "high": 0.3}}
-    assert "do not differ beyond chance on these articles (paired difference +0.099, 95% interval over outlets " \
+    assert "may not differ on outlets it has not seen (paired difference +0.099, 95% interval over outlets " \
         "[-0.100, +0.300])" in _verdict_on({**ev, "paired": _paired_with("tuned", {"baseline": by_outlet})},
                                            "tfidf-lr", 0.46, 0.36, None)
     assert "on macro-F1 only: of the articles only one of the two gets right, this model gets 274 and base 299" in \
@@ -540,3 +552,10 @@ def test_a_card_never_calls_a_score_on_the_models_own_training_or_val_file_a_tes
                               out=str(test), device="cpu"), progress=False)
     ok = evaluate(EvaluateConfig(preds=str(test), n_boot=0))["out"]
     assert run_export(ExportConfig(adapter=str(adapters["cls"]), out=str(tmp_path / "card"), metrics=ok))
+
+
+def test_the_hub_widget_is_switched_off_where_transformers_alone_would_score_wrongly(adapters, tmp_path):
+    lm = front_matter(model_card(adapters["lm"], merged=True))
+    cls = front_matter(model_card(adapters["cls"], merged=True))
+    assert lm["inference"] is False  # an lm head: transformers' pipeline would put a random classifier on it
+    assert "inference" not in cls  # transformers' own sequence classifier, the card's plain snippet loads it

@@ -103,6 +103,14 @@ def test_train_predict_export_from_gguf(tiny_llama_gguf, planted_data_dir, tmp_p
     preds = [json.loads(l) for l in (tmp_path / "p.jsonl").read_text().splitlines()]
     np.testing.assert_allclose([[p["probs"][l] for l in tuned.labels] for p in preds], ref, atol=1e-5)
 
+    # the adapter's card names the GGUF file it needs, by name and content, and how to pass it elsewhere
+    from newsbias.export import model_card
+    from newsbias.io import sha256_file
+
+    card = model_card(out)
+    assert f"dequantised weights of the GGUF file `{gguf_path.name}` (sha256\n`{sha256_file(gguf_path)}`)" in card
+    assert f'Classifier.load(path, base_model="path/to/{gguf_path.name}")' in card
+
     # merged export of a GGUF-based adapter: plain safetensors that score as base + adapter
     res = run_export(ExportConfig(adapter=str(out), out=str(tmp_path / "merged"), merge=True))
     merged_dir = Path(res["out"])

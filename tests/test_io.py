@@ -148,14 +148,15 @@ def test_the_commit_recorded_is_newsbias_own_never_a_surrounding_projects(tmp_pa
     here = nbio.git_commit()
     if shutil.which("git") and (Path(nbio.__file__).resolve().parents[2] / ".git").exists():
         assert here and len(here.split("-")[0]) == 40
-    project = tmp_path / "project"  # a user's project with newsbias installed in its own .venv
-    installed = project / ".venv" / "lib" / "site-packages" / "newsbias"
-    installed.mkdir(parents=True)
-    shutil.copy(nbio.__file__, installed / "io.py")
+    project = tmp_path / "project"  # a user's repository, holding newsbias installed in a venv or as a copy
     subprocess.run(["git", "init", "-q", str(project)], check=True)
     subprocess.run(["git", "-C", str(project), "-c", "user.email=a@b", "-c", "user.name=a", "commit", "-q",
                     "--allow-empty", "-m", "theirs"], check=True)
-    spec = importlib.util.spec_from_file_location("installed_io", installed / "io.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    assert module.git_commit() is None
+    for where in (".venv/lib/site-packages/newsbias", "vendor/newsbias-src/src/newsbias"):
+        installed = project / where
+        installed.mkdir(parents=True)
+        shutil.copy(nbio.__file__, installed / "io.py")
+        spec = importlib.util.spec_from_file_location(f"installed_io_{len(where)}", installed / "io.py")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        assert module.git_commit() is None, where

@@ -803,13 +803,15 @@ def test_a_run_is_clear_of_chance_only_when_its_interval_is():
         return {"gold_counts": gold, "macro_f1": f1, "macro_f1_ci": {"low": f1 - 0.01, "high": f1 + 0.01},
                 **({"macro_f1_ci_outlets": ci} if outlets else {})}
 
-    c = SimpleNamespace(names=["flat", "lucky", "sure", "articles-only"],
+    unsure = {**run(0.9, 0.8, outlets=False), "macro_f1_ci": None}  # n_boot=0, or one article
+    c = SimpleNamespace(names=["flat", "lucky", "sure", "articles-only", "unsure"],
                         metrics={"flat": run(0.30, 0.2), "lucky": run(0.40, 0.30), "sure": run(0.50, 0.40),
-                                 "articles-only": run(0.45, 0.2, outlets=False)})
+                                 "articles-only": run(0.45, 0.2, outlets=False), "unsure": unsure})
     note = chance_note(c)
     assert "flat scores no better than that" in note
     assert "lucky scores above it on these articles, but its interval includes it" in note
     assert "sure and articles-only score above it with their whole interval" in note
+    assert "unsure scores above it on these articles, with no interval to say how surely" in note
 
 
 def test_the_outlet_table_says_how_much_the_largest_outlets_hold(tmp_path):

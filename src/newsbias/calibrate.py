@@ -46,7 +46,7 @@ def _is_test_split(path: Path, model_dir: Path) -> bool:
     trained = ((read_json(model_dir / TRAIN_MANIFEST, strict=False) or {}).get("data") or {}).get("prep_meta") or {}
     metas = [read_json(path.parent / PREP_META, strict=False) or {}, trained]
     tests = {((m.get("outputs") or {}).get("test.jsonl") or {}).get("sha256") for m in metas} - {None}
-    return path.name == "test.jsonl" or (bool(tests) and sha256_file(path) in tests)
+    return path.name.lower() == "test.jsonl" or (bool(tests) and sha256_file(path) in tests)
 
 
 @keeps_threads
@@ -72,8 +72,8 @@ def run_calibrate(cfg: CalibrateConfig) -> dict[str, Any]:
         raise exc.named(f"calibrate.{exc.key}") from None
     target = settings_dir(clf)
     if _is_test_split(path, target):
-        log.warning("calibrating on %s, a prep output's test split: its scores will no longer be held out; use val",
-                    path)
+        log.warning("calibrating on %s, a test split (by its name or its content): its scores will no longer be held "
+                    "out; use val", path)
     before = clf.settings.temperature
     fit = clf.calibrate([clf.article_text(a.title, a.text) for a in articles], [a.label for a in articles],
                         cfg.batch_size)

@@ -146,7 +146,7 @@ class Classifier:
             try:
                 model, tok = load_model_and_tokenizer(str(p), head=settings.head, device=device, dtype=dtype,
                                                       pooling=settings.pooling)
-            except NewsbiasError:
+            except (NewsbiasError, MemoryError, ImportError, torch.cuda.OutOfMemoryError):
                 raise
             except Exception as exc:  # truncated or corrupt weights: safetensors / torch raise many types
                 raise _damaged(p, exc) from None
@@ -157,7 +157,7 @@ class Classifier:
                                  prompt=(prompt or PromptConfig()).with_instruction(), pooling=pooling)
         # an encoder has no zero-shot answer: its untrained head is seeded so the reference is reproducible,
         # in a forked generator so the caller's random stream is left as it was
-        with torch.random.fork_rng(devices=[]):
+        with torch.random.fork_rng(devices=range(torch.cuda.device_count()) if torch.cuda.is_available() else []):
             torch.manual_seed(0)
             model, tok = load_model_and_tokenizer(source, head=head, device=device, dtype=dtype,  # type: ignore[arg-type]
                                                   pooling=pooling)
@@ -215,7 +215,7 @@ class Classifier:
             model.config.pad_token_id = tok.pad_token_id
         try:
             model = load_adapter(model, adir)
-        except NewsbiasError:
+        except (NewsbiasError, MemoryError, ImportError, torch.cuda.OutOfMemoryError):
             raise
         except Exception as exc:  # truncated or corrupt weights: safetensors / peft raise many types
             raise _damaged(adir, exc, "adapter weights") from None

@@ -322,7 +322,7 @@ def write_reports(out: Path, records: Sequence[dict[str, Any]], labels: Sequence
     """``explain.md`` and ``explain.html`` from the records (one template context); returns the summary."""
     summary = summarize(records, labels, cfg.min_articles, cfg.top_k)
     context = {"summary": summary, "records": records, "labels": labels, "model": model, "input": input_path,
-               "top_k": cfg.top_k, "span": cfg.span, "min_articles": cfg.min_articles,
+               "top_k": cfg.top_k, "span": cfg.span, "min_articles": cfg.min_articles, "sample": cfg.sample,
                "marked": [marked_text(r) for r in records], "top_units": top_units}
     (out / "explain.md").write_text(render("explain.md", **context), encoding="utf-8")
     (out / "explain.html").write_text(render("explain.html", **context), encoding="utf-8")

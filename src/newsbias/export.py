@@ -29,8 +29,8 @@ from typing import Any, Optional
 from .classifier import Classifier, weights_sha256
 from .config import ExportConfig
 from .errors import NewsbiasError
-from .io import atomic_dir, atomic_file, check_output_dir, read_json, stage_manifest, write_json
-from .metrics import paired_outcome
+from .io import atomic_dir, atomic_file, check_output_dir, read_json, sha256_file, stage_manifest, write_json
+from .metrics import chance_f1, chance_standing, paired_outcome
 from .modeling import SETTINGS_FILE, ModelSettings, is_gguf, join_gguf
 from .records import PREP_META, TRAIN_LOG, TRAIN_MANIFEST, locate, read_articles, read_manifest, resolve_split
 from .templates import render
@@ -269,8 +269,8 @@ def _verdict_on(evaluation: dict[str, Any], name: str, mine: float, other: float
     paired = (f"paired difference {test['diff']:+.3f}, {round(100 * test['confidence'])}% interval over "
               f"{test['over']} [{test['low']:+.3f}, {test['high']:+.3f}]")
     if test["outcome"] == "tie":
-        return (f"This model ({mine:.3f}) and {name} ({other:.3f}) do not differ beyond chance on these articles "
-                f"({paired}).")
+        scope = "on outlets it has not seen" if test["over"] == "outlets" else "on new articles"
+        return f"This model ({mine:.3f}) and {name} ({other:.3f}) may not differ {scope} ({paired})."
     said = "beats" if test["outcome"] == "better" else "is worse than"
     caveat = (f", on macro-F1 only: of the articles only one of the two gets right, this model gets "
               f"{test['only_mine_right']} and {name} {test['only_theirs_right']}" if test["macro_f1_only"] else "")
@@ -285,7 +285,10 @@ def _evaluation_context(evaluation: Optional[dict[str, Any]]) -> Optional[dict[s
     ci, ci_out = m.get("macro_f1_ci"), m.get("macro_f1_ci_outlets")
     mine = m.get("macro_f1")
     rows = [("macro-F1", mine, _interval(ci), _interval(ci_out)), ("accuracy", m.get("accuracy"), "", ""),
-            ("micro-F1", m.get("micro_f1"), "", ""), ("invalid rate", m.get("invalid_rate"), "", "")]
+            ("micro-F1", m.get("micro_f1"), "", ""), ("invalid rate", m.get("invalid_rate"), "", ""),
+            ("calibration error (ECE)", m.get("ece"), "", ""),
+            ("confidence AUROC (0.5: confidence tells right from wrong no better than chance)",
+             m.get("confidence_auroc"), "", "")]
     if ci_out:
         note = (f"Articles of one outlet share its label and style, so they are not independent draws: the "
                 f"outlet-resampled interval ({ci_out.get('n_groups')} outlets) is the one to read for outlets "
@@ -305,10 +308,26 @@ def _evaluation_context(evaluation: Optional[dict[str, Any]]) -> Optional[dict[s
                  for lab, v in (m.get("per_class") or {}).items()]
     conf = round(100 * float((ci or ci_out or {}).get("confidence", 0.95)))
     headline = (f"{mine:.3f} on {m.get('n')} test articles (article-level interval {_interval(ci)}; "
-                f"outlet-resampled {_interval(ci_out)})" if isinstance(mine, (int, float)) else "–")
+                f"outlet-resampled {_interval(ci_out)}). {_chance_sentence(m)}" if isinstance(mine, (int, float))
+                else "–")
     return {"file": evaluation["file"], "run": evaluation["run"], "n": m.get("n"), "conf": conf, "rows": rows,
             "outlet_note": note, "per_class": per_class, "others": others, "verdicts": verdicts,
-            "headline": " ".join([headline + ("." if verdicts else ""), *verdicts])}
+            "chance": _chance_sentence(m) if isinstance(mine, (int, float)) else None,
+            "auroc": m.get("confidence_auroc"), "headline": " ".join([headline, *verdicts])}
+
+
+def _chance_sentence(m: dict[str, Any]) -> str:
+    """This model against a uniform random guess on its test articles (:func:`metrics.chance_standing`)."""
+    if "gold_counts" not in m:
+        return ""
+    guess = f"A uniform random guess scores {chance_f1(m['gold_counts'])['macro']:.3f} on this label mix"
+    return guess + {
+        "below": ": this model scores no better.",
+        "unclear": ("; this model scores above it on these articles, but its interval includes it: on outlets it "
+                    "has not seen it may do no better than chance."),
+        "no_interval": "; this model scores above it, and no interval says how surely.",
+        "clear": "; this model's whole interval lies above it.",
+    }[chance_standing(m)]
 
 
 def _training_rows(manifest: dict[str, Any]) -> Optional[list[list[Any]]]:
@@ -396,7 +415,9 @@ def _base_context(settings: ModelSettings, base_model_id: Optional[str]) -> dict
         text += f" (from the local copy `{local}`{gguf})" if local else ""
     else:
         text = f"`{local or 'unknown'}` (a local model whose hub id is unknown{gguf})"
-    return {"hub_id": hub_id, "local": local, "text": text, "short": (hub_id or local or "base").split("/")[-1]}
+    found = Path(recorded).expanduser() if recorded and is_gguf(recorded) else None
+    return {"hub_id": hub_id, "local": local, "text": text, "short": (hub_id or local or "base").split("/")[-1],
+            "gguf": is_gguf(recorded), "gguf_sha256": sha256_file(found) if found and found.is_file() else None}
 
 
 def _onnx_kind(onnx: dict[str, Any]) -> str:
@@ -461,8 +482,11 @@ def _settings_context(settings: ModelSettings, merged: bool, onnx: Optional[dict
 
 
 def _card_data(name: str, base_id: Optional[str], license: Optional[str], datasets: list[str], merged: bool,
-               test_metrics: Optional[dict[str, Any]], onnx: Optional[dict[str, Any]] = None, full: bool = False) -> Any:
-    """The validated front matter (``ModelCardData``); model-index holds test figures only."""
+               test_metrics: Optional[dict[str, Any]], onnx: Optional[dict[str, Any]] = None, full: bool = False,
+               plain: bool = True) -> Any:
+    """The validated front matter (``ModelCardData``); model-index holds test figures only. ``plain``: transformers
+    alone scores it as newsbias does; otherwise the hub's widget and pipeline are switched off (``inference: false``:
+    they would load a random head and answer LABEL_0 / LABEL_1)."""
     from huggingface_hub import EvalResult, ModelCardData
 
     results = [EvalResult(task_type="text-classification", task_name="political leaning (left / center / right)",
@@ -477,7 +501,8 @@ def _card_data(name: str, base_id: Optional[str], license: Optional[str], datase
     return ModelCardData(base_model=base_id, library_name=library,
                          license=license or "other", datasets=list(datasets) or None, language=["en"],
                          metrics=["f1", "accuracy"], pipeline_tag="text-classification", tags=tags,
-                         model_name=name if results else None, eval_results=results or None)
+                         model_name=name if results else None, eval_results=results or None,
+                         **({} if plain else {"inference": False}))
 
 
 def model_card(adapter_dir: str | Path, merged: bool = False, base_model_id: Optional[str] = None,
@@ -504,10 +529,10 @@ def model_card(adapter_dir: str | Path, merged: bool = False, base_model_id: Opt
         ev["outlet_note"] += (" These test figures were measured on the model before its int8 export; the int8 graph "
                               "gives other labels on some articles (its check, at the top of this card), so its own "
                               "score may differ: predict with this directory and evaluate to measure it.")
+    info = _settings_context(settings, merged, onnx)
     data = _card_data(repo_id.split("/")[-1] if repo_id else adir.name, base["hub_id"], lic, list(datasets or []),
                       merged, evaluation["metrics"] if evaluation else None, onnx,
-                      settings.extra.get("finetune") == "full")
-    info = _settings_context(settings, merged, onnx)
+                      settings.extra.get("finetune") == "full", plain=info["plain_loader"])
     best = settings.best_val or {}
     path_line = f'path = snapshot_download("{repo_id}")' if repo_id else f'path = "{CARD_PATH}"'
     content = render(
@@ -519,6 +544,7 @@ def model_card(adapter_dir: str | Path, merged: bool = False, base_model_id: Opt
                                             "checkpoint is known, and it is not a test score"),
         temperature_line=_temperature_text(settings.calibration),
         training_rows=_training_rows(manifest), data=_data_context(find_prep_meta(adir, manifest), info["labels"]),
+        seen=manifest.get("summary") or {},
         ev=ev, best={"metric": best.get("metric", "?"), "rows": [[k, v] for k, v in best.items() if k != "metric"],
                      "kept_last": ((manifest.get("config") or {}).get("eval") or {}).get("keep") == "last"}
         if best else None, **info)

@@ -366,17 +366,16 @@ def stage_manifest(stage: str, config: Any, started: float, **extra: Any) -> dic
             "seconds": round(time.time() - started, 3), **extra}
 
 
-def git_commit(cwd: str | Path | None = None) -> str | None:
+def git_commit() -> str | None:
     """newsbias's git commit (with '-dirty' when the tree has changes) when it runs from its own source checkout; None
     for an installed package (even one inside another project's repository, whose commit is not newsbias's)."""
-    checkout = Path(__file__).resolve().parents[2]  # src/newsbias/io.py -> the repository root
-    if cwd is None and not (checkout / "src" / "newsbias" / "io.py").is_file():
+    cwd = Path(__file__).resolve().parents[2]  # src/newsbias/io.py -> the repository root
+    if not (cwd / "src" / "newsbias" / "io.py").is_file():
         return None
-    cwd = cwd or checkout
     try:
         top = subprocess.run(["git", "rev-parse", "--show-toplevel"], cwd=cwd, capture_output=True, text=True,
                              timeout=10)
-        if top.returncode != 0 or Path(top.stdout.strip()).resolve() != Path(cwd).resolve():
+        if top.returncode != 0 or Path(top.stdout.strip()).resolve() != cwd:
             return None
         head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, timeout=10)
         if head.returncode != 0:

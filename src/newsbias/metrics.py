@@ -238,6 +238,20 @@ def mcnemar_test(gold: np.ndarray, pred_a: np.ndarray, pred_b: np.ndarray) -> di
             "method": "exact binomial" if exact else "chi-square, continuity-corrected"}
 
 
+def chance_standing(m: Mapping[str, Any]) -> str:
+    """Where a run's metrics (``compute_metrics``) stand against a uniform random guess on its articles
+    (:func:`chance_f1`): ``below`` (its macro-F1 is no higher), ``clear`` (its interval, over outlets when known,
+    lies above), ``unclear`` (its interval includes it) or ``no_interval`` (above it, with no interval to say how
+    surely). The one rule by which the report and the model card say "no better than chance"."""
+    chance = chance_f1(m["gold_counts"])["macro"]
+    if m["macro_f1"] <= chance:
+        return "below"
+    ci = m.get("macro_f1_ci_outlets") or m.get("macro_f1_ci")
+    if not ci:
+        return "no_interval"
+    return "clear" if ci["low"] > chance else "unclear"
+
+
 def confidence_auroc(probs: np.ndarray, right: np.ndarray) -> Optional[float]:
     """How well a run's confidence (its highest probability) tells its ``right`` answers from its wrong ones: the area
     under the ROC curve (scikit-learn), 0.5 for confidence that carries no information. A low ECE can come from
@@ -453,8 +467,7 @@ def compute_metrics(gold: Sequence[int], pred: Sequence[int], probs: Optional[np
     if probs is not None:
         probs = np.asarray(probs, dtype=float)
         has = ~np.isnan(probs).any(axis=1)
-        if has.any():
-            ece = expected_calibration_error(probs[has], gold[has], ece_bins)
+        ece = expected_calibration_error(probs[has], gold[has], ece_bins) if has.any() else None
     out["calibration"] = ece
     out["ece"] = ece["ece"] if ece else None
     out["confidence_auroc"] = confidence_auroc(probs, pred == gold) if probs is not None else None

@@ -360,20 +360,11 @@ def _drop_gguf_marks(model: nn.Module) -> None:
             setattr(model, attr, value)
 
 
-_VOCAB_FILES = ("tokenizer.json", "vocab.txt", "vocab.json", "tokenizer.model", "spiece.model",
-                "sentencepiece.bpe.model")
-
-
 def load_tokenizer(name_or_path: str, trust_remote_code: bool = False) -> Any:
     """Tokenizer with an explicit pad token and right padding."""
     from transformers import AutoTokenizer
 
     _check_model_path(name_or_path, need_config=False)
-    local = Path(os.path.expanduser(name_or_path))
-    if local.is_dir() and not any((local / f).is_file() for f in _VOCAB_FILES):
-        # transformers would build a tokenizer with no vocabulary (every word [UNK]) and say nothing
-        raise SettingError("model", f"{name_or_path} has no tokenizer files ({', '.join(_VOCAB_FILES[:3])} ...); "
-                                    f"copy the model directory again, with its tokenizer")
     where, extra = _pretrained_args(name_or_path)
     try:
         tok = AutoTokenizer.from_pretrained(where, trust_remote_code=trust_remote_code, **extra)
@@ -386,7 +377,18 @@ def load_tokenizer(name_or_path: str, trust_remote_code: bool = False) -> Any:
                                 f"to its tokenizer_config.json (pad_token) or use another model")
         tok.pad_token = fallback
     tok.padding_side = "right"
+    _refuse_empty_vocabulary(tok, name_or_path)
     return tok
+
+
+def _refuse_empty_vocabulary(tok: Any, name_or_path: str) -> None:
+    """A directory whose vocabulary files are missing still gives transformers a tokenizer, one that reads every
+    word as unknown (the scores then mean nothing, silently): refused, by what it makes of plain English."""
+    probe = tok("the court said the news", add_special_tokens=False)["input_ids"]
+    if probe and tok.unk_token_id is not None and all(i == tok.unk_token_id for i in probe):
+        raise SettingError("model", f"{name_or_path}: its tokenizer reads every word as unknown "
+                                    f"({tok.unk_token}); its vocabulary files are missing or damaged: copy the model "
+                                    f"directory again, with its tokenizer")
 
 
 def load_model_and_tokenizer(name_or_path: str, head: Head = "lm", device: str = "auto", dtype: str = "auto",

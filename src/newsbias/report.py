@@ -36,7 +36,7 @@ import json
 import logging
 import re
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PureWindowsPath
 from typing import Any, Optional, Sequence
 
 import numpy as np
@@ -47,7 +47,7 @@ from .errors import NewsbiasError, counted
 from .figures import plot_confusion, plot_learning_curve, plot_outlets, plot_per_class_f1, plot_reliability
 from .io import read_json, sha256_file, staged_files, writable_dir, write_json
 from .labels import LABELS
-from .metrics import (INVALID, chance_f1, mcnemar_test, metrics_for_frame, paired_macro_f1_difference,
+from .metrics import (INVALID, chance_f1, chance_standing, mcnemar_test, metrics_for_frame, paired_macro_f1_difference,
                       paired_macro_f1_difference_by_group, paired_outcome, prediction_frame)
 from .records import (PREP_META, TRAIN_LOG, TRAIN_MANIFEST, iter_articles, locate, prediction_stem, read_articles,
                       read_manifest, resolve_split, split_file)
@@ -799,38 +799,33 @@ def _results_table(c: Comparison) -> dict[str, Any]:
 
 
 def chance_note(c: Comparison) -> str:
-    """Each run against a uniform random guess on these articles (the table's last row): clear of it only when the
-    run's interval (over outlets when known, else over articles) lies above it, not when its point estimate does."""
+    """Each run against a uniform random guess on these articles (the table's last row), by
+    :func:`~newsbias.metrics.chance_standing`: clear of it only when the run's interval is."""
     chance = chance_f1(c.metrics[c.names[0]]["gold_counts"])["macro"]
-    groups: dict[str, list[str]] = {"below": [], "unclear": [], "clear": []}
-    for n in c.names:
-        m = c.metrics[n]
-        ci = m.get("macro_f1_ci_outlets") or m.get("macro_f1_ci")
-        key = "below" if m["macro_f1"] <= chance else "clear" if ci and ci["low"] > chance else "unclear"
-        groups[key].append(n)
     said = [f"A uniform random guess scores {chance:.3f} macro-F1 in expectation on this label mix (log-loss "
             f"{np.log(len(LABELS)):.3f})."]
-    if groups["below"]:
-        said.append(f"{_names(groups['below'])} {_verb(groups['below'], 'scores', 'score')} no better than that: "
-                    f"{_verb(groups['below'], 'it tells', 'they tell')} these articles' leanings apart no better "
-                    f"than chance.")
-    if groups["unclear"]:
-        said.append(f"{_names(groups['unclear'])} {_verb(groups['unclear'], 'scores', 'score')} above it on these "
-                    f"articles, but {_verb(groups['unclear'], 'its', 'their')} interval"
-                    f"{'' if len(groups['unclear']) == 1 else 's'} include{'s' if len(groups['unclear']) == 1 else ''}"
-                    f" it: on other outlets {_verb(groups['unclear'], 'it', 'they')} may do no better than chance.")
-    if groups["clear"]:
-        said.append(f"{_names(groups['clear'])} {_verb(groups['clear'], 'scores', 'score')} above it with "
-                    f"{_verb(groups['clear'], 'its', 'their')} whole interval.")
+    for standing, (one, many) in _CHANCE_WORDS.items():
+        names = [n for n in c.names if chance_standing(c.metrics[n]) == standing]
+        if names:
+            said.append(f"{_names(names)} {one if len(names) == 1 else many}")
     return " ".join(said)
+
+
+_CHANCE_WORDS = {  # (one run, several runs)
+    "below": ("scores no better than that: it tells these articles' leanings apart no better than chance.",
+              "score no better than that: they tell these articles' leanings apart no better than chance."),
+    "unclear": ("scores above it on these articles, but its interval includes it: on other outlets it may do no "
+                "better than chance.",
+                "score above it on these articles, but their intervals include it: on other outlets they may do "
+                "no better than chance."),
+    "no_interval": ("scores above it on these articles, with no interval to say how surely.",
+                    "score above it on these articles, with no interval to say how surely."),
+    "clear": ("scores above it with its whole interval.", "score above it with their whole interval."),
+}
 
 
 def _names(names: Sequence[str]) -> str:
     return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
-
-
-def _verb(names: Sequence[str], one: str, many: str) -> str:
-    return one if len(names) == 1 else many
 
 
 def _paired_table(c: Comparison) -> Optional[dict[str, Any]]:
@@ -870,9 +865,11 @@ def _outlet_table(c: Comparison, top: int = 20) -> Optional[dict[str, Any]]:
     shown = (f"All {len(first)} outlets of these articles." if len(first) <= top else
              f"The {top} largest of the {len(first)} outlets of these articles (every outlet: metrics.json, by_outlet).")
     sizes = sorted((r["n"] for r in first), reverse=True)
-    if len(sizes) > 3:
-        shown += (f" The 3 largest hold {sum(sizes[:3]) / sum(sizes):.0%} of the articles: a run's score leans on how "
-                  f"it does on them, which is why the outlet-resampled interval is wide.")
+    share = sum(sizes[:3]) / sum(sizes)
+    if len(sizes) > 3 and share >= 0.5:
+        shown += (f" The 3 largest hold {share:.0%} of the articles: a run's score leans on how it does on them"
+                  + (", which is why the outlet-resampled interval is wide." if any(
+                      c.metrics[n].get("macro_f1_ci_outlets") for n in c.names) else "."))
     shown += (" Each outlet's articles carry its rating (the label column, the most common where a few differ); a "
               "run's accuracy on an outlet is the share of its articles whose own label the run answers.")
     return {**_table(["outlet", "label", "n", *[f"{n} accuracy" for n in c.names]], rows), "note": shown}
@@ -964,7 +961,7 @@ def _probabilities_note(c: Comparison, name: str) -> Optional[str]:
     fitted = m.get("calibration_data") or {}
     on_test = bool(fitted.get("sha256")) and fitted["sha256"] == (c.data or {}).get("sha256")
     where = ("the compared articles' own file: its calibration is not held out" if on_test else
-             Path(fitted["path"]).name if fitted.get("path") else "val")
+             PureWindowsPath(fitted["path"]).name if fitted.get("path") else "val")  # reads / and \ alike
     note = f"temperature {t:.2f}, fitted on {where}"
     if cal.get("at_bound"):
         shape = "nearly flat: in an ensemble it barely votes" if t > 1 else "nearly all on one label"
