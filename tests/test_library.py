@@ -134,13 +134,21 @@ def test_a_classifier_says_what_it_is(enc, tiny_bert_dir):
 
 
 def test_a_long_article_raises_no_warning_about_the_models_window(enc, caplog, capfd, monkeypatch):
+    from transformers.utils import logging as hf_logging
+
     monkeypatch.setattr(enc.tokenizer, "model_max_length", 128)
+    monkeypatch.setattr(enc.tokenizer, "deprecation_warnings", {})  # transformers warns once per tokenizer
     long = " ".join(["the court said the plan was new"] * 200)
-    enc.predict_proba([long], windows=3)
-    enc.reading([long], windows=3)
-    assert "Token indices sequence length" not in caplog.text + capfd.readouterr().err
-    enc.tokenizer.encode(long)  # what transformers says without newsbias's care, so the test can fail
-    assert "Token indices sequence length" in caplog.text + capfd.readouterr().err
+    before = hf_logging.get_verbosity()  # a CLI test's -q earlier in the process quiets transformers
+    hf_logging.set_verbosity_warning()
+    try:
+        enc.predict_proba([long], windows=3)
+        enc.reading([long], windows=3)
+        assert "Token indices sequence length" not in caplog.text + capfd.readouterr().err
+        enc.tokenizer.encode(long)  # what transformers says without newsbias's care, so the test can fail
+        assert "Token indices sequence length" in caplog.text + capfd.readouterr().err
+    finally:
+        hf_logging.set_verbosity(before)
 
 
 def test_predict_gives_the_most_probable_label_of_each_text(enc):
