@@ -131,6 +131,8 @@ def test_page_is_the_template_with_the_uncertainty_threshold(client):
     assert "{{" not in page and "{%" not in page
     assert f"const UNCERTAIN_BELOW = {UNCERTAIN_BELOW};" in page
     assert f"below {100 * UNCERTAIN_BELOW:.0f}%" in page  # the threshold is said on the page
+    assert "the confidence AUROC\nof its evaluation report says how well" in page  # and what it does not mean
+    assert "Its validation macro-F1: '" in page and "m.best_val.val_macro_f1.toFixed(3)" in page
     for part in ('id="uncertain"', 'id="reading"', "tokens_read", "function explain(status, body)",
                  "The model is still loading", "Could not reach the newsbias server"):
         assert part in page
