@@ -12,6 +12,7 @@ from newsbias.cli import main
 from newsbias.config import BaselineConfig, CvConfig
 from newsbias.cv import fold_interval, make_folds, pooled_articles, round_probs, run_cv
 from newsbias.errors import NewsbiasError
+from newsbias.metrics import chance_f1
 from newsbias.records import Prediction, read_predictions, write_predictions
 
 from conftest import FILLER, PLANTED, write_jsonl
@@ -78,6 +79,8 @@ def test_cv_scores_match_saved_predictions_and_reference_is_reported(tmp_path):
         again = f1_score([p.gold for p in preds], [p.pred for p in preds], labels=LABELS, average="macro",
                          zero_division=0)
         assert again == pytest.approx(row["macro_f1"], abs=1e-4)
+        gold = [p.gold for p in preds]  # a uniform guess on this fold's label mix, beside its score
+        assert row["chance"] == pytest.approx(chance_f1({lab: gold.count(lab) for lab in LABELS})["macro"], abs=1e-4)
     mean, lo, hi = fold_interval([r["macro_f1"] for r in by["tfidf-lr"]["folds"]])
     assert by["tfidf-lr"]["mean"] == pytest.approx(mean, abs=1e-4) and lo <= mean <= hi
     assert {r["recipe"] for r in summary["random"]} == {"majority", "tfidf-lr"}
@@ -85,6 +88,8 @@ def test_cv_scores_match_saved_predictions_and_reference_is_reported(tmp_path):
     assert written["grouped"] == summary["grouped"]
     md = (tmp_path / "cv" / "cv.md").read_text()
     assert "| tfidf-lr |" in md and "random folds" in md
+    chance = np.mean([r["chance"] for r in by["tfidf-lr"]["folds"]])
+    assert f"A uniform random guess scores {chance:.3f} macro-F1 on these folds' label mixes on average" in md
 
 
 def test_a_cv_ensemble_averages_its_recipes_fold_by_fold(tmp_path):

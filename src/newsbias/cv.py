@@ -39,7 +39,7 @@ from .config import TRAIN_NOT_IN_RUN, BaselineConfig, CvConfig, PredictConfig, T
 from .errors import NewsbiasError
 from .io import atomic_dir, check_output_dir, command_line, stage_manifest, write_json
 from .labels import LABELS
-from .metrics import macro_f1
+from .metrics import chance_f1, macro_f1
 from .records import (CHECKPOINTS, SPLITS, manifest_path, read_articles, read_predictions, split_file,
                       write_predictions)
 from .templates import render
@@ -234,6 +234,7 @@ def _score_round(recipe: str, frame: pd.DataFrame, fold: np.ndarray, i: int, k: 
     score = macro_f1(test["gold"], pred)
     row = {"fold": i, "n_train": int(tr.sum()), "n_test": len(test), "test_outlets": int(test["outlet"].nunique()),
            "top_outlet_share": round(float(test["outlet"].value_counts(normalize=True).iloc[0]), 3),
+           "chance": round(chance_f1({lab: int((test["gold"] == lab).sum()) for lab in LABELS})["macro"], 4),
            "macro_f1": round(score, 4)}
     return row, prediction_rows(test, probs, f"{recipe}-fold{i}")
 
@@ -308,7 +309,9 @@ def ensemble_folds(spec: str, results: list[dict[str, Any]], kept: dict[str, lis
 def render_markdown(summary: dict[str, Any]) -> str:
     """The cv report (``templates/cv.md``): one table per recipe (folds), then the summary with the random-fold
     reference."""
-    return render("cv.md", **summary, reference={r["recipe"]: r for r in summary.get("random", [])})
+    folds = summary["grouped"][0]["folds"] if summary.get("grouped") else []
+    chance = float(np.mean([r["chance"] for r in folds])) if folds and all("chance" in r for r in folds) else None
+    return render("cv.md", **summary, reference={r["recipe"]: r for r in summary.get("random", [])}, chance=chance)
 
 
 def paired_by_fold(results: list[dict[str, Any]]) -> None:
