@@ -56,7 +56,7 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=3)
     ap.add_argument("--out", default="/tmp/newsbias-half-precision")
     ap.add_argument("overrides", nargs="*", help="extra KEY=VALUE overrides of the config")
-    args = ap.parse_args()
+    args = ap.parse_intermixed_args()  # KEY=VALUE overrides may follow the flags, as the synopsis shows
     common = [f"train.model.name_or_path={args.model}", f"train.data.path={args.data}", "train.data.train_limit=64",
               "train.data.val_limit=16", "train.optim.warmup_ratio=0", "train.head_init=random",
               "train.overwrite=true", "train.progress=false", *args.overrides]

@@ -149,6 +149,7 @@ def test_model_card_fields(adapters, tmp_path):
     assert "LoRA r / alpha / dropout | 4 / 8 / 0.0" in card
     assert "Split: **random** (seed 13)" in card and "train 700, val 100, test 100" in card
     assert "| shared outlets | 17 |" in card and "| near duplicate pairs across splits | 3 |" in card
+    assert "**This model was evaluated on a random split.** Train and test share outlets (17 are shared" in card
     assert "upper bound" in card and "outlet-level ratings, not per-article judgements" in card
     assert "| macro-F1 | 0.612 | 0.550 – 0.670 | not computed |" in card
     assert "outlet-resampled interval was not computed" in card and "No baseline was scored" in card

@@ -466,8 +466,9 @@ def test_a_run_fitted_on_the_test_articles_or_outlets_is_flagged(tmp_path):
     """The split may be outlet-disjoint and a run still trained on these outlets (another prep of the data)."""
     inp = make_inputs(tmp_path)  # test articles: a0, a2, a4 from o0; a1, a3, a5 from o1
     prep = selection_prep(tmp_path / "theirs", "by_source", ["o7"])
-    (prep / "train.jsonl").write_text("".join(json.dumps({"id": i, "input": "t", "output": "left", "outlet": o}) + "\n"
-                                              for i, o in [("a0", "o0"), ("x1", "o0"), ("x2", "o8")]))
+    a0 = " ".join(f"w0_{k}" for k in range(80))  # test article a0's own text; a2 below is another article's id only
+    (prep / "train.jsonl").write_text("".join(json.dumps({"id": i, "input": t, "output": "left", "outlet": o}) + "\n"
+                                              for i, t, o in [("a0", a0, "o0"), ("x1", "t", "o0"), ("a2", "t", "o8")]))
     lora = trained_on(tmp_path / "lora", prep)
     (tmp_path / "qwen-tuned.manifest.json").write_text(json.dumps({"stage": "predict", "adapter": str(lora)}))
     res = run_compare(compare_cfg(inp, tmp_path / "r", ensembles=["ens=tuned+majority"]))
@@ -841,3 +842,17 @@ def test_the_accuracy_column_is_accuracy_not_micro_f1(tmp_path):
     row = next(line for line in lines if line.startswith("| base |"))
     cells = dict(zip([c.strip() for c in header.split("|")], [c.strip() for c in row.split("|")]))
     assert cells["accuracy"] == f"{m['accuracy']:.3f}" and cells["micro-F1"] == f"{m['micro_f1']:.3f}"
+
+
+def test_a_random_split_says_shared_outlets_only_when_it_has_them():
+    from newsbias.report import split_note
+
+    def meta(shared, outlets):
+        return {"splits": {"mode": "random", "outlets": outlets}, "leakage": {"shared_outlets": {"count": shared}}}
+
+    shared = split_note(meta(5, {"train": 9, "val": 6, "test": 6}))
+    assert shared["warning"] == "random split" and "Train and test share outlets (5 are shared" in shared["text"]
+    unknown = split_note(meta(0, {"train": 0, "val": 0, "test": 0}))  # instruction files: no outlet field
+    assert unknown["warning"] == "random split" and "name no outlet: whether train and test share" in unknown["text"]
+    grouped = split_note(meta(0, {"train": 9, "val": 3, "test": 3}))  # split.group_by=outlet
+    assert grouped["warning"] is None and "no outlet is in two splits" in grouped["text"]

@@ -389,7 +389,11 @@ def _data_context(prep: Optional[dict[str, Any]], labels: list[str]) -> Optional
         return None
     split, inp, counts = prep.get("splits") or {}, prep.get("input") or {}, prep.get("counts") or {}
     leak = prep.get("leakage") or {}
+    from .report import split_note  # the report's reading of a split, so the card says what the report says
+
+    note = split_note(prep)
     return {"source": Path(str(inp.get("path", "?"))).name, "format": inp.get("format", "?"),
+            "random_split_text": note["text"] if note["warning"] == "random split" else None,
             "read": counts.get("read", "?"), "written": counts.get("written", "?"),
             "mode": split.get("mode", "?"), "seed": split.get("seed"),
             "sizes": ", ".join(f"{k} {v}" for k, v in (split.get("sizes") or {}).items()),

@@ -389,26 +389,33 @@ def training_split(frame: pd.DataFrame, manifest: Optional[dict[str, Any]]) -> O
 
 
 def training_overlap(name: str, train: Optional[Path], test_ids: Sequence[str], test: Sequence[Optional[str]],
-                     cache: dict[Path, list[tuple[str, Optional[str]]]]) -> Optional[dict[str, Any]]:
+                     cache: dict[Path, list[tuple[str, Optional[str], str]]],
+                     test_texts: Optional[Sequence[str]] = None) -> Optional[dict[str, Any]]:
     """Test articles and outlets that a run's own training split holds, with the ``warning`` it earns; None when
-    they share none (or the training split is not found)."""
+    they share none (or the training split is not found). An article is the same by its text when the compared
+    articles' texts are known (files without ids number their lines, so ids of two files can meet by chance),
+    else by its id."""
     if train is None or not train.is_file():
         return None
     if train not in cache:
         try:
-            cache[train] = [(a.id, a.outlet_or_source) for a in iter_articles(train, require_text=False,
-                                                                             bad_label="keep")]
+            cache[train] = [(a.id, a.outlet_or_source, a.text) for a in iter_articles(train, require_text=False,
+                                                                                     bad_label="keep")]
         except NewsbiasError:
             return None
-    ids = {i for i, _ in cache[train]}
-    outlets = sorted({str(o) for _, o in cache[train] if o} & {o for o in test if o})
-    articles = sum(i in ids for i in test_ids)
+    outlets = sorted({str(o) for _, o, _ in cache[train] if o} & {o for o in test if o})
+    if test_texts is not None:
+        seen, by = {t for _, _, t in cache[train]}, ""
+        articles = sum(t in seen for t in test_texts)
+    else:
+        seen, by = {i for i, _, _ in cache[train]}, " (by id: give compare.data to match them by text)"
+        articles = sum(i in seen for i in test_ids)
     if not articles and not outlets:
         return None
     on_outlets = sum(o in set(outlets) for o in test if o)
     return {"train_split": str(train), "test_articles_trained_on": articles, "shared_outlets": len(outlets),
             "shared_outlet_examples": outlets[:10], "test_articles_from_shared_outlets": on_outlets,
-            "warning": f"{name} was fitted on {train}, which holds {articles} of these test articles and "
+            "warning": f"{name} was fitted on {train}, which holds {articles} of these test articles{by} and "
                        f"{len(outlets)} of their outlets ({on_outlets} test articles come from them"
                        f"{': ' + ', '.join(outlets[:5]) if outlets else ''}) — its score here is not a score on "
                        f"unseen articles and outlets; test it on data it was not trained on."}
@@ -416,14 +423,15 @@ def training_overlap(name: str, train: Optional[Path], test_ids: Sequence[str], 
 
 def selection_report(specs: list[tuple[str, Path]], frames: dict[str, pd.DataFrame],
                      manifests: dict[str, Optional[dict[str, Any]]], infos: dict[str, Any],
-                     test: Sequence[Optional[str]], test_ids: Sequence[str] = ()) -> dict[str, dict[str, Any]]:
+                     test: Sequence[Optional[str]], test_ids: Sequence[str] = (),
+                     test_texts: Optional[Sequence[str]] = None) -> dict[str, dict[str, Any]]:
     """``{run: selection record}`` (:func:`run_selection`) with ``trained_on`` (:func:`training_overlap`); an
     ensemble is selected, and trained, as its members."""
     cache: dict[Path, list[Optional[str]]] = {}
-    train_cache: dict[Path, list[tuple[str, Optional[str]]]] = {}
+    train_cache: dict[Path, list[tuple[str, Optional[str], str]]] = {}
     out = {name: {**run_selection(name, selection_source(frames[name], manifests[name]), test, cache),
                   "trained_on": training_overlap(name, training_split(frames[name], manifests[name]), test_ids,
-                                                 test, train_cache)}
+                                                 test, train_cache, test_texts)}
            for name, _ in specs}
     for name, info in infos.items():
         members = info.get("ensemble_of")
@@ -463,11 +471,20 @@ def split_note(meta: Optional[dict[str, Any]]) -> dict[str, Optional[str]]:
                         "are an upper bound."}
     mode = (meta.get("splits") or {}).get("mode") or ((meta.get("config") or {}).get("split") or {}).get("mode")
     shared = ((meta.get("leakage") or {}).get("shared_outlets") or {}).get("count")
-    if mode == "random":
+    if mode == "random" and shared:
         return {"warning": "random split",
-                "text": "Train and test share outlets, and AllSides-style labels are per outlet, so a model can "
-                        "score by recognising the outlet: treat these numbers as an upper bound"
-                        + (f" ({shared} outlets are shared between splits)." if shared is not None else ".")}
+                "text": f"Train and test share outlets ({shared} are shared between splits), and AllSides-style "
+                        f"labels are per outlet, so a model can score by recognising the outlet: treat these numbers "
+                        f"as an upper bound."}
+    if mode == "random":
+        per_split = (meta.get("splits") or {}).get("outlets")
+        if (shared is None or per_split is None or not any(per_split.values())):
+            return {"warning": "random split",
+                    "text": "A random split whose articles name no outlet: whether train and test share outlets is "
+                            "unknown, and with per-outlet labels these numbers are an upper bound if they do."}
+        return {"warning": None,
+                "text": "A random split grouped so that no outlet is in two splits: a run fitted on its train split "
+                        "is measured on outlets it has not seen."}
     if mode == "by_source":
         names = ((meta.get("leakage") or {}).get("shared_source_names") or {}).get("count")
         return {"warning": None,
@@ -727,7 +744,8 @@ def run_compare(cfg: CompareConfig) -> dict[str, Any]:
     roles = pick_roles(names, all_metrics, cfg)
     meta = read_meta(meta_path)
     outlets = compared_outlets(joined, texts, frames)
-    selection = selection_report(specs, frames, manifests, infos, outlets, list(joined["key"].astype(str)))
+    selection = selection_report(specs, frames, manifests, infos, outlets, list(joined["key"].astype(str)),
+                                 list(texts.loc[joined["key"], "text"]) if texts is not None else None)
     c = Comparison(cfg=cfg, specs=specs, infos=infos, metrics=all_metrics, join=join_info, n=len(joined), meta=meta,
                    data=data_summary(data_path, texts, meta, list(joined["key"])), manifests=manifests, logs=logs, roles=roles,
                    paired=paired_tests(joined, roles, cfg.metrics, outlets),
