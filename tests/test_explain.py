@@ -260,3 +260,14 @@ def test_explain_reads_no_more_than_its_limit(planted_adapter, tmp_path, sample)
                                   limit=4, sample=sample), progress=False)
     assert m["summary"]["articles"] == 4
     assert len((tmp_path / "ex" / RECORDS).read_text().splitlines()) == 4
+
+
+def test_articles_without_an_outlet_are_said_to_have_no_cues_to_look_for(planted_adapter, tmp_path, caplog):
+    rows = [{k: v for k, v in r.items() if k not in ("source", "outlet", "url")} for r in make_planted_rows(3, seed=6)]
+    data = write_jsonl(tmp_path / "test.jsonl", rows)
+    run_explain(ExplainConfig(adapter=str(planted_adapter), input=str(data), out_dir=str(tmp_path / "ex"), limit=3),
+                progress=False)
+    assert "no article names its outlet" in caplog.text
+    md = (tmp_path / "ex" / "explain.md").read_text()
+    assert "so there were no outlet cues to look for" in md and "Outlet cues carry" not in md
+    assert "no outlet cues to look for" in (tmp_path / "ex" / "explain.html").read_text()

@@ -514,6 +514,16 @@ def test_by_time_puts_newest_in_test(articles_file, tmp_path):
     assert min(dates["test"]) >= max(dates["val"]) >= max(dates["train"]) or min(dates["test"]) >= max(dates["train"])
     assert min(dates["val"]) >= max(dates["train"])
     assert meta["splits"]["undated_rows_in_train"] == 0
+    assert meta["splits"]["ambiguous_dates_read_month_first"] == 0  # ISO dates are never ambiguous
+
+
+def test_by_time_counts_dates_that_read_two_ways(tmp_path, caplog):
+    rows = make_articles(60)
+    for i, r in enumerate(rows):  # 03/04/2019 is March 4th or April 3rd; 13/04/2019 and 04/04/2019 are not ambiguous
+        r["date"] = ["03/04/2019", "13/04/2019", "04/04/2019", "2019-05-06"][i % 4]
+    meta = run_prep(cfg_for(write_jsonl(tmp_path / "d.jsonl", rows), tmp_path / "o", **{"split.mode": "by_time"}))
+    assert meta["splits"]["ambiguous_dates_read_month_first"] == 15
+    assert "15 dates such as 03/04/2020 could be day-first or month-first" in caplog.text
 
 
 def test_predefined_split_from_tsv_files(articles_file, tmp_path):

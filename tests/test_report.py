@@ -856,3 +856,17 @@ def test_a_random_split_says_shared_outlets_only_when_it_has_them():
     assert unknown["warning"] == "random split" and "name no outlet: whether train and test share" in unknown["text"]
     grouped = split_note(meta(0, {"train": 9, "val": 3, "test": 3}))  # split.group_by=outlet
     assert grouped["warning"] is None and "no outlet is in two splits" in grouped["text"]
+
+
+def test_by_outlet_without_any_outlet_says_so_and_draws_no_outlet(tmp_path, caplog):
+    inp = make_inputs(tmp_path)
+    for key in ("base", "tuned", "majority"):  # prediction files of data with no outlet field (instruction files)
+        rows = [json.loads(line) for line in Path(inp[key]).read_text().splitlines()]
+        Path(inp[key]).write_text("".join(json.dumps({**r, "outlet": None}) + "\n" for r in rows[:5]))
+    cfg = CompareConfig(preds=[f"base={inp['base']}", f"tuned={inp['tuned']}", str(inp["majority"])],
+                        out_dir=str(tmp_path / "r"), html=False, metrics={"n_boot": 50, "by_outlet": True})
+    run_compare(cfg)
+    assert "no article names its outlet" in caplog.text
+    md = (tmp_path / "r" / "report.md").read_text()
+    assert "CI (outlets)" not in md and not (tmp_path / "r" / "per_outlet.png").exists()
+    assert "macro_f1_ci_outlets" not in json.loads((tmp_path / "r" / "metrics.json").read_text())["metrics"]["tuned"]

@@ -682,3 +682,12 @@ def test_serve_without_its_packages_names_the_extra_before_loading_a_model(monke
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "uvicorn" else real(name, *a))
     assert main(["serve", "--model", str(tmp_path / "no-model-needed")]) == 2
     assert "newsbias serve needs uvicorn: pip install 'newsbias[serve]'" in capsys.readouterr().err
+
+
+def test_model_info_says_whether_the_prompt_uses_the_chat_template_a_zero_shot_base_included(tiny_qwen_dir):
+    from newsbias.classifier import Classifier
+
+    clf = Classifier.load(str(tiny_qwen_dir), device="cpu")  # chat_template: auto, and the tokenizer has one
+    assert clf.builder.uses_chat_template and not clf.settings.uses_chat_template
+    with TestClient(create_app(ServeConfig(model=str(tiny_qwen_dir)), predictor=clf)) as c:
+        assert c.get("/v1/model").json()["chat_template"] is True

@@ -21,6 +21,7 @@ then each article with its words marked) and ``manifest.json``.
 
 from __future__ import annotations
 
+import logging
 import re
 import time
 from bisect import bisect_right
@@ -43,6 +44,8 @@ from .io import OWNER_FILE, check_output_dir, claim, dumps_line, read_json, sha2
 from .predict import first_instruction, input_articles, load_classifier, resolve_input, skip_reason
 from .records import Article, iter_json_lines, scored
 from .templates import render
+
+log = logging.getLogger(__name__)
 
 RECORDS = "explanations.jsonl"
 MANIFEST = "manifest.json"
@@ -321,6 +324,9 @@ def write_reports(out: Path, records: Sequence[dict[str, Any]], labels: Sequence
                   model: str, input_path: str) -> dict[str, Any]:
     """``explain.md`` and ``explain.html`` from the records (one template context); returns the summary."""
     summary = summarize(records, labels, cfg.min_articles, cfg.top_k)
+    if records and not summary["n_outlets"]:
+        log.warning("explain: no article names its outlet (no outlet, source or url field), so there are no outlet "
+                    "cues to look for; the report shows the words behind each answer only")
     context = {"summary": summary, "records": records, "labels": labels, "model": model, "input": input_path,
                "top_k": cfg.top_k, "span": cfg.span, "min_articles": cfg.min_articles, "sample": cfg.sample,
                "marked": [marked_text(r) for r in records], "top_units": top_units}

@@ -498,12 +498,21 @@ def per_outlet(gold: np.ndarray, pred: np.ndarray, outlets: Sequence[Any], label
     return rows
 
 
+_SAID: set[tuple[str, int]] = set()  # warnings said once per process (compare scores many runs alike)
+
+
 def metrics_for_frame(frame: pd.DataFrame, opts: MetricsConfig, labels: Sequence[str] = LABELS) -> dict[str, Any]:
     """``compute_metrics`` on a frame from :func:`prediction_frame`."""
     probs = None
     if frame["probs"].notna().any():
         probs = np.array([p if p is not None else [np.nan] * len(labels) for p in frame["probs"]], dtype=float)
     outlets = frame["outlet"].tolist() if opts.by_outlet else None
+    if outlets is not None and not any(o is not None and o == o for o in outlets):  # o == o: not NaN
+        if ("by_outlet", len(frame)) not in _SAID:
+            _SAID.add(("by_outlet", len(frame)))
+            log.warning("by_outlet: no article names its outlet (no outlet or source field), so there is no "
+                        "per-outlet table or outlet-resampled interval; the article-level interval is all there is")
+        outlets = None
     return compute_metrics(frame["gold"].to_numpy(), frame["pred"].to_numpy(), probs, outlets, labels,
                            opts.n_boot, opts.confidence, opts.seed, opts.ece_bins)
 

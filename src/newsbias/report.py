@@ -1006,7 +1006,8 @@ def report_model(c: Comparison) -> dict[str, Any]:
         "interval_note": ("Invalid outputs count as wrong. The interval is a percentile bootstrap over articles "
                           f"({m.n_boot} resamples, seed {m.seed})"
                           + ("; \"CI (outlets)\" resamples whole outlets, the honest interval when a few outlets "
-                             "dominate the test set (articles of one outlet are not independent)." if m.by_outlet
+                             "dominate the test set (articles of one outlet are not independent)."
+                             if any(c.metrics[n].get("macro_f1_ci_outlets") for n in c.names)
                              else ".")
                           + " Micro-F1 is F1 over all answers (an invalid answer is no label's false positive, so "
                             "it exceeds accuracy when answers are invalid); ordinal MAE is the mean distance between "

@@ -639,7 +639,7 @@ def _model_info(state: _State) -> dict[str, Any]:
     return {"name": state.name, "base_model": s.base_model or cfg.model, "adapter": cfg.adapter,
             "head": s.head, "labels": list(s.labels), "max_length": s.prompt.max_length,
             "max_article_tokens": clf.builder.article_budget,
-            "truncation": s.prompt.truncation, "chat_template": s.uses_chat_template,
+            "truncation": s.prompt.truncation, "chat_template": clf.builder.uses_chat_template,
             "best_val": s.best_val, "temperature": s.temperature, "merged": bool(s.extra.get("merged", False)),
             "reads_title": s.prepend_title, "trained": bool(cfg.adapter or s.best_val),
             "device": str(clf.device), "dtype": clf.precision,

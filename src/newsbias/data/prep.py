@@ -379,6 +379,11 @@ def _computed_split(df: pd.DataFrame, run: _Run) -> pd.Series:
         run.split_info["outlet_key"] = "registrable domain of source_url/url, else normalised source name"
         return split
     split, run.split_info["undated_rows_in_train"] = sp.time_split(df, s.test_frac, s.val_frac)
+    ambiguous = sp.ambiguous_dates(df["date"])
+    run.split_info["ambiguous_dates_read_month_first"] = ambiguous
+    if ambiguous:
+        log.warning("prep: %d dates such as 03/04/2020 could be day-first or month-first; by_time reads them "
+                    "month-first (US order); write dates as YYYY-MM-DD if yours are day-first", ambiguous)
     return split
 
 

@@ -104,6 +104,15 @@ def joint_groups(a: pd.Series, b: pd.Series) -> pd.Series:
     return pd.Series([root(x)[1] for x in left], index=a.index)
 
 
+_SLASHED = r"^\s*(\d{1,2})[/.-](\d{1,2})[/.-]\d{2,4}\b"
+
+
+def ambiguous_dates(dates: pd.Series) -> int:
+    """How many dates read differently day-first and month-first (``03/04/2020``: both parts 12 or less, unequal)."""
+    parts = dates.dropna().astype(str).str.extract(_SLASHED).dropna().astype(int)
+    return int(((parts[0] <= 12) & (parts[1] <= 12) & (parts[0] != parts[1])).sum())
+
+
 def time_split(df: pd.DataFrame, test_frac: float, val_frac: float) -> tuple[pd.Series, int]:
     """Newest articles to test, the next newest to val. Undated rows go to train (and are counted)."""
     dates = pd.to_datetime(df["date"], errors="coerce", format="mixed", utc=True)
