@@ -560,3 +560,15 @@ def test_the_hub_widget_is_switched_off_where_transformers_alone_would_score_wro
     cls = front_matter(model_card(adapters["cls"], merged=True))
     assert lm["inference"] is False  # an lm head: transformers' pipeline would put a random classifier on it
     assert "inference" not in cls  # transformers' own sequence classifier, the card's plain snippet loads it
+
+
+def test_a_card_does_not_say_val_fitted_a_temperature_calibrate_refitted_elsewhere(adapters, tmp_path):
+    d = tmp_path / "refit"
+    shutil.copytree(adapters["cls"], d)
+    settings = json.loads((d / "newsbias.json").read_text())
+    assert "| val articles (checkpoint, temperature) |" in model_card(d)
+    settings["calibration"] = {**settings.get("calibration", {}), "method": "temperature", "temperature": 2.0, "n": 50,
+                               "data": {"path": "/data/held_out.jsonl", "sha256": "0" * 64}}
+    (d / "newsbias.json").write_text(json.dumps(settings))
+    card = model_card(d)
+    assert "| val articles (checkpoint) |" in card and "val articles (checkpoint, temperature)" not in card

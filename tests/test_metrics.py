@@ -414,3 +414,12 @@ def test_confidence_auroc_says_whether_confidence_ranks_right_answers_above_wron
     assert confidence_auroc(probs, np.ones(4, bool)) is None
     with_nan = np.vstack([probs, [np.nan] * 3])
     assert confidence_auroc(with_nan, np.append(mixed, True)) == 0.75  # rows without probabilities are left out
+
+
+def test_scoring_articles_that_lack_a_label_says_what_macro_f1_then_counts(tmp_path, caplog):
+    rows = [{"id": str(i), "pred": p, "gold": g, "probs": None} for i, (g, p) in
+            enumerate([("left", "left"), ("right", "right"), ("left", "center"), ("right", "right"), ("left", "left"),
+                       ("right", "left"), ("left", "left")])]
+    m = evaluate(EvaluateConfig(preds=str(write_preds(tmp_path / "p.jsonl", rows)), n_boot=0))
+    assert m["per_class"]["center"]["f1"] == 0.0
+    assert "the 7 articles scored have no 'center' article: macro-F1 counts that label's F1 as 0" in caplog.text

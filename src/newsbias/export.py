@@ -330,7 +330,8 @@ def _chance_sentence(m: dict[str, Any]) -> str:
     }[chance_standing(m)]
 
 
-def _training_rows(manifest: dict[str, Any]) -> Optional[list[list[Any]]]:
+def _training_rows(manifest: dict[str, Any], refitted: bool = False) -> Optional[list[list[Any]]]:
+    """The card's training table; ``refitted``: `newsbias calibrate` fitted the temperature since, elsewhere."""
     cfg = manifest.get("config") or {}
     if not cfg:
         return None
@@ -342,7 +343,8 @@ def _training_rows(manifest: dict[str, Any]) -> Optional[list[list[Any]]]:
     data = cfg.get("data", {})
     articles = [["training articles", summary.get("train_articles") or (f"≤ {data['train_limit']} (train_limit)"
                                                                         if data.get("train_limit") else "the whole split")],
-                ["val articles (checkpoint, temperature)", summary.get("val_articles") or (
+                ["val articles (checkpoint)" if refitted else "val articles (checkpoint, temperature)",
+                 summary.get("val_articles") or (
                     f"≤ {data['val_limit']} (val_limit)" if data.get("val_limit") else "the whole split")]]
     return [*tuned, *articles, ["learning rate", optim.get("lr")],
             ["epochs / max steps", f"{optim.get('epochs')} / {optim.get('max_steps') or '–'}"],
@@ -547,7 +549,7 @@ def model_card(adapter_dir: str | Path, merged: bool = False, base_model_id: Opt
         headline=ev["headline"] if ev else ("not given to export: only the validation score of the kept "
                                             "checkpoint is known, and it is not a test score"),
         temperature_line=_temperature_text(settings.calibration),
-        training_rows=_training_rows(manifest), data=_data_context(find_prep_meta(adir, manifest), info["labels"]),
+        training_rows=_training_rows(manifest, bool((settings.calibration or {}).get("data"))), data=_data_context(find_prep_meta(adir, manifest), info["labels"]),
         seen=manifest.get("summary") or {},
         ev=ev, best={"metric": best.get("metric", "?"), "rows": [[k, v] for k, v in best.items() if k != "metric"],
                      "kept_last": ((manifest.get("config") or {}).get("eval") or {}).get("keep") == "last"}

@@ -498,11 +498,17 @@ def per_outlet(gold: np.ndarray, pred: np.ndarray, outlets: Sequence[Any], label
     return rows
 
 
-_SAID: set[tuple[str, int]] = set()  # warnings said once per process (compare scores many runs alike)
+_SAID: set[tuple[Any, ...]] = set()  # warnings said once per process (compare scores many runs alike)
 
 
 def metrics_for_frame(frame: pd.DataFrame, opts: MetricsConfig, labels: Sequence[str] = LABELS) -> dict[str, Any]:
     """``compute_metrics`` on a frame from :func:`prediction_frame`."""
+    absent = [lab for i, lab in enumerate(labels) if not (frame["gold"] == i).any()]  # gold holds label indices
+    if absent and ("absent", tuple(absent), len(frame)) not in _SAID:
+        _SAID.add(("absent", tuple(absent), len(frame)))
+        log.warning("the %d articles scored have no %s article: macro-F1 counts %s F1 as 0, so it cannot reach 1; "
+                    "compare it only with runs on the same articles", len(frame),
+                    " or ".join(repr(a) for a in absent), "that label's" if len(absent) == 1 else "those labels'")
     probs = None
     if frame["probs"].notna().any():
         probs = np.array([p if p is not None else [np.nan] * len(labels) for p in frame["probs"]], dtype=float)
