@@ -772,3 +772,17 @@ def test_a_spreadsheet_is_told_which_files_prep_reads(tmp_path):
     (tmp_path / "articles.xlsx").write_bytes(b"PK\x03\x04")
     with pytest.raises(NewsbiasError, match=r"prep reads \.csv, \.tsv, .*a spreadsheet: as CSV"):
         prepare(cfg_for(tmp_path / "articles.xlsx", tmp_path / "o"))
+
+
+def test_a_split_missing_a_label_is_said(tmp_path, caplog):
+    rows = make_articles(90)
+    for i, r in enumerate(rows):  # two centre articles in 90: small val and test splits get none
+        r["label"] = "center" if i >= 88 else ("left" if i % 2 else "right")
+    meta = run_prep(cfg_for(write_jsonl(tmp_path / "d.jsonl", rows), tmp_path / "o",
+                            **{"split.mode": "random", "split.test_frac": 0.05, "split.val_frac": 0.05, "split.seed": 1}))
+    sizes = meta["splits"]["label_counts"]
+    lacking = [s for s in ("val", "test") if not sizes[s].get("center")]
+    assert lacking and sizes["train"].get("center")
+    for split in lacking:
+        assert f"prep: the {split} split has no 'center' article" in caplog.text
+    assert all(f"the {s} split has no" not in caplog.text for s in ("train", "val", "test") if s not in lacking)

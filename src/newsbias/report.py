@@ -495,7 +495,8 @@ def split_note(meta: Optional[dict[str, Any]]) -> dict[str, Optional[str]]:
                            f"name shared by different outlets: prep_meta.json, leakage)." if names else ".")}
     if shared:
         return {"warning": f"split mode {mode}",
-                "text": f"{shared} outlets are shared between splits, so numbers may be optimistic."}
+                "text": f"{counted(shared, 'outlet')} {'is' if shared == 1 else 'are'} shared between splits (train, "
+                        f"val or test), so numbers may be optimistic."}
     return {"warning": None, "text": f"Split mode: {mode}."}
 
 

@@ -227,10 +227,16 @@ def _check_splits(frames: dict[str, pd.DataFrame], s: Any) -> None:
         else:
             hint = "use more data or other prep.split fractions"
         raise NewsbiasError(f"the {' and '.join(empty)} split{'s are' if len(empty) > 1 else ' is'} empty ({sizes}); {hint}")
+    labels = sorted(set().union(*(set(f["label"]) for f in frames.values())))
     for name, f in frames.items():
+        missing = [lab for lab in labels if lab not in set(f["label"])]
         if len(f) and f["label"].nunique() < 2:
             log.warning("prep: the %s split has only one label (%s); its scores will mean little",
                         name, f["label"].iloc[0])
+        elif len(f) and missing:
+            log.warning("prep: the %s split has no %s article: a macro-F1 on it counts %s as 0 (larger split "
+                        "fractions or more data give it one)", name, " or ".join(map(repr, missing)),
+                        "that label" if len(missing) == 1 else "those labels")
 
 
 def _read(run: _Run) -> pd.DataFrame:
