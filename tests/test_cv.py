@@ -5,6 +5,7 @@ import random
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 from sklearn.metrics import f1_score
 
@@ -337,3 +338,14 @@ def test_data_without_outlets_cannot_be_outlet_grouped(tmp_path, caplog):
     rows[0].pop("outlet")
     (few / "test.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     assert len(pooled_articles(few)) == 60 and "1 of 60 articles name no outlet" in caplog.text
+
+
+def test_folds_without_a_label_are_named(caplog):
+    from newsbias.cv import warn_folds_missing_labels
+
+    frame = pd.DataFrame({"gold": ["left", "right", "center", "left", "right", "left"]})
+    warn_folds_missing_labels(frame, np.array([0, 0, 0, 1, 1, 2]))
+    assert "cv: 2 folds have no article of a label: fold 1 (center); fold 2 (center, right)" in caplog.text
+    caplog.clear()
+    warn_folds_missing_labels(frame, np.array([0, 0, 0, 0, 0, 0]))
+    assert "no article of a label" not in caplog.text

@@ -36,7 +36,7 @@ import pandas as pd
 from . import LOG_FORMAT
 from .baseline import count_ngrams, fit_majority, fit_tfidf_lr_on_counts, prediction_rows
 from .config import TRAIN_NOT_IN_RUN, BaselineConfig, CvConfig, PredictConfig, TrainConfig
-from .errors import NewsbiasError
+from .errors import NewsbiasError, counted
 from .io import atomic_dir, check_output_dir, command_line, stage_manifest, write_json
 from .labels import LABELS
 from .metrics import chance_f1, macro_f1
@@ -221,6 +221,18 @@ def sample_test_rows(te: np.ndarray, limit: Optional[int], seed: int) -> np.ndar
     return capped
 
 
+def warn_folds_missing_labels(frame: pd.DataFrame, fold: np.ndarray) -> None:
+    """Say which folds hold no article of a label (outlets carry one label each, so with few outlets a fold can
+    miss one): their macro-F1 counts it as 0, and the folds are less alike than the fold interval assumes."""
+    labels = set(frame["gold"])
+    lacking = {i: sorted(labels - set(frame["gold"][fold == i])) for i in range(int(fold.max()) + 1)}
+    said = [f"fold {i} ({', '.join(missing)})" for i, missing in lacking.items() if missing]
+    if said:
+        log.warning("cv: %s %s no article of a label: %s; its macro-F1 counts it as 0 (data with more outlets, or "
+                    "fewer cv.folds, gives every fold each label)", counted(len(said), "fold"),
+                    "has" if len(said) == 1 else "have", "; ".join(said))
+
+
 def _score_round(recipe: str, frame: pd.DataFrame, fold: np.ndarray, i: int, k: int, cfg: BaselineConfig,
                  counts: Any, run: dict[str, Any]) -> tuple[dict[str, Any], list]:
     tr, va, te = fold_roles(fold, i, k)
@@ -365,6 +377,7 @@ def run_cv(cfg: CvConfig, baseline: BaselineConfig, train: Optional[TrainConfig]
     run = {"test_limit": cfg.test_limit, "seed": cfg.seed, "model": model, "progress": progress}
     with atomic_dir(out, "cv.json") as tmp:
         grouped = make_folds(frame, cfg.folds, cfg.seed, grouped=True)
+        warn_folds_missing_labels(frame, grouped)
         preds_dir = tmp / "preds" if cfg.save_predictions else None
         if preds_dir is not None:
             preds_dir.mkdir()
