@@ -186,6 +186,13 @@ class Dist:
         if self.world > 1:
             dist.barrier()
 
+    def close(self) -> None:
+        """Wait for every process, then leave the group this process made: a rank that exits with its gloo
+        connections open can abort its peer (SIGABRT) as that one tears down."""
+        self.barrier()
+        if self.world > 1 and self.owns_group and dist.is_initialized():
+            dist.destroy_process_group()
+
 
 def init_distributed(device_type: str) -> Dist:
     """Join the process group when launched with several processes (WORLD_SIZE > 1): nccl on CUDA, else gloo."""

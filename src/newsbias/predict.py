@@ -388,7 +388,7 @@ def run_predict(cfg: PredictConfig, progress: bool = True) -> dict[str, Any]:
     if d.main:
         rate = round(n_new / scoring, 3) if scoring else None
         manifest = _finish(cfg, clf, parts, out, input_path, name, d, resumed, started, rate)
-    d.barrier()
+    d.close()
     return manifest
 
 

@@ -1114,9 +1114,7 @@ def finish(r: Recipe, t_start: float) -> dict[str, Any]:
                                   resumed_from=str(r.resumed_from) if r.resumed_from else None)
         write_json(r.out_dir / TRAIN_MANIFEST, manifest)
         (r.out_dir / OWNER_FILE).unlink(missing_ok=True)  # the run is done: its directory is free
-    r.d.barrier()
-    if r.d.world > 1 and r.d.owns_group:
-        dist.destroy_process_group()
+    r.d.close()
     return summary
 
 
