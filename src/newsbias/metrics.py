@@ -498,26 +498,32 @@ def per_outlet(gold: np.ndarray, pred: np.ndarray, outlets: Sequence[Any], label
     return rows
 
 
-_SAID: set[tuple[Any, ...]] = set()  # warnings said once per process (compare scores many runs alike)
+_SAID: set[tuple[Any, ...]] = set()
+
+
+def _warn_once(key: tuple[Any, ...], message: str, *args: Any) -> None:
+    """``log.warning`` once per process for ``key`` (compare scores many runs of the same articles)."""
+    if key not in _SAID:
+        _SAID.add(key)
+        log.warning(message, *args)
 
 
 def metrics_for_frame(frame: pd.DataFrame, opts: MetricsConfig, labels: Sequence[str] = LABELS) -> dict[str, Any]:
     """``compute_metrics`` on a frame from :func:`prediction_frame`."""
     absent = [lab for i, lab in enumerate(labels) if not (frame["gold"] == i).any()]  # gold holds label indices
-    if absent and ("absent", tuple(absent), len(frame)) not in _SAID:
-        _SAID.add(("absent", tuple(absent), len(frame)))
-        log.warning("the %d articles scored have no %s article: macro-F1 counts %s F1 as 0, so it cannot reach 1; "
-                    "compare it only with runs on the same articles", len(frame),
-                    " or ".join(repr(a) for a in absent), "that label's" if len(absent) == 1 else "those labels'")
+    if absent:
+        _warn_once(("absent", tuple(absent), len(frame)),
+                   "the %d articles scored have no %s article: macro-F1 counts %s F1 as 0, so it cannot reach 1; "
+                   "compare it only with runs on the same articles", len(frame),
+                   " or ".join(repr(a) for a in absent), "that label's" if len(absent) == 1 else "those labels'")
     probs = None
     if frame["probs"].notna().any():
         probs = np.array([p if p is not None else [np.nan] * len(labels) for p in frame["probs"]], dtype=float)
     outlets = frame["outlet"].tolist() if opts.by_outlet else None
     if outlets is not None and not any(o is not None and o == o for o in outlets):  # o == o: not NaN
-        if ("by_outlet", len(frame)) not in _SAID:
-            _SAID.add(("by_outlet", len(frame)))
-            log.warning("by_outlet: no article names its outlet (no outlet or source field), so there is no "
-                        "per-outlet table or outlet-resampled interval; the article-level interval is all there is")
+        _warn_once(("by_outlet", len(frame)),
+                   "by_outlet: no article names its outlet (no outlet or source field), so there is no per-outlet "
+                   "table or outlet-resampled interval; the article-level interval is all there is")
         outlets = None
     return compute_metrics(frame["gold"].to_numpy(), frame["pred"].to_numpy(), probs, outlets, labels,
                            opts.n_boot, opts.confidence, opts.seed, opts.ece_bins)
